@@ -1,0 +1,149 @@
+"""`util/archive/archive.py` as a real process against the local stack server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (ROOT, Server, archived_bytes, job, put_job, result_exists,
+                            vault_archive_count, wait_for)
+from util.glacier import MIB
+from util.helpers import ARCHIVE_ID
+
+SCRIPT = ROOT / "util" / "archive" / "archive.py"
+
+
+class ArchiveProcess:
+    """One archive worker process; its log goes to a file the test reads."""
+
+    def __init__(self, server: Server, log: Path, *args: str, **settings: str):
+        env = {**os.environ, "GAS_WORKER_WAIT_SECONDS": "1", "GAS_ARCHIVE_PART_SIZE_MIB": "1",
+               **{f"GAS_{k.upper()}": v for k, v in settings.items()}}
+        self.log_path = log
+        self.process = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait(self, timeout: float = 120) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+
+def run_once(server: Server, tmp_path: Path, **settings: str) -> ArchiveProcess:
+    worker = ArchiveProcess(server, tmp_path / "archive.log", "--once", **settings)
+    assert worker.wait() == 0, worker.log
+    return worker
+
+
+def send(server: Server, *bodies: str | dict) -> None:
+    url = server.queue_url(server.config.archive.queue)
+    for body in bodies:
+        text = body if isinstance(body, str) else json.dumps(body)
+        server.client("sqs").send_message(QueueUrl=url, MessageBody=text)
+
+
+def dead_letters(server: Server) -> list[dict]:
+    url = server.queue_url(f"{server.config.archive.queue}-dlq")
+    return server.client("sqs").receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
+
+
+def multipart_uploads(server: Server) -> list[dict]:
+    return server.client("glacier").list_multipart_uploads(
+        vaultName=server.config.gas.vault)["UploadsList"]
+
+
+def test_multipart_result_is_archived_byte_identical(server: Server, tmp_path: Path) -> None:
+    # Given a free user's 3.5 MiB result (four 1 MiB parts)
+    data = put_job(server, size=3 * MIB + MIB // 2)
+    send(server, {"job_id": "j1", "user_id": "u-alice"})
+    # When the archive utility drains its queue
+    worker = run_once(server, tmp_path)
+    # Then the vault holds the same bytes, the job says so, and S3 no longer has the result
+    assert archived_bytes(server, job(server)[ARCHIVE_ID]) == data
+    assert not result_exists(server)
+    assert "job=j1 receives=1 outcome=done" in worker.log
+    assert multipart_uploads(server) == []
+
+
+def test_duplicate_delivery_makes_one_archive(server: Server, tmp_path: Path) -> None:
+    put_job(server, size=2 * MIB + 1)
+    send(server, {"job_id": "j1", "user_id": "u-alice"}, {"job_id": "j1", "user_id": "u-alice"})
+    run_once(server, tmp_path)
+    assert vault_archive_count(server) == 1
+    assert ARCHIVE_ID in job(server) and not result_exists(server)
+
+
+def test_premium_users_result_is_untouched(server: Server, tmp_path: Path) -> None:
+    put_job(server, job_id="jb", user_id="u-bob")
+    send(server, {"job_id": "jb", "user_id": "u-bob"})
+    worker = run_once(server, tmp_path)
+    assert result_exists(server, "jb") and ARCHIVE_ID not in job(server, "jb")
+    assert vault_archive_count(server) == 0
+    assert "premium user" in worker.log
+
+
+def test_early_message_is_deferred_then_archived(server: Server, tmp_path: Path) -> None:
+    put_job(server, complete_time=time.time())
+    send(server, {"job_id": "j1", "user_id": "u-alice"})
+    worker = ArchiveProcess(server, tmp_path / "archive.log", ARCHIVE_GRACE_SECONDS="3")
+    wait_for(lambda: ARCHIVE_ID in job(server), timeout=60, what="the archive after the grace")
+    assert worker.stop() == 0
+    log = worker.log
+    assert log.index("outcome=defer") < log.index("receives=2 outcome=done"), log
+    assert vault_archive_count(server) == 1 and not result_exists(server)
+
+
+def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
+        server: Server, tmp_path: Path) -> None:
+    put_job(server)
+    worker = ArchiveProcess(server, tmp_path / "archive.log")
+    send(server, "{not json", {"job_id": "nope", "user_id": "u-alice"},
+         {"job_id": "j1", "user_id": "u-mallory"}, {"job_id": "j1", "user_id": "u-alice"})
+    wait_for(lambda: ARCHIVE_ID in job(server), timeout=60, what="the valid job archived")
+    dead: list[dict] = []
+    wait_for(lambda: dead.extend(dead_letters(server)) or len(dead) >= 3, timeout=30,
+             what="three dead letters")
+    reasons = sorted(m["MessageAttributes"]["gas_reason"]["StringValue"] for m in dead)
+    assert reasons[0].startswith("body is not JSON")
+    assert reasons[1] == "unknown job nope"
+    assert reasons[2] == "user u-mallory does not own job j1"
+    assert worker.process.poll() is None, "the worker must survive poison messages"
+    assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("drain_seconds", ["60", "1"], ids=["finishes-in-grace", "abandons"])
+def test_sigterm_during_a_multipart_upload(server: Server, tmp_path: Path,
+                                           drain_seconds: str) -> None:
+    # Given an archive worker in the middle of a long multipart upload
+    data = put_job(server, size=96 * MIB)
+    send(server, {"job_id": "j1", "user_id": "u-alice"})
+    worker = ArchiveProcess(server, tmp_path / "archive.log", WORKER_DRAIN_SECONDS=drain_seconds)
+    vault = server.config.gas.vault
+    glacier = server.client("glacier")
+    wait_for(lambda: multipart_uploads(server) and glacier.list_parts(
+        vaultName=vault, uploadId=multipart_uploads(server)[0]["MultipartUploadId"])["Parts"],
+        timeout=60, what="the first uploaded part")
+    # When systemd stops it
+    stopped_at = time.monotonic()
+    assert worker.stop(timeout=int(drain_seconds) + 10) == 0, worker.log
+    assert time.monotonic() - stopped_at <= int(drain_seconds) + 5
+    # And it is started again
+    run_once(server, tmp_path)
+    # Then the result was archived exactly once, and nothing is left half done
+    assert vault_archive_count(server) == 1
+    assert archived_bytes(server, job(server)[ARCHIVE_ID]) == data
+    assert not result_exists(server) and multipart_uploads(server) == []

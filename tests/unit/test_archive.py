@@ -1,0 +1,206 @@
+"""Every branch of the archive handler, against moto in process with the Glacier emulation."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import pytest
+from botocore.utils import calculate_tree_hash
+
+from tests.conftest import (NOW, Stack, archived_bytes, job, put_job, result_exists,
+                            vault_archive_count, vault_archive_description)
+from util.archive.archive import Archiver
+from util.glacier import MIB, combine_tree_hashes, part_size_for
+from util.helpers import ARCHIVE_ID, Annotations, InvalidMessage
+from util.worker import Message
+
+
+def message(**body) -> Message:
+    return Message(message_id="m1", receipt_handle="r", body=json.dumps(body), receive_count=1,
+                   attributes={}, received_at=0, visible_until=0, data=body,
+                   job_id=body.get("job_id"))
+
+
+def archiver(stack: Stack, part_size_mib: int = 1, clock: float = NOW) -> Archiver:
+    stack.config.archive.part_size_mib = part_size_mib
+    return Archiver(stack.config, stack.aws, clock=lambda: clock)
+
+
+def set_role(stack: Stack, user_id: str, role: str) -> None:
+    stack.client("dynamodb").update_item(
+        TableName=stack.config.gas.users_table, Key={"user_id": {"S": user_id}},
+        UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
+        ExpressionAttributeValues={":r": {"S": role}})
+
+
+def restore_requests(stack: Stack) -> list[dict]:
+    messages = stack.client("sqs").receive_message(
+        QueueUrl=stack.queue_url(stack.config.restore.queue), MaxNumberOfMessages=10,
+    ).get("Messages", [])
+    return [json.loads(m["Body"]) for m in messages]
+
+
+# -- the happy paths -----------------------------------------------------------------------
+
+def test_multipart_archive_is_byte_identical_then_s3_copy_deleted(stack: Stack) -> None:
+    # Given a 3.5 MiB result and 1 MiB parts (four parts, the last one short)
+    data = put_job(stack, size=3 * MIB + MIB // 2)
+    # When the archive message is handled
+    outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    # Then the vault holds exactly those bytes, the job records it, and S3 no longer has it
+    assert (outcome.action, outcome.reason) == ("done", "archived")
+    archive_id = job(stack)[ARCHIVE_ID]
+    assert archived_bytes(stack, archive_id) == data
+    assert not result_exists(stack)
+
+
+def test_small_file_goes_up_in_one_request(stack: Stack) -> None:
+    data = put_job(stack, size=10)
+    assert archiver(stack)(message(job_id="j1", user_id="u-alice")).action == "done"
+    assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == data
+    assert stack.client("glacier").list_multipart_uploads(
+        vaultName=stack.config.gas.vault)["UploadsList"] == []
+
+
+def test_archive_description_names_the_job(stack: Stack) -> None:
+    put_job(stack)
+    archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    description = vault_archive_description(stack, job(stack)[ARCHIVE_ID])
+    assert json.loads(description) == {"job_id": "j1", "user_id": "u-alice"}
+
+
+# -- branches that archive nothing -----------------------------------------------------------
+
+def test_premium_user_is_not_archived(stack: Stack) -> None:
+    put_job(stack, job_id="jb", user_id="u-bob")
+    outcome = archiver(stack)(message(job_id="jb", user_id="u-bob"))
+    assert outcome.action == "done" and "premium" in outcome.reason
+    assert ARCHIVE_ID not in job(stack, "jb") and result_exists(stack, "jb")
+    assert vault_archive_count(stack) == 0
+
+
+def test_early_message_is_deferred_to_the_end_of_the_grace_period(stack: Stack) -> None:
+    put_job(stack, complete_time=NOW - 100)
+    outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    assert (outcome.action, outcome.delay) == ("defer", 300 - 100)
+    assert result_exists(stack) and vault_archive_count(stack) == 0
+
+
+@pytest.mark.parametrize("body, item, reason", [
+    ({"job_id": "nope", "user_id": "u-alice"}, {}, "unknown job nope"),
+    ({"job_id": "j1", "user_id": "u-carol"}, {}, "user u-carol does not own job j1"),
+    ({"job_id": "j1", "user_id": "u-alice"}, {"job_status": "RUNNING"}, "is RUNNING, not COMPLETED"),
+    ({"job_id": "j1", "user_id": "u-alice"}, {"s3_results_bucket": "elsewhere"},
+     "is not in the results bucket"),
+    ({"job_id": "j1"}, {}, "field 'user_id' missing"),
+    ({"job_id": "j1", "user_id": 7}, {}, "field 'user_id' missing or not a non-empty string"),
+    ({"job_id": "j1", "user_id": "u-ghost"}, {"user_id": "u-ghost"}, "unknown user u-ghost"),
+])
+def test_forged_or_stale_messages_are_invalid_and_touch_nothing(stack: Stack, body: dict,
+                                                                 item: dict, reason: str) -> None:
+    put_job(stack, **item)
+    with pytest.raises(InvalidMessage, match=reason):
+        archiver(stack)(message(**body))
+    assert vault_archive_count(stack) == 0
+    assert ARCHIVE_ID not in job(stack) and result_exists(stack)
+
+
+def test_result_gone_and_never_archived_is_invalid(stack: Stack) -> None:
+    put_job(stack)
+    stack.client("s3").delete_object(Bucket=stack.config.gas.results_bucket,
+                                     Key=job(stack)["s3_key_result_file"])
+    with pytest.raises(InvalidMessage, match="not in S3 and was never archived"):
+        archiver(stack)(message(job_id="j1", user_id="u-alice"))
+
+
+# -- redelivery and races ------------------------------------------------------------------
+
+def test_redelivery_after_the_archive_finishes_without_a_second_archive(stack: Stack) -> None:
+    put_job(stack)
+    handler = archiver(stack)
+    # Given a crash after the item was updated but before the S3 object was deleted
+    original_delete = handler.s3.delete_object
+    handler.s3.delete_object = lambda **kw: (_ for _ in ()).throw(ConnectionError("crash"))
+    with pytest.raises(ConnectionError):
+        handler(message(job_id="j1", user_id="u-alice"))
+    assert result_exists(stack) and ARCHIVE_ID in job(stack)
+    # When the message comes again
+    handler.s3.delete_object = original_delete
+    outcome = handler(message(job_id="j1", user_id="u-alice"))
+    # Then the remaining step is done and there is still only one archive
+    assert (outcome.action, outcome.reason) == ("done", "already archived")
+    assert not result_exists(stack) and vault_archive_count(stack) == 1
+
+
+def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
+    put_job(stack)
+    handler = archiver(stack)
+    upload = handler.upload
+
+    def upload_while_another_copy_wins(job_item, cancelled):
+        ours = upload(job_item, cancelled)
+        Annotations(stack.aws, stack.config.gas.annotations_table).set_if_absent(
+            "j1", ARCHIVE_ID, "winner-archive-id")
+        return ours
+
+    handler.upload = upload_while_another_copy_wins
+    outcome = handler(message(job_id="j1", user_id="u-alice"))
+    assert (outcome.action, outcome.reason) == ("done", "archived by another worker")
+    assert job(stack)[ARCHIVE_ID] == "winner-archive-id"
+    assert vault_archive_count(stack) == 0  # ours was deleted; the winner's is not in this vault
+    assert not result_exists(stack)
+
+
+def test_user_who_became_premium_during_the_upload_gets_a_restore_request(stack: Stack) -> None:
+    put_job(stack)
+    handler = archiver(stack)
+    upload = handler.upload
+
+    def upload_while_user_upgrades(job_item, cancelled):
+        archive_id = upload(job_item, cancelled)
+        set_role(stack, "u-alice", "premium_user")
+        return archive_id
+
+    handler.upload = upload_while_user_upgrades
+    outcome = handler(message(job_id="j1", user_id="u-alice"))
+    assert outcome.action == "done" and "restore requested" in outcome.reason
+    assert restore_requests(stack) == [{"user_id": "u-alice"}]
+    assert ARCHIVE_ID in job(stack)
+
+
+def test_cancelled_upload_is_aborted_and_retried(stack: Stack) -> None:
+    put_job(stack, size=3 * MIB)
+    handler = archiver(stack)
+    msg = message(job_id="j1", user_id="u-alice")
+    read = handler.s3.get_object
+
+    def read_then_cancel(**kwargs):
+        msg.cancelled.set()  # the drain grace ends while the first part is read
+        return read(**kwargs)
+
+    handler.s3.get_object = read_then_cancel
+    outcome = handler(msg)
+    assert outcome.action == "retry"
+    assert stack.client("glacier").list_multipart_uploads(
+        vaultName=stack.config.gas.vault)["UploadsList"] == []
+    assert ARCHIVE_ID not in job(stack) and result_exists(stack)
+
+
+# -- tree hashes and part sizes ------------------------------------------------------------
+
+@pytest.mark.parametrize("size, part_mib", [(1, 1), (MIB, 1), (3 * MIB + 5, 1),
+                                            (5 * MIB, 2), (9 * MIB + 1, 4), (0, 1)])
+def test_part_hashes_combine_to_botocores_tree_hash(size: int, part_mib: int) -> None:
+    data = os.urandom(size)
+    part = part_mib * MIB
+    digests = [bytes.fromhex(calculate_tree_hash(io.BytesIO(data[i:i + part])))
+               for i in range(0, size, part)]
+    assert combine_tree_hashes(digests) == calculate_tree_hash(io.BytesIO(data))
+
+
+def test_part_size_doubles_to_stay_within_ten_thousand_parts() -> None:
+    assert part_size_for(100 * MIB, 16 * MIB) == 16 * MIB
+    assert part_size_for(200_000 * MIB, 16 * MIB) == 32 * MIB
+    assert part_size_for(10 ** 15, 16 * MIB) == 4096 * MIB

@@ -1,0 +1,75 @@
+"""Config layering: defaults -> utility .ini -> --config files -> GAS_<SECTION>_<KEY>."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from util.util_config import KEYS, ConfigError, load, markdown_table
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_then_utility_ini_then_files_then_environment(tmp_path: Path) -> None:
+    first = write(tmp_path, "a.ini", "[archive]\ngrace_seconds = 10\npart_size_mib = 2\n")
+    second = write(tmp_path, "b.ini", "[archive]\ngrace_seconds = 20\n")
+    config = load("archive", [first, second], environ={"GAS_ARCHIVE_PART_SIZE_MIB": "4"})
+    assert config.gas.results_bucket == "gas-results"  # default
+    assert config.archive.queue == "gas-archive"  # archive_config.ini
+    assert config.archive.grace_seconds == 20  # the later --config file wins
+    assert config.archive.part_size_mib == 4  # the environment wins over every file
+
+
+def test_environment_overrides_a_queue_by_url() -> None:
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/other"
+    assert load("archive", environ={"GAS_ARCHIVE_QUEUE": url}).archive.queue == url
+
+
+@pytest.mark.parametrize("environ, named", [
+    ({"GAS_ARCHIVE_GRACE_SECONDS": "soon"}, "[archive] grace_seconds"),
+    ({"GAS_ARCHIVE_GRACE_SECONDS": "-1"}, "[archive] grace_seconds"),
+    ({"GAS_ARCHIVE_PART_SIZE_MIB": "3"}, "[archive] part_size_mib"),
+    ({"GAS_WORKER_WAIT_SECONDS": "21"}, "[worker] wait_seconds"),
+    ({"GAS_WORKER_LOG_FORMAT": "xml"}, "[worker] log_format"),
+    ({"GAS_GAS_RESULTS_BUCKET": " "}, "[gas] results_bucket"),
+    ({"GAS_ARCHIVE_GRACE_SECOND": "1"}, "GAS_ARCHIVE_GRACE_SECOND"),
+])
+def test_a_malformed_setting_is_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        load("archive", environ=environ)
+
+
+def test_unknown_keys_and_sections_in_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key \[archive\] grace"):
+        load("archive", [write(tmp_path, "x.ini", "[archive]\ngrace = 1\n")], environ={})
+    with pytest.raises(ConfigError, match=r"unknown section \[archiv\]"):
+        load("archive", [write(tmp_path, "y.ini", "[archiv]\nqueue = q\n")], environ={})
+    with pytest.raises(ConfigError, match="missing.ini"):
+        load("archive", [tmp_path / "missing.ini"], environ={})
+
+
+def test_bad_config_exits_non_zero_with_one_line_naming_the_key(aws_env: None) -> None:
+    result = subprocess.run(
+        [sys.executable, "util/archive/archive.py", "--once"], cwd=ROOT, capture_output=True,
+        text=True, env={"GAS_ARCHIVE_GRACE_SECONDS": "later", "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "archive: config error: [archive] grace_seconds = 'later' "
+        "(from GAS_ARCHIVE_GRACE_SECONDS): must be a whole number"
+    ]
+
+
+def test_readme_documents_every_key_with_its_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate with: python -m util.util_config"
+    assert len(KEYS) == markdown_table().count("\n") - 1

@@ -1,0 +1,1 @@
+"""GAS back-office utilities."""

@@ -1,0 +1,5 @@
+import sys
+
+from util.archive.archive import main
+
+sys.exit(main())

@@ -1,0 +1,190 @@
+"""Helpers every utility shares: AWS clients, message decoding, the annotations and users stores.
+
+The data contracts of DESIGN.md section 2 live here once: item attribute names, job states,
+user roles, and how a queue body (raw or SNS-wrapped) becomes a dict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from util.util_config import Config
+
+# Annotations item attributes (DESIGN.md section 2) and the ones the utilities add.
+JOB_ID = "job_id"
+USER_ID = "user_id"
+JOB_STATUS = "job_status"
+COMPLETE_TIME = "complete_time"
+RESULTS_BUCKET = "s3_results_bucket"
+RESULT_KEY = "s3_key_result_file"
+ARCHIVE_ID = "results_file_archive_id"
+
+COMPLETED = "COMPLETED"
+PREMIUM = "premium_user"
+FREE = "free_user"
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class InvalidMessage(Exception):
+    """The message can never succeed as sent; its text is the reason given with it."""
+
+
+class Aws:
+    """One boto3 session and lazily made clients, configured once for the whole process.
+
+    Endpoint, region and credentials come from the standard AWS chain only. Retries are
+    botocore's `standard` mode, set explicitly, so no utility writes its own retry loop.
+    """
+
+    def __init__(self, config: Config, session: boto3.session.Session | None = None):
+        self.session = session or boto3.session.Session()
+        self._config = BotoConfig(
+            retries={"mode": "standard", "total_max_attempts": config.worker.aws_max_attempts},
+            # A long poll holds the connection for wait_seconds; leave room above it.
+            read_timeout=max(60, config.worker.wait_seconds + 10),
+            max_pool_connections=max(10, config.worker.concurrency * 2),
+        )
+        self._clients: dict[str, BaseClient] = {}
+
+    def client(self, service: str) -> BaseClient:
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, config=self._config)
+        return self._clients[service]
+
+    @cached_property
+    def account_id(self) -> str:
+        return self.client("sts").get_caller_identity()["Account"]
+
+    def queue_url(self, name_or_url: str) -> str:
+        """A queue given by URL is used as is; by name, it is looked up."""
+        if name_or_url.startswith(("https://", "http://")):
+            return name_or_url
+        return self.client("sqs").get_queue_url(QueueName=name_or_url)["QueueUrl"]
+
+    def topic_arn(self, name_or_arn: str) -> str:
+        """A topic given by ARN is used as is; by name, its ARN in this account and region."""
+        if name_or_arn.startswith("arn:"):
+            return name_or_arn
+        region = self.client("sns").meta.region_name
+        partition = self.session.get_partition_for_region(region)
+        return f"arn:{partition}:sns:{region}:{self.account_id}:{name_or_arn}"
+
+
+def decode_body(body: str) -> dict[str, Any]:
+    """A queue body as a dict, unwrapping an SNS envelope; InvalidMessage if it is not JSON."""
+    data = _json_object(body, "body")
+    if data.get("Type") == "Notification" and isinstance(data.get("Message"), str):
+        data = _json_object(data["Message"], "SNS Message")
+    return data
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InvalidMessage(f"{what} is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InvalidMessage(f"{what} is not a JSON object")
+    return data
+
+
+def require_str(data: Mapping[str, Any], *fields: str) -> tuple[str, ...]:
+    """The named fields as non-empty strings, or InvalidMessage naming the first bad one."""
+    values = []
+    for field in fields:
+        value = data.get(field)
+        if not isinstance(value, str) or not value:
+            raise InvalidMessage(f"field {field!r} missing or not a non-empty string")
+        values.append(value)
+    return tuple(values)
+
+
+def _from_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _to_dynamo(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in values.items()}
+
+
+class Annotations:
+    """The annotations table: the only source of truth for where a job's data lives."""
+
+    def __init__(self, aws: Aws, table: str):
+        self.dynamodb = aws.client("dynamodb")
+        self.table = table
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        response = self.dynamodb.get_item(
+            TableName=self.table, Key=_to_dynamo({JOB_ID: job_id}), ConsistentRead=True
+        )
+        return _from_dynamo(response["Item"]) if "Item" in response else None
+
+    def put(self, item: Mapping[str, Any]) -> None:
+        self.dynamodb.put_item(TableName=self.table, Item=_to_dynamo(item))
+
+    def set_if_absent(self, job_id: str, attribute: str, value: Any) -> bool:
+        """Set `attribute` only if the item has none; False when another writer got there first."""
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=_to_dynamo({JOB_ID: job_id}),
+                UpdateExpression="SET #a = :v",
+                ConditionExpression="attribute_exists(#k) AND attribute_not_exists(#a)",
+                ExpressionAttributeNames={"#a": attribute, "#k": JOB_ID},
+                ExpressionAttributeValues=_to_dynamo({":v": value}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    name: str
+    email: str
+    role: str
+
+    @property
+    def is_premium(self) -> bool:
+        return self.role == PREMIUM
+
+
+class Users:
+    """Who is free or premium, and their address. Here a DynamoDB table; the real GAS keeps
+    them in its accounts database, which would plug in behind this same `get`."""
+
+    def __init__(self, aws: Aws, table: str):
+        self.dynamodb = aws.client("dynamodb")
+        self.table = table
+
+    def get(self, user_id: str) -> User | None:
+        response = self.dynamodb.get_item(
+            TableName=self.table, Key=_to_dynamo({USER_ID: user_id}), ConsistentRead=True
+        )
+        if "Item" not in response:
+            return None
+        item = _from_dynamo(response["Item"])
+        return User(user_id, item.get("name", ""), item.get("email", ""), item.get("role", FREE))

@@ -1,0 +1,1 @@
+"""A local AWS for the demo and the tests: moto plus what moto lacks."""

@@ -1,0 +1,73 @@
+"""``python -m util.local serve [--port N] [--config FILE]``: the local AWS stack
+(and ``python -m util.local demo``, which runs the pipeline on it).
+
+Starts moto's server on 127.0.0.1 with the Glacier emulation installed, creates every
+resource the configuration names, prints one ``export NAME=value`` line per variable a
+worker needs, then ``ready``, and serves until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from util.helpers import Aws
+from util.local import demo, glacier
+from util.local.stack import CREDENTIALS, REGION, create_resources, utility_config_files
+from util.util_config import ConfigError, load
+
+
+def serve(port: int, config_files: list[str]) -> int:
+    try:
+        config = load(None, [*utility_config_files(), *config_files])
+    except ConfigError as exc:
+        print(f"local stack: config error: {exc}", file=sys.stderr)
+        return 2
+    glacier.install()
+    # werkzeug logs every request; at load that is megabytes an hour nobody reads.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, bound_port = server.get_host_and_port()
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{host}:{bound_port}"}
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=REGION,
+    )
+    os.environ["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL"]  # for the clients made below
+    create_resources(Aws(config, session), config)
+
+    for name, value in env.items():
+        print(f"export {name}={value}")
+    print("ready", flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m util.local", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the local AWS stack")
+    serve_parser.add_argument("--port", type=int, default=4566, help="0 picks a free port")
+    serve_parser.add_argument("--config", action="append", default=[], metavar="FILE")
+    commands.add_parser("demo", help="run the archive utility end to end on the local stack")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo.run()
+    return serve(args.port, args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

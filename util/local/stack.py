@@ -1,0 +1,139 @@
+"""Every AWS resource the configuration names, created in moto (in process or as a server)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from util.helpers import FREE, PREMIUM, Aws
+from util.util_config import UTILITY_DIR, Config
+
+REGION = "us-east-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": REGION}
+# How many failed receives send a message to its dead-letter queue, as an operator would set.
+MAX_RECEIVE_COUNT = 5
+QUEUE_VISIBILITY_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class SampleUser:
+    user_id: str
+    name: str
+    email: str
+    role: str
+
+
+SAMPLE_USERS = (
+    SampleUser("u-alice", "Alice Free", "alice@example.com", FREE),
+    SampleUser("u-bob", "Bob Premium", "bob@example.com", PREMIUM),
+    SampleUser("u-carol", "Carol Free", "carol@example.com", FREE),
+)
+
+
+def utility_config_files() -> list[str]:
+    """Every utility's .ini: the stack serves all of them at once."""
+    return sorted(str(p) for p in UTILITY_DIR.glob("*/*_config.ini"))
+
+
+def topics(config: Config) -> list[str]:
+    gas = config.gas
+    return [gas.job_requests_topic, gas.job_results_topic, gas.thaw_topic]
+
+
+def subscriptions(config: Config) -> Iterator[tuple[str, str]]:
+    """(topic, queue) pairs: the queues fed through SNS (DESIGN.md section 1)."""
+    yield config.gas.job_results_topic, config.notify.queue
+    yield config.gas.thaw_topic, config.thaw.queue
+
+
+def worker_queues(config: Config) -> list[str]:
+    return [config.archive.queue, config.restore.queue, config.thaw.queue, config.notify.queue]
+
+
+def create_resources(aws: Aws, config: Config) -> None:
+    """Create what the config names; each call is safe to repeat."""
+    gas = config.gas
+    dynamodb = aws.client("dynamodb")
+    dynamodb.create_table(
+        TableName=gas.annotations_table,
+        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "job_id", "AttributeType": "S"},
+            {"AttributeName": "user_id", "AttributeType": "S"},
+            {"AttributeName": "submit_time", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "user_id_index",
+            "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"},
+                          {"AttributeName": "submit_time", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.create_table(
+        TableName=gas.users_table,
+        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for user in SAMPLE_USERS:
+        dynamodb.put_item(TableName=gas.users_table, Item={
+            "user_id": {"S": user.user_id}, "name": {"S": user.name},
+            "email": {"S": user.email}, "role": {"S": user.role},
+        })
+
+    s3 = aws.client("s3")
+    for bucket in (gas.inputs_bucket, gas.results_bucket):
+        s3.create_bucket(Bucket=bucket)
+    aws.client("glacier").create_vault(vaultName=gas.vault)
+
+    sns = aws.client("sns")
+    topic_arns = {name: sns.create_topic(Name=name)["TopicArn"] for name in topics(config)}
+    queue_arns = {name: create_queue(aws, name) for name in worker_queues(config)}
+    for topic, queue in subscriptions(config):
+        sns.subscribe(TopicArn=topic_arns[topic], Protocol="sqs", Endpoint=queue_arns[queue])
+
+    aws.client("ses").verify_email_identity(EmailAddress=config.notify.sender)
+
+
+def create_queue(aws: Aws, name: str) -> str:
+    """A queue with its dead-letter queue `<name>-dlq`; returns the queue's ARN."""
+    sqs = aws.client("sqs")
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq",
+                               Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName=name, Attributes={
+        "VisibilityTimeout": str(QUEUE_VISIBILITY_SECONDS),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                     "maxReceiveCount": str(MAX_RECEIVE_COUNT)}),
+    })["QueueUrl"]
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+
+
+def launch(port: int = 0, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, dict[str, str]]:
+    """Start `python -m util.local serve` and return it with the exports it printed."""
+    # stderr goes to a file, not a pipe: an unread pipe fills up and blocks the server.
+    errors = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "util.local", "serve", "--port", str(port)],
+        cwd=UTILITY_DIR.parent, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
+    )
+    exports: dict[str, str] = {}
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.strip()
+        if line == "ready":
+            return process, exports
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            exports[name] = value
+    process.wait()
+    errors.seek(0)
+    raise RuntimeError(f"local stack did not start: {errors.read().strip()}")

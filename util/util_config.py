@@ -1,0 +1,183 @@
+"""Configuration common to all utilities: every key, its default and its type, in one place.
+
+Layers, later wins: the defaults below -> the utility's ``<name>_config.ini`` -> each
+``--config FILE`` -> environment variables ``GAS_<SECTION>_<KEY>`` (``GAS_ARCHIVE_QUEUE``).
+
+AWS endpoint, region and credentials are deliberately absent: they come from the standard
+AWS chain (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, profiles, instance profile).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be >= {low}" if high is None else f"must be {low}-{high}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_range(1)
+_non_negative_int = _int_range(0)
+
+
+def _power_of_two_mib(text: str) -> int:
+    value = _int(text)
+    if value < 1 or value > 4096 or value & (value - 1):
+        raise ValueError("must be a power of two from 1 to 4096")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: section, name, default (as written in an .ini) and how to parse it."""
+
+    section: str
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    doc: str
+
+
+KEYS: tuple[Key, ...] = (
+    # Resources shared by the whole pipeline (the contracts of DESIGN.md section 2).
+    Key("gas", "annotations_table", "gas-annotations", _name, "DynamoDB table of annotation jobs"),
+    Key("gas", "users_table", "gas-users", _name, "DynamoDB table of users (role, name, email)"),
+    Key("gas", "inputs_bucket", "gas-inputs", _name, "S3 bucket of uploaded input files"),
+    Key("gas", "results_bucket", "gas-results", _name, "S3 bucket of result and log files"),
+    Key("gas", "vault", "gas-archive", _name, "Glacier vault of archived results (name)"),
+    Key("gas", "job_requests_topic", "gas-job-requests", _name, "SNS topic of job requests (name or ARN)"),
+    Key("gas", "job_results_topic", "gas-job-results", _name, "SNS topic of job results (name or ARN)"),
+    Key("gas", "thaw_topic", "gas-thaw", _name, "SNS topic Glacier announces finished retrievals on (name or ARN)"),
+    Key("gas", "web_url", "http://localhost:5000", _name, "base URL of the GAS web app"),
+    # The worker runtime, shared by the four queue workers.
+    Key("worker", "wait_seconds", "20", _int_range(0, 20), "SQS long-poll wait (0-20 s)"),
+    Key("worker", "max_messages", "10", _int_range(1, 10), "messages per receive (1-10)"),
+    Key("worker", "concurrency", "4", _positive_int, "messages of one receive handled at once"),
+    Key("worker", "drain_seconds", "60", _positive_int, "on SIGTERM, how long in-flight work may finish"),
+    Key("worker", "log_format", "text", _choice("text", "json"), "text or json (one object per line)"),
+    Key("worker", "log_level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "logging level"),
+    Key("worker", "aws_max_attempts", "5", _positive_int, "total attempts per AWS call (botocore standard retry mode)"),
+    # One section per utility; `queue` is the queue that utility consumes (name or URL).
+    Key("archive", "queue", "gas-archive", _name, "queue of archive requests {job_id, user_id}"),
+    Key("archive", "grace_seconds", "300", _non_negative_int, "free users keep their result this long after completion"),
+    Key("archive", "part_size_mib", "16", _power_of_two_mib, "Glacier multipart part size (MiB, power of two)"),
+    Key("restore", "queue", "gas-restore", _name, "queue of restore requests {user_id}"),
+    Key("thaw", "queue", "gas-thaw", _name, "queue subscribed to the thaw topic"),
+    Key("notify", "queue", "gas-notify", _name, "queue subscribed to the job-results topic"),
+    Key("notify", "sender", "noreply@gas.example.com", _name, "verified SES sender address"),
+)
+
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(key.section for key in KEYS))
+UTILITY_DIR = Path(__file__).resolve().parent
+
+
+class Config(SimpleNamespace):
+    """Parsed settings, one namespace per section: ``config.archive.grace_seconds``."""
+
+
+def env_name(key: Key) -> str:
+    return f"GAS_{key.section.upper()}_{key.name.upper()}"
+
+
+def load(utility: str | None = None, files: Iterable[str | Path] = (),
+         environ: Mapping[str, str] | None = None) -> Config:
+    """Read every layer and return the parsed settings, or raise ConfigError naming the key."""
+    environ = os.environ if environ is None else environ
+    raw: dict[tuple[str, str], tuple[str, str]] = {
+        (k.section, k.name): (k.default, "default") for k in KEYS
+    }
+    layers = [UTILITY_DIR / utility / f"{utility}_config.ini"] if utility else []
+    for path in [*layers, *map(Path, files)]:
+        raw.update(_read_ini(path))
+    for key in KEYS:
+        if env_name(key) in environ:
+            raw[(key.section, key.name)] = (environ[env_name(key)], env_name(key))
+    _reject_unknown_env(environ)
+
+    sections: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for key in KEYS:
+        text, origin = raw[(key.section, key.name)]
+        try:
+            sections[key.section][key.name] = key.parse(text.strip())
+        except ValueError as exc:
+            raise ConfigError(f"[{key.section}] {key.name} = {text!r} (from {origin}): {exc}") from None
+    return Config(**{name: SimpleNamespace(**values) for name, values in sections.items()})
+
+
+def _read_ini(path: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"config file {path}: {exc.message.splitlines()[0]}") from None
+    known = {(k.section, k.name) for k in KEYS}
+    values = {}
+    for section in parser.sections():
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        for name, text in parser.items(section):
+            if (section, name) not in known:
+                raise ConfigError(f"{path}: unknown key [{section}] {name}")
+            values[(section, name)] = (text, str(path))
+    return values
+
+
+def _reject_unknown_env(environ: Mapping[str, str]) -> None:
+    """A misspelt GAS_ARCHIVE_GRACE_SECONDS would otherwise be silently ignored."""
+    known = {env_name(k) for k in KEYS}
+    prefixes = tuple(f"GAS_{section.upper()}_" for section in SECTIONS)
+    for name in environ:
+        if name.startswith(prefixes) and name not in known:
+            raise ConfigError(f"environment variable {name}: no such setting")
+
+
+def markdown_table() -> str:
+    """The README's table of settings, generated from KEYS so it cannot drift."""
+    rows = ["| section | key | default | environment | meaning |", "|---|---|---|---|---|"]
+    rows += [f"| {k.section} | {k.name} | `{k.default}` | `{env_name(k)}` | {k.doc} |" for k in KEYS]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

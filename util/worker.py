@@ -1,0 +1,400 @@
+"""The queue worker every utility runs: receive, handle, act on the outcome, stop cleanly.
+
+A utility supplies a handler ``(Message) -> Outcome``; everything about SQS lives here:
+long polling, SNS unwrapping, concurrency, visibility heartbeats, the dead-letter queue,
+signals and the per-message log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from util.helpers import Aws, InvalidMessage, decode_body
+from util.util_config import Config, ConfigError, load
+
+SQS_MAX_VISIBILITY = 43200  # 12 h, counted from the receive
+HEARTBEAT_TICK = 0.25  # how often the loop looks at deadlines while handlers run
+
+log = logging.getLogger("gas")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the runtime does with a message once its handler returns."""
+
+    action: str  # done | retry | defer | invalid
+    reason: str = ""
+    delay: int = 0
+
+
+def done(reason: str = "") -> Outcome:
+    return Outcome("done", reason)
+
+
+def retry(reason: str = "") -> Outcome:
+    return Outcome("retry", reason)
+
+
+def defer(seconds: float, reason: str = "") -> Outcome:
+    return Outcome("defer", reason, max(1, math.ceil(seconds)))
+
+
+def invalid(reason: str) -> Outcome:
+    return Outcome("invalid", reason)
+
+
+@dataclass
+class Message:
+    """One received SQS message as a handler sees it."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    attributes: dict[str, Any]
+    received_at: float
+    visible_until: float
+    data: dict[str, Any] = field(default_factory=dict)
+    job_id: str | None = None  # handlers may set it; it goes into the log line
+    # Set when the drain grace is nearly over: a long handler should give up cleanly.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    duration: float = 0.0
+
+
+Handler = Callable[[Message], Outcome]
+
+
+class Worker:
+    """Long-polls one queue and hands each message to the handler (see module docstring)."""
+
+    def __init__(self, utility: str, handler: Handler, config: Config, aws: Aws, queue: str):
+        self.utility = utility
+        self.handler = handler
+        self.settings = config.worker
+        self.sqs = aws.client("sqs")
+        self.queue_url = aws.queue_url(queue)
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+        )["Attributes"]
+        self.visibility_timeout = int(attributes["VisibilityTimeout"])
+        self.dead_letter_url = self._dead_letter_url(aws, attributes.get("RedrivePolicy"))
+        self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=utility)
+        self.stop_requested_at: float | None = None
+        self.stopped = threading.Event()
+
+    def _dead_letter_url(self, aws: Aws, redrive_policy: str | None) -> str:
+        # Without a DLQ an invalid message could only be dropped or retried forever.
+        if not redrive_policy:
+            raise ConfigError(f"queue {self.queue_url} has no RedrivePolicy (dead-letter queue)")
+        arn = json.loads(redrive_policy)["deadLetterTargetArn"]
+        _, _, _, _, account, name = arn.split(":", 5)
+        return aws.client("sqs").get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)[
+            "QueueUrl"
+        ]
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def work(self, once: bool = False) -> None:
+        """Receive and handle until stopped (or, with `once`, until the queue is empty)."""
+        log.info("%s: consuming %s (concurrency %d)", self.utility, self.queue_url,
+                 self.settings.concurrency)
+        while self.stop_requested_at is None:
+            messages = self.receive()
+            if self.stop_requested_at is not None:
+                self.hand_back(messages)
+                break
+            if messages:
+                self.handle_batch(messages)
+            elif once:
+                break
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        log.info("%s: stopped", self.utility)
+
+    def request_stop(self, signum: int, _frame: Any = None) -> None:
+        """First signal: drain and stop. Second signal: exit at once."""
+        if self.stop_requested_at is not None:
+            log.warning("%s: second %s, exiting now", self.utility, signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(1)
+        log.info("%s: %s, draining (up to %ds)", self.utility, signal.Signals(signum).name,
+                 self.settings.drain_seconds)
+        self.stop_requested_at = time.monotonic()
+        self.stopped.set()
+
+    def receive(self) -> list[Message]:
+        try:
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=self.settings.max_messages,
+                WaitTimeSeconds=self.settings.wait_seconds,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=["All"],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            # botocore has already retried; pause so an outage does not become a busy loop.
+            log.error("%s: receive failed: %s", self.utility, exc)
+            self.stopped.wait(5)
+            return []
+        now = time.monotonic()
+        return [
+            Message(
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                body=m["Body"],
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+                attributes=m.get("MessageAttributes", {}),
+                received_at=now,
+                visible_until=now + self.visibility_timeout,
+            )
+            for m in response.get("Messages", [])
+        ]
+
+    def handle_batch(self, messages: list[Message]) -> None:
+        """Handle one receive's messages concurrently, settling each as it finishes."""
+        futures: dict[Future[Outcome], Message] = {
+            self.pool.submit(self.perform, m): m for m in messages
+        }
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=self.next_tick(),
+                                     return_when=FIRST_COMPLETED)
+            self.settle([(futures[f], f.result()) for f in finished])
+            if self.stop_requested_at is not None:
+                pending = self.drain([(f, futures[f]) for f in pending])
+            self.extend_visibility([futures[f] for f in pending])
+
+    def perform(self, message: Message) -> Outcome:
+        """Decode and handle one message; whatever goes wrong, return an outcome."""
+        started = time.monotonic()
+        try:
+            message.data = decode_body(message.body)
+            job_id = message.data.get("job_id")
+            message.job_id = job_id if isinstance(job_id, str) else None
+            outcome = self.handler(message)
+        except InvalidMessage as exc:
+            outcome = invalid(str(exc))
+        except Exception as exc:  # a handler bug must not kill the worker
+            log.error("%s: message %s: unexpected error\n%s", self.utility, message.message_id,
+                      traceback.format_exc().rstrip())
+            outcome = retry(f"unexpected error: {type(exc).__name__}: {exc}")
+        message.duration = time.monotonic() - started
+        return outcome
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def settle(self, results: Iterable[tuple[Message, Outcome]]) -> None:
+        """Act on each outcome; deletions of one settle go out as one batch."""
+        to_delete: list[Message] = []
+        for message, outcome in results:
+            try:
+                if outcome.action == "invalid":
+                    self.move_to_dead_letter(message, outcome.reason)
+                    to_delete.append(message)
+                elif outcome.action == "done":
+                    to_delete.append(message)
+                elif outcome.action == "defer":
+                    self.change_visibility([message], self.capped(message, outcome.delay))
+                elif message.cancelled.is_set():
+                    # Abandoned because we are stopping: let another copy (or our restart)
+                    # take it now rather than after the visibility timeout.
+                    self.change_visibility([message], 0)
+            except (BotoCoreError, ClientError) as exc:
+                # The message stays on the queue and comes back: nothing is lost.
+                log.error("%s: message %s: could not %s: %s", self.utility, message.message_id,
+                          outcome.action, exc)
+            self.log_outcome(message, outcome)
+        self.delete(to_delete)
+
+    def move_to_dead_letter(self, message: Message, reason: str) -> None:
+        attributes = dict(list(message.attributes.items())[:6])
+        attributes.update({
+            "gas_reason": {"DataType": "String", "StringValue": reason[:1000] or "invalid"},
+            "gas_utility": {"DataType": "String", "StringValue": self.utility},
+            "gas_source_queue": {"DataType": "String", "StringValue": self.queue_url},
+            "gas_message_id": {"DataType": "String", "StringValue": message.message_id},
+        })
+        self.sqs.send_message(QueueUrl=self.dead_letter_url, MessageBody=message.body,
+                              MessageAttributes=attributes)
+
+    def delete(self, messages: list[Message]) -> None:
+        for start in range(0, len(messages), 10):
+            chunk = messages[start:start + 10]
+            try:
+                response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)
+                ])
+            except (BotoCoreError, ClientError) as exc:
+                log.error("%s: delete failed, %d message(s) will be redelivered: %s",
+                          self.utility, len(chunk), exc)
+                continue
+            for failure in response.get("Failed", []):
+                log.error("%s: delete of %s failed: %s", self.utility,
+                          chunk[int(failure["Id"])].message_id, failure.get("Message"))
+
+    def change_visibility(self, messages: list[Message], seconds: int) -> None:
+        for start in range(0, len(messages), 10):
+            chunk = messages[start:start + 10]
+            response = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
+                for i, m in enumerate(chunk)
+            ])
+            now = time.monotonic()
+            failed = {int(f["Id"]) for f in response.get("Failed", [])}
+            for i, message in enumerate(chunk):
+                if i in failed:
+                    log.warning("%s: visibility change of %s failed", self.utility,
+                                message.message_id)
+                else:
+                    message.visible_until = now + seconds
+
+    @staticmethod
+    def capped(message: Message, seconds: int) -> int:
+        """SQS refuses a visibility that reaches past 12 h after the receive."""
+        left = SQS_MAX_VISIBILITY - int(time.monotonic() - message.received_at) - 1
+        return max(0, min(seconds, left))
+
+    def extend_visibility(self, messages: list[Message]) -> None:
+        """Keep a message hidden while it is worked on, once half its timeout has gone."""
+        now = time.monotonic()
+        due = [m for m in messages if m.visible_until - now < self.visibility_timeout / 2]
+        if not due:
+            return
+        try:
+            self.change_visibility(due, self.capped(due[0], self.visibility_timeout))
+        except (BotoCoreError, ClientError) as exc:
+            log.error("%s: could not extend visibility: %s", self.utility, exc)
+
+    def hand_back(self, messages: list[Message]) -> None:
+        """Make messages visible again at once, for another worker (or our restart)."""
+        if not messages:
+            return
+        try:
+            self.change_visibility(messages, 0)
+        except (BotoCoreError, ClientError) as exc:
+            log.error("%s: could not hand back %d message(s): %s", self.utility, len(messages), exc)
+        for message in messages:
+            self.log_outcome(message, Outcome("handed back", "worker stopping"))
+
+    def drain_deadlines(self) -> tuple[float, float]:
+        """(cancel at, exit at) while stopping, as monotonic times.
+
+        The last part of the grace is left for handlers to abandon their work tidily.
+        """
+        assert self.stop_requested_at is not None
+        grace = self.settings.drain_seconds
+        exit_at = self.stop_requested_at + grace
+        return exit_at - min(5.0, grace / 5), exit_at
+
+    def next_tick(self) -> float:
+        """How long to wait for handlers before looking at deadlines again."""
+        if self.stop_requested_at is None:
+            return HEARTBEAT_TICK
+        now = time.monotonic()
+        upcoming = [t - now for t in self.drain_deadlines() if t > now]
+        return min([HEARTBEAT_TICK, *upcoming]) + 0.01
+
+    def drain(self, pending: list[tuple[Future[Outcome], Message]]) -> set[Future[Outcome]]:
+        """While stopping: hand back what has not started, bound what has by the grace."""
+        self.hand_back([m for f, m in pending if f.cancel()])
+        running = [(f, m) for f, m in pending if not f.cancelled()]
+        cancel_at, exit_at = self.drain_deadlines()
+        now = time.monotonic()
+        if now >= cancel_at:
+            for _, message in running:
+                message.cancelled.set()
+        if now >= exit_at and running:
+            self.hand_back([m for _, m in running])
+            log.warning("%s: drain grace over, exiting with %d handler(s) unfinished",
+                        self.utility, len(running))
+            logging.shutdown()
+            os._exit(0)  # handler threads cannot be killed; the process can
+        return {f for f, _ in running}
+
+    def log_outcome(self, message: Message, outcome: Outcome) -> None:
+        level = logging.WARNING if outcome.action == "invalid" else logging.INFO
+        reason = f" reason={outcome.reason!r}" if outcome.reason else ""
+        delay = f" delay={outcome.delay}s" if outcome.action == "defer" else ""
+        log.log(
+            level,
+            "%s message=%s job=%s receives=%d outcome=%s%s duration=%.3fs%s",
+            self.utility, message.message_id, message.job_id or "-", message.receive_count,
+            outcome.action, delay, message.duration, reason,
+            extra={"fields": {
+                "utility": self.utility, "message_id": message.message_id,
+                "job_id": message.job_id, "receive_count": message.receive_count,
+                "outcome": outcome.action, "reason": outcome.reason or None,
+                "delay": outcome.delay if outcome.action == "defer" else None,
+                "duration_s": round(message.duration, 3),
+            }},
+        )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the structured fields of per-message lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        entry.update(getattr(record, "fields", None) or {"message": record.getMessage()})
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # botocore logs every retry at DEBUG; its warnings are worth keeping.
+    logging.getLogger("botocore").setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def main(utility: str, make_handler: Callable[[Config, Aws], Handler],
+         argv: list[str] | None = None) -> int:
+    """The command line every utility shares; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog=utility, description=f"GAS {utility} worker")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="extra .ini file (repeatable; later files win)")
+    parser.add_argument("--once", action="store_true",
+                        help="drain the queue, then exit 0 when a receive returns nothing")
+    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    try:
+        config = load(utility, args.config)
+        configure_logging(args.log_format or config.worker.log_format,
+                          args.log_level or config.worker.log_level)
+        aws = Aws(config)
+        worker = Worker(utility, make_handler(config, aws), config, aws,
+                        getattr(config, utility).queue)
+    except ConfigError as exc:
+        print(f"{utility}: config error: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(f"{utility}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, worker.request_stop)
+    signal.signal(signal.SIGINT, worker.request_stop)
+    worker.work(once=args.once)
+    return 0

@@ -12,7 +12,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
-	$(PY) -m bench.archive_rss
+	$(PY) -m bench.worker_rss
 
 install: $(VENV)/.installed
 

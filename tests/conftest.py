@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
+from util.archive.archive import Archiver
 from util.helpers import COMPLETED, Annotations, Aws
+from util.local import dynamodb as dynamodb_emulation
 from util.local import glacier as glacier_emulation
 from util.local.stack import CREDENTIALS, create_resources, launch, utility_config_files
 from util.util_config import Config, load
+from util.worker import Message
 
 ROOT = Path(__file__).resolve().parents[1]
 # "Now" for unit tests, whose handlers get it as their clock; integration tests share it with
@@ -65,10 +68,15 @@ class Stack:
 
 @pytest.fixture
 def stack(aws_env: None) -> Iterator[Stack]:
-    """Every resource of the config, in moto in process, with the Glacier emulation."""
-    glacier_emulation.install()
+    """Every resource of the config, in moto in process, with the Glacier emulation.
+
+    The emulation starts with the config's [local] settings; a test changes them with
+    ``glacier_emulation.configure(standard_seconds=0, ...)`` (the next stack resets them).
+    """
+    config = load(None, utility_config_files())
+    dynamodb_emulation.install()
+    glacier_emulation.install(glacier_emulation.Settings.from_config(config.local))
     with mock_aws():
-        config = load(None, utility_config_files())
         aws = Aws(config)
         create_resources(aws, config)
         yield Stack(config, aws)
@@ -83,14 +91,61 @@ class Server(Stack):
 
 
 @pytest.fixture
-def server(aws_env: None) -> Iterator[Server]:
+def stack_settings() -> dict[str, str]:
+    """Environment of the local stack server (``GAS_LOCAL_*``): override to change it."""
+    return {}
+
+
+@pytest.fixture
+def server(aws_env: None, stack_settings: dict[str, str]) -> Iterator[Server]:
     """A fresh local stack server for one test."""
-    process, env = launch()
+    process, env = launch(env={**os.environ, **stack_settings})
     os.environ.update(env)  # undone by aws_env's monkeypatch
     config = load(None, utility_config_files())
     yield Server(config, Aws(config), process, env)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=10)
+
+
+class UtilityProcess:
+    """One utility's worker as a real process (``python util/<name>/<name>.py``).
+
+    Settings are given as ``SECTION_KEY="value"`` and become ``GAS_SECTION_KEY``; the log
+    goes to a file the test reads.
+    """
+
+    def __init__(self, utility: str, log: Path, *args: str, **settings: str):
+        env = {**os.environ, "GAS_WORKER_WAIT_SECONDS": "1",
+               **{f"GAS_{k.upper()}": v for k, v in settings.items()}}
+        self.log_path = log
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "util" / utility / f"{utility}.py"), *args],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait(self, timeout: float = 120) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+
+def run_once(utility: str, tmp_path: Path, **settings: str) -> UtilityProcess:
+    """Run a utility with --once until its queue is drained; it must exit 0."""
+    worker = UtilityProcess(utility, tmp_path / f"{utility}.log", "--once", **settings)
+    assert worker.wait() == 0, worker.log
+    return worker
+
+
+def dead_letters(stack: Stack, queue: str) -> list[dict]:
+    """What a queue's dead-letter queue holds now (received, so hidden for a while)."""
+    url = stack.queue_url(f"{queue}-dlq")
+    return stack.client("sqs").receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
 
 
 # -- looking into the vault through the Glacier API, as an operator would ----------------------
@@ -153,3 +208,33 @@ def result_exists(stack: Stack, job_id: str = "j1") -> bool:
     listing = stack.client("s3").list_objects_v2(Bucket=stack.config.gas.results_bucket,
                                                  Prefix=item["s3_key_result_file"])
     return listing.get("KeyCount", 0) > 0
+
+
+def message(**body: Any) -> Message:
+    """A received message as a handler sees it, its body already decoded."""
+    return Message(message_id="m1", receipt_handle="r", body=json.dumps(body), receive_count=1,
+                   attributes={}, received_at=0, visible_until=0, data=body,
+                   job_id=body.get("job_id"))
+
+
+def archive_job(stack: Stack, job_id: str = "j1", user_id: str = "u-alice",
+                size: int = 1000) -> bytes:
+    """A completed job whose result the archive utility has moved to the vault."""
+    data = put_job(stack, job_id=job_id, user_id=user_id, size=size)
+    stack.config.archive.part_size_mib = 4
+    outcome = Archiver(stack.config, stack.aws)(message(job_id=job_id, user_id=user_id))
+    assert (outcome.action, outcome.reason) == ("done", "archived"), outcome
+    return data
+
+
+def set_role(stack: Stack, user_id: str, role: str) -> None:
+    stack.client("dynamodb").update_item(
+        TableName=stack.config.gas.users_table, Key={"user_id": {"S": user_id}},
+        UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
+        ExpressionAttributeValues={":r": {"S": role}})
+
+
+def result_bytes(stack: Stack, job_id: str = "j1") -> bytes:
+    item = job(stack, job_id)
+    return stack.client("s3").get_object(Bucket=item["s3_results_bucket"],
+                                         Key=item["s3_key_result_file"])["Body"].read()

@@ -1,9 +1,11 @@
-"""The Glacier vault as the utilities use it: streamed, tree-hash-checked uploads and deletes."""
+"""The Glacier vault as the utilities use it: streamed, tree-hash-checked uploads, retrievals
+and their verified output, deletes."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import sys
 import threading
 from collections.abc import Callable
 
@@ -19,7 +21,15 @@ ReadRange = Callable[[int, int], bytes]  # (first byte, last byte) inclusive -> 
 
 
 class UploadCancelled(Exception):
-    """The upload was abandoned on request; the multipart upload has been aborted."""
+    """The transfer was abandoned on request; nothing of it was committed."""
+
+
+class ExpeditedUnavailable(Exception):
+    """Glacier has no Expedited capacity now (InsufficientCapacityException)."""
+
+
+class ChecksumMismatch(Exception):
+    """Retrieved bytes do not match Glacier's SHA-256 tree hash."""
 
 
 def combine_tree_hashes(digests: list[bytes]) -> str:
@@ -99,6 +109,36 @@ class Vault:
         except ClientError:
             pass
 
+    def start_retrieval(self, archive_id: str, description: str, topic_arn: str, tier: str,
+                        glacier: BaseClient | None = None) -> str:
+        """Start an archive-retrieval job that announces its completion on `topic_arn`.
+
+        `glacier` may be a client with other retry settings than the vault's own.
+        """
+        try:
+            return (glacier or self.glacier).initiate_job(vaultName=self.name, jobParameters={
+                "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier,
+                "Description": description, "SNSTopic": topic_arn,
+            })["jobId"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "InsufficientCapacityException":
+                raise ExpeditedUnavailable(str(exc)) from None
+            raise
+
+    def describe_job(self, job_id: str) -> dict | None:
+        """The job as Glacier describes it, or None if this vault has no such job."""
+        try:
+            return self.glacier.describe_job(vaultName=self.name, jobId=job_id)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return None
+            raise
+
+    def job_output(self, job: dict, part_size: int,
+                   cancelled: threading.Event | None = None) -> "JobOutput":
+        """A finished retrieval's output as a verified, readable stream."""
+        return JobOutput(self.glacier, self.name, job, part_size, cancelled)
+
     def delete(self, archive_id: str) -> None:
         """Delete an archive; one that is already gone counts as deleted."""
         try:
@@ -106,3 +146,67 @@ class Vault:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
+
+
+class JobOutput:
+    """A retrieval job's output, read range by range and checked against its tree hash.
+
+    Ranges are tree-hash aligned (a power-of-two number of MiB), so Glacier sends each one's
+    tree hash and they combine into the archive's. A range that does not match raises
+    ChecksumMismatch when it is read; the last read raises it if the whole does not match the
+    archive's tree hash, before the reader reports the end: a consumer that commits only
+    after reading to the end (an S3 multipart upload) never commits unverified bytes.
+    """
+
+    def __init__(self, glacier: BaseClient, vault: str, job: dict, part_size: int,
+                 cancelled: threading.Event | None = None):
+        self.glacier = glacier
+        self.vault = vault
+        self.job_id = job["JobId"]
+        self.size = int(job["ArchiveSizeInBytes"])
+        self.tree_hash = job.get("SHA256TreeHash") or job["ArchiveSHA256TreeHash"]
+        self.part_size = part_size_for(self.size, part_size)
+        self.cancelled = cancelled
+        self.position = 0  # first byte not yet fetched
+        self.buffer = memoryview(b"")
+        self.digests: list[bytes] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, amount: int = -1) -> bytes:
+        """Up to `amount` bytes (all that is left if negative); b"" only at the verified end."""
+        left = sys.maxsize if amount < 0 else amount
+        chunks = []
+        while left > 0:
+            if not self.buffer:
+                if self.position >= self.size:
+                    self.verify_whole()
+                    break
+                self.buffer = memoryview(self.fetch_next_range())
+            chunk, self.buffer = self.buffer[:left], self.buffer[left:]
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def fetch_next_range(self) -> bytes:
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise UploadCancelled(f"cancelled after {self.position} of {self.size} bytes")
+        first, last = self.position, min(self.position + self.part_size, self.size) - 1
+        response = self.glacier.get_job_output(vaultName=self.vault, jobId=self.job_id,
+                                               range=f"bytes={first}-{last}")
+        body = response["body"].read()
+        if len(body) != last - first + 1:
+            raise ChecksumMismatch(f"range {first}-{last}: got {len(body)} bytes")
+        tree_hash = calculate_tree_hash(io.BytesIO(body))
+        sent = response.get("checksum")
+        if sent is not None and sent != tree_hash:
+            raise ChecksumMismatch(f"range {first}-{last}: tree hash {tree_hash}, Glacier sent {sent}")
+        self.digests.append(bytes.fromhex(tree_hash))
+        self.position = last + 1
+        return body
+
+    def verify_whole(self) -> None:
+        whole = combine_tree_hashes(self.digests)
+        if whole != self.tree_hash:
+            raise ChecksumMismatch(f"archive tree hash {whole}, Glacier says {self.tree_hash}")

@@ -7,7 +7,9 @@ user roles, and how a queue body (raw or SNS-wrapped) becomes a dict.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
@@ -25,12 +27,27 @@ from util.util_config import Config
 JOB_ID = "job_id"
 USER_ID = "user_id"
 JOB_STATUS = "job_status"
+INPUT_FILE_NAME = "input_file_name"
+SUBMIT_TIME = "submit_time"
 COMPLETE_TIME = "complete_time"
 RESULTS_BUCKET = "s3_results_bucket"
 RESULT_KEY = "s3_key_result_file"
 ARCHIVE_ID = "results_file_archive_id"
+# A result's way back from Glacier (util/retrieval.py): the retrieval under way, and the one
+# that brought it back.
+RESTORE_JOB_ID = "restore_job_id"
+RESTORE_TIER = "restore_tier"
+RESTORE_TIME = "restore_time"
+RESTORE_EXPIRES = "restore_expires"
+THAW_JOB_ID = "thaw_job_id"
+THAW_TIME = "thaw_time"
+# When the user was e-mailed about the finished job (util/notify): set once, after the send.
+NOTIFIED_TIME = "notified_time"
+
+USER_INDEX = "user_id_index"  # GSI of the annotations table: user_id, submit_time
 
 COMPLETED = "COMPLETED"
+FAILED = "FAILED"
 PREMIUM = "premium_user"
 FREE = "free_user"
 
@@ -57,12 +74,19 @@ class Aws:
             read_timeout=max(60, config.worker.wait_seconds + 10),
             max_pool_connections=max(10, config.worker.concurrency * 2),
         )
-        self._clients: dict[str, BaseClient] = {}
+        self._clients: dict[tuple[str, int | None], BaseClient] = {}
+        self._lock = threading.Lock()  # boto3 sessions do not make clients thread-safely
 
-    def client(self, service: str) -> BaseClient:
-        if service not in self._clients:
-            self._clients[service] = self.session.client(service, config=self._config)
-        return self._clients[service]
+    def client(self, service: str, attempts: int | None = None) -> BaseClient:
+        """The process's client for `service`; `attempts` gives one with its own retry budget."""
+        with self._lock:
+            if (service, attempts) not in self._clients:
+                config = self._config
+                if attempts is not None:
+                    config = config.merge(BotoConfig(
+                        retries={"mode": "standard", "total_max_attempts": attempts}))
+                self._clients[(service, attempts)] = self.session.client(service, config=config)
+            return self._clients[(service, attempts)]
 
     @cached_property
     def account_id(self) -> str:
@@ -144,20 +168,50 @@ class Annotations:
 
     def set_if_absent(self, job_id: str, attribute: str, value: Any) -> bool:
         """Set `attribute` only if the item has none; False when another writer got there first."""
+        return self.update_if(job_id, "SET #a = :v", "attribute_not_exists(#a)",
+                              {"#a": attribute}, {":v": value})
+
+    def update_if(self, job_id: str, update: str, condition: str, names: Mapping[str, str],
+                  values: Mapping[str, Any] | None = None) -> bool:
+        """Apply `update` to an existing item if `condition` holds; False if it does not.
+
+        `names` and `values` may hold more than the expressions use (DynamoDB refuses
+        unused ones, so they are left out): callers can share one table of names.
+        """
+        condition = f"attribute_exists(#job_id) AND ({condition})"
+        used = set(re.findall(r"[#:]\w+", update + " " + condition))
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _to_dynamo({JOB_ID: job_id}),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {k: v for k, v in {"#job_id": JOB_ID, **names}.items()
+                                         if k in used},
+        }
+        values = {k: v for k, v in (values or {}).items() if k in used}
+        if values:
+            request["ExpressionAttributeValues"] = _to_dynamo(values)
         try:
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key=_to_dynamo({JOB_ID: job_id}),
-                UpdateExpression="SET #a = :v",
-                ConditionExpression="attribute_exists(#k) AND attribute_not_exists(#a)",
-                ExpressionAttributeNames={"#a": attribute, "#k": JOB_ID},
-                ExpressionAttributeValues=_to_dynamo({":v": value}),
-            )
+            self.dynamodb.update_item(**request)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
         return True
+
+    def archived_results(self, user_id: str, page_size: int) -> Iterator[dict[str, Any]]:
+        """Every job of the user whose result is in Glacier, page by page (user_id_index)."""
+        pages = self.dynamodb.get_paginator("query").paginate(
+            PaginationConfig={"PageSize": page_size},
+            TableName=self.table,
+            IndexName=USER_INDEX,
+            KeyConditionExpression="#u = :u",
+            FilterExpression="attribute_exists(#a)",
+            ExpressionAttributeNames={"#u": USER_ID, "#a": ARCHIVE_ID},
+            ExpressionAttributeValues=_to_dynamo({":u": user_id}),
+        )
+        for page in pages:
+            yield from map(_from_dynamo, page["Items"])
 
 
 @dataclass(frozen=True)

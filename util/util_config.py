@@ -43,11 +43,14 @@ _positive_int = _int_range(1)
 _non_negative_int = _int_range(0)
 
 
-def _power_of_two_mib(text: str) -> int:
-    value = _int(text)
-    if value < 1 or value > 4096 or value & (value - 1):
-        raise ValueError("must be a power of two from 1 to 4096")
-    return value
+def _power_of_two_mib(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < low or value > 4096 or value & (value - 1):
+            raise ValueError(f"must be a power of two from {low} to 4096")
+        return value
+
+    return parse
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -63,6 +66,18 @@ def _name(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
     return text.strip()
+
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}
+
+
+def _bool(text: str) -> bool:
+    """The words configparser takes for a boolean, in any case."""
+    try:
+        return _BOOLEANS[text.lower()]
+    except KeyError:
+        raise ValueError("must be true or false") from None
 
 
 @dataclass(frozen=True)
@@ -98,11 +113,24 @@ KEYS: tuple[Key, ...] = (
     # One section per utility; `queue` is the queue that utility consumes (name or URL).
     Key("archive", "queue", "gas-archive", _name, "queue of archive requests {job_id, user_id}"),
     Key("archive", "grace_seconds", "300", _non_negative_int, "free users keep their result this long after completion"),
-    Key("archive", "part_size_mib", "16", _power_of_two_mib, "Glacier multipart part size (MiB, power of two)"),
+    Key("archive", "part_size_mib", "16", _power_of_two_mib(1), "Glacier multipart part size (MiB, power of two)"),
     Key("restore", "queue", "gas-restore", _name, "queue of restore requests {user_id}"),
+    Key("restore", "concurrency", "8", _positive_int, "retrievals of one user started at once"),
+    Key("restore", "page_size", "100", _int_range(1, 1000), "jobs per query of the user_id_index"),
+    Key("restore", "claim_seconds", "300", _positive_int, "a worker that crashed while starting a retrieval blocks it this long"),
+    Key("restore", "retrieval_lifetime_seconds", "108000", _positive_int, "a recorded retrieval older than this may be started again (Glacier keeps output 24 h after a job of up to 5 h)"),
     Key("thaw", "queue", "gas-thaw", _name, "queue subscribed to the thaw topic"),
+    # S3 parts must be at least 5 MiB, Glacier's tree-hash-aligned ranges a power of two.
+    Key("thaw", "part_size_mib", "16", _power_of_two_mib(8), "verified range of Glacier job output, and S3 upload part (MiB)"),
     Key("notify", "queue", "gas-notify", _name, "queue subscribed to the job-results topic"),
     Key("notify", "sender", "noreply@gas.example.com", _name, "verified SES sender address"),
+    Key("notify", "templates", "templates", _name, "directory of the e-mail templates (a relative path is taken from util/notify/)"),
+    # The local stack's Glacier emulation (util/local/glacier.py); AWS itself ignores these.
+    Key("local", "expedited_seconds", "1", _non_negative_int, "local stack: seconds an Expedited Glacier job takes (0: at once)"),
+    Key("local", "standard_seconds", "3", _non_negative_int, "local stack: seconds a Standard Glacier job takes"),
+    Key("local", "bulk_seconds", "5", _non_negative_int, "local stack: seconds a Bulk Glacier job takes"),
+    Key("local", "expedited_capacity", "true", _bool, "local stack: false makes Expedited retrievals fail with InsufficientCapacityException"),
+    Key("local", "fail_retrievals", "0", _non_negative_int, "local stack: the next N archive-retrieval jobs end Failed"),
 )
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(key.section for key in KEYS))

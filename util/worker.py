@@ -37,7 +37,7 @@ log = logging.getLogger("gas")
 class Outcome:
     """What the runtime does with a message once its handler returns."""
 
-    action: str  # done | retry | defer | invalid
+    action: str  # done | retry | defer | invalid | handed back
     reason: str = ""
     delay: int = 0
 
@@ -56,6 +56,9 @@ def defer(seconds: float, reason: str = "") -> Outcome:
 
 def invalid(reason: str) -> Outcome:
     return Outcome("invalid", reason)
+
+
+HANDED_BACK = Outcome("handed back", "worker stopping")
 
 
 @dataclass
@@ -180,6 +183,9 @@ class Worker:
 
     def perform(self, message: Message) -> Outcome:
         """Decode and handle one message; whatever goes wrong, return an outcome."""
+        if self.stop_requested_at is not None:
+            # The pool may start a queued message between the stop and drain()'s cancel.
+            return HANDED_BACK
         started = time.monotonic()
         try:
             message.data = decode_body(message.body)
@@ -209,7 +215,7 @@ class Worker:
                     to_delete.append(message)
                 elif outcome.action == "defer":
                     self.change_visibility([message], self.capped(message, outcome.delay))
-                elif message.cancelled.is_set():
+                elif outcome is HANDED_BACK or message.cancelled.is_set():
                     # Abandoned because we are stopping: let another copy (or our restart)
                     # take it now rather than after the visibility timeout.
                     self.change_visibility([message], 0)
@@ -288,7 +294,7 @@ class Worker:
         except (BotoCoreError, ClientError) as exc:
             log.error("%s: could not hand back %d message(s): %s", self.utility, len(messages), exc)
         for message in messages:
-            self.log_outcome(message, Outcome("handed back", "worker stopping"))
+            self.log_outcome(message, HANDED_BACK)
 
     def drain_deadlines(self) -> tuple[float, float]:
         """(cancel at, exit at) while stopping, as monotonic times.

@@ -3,43 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import (ROOT, Server, archived_bytes, job, put_job, result_exists,
-                            vault_archive_count, wait_for)
+from tests.conftest import (Server, UtilityProcess, archived_bytes, dead_letters, job, put_job,
+                            result_exists, vault_archive_count, wait_for)
 from util.glacier import MIB
 from util.helpers import ARCHIVE_ID
 
-SCRIPT = ROOT / "util" / "archive" / "archive.py"
-
-
-class ArchiveProcess:
-    """One archive worker process; its log goes to a file the test reads."""
+class ArchiveProcess(UtilityProcess):
+    """The archive worker, with 1 MiB parts so that small files are multipart uploads."""
 
     def __init__(self, server: Server, log: Path, *args: str, **settings: str):
-        env = {**os.environ, "GAS_WORKER_WAIT_SECONDS": "1", "GAS_ARCHIVE_PART_SIZE_MIB": "1",
-               **{f"GAS_{k.upper()}": v for k, v in settings.items()}}
-        self.log_path = log
-        self.process = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=open(log, "a"))
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait(self, timeout: float = 120) -> int:
-        return self.process.wait(timeout=timeout)
-
-    def stop(self, timeout: float = 30) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
+        super().__init__("archive", log, *args, **{"archive_part_size_mib": "1", **settings})
 
 
 def run_once(server: Server, tmp_path: Path, **settings: str) -> ArchiveProcess:
@@ -53,12 +31,6 @@ def send(server: Server, *bodies: str | dict) -> None:
     for body in bodies:
         text = body if isinstance(body, str) else json.dumps(body)
         server.client("sqs").send_message(QueueUrl=url, MessageBody=text)
-
-
-def dead_letters(server: Server) -> list[dict]:
-    url = server.queue_url(f"{server.config.archive.queue}-dlq")
-    return server.client("sqs").receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
 
 
 def multipart_uploads(server: Server) -> list[dict]:
@@ -99,7 +71,7 @@ def test_premium_users_result_is_untouched(server: Server, tmp_path: Path) -> No
 def test_early_message_is_deferred_then_archived(server: Server, tmp_path: Path) -> None:
     put_job(server, complete_time=time.time())
     send(server, {"job_id": "j1", "user_id": "u-alice"})
-    worker = ArchiveProcess(server, tmp_path / "archive.log", ARCHIVE_GRACE_SECONDS="3")
+    worker = ArchiveProcess(server, tmp_path / "archive.log", archive_grace_seconds="3")
     wait_for(lambda: ARCHIVE_ID in job(server), timeout=60, what="the archive after the grace")
     assert worker.stop() == 0
     log = worker.log
@@ -115,7 +87,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
          {"job_id": "j1", "user_id": "u-mallory"}, {"job_id": "j1", "user_id": "u-alice"})
     wait_for(lambda: ARCHIVE_ID in job(server), timeout=60, what="the valid job archived")
     dead: list[dict] = []
-    wait_for(lambda: dead.extend(dead_letters(server)) or len(dead) >= 3, timeout=30,
+    wait_for(lambda: dead.extend(dead_letters(server, server.config.archive.queue)) or len(dead) >= 3, timeout=30,
              what="three dead letters")
     reasons = sorted(m["MessageAttributes"]["gas_reason"]["StringValue"] for m in dead)
     assert reasons[0].startswith("body is not JSON")
@@ -131,7 +103,7 @@ def test_sigterm_during_a_multipart_upload(server: Server, tmp_path: Path,
     # Given an archive worker in the middle of a long multipart upload
     data = put_job(server, size=96 * MIB)
     send(server, {"job_id": "j1", "user_id": "u-alice"})
-    worker = ArchiveProcess(server, tmp_path / "archive.log", WORKER_DRAIN_SECONDS=drain_seconds)
+    worker = ArchiveProcess(server, tmp_path / "archive.log", worker_drain_seconds=drain_seconds)
     vault = server.config.gas.vault
     glacier = server.client("glacier")
     wait_for(lambda: multipart_uploads(server) and glacier.list_parts(

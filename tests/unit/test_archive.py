@@ -9,7 +9,8 @@ import os
 import pytest
 from botocore.utils import calculate_tree_hash
 
-from tests.conftest import (NOW, Stack, archived_bytes, job, put_job, result_exists,
+from tests.conftest import (NOW, Stack, archived_bytes, job, message, put_job, result_exists,
+                            set_role,
                             vault_archive_count, vault_archive_description)
 from util.archive.archive import Archiver
 from util.glacier import MIB, combine_tree_hashes, part_size_for
@@ -17,22 +18,9 @@ from util.helpers import ARCHIVE_ID, Annotations, InvalidMessage
 from util.worker import Message
 
 
-def message(**body) -> Message:
-    return Message(message_id="m1", receipt_handle="r", body=json.dumps(body), receive_count=1,
-                   attributes={}, received_at=0, visible_until=0, data=body,
-                   job_id=body.get("job_id"))
-
-
 def archiver(stack: Stack, part_size_mib: int = 1, clock: float = NOW) -> Archiver:
     stack.config.archive.part_size_mib = part_size_mib
     return Archiver(stack.config, stack.aws, clock=lambda: clock)
-
-
-def set_role(stack: Stack, user_id: str, role: str) -> None:
-    stack.client("dynamodb").update_item(
-        TableName=stack.config.gas.users_table, Key={"user_id": {"S": user_id}},
-        UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
-        ExpressionAttributeValues={":r": {"S": role}})
 
 
 def restore_requests(stack: Stack) -> list[dict]:

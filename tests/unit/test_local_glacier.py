@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import boto3
 import pytest
@@ -16,13 +20,26 @@ from moto import mock_aws
 from moto.glacier.models import glacier_backends
 from moto.server import ThreadedMotoServer
 
-from util.local.glacier import install
+from tests.conftest import wait_for
+from util.local.glacier import (DEFAULT_SETTINGS, NOTIFICATION_SUBJECT, Settings, configure,
+                                install)
+from util.util_config import ConfigError, load
 
 MIB = 1024 * 1024
 VAULT = "test-vault"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's account for the access key "testing"
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
+# Every tier done at once unless a test says otherwise: most tests want finished jobs.
+INSTANT = replace(DEFAULT_SETTINGS, expedited_seconds=0, standard_seconds=0, bulk_seconds=0)
+TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT}:glacier-notices"
+# Every field of Glacier's completion notice: DescribeJob's answer for the job.
+NOTICE_FIELDS = {
+    "Action", "ArchiveId", "ArchiveSHA256TreeHash", "ArchiveSizeInBytes", "Completed",
+    "CompletionDate", "CreationDate", "InventorySizeInBytes", "JobDescription", "JobId",
+    "RetrievalByteRange", "SHA256TreeHash", "SNSTopic", "StatusCode", "StatusMessage", "Tier",
+    "VaultARN",
+}
 
 
 def tree_hash(data: bytes) -> str:
@@ -37,14 +54,15 @@ def sample(size: int, seed: int = 0) -> bytes:
 
 @pytest.fixture
 def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials, no endpoint from the environment, and the emulation installed."""
+    """Fake credentials, no endpoint from the environment, and the emulation installed
+    with jobs that complete at once."""
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_GLACIER"):
         monkeypatch.delenv(name, raising=False)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
                  "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    install()
+    install(INSTANT)
 
 
 @pytest.fixture
@@ -76,16 +94,9 @@ def upload_parts(client: BaseClient, data: bytes, part_size: int = MIB,
     return upload_id
 
 
-def finish_jobs() -> None:
-    """Make every job due now instead of after moto's fixed 2-10 s."""
-    for vault in glacier_backends[ACCOUNT][REGION].vaults.values():
-        for job in vault.jobs.values():
-            job.et = job.st
-
-
 def finished_job(client: BaseClient, parameters: dict[str, str]) -> dict:
+    """A job of a tier that takes 0 s, so it is done as soon as it is initiated."""
     job_id = client.initiate_job(vaultName=VAULT, jobParameters=parameters)["jobId"]
-    finish_jobs()
     job = client.describe_job(vaultName=VAULT, jobId=job_id)
     assert job["Completed"] and job["StatusCode"] == "Succeeded"
     return job
@@ -95,6 +106,49 @@ def inventory(client: BaseClient) -> dict[str, dict]:
     job = finished_job(client, {"Type": "inventory-retrieval"})
     output = client.get_job_output(vaultName=VAULT, jobId=job["JobId"])
     return {a["ArchiveId"]: a for a in json.load(output["body"])["ArchiveList"]}
+
+
+def described(client: BaseClient, job_id: str) -> dict:
+    """DescribeJob's fields as botocore parses them (it leaves out the null ones)."""
+    job = client.describe_job(vaultName=VAULT, jobId=job_id)
+    del job["ResponseMetadata"]
+    return job
+
+
+def utc(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def subscribe_queue(sns: BaseClient, sqs: BaseClient) -> str:
+    """A queue subscribed to TOPIC_ARN, as the local stack subscribes the thaw queue."""
+    assert sns.create_topic(Name=TOPIC_ARN.rsplit(":", 1)[1])["TopicArn"] == TOPIC_ARN
+    url = sqs.create_queue(QueueName="glacier-notices")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=TOPIC_ARN, Protocol="sqs", Endpoint=queue_arn)
+    return url
+
+
+def receive_notices(sqs: BaseClient, url: str, count: int) -> dict[str, dict]:
+    """Exactly `count` completion notices from the queue, by job id, with their envelopes
+    checked; a further long poll finds no second notice."""
+    envelopes: list[dict] = []
+
+    def receive() -> bool:
+        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in response.get("Messages", []):
+            envelopes.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return len(envelopes) >= count
+
+    wait_for(receive, timeout=15, what=f"{count} completion notices")
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+    assert len(envelopes) == count
+    assert all(e["Type"] == "Notification" and e["TopicArn"] == TOPIC_ARN
+               and e["Subject"] == NOTIFICATION_SUBJECT for e in envelopes)
+    notices = [json.loads(e["Message"]) for e in envelopes]
+    assert all(set(notice) == NOTICE_FIELDS for notice in notices)
+    return {notice["JobId"]: notice for notice in notices}
 
 
 def test_multipart_upload_round_trip(glacier: BaseClient) -> None:
@@ -120,21 +174,21 @@ def test_multipart_upload_round_trip(glacier: BaseClient) -> None:
     assert len(archive_id) == 138
     assert glacier.list_multipart_uploads(vaultName=VAULT)["UploadsList"] == []
 
-    job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
+    configure(expedited_seconds=3600)
+    pending_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
         "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited",
     })["jobId"]
-    pending = glacier.describe_job(vaultName=VAULT, jobId=job_id)
+    pending = glacier.describe_job(vaultName=VAULT, jobId=pending_id)
     assert not pending["Completed"]
     assert pending["ArchiveSizeInBytes"] == len(data)
     assert pending["ArchiveSHA256TreeHash"] == tree_hash(data)
     assert "SHA256TreeHash" not in pending  # null while a whole-archive job is in progress
 
-    finish_jobs()
-    job = glacier.describe_job(vaultName=VAULT, jobId=job_id)
-    assert job["Completed"]
+    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id})
     assert job["SHA256TreeHash"] == tree_hash(data)
     assert job["RetrievalByteRange"] == f"0-{len(data) - 1}"
-    output = glacier.get_job_output(vaultName=VAULT, jobId=job_id)
+    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"])
+    assert output["status"] == 200 and "contentRange" not in output
     assert output["body"].read() == data
     assert output["checksum"] == tree_hash(data)
     assert output["archiveDescription"] == "sample.vcf"
@@ -302,6 +356,7 @@ def test_unknown_ids_are_resource_not_found(glacier: BaseClient) -> None:
 
 
 def test_job_output_before_completion_is_rejected(glacier: BaseClient) -> None:
+    configure(standard_seconds=3600)
     job_id = glacier.initiate_job(vaultName=VAULT,
                                   jobParameters={"Type": "inventory-retrieval"})["jobId"]
     with pytest.raises(ClientError) as excinfo:
@@ -340,4 +395,350 @@ def test_multipart_upload_through_the_server(fake_aws: None) -> None:
     finally:
         # The server shares moto's state with the process: leave nothing for later tests.
         glacier_backends[ACCOUNT][REGION].reset()
+        server.stop()
+
+
+# -- jobs: description, timing, notices, ranges, capacity, failures ----------------------------
+
+SIZE = 3 * MIB + 12345  # four tree-hash leaves, the last one short
+
+
+def test_jobs_keep_description_topic_tier_and_range(glacier: BaseClient) -> None:
+    # Given an archive and Bulk jobs that take an hour
+    configure(bulk_seconds=3600)
+    data = sample(SIZE)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
+
+    # When a ranged archive retrieval and an inventory retrieval are initiated
+    retrieval_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
+        "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Bulk",
+        "Description": '{"job_id": "j1"}', "SNSTopic": TOPIC_ARN,
+        "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}",
+    })["jobId"]
+    inventory_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
+        "Type": "inventory-retrieval", "Description": "stock-take",
+    })["jobId"]
+
+    # Then DescribeJob gives back what was asked, as AWS does (no SHA256TreeHash: 1-3 MiB is
+    # not tree-hash aligned; no CompletionDate: in progress)
+    retrieval = described(glacier, retrieval_id)
+    assert retrieval == {
+        "Action": "ArchiveRetrieval", "ArchiveId": archive_id, "ArchiveSizeInBytes": SIZE,
+        "ArchiveSHA256TreeHash": tree_hash(data), "Completed": False,
+        "CreationDate": retrieval["CreationDate"], "JobDescription": '{"job_id": "j1"}',
+        "JobId": retrieval_id, "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}",
+        "SNSTopic": TOPIC_ARN, "StatusCode": "InProgress",
+        "StatusMessage": "Operation in progress.", "Tier": "Bulk",
+        "VaultARN": f"arn:aws:glacier:{REGION}:{ACCOUNT}:vaults/{VAULT}",
+    }
+    # and the inventory, Standard by default (0 s here), is done with its size known
+    inventory_job = described(glacier, inventory_id)
+    assert (inventory_job["Action"], inventory_job["JobDescription"], inventory_job["Tier"],
+            inventory_job["StatusCode"]) == ("InventoryRetrieval", "stock-take", "Standard",
+                                             "Succeeded")
+    output = glacier.get_job_output(vaultName=VAULT, jobId=inventory_id)["body"].read()
+    assert inventory_job["InventorySizeInBytes"] == len(output)
+    # and ListJobs lists both the same way
+    listed = glacier.list_jobs(vaultName=VAULT)["JobList"]
+    assert sorted(listed, key=lambda j: j["JobId"]) == sorted(
+        [retrieval, described(glacier, inventory_id)], key=lambda j: j["JobId"])
+
+
+def test_each_tier_takes_its_configured_time(glacier: BaseClient) -> None:
+    # Given Standard jobs done at once, Expedited ones after a second, Bulk after an hour
+    configure(standard_seconds=0, expedited_seconds=1, bulk_seconds=3600)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
+
+    def initiate(**tier: str) -> str:
+        return glacier.initiate_job(vaultName=VAULT, jobParameters={
+            "Type": "archive-retrieval", "ArchiveId": archive_id, **tier})["jobId"]
+
+    # When one job of each tier is initiated
+    standard, expedited, bulk = initiate(), initiate(Tier="Expedited"), initiate(Tier="Bulk")
+
+    # Then the Standard one is done at once
+    job = described(glacier, standard)
+    assert (job["Tier"], job["Completed"], job["StatusCode"]) == ("Standard", True, "Succeeded")
+    assert job["CompletionDate"] == job["CreationDate"]
+    # and the Expedited one is not, but is done a second after it was created
+    assert not described(glacier, expedited)["Completed"]
+    job = wait_for(lambda: (j := described(glacier, expedited))["Completed"] and j,
+                   timeout=10, what="the Expedited job")
+    assert utc(job["CompletionDate"]) - utc(job["CreationDate"]) == timedelta(seconds=1)
+    # and the Bulk one is still in progress, its output not available
+    job = described(glacier, bulk)
+    assert (job["Completed"], job["StatusCode"]) == (False, "InProgress")
+    assert "CompletionDate" not in job
+    with pytest.raises(ClientError) as excinfo:
+        glacier.get_job_output(vaultName=VAULT, jobId=bulk)
+    assert error(excinfo) == ("InvalidParameterValueException", 400)
+
+
+def test_completion_notice_reaches_a_subscribed_queue_once_per_job(glacier: BaseClient) -> None:
+    # Given a queue subscribed to a topic, and an archive
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = subscribe_queue(boto3.client("sns", region_name=REGION), sqs)
+    data = sample(MIB + 5)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
+
+    # When an archive retrieval and an inventory retrieval that name the topic complete
+    retrieval_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
+        "Type": "archive-retrieval", "ArchiveId": archive_id, "SNSTopic": TOPIC_ARN,
+        "Description": '{"job_id": "j1"}',
+    })["jobId"]
+    inventory_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
+        "Type": "inventory-retrieval", "SNSTopic": TOPIC_ARN,
+    })["jobId"]
+
+    # Then each is announced once, with every field of DescribeJob for that job
+    notices = receive_notices(sqs, url, count=2)
+    assert set(notices) == {retrieval_id, inventory_id}
+    for job_id, notice in notices.items():
+        assert {k: v for k, v in notice.items() if v is not None} == described(glacier, job_id)
+    retrieval = notices[retrieval_id]
+    assert (retrieval["Action"], retrieval["StatusCode"], retrieval["Completed"]) == (
+        "ArchiveRetrieval", "Succeeded", True)
+    assert retrieval["JobDescription"] == '{"job_id": "j1"}'
+    assert retrieval["SHA256TreeHash"] == retrieval["ArchiveSHA256TreeHash"] == tree_hash(data)
+    assert retrieval["InventorySizeInBytes"] is None
+    inventory_notice = notices[inventory_id]
+    assert inventory_notice["Action"] == "InventoryRetrieval"
+    assert inventory_notice["ArchiveId"] is inventory_notice["RetrievalByteRange"] is None
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_notice_due_after_its_context_ended_or_to_no_topic_is_dropped(fake_aws: None) -> None:
+    # Given a job due in a second whose mock_aws context then ends
+    configure(standard_seconds=1)
+    with mock_aws():
+        glacier = boto3.client("glacier", region_name=REGION, config=NO_RETRIES)
+        glacier.create_vault(vaultName=VAULT)
+        archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
+        job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
+            "Type": "archive-retrieval", "ArchiveId": archive_id, "SNSTopic": TOPIC_ARN,
+        })["jobId"]
+        stale = notice_timer(job_id)
+
+    with mock_aws():
+        # and a later context with a topic and queue of the same names
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = subscribe_queue(boto3.client("sns", region_name=REGION), sqs)
+        # and, in it, a job due in a second whose topic does not exist
+        glacier = boto3.client("glacier", region_name=REGION, config=NO_RETRIES)
+        glacier.create_vault(vaultName=VAULT)
+        archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
+        job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
+            "Type": "archive-retrieval", "ArchiveId": archive_id,
+            "SNSTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:no-such-topic",
+        })["jobId"]
+        orphan = notice_timer(job_id)
+
+        # When both timers fire
+        for timer in (stale, orphan):
+            timer.join(timeout=10)
+            assert not timer.is_alive()
+
+        # Then neither publishes anything, nor fails loudly (an exception in the timer
+        # thread would be an error here)
+        assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+        assert described(glacier, job_id)["StatusCode"] == "Succeeded"
+
+
+def notice_timer(job_id: str) -> threading.Timer:
+    """The timer that is to publish the completion notice of the job `job_id`."""
+    job = glacier_backends[ACCOUNT][REGION].vaults[VAULT].jobs[job_id]
+    [timer] = [t for t in threading.enumerate() if isinstance(t, threading.Timer)
+               and getattr(t, "function", None) == getattr(job, "_publish_notice")]
+    return timer
+
+
+@pytest.mark.parametrize("first, last, aligned", [
+    (0, MIB - 1, True),  # a 1 MiB leaf of the tree hash
+    (MIB, 2 * MIB - 1, True),  # another leaf
+    (0, 2 * MIB - 1, True),  # a 2 MiB node
+    (2 * MIB, SIZE - 1, True),  # a 2 MiB node cut short by the end
+    (3 * MIB, SIZE - 1, True),  # the last, short leaf
+    (0, SIZE - 1, True),  # the whole archive, asked for as a range
+    (0, 1023, False),  # not whole MiB
+    (MIB, 3 * MIB - 1, False),  # 2 MiB, not at a multiple of 2 MiB
+    (MIB, SIZE - 1, False),  # from 1 MiB to the end is no node of the tree
+], ids=["leaf", "second-leaf", "node", "node-to-end", "short-leaf", "whole", "partial-mib",
+        "misaligned-node", "mib-to-end"])
+def test_ranged_output_has_a_tree_hash_only_when_tree_hash_aligned(
+    glacier: BaseClient, first: int, last: int, aligned: bool
+) -> None:
+    # Given a finished retrieval of a whole archive
+    data = sample(SIZE)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
+    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id})
+
+    # When a range of its output is downloaded
+    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"],
+                                    range=f"bytes={first}-{last}")
+
+    # Then exactly those bytes come, as partial content, with the range's tree hash if aligned
+    assert output["status"] == 206
+    assert output["contentRange"] == f"bytes {first}-{last}/{SIZE}"
+    assert output["acceptRanges"] == "bytes"
+    assert output["body"].read() == data[first:last + 1]
+    assert output.get("checksum") == (tree_hash(data[first:last + 1]) if aligned else None)
+
+
+def test_retrieval_of_a_range_outputs_that_range(glacier: BaseClient) -> None:
+    # Given an archive
+    data = sample(SIZE)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
+
+    # When a tree-hash aligned range of it is retrieved
+    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id,
+                                 "RetrievalByteRange": f"{2 * MIB}-{SIZE - 1}"})
+
+    # Then its output is that range, with checksums for it and for aligned parts of it
+    assert job["SHA256TreeHash"] == tree_hash(data[2 * MIB:])
+    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"])
+    assert (output["body"].read(), output["checksum"]) == (data[2 * MIB:],
+                                                          tree_hash(data[2 * MIB:]))
+    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"],
+                                    range=f"bytes=0-{MIB - 1}")
+    assert output["contentRange"] == f"bytes 0-{MIB - 1}/{SIZE - 2 * MIB}"
+    part = data[2 * MIB:3 * MIB]
+    assert (output["body"].read(), output["checksum"]) == (part, tree_hash(part))
+
+    # When a megabyte-aligned range that is not tree-hash aligned is retrieved
+    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id,
+                                 "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}"})
+
+    # Then its output is that range, with no checksum for it or any part of it
+    assert "SHA256TreeHash" not in job
+    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"])
+    assert output["body"].read() == data[MIB:3 * MIB] and "checksum" not in output
+    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"],
+                                    range=f"bytes=0-{MIB - 1}")
+    assert output["body"].read() == data[MIB:2 * MIB] and "checksum" not in output
+
+
+@pytest.mark.parametrize("parameters", [
+    {"RetrievalByteRange": "1000-2000"},  # not at a MiB
+    {"RetrievalByteRange": f"0-{MIB - 2}"},  # ends neither at a MiB nor at the end
+    {"RetrievalByteRange": f"0-{SIZE}"},  # beyond the end
+    {"RetrievalByteRange": f"{MIB}-{MIB - 1}"},  # backwards
+    {"RetrievalByteRange": "0-"},
+    {"Tier": "Glacial"},
+], ids=["unaligned-start", "unaligned-end", "beyond-end", "backwards", "open", "unknown-tier"])
+def test_malformed_retrievals_are_rejected(glacier: BaseClient, parameters: dict) -> None:
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=sample(SIZE))["archiveId"]
+    with pytest.raises(ClientError) as excinfo:
+        glacier.initiate_job(vaultName=VAULT, jobParameters={
+            "Type": "archive-retrieval", "ArchiveId": archive_id, **parameters})
+    assert error(excinfo) == ("InvalidParameterValueException", 400)
+    assert glacier.list_jobs(vaultName=VAULT)["JobList"] == []
+
+
+@pytest.mark.parametrize("byte_range", [f"bytes={SIZE}-", "bytes=10-5", "items=0-1", "0-1"])
+def test_unsatisfiable_download_range_is_rejected(glacier: BaseClient, byte_range: str) -> None:
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=sample(SIZE))["archiveId"]
+    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id})
+    with pytest.raises(ClientError) as excinfo:
+        glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"], range=byte_range)
+    assert error(excinfo) == ("InvalidParameterValueException", 400)
+
+
+def test_expedited_without_capacity_is_refused_while_standard_works(glacier: BaseClient) -> None:
+    # Given no Expedited capacity
+    configure(expedited_capacity=False)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
+
+    # When an Expedited retrieval is initiated, then AWS's 503 error comes back
+    with pytest.raises(ClientError) as excinfo:
+        glacier.initiate_job(vaultName=VAULT, jobParameters={
+            "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})
+    assert error(excinfo) == ("InsufficientCapacityException", 503)
+    assert excinfo.value.response["type"] == "Server"
+
+    # When a Standard one is, then it works, and it is the only job
+    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id,
+                                 "Tier": "Standard"})
+    assert glacier.list_jobs(vaultName=VAULT)["JobList"] == [described(glacier, job["JobId"])]
+
+
+def test_failing_retrievals_end_failed_and_are_announced(glacier: BaseClient) -> None:
+    # Given that the next archive retrieval is to fail, and a queue subscribed to a topic
+    configure(fail_retrievals=1)
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = subscribe_queue(boto3.client("sns", region_name=REGION), sqs)
+    data = sample(100)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
+
+    # When two retrievals announced on the topic complete
+    failed_id, succeeded_id = (glacier.initiate_job(vaultName=VAULT, jobParameters={
+        "Type": "archive-retrieval", "ArchiveId": archive_id, "SNSTopic": TOPIC_ARN,
+    })["jobId"] for _ in range(2))
+
+    # Then the first ends Failed, and says so in its notice as in DescribeJob
+    notices = receive_notices(sqs, url, count=2)
+    failed = notices[failed_id]
+    assert (failed["Completed"], failed["StatusCode"]) == (True, "Failed")
+    assert failed["StatusMessage"]
+    assert {k: v for k, v in failed.items() if v is not None} == described(glacier, failed_id)
+    # and has no output
+    with pytest.raises(ClientError) as excinfo:
+        glacier.get_job_output(vaultName=VAULT, jobId=failed_id)
+    assert error(excinfo) == ("InvalidParameterValueException", 400)
+    # while the second succeeds
+    assert notices[succeeded_id]["StatusCode"] == "Succeeded"
+    assert glacier.get_job_output(vaultName=VAULT, jobId=succeeded_id)["body"].read() == data
+
+
+def test_settings_come_from_the_local_config_section() -> None:
+    config = load(environ={"GAS_LOCAL_EXPEDITED_CAPACITY": "False", "GAS_LOCAL_BULK_SECONDS": "0",
+                           "GAS_LOCAL_FAIL_RETRIEVALS": "2"})
+    assert Settings.from_config(config.local) == replace(
+        DEFAULT_SETTINGS, expedited_capacity=False, bulk_seconds=0, fail_retrievals=2)
+    with pytest.raises(ConfigError, match=r"\[local\] expedited_capacity"):
+        load(environ={"GAS_LOCAL_EXPEDITED_CAPACITY": "maybe"})
+
+
+def test_notice_range_and_capacity_through_the_server(fake_aws: None) -> None:
+    # Given the emulation in a moto server, a vault, and a queue subscribed to a topic
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        glacier, sns, sqs = (boto3.client(name, region_name=REGION, config=NO_RETRIES,
+                                          endpoint_url=endpoint)
+                             for name in ("glacier", "sns", "sqs"))
+        glacier.create_vault(vaultName=VAULT)
+        url = subscribe_queue(sns, sqs)
+        data = sample(2 * MIB + 7)
+        archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
+
+        # When a retrieval announced on the topic completes
+        job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
+            "Type": "archive-retrieval", "ArchiveId": archive_id, "SNSTopic": TOPIC_ARN,
+            "Description": "via the server",
+        })["jobId"]
+
+        # Then its notice reaches the queue, once
+        notice = receive_notices(sqs, url, count=1)[job_id]
+        assert (notice["StatusCode"], notice["JobDescription"]) == ("Succeeded", "via the server")
+        assert notice["SHA256TreeHash"] == tree_hash(data)
+        # and a range of its output comes with the range's tree hash
+        output = glacier.get_job_output(vaultName=VAULT, jobId=job_id,
+                                        range=f"bytes={MIB}-{2 * MIB - 1}")
+        part = data[MIB:2 * MIB]
+        assert (output["status"], output["contentRange"]) == (206, f"bytes {MIB}-{2 * MIB - 1}/"
+                                                                   f"{len(data)}")
+        assert (output["body"].read(), output["checksum"]) == (part, tree_hash(part))
+
+        # When Expedited capacity runs out, then the server refuses Expedited retrievals
+        configure(expedited_capacity=False)
+        with pytest.raises(ClientError) as excinfo:
+            glacier.initiate_job(vaultName=VAULT, jobParameters={
+                "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})
+        assert error(excinfo) == ("InsufficientCapacityException", 503)
+    finally:
+        # The server shares moto's state with the process: leave nothing for later tests.
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset",
+                                                      method="POST"))
         server.stop()

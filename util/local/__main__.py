@@ -19,7 +19,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from util.helpers import Aws
-from util.local import demo, glacier
+from util.local import demo, dynamodb, glacier
 from util.local.stack import CREDENTIALS, REGION, create_resources, utility_config_files
 from util.util_config import ConfigError, load
 
@@ -30,7 +30,8 @@ def serve(port: int, config_files: list[str]) -> int:
     except ConfigError as exc:
         print(f"local stack: config error: {exc}", file=sys.stderr)
         return 2
-    glacier.install()
+    dynamodb.install()
+    glacier.install(glacier.Settings.from_config(config.local))
     # werkzeug logs every request; at load that is megabytes an hour nobody reads.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -1,8 +1,9 @@
 """Glacier vault emulation on top of moto 5.2.5, closer to what AWS documents.
 
-``install()`` patches moto in place, so it serves ``mock_aws`` and a ``ThreadedMotoServer``
-in the same process alike. Call it before the first Glacier request: moto's server builds
-its Glacier routes on that request.
+``install(settings)`` patches moto in place, so it serves ``mock_aws`` and a
+``ThreadedMotoServer`` in the same process alike. Call it before the first Glacier request:
+moto's server builds its Glacier routes on that request. ``configure(...)`` changes the
+settings afterwards (tests do, per test). ``Settings`` mirror the ``[local]`` config section.
 
 Gaps in moto it closes:
 
@@ -19,19 +20,47 @@ Gaps in moto it closes:
   ``VaultNotFound`` code; they now give ``ResourceNotFoundException`` (404). GetJobOutput
   before the job finished gave a bare 404; it now gives ``InvalidParameterValueException``.
 - CreateVault replaced an existing vault, dropping its archives; AWS's is idempotent.
-
-Still moto's: job timing (Expedited 2 s, Standard 5 s, Bulk 10 s) and everything InitiateJob
-ignores - job Description/SNSTopic, SNS completion notices, RetrievalByteRange, Range on
-GetJobOutput, InsufficientCapacityException, failed jobs. Those belong in
-``GlacierResponse.initiate_job``/``get_job_output`` and ``ArchiveJob``.
+- InitiateJob kept only the type, tier and archive id. Jobs now keep ``Description``,
+  ``SNSTopic``, ``Tier`` (Standard if absent; anything but Expedited, Standard or Bulk is
+  rejected) and ``RetrievalByteRange`` (megabyte aligned, as AWS requires), and DescribeJob
+  and ListJobs give every field of AWS's job description: ``JobDescription``, ``SNSTopic``,
+  ``Tier``, ``RetrievalByteRange`` (the whole archive if none was asked for),
+  ``SHA256TreeHash`` (null for a range that is not tree-hash aligned and while a
+  whole-archive retrieval is InProgress), ``StatusCode`` InProgress/Succeeded/Failed with
+  AWS's ``StatusMessage``, ``CompletionDate`` once completed, ``InventorySizeInBytes`` for
+  inventories only.
+- Job timing was fixed in moto (Expedited 2 s, Standard 5 s, Bulk 10 s); it is now each
+  tier's ``*_seconds`` setting (0: complete at once).
+- Capacity: with ``expedited_capacity`` false, an Expedited archive retrieval is refused with
+  ``InsufficientCapacityException``, HTTP 503, type Server, as AWS does when it has none
+  (botocore's standard retry mode retries that 503 as it would AWS's).
+- Failures: the next ``fail_retrievals`` archive retrievals end ``Failed``. Their output is
+  not available: GetJobOutput answers ``InvalidParameterValueException`` as for an
+  unfinished job (AWS documents no other error for it).
+- Completion notices did not exist. When a job that names an ``SNSTopic`` completes
+  (Succeeded or Failed), a daemon timer publishes the job's DescribeJob JSON to that topic
+  with the Subject ``NOTIFICATION_SUBJECT``, through moto's SNS backend in process, so the
+  topic's subscriptions (SQS queues) get it, in ``mock_aws`` and in the server alike. Each
+  job publishes once. A timer whose job is no longer in moto's live state (its ``mock_aws``
+  context ended, the server was reset) publishes nothing.
+- GetJobOutput ignored ``Range``. ``Range: bytes=FIRST-LAST`` (or ``FIRST-``) now answers
+  206 with only those bytes and ``Content-Range: bytes FIRST-LAST/OUTPUT_SIZE``; every
+  answer has ``Accept-Ranges: bytes``. ``x-amz-sha256-tree-hash`` is sent only when AWS
+  sends it: for an archive retrieval whose retrieved range and downloaded range are both
+  tree-hash aligned, i.e. start at a multiple of some 2^k MiB and span 2^k MiB or up to the
+  end (a node of the archive's tree hash). A job's output is its ``RetrievalByteRange``.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any, ClassVar, cast
 
 from botocore.utils import calculate_tree_hash
@@ -42,9 +71,14 @@ from moto.glacier import models as moto_models
 from moto.glacier import responses as moto_responses
 from moto.glacier import urls as moto_urls
 from moto.moto_api._internal import mock_random
+from moto.sns.models import sns_backends
 from moto.utilities.utils import get_partition
 
-__all__ = ["install"]
+from util.util_config import load
+
+__all__ = ["DEFAULT_SETTINGS", "NOTIFICATION_SUBJECT", "Settings", "configure", "install"]
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 MAX_PART_SIZE = 4096 * MIB  # also the largest single-request UploadArchive
@@ -55,19 +89,88 @@ _MULTIPART_PATHS = (
     "(?P<upload_id>[^/]+)$",
 )
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/\*")
+_RANGE_HEADER = re.compile(r"bytes=(\d+)-(\d*)")
+_RETRIEVAL_RANGE = re.compile(r"(\d+)-(\d+)")
+TIERS = ("Expedited", "Standard", "Bulk")
+# AWS documents the notice's body (DescribeJob's JSON) but, as far as found, not its SNS
+# Subject; this one is the emulation's choice, and consumers should not rely on it.
+NOTIFICATION_SUBJECT = "Notification from AWS Glacier"
+FAILED_MESSAGE = "The retrieval failed (emulated: [local] fail_retrievals)"
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    """How emulated jobs behave: the ``[local]`` section of util.util_config."""
+
+    expedited_seconds: int
+    standard_seconds: int
+    bulk_seconds: int
+    expedited_capacity: bool
+    fail_retrievals: int
+
+    @classmethod
+    def from_config(cls, local: Any) -> Settings:
+        """From a loaded config's ``local`` section (``load(...).local``)."""
+        return cls(**{f.name: getattr(local, f.name) for f in fields(cls)})
+
+    def seconds(self, tier: str) -> int:
+        return {"Expedited": self.expedited_seconds, "Standard": self.standard_seconds,
+                "Bulk": self.bulk_seconds}[tier]
+
+
+# The defaults of util_config's KEYS, read without files or environment: one source of truth.
+DEFAULT_SETTINGS = Settings.from_config(load(environ={}).local)
+
+
+class _State:
+    """The settings in force and the failures still to come; request threads share it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.lock = threading.Lock()
+        self.settings = settings
+        self.failures_left = settings.fail_retrievals
+
+    def take_failure(self) -> bool:
+        """Whether the archive retrieval being initiated is one of those to fail."""
+        with self.lock:
+            if self.failures_left <= 0:
+                return False
+            self.failures_left -= 1
+            return True
+
+
+_state = _State(DEFAULT_SETTINGS)
+
+
+def configure(settings: Settings | None = None, **changes: Any) -> Settings:
+    """Put `settings` (by default the ones in force) with `changes` in force; return them.
+
+    ``configure(standard_seconds=0)`` changes one setting. The count of archive retrievals
+    still to fail restarts at ``fail_retrievals`` when `settings` or that key is given.
+    Jobs already initiated keep the timing and fate they were given.
+    """
+    with _state.lock:
+        new = replace(settings or _state.settings, **changes)
+        if settings is not None or "fail_retrievals" in changes:
+            _state.failures_left = new.fail_retrievals
+        _state.settings = new
+    return new
 
 
 # -- errors, as Glacier sends them ------------------------------------------------------------
 
 class _GlacierError(JsonRESTError):
-    """A Glacier error: AWS's JSON body, with the HTTP status of botocore's service model."""
+    """A Glacier error: AWS's JSON body and HTTP status (its Error Responses table)."""
 
     error_code: ClassVar[str]
+    error_source: ClassVar[str] = "Client"  # the body's "type": who is to blame
 
     def __init__(self, message: str) -> None:
         super().__init__(self.error_code, message)
         self.description = json.dumps(
-            {"code": self.error_code, "message": message, "type": "Client"}
+            {"code": self.error_code, "message": message, "type": self.error_source}
         )
 
 
@@ -84,6 +187,12 @@ class ResourceNotFound(_GlacierError):
     code = 404
 
 
+class InsufficientCapacity(_GlacierError):
+    error_code = "InsufficientCapacityException"
+    code = 503  # AWS's table; botocore's model says 400 but takes the status from the wire
+    error_source = "Server"
+
+
 def _tree_hash(body: bytes) -> str:
     return calculate_tree_hash(io.BytesIO(body))
 
@@ -98,6 +207,56 @@ def _check_checksum(sent: str, calculated: str) -> None:
 def _check_content_length(body: bytes) -> None:
     if not 0 < len(body) <= MAX_PART_SIZE:
         raise InvalidParameterValue(f"Invalid Content-Length: {len(body)}")
+
+
+def _tree_hash_aligned(first: int, last: int, size: int) -> bool:
+    """Whether bytes first..last of `size` bytes are "tree-hash aligned" (AWS's term).
+
+    They are when their tree hash is a node of the whole's: they start at a multiple of
+    some 2^k MiB and span 2^k MiB, or run from there to the end.
+    """
+    span = MIB
+    while first % span == 0:
+        if last + 1 == min(first + span, size):
+            return True
+        if span >= size:
+            return False
+        span *= 2
+    return False
+
+
+def _retrieval_range(text: str | None, size: int) -> tuple[int, int]:
+    """InitiateJob's RetrievalByteRange: megabyte aligned as AWS requires; default: all."""
+    if text is None:
+        return 0, size - 1
+    match = _RETRIEVAL_RANGE.fullmatch(text)
+    first, last = (int(match[1]), int(match[2])) if match else (-1, -1)
+    if (not match or first % MIB or last < first or last >= size
+            or ((last + 1) % MIB and last != size - 1)):
+        raise InvalidParameterValue(
+            f"Invalid RetrievalByteRange: {text}. It must be StartByte-EndByte within the "
+            f"archive ({size} bytes), StartByte a multiple of 1 MiB and EndByte + 1 a "
+            f"multiple of 1 MiB or the archive's size."
+        )
+    return first, last
+
+
+def _download_range(header: str, size: int) -> tuple[int, int]:
+    """GetJobOutput's Range ("bytes=FIRST-LAST" or "bytes=FIRST-"), within `size` bytes."""
+    match = _RANGE_HEADER.fullmatch(header.strip())
+    first = int(match[1]) if match else -1
+    last = min(int(match[2]), size - 1) if match and match[2] else size - 1
+    if not match or first >= size or last < first:
+        raise InvalidParameterValue(f"Invalid range: {header} (the output is {size} bytes)")
+    return first, last
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _stamp(moment: datetime) -> str:
+    return iso_8601_datetime_with_milliseconds(moment)
 
 
 # -- model --------------------------------------------------------------------------------------
@@ -201,32 +360,170 @@ class MultipartUpload:
         }
 
 
-class ArchiveJob(moto_models.ArchiveJob):
-    """An archive-retrieval job that knows the archive's size and tree hash."""
+class _Job(moto_models.Job):
+    """A job timed by the settings, with AWS's job description and completion notice."""
 
-    def __init__(self, job_id: str, tier: str, arn: str, archive: Archive):
-        super().__init__(job_id, tier, arn, archive.archive_id)
-        self.archive = archive
+    action: ClassVar[str]
 
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
+    def __init__(self, job_id: str, vault: Vault, tier: str, seconds: int,
+                 description: str | None, sns_topic: str | None) -> None:
+        # moto's Job.__init__ is not called: it fixes the timing by tier.
+        self.job_id = job_id
+        self.vault = vault
+        self.tier = tier
+        self.description = description
+        self.sns_topic = sns_topic
+        self.failure: str | None = None  # the StatusMessage of a job that is to fail
+        self.created = _now()
+        self.due = self.created + timedelta(seconds=seconds)
+
+    def completed(self, now: datetime | None = None) -> bool:
+        return (now or _now()) >= self.due
+
+    def output(self) -> bytes:
+        raise NotImplementedError
+
+    def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        """DescribeJob's answer (and the completion notice's body) as of `now`."""
+        done = self.completed(now)
+        if not done:
+            status, message = "InProgress", "Operation in progress."
+        elif self.failure is not None:
+            status, message = "Failed", self.failure
+        else:
+            status, message = "Succeeded", "Succeeded"
+        return {
+            "Action": self.action,
+            "ArchiveId": None,
+            "ArchiveSHA256TreeHash": None,
+            "ArchiveSizeInBytes": None,
+            "Completed": done,
+            "CompletionDate": _stamp(self.due) if done else None,
+            "CreationDate": _stamp(self.created),
+            "InventorySizeInBytes": None,
+            "JobDescription": self.description,
+            "JobId": self.job_id,
+            "RetrievalByteRange": None,
+            "SHA256TreeHash": None,
+            "SNSTopic": self.sns_topic,
+            "StatusCode": status,
+            "StatusMessage": message,
+            "Tier": self.tier,
+            "VaultARN": self.vault.arn,
+        }
+
+    def schedule_notice(self) -> None:
+        """Publish the completion notice to the job's topic, if any, when the job is due."""
+        if self.sns_topic is None:
+            return
+        timer = threading.Timer((self.due - _now()).total_seconds(), self._publish_notice)
+        timer.daemon = True  # a pending notice must not keep a test run or server alive
+        timer.start()
+
+    def _publish_notice(self) -> None:
+        # A job whose mock_aws context ended (or whose server was reset) is gone from moto's
+        # state; its notice would land on a later test's topic of the same name.
+        if not self.vault.holds(self):
+            return
+        # As of `due`: the timer's clock may fire a hair early, and the job is done by then.
+        message = json.dumps(self.to_dict(self.due))
+        try:
+            _, _, _, region, account, _ = cast(str, self.sns_topic).split(":", 5)
+            sns_backends[account][region].publish(
+                message, arn=self.sns_topic, subject=NOTIFICATION_SUBJECT
+            )
+        except Exception:  # noqa: BLE001 - a notice no topic takes is dropped, as by AWS
+            log.debug("Glacier job %s: no completion notice to %s", self.job_id,
+                      self.sns_topic, exc_info=True)
+
+
+class InventoryJob(_Job):
+    action = "InventoryRetrieval"
+
+    def output(self) -> bytes:
+        """The vault's inventory as JSON, as it is now."""
+        return json.dumps({
+            "VaultARN": self.vault.arn,
+            "InventoryDate": _stamp(self.due),
+            "ArchiveList": self.vault.get_archive_list(),
+        }).encode()
+
+    def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        d = super().to_dict(now)
+        if d["StatusCode"] == "Succeeded":
+            d["InventorySizeInBytes"] = len(self.output())
+        return d
+
+
+class ArchiveJob(_Job):
+    """An archive retrieval of the bytes first..last (inclusive) of an archive."""
+
+    action = "ArchiveRetrieval"
+
+    def __init__(self, job_id: str, vault: Vault, tier: str, seconds: int,
+                 description: str | None, sns_topic: str | None, archive: Archive,
+                 first: int, last: int) -> None:
+        super().__init__(job_id, vault, tier, seconds, description, sns_topic)
+        self.archive = archive  # kept even if the archive is deleted, as AWS keeps the output
+        self.archive_id = archive.archive_id
+        self.first, self.last = first, last
+
+    @property
+    def whole(self) -> bool:
+        return self.first == 0 and self.last == self.archive.size - 1
+
+    def output(self) -> bytes:
+        return self.archive.body if self.whole else self.archive.body[self.first:self.last + 1]
+
+    @cached_property
+    def output_tree_hash(self) -> str | None:
+        """The retrieved range's tree hash, which AWS gives only for an aligned range."""
+        if not _tree_hash_aligned(self.first, self.last, self.archive.size):
+            return None
+        return self.archive.tree_hash if self.whole else _tree_hash(self.output())
+
+    def range_tree_hash(self, first: int, last: int) -> str | None:
+        """x-amz-sha256-tree-hash for bytes first..last of the output, if AWS sends one.
+
+        AWS sends it when the retrieved range and the downloaded one are both aligned.
+        """
+        size = self.last - self.first + 1
+        if self.output_tree_hash is None or not _tree_hash_aligned(first, last, size):
+            return None
+        if first == 0 and last == size - 1:
+            return self.output_tree_hash
+        return _tree_hash(self.output()[first:last + 1])
+
+    def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        d = super().to_dict(now)
+        d["ArchiveId"] = self.archive_id
         d["ArchiveSizeInBytes"] = self.archive.size
         d["ArchiveSHA256TreeHash"] = self.archive.tree_hash
-        # No range was asked for, so the whole archive is retrieved.
-        d["RetrievalByteRange"] = f"0-{self.archive.size - 1}"
-        # AWS leaves SHA256TreeHash null while a whole-archive retrieval is InProgress.
-        d["SHA256TreeHash"] = self.archive.tree_hash if d["Completed"] else None
-        d["InventorySizeInBytes"] = None  # moto says 10000 once done; not an inventory job
+        d["RetrievalByteRange"] = f"{self.first}-{self.last}"
+        # AWS leaves it null while a whole-archive retrieval is InProgress (and always for
+        # an unaligned range, which output_tree_hash already says).
+        if not (self.whole and d["StatusCode"] == "InProgress"):
+            d["SHA256TreeHash"] = self.output_tree_hash
         return d
 
 
 class Vault(moto_models.Vault):
     """moto's vault with Archive objects, multipart uploads and AWS's not-found errors."""
 
-    def __init__(self, vault_name: str, account_id: str, region: str):
+    def __init__(self, vault_name: str, account_id: str, region: str,
+                 backend: moto_models.GlacierBackend):
         super().__init__(vault_name, account_id, region)
+        self.backend = backend
         self.archives: dict[str, Archive] = {}  # type: ignore[assignment]
         self.uploads: dict[str, MultipartUpload] = {}
+
+    def holds(self, job: _Job) -> bool:
+        """Whether `job` is still this vault's and the vault still its backend's.
+
+        moto's reset (leaving mock_aws, POST /moto-api/reset) empties the backend.
+        """
+        return (self.backend.vaults.get(self.vault_name) is self
+                and self.jobs.get(job.job_id) is job)
 
     def to_dict(self) -> dict[str, Any]:
         stamp = self.st.strftime("%Y-%m-%dT%H:%M:%S.000Z")  # moto's format for vault dates
@@ -283,18 +580,41 @@ class Vault(moto_models.Vault):
 
     # jobs
 
-    def initiate_job(self, job_type: str, tier: str, archive_id: str | None) -> str:
-        if job_type != "archive-retrieval":
-            return super().initiate_job(job_type, tier, archive_id)
-        archive = self.get_archive(archive_id)
+    def initiate_job(self, job_type: str, tier: str, archive_id: str | None, *,
+                     description: str | None = None, sns_topic: str | None = None,
+                     byte_range: str | None = None) -> str:
+        """InitiateJob for an archive or inventory retrieval, timed by the settings."""
+        if tier not in TIERS:
+            raise InvalidParameterValue(
+                f"Invalid tier: {tier}. Valid values are: {', '.join(TIERS)}"
+            )
+        settings = _state.settings
         job_id = moto_models.get_job_id()
-        self.jobs[job_id] = ArchiveJob(job_id, tier, self.arn, archive)
+        job: _Job
+        if job_type == "inventory-retrieval":
+            job = InventoryJob(job_id, self, tier, settings.seconds(tier), description,
+                               sns_topic)
+        elif job_type == "archive-retrieval":
+            archive = self.get_archive(archive_id)
+            first, last = _retrieval_range(byte_range, archive.size)
+            if tier == "Expedited" and not settings.expedited_capacity:
+                raise InsufficientCapacity(
+                    "There is insufficient capacity to process this expedited request."
+                )
+            job = ArchiveJob(job_id, self, tier, settings.seconds(tier), description,
+                             sns_topic, archive, first, last)
+            if _state.take_failure():
+                job.failure = FAILED_MESSAGE
+        else:
+            raise InvalidParameterValue(f"Invalid job type: {job_type}")
+        self.jobs[job_id] = job
+        job.schedule_notice()
         return job_id
 
-    def describe_job(self, job_id: str) -> moto_models.Job:
+    def describe_job(self, job_id: str) -> _Job:
         if job_id not in self.jobs:
             raise ResourceNotFound(f"The job ID was not found: {job_id}")
-        return self.jobs[job_id]
+        return cast(_Job, self.jobs[job_id])
 
     # multipart uploads
 
@@ -324,7 +644,7 @@ class Vault(moto_models.Vault):
 def _create_vault(self: moto_models.GlacierBackend, vault_name: str) -> None:
     """CreateVault: AWS's is idempotent; moto's replaced the vault and its archives."""
     if vault_name not in self.vaults:
-        self.vaults[vault_name] = Vault(vault_name, self.account_id, self.region_name)
+        self.vaults[vault_name] = Vault(vault_name, self.account_id, self.region_name, self)
 
 
 def _describe_vault(self: moto_models.GlacierBackend, vault_name: str) -> moto_models.Vault:
@@ -394,24 +714,44 @@ class GlacierResponse(moto_responses.GlacierResponse):
         )
         return self._archive_created(archive)
 
+    def initiate_job(self) -> TYPE_RESPONSE:
+        parameters = json.loads(self.body or b"{}")
+        job_id = self._vault().initiate_job(
+            parameters.get("Type"),
+            parameters.get("Tier") or "Standard",
+            parameters.get("ArchiveId"),
+            description=parameters.get("Description"),
+            sns_topic=parameters.get("SNSTopic"),
+            byte_range=parameters.get("RetrievalByteRange"),
+        )
+        return _respond(202, {"Location": self._location("jobs", job_id), "x-amz-job-id": job_id})
+
     def get_job_output(self) -> TYPE_RESPONSE:
         job_id = self.uri_match["jobId"]
-        vault = self._vault()
-        job = vault.describe_job(job_id)
-        if not vault.job_ready(job_id):
+        job = self._vault().describe_job(job_id)
+        if not job.completed() or job.failure is not None:
             raise InvalidParameterValue(
                 f"The job is not currently available for download: {job_id}"
             )
-        output = vault.get_job_output(job_id)
+        output = job.output()
+        first, last = 0, len(output) - 1
+        status = 200
+        headers: dict[str, Any] = {"Accept-Ranges": "bytes"}
+        requested = self.headers.get("Range")
+        if requested:
+            first, last = _download_range(requested, len(output))
+            status = 206  # AWS answers any ranged request so, even for the whole output
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(output)}"
         if not isinstance(job, ArchiveJob):
-            return _respond(200, {"content-type": "application/json"}, json.dumps(output))
-        headers = {
-            "content-type": "application/octet-stream",
-            "x-amz-sha256-tree-hash": job.archive.tree_hash,
-        }
+            headers["content-type"] = "application/json"
+            return _respond(status, headers, output[first:last + 1])
+        headers["content-type"] = "application/octet-stream"
+        tree_hash = job.range_tree_hash(first, last)
+        if tree_hash is not None:
+            headers["x-amz-sha256-tree-hash"] = tree_hash
         if job.archive.description:
             headers["x-amz-archive-description"] = job.archive.description
-        return _respond(200, headers, cast(bytes, output))
+        return _respond(status, headers, output[first:last + 1])
 
     def initiate_multipart_upload(self) -> TYPE_RESPONSE:
         upload = self._vault().initiate_multipart_upload(
@@ -458,8 +798,11 @@ class GlacierResponse(moto_responses.GlacierResponse):
         return _respond(200, {"content-type": "application/json"}, json.dumps(upload.parts_dict()))
 
 
-def install() -> None:
-    """Patch moto's Glacier in place; calling it again changes nothing."""
+def install(settings: Settings | None = None) -> None:
+    """Patch moto's Glacier in place, and put `settings` in force if given.
+
+    Patching again changes nothing; without `settings` the ones in force stay.
+    """
     moto_models.GlacierBackend.create_vault = _create_vault  # type: ignore[method-assign]
     moto_models.GlacierBackend.describe_vault = _describe_vault  # type: ignore[method-assign]
     # moto builds its routes (in process: per request; server: on the first Glacier request)
@@ -467,3 +810,5 @@ def install() -> None:
     paths = moto_urls.url_paths
     for path in [*paths, *_MULTIPART_PATHS]:
         paths[path] = GlacierResponse.dispatch
+    if settings is not None:
+        configure(settings)

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from util.helpers import FREE, PREMIUM, Aws
+from util.helpers import FREE, PREMIUM, USER_INDEX, Aws
 from util.util_config import UTILITY_DIR, Config
 
 REGION = "us-east-1"
@@ -68,7 +68,7 @@ def create_resources(aws: Aws, config: Config) -> None:
             {"AttributeName": "submit_time", "AttributeType": "N"},
         ],
         GlobalSecondaryIndexes=[{
-            "IndexName": "user_id_index",
+            "IndexName": USER_INDEX,
             "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"},
                           {"AttributeName": "submit_time", "KeyType": "RANGE"}],
             "Projection": {"ProjectionType": "ALL"},
@@ -90,6 +90,12 @@ def create_resources(aws: Aws, config: Config) -> None:
     s3 = aws.client("s3")
     for bucket in (gas.inputs_bucket, gas.results_bucket):
         s3.create_bucket(Bucket=bucket)
+    # A worker killed mid-upload leaves an unfinished multipart upload (never a partial
+    # object); this rule, which every GAS account should have, lets S3 remove it.
+    s3.put_bucket_lifecycle_configuration(Bucket=gas.results_bucket, LifecycleConfiguration={
+        "Rules": [{"ID": "abort-incomplete-uploads", "Status": "Enabled",
+                   "Filter": {"Prefix": ""},
+                   "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]})
     aws.client("glacier").create_vault(vaultName=gas.vault)
 
     sns = aws.client("sns")

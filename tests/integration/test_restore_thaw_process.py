@@ -1,0 +1,105 @@
+"""Archive → upgrade → restore → thaw with the real processes against the local stack server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (Server, UtilityProcess, dead_letters, job, put_job, result_bytes,
+                            run_once, set_role, vault_archive_count, wait_for)
+from util.glacier import MIB
+from util.helpers import ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID
+
+SIZES = {"small": 10, "medium": 3 * MIB + 7, "large": 20 * MIB + 3}  # large: 3 ranges of 8 MiB
+FAST_THAW = {"thaw_part_size_mib": "8"}
+
+
+def send(server: Server, queue: str, body: dict) -> None:
+    server.client("sqs").send_message(QueueUrl=server.queue_url(queue),
+                                      MessageBody=json.dumps(body))
+
+
+def archive_all(server: Server, tmp_path: Path, sizes: dict[str, int]) -> dict[str, bytes]:
+    """Free u-alice's finished results, archived by the archive utility."""
+    originals = {job_id: put_job(server, job_id=job_id, size=size)
+                 for job_id, size in sizes.items()}
+    for job_id in sizes:
+        send(server, server.config.archive.queue, {"job_id": job_id, "user_id": "u-alice"})
+    run_once("archive", tmp_path, archive_grace_seconds="0", archive_part_size_mib="4")
+    assert vault_archive_count(server) == len(sizes)
+    return originals
+
+
+def upgrade_and_restore(server: Server, tmp_path: Path) -> UtilityProcess:
+    set_role(server, "u-alice", "premium_user")
+    send(server, server.config.restore.queue, {"user_id": "u-alice"})
+    return run_once("restore", tmp_path)
+
+
+def all_thawed(server: Server, job_ids) -> bool:
+    return all(ARCHIVE_ID not in job(server, job_id) for job_id in job_ids)
+
+
+@pytest.fixture(params=["available", "unavailable"], ids=["expedited", "no-expedited-capacity"])
+def stack_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {"GAS_LOCAL_EXPEDITED_CAPACITY": str(request.param == "available").lower(),
+            "GAS_LOCAL_EXPEDITED_SECONDS": "1", "GAS_LOCAL_STANDARD_SECONDS": "2"}
+
+
+def test_every_result_comes_back_byte_identical(server: Server, tmp_path: Path,
+                                                stack_settings: dict[str, str]) -> None:
+    # Given three results of a free user in the vault
+    originals = archive_all(server, tmp_path, SIZES)
+    # When the user upgrades and restore runs
+    restore = upgrade_and_restore(server, tmp_path)
+    # Then each result has one retrieval, Expedited if Glacier has the capacity
+    expedited = stack_settings["GAS_LOCAL_EXPEDITED_CAPACITY"] == "true"
+    tier = "Expedited" if expedited else "Standard"
+    assert {job(server, j)[RESTORE_TIER] for j in SIZES} == {tier}, restore.log
+    # And when thaw handles Glacier's completion notices
+    thaw = UtilityProcess("thaw", tmp_path / "thaw.log", **FAST_THAW)
+    wait_for(lambda: all_thawed(server, SIZES), timeout=90, what="every result thawed")
+    assert thaw.stop() == 0, thaw.log
+    # Then every file is back at its original key, byte-identical, and the vault is empty
+    for job_id, data in originals.items():
+        assert result_bytes(server, job_id) == data, job_id
+        item = job(server, job_id)
+        assert RESTORE_JOB_ID not in item and THAW_JOB_ID in item
+    assert vault_archive_count(server) == 0
+    assert thaw.log.count("outcome=done") == 3 and "reason='thawed'" in thaw.log
+    assert dead_letters(server, server.config.thaw.queue) == []
+
+
+@pytest.mark.parametrize("stack_settings", [{"GAS_LOCAL_EXPEDITED_SECONDS": "0"}])
+def test_thaw_killed_mid_download_still_delivers_the_file_once(
+        server: Server, tmp_path: Path) -> None:
+    # Given a restored 64 MiB result: eight 8 MiB ranges, so the copy takes a while
+    [(job_id, data)] = archive_all(server, tmp_path, {"big": 64 * MIB}).items()
+    upgrade_and_restore(server, tmp_path)
+    # A short visibility timeout, so the killed worker's message comes back quickly
+    server.client("sqs").set_queue_attributes(
+        QueueUrl=server.queue_url(server.config.thaw.queue),
+        Attributes={"VisibilityTimeout": "4"})
+    # When thaw is killed (SIGKILL: no chance to clean up) while it copies the ranges
+    first = UtilityProcess("thaw", tmp_path / "thaw-1.log", **FAST_THAW)
+    s3 = server.client("s3")
+    bucket = server.config.gas.results_bucket
+    wait_for(lambda: any(s3.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+                         .get("Parts") for u in s3.list_multipart_uploads(Bucket=bucket)
+                         .get("Uploads", [])),
+             timeout=60, what="the first part copied to S3")
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.wait()
+    assert ARCHIVE_ID in job(server, job_id), "killed before committing anything"
+    # And it is started again
+    second = UtilityProcess("thaw", tmp_path / "thaw-2.log", **FAST_THAW)
+    wait_for(lambda: all_thawed(server, [job_id]), timeout=90, what="the result thawed")
+    assert second.stop() == 0, second.log
+    # Then the file arrived exactly once, verified, and the archive is gone
+    assert result_bytes(server, job_id) == data
+    assert second.log.count("reason='thawed'") == 1
+    assert vault_archive_count(server) == 0

@@ -1,0 +1,196 @@
+"""Every branch of the restore handler, against moto in process with the Glacier emulation."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import NOW, Stack, archive_job, job, message, put_job, set_role
+from util.helpers import (ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER,
+                          InvalidMessage)
+from util.local import glacier as glacier_emulation
+from util.restore.restore import Restorer
+
+
+@pytest.fixture
+def premium_alice(stack: Stack) -> dict[str, bytes]:
+    """Three of u-alice's results archived while she was free; she has just upgraded."""
+    results = {job_id: archive_job(stack, job_id) for job_id in ("j1", "j2", "j3")}
+    set_role(stack, "u-alice", "premium_user")
+    return results
+
+
+def restorer(stack: Stack, clock: float = NOW) -> Restorer:
+    return Restorer(stack.config, stack.aws, clock=lambda: clock)
+
+
+def glacier_jobs(stack: Stack) -> list[dict]:
+    return stack.client("glacier").list_jobs(vaultName=stack.config.gas.vault)["JobList"]
+
+
+def restore(stack: Stack, handler: Restorer | None = None, user_id: str = "u-alice"):
+    return (handler or restorer(stack))(message(user_id=user_id))
+
+
+def fail_calls(client, method: str, code: str, times: int) -> None:
+    """Make the next `times` calls of a client method raise Glacier's error `code`.
+
+    Patched on the client, not injected with a before-send hook: in process, moto's own
+    before-send handler would still carry the call out.
+    """
+    real = getattr(client, method)
+    left = [times]
+
+    def call(**kwargs):
+        if left[0] > 0:
+            left[0] -= 1
+            raise ClientError({"Error": {"Code": code, "Message": "injected"}}, method)
+        return real(**kwargs)
+
+    setattr(client, method, call)
+
+
+# -- starting retrievals ----------------------------------------------------------------------
+
+def test_every_archived_result_gets_an_expedited_retrieval_that_names_its_job(
+        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    # Given a premium user with three archived results and one that was never archived
+    put_job(stack, job_id="j4")
+    # When the restore message is handled
+    outcome = restore(stack)
+    # Then one Expedited retrieval per archived result is recorded on its item
+    assert (outcome.action, outcome.reason) == ("done", "3 started Expedited")
+    jobs = {j["JobId"]: j for j in glacier_jobs(stack)}
+    assert len(jobs) == 3
+    thaw_topic = stack.client("sns").create_topic(Name=stack.config.gas.thaw_topic)["TopicArn"]
+    for job_id in premium_alice:
+        item = job(stack, job_id)
+        glacier_job = jobs[item[RESTORE_JOB_ID]]
+        assert item[RESTORE_TIER] == "Expedited" == glacier_job["Tier"]
+        # The job carries the job id only, and announces completion on the thaw topic
+        assert json.loads(glacier_job["JobDescription"]) == {"job_id": job_id}
+        assert glacier_job["ArchiveId"] == item[ARCHIVE_ID]
+        assert glacier_job["SNSTopic"] == thaw_topic
+    assert RESTORE_JOB_ID not in job(stack, "j4")
+
+
+def test_no_expedited_capacity_falls_back_to_standard(
+        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    glacier_emulation.configure(expedited_capacity=False)
+    outcome = restore(stack)
+    assert (outcome.action, outcome.reason) == ("done", "3 started Standard")
+    assert sorted(j["Tier"] for j in glacier_jobs(stack)) == ["Standard"] * 3
+
+
+def test_any_other_expedited_error_is_a_retry_not_a_downgrade(
+        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    handler = restorer(stack)
+    fail_calls(handler.retrievals.expedited_glacier, "initiate_job", "ServiceUnavailableException",
+               times=3)
+    outcome = restore(stack, handler)
+    assert outcome.action == "retry" and "3 not started" in outcome.reason
+    assert glacier_jobs(stack) == []
+    # The claims were released: a redelivery need not wait for them to lapse
+    assert all(RESTORE_JOB_ID not in job(stack, j) for j in premium_alice)
+    assert restore(stack, handler).reason == "3 started Expedited"
+
+
+def test_a_crash_half_way_is_finished_by_the_redelivery(
+        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    # Given a first attempt that started only some retrievals
+    handler = restorer(stack)
+    fail_calls(handler.retrievals.expedited_glacier, "initiate_job", "ThrottlingException",
+               times=1)
+    assert restore(stack, handler).reason.startswith("1 not started")
+    assert len(glacier_jobs(stack)) == 2
+    # When the message is delivered again
+    outcome = restore(stack, handler)
+    # Then only the missing retrieval is started
+    assert outcome.reason == "2 in progress, 1 started Expedited"
+    assert len(glacier_jobs(stack)) == 3
+
+
+def test_a_second_message_starts_no_duplicate(stack: Stack,
+                                              premium_alice: dict[str, bytes]) -> None:
+    restore(stack)
+    outcome = restore(stack)
+    assert (outcome.action, outcome.reason) == ("done", "3 in progress")
+    assert len(glacier_jobs(stack)) == 3
+
+
+def test_two_workers_at_once_start_one_retrieval_per_result(
+        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    outcomes = []
+    together = threading.Barrier(2)
+
+    def run(handler: Restorer) -> None:
+        together.wait()
+        outcomes.append(restore(stack, handler))
+
+    threads = [threading.Thread(target=run, args=(restorer(stack),)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(glacier_jobs(stack)) == 3
+    assert all(outcome.action in ("done", "defer") for outcome in outcomes), outcomes
+
+
+def test_a_result_another_worker_is_starting_is_looked_at_again_when_its_claim_lapses(
+        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    # Given another worker that claimed j1 and died before starting its retrieval
+    stack.client("dynamodb").update_item(
+        TableName=stack.config.gas.annotations_table, Key={"job_id": {"S": "j1"}},
+        UpdateExpression="SET #j = :c, #e = :e",
+        ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
+        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}})
+    # When restore runs
+    outcome = restore(stack)
+    # Then the others are started and the message comes back once the claim has lapsed
+    assert outcome.action == "defer" and outcome.delay == 121
+    assert outcome.reason == "1 claimed elsewhere, 2 started Expedited"
+    later = restore(stack, restorer(stack, clock=NOW + 121))
+    assert later.reason == "2 in progress, 1 started Expedited"
+
+
+def test_a_lapsed_retrieval_is_started_again(stack: Stack,
+                                             premium_alice: dict[str, bytes]) -> None:
+    restore(stack)
+    lifetime = stack.config.restore.retrieval_lifetime_seconds
+    outcome = restore(stack, restorer(stack, clock=NOW + lifetime + 1))
+    assert outcome.reason == "3 started Expedited"
+    assert len(glacier_jobs(stack)) == 6
+
+
+def test_all_pages_of_a_users_jobs_are_followed(stack: Stack) -> None:
+    for i in range(7):
+        archive_job(stack, f"j{i}", size=10)
+    set_role(stack, "u-alice", "premium_user")
+    stack.config.restore.page_size = 2
+    assert restore(stack).reason == "7 started Expedited"
+
+
+def test_a_user_with_nothing_archived_is_done(stack: Stack) -> None:
+    assert restore(stack, user_id="u-bob").reason == "no archived results"
+
+
+# -- messages that must not start paid retrievals ----------------------------------------------
+
+def test_a_free_user_is_invalid_and_nothing_is_started(stack: Stack) -> None:
+    archive_job(stack)
+    with pytest.raises(InvalidMessage, match="user u-alice is not premium"):
+        restore(stack)
+    assert glacier_jobs(stack) == []
+
+
+@pytest.mark.parametrize("body, reason", [
+    ({"user_id": "u-nobody"}, "unknown user u-nobody"),
+    ({"job_id": "j1"}, "field 'user_id' missing"),
+    ({"user_id": 7}, "field 'user_id' missing"),
+])
+def test_malformed_or_unknown_is_invalid(stack: Stack, body: dict, reason: str) -> None:
+    with pytest.raises(InvalidMessage, match=reason):
+        restorer(stack)(message(**body))

@@ -1,0 +1,1 @@
+"""Notify utility: e-mails the user when an annotation job completes or fails."""

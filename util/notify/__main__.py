@@ -1,0 +1,5 @@
+import sys
+
+from util.notify.notify import main
+
+sys.exit(main())

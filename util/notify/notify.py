@@ -1,0 +1,201 @@
+"""Notify: e-mail the user when an annotation job has finished.
+
+For each job-results message ``{"job_id", "user_id", "job_status", ...}``:
+
+1. load the job: it alone is believed, not the message. It must be the sender's and
+   COMPLETED or FAILED;
+2. if the job records that its user was already e-mailed (``notified_time``): nothing to do;
+3. look the user up now: their name and address come from the users store, never from the
+   message; a user without a usable address cannot be e-mailed;
+4. render subject, plain text and HTML from the templates of the job's state (every value
+   put into HTML is escaped);
+5. send it through SES from the configured sender. Throttling and outages are retried
+   (botocore first, then the message comes back); an address SES refuses for good is invalid;
+6. record ``notified_time`` on the job, only if none is recorded yet.
+
+Sending comes before recording, so a crash between 5 and 6 means a second e-mail on
+redelivery rather than none: SES has no idempotency key to close that window.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import quote
+
+if __package__ in (None, ""):  # run as `python util/notify/notify.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from util import worker
+from util.helpers import (COMPLETE_TIME, COMPLETED, FAILED, INPUT_FILE_NAME, JOB_ID, JOB_STATUS,
+                          NOTIFIED_TIME, SUBMIT_TIME, USER_ID, Annotations, Aws, InvalidMessage,
+                          User, Users, require_str)
+from util.util_config import Config, ConfigError
+from util.worker import Message, Outcome, done, retry
+
+HERE = Path(__file__).resolve().parent
+# What a template may use; any other $name is refused at start, not when a job finishes.
+PLACEHOLDERS = frozenset({"name", "job_id", "input_file", "submitted", "completed", "job_url"})
+# SES's errors that no retry can fix: the address (or the sender) is refused.
+PERMANENT_SES_ERRORS = frozenset({"MessageRejected", "InvalidParameterValue"})
+# One bare address: no display name, no second address, no line break to smuggle a header in.
+ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
+
+
+@dataclass(frozen=True)
+class Email:
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class Templates:
+    """Subject, plain-text and HTML templates of one job state, as the operator wrote them."""
+
+    subject: Template
+    text: Template
+    html: Template
+
+    @classmethod
+    def load(cls, directory: Path, state: str) -> Templates:
+        """`<state>_subject.txt`, `<state>.txt` and `<state>.html` from `directory`."""
+        return cls(*(_template(directory / f"{state}{suffix}")
+                     for suffix in ("_subject.txt", ".txt", ".html")))
+
+    def render(self, values: dict[str, str]) -> Email:
+        escaped = {name: html.escape(value, quote=True) for name, value in values.items()}
+        return Email(
+            # One line, whatever the template or a file name holds: a subject is a header.
+            subject=" ".join(self.subject.substitute(values).split()),
+            text=self.text.substitute(values),
+            html=self.html.substitute(escaped),
+        )
+
+
+def _template(path: Path) -> Template:
+    try:
+        template = Template(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"[notify] templates: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"[notify] templates: {path} is not UTF-8") from None
+    if not template.is_valid():
+        raise ConfigError(f"[notify] templates: {path} has a '$' that is no placeholder "
+                          f"(write $$ for a dollar sign)")
+    unknown = set(template.get_identifiers()) - PLACEHOLDERS
+    if unknown:
+        raise ConfigError(f"[notify] templates: {path} uses unknown placeholder(s) "
+                          f"{', '.join('$' + name for name in sorted(unknown))}; "
+                          f"known: {', '.join('$' + name for name in sorted(PLACEHOLDERS))}")
+    return template
+
+
+def template_directory(setting: str) -> Path:
+    """The configured directory; a relative path is taken from this utility's directory."""
+    path = Path(setting).expanduser()
+    return path if path.is_absolute() else HERE / path
+
+
+def utc(epoch: Any) -> str:
+    """An item's epoch seconds as people read them, e.g. ``14 Nov 2023, 22:13:20 UTC``."""
+    if not isinstance(epoch, (int, float)):
+        return "unknown"
+    return f"{datetime.fromtimestamp(epoch, timezone.utc):%d %b %Y, %H:%M:%S} UTC"
+
+
+class Notifier:
+    """The notify handler: one message in, one outcome out."""
+
+    def __init__(self, config: Config, aws: Aws, clock: Callable[[], float] = time.time):
+        # Templates first: a broken one stops the worker at start (exit 2), before any AWS call.
+        directory = template_directory(config.notify.templates)
+        self.templates = {state: Templates.load(directory, state.lower())
+                          for state in (COMPLETED, FAILED)}
+        self.clock = clock
+        self.sender = config.notify.sender
+        self.web_url = config.gas.web_url.rstrip("/")
+        self.jobs = Annotations(aws, config.gas.annotations_table)
+        self.users = Users(aws, config.gas.users_table)
+        self.ses = aws.client("ses")
+
+    def __call__(self, message: Message) -> Outcome:
+        job_id, user_id = require_str(message.data, "job_id", "user_id")
+        job = self.load_job(job_id, user_id)
+        if NOTIFIED_TIME in job:
+            return done("already notified")
+
+        user = self.users.get(user_id)
+        if user is None:
+            raise InvalidMessage(f"unknown user {user_id}")
+        if not ADDRESS.fullmatch(user.email):
+            raise InvalidMessage(f"user {user_id} has no usable e-mail address")
+
+        email = self.render(job, user)
+        try:
+            self.send(user.email, email)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            reason = f"SES {error.get('Code')}: {error.get('Message')}"
+            if error.get("Code") in PERMANENT_SES_ERRORS:
+                raise InvalidMessage(reason) from None
+            # Throttling or an outage that outlasted botocore's retries: SQS brings it back.
+            return retry(reason)
+        except BotoCoreError as exc:
+            return retry(f"SES unreachable: {exc}")
+
+        if not self.jobs.set_if_absent(job_id, NOTIFIED_TIME, int(self.clock())):
+            return done("e-mailed; another copy of the message had also done so")
+        return done(f"e-mailed ({job[JOB_STATUS]})")
+
+    def load_job(self, job_id: str, user_id: str) -> dict[str, Any]:
+        """The job the message names, or InvalidMessage saying why no e-mail is due."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise InvalidMessage(f"unknown job {job_id}")
+        if job.get(USER_ID) != user_id:
+            raise InvalidMessage(f"user {user_id} does not own job {job_id}")
+        if job.get(JOB_STATUS) not in self.templates:
+            raise InvalidMessage(f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED} "
+                                 f"or {FAILED}")
+        return job
+
+    def render(self, job: dict[str, Any], user: User) -> Email:
+        job_id = job[JOB_ID]
+        return self.templates[job[JOB_STATUS]].render({
+            "name": user.name or user.email,
+            "job_id": job_id,
+            "input_file": str(job.get(INPUT_FILE_NAME) or job_id),
+            "submitted": utc(job.get(SUBMIT_TIME)),
+            "completed": utc(job.get(COMPLETE_TIME)),
+            "job_url": f"{self.web_url}/annotations/{quote(job_id, safe='')}",
+        })
+
+    def send(self, address: str, email: Email) -> None:
+        self.ses.send_email(
+            Source=self.sender,
+            Destination={"ToAddresses": [address]},
+            Message={
+                "Subject": {"Data": email.subject, "Charset": "UTF-8"},
+                "Body": {"Text": {"Data": email.text, "Charset": "UTF-8"},
+                         "Html": {"Data": email.html, "Charset": "UTF-8"}},
+            },
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return worker.main("notify", Notifier, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

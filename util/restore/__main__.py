@@ -1,0 +1,5 @@
+import sys
+
+from util.restore.restore import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""Restore: start Glacier retrievals of every archived result of a user who became premium.
+
+For each message ``{"user_id"}`` (sent by the web app after the upgrade):
+
+1. the user must be premium now: a forged or stale message for a free user must not start
+   paid retrievals;
+2. find every archived result of the user (``user_id_index``, all pages);
+3. start one retrieval per result, several at once: Expedited, or Standard when Glacier has
+   no Expedited capacity; each job carries the job id in its description and announces its
+   completion on the thaw topic; a result whose retrieval is already recorded is skipped
+   (util/retrieval.py), so a second message or a second worker starts no duplicate;
+4. done when every result has its retrieval; if some could not be started, the message is
+   retried and its redelivery starts only those.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python util/restore/restore.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from util import worker
+from util.helpers import JOB_ID, Annotations, Aws, InvalidMessage, Users, require_str
+from util.retrieval import Retrievals, Start
+from util.util_config import Config
+from util.worker import Message, Outcome, defer, done, retry
+
+log = logging.getLogger("gas")
+
+
+class Restorer:
+    """The restore handler: one message in, one outcome out."""
+
+    def __init__(self, config: Config, aws: Aws, clock=time.time):
+        self.clock = clock
+        self.users = Users(aws, config.gas.users_table)
+        self.jobs = Annotations(aws, config.gas.annotations_table)
+        self.retrievals = Retrievals(config, aws, clock)
+        self.page_size = config.restore.page_size
+        self.pool = ThreadPoolExecutor(config.restore.concurrency, thread_name_prefix="restore")
+
+    def __call__(self, message: Message) -> Outcome:
+        (user_id,) = require_str(message.data, "user_id")
+        user = self.users.get(user_id)
+        if user is None:
+            raise InvalidMessage(f"unknown user {user_id}")
+        if not user.is_premium:
+            raise InvalidMessage(f"user {user_id} is not premium: no retrieval started")
+
+        results = self.pool.map(lambda job: self.start(job, message),
+                                self.jobs.archived_results(user_id, self.page_size))
+        starts: list[Start] = []
+        failures: list[str] = []
+        for result in results:
+            (starts if isinstance(result, Start) else failures).append(result)
+        return self.outcome(starts, failures)
+
+    def start(self, job: dict[str, Any], message: Message) -> Start | str:
+        """Start one result's retrieval; a failure is returned, so the others go on."""
+        if message.cancelled.is_set():
+            return f"job {job[JOB_ID]}: worker stopping"
+        try:
+            return self.retrievals.start(job)
+        except Exception as exc:
+            log.warning("restore: job %s: retrieval not started: %s", job[JOB_ID], exc)
+            return f"job {job[JOB_ID]}: {type(exc).__name__}: {exc}"
+
+    def outcome(self, starts: list[Start], failures: list[str]) -> Outcome:
+        counts = Counter(s.status if s.status != "started" else f"started {s.tier}"
+                         for s in starts)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or \
+            "no archived results"
+        if failures:
+            return retry(f"{len(failures)} not started ({failures[0]}); {summary}")
+        pending = [s.retry_at for s in starts if s.status == "claimed elsewhere"]
+        if pending:
+            # Another worker is starting these right now, or crashed doing so: look again
+            # once its claim has lapsed.
+            return defer(max(pending) - self.clock() + 1, summary)
+        return done(summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return worker.main("restore", Restorer, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Thaw utility: puts each retrieved result back in S3, verified."""

@@ -1,0 +1,5 @@
+import sys
+
+from util.thaw.thaw import main
+
+sys.exit(main())

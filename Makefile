@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-load verify-units install clean
 
 demo: $(VENV)/.installed
 	$(PY) -m util.local demo
@@ -13,6 +13,17 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.worker_rss
+
+bench-load: $(VENV)/.installed
+	$(PY) -m bench.ann_load_rate
+
+# systemd's own check of deploy/systemd (needs systemd-analyze: apt-get install systemd).
+verify-units:
+	tmp=$$(mktemp -d) && cp deploy/systemd/gas-worker@.service deploy/systemd/gas-workers.target $$tmp \
+	&& ln -s gas-worker@.service $$tmp/gas-worker@archive.service \
+	&& ln -s gas-worker@.service $$tmp/gas-worker@thaw-2.service \
+	&& cd $$tmp && systemd-analyze verify --man=no ./gas-worker@archive.service \
+	   ./gas-worker@thaw-2.service ./gas-workers.target && echo "units verified"
 
 install: $(VENV)/.installed
 

@@ -20,6 +20,7 @@ from util.archive.archive import Archiver
 from util.helpers import COMPLETED, Annotations, Aws
 from util.local import dynamodb as dynamodb_emulation
 from util.local import glacier as glacier_emulation
+from util.local import s3 as s3_emulation
 from util.local.stack import CREDENTIALS, create_resources, launch, utility_config_files
 from util.util_config import Config, load
 from util.worker import Message
@@ -68,14 +69,16 @@ class Stack:
 
 @pytest.fixture
 def stack(aws_env: None) -> Iterator[Stack]:
-    """Every resource of the config, in moto in process, with the Glacier emulation.
+    """Every resource of the config, in moto in process, with the Glacier and S3 restore
+    emulations.
 
-    The emulation starts with the config's [local] settings; a test changes them with
+    The emulations start with the config's [local] settings; a test changes them with
     ``glacier_emulation.configure(standard_seconds=0, ...)`` (the next stack resets them).
     """
     config = load(None, utility_config_files())
     dynamodb_emulation.install()
     glacier_emulation.install(glacier_emulation.Settings.from_config(config.local))
+    s3_emulation.install()
     with mock_aws():
         aws = Aws(config)
         create_resources(aws, config)
@@ -92,15 +95,20 @@ class Server(Stack):
 
 @pytest.fixture
 def stack_settings() -> dict[str, str]:
-    """Environment of the local stack server (``GAS_LOCAL_*``): override to change it."""
+    """``GAS_*`` settings of a test's local stack server and utility processes (``GAS_LOCAL_*``
+    for the stack's emulation, ``GAS_GAS_ARCHIVE_BACKEND`` ...): override to change them."""
     return {}
 
 
 @pytest.fixture
-def server(aws_env: None, stack_settings: dict[str, str]) -> Iterator[Server]:
-    """A fresh local stack server for one test."""
-    process, env = launch(env={**os.environ, **stack_settings})
-    os.environ.update(env)  # undone by aws_env's monkeypatch
+def server(aws_env: None, stack_settings: dict[str, str],
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """A fresh local stack server for one test; the environment points at it."""
+    for name, value in stack_settings.items():
+        monkeypatch.setenv(name, value)
+    process, env = launch(env=dict(os.environ))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     config = load(None, utility_config_files())
     yield Server(config, Aws(config), process, env)
     process.send_signal(signal.SIGTERM)
@@ -110,12 +118,13 @@ def server(aws_env: None, stack_settings: dict[str, str]) -> Iterator[Server]:
 class UtilityProcess:
     """One utility's worker as a real process (``python util/<name>/<name>.py``).
 
-    Settings are given as ``SECTION_KEY="value"`` and become ``GAS_SECTION_KEY``; the log
-    goes to a file the test reads.
+    Settings are given as ``SECTION_KEY="value"`` and become ``GAS_SECTION_KEY``; `env`
+    adds other variables (credentials, systemd's); the log goes to a file the test reads.
     """
 
-    def __init__(self, utility: str, log: Path, *args: str, **settings: str):
-        env = {**os.environ, "GAS_WORKER_WAIT_SECONDS": "1",
+    def __init__(self, utility: str, log: Path, *args: str,
+                 env: dict[str, str] | None = None, **settings: str):
+        env = {**os.environ, "GAS_WORKER_WAIT_SECONDS": "1", **(env or {}),
                **{f"GAS_{k.upper()}": v for k, v in settings.items()}}
         self.log_path = log
         self.process = subprocess.Popen(
@@ -134,9 +143,10 @@ class UtilityProcess:
         return self.wait(timeout)
 
 
-def run_once(utility: str, tmp_path: Path, **settings: str) -> UtilityProcess:
+def run_once(utility: str, tmp_path: Path, env: dict[str, str] | None = None,
+             **settings: str) -> UtilityProcess:
     """Run a utility with --once until its queue is drained; it must exit 0."""
-    worker = UtilityProcess(utility, tmp_path / f"{utility}.log", "--once", **settings)
+    worker = UtilityProcess(utility, tmp_path / f"{utility}.log", "--once", env=env, **settings)
     assert worker.wait() == 0, worker.log
     return worker
 
@@ -146,6 +156,14 @@ def dead_letters(stack: Stack, queue: str) -> list[dict]:
     url = stack.queue_url(f"{queue}-dlq")
     return stack.client("sqs").receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
+
+
+def dead_letter_reasons(stack: Stack, queue: str, count: int) -> list[str]:
+    """The reasons of the first `count` messages to reach a queue's dead-letter queue, sorted."""
+    dead: list[dict] = []
+    wait_for(lambda: dead.extend(dead_letters(stack, queue)) or len(dead) >= count, timeout=30,
+             what=f"{count} dead letters in {queue}-dlq")
+    return sorted(m["MessageAttributes"]["gas_reason"]["StringValue"] for m in dead)
 
 
 # -- looking into the vault through the Glacier API, as an operator would ----------------------

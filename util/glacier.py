@@ -201,7 +201,8 @@ class JobOutput:
         tree_hash = calculate_tree_hash(io.BytesIO(body))
         sent = response.get("checksum")
         if sent is not None and sent != tree_hash:
-            raise ChecksumMismatch(f"range {first}-{last}: tree hash {tree_hash}, Glacier sent {sent}")
+            raise ChecksumMismatch(f"range {first}-{last}: tree hash {tree_hash}, "
+                                   f"Glacier sent {sent}")
         self.digests.append(bytes.fromhex(tree_hash))
         self.position = last + 1
         return body

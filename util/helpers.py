@@ -28,10 +28,13 @@ JOB_ID = "job_id"
 USER_ID = "user_id"
 JOB_STATUS = "job_status"
 INPUT_FILE_NAME = "input_file_name"
+INPUTS_BUCKET = "s3_inputs_bucket"
+INPUT_KEY = "s3_key_input_file"
 SUBMIT_TIME = "submit_time"
 COMPLETE_TIME = "complete_time"
 RESULTS_BUCKET = "s3_results_bucket"
 RESULT_KEY = "s3_key_result_file"
+LOG_KEY = "s3_key_log_file"
 ARCHIVE_ID = "results_file_archive_id"
 # A result's way back from Glacier (util/retrieval.py): the retrieval under way, and the one
 # that brought it back.
@@ -43,9 +46,19 @@ THAW_JOB_ID = "thaw_job_id"
 THAW_TIME = "thaw_time"
 # When the user was e-mailed about the finished job (util/notify): set once, after the send.
 NOTIFIED_TIME = "notified_time"
+NOTIFY_CLAIM_EXPIRES = "notify_claim_expires"
+# True on a job util/ann_load.py submitted, so its --cleanup removes those and nothing else.
+SYNTHETIC = "synthetic"
+
+# The job request the web app publishes on the job-requests topic for the annotator fleet:
+# these fields of the new PENDING item, as one JSON object.
+JOB_REQUEST_FIELDS = (JOB_ID, USER_ID, INPUT_FILE_NAME, INPUTS_BUCKET, INPUT_KEY, SUBMIT_TIME,
+                      JOB_STATUS)
 
 USER_INDEX = "user_id_index"  # GSI of the annotations table: user_id, submit_time
 
+PENDING = "PENDING"
+RUNNING = "RUNNING"
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 PREMIUM = "premium_user"
@@ -66,13 +79,16 @@ class Aws:
     botocore's `standard` mode, set explicitly, so no utility writes its own retry loop.
     """
 
-    def __init__(self, config: Config, session: boto3.session.Session | None = None):
+    def __init__(self, config: Config, session: boto3.session.Session | None = None,
+                 connections: int | None = None):
+        """`connections`: HTTP connections per client, for callers with more threads than
+        the worker's `concurrency` (a connection pool smaller than that makes threads queue)."""
         self.session = session or boto3.session.Session()
         self._config = BotoConfig(
             retries={"mode": "standard", "total_max_attempts": config.worker.aws_max_attempts},
             # A long poll holds the connection for wait_seconds; leave room above it.
             read_timeout=max(60, config.worker.wait_seconds + 10),
-            max_pool_connections=max(10, config.worker.concurrency * 2),
+            max_pool_connections=connections or max(10, config.worker.concurrency * 2),
         )
         self._clients: dict[tuple[str, int | None], BaseClient] = {}
         self._lock = threading.Lock()  # boto3 sessions do not make clients thread-safely
@@ -105,6 +121,11 @@ class Aws:
         region = self.client("sns").meta.region_name
         partition = self.session.get_partition_for_region(region)
         return f"arn:{partition}:sns:{region}:{self.account_id}:{name_or_arn}"
+
+
+def job_request(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The job-requests topic message for a new job: JOB_REQUEST_FIELDS of its item."""
+    return {field: item[field] for field in JOB_REQUEST_FIELDS}
 
 
 def decode_body(body: str) -> dict[str, Any]:
@@ -162,6 +183,15 @@ class Annotations:
             TableName=self.table, Key=_to_dynamo({JOB_ID: job_id}), ConsistentRead=True
         )
         return _from_dynamo(response["Item"]) if "Item" in response else None
+
+    def get_owned(self, job_id: str, user_id: str) -> dict[str, Any]:
+        """The job, if it exists and is the user's; InvalidMessage (forged or stale) if not."""
+        job = self.get(job_id)
+        if job is None:
+            raise InvalidMessage(f"unknown job {job_id}")
+        if job.get(USER_ID) != user_id:
+            raise InvalidMessage(f"user {user_id} does not own job {job_id}")
+        return job
 
     def put(self, item: Mapping[str, Any]) -> None:
         self.dynamodb.put_item(TableName=self.table, Item=_to_dynamo(item))

@@ -4,28 +4,28 @@ Restore starts retrievals, thaw finishes them (or starts a failed one again). Bo
 through this record so that neither a second message nor a second copy of a worker starts a
 duplicate retrieval, and so that thaw trusts only the retrieval the item names:
 
-    archived ──claim──> claimed ──initiate job, record──> started ──thaw──> back in S3
+    archived ──claim──> claimed ──start retrieval, record──> started ──thaw──> back in S3
                            └──(initiate failed) release──> archived
                                           started ──(job failed) clear──> archived
 
-`restore_job_id` holds "claim:<token>" while a worker is starting the job, then the Glacier
-job id. `restore_expires` bounds both: a claim whose holder crashed lapses after
-`claim_seconds`, a retrieval after `retrieval_lifetime_seconds` (Glacier keeps a job's output
-for 24 hours), and a lapsed one may be started again.
+`restore_job_id` holds "claim:<token>" while a worker is starting the retrieval, then the
+retrieval's id (util/backends.py: a Glacier job id, or the archive object's key).
+`restore_expires` bounds both: a claim whose holder crashed lapses after `claim_seconds`, a
+retrieval after `retrieval_lifetime_seconds` (Glacier keeps a job's output for 24 hours), and
+a lapsed one may be started again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-from util.glacier import ExpeditedUnavailable, Vault
+from util.backends import Backend
+from util.glacier import ExpeditedUnavailable
 from util.helpers import (ARCHIVE_ID, JOB_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER,
                           RESTORE_TIME, THAW_JOB_ID, THAW_TIME, Annotations, Aws)
 from util.util_config import Config
@@ -33,7 +33,7 @@ from util.util_config import Config
 log = logging.getLogger("gas")
 
 CLAIM_PREFIX = "claim:"
-EXPEDITED, STANDARD = "Expedited", "Standard"
+CLAIM_POLL_SECONDS = 0.2
 # The expression names every update below uses.
 _NAMES = {"#archive": ARCHIVE_ID, "#job": RESTORE_JOB_ID, "#tier": RESTORE_TIER,
           "#time": RESTORE_TIME, "#expires": RESTORE_EXPIRES}
@@ -48,11 +48,6 @@ class Start:
     retry_at: float = 0.0  # for "claimed elsewhere": when that claim lapses
 
 
-def job_description(job_id: str) -> str:
-    """What a retrieval carries for thaw: the job id only, never where data lives."""
-    return json.dumps({"job_id": job_id})
-
-
 def is_claim(restore_job_id: str | None) -> bool:
     return bool(restore_job_id) and restore_job_id.startswith(CLAIM_PREFIX)
 
@@ -60,27 +55,21 @@ def is_claim(restore_job_id: str | None) -> bool:
 class Retrievals:
     """Starts, clears and finishes the retrievals recorded on annotations items."""
 
-    def __init__(self, config: Config, aws: Aws, clock: Callable[[], float] = time.time):
-        self.aws = aws
+    claim_wait_seconds = 5.0  # how long a result another worker is starting is waited for
+
+    def __init__(self, config: Config, aws: Aws, backend: Backend,
+                 clock: Callable[[], float] = time.time):
         self.clock = clock
+        self.backend = backend
         self.jobs = Annotations(aws, config.gas.annotations_table)
-        self.vault = Vault(aws.client("glacier"), config.gas.vault)
-        # Glacier answers "no Expedited capacity" with a 503, which botocore's retry mode
-        # would retry with back-off before we could fall back; one attempt is enough to ask.
-        self.expedited_glacier = aws.client("glacier", attempts=1)
-        self.thaw_topic = config.gas.thaw_topic
         self.claim_seconds = config.restore.claim_seconds
         self.lifetime_seconds = config.restore.retrieval_lifetime_seconds
 
-    @cached_property
-    def thaw_topic_arn(self) -> str:
-        return self.aws.topic_arn(self.thaw_topic)
-
-    def start(self, job: dict[str, Any], tiers: Sequence[str] = (EXPEDITED, STANDARD)) -> Start:
+    def start(self, job: dict[str, Any], tiers: Sequence[str] | None = None) -> Start:
         """Start a retrieval of the job's archive unless a live one is recorded.
 
-        The first tier Glacier has capacity for is used; only "no Expedited capacity" moves
-        on to the next one, any other error is raised.
+        The first tier with capacity is used, of `tiers` or the back end's for the archive;
+        only "no Expedited capacity" moves on to the next one, any other error is raised.
         """
         job_id, archive_id = job[JOB_ID], job[ARCHIVE_ID]
         claim = f"{CLAIM_PREFIX}{uuid.uuid4()}"
@@ -93,42 +82,44 @@ class Retrievals:
         if not claimed:
             return self.why_not_started(job_id, archive_id)
         try:
-            glacier_job_id, tier = self.initiate(archive_id, job_id, tiers)
+            retrieval_id, tier = self.initiate(
+                archive_id, job_id, tiers or self.backend.tiers(archive_id))
         except BaseException:
             self.release(job_id, claim)
             raise
         recorded = self.jobs.update_if(
-            job_id, "SET #job = :glacier_job, #tier = :tier, #time = :now, #expires = :expires",
+            job_id, "SET #job = :retrieval, #tier = :tier, #time = :now, #expires = :expires",
             "#job = :claim", _NAMES,
-            {":glacier_job": glacier_job_id, ":tier": tier, ":now": now,
+            {":retrieval": retrieval_id, ":tier": tier, ":now": now,
              ":expires": now + self.lifetime_seconds, ":claim": claim})
         if not recorded:
             # Our claim lapsed and another worker took over: its retrieval is the one thaw
             # will accept; ours costs a retrieval and its notice is rejected as stale.
-            log.warning("job %s: claim lapsed while starting Glacier job %s", job_id,
-                        glacier_job_id)
+            log.warning("job %s: claim lapsed while starting retrieval %s", job_id,
+                        retrieval_id)
         return Start("started", tier)
 
     def initiate(self, archive_id: str, job_id: str, tiers: Sequence[str]) -> tuple[str, str]:
         for tier in tiers[:-1]:
             try:
-                return self._initiate(archive_id, job_id, tier), tier
+                return self.backend.start_retrieval(archive_id, job_id, tier), tier
             except ExpeditedUnavailable:
                 log.info("job %s: no %s capacity, trying the next tier", job_id, tier)
-        return self._initiate(archive_id, job_id, tiers[-1]), tiers[-1]
-
-    def _initiate(self, archive_id: str, job_id: str, tier: str) -> str:
-        glacier = self.expedited_glacier if tier == EXPEDITED else None
-        return self.vault.start_retrieval(archive_id, job_description(job_id),
-                                          self.thaw_topic_arn, tier, glacier)
+        return self.backend.start_retrieval(archive_id, job_id, tiers[-1]), tiers[-1]
 
     def why_not_started(self, job_id: str, archive_id: str) -> Start:
-        job = self.jobs.get(job_id) or {}
-        if job.get(ARCHIVE_ID) != archive_id:
-            return Start("not archived")
-        if is_claim(job.get(RESTORE_JOB_ID)):
-            return Start("claimed elsewhere", retry_at=job[RESTORE_EXPIRES])
-        return Start("in progress", job.get(RESTORE_TIER, ""))
+        # A claim is usually one InitiateJob call away from a recorded job: give it a few
+        # seconds before calling it "claimed elsewhere" and deferring the whole message.
+        deadline = time.monotonic() + self.claim_wait_seconds
+        while True:
+            job = self.jobs.get(job_id) or {}
+            if job.get(ARCHIVE_ID) != archive_id:
+                return Start("not archived")
+            if not is_claim(job.get(RESTORE_JOB_ID)):
+                return Start("in progress", job.get(RESTORE_TIER, ""))
+            if time.monotonic() >= deadline:
+                return Start("claimed elsewhere", retry_at=job[RESTORE_EXPIRES])
+            time.sleep(CLAIM_POLL_SECONDS)
 
     def release(self, job_id: str, claim: str) -> None:
         """Give up a claim after a failed start, so the next attempt need not wait for it."""
@@ -138,19 +129,19 @@ class Retrievals:
         except Exception:  # the claim lapses by itself; the original error matters more
             log.exception("job %s: could not release retrieval claim", job_id)
 
-    def clear(self, job_id: str, glacier_job_id: str) -> bool:
-        """Forget a retrieval that Glacier reports as failed; False if it is not the one recorded."""
+    def clear(self, job_id: str, retrieval_id: str) -> bool:
+        """Forget a retrieval reported as failed; False if it is not the one recorded."""
         return self.jobs.update_if(job_id, "REMOVE #job, #tier, #time, #expires",
-                                   "#job = :glacier_job", _NAMES, {":glacier_job": glacier_job_id})
+                                   "#job = :retrieval", _NAMES, {":retrieval": retrieval_id})
 
-    def finish(self, job_id: str, archive_id: str, glacier_job_id: str) -> bool:
+    def finish(self, job_id: str, archive_id: str, retrieval_id: str) -> bool:
         """Record that the result is back in S3: the archive id and the retrieval go.
 
         False if the item no longer names this archive and this retrieval.
         """
         return self.jobs.update_if(
             job_id, "REMOVE #archive, #job, #tier, #time, #expires "
-                    "SET #thaw_job = :glacier_job, #thaw_time = :now",
-            "#archive = :archive AND #job = :glacier_job",
+                    "SET #thaw_job = :retrieval, #thaw_time = :now",
+            "#archive = :archive AND #job = :retrieval",
             {**_NAMES, "#thaw_job": THAW_JOB_ID, "#thaw_time": THAW_TIME},
-            {":archive": archive_id, ":glacier_job": glacier_job_id, ":now": int(self.clock())})
+            {":archive": archive_id, ":retrieval": retrieval_id, ":now": int(self.clock())})

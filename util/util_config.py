@@ -53,6 +53,16 @@ def _power_of_two_mib(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise ValueError("must be a finite number >= 0")
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
@@ -70,6 +80,14 @@ def _name(text: str) -> str:
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
              "false": False, "no": False, "off": False, "0": False}
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of one or more names."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise ValueError("must be names separated by commas, none empty")
+    return names
 
 
 def _bool(text: str) -> bool:
@@ -97,8 +115,15 @@ KEYS: tuple[Key, ...] = (
     Key("gas", "users_table", "gas-users", _name, "DynamoDB table of users (role, name, email)"),
     Key("gas", "inputs_bucket", "gas-inputs", _name, "S3 bucket of uploaded input files"),
     Key("gas", "results_bucket", "gas-results", _name, "S3 bucket of result and log files"),
-    Key("gas", "vault", "gas-archive", _name, "Glacier vault of archived results (name)"),
+    # Where archived results live (util/backends.py): a Glacier vault, or S3 storage classes
+    # (the vault API takes no new AWS accounts since 2025-12-15).
+    Key("gas", "archive_backend", "vault", _choice("vault", "s3"), "vault (Glacier vault API) or s3 (S3 Glacier storage classes)"),
+    Key("gas", "vault", "gas-archive", _name, "Glacier vault of archived results (name), backend vault"),
+    Key("gas", "archive_bucket", "gas-archive-objects", _name, "S3 bucket of archived results, backend s3"),
+    Key("gas", "archive_prefix", "archive/", _name, "key prefix of archived results in archive_bucket"),
+    Key("gas", "archive_storage_class", "GLACIER", _choice("GLACIER", "DEEP_ARCHIVE"), "S3 storage class of archived results, backend s3"),
     Key("gas", "job_requests_topic", "gas-job-requests", _name, "SNS topic of job requests (name or ARN)"),
+    Key("gas", "job_requests_queue", "gas-job-requests", _name, "SQS queue of job requests the annotator fleet consumes (name or URL)"),
     Key("gas", "job_results_topic", "gas-job-results", _name, "SNS topic of job results (name or ARN)"),
     Key("gas", "thaw_topic", "gas-thaw", _name, "SNS topic Glacier announces finished retrievals on (name or ARN)"),
     Key("gas", "web_url", "http://localhost:5000", _name, "base URL of the GAS web app"),
@@ -118,19 +143,30 @@ KEYS: tuple[Key, ...] = (
     Key("restore", "concurrency", "8", _positive_int, "retrievals of one user started at once"),
     Key("restore", "page_size", "100", _int_range(1, 1000), "jobs per query of the user_id_index"),
     Key("restore", "claim_seconds", "300", _positive_int, "a worker that crashed while starting a retrieval blocks it this long"),
+    Key("restore", "restore_days", "7", _positive_int, "backend s3: days a restored copy stays readable (thaw copies it back at once)"),
     Key("restore", "retrieval_lifetime_seconds", "108000", _positive_int, "a recorded retrieval older than this may be started again (Glacier keeps output 24 h after a job of up to 5 h)"),
     Key("thaw", "queue", "gas-thaw", _name, "queue subscribed to the thaw topic"),
     # S3 parts must be at least 5 MiB, Glacier's tree-hash-aligned ranges a power of two.
     Key("thaw", "part_size_mib", "16", _power_of_two_mib(8), "verified range of Glacier job output, and S3 upload part (MiB)"),
     Key("notify", "queue", "gas-notify", _name, "queue subscribed to the job-results topic"),
     Key("notify", "sender", "noreply@gas.example.com", _name, "verified SES sender address"),
+    Key("notify", "claim_seconds", "120", _positive_int, "a copy of a message another worker is e-mailing waits this long for it"),
     Key("notify", "templates", "templates", _name, "directory of the e-mail templates (a relative path is taken from util/notify/)"),
-    # The local stack's Glacier emulation (util/local/glacier.py); AWS itself ignores these.
-    Key("local", "expedited_seconds", "1", _non_negative_int, "local stack: seconds an Expedited Glacier job takes (0: at once)"),
-    Key("local", "standard_seconds", "3", _non_negative_int, "local stack: seconds a Standard Glacier job takes"),
-    Key("local", "bulk_seconds", "5", _non_negative_int, "local stack: seconds a Bulk Glacier job takes"),
-    Key("local", "expedited_capacity", "true", _bool, "local stack: false makes Expedited retrievals fail with InsufficientCapacityException"),
+    # The load generator (util/ann_load.py); its command line overrides these.
+    Key("ann_load", "users", "u-alice,u-bob,u-carol", _names, "users jobs are submitted for, in turn (comma-separated user ids; each must exist)"),
+    Key("ann_load", "prefix", "ann_load", _name, "S3 key prefix of synthetic inputs: <prefix>/<user_id>/<job_id>~<file name>"),
+    Key("ann_load", "drain_seconds", "60", _non_negative_int, "after the last send, how long to wait for jobs to complete"),
+    Key("ann_load", "late_ms", "10", _non_negative_int, "a send this many ms after its intended time counts as late"),
+    # The local stack's Glacier emulations (util/local/glacier.py, S3 restores: util/local/s3.py);
+    # AWS itself ignores these.
+    Key("local", "expedited_seconds", "1", _non_negative_int, "local stack: seconds an Expedited Glacier job or S3 restore takes (0: at once)"),
+    Key("local", "standard_seconds", "3", _non_negative_int, "local stack: seconds a Standard Glacier job or S3 restore takes"),
+    Key("local", "bulk_seconds", "5", _non_negative_int, "local stack: seconds a Bulk Glacier job or S3 restore takes"),
+    Key("local", "expedited_capacity", "true", _bool, "local stack: false makes Expedited retrievals fail with InsufficientCapacityException (vault) or GlacierExpeditedRetrievalNotAvailable (S3)"),
     Key("local", "fail_retrievals", "0", _non_negative_int, "local stack: the next N archive-retrieval jobs end Failed"),
+    # The simulated annotator (util/local/annotator.py).
+    Key("local", "annotator_concurrency", "10", _positive_int, "local stack: jobs the simulated annotator fleet runs at once"),
+    Key("local", "annotator_seconds", "1", _non_negative_float, "local stack: seconds the simulated annotator takes per job"),
 )
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(key.section for key in KEYS))

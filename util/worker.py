@@ -24,11 +24,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from util import systemd
 from util.helpers import Aws, InvalidMessage, decode_body
 from util.util_config import Config, ConfigError, load
 
 SQS_MAX_VISIBILITY = 43200  # 12 h, counted from the receive
 HEARTBEAT_TICK = 0.25  # how often the loop looks at deadlines while handlers run
+# Beyond the long poll, how long one receive may block before the loop counts as stuck and
+# the systemd watchdog pings stop: one read timeout of the AWS client (util.helpers.Aws).
+RECEIVE_STALL_SECONDS = 60
 
 log = logging.getLogger("gas")
 
@@ -85,7 +89,8 @@ Handler = Callable[[Message], Outcome]
 class Worker:
     """Long-polls one queue and hands each message to the handler (see module docstring)."""
 
-    def __init__(self, utility: str, handler: Handler, config: Config, aws: Aws, queue: str):
+    def __init__(self, utility: str, handler: Handler, config: Config, aws: Aws, queue: str,
+                 notifier: systemd.Notifier | None = None):
         self.utility = utility
         self.handler = handler
         self.settings = config.worker
@@ -99,6 +104,9 @@ class Worker:
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=utility)
         self.stop_requested_at: float | None = None
         self.stopped = threading.Event()
+        self.notifier = notifier or systemd.Notifier()
+        self.watchdog = systemd.Watchdog(
+            self.notifier, self.settings.wait_seconds + RECEIVE_STALL_SECONDS)
 
     def _dead_letter_url(self, aws: Aws, redrive_policy: str | None) -> str:
         # Without a DLQ an invalid message could only be dropped or retried forever.
@@ -116,15 +124,21 @@ class Worker:
         """Receive and handle until stopped (or, with `once`, until the queue is empty)."""
         log.info("%s: consuming %s (concurrency %d)", self.utility, self.queue_url,
                  self.settings.concurrency)
-        while self.stop_requested_at is None:
-            messages = self.receive()
-            if self.stop_requested_at is not None:
-                self.hand_back(messages)
-                break
-            if messages:
-                self.handle_batch(messages)
-            elif once:
-                break
+        self.notifier.send("READY=1", f"STATUS=consuming {self.queue_url}")
+        self.watchdog.start()
+        try:
+            while self.stop_requested_at is None:
+                self.watchdog.beat()
+                messages = self.receive()
+                if self.stop_requested_at is not None:
+                    self.hand_back(messages)
+                    break
+                if messages:
+                    self.handle_batch(messages)
+                elif once:
+                    break
+        finally:
+            self.watchdog.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         log.info("%s: stopped", self.utility)
 
@@ -138,6 +152,7 @@ class Worker:
                  self.settings.drain_seconds)
         self.stop_requested_at = time.monotonic()
         self.stopped.set()
+        self.notifier.send("STOPPING=1", f"STATUS=draining (up to {self.settings.drain_seconds}s)")
 
     def receive(self) -> list[Message]:
         try:
@@ -174,6 +189,7 @@ class Worker:
         }
         pending = set(futures)
         while pending:
+            self.watchdog.beat()  # however long the handlers take, the loop itself is alive
             finished, pending = wait(pending, timeout=self.next_tick(),
                                      return_when=FIRST_COMPLETED)
             self.settle([(futures[f], f.result()) for f in finished])
@@ -367,10 +383,12 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    formatter = (JsonFormatter() if log_format == "json"
+                 else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if systemd.stderr_is_journal():
+        # journald takes each line's priority from the prefix and strips it.
+        formatter = systemd.JournalFormatter(formatter)
+    handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # botocore logs every retry at DEBUG; its warnings are worth keeping.
     logging.getLogger("botocore").setLevel(max(logging.getLevelName(level), logging.WARNING))
@@ -393,7 +411,7 @@ def main(utility: str, make_handler: Callable[[Config, Aws], Handler],
                           args.log_level or config.worker.log_level)
         aws = Aws(config)
         worker = Worker(utility, make_handler(config, aws), config, aws,
-                        getattr(config, utility).queue)
+                        getattr(config, utility).queue, systemd.Notifier.from_environ())
     except ConfigError as exc:
         print(f"{utility}: config error: {exc}", file=sys.stderr)
         return 2

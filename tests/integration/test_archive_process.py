@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (Server, UtilityProcess, archived_bytes, dead_letters, job, put_job,
-                            result_exists, vault_archive_count, wait_for)
+from tests.conftest import (Server, UtilityProcess, archived_bytes, dead_letter_reasons, job,
+                            put_job, result_exists, vault_archive_count, wait_for)
 from util.glacier import MIB
 from util.helpers import ARCHIVE_ID
 
@@ -86,10 +86,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
     send(server, "{not json", {"job_id": "nope", "user_id": "u-alice"},
          {"job_id": "j1", "user_id": "u-mallory"}, {"job_id": "j1", "user_id": "u-alice"})
     wait_for(lambda: ARCHIVE_ID in job(server), timeout=60, what="the valid job archived")
-    dead: list[dict] = []
-    wait_for(lambda: dead.extend(dead_letters(server, server.config.archive.queue)) or len(dead) >= 3, timeout=30,
-             what="three dead letters")
-    reasons = sorted(m["MessageAttributes"]["gas_reason"]["StringValue"] for m in dead)
+    reasons = dead_letter_reasons(server, server.config.archive.queue, 3)
     assert reasons[0].startswith("body is not JSON")
     assert reasons[1] == "unknown job nope"
     assert reasons[2] == "user u-mallory does not own job j1"

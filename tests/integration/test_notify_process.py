@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import (Server, UtilityProcess, dead_letters, job, put_job, run_once,
+from tests.conftest import (Server, UtilityProcess, dead_letter_reasons, job, put_job, run_once,
                             wait_for)
 from util.helpers import FAILED, NOTIFIED_TIME
 from util.local.ses import sent_emails
@@ -61,10 +61,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
             results("j1", "u-alice"))
     # Then the good one is e-mailed, the poison is in the dead-letter queue with its reason
     wait_for(lambda: emails(server), timeout=30, what="the e-mail of j1")
-    dead: list[dict] = []
-    wait_for(lambda: dead.extend(dead_letters(server, server.config.notify.queue)) or len(dead) >= 3, timeout=30,
-             what="three dead letters")
-    reasons = sorted(m["MessageAttributes"]["gas_reason"]["StringValue"] for m in dead)
+    reasons = dead_letter_reasons(server, server.config.notify.queue, 3)
     assert reasons[0].startswith("SNS Message is not JSON")
     assert reasons[1] == "unknown job nope"
     assert reasons[2] == "user u-mallory does not own job j1"

@@ -15,7 +15,6 @@ from tests.conftest import (NOW, Stack, archived_bytes, job, message, put_job, r
 from util.archive.archive import Archiver
 from util.glacier import MIB, combine_tree_hashes, part_size_for
 from util.helpers import ARCHIVE_ID, Annotations, InvalidMessage
-from util.worker import Message
 
 
 def archiver(stack: Stack, part_size_mib: int = 1, clock: float = NOW) -> Archiver:
@@ -125,7 +124,7 @@ def test_redelivery_after_the_archive_finishes_without_a_second_archive(stack: S
 def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
     put_job(stack)
     handler = archiver(stack)
-    upload = handler.upload
+    upload = handler.backend.archive
 
     def upload_while_another_copy_wins(job_item, cancelled):
         ours = upload(job_item, cancelled)
@@ -133,7 +132,7 @@ def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
             "j1", ARCHIVE_ID, "winner-archive-id")
         return ours
 
-    handler.upload = upload_while_another_copy_wins
+    handler.backend.archive = upload_while_another_copy_wins
     outcome = handler(message(job_id="j1", user_id="u-alice"))
     assert (outcome.action, outcome.reason) == ("done", "archived by another worker")
     assert job(stack)[ARCHIVE_ID] == "winner-archive-id"
@@ -144,14 +143,14 @@ def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
 def test_user_who_became_premium_during_the_upload_gets_a_restore_request(stack: Stack) -> None:
     put_job(stack)
     handler = archiver(stack)
-    upload = handler.upload
+    upload = handler.backend.archive
 
     def upload_while_user_upgrades(job_item, cancelled):
         archive_id = upload(job_item, cancelled)
         set_role(stack, "u-alice", "premium_user")
         return archive_id
 
-    handler.upload = upload_while_user_upgrades
+    handler.backend.archive = upload_while_user_upgrades
     outcome = handler(message(job_id="j1", user_id="u-alice"))
     assert outcome.action == "done" and "restore requested" in outcome.reason
     assert restore_requests(stack) == [{"user_id": "u-alice"}]

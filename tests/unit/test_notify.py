@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -217,16 +218,52 @@ def test_redelivery_after_success_sends_no_second_email(stack: Stack) -> None:
 
 def test_a_crash_between_send_and_record_gives_a_second_email(stack: Stack) -> None:
     """The documented window: at least once, never none."""
+    # Given a worker that crashed after sending, before recording
     put_job(stack)
     handler = notifier(stack)
-    record = handler.jobs.set_if_absent
-    handler.jobs.set_if_absent = lambda *a: (_ for _ in ()).throw(ConnectionError("crash"))
+    handler.record = lambda job_id: (_ for _ in ()).throw(ConnectionError("crash"))
     with pytest.raises(ConnectionError):
         handler(results_message())
-    handler.jobs.set_if_absent = record
-    assert handler(results_message()).action == "done"
+    # When the message comes back while the crashed worker's claim still holds
+    waiting = notifier(stack)(results_message())
+    # Then it waits for the claim to lapse, and then sends
+    claim_seconds = stack.config.notify.claim_seconds
+    assert (waiting.action, waiting.delay) == ("defer", claim_seconds + 1)
+    later = Notifier(stack.config, stack.aws, clock=lambda: NOTIFY_AT + claim_seconds + 1)
+    assert later(results_message()).action == "done"
     assert len(sent_emails_in_process()) == 2
-    assert job(stack)[NOTIFIED_TIME] == NOTIFY_AT
+    assert job(stack)[NOTIFIED_TIME] == NOTIFY_AT + claim_seconds + 1
+
+
+def test_two_copies_handled_at_the_same_moment_send_one_email(stack: Stack) -> None:
+    # Given the annotator published one result twice, and two workers got a copy each
+    put_job(stack)
+    handlers = [notifier(stack), notifier(stack)]
+    together = threading.Barrier(2)
+    outcomes = []
+
+    def handle(handler: Notifier) -> None:
+        together.wait()
+        outcomes.append(handler(results_message()))
+
+    threads = [threading.Thread(target=handle, args=(h,)) for h in handlers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then one e-mail is sent; the other copy is done, or waits for the first to record
+    assert len(sent_emails_in_process()) == 1
+    assert sorted(o.action for o in outcomes) in (["defer", "done"], ["done", "done"])
+
+
+def test_a_send_that_failed_lets_go_of_its_claim(stack: Stack, no_backoff: None) -> None:
+    put_job(stack)
+    inject_ses_error(stack, "Throttling", "Maximum sending rate exceeded.",
+                     times=stack.config.worker.aws_max_attempts)
+    assert notifier(stack)(results_message()).action == "retry"
+    # The redelivery need not wait for a claim to lapse
+    assert notifier(stack)(results_message()).action == "done"
+    assert len(sent_emails_in_process()) == 1
 
 
 def test_a_copy_that_recorded_first_is_noted(stack: Stack) -> None:

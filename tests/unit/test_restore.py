@@ -88,7 +88,8 @@ def test_no_expedited_capacity_falls_back_to_standard(
 def test_any_other_expedited_error_is_a_retry_not_a_downgrade(
         stack: Stack, premium_alice: dict[str, bytes]) -> None:
     handler = restorer(stack)
-    fail_calls(handler.retrievals.expedited_glacier, "initiate_job", "ServiceUnavailableException",
+    fail_calls(handler.retrievals.backend.expedited_glacier, "initiate_job",
+               "ServiceUnavailableException",
                times=3)
     outcome = restore(stack, handler)
     assert outcome.action == "retry" and "3 not started" in outcome.reason
@@ -102,7 +103,8 @@ def test_a_crash_half_way_is_finished_by_the_redelivery(
         stack: Stack, premium_alice: dict[str, bytes]) -> None:
     # Given a first attempt that started only some retrievals
     handler = restorer(stack)
-    fail_calls(handler.retrievals.expedited_glacier, "initiate_job", "ThrottlingException",
+    fail_calls(handler.retrievals.backend.expedited_glacier, "initiate_job",
+               "ThrottlingException",
                times=1)
     assert restore(stack, handler).reason.startswith("1 not started")
     assert len(glacier_jobs(stack)) == 2
@@ -147,8 +149,10 @@ def test_a_result_another_worker_is_starting_is_looked_at_again_when_its_claim_l
         UpdateExpression="SET #j = :c, #e = :e",
         ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
         ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}})
-    # When restore runs
-    outcome = restore(stack)
+    # When restore runs (and has waited for that claim as long as it waits)
+    handler = restorer(stack)
+    handler.retrievals.claim_wait_seconds = 0
+    outcome = restore(stack, handler)
     # Then the others are started and the message comes back once the claim has lapsed
     assert outcome.action == "defer" and outcome.delay == 121
     assert outcome.reason == "1 claimed elsewhere, 2 started Expedited"

@@ -95,7 +95,7 @@ def test_a_crash_before_the_archive_delete_is_finished_by_the_redelivery(
         stack: Stack, restored: tuple[bytes, dict]) -> None:
     _, notice = restored
     handler = thawer(stack)
-    handler.vault.delete = lambda archive_id: (_ for _ in ()).throw(ConnectionError("crash"))
+    handler.backend.delete = lambda archive_id: (_ for _ in ()).throw(ConnectionError("crash"))
     with pytest.raises(ConnectionError):
         handler(notice_message(notice))
     assert vault_archive_count(stack) == 1
@@ -109,7 +109,7 @@ def test_a_tree_hash_mismatch_commits_nothing(stack: Stack,
     # Given Glacier output that arrives with one byte changed in the second range
     _, notice = restored
     handler = thawer(stack)
-    glacier = handler.vault.glacier
+    glacier = handler.backend.vault.glacier
     read_output = glacier.get_job_output
 
     def corrupted(**kwargs):
@@ -136,13 +136,13 @@ def test_a_whole_archive_mismatch_commits_nothing(stack: Stack,
     # Given a Glacier job whose ranges are each intact but not the archive it names
     _, notice = restored
     handler = thawer(stack)
-    describe = handler.vault.describe_job
+    describe = handler.backend.vault.describe_job
 
     def other_tree_hash(glacier_job_id):
         described = describe(glacier_job_id)
         return {**described, "SHA256TreeHash": "0" * 64}
 
-    handler.vault.describe_job = other_tree_hash
+    handler.backend.vault.describe_job = other_tree_hash
     outcome = handler(notice_message(notice))
     assert outcome.action == "retry" and "archive tree hash" in outcome.reason
     assert not result_exists(stack) and ARCHIVE_ID in job(stack)
@@ -188,7 +188,7 @@ def test_a_notice_for_another_retrieval_is_stale(stack: Stack,
         "j1", "SET #r = :r", "attribute_exists(#r)", {"#r": RESTORE_JOB_ID},
         {":r": "ANOTHERJOB"})
     with pytest.raises(InvalidMessage, match="stale notice: job j1 is being restored by "
-                                             "Glacier job ANOTHERJOB"):
+                                             "retrieval ANOTHERJOB"):
         thawer(stack)(notice_message(notice))
     assert not result_exists(stack) and vault_archive_count(stack) == 1
 

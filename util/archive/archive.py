@@ -1,4 +1,4 @@
-"""Archive: move a free user's result file from S3 to the Glacier vault.
+"""Archive: move a free user's result file from S3 to the archive (Glacier vault or class).
 
 For each message ``{"job_id", "user_id"}``:
 
@@ -6,7 +6,8 @@ For each message ``{"job_id", "user_id"}``:
    COMPLETED, with its result in the configured results bucket;
 2. a premium user keeps the file in S3: nothing to do;
 3. inside the grace period after completion: come back when it is over;
-4. stream the result into the vault;
+4. copy the result into the archive (util/backends.py: streamed into the Glacier vault, or
+   copied server-side into an S3 Glacier storage class);
 5. record the archive id on the job, only if none is recorded yet (a racing copy that got
    there first wins, and ours is deleted as an orphan);
 6. delete the S3 result;
@@ -30,7 +31,8 @@ if __package__ in (None, ""):  # run as `python util/archive/archive.py`
 from botocore.exceptions import ClientError
 
 from util import worker
-from util.glacier import MIB, UploadCancelled, Vault
+from util.backends import backend_for
+from util.glacier import UploadCancelled
 from util.helpers import (ARCHIVE_ID, COMPLETE_TIME, COMPLETED, JOB_STATUS, RESULT_KEY,
                           RESULTS_BUCKET, USER_ID, Annotations, Aws, InvalidMessage, Users,
                           require_str)
@@ -45,13 +47,12 @@ class Archiver:
         self.aws = aws
         self.clock = clock
         self.grace_seconds = config.archive.grace_seconds
-        self.part_size = config.archive.part_size_mib * MIB
         self.results_bucket = config.gas.results_bucket
         self.restore_queue = config.restore.queue
         self.jobs = Annotations(aws, config.gas.annotations_table)
         self.users = Users(aws, config.gas.users_table)
         self.s3 = aws.client("s3")
-        self.vault = Vault(aws.client("glacier"), config.gas.vault)
+        self.backend = backend_for(config, aws)
 
     def __call__(self, message: Message) -> Outcome:
         job_id, user_id = require_str(message.data, "job_id", "user_id")
@@ -70,7 +71,7 @@ class Archiver:
             return defer(wait, "grace period")
 
         try:
-            archive_id = self.upload(job, message.cancelled)
+            archive_id = self.backend.archive(job, message.cancelled)
         except UploadCancelled:
             return retry("worker stopping: upload abandoned")
         except ClientError as exc:
@@ -79,17 +80,13 @@ class Archiver:
             return self.result_missing(job_id)
 
         if not self.jobs.set_if_absent(job_id, ARCHIVE_ID, archive_id):
-            self.vault.delete(archive_id)
+            self.backend.delete(archive_id)
             return self.finish(self.load_job(job_id, user_id), "archived by another worker")
         return self.finish(job, "archived")
 
     def load_job(self, job_id: str, user_id: str) -> dict[str, Any]:
         """The job the message names, or InvalidMessage saying why it cannot be archived."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise InvalidMessage(f"unknown job {job_id}")
-        if job.get(USER_ID) != user_id:
-            raise InvalidMessage(f"user {user_id} does not own job {job_id}")
+        job = self.jobs.get_owned(job_id, user_id)
         if job.get(JOB_STATUS) != COMPLETED:
             raise InvalidMessage(f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED}")
         if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):
@@ -100,20 +97,6 @@ class Archiver:
         if not isinstance(job.get(COMPLETE_TIME), (int, float)):
             raise InvalidMessage(f"job {job_id} has no complete_time")
         return job
-
-    def upload(self, job: dict[str, Any], cancelled) -> str:
-        """Stream the result into the vault, one ranged GET per part, pinned to one version."""
-        bucket, key = job[RESULTS_BUCKET], job[RESULT_KEY]
-        head = self.s3.head_object(Bucket=bucket, Key=key)
-
-        def read_range(first: int, last: int) -> bytes:
-            return self.s3.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={first}-{last}", IfMatch=head["ETag"]
-            )["Body"].read()
-
-        description = json.dumps({"job_id": job["job_id"], "user_id": job[USER_ID]})
-        return self.vault.upload(read_range, head["ContentLength"], description,
-                                 self.part_size, cancelled)
 
     def result_missing(self, job_id: str) -> Outcome:
         """The S3 result is gone: fine if a racing copy archived it, invalid otherwise."""

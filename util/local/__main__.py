@@ -1,9 +1,10 @@
 """``python -m util.local serve [--port N] [--config FILE]``: the local AWS stack
-(and ``python -m util.local demo``, which runs the pipeline on it).
+(and ``python -m util.local demo``, which runs the pipeline on it, and
+``python -m util.local annotator``, the simulated annotator fleet: util/local/annotator.py).
 
-Starts moto's server on 127.0.0.1 with the Glacier emulation installed, creates every
-resource the configuration names, prints one ``export NAME=value`` line per variable a
-worker needs, then ``ready``, and serves until SIGINT or SIGTERM.
+Starts moto's server on 127.0.0.1 with the Glacier and S3 restore emulations installed,
+creates every resource the configuration names, prints one ``export NAME=value`` line per
+variable a worker needs, then ``ready``, and serves until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from util.helpers import Aws
-from util.local import demo, dynamodb, glacier
+from util.local import annotator, demo, dynamodb, glacier, iam, s3, ses
 from util.local.stack import CREDENTIALS, REGION, create_resources, utility_config_files
 from util.util_config import ConfigError, load
 
@@ -31,7 +32,10 @@ def serve(port: int, config_files: list[str]) -> int:
         print(f"local stack: config error: {exc}", file=sys.stderr)
         return 2
     dynamodb.install()
+    ses.install()
     glacier.install(glacier.Settings.from_config(config.local))
+    s3.install()  # S3 restores, timed by the settings just put in force
+    iam.install()  # IAM checks as AWS's, once enforcement is on (util/local/iam.py)
     # werkzeug logs every request; at load that is megabytes an hour nobody reads.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -64,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, default=4566, help="0 picks a free port")
     serve_parser.add_argument("--config", action="append", default=[], metavar="FILE")
     commands.add_parser("demo", help="run the archive utility end to end on the local stack")
+    annotator.add_arguments(commands.add_parser(
+        "annotator", help="run the simulated annotator fleet on the job-requests queue"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo.run()
+    if args.command == "annotator":
+        return annotator.main(args.concurrency, args.seconds, args.config)
     return serve(args.port, args.config)
 
 

@@ -1,12 +1,21 @@
-"""``make demo``: the archive utility end to end on the local stack, step by step.
+"""``make demo``: the whole GAS pipeline on a laptop, step by step.
 
-Starts the local stack, writes three completed jobs as the annotator leaves them, sends
-their archive messages plus a forged one, runs ``util/archive/archive.py`` as its own
-process, and checks every outcome against the stack. Exits non-zero if any check fails.
+The local stack plays AWS, the simulated annotator plays the fleet, and the four utilities
+run as separate processes, as systemd runs them. ann_load submits jobs for free and premium
+users exactly as the web app does; the demo then follows them: e-mails sent, free users'
+results archived after their grace period (and a forged archive message sent to the
+dead-letter queue), one user upgrades, restore starts the retrievals, the stack announces
+them, thaw puts the files back — byte-identical. It ends with a table of every step, the
+ann_load summary and where its HTML report is, and exits non-zero if any step failed.
+
+``GAS_GAS_ARCHIVE_BACKEND=s3 make demo`` archives with S3 Glacier storage classes instead of
+the vault; ``GAS_LOCAL_EXPEDITED_CAPACITY=false make demo`` shows restore falling back to
+Standard retrievals.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -14,82 +23,109 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from util.helpers import ARCHIVE_ID, COMPLETED, Annotations, Aws
+from util.helpers import (ARCHIVE_ID, COMPLETED, JOB_STATUS, RESTORE_TIER, RESULT_KEY,
+                          RESULTS_BUCKET, THAW_JOB_ID, Annotations, Aws)
+from util.local.ses import sent_emails
 from util.local.stack import launch, utility_config_files
 from util.util_config import UTILITY_DIR, Config, load
 
-MIB = 1024 * 1024
 OUT = UTILITY_DIR.parent / "demo-out"
-GRACE_SECONDS = 5
-# Small parts so even a demo-sized file shows a real multipart upload.
+ROOT = UTILITY_DIR.parent
+GRACE_SECONDS = 20  # long enough to see the free users' results before they are archived
+USERS = {"u-alice": "free, upgrades later", "u-bob": "premium", "u-carol": "free"}
+JOBS = 6
 WORKER_SETTINGS = {"GAS_ARCHIVE_GRACE_SECONDS": str(GRACE_SECONDS),
-                   "GAS_ARCHIVE_PART_SIZE_MIB": "1", "GAS_WORKER_WAIT_SECONDS": "1"}
+                   "GAS_ARCHIVE_PART_SIZE_MIB": "1", "GAS_THAW_PART_SIZE_MIB": "8",
+                   "GAS_WORKER_WAIT_SECONDS": "1", "GAS_LOCAL_EXPEDITED_SECONDS": "2",
+                   "GAS_LOCAL_STANDARD_SECONDS": "4"}
+UTILITIES = ("archive", "restore", "thaw", "notify")
+
+
+@dataclass
+class Step:
+    text: str
+    ok: bool
 
 
 class Demo:
-    def __init__(self, config: Config, aws: Aws):
+    """The stack, the processes the demo started, and every step's result."""
+
+    def __init__(self, config: Config, aws: Aws, endpoint: str):
         self.config = config
         self.aws = aws
+        self.endpoint = endpoint
         self.jobs = Annotations(aws, config.gas.annotations_table)
-        self.failures = 0
-        self.originals: dict[str, bytes] = {}
+        self.steps: list[Step] = []
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.ann_load_summary = ""
 
-    def step(self, text: str) -> None:
+    def say(self, text: str) -> None:
         print(f"\n== {text}", flush=True)
 
-    def check(self, ok: bool, text: str) -> None:
+    def check(self, ok: bool, text: str) -> bool:
         print(f"   {'✔' if ok else '✘'} {text}", flush=True)
-        self.failures += not ok
+        self.steps.append(Step(text, bool(ok)))
+        return bool(ok)
 
-    def add_job(self, job_id: str, user_id: str, size: int, completed_ago: float) -> None:
-        """A COMPLETED job with its result in S3, as the annotator leaves it."""
-        key = f"demo/{user_id}/{job_id}~sample.vcf.annot"
-        data = os.urandom(size)
-        self.aws.client("s3").put_object(Bucket=self.config.gas.results_bucket, Key=key, Body=data)
-        now = time.time()
-        self.jobs.put({"job_id": job_id, "user_id": user_id, "job_status": COMPLETED,
-                       "input_file_name": "sample.vcf", "submit_time": int(now - completed_ago - 30),
-                       "complete_time": int(now - completed_ago),
-                       "s3_results_bucket": self.config.gas.results_bucket,
-                       "s3_key_result_file": key, "s3_key_log_file": key + ".log"})
-        self.originals[job_id] = data
-        print(f"   {job_id}: {user_id}, {size / MIB:.1f} MiB result, completed "
-              f"{'just now' if completed_ago < 1 else f'{completed_ago:.0f} s ago'}")
+    # -- processes ---------------------------------------------------------------------------
 
-    def send(self, body: dict[str, str]) -> None:
-        self.aws.client("sqs").send_message(
-            QueueUrl=self.aws.queue_url(self.config.archive.queue), MessageBody=json.dumps(body))
-        print(f"   sent {json.dumps(body)}")
+    def start(self, name: str, *args: str) -> None:
+        """Start `python args...` as its own process, its log in demo-out/<name>.log."""
+        log = OUT / f"{name}.log"
+        print(f"   started {name}: python {' '.join(args)}  (log: {log.relative_to(ROOT)})")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env={**os.environ, **WORKER_SETTINGS},
+            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
-    def in_s3(self, job_id: str) -> bool:
-        item = self.jobs.get(job_id)
+    def stop_all(self) -> None:
+        for name, process in self.processes.items():
+            process.send_signal(signal.SIGTERM)
+        for name, process in self.processes.items():
+            try:
+                code = process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = "killed"
+            self.check(code == 0, f"{name} stopped by SIGTERM, as systemd stops it (exit {code})")
+
+    # -- the stack -----------------------------------------------------------------------------
+
+    def item(self, job_id: str) -> dict:
+        return self.jobs.get(job_id) or {}
+
+    def result_digest(self, job_id: str) -> str | None:
+        """SHA-256 of the job's result file in S3, or None if it is not there."""
+        item = self.item(job_id)
         try:
-            self.aws.client("s3").head_object(Bucket=item["s3_results_bucket"],
-                                              Key=item["s3_key_result_file"])
-        except ClientError:
-            return False
-        return True
+            body = self.aws.client("s3").get_object(Bucket=item[RESULTS_BUCKET],
+                                                    Key=item[RESULT_KEY])["Body"]
+        except (ClientError, KeyError):
+            return None
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     def archived(self, job_id: str) -> bool:
-        return ARCHIVE_ID in (self.jobs.get(job_id) or {})
+        return ARCHIVE_ID in self.item(job_id)
 
-    def vault_copy(self, archive_id: str) -> bytes:
-        glacier = self.aws.client("glacier")
-        vault = self.config.gas.vault
-        job_id = glacier.initiate_job(vaultName=vault, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})["jobId"]
-        wait_until(lambda: glacier.describe_job(vaultName=vault, jobId=job_id)["Completed"], 30)
-        return glacier.get_job_output(vaultName=vault, jobId=job_id)["body"].read()
+    def archive_count(self) -> int:
+        """Archives in the configured back end: the vault, or the archive bucket."""
+        if self.config.gas.archive_backend == "vault":
+            return self.aws.client("glacier").describe_vault(
+                vaultName=self.config.gas.vault)["NumberOfArchives"]
+        return self.aws.client("s3").list_objects_v2(
+            Bucket=self.config.gas.archive_bucket).get("KeyCount", 0)
 
-    def dead_letters(self) -> list[dict]:
-        url = self.aws.queue_url(f"{self.config.archive.queue}-dlq")
-        return self.aws.client("sqs").receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-            WaitTimeSeconds=1).get("Messages", [])
+    def dead_letter_reasons(self, queue: str) -> list[str]:
+        messages = self.aws.client("sqs").receive_message(
+            QueueUrl=self.aws.queue_url(f"{queue}-dlq"), MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"], WaitTimeSeconds=1).get("Messages", [])
+        return [m["MessageAttributes"]["gas_reason"]["StringValue"] for m in messages]
 
 
 def wait_until(condition: Callable[[], object], timeout: float) -> bool:
@@ -97,72 +133,137 @@ def wait_until(condition: Callable[[], object], timeout: float) -> bool:
     while not condition():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.2)
+        time.sleep(0.25)
     return True
+
+
+def submit_jobs(demo: Demo) -> dict[str, str]:
+    """ann_load plays the web app; returns {job_id: user_id} of the jobs it submitted."""
+    demo.say(f"ann_load submits {JOBS} jobs as the web app does, for "
+             + ", ".join(f"{user} ({kind})" for user, kind in USERS.items()))
+    out = OUT / "ann_load"
+    command = [sys.executable, "util/ann_load.py", "--rate", "2", "--jobs", str(JOBS),
+               "--drain", "60", "--out", str(out), *(a for u in USERS for a in ("--user", u))]
+    print(f"   $ python {' '.join(command[1:])}")
+    run = subprocess.run(command, cwd=ROOT, env=os.environ, capture_output=True, text=True,
+                         timeout=180)
+    demo.check(run.returncode == 0, f"every job submitted and COMPLETED by the simulated "
+                                    f"annotator (ann_load exit {run.returncode})")
+    (OUT / "ann_load.log").write_text(run.stderr)
+    demo.ann_load_summary = run.stdout.strip()
+    records = [json.loads(line) for line in (out / "jobs.jsonl").read_text().splitlines()]
+    return {r["job_id"]: r["user_id"] for r in records}
+
+
+def check_emails(demo: Demo, jobs: dict[str, str]) -> None:
+    demo.say("notify e-mails each user about each finished job")
+    wait_until(lambda: len(sent_emails(demo.endpoint)) >= len(jobs), 30)
+    emails = sent_emails(demo.endpoint)
+    for email in emails:
+        link = next((w for w in email["body"].split('"') if "/annotations/" in w), "")
+        print(f"   ✉ {email['to'][0]}: {email['subject']!r} {link}")
+    owners = sorted(f"{jobs[j][2:]}@example.com" for j in jobs)
+    demo.check(sorted(e["to"][0] for e in emails) == owners,
+               f"{len(emails)} e-mails, one per job, each to the job's owner")
+    demo.check(all(any(f"/annotations/{j}" in e["body"] for e in emails) for j in jobs),
+               "each links to its job's page on the web app")
+
+
+def check_archive(demo: Demo, jobs: dict[str, str], digests: dict[str, str]) -> None:
+    free = [j for j, u in jobs.items() if u != "u-bob"]
+    premium = [j for j, u in jobs.items() if u == "u-bob"]
+    demo.say(f"archive: free users' results move to the archive ({demo.config.gas.archive_backend}"
+             f" back end) {GRACE_SECONDS} s after completion; a forged message is refused")
+    forged = {"job_id": premium[0], "user_id": "u-carol"}
+    demo.aws.client("sqs").send_message(QueueUrl=demo.aws.queue_url(demo.config.archive.queue),
+                                        MessageBody=json.dumps(forged))
+    print(f"   sent a forged archive message: {json.dumps(forged)}")
+    demo.check(all(demo.result_digest(j) for j in free) and not any(map(demo.archived, free)),
+               "right after completion, free users' results are still in S3 (grace period)")
+    done = wait_until(lambda: all(map(demo.archived, free)), GRACE_SECONDS + 60)
+    demo.check(done and not any(demo.result_digest(j) for j in free),
+               f"all {len(free)} free results archived, their S3 copies deleted")
+    demo.check(demo.archive_count() == len(free), f"the archive holds {demo.archive_count()}")
+    demo.check(all(demo.result_digest(j) == digests[j] and not demo.archived(j) for j in premium),
+               f"u-bob's {len(premium)} results untouched: premium users keep theirs")
+    reasons = demo.dead_letter_reasons(demo.config.archive.queue)
+    print(f"   dead-letter queue {demo.config.archive.queue}-dlq: {reasons}")
+    demo.check(reasons == [f"user u-carol does not own job {premium[0]}"],
+               "the forged message is in the dead-letter queue, with its reason")
+
+
+def check_restore(demo: Demo, jobs: dict[str, str], digests: dict[str, str]) -> None:
+    alice = [j for j, u in jobs.items() if u == "u-alice"]
+    carol = [j for j, u in jobs.items() if u == "u-carol"]
+    demo.say("u-alice upgrades to premium; the web app asks restore for her results")
+    demo.aws.client("dynamodb").update_item(
+        TableName=demo.config.gas.users_table, Key={"user_id": {"S": "u-alice"}},
+        UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
+        ExpressionAttributeValues={":r": {"S": "premium_user"}})
+    demo.aws.client("sqs").send_message(QueueUrl=demo.aws.queue_url(demo.config.restore.queue),
+                                        MessageBody=json.dumps({"user_id": "u-alice"}))
+    started = wait_until(lambda: all(RESTORE_TIER in demo.item(j) or not demo.archived(j)
+                                     for j in alice), 30)
+    tiers = sorted({demo.item(j).get(RESTORE_TIER, "done") for j in alice})
+    demo.check(started, f"restore started a retrieval per archived result ({', '.join(tiers)})")
+    back = wait_until(lambda: all(THAW_JOB_ID in demo.item(j) for j in alice), 60)
+    demo.check(back and all(demo.result_digest(j) == digests[j] for j in alice),
+               f"thaw put u-alice's {len(alice)} results back, byte-identical (SHA-256)")
+    demo.check(all(demo.archived(j) for j in carol) and demo.archive_count() == len(carol),
+               f"only u-carol's {len(carol)} results are still archived")
+
+
+def print_table(demo: Demo) -> None:
+    print("\n== summary")
+    width = max(len(s.text) for s in demo.steps)
+    print(f"   {'step':<{width}}  ok")
+    for step in demo.steps:
+        print(f"   {step.text:<{width}}  {'✔' if step.ok else '✘'}")
+    print("\n== ann_load's summary")
+    for line in demo.ann_load_summary.splitlines():
+        print(f"   {line}")
+    print(f"\n   HTML report: {(OUT / 'ann_load' / 'report.html').relative_to(ROOT)}; "
+          f"logs: {OUT.relative_to(ROOT)}/*.log")
 
 
 def run() -> int:
     OUT.mkdir(exist_ok=True)
-    print("GAS archive demo: the archive utility against a local AWS (moto)")
-    stack, exports = launch(env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+    backend = os.environ.get("GAS_GAS_ARCHIVE_BACKEND", "vault")
+    print(f"GAS on a laptop: the whole pipeline on a local AWS (moto); archive back end: {backend}")
+    started = time.monotonic()
+    stack, exports = launch(env={**{k: v for k, v in os.environ.items()
+                                    if not k.startswith("AWS_")}, **WORKER_SETTINGS})
     os.environ.update(exports)
-    worker = None
+    config = load(None, utility_config_files())
+    demo = Demo(config, Aws(config), exports["AWS_ENDPOINT_URL"])
     try:
-        config = load(None, utility_config_files())
-        demo = Demo(config, Aws(config))
-        demo.step(f"local stack ready at {exports['AWS_ENDPOINT_URL']}")
+        demo.say(f"local stack ready at {exports['AWS_ENDPOINT_URL']}")
+        demo.start("annotator", "-m", "util.local", "annotator", "--concurrency", "4",
+                   "--seconds", "0.5")
+        for utility in UTILITIES:
+            demo.start(utility, f"util/{utility}/{utility}.py")
 
-        demo.step("three completed jobs, as the annotator leaves them")
-        demo.add_job("job-alice", "u-alice", 3 * MIB + MIB // 2, completed_ago=3600)
-        demo.add_job("job-bob", "u-bob", MIB // 4, completed_ago=3600)
-        demo.add_job("job-carol", "u-carol", MIB // 2, completed_ago=0)
-
-        demo.step("archive messages, as the annotator sends them for free users (and one forged)")
-        demo.send({"job_id": "job-alice", "user_id": "u-alice"})
-        demo.send({"job_id": "job-bob", "user_id": "u-bob"})
-        demo.send({"job_id": "job-carol", "user_id": "u-carol"})
-        demo.send({"job_id": "job-alice", "user_id": "u-carol"})
-
-        log_path = OUT / "archive.log"
-        demo.step(f"archive worker started: python util/archive/archive.py (log: {log_path})")
-        worker = subprocess.Popen(
-            [sys.executable, str(UTILITY_DIR / "archive" / "archive.py")],
-            env={**os.environ, **WORKER_SETTINGS}, stderr=open(log_path, "w"),
-        )
-
-        demo.step(f"what happened (free users keep results {GRACE_SECONDS} s after completion)")
-        ok = wait_until(lambda: demo.archived("job-alice"), 30)
-        archive_id = (demo.jobs.get("job-alice") or {}).get(ARCHIVE_ID, "")
-        demo.check(ok and not demo.in_s3("job-alice"),
-                   f"job-alice archived (id {archive_id[:16]}…), its S3 result deleted")
-        demo.check(ok and demo.vault_copy(archive_id) == demo.originals["job-alice"],
-                   "job-alice's vault copy is byte-identical to the original (4 parts)")
-        demo.check(not demo.archived("job-carol") and demo.in_s3("job-carol"),
-                   "job-carol deferred: still inside its grace period")
-        demo.check(wait_until(lambda: demo.archived("job-carol"), GRACE_SECONDS + 30)
-                   and not demo.in_s3("job-carol"), "job-carol archived once the grace was over")
-        demo.check(not demo.archived("job-bob") and demo.in_s3("job-bob"),
-                   "job-bob untouched: u-bob is a premium user")
-        dead = demo.dead_letters()
-        reasons = [m["MessageAttributes"]["gas_reason"]["StringValue"] for m in dead]
-        demo.check(reasons == ["user u-carol does not own job job-alice"],
-                   f"forged message in the dead-letter queue, reason: {reasons}")
-
-        demo.step("worker stopped as systemd would (SIGTERM)")
-        worker.send_signal(signal.SIGTERM)
-        code = worker.wait(timeout=30)
-        demo.check(code == 0, f"worker exited with {code}")
-        print("\n   the worker's log, one line per message:")
-        for line in log_path.read_text().splitlines():
-            if "outcome=" in line:
-                print(f"   | {line}")
-        print(f"\n{'all steps passed' if not demo.failures else f'{demo.failures} step(s) FAILED'}")
-        return 1 if demo.failures else 0
+        jobs = submit_jobs(demo)
+        digests = {j: demo.result_digest(j) or "" for j in jobs}
+        demo.check(all(digests.values()) and all(demo.item(j).get(JOB_STATUS) == COMPLETED
+                                                 for j in jobs),
+                   f"{len(jobs)} results and logs in the results bucket")
+        check_emails(demo, jobs)
+        check_archive(demo, jobs, digests)
+        check_restore(demo, jobs, digests)
+        demo.say("every process stopped as systemd stops it")
+        demo.stop_all()
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.kill()
+        for process in demo.processes.values():
+            if process.poll() is None:
+                process.kill()
         stack.send_signal(signal.SIGTERM)
         stack.wait(timeout=10)
+    print_table(demo)
+    failed = sum(not s.ok for s in demo.steps)
+    print(f"\n{'all steps passed' if not failed else f'{failed} step(s) FAILED'} "
+          f"in {time.monotonic() - started:.0f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

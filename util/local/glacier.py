@@ -76,7 +76,8 @@ from moto.utilities.utils import get_partition
 
 from util.util_config import load
 
-__all__ = ["DEFAULT_SETTINGS", "NOTIFICATION_SUBJECT", "Settings", "configure", "install"]
+__all__ = ["DEFAULT_SETTINGS", "NOTIFICATION_SUBJECT", "Settings", "configure", "current_settings",
+           "install"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,11 @@ class _State:
 
 
 _state = _State(DEFAULT_SETTINGS)
+
+
+def current_settings() -> Settings:
+    """The settings in force; util.local.s3 times its restores by them too."""
+    return _state.settings
 
 
 def configure(settings: Settings | None = None, **changes: Any) -> Settings:

@@ -18,6 +18,8 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 # How many failed receives send a message to its dead-letter queue, as an operator would set.
 MAX_RECEIVE_COUNT = 5
 QUEUE_VISIBILITY_SECONDS = 60
+# The one event of the archive bucket that thaw acts on (backend s3).
+RESTORE_COMPLETED = "s3:ObjectRestore:Completed"
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,15 @@ def topics(config: Config) -> list[str]:
 
 def subscriptions(config: Config) -> Iterator[tuple[str, str]]:
     """(topic, queue) pairs: the queues fed through SNS (DESIGN.md section 1)."""
+    yield config.gas.job_requests_topic, config.gas.job_requests_queue
     yield config.gas.job_results_topic, config.notify.queue
     yield config.gas.thaw_topic, config.thaw.queue
 
 
 def worker_queues(config: Config) -> list[str]:
-    return [config.archive.queue, config.restore.queue, config.thaw.queue, config.notify.queue]
+    """The queues workers consume: the annotator fleet's and each utility's."""
+    return [config.gas.job_requests_queue, config.archive.queue, config.restore.queue,
+            config.thaw.queue, config.notify.queue]
 
 
 def create_resources(aws: Aws, config: Config) -> None:
@@ -88,7 +93,7 @@ def create_resources(aws: Aws, config: Config) -> None:
         })
 
     s3 = aws.client("s3")
-    for bucket in (gas.inputs_bucket, gas.results_bucket):
+    for bucket in (gas.inputs_bucket, gas.results_bucket, gas.archive_bucket):
         s3.create_bucket(Bucket=bucket)
     # A worker killed mid-upload leaves an unfinished multipart upload (never a partial
     # object); this rule, which every GAS account should have, lets S3 remove it.
@@ -103,8 +108,28 @@ def create_resources(aws: Aws, config: Config) -> None:
     queue_arns = {name: create_queue(aws, name) for name in worker_queues(config)}
     for topic, queue in subscriptions(config):
         sns.subscribe(TopicArn=topic_arns[topic], Protocol="sqs", Endpoint=queue_arns[queue])
+    if gas.archive_backend == "s3":
+        announce_restores(aws, config, topic_arns[gas.thaw_topic])
 
     aws.client("ses").verify_email_identity(EmailAddress=config.notify.sender)
+
+
+def announce_restores(aws: Aws, config: Config, topic_arn: str) -> None:
+    """The archive bucket announces each completed restore on the thaw topic (backend s3).
+
+    Only then: putting a notification configuration makes S3 send an ``s3:TestEvent`` to
+    the topic, which the vault back end's thaw queue has no use for. It is put only when it
+    differs from the bucket's, so that a repeated call sends no second test event.
+    """
+    s3 = aws.client("s3")
+    bucket = config.gas.archive_bucket
+    wanted = [{"TopicArn": topic_arn, "Events": [RESTORE_COMPLETED]}]
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    topics = [{"TopicArn": c["TopicArn"], "Events": c["Events"]}
+              for c in current.get("TopicConfigurations", [])]
+    if topics != wanted:
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket, NotificationConfiguration={"TopicConfigurations": wanted})
 
 
 def create_queue(aws: Aws, name: str) -> str:

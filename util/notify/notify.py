@@ -9,12 +9,14 @@ For each job-results message ``{"job_id", "user_id", "job_status", ...}``:
    message; a user without a usable address cannot be e-mailed;
 4. render subject, plain text and HTML from the templates of the job's state (every value
    put into HTML is escaped);
-5. send it through SES from the configured sender. Throttling and outages are retried
+5. claim the sending on the job for ``claim_seconds``: a second copy of the message handled at
+   the same moment (the annotator published twice) waits for this one instead of sending too;
+6. send it through SES from the configured sender. Throttling and outages are retried
    (botocore first, then the message comes back); an address SES refuses for good is invalid;
-6. record ``notified_time`` on the job, only if none is recorded yet.
+7. record ``notified_time`` on the job, only if none is recorded yet.
 
-Sending comes before recording, so a crash between 5 and 6 means a second e-mail on
-redelivery rather than none: SES has no idempotency key to close that window.
+Sending comes before recording, so a crash between 6 and 7 means a second e-mail once the
+claim has lapsed rather than none: SES has no idempotency key to close that window.
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from util import worker
 from util.helpers import (COMPLETE_TIME, COMPLETED, FAILED, INPUT_FILE_NAME, JOB_ID, JOB_STATUS,
-                          NOTIFIED_TIME, SUBMIT_TIME, USER_ID, Annotations, Aws, InvalidMessage,
-                          User, Users, require_str)
+                          NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES, SUBMIT_TIME, Annotations,
+                          Aws, InvalidMessage, User, Users, require_str)
 from util.util_config import Config, ConfigError
-from util.worker import Message, Outcome, done, retry
+from util.worker import Message, Outcome, defer, done, retry
 
 HERE = Path(__file__).resolve().parent
 # What a template may use; any other $name is refused at start, not when a job finishes.
@@ -50,6 +52,7 @@ PLACEHOLDERS = frozenset({"name", "job_id", "input_file", "submitted", "complete
 PERMANENT_SES_ERRORS = frozenset({"MessageRejected", "InvalidParameterValue"})
 # One bare address: no display name, no second address, no line break to smuggle a header in.
 ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
+_NAMES = {"#notified": NOTIFIED_TIME, "#claim": NOTIFY_CLAIM_EXPIRES}
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Notifier:
                           for state in (COMPLETED, FAILED)}
         self.clock = clock
         self.sender = config.notify.sender
+        self.claim_seconds = config.notify.claim_seconds
         self.web_url = config.gas.web_url.rstrip("/")
         self.jobs = Annotations(aws, config.gas.annotations_table)
         self.users = Users(aws, config.gas.users_table)
@@ -142,9 +146,12 @@ class Notifier:
             raise InvalidMessage(f"user {user_id} has no usable e-mail address")
 
         email = self.render(job, user)
+        if not self.claim(job_id):
+            return self.claimed_elsewhere(job_id)
         try:
             self.send(user.email, email)
         except ClientError as exc:
+            self.release(job_id)
             error = exc.response.get("Error", {})
             reason = f"SES {error.get('Code')}: {error.get('Message')}"
             if error.get("Code") in PERMANENT_SES_ERRORS:
@@ -152,19 +159,44 @@ class Notifier:
             # Throttling or an outage that outlasted botocore's retries: SQS brings it back.
             return retry(reason)
         except BotoCoreError as exc:
+            self.release(job_id)
             return retry(f"SES unreachable: {exc}")
 
-        if not self.jobs.set_if_absent(job_id, NOTIFIED_TIME, int(self.clock())):
+        if not self.record(job_id):
             return done("e-mailed; another copy of the message had also done so")
         return done(f"e-mailed ({job[JOB_STATUS]})")
 
+    def claim(self, job_id: str) -> bool:
+        """Take the sending for `claim_seconds`, unless it is done or another copy holds it."""
+        now = int(self.clock())
+        return self.jobs.update_if(
+            job_id, "SET #claim = :expires",
+            "attribute_not_exists(#notified) AND (attribute_not_exists(#claim) OR #claim < :now)",
+            _NAMES, {":expires": now + self.claim_seconds, ":now": now})
+
+    def claimed_elsewhere(self, job_id: str) -> Outcome:
+        job = self.jobs.get(job_id) or {}
+        if NOTIFIED_TIME in job:
+            return done("already notified")
+        if NOTIFY_CLAIM_EXPIRES not in job:  # that copy failed to send and let go
+            return retry("another copy of the message gave up e-mailing")
+        # Look again once that copy's claim has lapsed: by then it has recorded its e-mail,
+        # or it crashed and this message sends it.
+        return defer(job[NOTIFY_CLAIM_EXPIRES] - self.clock() + 1,
+                     "another copy of the message is being e-mailed")
+
+    def release(self, job_id: str) -> None:
+        self.jobs.update_if(job_id, "REMOVE #claim", "attribute_not_exists(#notified)", _NAMES)
+
+    def record(self, job_id: str) -> bool:
+        """Record the e-mail; False if another copy had recorded its own."""
+        return self.jobs.update_if(job_id, "SET #notified = :now REMOVE #claim",
+                                   "attribute_not_exists(#notified)", _NAMES,
+                                   {":now": int(self.clock())})
+
     def load_job(self, job_id: str, user_id: str) -> dict[str, Any]:
         """The job the message names, or InvalidMessage saying why no e-mail is due."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise InvalidMessage(f"unknown job {job_id}")
-        if job.get(USER_ID) != user_id:
-            raise InvalidMessage(f"user {user_id} does not own job {job_id}")
+        job = self.jobs.get_owned(job_id, user_id)
         if job.get(JOB_STATUS) not in self.templates:
             raise InvalidMessage(f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED} "
                                  f"or {FAILED}")

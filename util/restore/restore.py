@@ -5,9 +5,10 @@ For each message ``{"user_id"}`` (sent by the web app after the upgrade):
 1. the user must be premium now: a forged or stale message for a free user must not start
    paid retrievals;
 2. find every archived result of the user (``user_id_index``, all pages);
-3. start one retrieval per result, several at once: Expedited, or Standard when Glacier has
-   no Expedited capacity; each job carries the job id in its description and announces its
-   completion on the thaw topic; a result whose retrieval is already recorded is skipped
+3. start one retrieval per result, several at once: Expedited, or Standard when there is no
+   Expedited capacity (util/backends.py: a Glacier job that carries the job id and announces
+   its completion on the thaw topic, or an S3 restore whose completion event the archive
+   bucket sends there); a result whose retrieval is already recorded is skipped
    (util/retrieval.py), so a second message or a second worker starts no duplicate;
 4. done when every result has its retrieval; if some could not be started, the message is
    retried and its redelivery starts only those.
@@ -28,6 +29,7 @@ if __package__ in (None, ""):  # run as `python util/restore/restore.py`
 
 from util import worker
 from util.helpers import JOB_ID, Annotations, Aws, InvalidMessage, Users, require_str
+from util.backends import backend_for
 from util.retrieval import Retrievals, Start
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
@@ -42,7 +44,7 @@ class Restorer:
         self.clock = clock
         self.users = Users(aws, config.gas.users_table)
         self.jobs = Annotations(aws, config.gas.annotations_table)
-        self.retrievals = Retrievals(config, aws, clock)
+        self.retrievals = Retrievals(config, aws, backend_for(config, aws), clock)
         self.page_size = config.restore.page_size
         self.pool = ThreadPoolExecutor(config.restore.concurrency, thread_name_prefix="restore")
 

@@ -1,0 +1,248 @@
+"""ann_load: the schedule, lateness under a slow sender, the percentile maths, the report, and
+cleanup (moto in process)."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack, job, message, put_job, vault_archive_count
+from util.ann_load import (SAMPLE_INPUT, JobRecord, OpenLoop, Submitter, clean_only, cleanup,
+                           intended_times, plan, schedule_span, summarize, write_outputs)
+from util.ann_load_report import distribution, percentile
+from util.helpers import COMPLETED, JOB_STATUS, PENDING, SYNTHETIC, job_request
+from util.local.annotator import Annotator
+
+# -- the schedule ------------------------------------------------------------------------------
+
+
+def test_jobs_are_due_at_the_target_rate() -> None:
+    # Given 5 jobs/s for 3 s, or 4 jobs at 2 jobs/s
+    # Then jobs are due every 1/rate seconds from 0, and the last falls inside the duration
+    assert intended_times(5, duration=3) == pytest.approx([k / 5 for k in range(15)])
+    assert intended_times(2, jobs=4) == pytest.approx([0, 0.5, 1.0, 1.5])
+    assert schedule_span(intended_times(2, jobs=4), 2, None) == pytest.approx(2.0)
+    assert schedule_span([], 2, 3.0) == 3.0
+
+
+def test_a_ramp_climbs_linearly_to_the_target_rate() -> None:
+    # Given 10 jobs/s after a 2 s ramp, for 4 s
+    times = intended_times(10, ramp=2, duration=4)
+    # Then 10 * t^2 / 4 jobs are due by t during the ramp (2.5 by 1 s, 10 by 2 s), 10/s after
+    per_second = Counter(int(t) for t in times)
+    assert [per_second[s] for s in range(4)] == [3, 7, 10, 10]
+    assert times[1] == pytest.approx((2 * 1 * 2 / 10) ** 0.5)
+    assert times[10] == pytest.approx(2.0)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(g == pytest.approx(0.1) for g in gaps[10:])
+    assert gaps[:10] == sorted(gaps[:10], reverse=True), "gaps shrink as the rate climbs"
+
+
+def run_loop(rate: float, seconds: float, send_seconds: float, senders: int,
+             max_lag: float | None = None) -> tuple[OpenLoop, dict]:
+    """An open loop whose every send takes `send_seconds`; its figures (late: over 50 ms)."""
+    records = plan(intended_times(rate, duration=seconds), ["u-alice"], "test")
+    loop = OpenLoop(records, lambda record: time.sleep(send_seconds), senders, max_lag)
+    loop.begin()
+    loop.send_all()
+    return loop, summarize(records, [], rate, 0, seconds, late_ms=50, drain=0)
+
+
+def test_slow_sends_with_enough_senders_keep_the_schedule() -> None:
+    # Given sends that take 100 ms each, at 50 jobs/s, with 20 senders
+    loop, figures = run_loop(rate=50, seconds=0.4, send_seconds=0.1, senders=20)
+    # Then no job waits for an earlier one (each starts well within one send's 100 ms of its
+    # time), and the target rate is achieved
+    assert figures["jobs"]["submitted"] == 20
+    assert figures["send_lag_ms"]["max"] < 100, figures["send_lag_ms"]
+    assert figures["achieved_rate"] >= 0.9 * 50
+
+
+def test_too_few_senders_show_as_late_sends_and_a_lower_rate() -> None:
+    # Given the same 100 ms sends at 50 jobs/s with only 2 senders (20 jobs/s at most)
+    loop, figures = run_loop(rate=50, seconds=0.4, send_seconds=0.1, senders=2)
+    # Then every job is still sent, but late, and the achieved rate says so
+    assert figures["jobs"]["submitted"] == 20
+    assert figures["late_sends"] >= 15, figures["send_lag_ms"]
+    assert figures["send_lag_ms"]["max"] >= 400  # the 20th starts ~0.9 s in, due at 0.38 s
+    assert figures["achieved_rate"] <= 0.6 * 50
+    lags = [r.lag or 0.0 for r in loop.records]
+    assert lags[-1] > lags[0] + 0.3, "lateness accumulates instead of stretching the schedule"
+
+
+def test_with_a_maximum_lag_jobs_too_late_are_dropped_and_counted() -> None:
+    # Given one sender of 100 ms sends at 50 jobs/s, and a maximum lag of 150 ms
+    loop, figures = run_loop(rate=50, seconds=0.4, send_seconds=0.1, senders=1, max_lag=0.15)
+    # Then the jobs that could not start within 150 ms are dropped, not sent, and counted
+    jobs = figures["jobs"]
+    assert jobs["dropped"] >= 10 and jobs["submitted"] + jobs["dropped"] == 20
+    assert jobs["not_sent"] == jobs["dropped"]
+    assert all(r.sent is None for r in loop.records if r.dropped)
+    assert figures["send_lag_ms"]["max"] <= 150 + 50
+
+
+# -- the figures -------------------------------------------------------------------------------
+
+def test_percentiles_are_nearest_rank() -> None:
+    ten = [7, 3, 10, 1, 5, 9, 2, 8, 6, 4]  # 1..10, unordered
+    assert [percentile(ten, p) for p in (0, 10, 50, 90, 99, 100)] == [1, 1, 5, 9, 10, 10]
+    five = [15, 20, 35, 40, 50]
+    assert [percentile(five, p) for p in (5, 30, 40, 50, 100)] == [15, 20, 20, 35, 50]
+    assert percentile(range(1, 1001), 99.9) == 999  # not 1000 by a floating-point wobble
+    assert percentile([], 50) is None
+    assert distribution([2.0, 1.0]) == {"count": 2, "p50": 1.0, "p90": 2.0, "p99": 2.0,
+                                        "max": 2.0}
+    assert distribution([]) == {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
+
+
+def finished_run() -> tuple[list[JobRecord], list[dict]]:
+    """Four jobs due every 0.5 s: three completed, one never; one sent 30 ms late."""
+    records = plan([0.0, 0.5, 1.0, 1.5], ["u-alice", "u-bob"], "r")
+    for record, lag, e2e in zip(records, (0.001, 0.002, 0.030, 0.004), (1.0, 2.0, 3.0, None)):
+        record.sent = record.intended + lag
+        record.submitted = record.sent + 0.010
+        if e2e is not None:
+            record.completed, record.status = record.intended + e2e, COMPLETED
+    timeline = [{"t": t, "backlog": b, "in_flight": 1, "sent": t, "completed": 0}
+                for t, b in enumerate([0, 2, 3, 1])]
+    return records, timeline
+
+
+def test_summary_figures() -> None:
+    records, timeline = finished_run()
+    figures = summarize(records, timeline, rate=2, ramp=0, span=2.0, late_ms=10, drain=5)
+    assert figures["late_sends"] == 1
+    assert figures["jobs"] == {"scheduled": 4, "sent": 4, "submitted": 4, "send_errors": 0,
+                               "not_sent": 0, "dropped": 0, "completed": 3, "failed": 0,
+                               "never_completed": 1}
+    assert figures["target_rate"] == 2.0
+    # 4 submitted over the 2 s span stretched by the last send's 4 ms lag
+    assert figures["achieved_rate"] == round(4 / 2.004, 3)
+    assert figures["end_to_end_ms"] == {"count": 3, "p50": 2000.0, "p90": 3000.0,
+                                        "p99": 3000.0, "max": 3000.0}
+    assert figures["send_lag_ms"]["p50"] == 2.0 and figures["send_lag_ms"]["max"] == 30.0
+    assert figures["submit_latency_ms"]["p50"] == pytest.approx(10.0)
+    assert figures["backlog"] == {"max": 3, "final": 1}
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: Counter[str] = Counter()
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags[tag] += 1
+
+
+def test_the_report_is_written_and_well_formed(tmp_path: Path) -> None:
+    # Given a finished run
+    records, timeline = finished_run()
+    summary = {"run_id": "r", "started_at": "2024-01-01T00:00:00+00:00", "account": "1",
+               "endpoint": "http://x", "interrupted": False,
+               **summarize(records, timeline, rate=2, ramp=0, span=2.0, late_ms=10, drain=5)}
+    # When its outputs are written
+    write_outputs(tmp_path, records, summary, timeline)
+    # Then one JSON line per job, the summary with its samples, and a page of four charts
+    lines = (tmp_path / "jobs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["job_id"] for line in lines] == [r.job_id for r in records]
+    assert json.loads(lines[0])["e2e_ms"] == 1000.0 and json.loads(lines[3])["e2e_ms"] is None
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert {"run_id", "account", "endpoint", "target", "target_rate", "achieved_rate",
+            "late_sends", "jobs", "send_lag_ms", "submit_latency_ms", "end_to_end_ms",
+            "backlog", "drain_s", "percentile_method", "samples"} <= set(written)
+    assert written["samples"] == timeline
+    page = (tmp_path / "report.html").read_text()
+    parser = _Tags()
+    parser.feed(page)
+    assert parser.tags["svg"] == 4 and parser.tags["polyline"] >= 3 and parser.tags["rect"] > 0
+    root = ElementTree.fromstring(page.split("\n", 1)[1])  # well-formed XML after the doctype
+    svg = "{http://www.w3.org/2000/svg}svg"
+    assert len(list(root.iter(svg))) == 4
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "") \
+        .replace("http://x", ""), "self-contained: nothing loaded from elsewhere"
+
+
+# -- submitting and cleaning up (moto in process) ------------------------------------------------
+
+def objects(stack: Stack, bucket: str) -> list[str]:
+    listing = stack.client("s3").list_objects_v2(Bucket=bucket)
+    return sorted(obj["Key"] for obj in listing.get("Contents", []))
+
+
+def items(stack: Stack) -> list[dict]:
+    return stack.client("dynamodb").scan(TableName=stack.config.gas.annotations_table)["Items"]
+
+
+def test_a_job_is_submitted_as_the_web_app_does(stack: Stack) -> None:
+    # Given a queue on the job-requests topic, as the annotator fleet has
+    sqs = stack.client("sqs")
+    # When ann_load submits a job
+    [record] = plan([0.0], ["u-alice"], "r1")
+    Submitter(stack.config, stack.aws, SAMPLE_INPUT, "ann_load")(record)
+    # Then the input is at <prefix>/<user_id>/<job_id>~<file name>, the item is PENDING and
+    # marked synthetic, and the request carries the item's fields
+    key = f"ann_load/u-alice/{record.job_id}~sample.vcf"
+    assert objects(stack, stack.config.gas.inputs_bucket) == [key]
+    item = job(stack, record.job_id)
+    assert item[JOB_STATUS] == PENDING and item[SYNTHETIC] is True
+    assert item["s3_key_input_file"] == key and item["input_file_name"] == "sample.vcf"
+    url = stack.queue_url(stack.config.gas.job_requests_queue)
+    [received] = sqs.receive_message(QueueUrl=url)["Messages"]
+    assert json.loads(json.loads(received["Body"])["Message"]) == job_request(item)
+    assert set(job_request(item)) == {"job_id", "user_id", "input_file_name", "submit_time",
+                                      "s3_inputs_bucket", "s3_key_input_file", "job_status"}
+
+
+def test_cleanup_removes_synthetic_jobs_and_nothing_else(stack: Stack) -> None:
+    config = stack.config
+    # Given two synthetic jobs, one of them completed by the annotator, one archived...
+    records = plan([0.0, 0.1, 0.2], ["u-alice", "u-bob"], "r1")
+    submit = Submitter(config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix)
+    for record in records:
+        submit(record)
+    annotator = Annotator(config, stack.aws, seconds=0)
+    assert annotator(message(job_id=records[0].job_id, user_id="u-alice")).action == "done"
+    archive_id = stack.client("glacier").upload_archive(
+        vaultName=config.gas.vault, body=b"x")["archiveId"]
+    stack.client("dynamodb").update_item(
+        TableName=config.gas.annotations_table, Key={"job_id": {"S": records[2].job_id}},
+        UpdateExpression="SET results_file_archive_id = :a",
+        ExpressionAttributeValues={":a": {"S": archive_id}})
+    # ...a result left by a job whose item is already gone, and a real user's job
+    orphan = f"{config.ann_load.prefix}/u-bob/load-r0-000009~sample.annot.vcf"
+    stack.client("s3").put_object(Bucket=config.gas.results_bucket, Key=orphan, Body=b"x")
+    put_job(stack, job_id="real")
+    assert len(objects(stack, config.gas.results_bucket)) == 4
+    # When cleanup runs
+    counts = cleanup(config, stack.aws, "load-")
+    # Then only the real job and its result are left, and the archive is gone
+    assert counts == {"jobs": 3, "objects": 6, "archives": 1}
+    assert [i["job_id"]["S"] for i in items(stack)] == ["real"]
+    assert objects(stack, config.gas.inputs_bucket) == []
+    assert objects(stack, config.gas.results_bucket) == ["gas/u-alice/real~sample.annot.vcf"]
+    assert vault_archive_count(stack) == 0
+
+
+def test_cleanup_alone_also_removes_temporary_queues_left_by_a_killed_run(
+        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given the temporary queue of a run killed before it could remove it, still subscribed
+    sqs, sns = stack.client("sqs"), stack.client("sns")
+    url = sqs.create_queue(QueueName="ann-load-20240101-000000-abcd")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+    topic = stack.aws.topic_arn(stack.config.gas.job_results_topic)
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    # When cleanup runs alone
+    assert clean_only(stack.config, stack.aws) == 0
+    # Then the queue and its subscription are gone, the notify queue's subscription is not
+    assert sqs.list_queues(QueueNamePrefix="ann-load-").get("QueueUrls", []) == []
+    endpoints = [s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)[
+        "Subscriptions"]]
+    assert endpoints == [arn.replace("ann-load-20240101-000000-abcd", stack.config.notify.queue)]
+    assert "'queues': 1" in capsys.readouterr().out

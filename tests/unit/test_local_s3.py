@@ -1,0 +1,398 @@
+"""The S3 restore emulation (util.local.s3) as boto3 sees it, in process and from a server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote_plus, unquote_plus
+
+import boto3
+import pytest
+from boto3.s3.transfer import TransferConfig
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from tests.conftest import Server, Stack, wait_for
+from util.local import s3 as s3_emulation
+from util.local.glacier import DEFAULT_SETTINGS, configure
+from util.local.stack import announce_restores
+
+MIB = 1024 * 1024
+REGION = "us-east-1"
+BUCKET = "archive-bucket"
+NO_RETRIES = Config(retries={"total_max_attempts": 1})
+# Every tier done at once unless a test says otherwise.
+INSTANT = replace(DEFAULT_SETTINGS, expedited_seconds=0, standard_seconds=0, bulk_seconds=0,
+                  expedited_capacity=True)
+HOUR = 3600
+
+
+@pytest.fixture
+def s3(aws_env: None) -> Iterator[BaseClient]:
+    """An S3 client (one attempt per call) on moto in process with the emulation installed,
+    every tier taking no time, and an empty bucket."""
+    s3_emulation.install()
+    configure(INSTANT)
+    with mock_aws():
+        client = boto3.client("s3", region_name=REGION, config=NO_RETRIES)
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def archived(s3: BaseClient, key: str = "archive/j1", body: bytes = b"result",
+             storage_class: str = "GLACIER", bucket: str = BUCKET) -> bytes:
+    s3.put_object(Bucket=bucket, Key=key, Body=body, StorageClass=storage_class)
+    return body
+
+
+def restore(s3: BaseClient, key: str = "archive/j1", tier: str | None = None, days: int = 1,
+            bucket: str = BUCKET) -> int:
+    """RestoreObject's HTTP status."""
+    request: dict = {"Days": days}
+    if tier:
+        request["GlacierJobParameters"] = {"Tier": tier}
+    response = s3.restore_object(Bucket=bucket, Key=key, RestoreRequest=request)
+    return response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
+    response = excinfo.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def restore_header(s3: BaseClient, key: str = "archive/j1", bucket: str = BUCKET) -> str | None:
+    return s3.head_object(Bucket=bucket, Key=key).get("Restore")
+
+
+def expiry_date(header: str) -> datetime:
+    """The expiry-date of an x-amz-restore header of a completed restore."""
+    assert header.startswith('ongoing-request="false", expiry-date="'), header
+    return parsedate_to_datetime(header.split('expiry-date="')[1].rstrip('"'))
+
+
+def midnight_after(moment: datetime) -> datetime:
+    return datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(),
+                            tzinfo=timezone.utc)
+
+
+def subscribe_queue(sqs: BaseClient, topic_arn: str, name: str = "restores") -> str:
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+    boto3.client("sns", region_name=REGION).subscribe(TopicArn=topic_arn, Protocol="sqs",
+                                                      Endpoint=arn)
+    return url
+
+
+def receive_all(sqs: BaseClient, url: str, until: int) -> list[dict]:
+    """Bodies from the queue until `until` have come (SNS envelopes unwrapped), then a long
+    poll that must find nothing more."""
+    bodies: list[dict] = []
+
+    def receive() -> bool:
+        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in response.get("Messages", []):
+            body = json.loads(message["Body"])
+            bodies.append(json.loads(body["Message"]) if body.get("Type") == "Notification"
+                          else body)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return len(bodies) >= until
+
+    wait_for(receive, timeout=15, what=f"{until} messages")
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+    return bodies
+
+
+def event_names(bodies: list[dict]) -> list[str]:
+    return [b["Records"][0]["eventName"] if "Records" in b else b["Event"] for b in bodies]
+
+
+# -- RestoreObject ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("storage_class, capacity, refusal", [
+    ("DEEP_ARCHIVE", True, ("InvalidTier", 403)),
+    ("GLACIER", False, ("GlacierExpeditedRetrievalNotAvailable", 503)),
+], ids=["deep-archive", "no-capacity"])
+def test_expedited_is_refused_where_aws_refuses_it_and_standard_then_works(
+        s3: BaseClient, storage_class: str, capacity: bool, refusal: tuple[str, int]) -> None:
+    # Given an archived object, and Expedited capacity or not
+    configure(expedited_capacity=capacity)
+    archived(s3, storage_class=storage_class)
+
+    # When an Expedited restore is requested, then AWS's error comes back, in S3's format
+    with pytest.raises(ClientError) as excinfo:
+        restore(s3, tier="Expedited")
+    assert error(excinfo) == refusal
+    assert excinfo.value.response["Error"]["Key"] == "archive/j1"
+    # and no restore was started
+    assert restore_header(s3) is None
+
+    # When a Standard one is, then it is accepted and the object is restored
+    assert restore(s3, tier="Standard") == 202
+    assert restore_header(s3).startswith('ongoing-request="false"')
+
+
+def test_glacier_expedited_with_capacity_and_default_tier_are_accepted(s3: BaseClient) -> None:
+    # Given two archived objects, and Expedited restores that take an hour
+    configure(expedited_seconds=HOUR)
+    archived(s3, key="a")
+    archived(s3, key="b")
+    # When one is restored Expedited, the other with no tier (Standard, which takes no time)
+    assert restore(s3, key="a", tier="Expedited") == 202
+    assert restore(s3, key="b") == 202
+    # Then the first is in progress and the second done
+    assert restore_header(s3, "a") == 'ongoing-request="true"'
+    assert restore_header(s3, "b").startswith('ongoing-request="false"')
+
+
+@pytest.mark.parametrize("storage_class", ["STANDARD", "GLACIER_IR", "STANDARD_IA"])
+def test_restore_of_an_object_not_archived_is_invalid_object_state(
+        s3: BaseClient, storage_class: str) -> None:
+    archived(s3, storage_class=storage_class)
+    with pytest.raises(ClientError) as excinfo:
+        restore(s3)
+    assert error(excinfo) == ("InvalidObjectState", 403)
+
+
+@pytest.mark.parametrize("request_body, refusal", [
+    ({"GlacierJobParameters": {"Tier": "Standard"}}, ("InvalidArgument", 400)),  # no Days
+    ({"Days": 0}, ("InvalidArgument", 400)),
+    ({"Days": 1, "GlacierJobParameters": {"Tier": "Slow"}}, ("MalformedXML", 400)),
+], ids=["no-days", "zero-days", "unknown-tier"])
+def test_malformed_restore_requests_are_refused(
+        s3: BaseClient, request_body: dict, refusal: tuple[str, int]) -> None:
+    archived(s3)
+    with pytest.raises(ClientError) as excinfo:
+        s3.restore_object(Bucket=BUCKET, Key="archive/j1", RestoreRequest=request_body)
+    assert error(excinfo) == refusal
+    assert restore_header(s3) is None
+
+
+def test_a_second_restore_while_one_is_in_progress_is_refused_unless_faster(
+        s3: BaseClient) -> None:
+    # Given a bucket that sends its restore events to a queue, and Bulk restores taking two
+    # seconds while Standard ones take none
+    configure(bulk_seconds=2)
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="restores")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectRestore:*"]}]})
+    archived(s3)
+    # and a Bulk restore in progress
+    earlier = set(restore_timers())
+    assert restore(s3, tier="Bulk") == 202
+    [bulk_timer] = set(restore_timers()) - earlier
+
+    # When the same restore, or a faster one for other Days, is requested, then S3 refuses
+    for tier, days in (("Bulk", 1), ("Standard", 2)):
+        with pytest.raises(ClientError) as excinfo:
+            restore(s3, tier=tier, days=days)
+        assert error(excinfo) == ("RestoreAlreadyInProgress", 409)
+    assert restore_header(s3) == 'ongoing-request="true"'
+
+    # When a faster tier with the same Days is requested, then it upgrades the restore
+    assert restore(s3, tier="Standard") == 202
+    assert restore_header(s3).startswith('ongoing-request="false"')
+    # and, once the Bulk restore's time has passed too, S3 has announced one start and one
+    # completion
+    bulk_timer.join(timeout=10)
+    assert not bulk_timer.is_alive()
+    bodies = receive_all(sqs, url, until=3)
+    assert event_names(bodies) == ["s3:TestEvent", "ObjectRestore:Post",
+                                   "ObjectRestore:Completed"]
+
+
+def test_restoring_a_restored_object_extends_its_copys_life(s3: BaseClient) -> None:
+    # Given an object restored for a day
+    archived(s3)
+    before = datetime.now(timezone.utc)
+    assert restore(s3, days=1) == 202
+    after = datetime.now(timezone.utc)
+    # Then its copy expires at the first midnight UTC after a day from the request
+    first = expiry_date(restore_header(s3))
+    assert first in {midnight_after(before + timedelta(days=1)),
+                     midnight_after(after + timedelta(days=1))}
+
+    # When it is restored again for five days, then S3 says 200 and the expiry moves
+    assert restore(s3, days=5) == 200
+    assert expiry_date(restore_header(s3)) == first + timedelta(days=4)
+
+
+def test_while_a_restore_is_ongoing_the_object_cannot_be_read_or_copied(s3: BaseClient) -> None:
+    # Given a restore that takes an hour
+    configure(standard_seconds=HOUR)
+    archived(s3, body=b"x" * (6 * MIB))
+    assert restore(s3) == 202
+    # Then HEAD says it is ongoing
+    assert restore_header(s3) == 'ongoing-request="true"'
+    # and GET is refused
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=BUCKET, Key="archive/j1")
+    assert error(excinfo) == ("InvalidObjectState", 403)
+    # and so are a copy and a copied part
+    source = {"Bucket": BUCKET, "Key": "archive/j1"}
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=BUCKET, Key="copy", CopySource=source)
+    assert error(excinfo) == ("ObjectNotInActiveTierError", 403)
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="copy")["UploadId"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(Bucket=BUCKET, Key="copy", UploadId=upload_id, PartNumber=1,
+                            CopySource=source, CopySourceRange=f"bytes=0-{5 * MIB - 1}")
+    assert error(excinfo) == ("ObjectNotInActiveTierError", 403)
+
+
+def test_a_restored_object_copies_back_in_parts_byte_identical(s3: BaseClient) -> None:
+    # Given an archived object of three 5 MiB parts (the last one short), restored
+    s3.create_bucket(Bucket="results")
+    data = bytes(range(256)) * (10 * MIB // 256) + b"tail"
+    archived(s3, body=data)
+    assert restore(s3, tier="Expedited") == 202
+    wait_for(lambda: restore_header(s3).startswith('ongoing-request="false"'), timeout=10,
+             what="the restore")
+
+    # When s3transfer copies it back into STANDARD, in 5 MiB parts (UploadPartCopy ranges)
+    s3.copy({"Bucket": BUCKET, "Key": "archive/j1"}, "results", "gas/u/j1~result.vcf",
+            ExtraArgs={"StorageClass": "STANDARD"},
+            Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB))
+
+    # Then the copy was made of three parts, is in STANDARD and has the same bytes
+    head = s3.head_object(Bucket="results", Key="gas/u/j1~result.vcf")
+    assert head["ETag"].endswith('-3"')
+    assert head.get("StorageClass", "STANDARD") == "STANDARD" and "Restore" not in head
+    body = s3.get_object(Bucket="results", Key="gas/u/j1~result.vcf")["Body"].read()
+    assert body == data
+
+
+# -- events -------------------------------------------------------------------------------------
+
+def test_completion_after_the_tiers_time_is_announced_once_on_the_thaw_queue(
+        stack: Stack) -> None:
+    # Given the stack of the s3 back end (its archive bucket announces completed restores on
+    # the thaw topic; configured twice, as a restarted stack would), and a second per
+    # Standard restore
+    stack.config.gas.archive_backend = "s3"
+    thaw_topic = stack.aws.topic_arn(stack.config.gas.thaw_topic)
+    for _ in range(2):
+        announce_restores(stack.aws, stack.config, thaw_topic)
+    configure(standard_seconds=1)
+    s3 = stack.client("s3")
+    bucket = stack.config.gas.archive_bucket
+    key = f"{stack.config.gas.archive_prefix}j1/red flower+1~x.vcf"
+    data = archived(s3, key=key, body=b"annotated" * 1000, bucket=bucket)
+
+    # When a Standard restore is requested
+    before = datetime.now(timezone.utc)
+    assert restore(s3, key=key, days=3, bucket=bucket) == 202
+    after = datetime.now(timezone.utc)
+    # Then it is ongoing at first
+    assert restore_header(s3, key, bucket) == 'ongoing-request="true"'
+
+    # Then the thaw queue gets S3's test event once and, a second later, the Completed event
+    # once, read or not
+    sqs = stack.client("sqs")
+    url = stack.queue_url(stack.config.thaw.queue)
+    test_event, completed = receive_all(sqs, url, until=2)
+    assert (test_event["Event"], test_event["Bucket"]) == ("s3:TestEvent", bucket)
+    [record] = completed["Records"]
+    event_time = datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert event_time.replace(tzinfo=timezone.utc) - before >= timedelta(seconds=0.99)
+    # with the fields AWS documents
+    assert (record["eventSource"], record["awsRegion"], record["eventName"]) == (
+        "aws:s3", REGION, "ObjectRestore:Completed")
+    assert record["s3"]["bucket"]["name"] == bucket
+    assert record["s3"]["object"]["key"] == quote_plus(key)
+    assert unquote_plus(record["s3"]["object"]["key"]) == key
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert record["s3"]["object"]["size"] == len(data) == head["ContentLength"]
+    assert record["s3"]["object"]["eTag"] == head["ETag"].strip('"')
+    restored = record["glacierEventData"]["restoreEventData"]
+    assert restored["lifecycleRestoreStorageClass"] == "GLACIER"
+    expiry = datetime.strptime(restored["lifecycleRestorationExpiryTime"],
+                               "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=timezone.utc)
+    assert expiry == expiry_date(head["Restore"])
+    assert expiry in {midnight_after(before + timedelta(days=3)),
+                      midnight_after(after + timedelta(days=3))}
+    # and the object now reads, without announcing anything more
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_an_event_due_after_its_context_ended_is_dropped(aws_env: None) -> None:
+    # Given a restore due in a second, announced to a topic, whose mock_aws context then ends
+    s3_emulation.install()
+    configure(INSTANT, standard_seconds=1)
+
+    def bucket_announcing_to_a_queue() -> tuple[BaseClient, BaseClient, str]:
+        s3 = boto3.client("s3", region_name=REGION, config=NO_RETRIES)
+        s3.create_bucket(Bucket=BUCKET)
+        topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="t")["TopicArn"]
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = subscribe_queue(sqs, topic_arn)
+        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
+            "TopicConfigurations": [{"TopicArn": topic_arn,
+                                     "Events": ["s3:ObjectRestore:Completed"]}]})
+        return s3, sqs, url
+
+    with mock_aws():
+        s3, _, _ = bucket_announcing_to_a_queue()
+        archived(s3)
+        earlier = set(restore_timers())
+        assert restore(s3) == 202
+        [stale] = set(restore_timers()) - earlier
+
+    with mock_aws():
+        # and a later context with the same bucket, key, topic and queue
+        s3, sqs, url = bucket_announcing_to_a_queue()
+        archived(s3)
+        # When the timer fires
+        stale.join(timeout=10)
+        assert not stale.is_alive()
+        # Then it announces nothing (only the test event is there) and restores nothing
+        assert event_names(receive_all(sqs, url, until=1)) == ["s3:TestEvent"]
+        assert restore_header(s3) is None
+
+
+def restore_timers() -> list[threading.Timer]:
+    """The timers that are to complete restores (earlier tests' may still be waiting)."""
+    return [t for t in threading.enumerate() if isinstance(t, threading.Timer)
+            and getattr(t, "function", None) is s3_emulation._complete]
+
+
+# -- through the server -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stack_settings", [{
+    "GAS_GAS_ARCHIVE_BACKEND": "s3", "GAS_LOCAL_EXPEDITED_CAPACITY": "false",
+    "GAS_LOCAL_STANDARD_SECONDS": "0",
+}])
+def test_restore_through_the_server_announces_on_the_thaw_queue(server: Server) -> None:
+    # Given the stack served for the s3 back end with no Expedited capacity, and an object
+    # archived in its archive bucket
+    s3 = server.aws.client("s3", attempts=1)
+    bucket = server.config.gas.archive_bucket
+    key = f"{server.config.gas.archive_prefix}j1/abc"
+    data = archived(s3, key=key, body=b"served" * 1000, bucket=bucket)
+
+    # When an Expedited restore is requested, then the server refuses it
+    with pytest.raises(ClientError) as excinfo:
+        restore(s3, key=key, tier="Expedited", bucket=bucket)
+    assert error(excinfo) == ("GlacierExpeditedRetrievalNotAvailable", 503)
+
+    # When a Standard one is, then its completion reaches the thaw queue, after S3's test event
+    assert restore(s3, key=key, tier="Standard", bucket=bucket) == 202
+    url = server.queue_url(server.config.thaw.queue)
+    bodies = receive_all(server.client("sqs"), url, until=2)
+    assert event_names(bodies) == ["s3:TestEvent", "ObjectRestore:Completed"]
+    assert bodies[1]["Records"][0]["s3"]["object"]["key"] == quote_plus(key)
+    # and the object copies back
+    s3.copy({"Bucket": bucket, "Key": key}, server.config.gas.results_bucket, "back")
+    back = s3.get_object(Bucket=server.config.gas.results_bucket, Key="back")
+    assert back["Body"].read() == data

@@ -1,0 +1,209 @@
+"""Archive, restore and thaw with the S3 storage-class back end (``archive_backend = s3``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import (NOW, Stack, job, message, put_job, result_bytes, result_exists,
+                            set_role, wait_for)
+from util import backends
+from util.archive.archive import Archiver
+from util.glacier import MIB
+from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID, InvalidMessage,
+                          decode_body)
+from util.local import glacier as glacier_emulation
+from util.local.stack import announce_restores
+from util.restore.restore import Restorer
+from util.thaw.thaw import Thawer
+
+
+@pytest.fixture
+def s3_backend(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """The S3 back end, 5 MiB copy parts (S3's smallest), restores that finish at once."""
+    stack.config.gas.archive_backend = "s3"
+    announce_restores(stack.aws, stack.config, stack.aws.topic_arn(stack.config.gas.thaw_topic))
+    monkeypatch.setattr(backends, "COPY_PART_SIZE", 5 * MIB)
+    glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
+    return stack
+
+
+def s3_calls(handler) -> list[str]:
+    """Every S3 operation the handler's client makes from now on (the process shares it)."""
+    calls: list[str] = []
+    handler.backend.s3.meta.events.register(
+        "before-call.s3", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def archive(stack: Stack, size: int = 12 * MIB) -> bytes:
+    data = put_job(stack, size=size)
+    outcome = Archiver(stack.config, stack.aws)(message(job_id="j1", user_id="u-alice"))
+    assert (outcome.action, outcome.reason) == ("done", "archived"), outcome
+    return data
+
+
+def archived_object(stack: Stack) -> dict:
+    return stack.client("s3").head_object(Bucket=stack.config.gas.archive_bucket,
+                                          Key=job(stack)[ARCHIVE_ID])
+
+
+def restore(stack: Stack) -> None:
+    set_role(stack, "u-alice", "premium_user")
+    outcome = Restorer(stack.config, stack.aws, clock=lambda: NOW)(message(user_id="u-alice"))
+    assert outcome.action == "done", outcome
+
+
+def completion_events(stack: Stack) -> list[dict]:
+    """The archive bucket's restore events, as the thaw queue receives them."""
+    sqs = stack.client("sqs")
+    url = stack.queue_url(stack.config.thaw.queue)
+    events: list[dict] = []
+
+    def receive() -> bool:
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            event = decode_body(m["Body"])
+            if event.get("Event") != "s3:TestEvent":  # sent when notifications are set
+                events.append(event)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return bool(events)
+
+    wait_for(receive, timeout=30, what="the ObjectRestore:Completed event")
+    return events
+
+
+# -- archive -------------------------------------------------------------------------------------
+
+def test_archive_is_a_server_side_copy_into_the_archive_class(s3_backend: Stack) -> None:
+    # Given a 12 MiB result: three 5 MiB copy parts
+    data = put_job(s3_backend, size=12 * MIB)
+    handler = Archiver(s3_backend.config, s3_backend.aws)
+    calls = s3_calls(handler)
+    # When it is archived
+    outcome = handler(message(job_id="j1", user_id="u-alice"))
+    # Then it was copied part by part inside S3: not one byte went through the worker
+    assert (outcome.action, outcome.reason) == ("done", "archived")
+    assert calls.count("UploadPartCopy") == 3
+    assert "GetObject" not in calls and "UploadPart" not in calls and "PutObject" not in calls
+    # And the archive copy is in the Glacier class, under the prefix, and the result is gone
+    key = job(s3_backend)[ARCHIVE_ID]
+    assert key.startswith(f"{s3_backend.config.gas.archive_prefix}j1/")
+    assert archived_object(s3_backend)["StorageClass"] == "GLACIER"
+    assert archived_object(s3_backend)["ContentLength"] == len(data)
+    assert not result_exists(s3_backend)
+
+
+def test_each_archive_attempt_has_a_key_of_its_own(s3_backend: Stack) -> None:
+    # Two copies racing must not share a key: the loser deletes its own copy.
+    put_job(s3_backend)
+    handler = Archiver(s3_backend.config, s3_backend.aws)
+    first = handler.backend.archive(job(s3_backend), message().cancelled)
+    second = handler.backend.archive(job(s3_backend), message().cancelled)
+    assert first != second
+    handler.backend.delete(second)
+    listing = s3_backend.client("s3").list_objects_v2(Bucket=s3_backend.config.gas.archive_bucket)
+    assert [o["Key"] for o in listing["Contents"]] == [first]
+
+
+# -- restore -------------------------------------------------------------------------------------
+
+def test_restore_asks_for_expedited(s3_backend: Stack) -> None:
+    archive(s3_backend)
+    restore(s3_backend)
+    item = job(s3_backend)
+    assert item[RESTORE_TIER] == "Expedited" and item[RESTORE_JOB_ID] == item[ARCHIVE_ID]
+    assert 'ongoing-request' in archived_object(s3_backend)["Restore"]
+
+
+def test_no_expedited_capacity_falls_back_to_standard(s3_backend: Stack) -> None:
+    archive(s3_backend)
+    glacier_emulation.configure(expedited_capacity=False)
+    restore(s3_backend)
+    assert job(s3_backend)[RESTORE_TIER] == "Standard"
+
+
+def test_deep_archive_goes_straight_to_standard(s3_backend: Stack) -> None:
+    s3_backend.config.gas.archive_storage_class = "DEEP_ARCHIVE"
+    archive(s3_backend)
+    assert archived_object(s3_backend)["StorageClass"] == "DEEP_ARCHIVE"
+    restore(s3_backend)
+    assert job(s3_backend)[RESTORE_TIER] == "Standard"
+
+
+def test_a_restore_already_in_progress_is_not_an_error(s3_backend: Stack) -> None:
+    archive(s3_backend)
+    glacier_emulation.configure(expedited_seconds=3600)
+    item = job(s3_backend)
+    s3_backend.client("s3").restore_object(
+        Bucket=s3_backend.config.gas.archive_bucket, Key=item[ARCHIVE_ID],
+        RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}})
+    restore(s3_backend)
+    assert job(s3_backend)[RESTORE_JOB_ID] == item[ARCHIVE_ID]
+
+
+# -- thaw ----------------------------------------------------------------------------------------
+
+def test_thaw_copies_the_restored_object_back_and_deletes_the_archive(s3_backend: Stack) -> None:
+    # Given a result archived in the Glacier class and restored
+    data = archive(s3_backend)
+    archive_key = job(s3_backend)[ARCHIVE_ID]
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    # When thaw handles the bucket's ObjectRestore:Completed event
+    handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
+    calls = s3_calls(handler)
+    outcome = handler(message(**event))
+    made = list(calls)
+    # Then the result is back in STANDARD, byte-identical, copied inside S3
+    assert (outcome.action, outcome.reason) == ("done", "thawed")
+    assert "UploadPartCopy" in made and "GetObject" not in made
+    assert result_bytes(s3_backend) == data
+    item = job(s3_backend)
+    head = s3_backend.client("s3").head_object(Bucket=item["s3_results_bucket"],
+                                               Key=item["s3_key_result_file"])
+    assert head.get("StorageClass", "STANDARD") == "STANDARD"
+    # And the item no longer names an archive, and the archive object is gone
+    assert ARCHIVE_ID not in item and RESTORE_JOB_ID not in item
+    assert item[THAW_JOB_ID] == archive_key
+    listing = s3_backend.client("s3").list_objects_v2(Bucket=s3_backend.config.gas.archive_bucket)
+    assert listing.get("KeyCount", 0) == 0
+    # And the same event again changes nothing
+    assert handler(message(**event)).reason == "already thawed"
+
+
+def test_the_test_event_s3_sends_is_nothing_to_do(s3_backend: Stack) -> None:
+    event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "gas-archive-objects"}
+    outcome = Thawer(s3_backend.config, s3_backend.aws)(message(**event))
+    assert outcome.action == "done"
+
+
+def test_a_copy_whose_etag_differs_commits_nothing(s3_backend: Stack) -> None:
+    archive(s3_backend)
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
+    copy = handler.backend.copy
+
+    def copy_then_corrupt(source, bucket, key, cancelled, extra, part_size=None):
+        copy(source, bucket, key, cancelled, extra, part_size)
+        s3_backend.client("s3").put_object(Bucket=bucket, Key=key, Body=b"not the result")
+
+    handler.backend.copy = copy_then_corrupt
+    outcome = handler(message(**event))
+    assert outcome.action == "retry" and outcome.reason.startswith("nothing committed")
+    assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda r: r.update(eventName="ObjectRestore:Post"), "is not ObjectRestore:Completed"),
+    (lambda r: r["s3"]["bucket"].update(name="gas-results"), "is not in the archive"),
+    (lambda r: r["s3"]["object"].update(key="elsewhere/j1/x"), "is not in the archive"),
+], ids=["post-event", "other-bucket", "outside-prefix"])
+def test_events_that_are_not_archive_completions_are_invalid(s3_backend: Stack, change,
+                                                            reason: str) -> None:
+    archive(s3_backend)
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    change(event["Records"][0])
+    with pytest.raises(InvalidMessage, match=reason):
+        Thawer(s3_backend.config, s3_backend.aws)(message(**event))
+    assert ARCHIVE_ID in job(s3_backend)

@@ -1,0 +1,717 @@
+"""ann_load: load-test the annotator fleet by submitting jobs exactly as the web app does.
+
+    python util/ann_load.py --rate R (--duration S | --jobs N) [--ramp S] [--drain S]
+                            [--input FILE] [--user ID]... [--out DIR] [--late-ms MS]
+                            [--max-lag S] [--senders N] [--cleanup] [--config FILE]...
+    python util/ann_load.py --cleanup [--config FILE]...   # remove every synthetic job
+    python -m util.ann_load ...                            # the same
+
+Open workload model: before the run, job k is given the time it is due (from the target rate
+and ramp); at that time it is handed to a pool of sender threads, whatever became of earlier
+sends. Each job records when it was due and when it was actually sent, so a slow endpoint
+shows as late sends and a lower achieved rate instead of silently stretching the schedule
+(no coordinated omission). With ``--max-lag S`` a job that could not be sent within S seconds
+of its time is dropped, and counted, so that a run against a target that cannot keep up still
+ends on time.
+
+A job: its input is uploaded to the inputs bucket as ``<prefix>/<user_id>/<job_id>~<name>``,
+its PENDING item put (marked ``synthetic = true``), its job request published on the
+job-requests topic. Completions are seen on the job-results topic through a temporary queue
+subscribed for the run and removed at its end. ``--out DIR`` gets jobs.jsonl, summary.json and
+report.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python util/ann_load.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from util.ann_load_report import distribution, percentile, render
+from util.backends import backend_for
+from util.helpers import (ARCHIVE_ID, COMPLETED, FAILED, INPUT_FILE_NAME, INPUT_KEY,
+                          INPUTS_BUCKET, JOB_ID, JOB_STATUS, LOG_KEY, PENDING, RESULT_KEY,
+                          RESULTS_BUCKET, SUBMIT_TIME, SYNTHETIC, USER_ID, Annotations, Aws,
+                          InvalidMessage, Users, decode_body, job_request)
+from util.util_config import UTILITY_DIR, Config, ConfigError, load
+
+SYNTHETIC_JOB_PREFIX = "load-"  # every synthetic job id starts with it: load-<run id>-<n>
+TEMP_QUEUE_PREFIX = "ann-load-"  # the run's temporary job-results queue: ann-load-<run id>
+CONFIG_FILE = UTILITY_DIR / "ann_load_config.ini"
+SAMPLE_INPUT = UTILITY_DIR / "ann_load_data" / "sample.vcf"
+# Senders per job/s of target rate: enough threads for submissions taking up to 500 ms.
+SEND_HEADROOM_SECONDS = 0.5
+MIN_SENDERS = 8
+RESULTS_PER_RECEIVER = 100  # job results per second one receiving thread keeps up with
+RESULTS_WAIT_SECONDS = 1  # long poll of the temporary queue; short, so stopping is prompt
+CLEANUP_THREADS = 16
+PERCENTILE_METHOD = "nearest rank (the smallest value with at least p % of values at or below it)"
+EXIT_INCOMPLETE = 3  # the run ended, but some jobs were not sent, failed or never completed
+EXIT_INTERRUPTED = 130
+
+
+class CleanupError(Exception):
+    """S3 refused to delete an object; the message names it."""
+
+
+# -- the schedule (pure) ----------------------------------------------------------------------
+
+def intended_times(rate: float, ramp: float = 0.0, duration: float | None = None,
+                   jobs: int | None = None) -> list[float]:
+    """Seconds after the start at which each job is due.
+
+    The rate climbs linearly from 0 to `rate` over `ramp` seconds, then holds, so by time t
+    (t <= ramp) rate * t^2 / (2 * ramp) jobs are due, and job k is due when that reaches k.
+    Jobs are due until `duration` (exclusive) or up to `jobs` of them.
+    """
+    times: list[float] = []
+    ramp_jobs = rate * ramp / 2  # how many jobs fall within the ramp
+    while True:
+        k = len(times)
+        due = math.sqrt(2 * k * ramp / rate) if k < ramp_jobs else ramp + (k - ramp_jobs) / rate
+        # The tolerance keeps 15 / 5 from landing just inside a 3 s run by rounding.
+        if (duration is not None and due >= duration - 1e-9) or (jobs is not None and k >= jobs):
+            return times
+        times.append(due)
+
+
+def schedule_span(times: Sequence[float], rate: float, duration: float | None) -> float:
+    """The seconds the schedule covers: the duration, or up to the end of the last job's slot."""
+    if duration is not None:
+        return duration
+    return times[-1] + 1 / rate if times else 0.0
+
+
+@dataclass
+class JobRecord:
+    """One job's life as ann_load saw it; times are seconds after the start of sending."""
+
+    seq: int
+    job_id: str
+    user_id: str
+    intended: float  # when it was due
+    sent: float | None = None  # when its submission started
+    submitted: float | None = None  # when its job request was published
+    completed: float | None = None  # when its job-results message arrived
+    status: str | None = None  # job_status of that message: COMPLETED or FAILED
+    error: str | None = None  # why its submission failed
+    dropped: bool = False  # not sent: its send could not start within the maximum lag
+
+    @property
+    def lag(self) -> float | None:
+        """How late its send started."""
+        return None if self.sent is None else self.sent - self.intended
+
+    @property
+    def submit_latency(self) -> float | None:
+        """How long its submission took."""
+        return None if self.sent is None or self.submitted is None else self.submitted - self.sent
+
+    @property
+    def end_to_end(self) -> float | None:
+        """From when it was due to when its COMPLETED result was seen."""
+        if self.status != COMPLETED or self.completed is None:
+            return None
+        return self.completed - self.intended
+
+    def as_json(self) -> dict[str, Any]:
+        def ms(seconds: float | None) -> float | None:
+            return None if seconds is None else round(seconds * 1000, 3)
+
+        def s(value: float | None) -> float | None:
+            return None if value is None else round(value, 6)
+
+        return {"seq": self.seq, "job_id": self.job_id, "user_id": self.user_id,
+                "intended_s": s(self.intended), "sent_s": s(self.sent),
+                "submitted_s": s(self.submitted), "completed_s": s(self.completed),
+                "status": self.status, "error": self.error, "dropped": self.dropped,
+                "lag_ms": ms(self.lag), "submit_ms": ms(self.submit_latency),
+                "e2e_ms": ms(self.end_to_end)}
+
+
+def plan(times: Sequence[float], users: Sequence[str], run_id: str) -> list[JobRecord]:
+    """One record per due time, users taking turns."""
+    return [JobRecord(seq, f"{SYNTHETIC_JOB_PREFIX}{run_id}-{seq:06d}", users[seq % len(users)],
+                      due) for seq, due in enumerate(times)]
+
+
+# -- the open loop ----------------------------------------------------------------------------
+
+class OpenLoop:
+    """Hands each job to a sender thread at its due time and keeps count of what became of it.
+
+    `submit` does one job's submission; the schedule never waits for it. A job the senders
+    cannot start on time waits in the pool's queue, and its lateness is recorded; with
+    `max_lag`, one that would start more than `max_lag` seconds late is dropped instead.
+    """
+
+    def __init__(self, records: Sequence[JobRecord], submit: Callable[[JobRecord], None],
+                 senders: int, max_lag: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.records = records
+        self.by_id = {record.job_id: record for record in records}
+        self.submit = submit
+        self.senders = senders
+        self.max_lag = max_lag
+        self.clock = clock
+        self.stop = threading.Event()
+        self.start = clock()
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self.sent = self.submitted = self.finished = 0
+
+    def begin(self) -> None:
+        """Time zero of the schedule: now."""
+        self.start, self.started_at = self.clock(), time.time()
+
+    def now(self) -> float:
+        return self.clock() - self.start
+
+    def send_all(self) -> None:
+        """Send every job at its time, or until stopped; return once every send has ended."""
+        pool = ThreadPoolExecutor(self.senders, thread_name_prefix="send")
+        try:
+            for record in self.records:
+                delay = record.intended - self.now()
+                if (delay > 0 and self.stop.wait(delay)) or self.stop.is_set():
+                    break
+                pool.submit(self._send, record)  # queues, never blocks
+        finally:
+            pool.shutdown(wait=True)
+
+    def _send(self, record: JobRecord) -> None:
+        if self.stop.is_set():
+            return  # stopping: a job not started yet stays unsent
+        now = self.now()
+        if self.max_lag is not None and now - record.intended > self.max_lag:
+            record.dropped = True
+            return
+        record.sent = now
+        with self._lock:
+            self.sent += 1
+        try:
+            self.submit(record)
+        except Exception as exc:  # botocore has retried; a failed send is a figure, not a crash
+            record.error = f"{type(exc).__name__}: {exc}"
+            return
+        record.submitted = self.now()
+        with self._lock:
+            self.submitted += 1
+
+    def on_result(self, message: dict[str, Any], arrived: float) -> None:
+        """A job-results message: the first COMPLETED or FAILED one of each of our jobs counts."""
+        job_id, status = message.get(JOB_ID), message.get(JOB_STATUS)
+        record = self.by_id.get(job_id) if isinstance(job_id, str) else None
+        if record is None or status not in (COMPLETED, FAILED):
+            return  # another run's job, the web app's own, or not finished
+        with self._lock:
+            if record.completed is None:
+                record.completed, record.status = arrived - self.start, status
+                self.finished += 1
+
+    def wait_drained(self, seconds: float) -> bool:
+        """Wait up to `seconds` for every submitted job to finish; True if all did."""
+        deadline = self.now() + seconds
+        while not self.stop.is_set():
+            if self.finished >= self.submitted:
+                return True
+            if self.now() >= deadline:
+                return False
+            self.stop.wait(0.1)
+        return False
+
+    def late(self, threshold_ms: float) -> int:
+        return sum(1 for r in self.records if (lag := r.lag) is not None
+                   and lag * 1000 > threshold_ms)
+
+
+def summarize(records: Sequence[JobRecord], timeline: Sequence[dict[str, Any]], rate: float,
+              ramp: float, span: float, late_ms: float, drain: float) -> dict[str, Any]:
+    """The run's figures (times in ms). Achieved rate: jobs submitted per second of the
+    schedule's span, stretched by how late the last job was sent (on time, it is the target)."""
+    sent = [r for r in records if r.sent is not None]
+    submitted = [r for r in records if r.submitted is not None]
+    lags = [lag * 1000 for r in sent if (lag := r.lag) is not None]
+    last_sent = max(sent, key=lambda r: r.sent or 0.0, default=None)
+    stretch = max(0.0, last_sent.lag or 0.0) if last_sent else 0.0
+    end_to_end = [e2e * 1000 for r in submitted if (e2e := r.end_to_end) is not None]
+    backlog = [s["backlog"] for s in timeline if s["backlog"] is not None]
+    return {
+        "target": {"rate": rate, "ramp_s": ramp, "span_s": round(span, 3)},
+        "target_rate": round(len(records) / span, 3) if span else 0.0,
+        "achieved_rate": round(len(submitted) / (span + stretch), 3) if submitted else 0.0,
+        "late_sends": sum(lag > late_ms for lag in lags),
+        "late_threshold_ms": late_ms,
+        "jobs": {
+            "scheduled": len(records), "sent": len(sent), "submitted": len(submitted),
+            "send_errors": sum(r.error is not None for r in records),
+            "not_sent": len(records) - len(sent),
+            "dropped": sum(r.dropped for r in records), "completed": len(end_to_end),
+            "failed": sum(r.status == FAILED for r in submitted),
+            "never_completed": sum(r.completed is None for r in submitted),
+        },
+        "send_lag_ms": distribution(lags),
+        "submit_latency_ms": distribution(
+            [latency * 1000 for r in submitted if (latency := r.submit_latency) is not None]),
+        "end_to_end_ms": distribution(end_to_end),
+        "drain_s": drain,
+        "backlog": {"max": max(backlog, default=None), "final": backlog[-1] if backlog else None},
+        "percentile_method": PERCENTILE_METHOD,
+    }
+
+
+def write_outputs(out: Path, records: Sequence[JobRecord], summary: dict[str, Any],
+                  timeline: Sequence[dict[str, Any]]) -> None:
+    """jobs.jsonl (one record a line), summary.json (with the samples), report.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [record.as_json() for record in records]
+    with open(out / "jobs.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    (out / "summary.json").write_text(json.dumps({**summary, "samples": list(timeline)},
+                                                 indent=2) + "\n", encoding="utf-8")
+    (out / "report.html").write_text(render(summary, rows, timeline), encoding="utf-8")
+
+
+# -- AWS: submitting, watching, cleaning up ---------------------------------------------------
+
+class Submitter:
+    """Submits one job as the web app does: input to S3, PENDING item, job request on SNS."""
+
+    def __init__(self, config: Config, aws: Aws, input_path: Path, prefix: str):
+        self.input_path = input_path
+        self.prefix = prefix
+        self.bucket = config.gas.inputs_bucket
+        self.jobs = Annotations(aws, config.gas.annotations_table)
+        self.s3 = aws.client("s3")
+        self.sns = aws.client("sns")
+        self.topic_arn = aws.topic_arn(config.gas.job_requests_topic)
+
+    def __call__(self, record: JobRecord) -> None:
+        key = f"{self.prefix}/{record.user_id}/{record.job_id}~{self.input_path.name}"
+        with open(self.input_path, "rb") as body:  # streamed: an input may be large
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        item = {JOB_ID: record.job_id, USER_ID: record.user_id,
+                INPUT_FILE_NAME: self.input_path.name, INPUTS_BUCKET: self.bucket,
+                INPUT_KEY: key, SUBMIT_TIME: int(time.time()), JOB_STATUS: PENDING,
+                SYNTHETIC: True}
+        self.jobs.put(item)
+        self.sns.publish(TopicArn=self.topic_arn, Message=json.dumps(job_request(item)))
+
+
+class ResultsQueue:
+    """A temporary queue subscribed to the job-results topic for one run; removed on exit,
+    interrupted or not. Receiving threads pass each message and its arrival time on."""
+
+    def __init__(self, aws: Aws, topic_arn: str, name: str, receivers: int,
+                 on_message: Callable[[dict[str, Any], float], None],
+                 clock: Callable[[], float] = time.monotonic):
+        self.sqs, self.sns = aws.client("sqs"), aws.client("sns")
+        self.topic_arn, self.name = topic_arn, name
+        self.on_message, self.clock = on_message, clock
+        self.closing = threading.Event()
+        self.threads = [threading.Thread(target=self._receive, name=f"results-{i}", daemon=True)
+                        for i in range(receivers)]
+        self.url: str | None = None
+        self.subscription: str | None = None
+
+    def __enter__(self) -> ResultsQueue:
+        self.url = self.sqs.create_queue(QueueName=self.name)["QueueUrl"]
+        try:
+            arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])[
+                "Attributes"]["QueueArn"]
+            # SNS may deliver to a queue only if the queue's policy lets this topic send.
+            self.sqs.set_queue_attributes(QueueUrl=self.url, Attributes={"Policy": json.dumps({
+                "Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage", "Resource": arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": self.topic_arn}}}]})})
+            self.subscription = self.sns.subscribe(
+                TopicArn=self.topic_arn, Protocol="sqs", Endpoint=arn,
+                Attributes={"RawMessageDelivery": "true"}, ReturnSubscriptionArn=True,
+            )["SubscriptionArn"]
+        except BaseException:
+            self.remove()
+            raise
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.closing.set()
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join(timeout=RESULTS_WAIT_SECONDS + 10)
+        self.remove()
+
+    def remove(self) -> None:
+        if self.subscription:
+            self.sns.unsubscribe(SubscriptionArn=self.subscription)
+        if self.url:
+            self.sqs.delete_queue(QueueUrl=self.url)
+
+    def _receive(self) -> None:
+        while not self.closing.is_set():
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.url, MaxNumberOfMessages=10,
+                    WaitTimeSeconds=RESULTS_WAIT_SECONDS).get("Messages", [])
+            except (BotoCoreError, ClientError) as exc:
+                print(f"\nann_load: receiving job results failed: {exc}", file=sys.stderr)
+                self.closing.wait(1)  # botocore has retried; do not spin on an outage
+                continue
+            arrived = self.clock()
+            for message in messages:
+                try:
+                    self.on_message(decode_body(message["Body"]), arrived)
+                except InvalidMessage:
+                    pass  # not a job-results message: nothing of ours
+            if messages:
+                try:
+                    self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(messages)])
+                except (BotoCoreError, ClientError):
+                    pass  # a message seen twice counts once; the queue goes at the end anyway
+
+
+class Sampler:
+    """Every second: the job-requests queue backlog into the timeline, and the progress line."""
+
+    def __init__(self, loop: OpenLoop, aws: Aws, queue_url: str, late_ms: float, show: bool):
+        self.loop, self.queue_url, self.late_ms, self.show = loop, queue_url, late_ms, show
+        self.sqs = aws.client("sqs")
+        self.timeline: list[dict[str, Any]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.done.set()
+        self.thread.join(timeout=30)
+        self.sample(round(self.loop.now(), 3))  # the backlog as the run ends, not a second before
+        if self.show:
+            print(file=sys.stderr)
+
+    def _run(self) -> None:
+        tick = 0.0
+        while not self.done.wait(max(0.0, tick - self.loop.now())):
+            self.sample(tick)
+            tick += 1
+
+    def sample(self, tick: float) -> None:
+        try:
+            attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])[
+                "Attributes"]
+            backlog: int | None = int(attributes["ApproximateNumberOfMessages"])
+            in_flight: int | None = int(attributes["ApproximateNumberOfMessagesNotVisible"])
+        except (BotoCoreError, ClientError):
+            backlog = in_flight = None  # a gap in the chart, not the end of the run
+        self.timeline.append({"t": tick, "backlog": backlog, "in_flight": in_flight,
+                              "sent": self.loop.sent, "completed": self.loop.finished})
+        if self.show:
+            print(f"\r{self.progress(backlog)}\x1b[K", end="", file=sys.stderr, flush=True)
+
+    def progress(self, backlog: int | None) -> str:
+        loop = self.loop
+        e2e = [e2e for r in loop.records if (e2e := r.end_to_end) is not None]
+        p50, p99 = percentile(e2e, 50), percentile(e2e, 99)
+        latency = "-" if p50 is None else f"{p50:.2f}s p99 {p99:.2f}s"
+        return (f"{loop.now():6.0f}s  sent {loop.sent}/{len(loop.records)}  "
+                f"completed {loop.finished}  backlog {'-' if backlog is None else backlog}  "
+                f"e2e p50 {latency}  late {loop.late(self.late_ms)}")
+
+
+def _page_of_items(aws: Aws, table: str, job_prefix: str) -> Iterator[list[dict[str, str]]]:
+    """Pages of the synthetic items whose job id starts with `job_prefix` (string attributes)."""
+    names = {"#id": JOB_ID, "#syn": SYNTHETIC, "#ib": INPUTS_BUCKET, "#ik": INPUT_KEY,
+             "#rb": RESULTS_BUCKET, "#rk": RESULT_KEY, "#lk": LOG_KEY, "#ar": ARCHIVE_ID}
+    pages = aws.client("dynamodb").get_paginator("scan").paginate(
+        TableName=table, ConsistentRead=True,
+        FilterExpression="#syn = :yes AND begins_with(#id, :prefix)",
+        ProjectionExpression=", ".join(n for n in names if n != "#syn"),
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues={":yes": {"BOOL": True}, ":prefix": {"S": job_prefix}})
+    for page in pages:
+        yield [{k: v["S"] for k, v in item.items() if "S" in v} for item in page["Items"]]
+
+
+def cleanup(config: Config, aws: Aws, job_prefix: str) -> dict[str, int]:
+    """Remove the synthetic jobs whose id starts with `job_prefix`: their S3 objects (input,
+    result, log), archive (if the archive utility got to it) and item, in that order, so an
+    interrupted cleanup can be run again. Then objects of such jobs left under the prefix
+    without an item."""
+    gas = config.gas
+    s3, dynamodb = aws.client("s3"), aws.client("dynamodb")
+    archives_backend = backend_for(config, aws)
+    counts = {"jobs": 0, "objects": 0, "archives": 0}
+    with ThreadPoolExecutor(CLEANUP_THREADS, thread_name_prefix="cleanup") as pool:
+        for items in _page_of_items(aws, gas.annotations_table, job_prefix):
+            keys: dict[str, list[str]] = {gas.inputs_bucket: [], gas.results_bucket: []}
+            for item in items:
+                for bucket, key in ((INPUTS_BUCKET, INPUT_KEY), (RESULTS_BUCKET, RESULT_KEY),
+                                    (RESULTS_BUCKET, LOG_KEY)):
+                    # Never outside the configured buckets, whatever an item says.
+                    if item.get(bucket) in keys and item.get(key):
+                        keys[item[bucket]].append(item[key])
+            for bucket, bucket_keys in keys.items():
+                counts["objects"] += _delete_objects(s3, bucket, bucket_keys)
+            archives = [item[ARCHIVE_ID] for item in items if ARCHIVE_ID in item]
+            list(pool.map(archives_backend.delete, archives))
+            counts["archives"] += len(archives)
+            list(pool.map(lambda i: dynamodb.delete_item(
+                TableName=gas.annotations_table, Key={JOB_ID: {"S": i[JOB_ID]}}), items))
+            counts["jobs"] += len(items)
+    for bucket in (gas.inputs_bucket, gas.results_bucket):
+        orphans = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+                       Bucket=bucket, Prefix=f"{config.ann_load.prefix}/")
+                   for obj in page.get("Contents", [])
+                   if obj["Key"].rpartition("/")[2].startswith(job_prefix)]
+        counts["objects"] += _delete_objects(s3, bucket, orphans)
+    return counts
+
+
+def _delete_objects(s3: Any, bucket: str, keys: list[str]) -> int:
+    for start in range(0, len(keys), 1000):
+        response = s3.delete_objects(Bucket=bucket, Delete={
+            "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True})
+        if response.get("Errors"):
+            error = response["Errors"][0]
+            raise CleanupError(f"cannot delete s3://{bucket}/{error['Key']}: {error['Message']}")
+    return len(keys)
+
+
+def remove_leftover_queues(aws: Aws, results_topic_arn: str) -> int:
+    """Temporary queues (and their subscriptions) of runs killed before they could remove them."""
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    urls = [url for page in sqs.get_paginator("list_queues").paginate(
+        QueueNamePrefix=TEMP_QUEUE_PREFIX) for url in page.get("QueueUrls", [])]
+    if not urls:
+        return 0
+    arns = {sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]: url for url in urls}
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(
+            TopicArn=results_topic_arn):
+        for subscription in page["Subscriptions"]:
+            if subscription["Endpoint"] in arns:
+                sns.unsubscribe(SubscriptionArn=subscription["SubscriptionArn"])
+    for url in urls:
+        sqs.delete_queue(QueueUrl=url)
+    return len(urls)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """First SIGINT/SIGTERM: stop sending, skip the drain, report. Second: leave at once
+    (the temporary queue is still removed on the way out)."""
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"\nann_load: {signal.Signals(signum).name}: stopping (again to leave at once)",
+              file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
+    """One run: print what is about to be loaded, send, drain, report, optionally clean up."""
+    users = args.user or list(config.ann_load.users)
+    known = Users(aws, config.gas.users_table)
+    unknown = [user for user in users if known.get(user) is None]
+    if unknown:
+        print(f"ann_load: unknown user(s) {', '.join(unknown)} in table "
+              f"{config.gas.users_table}", file=sys.stderr)
+        return 2
+    times = intended_times(args.rate, args.ramp, args.duration, args.jobs)
+    span = schedule_span(times, args.rate, args.duration)
+    late_ms = config.ann_load.late_ms if args.late_ms is None else args.late_ms
+    drain = config.ann_load.drain_seconds if args.drain is None else args.drain
+    run_id = new_run_id()
+    out = args.out or Path("ann_load-out") / run_id
+    records = plan(times, users, run_id)
+    submitter = Submitter(config, aws, args.input, config.ann_load.prefix)
+    requests_queue = aws.queue_url(config.gas.job_requests_queue)
+    results_topic = aws.topic_arn(config.gas.job_results_topic)
+    endpoint = aws.client("sns").meta.endpoint_url
+    print(f"ann_load: loading account {aws.account_id} at {endpoint}\n"
+          f"  job requests to {submitter.topic_arn}, backlog of {requests_queue}\n"
+          f"  target {args.rate:g} jobs/s, ramp {args.ramp:g} s: {len(records)} jobs over "
+          f"{span:g} s, for {', '.join(users)}, input {args.input} "
+          f"({args.input.stat().st_size} bytes)\n"
+          f"  run {run_id}, report in {out}", flush=True)
+
+    loop = OpenLoop(records, submitter, args.senders or _senders(args.rate), args.max_lag)
+    _stop_on_signals(loop.stop)
+    receivers = min(8, math.ceil(args.rate / RESULTS_PER_RECEIVER))
+    show = sys.stderr.isatty()
+    with ResultsQueue(aws, results_topic, f"{TEMP_QUEUE_PREFIX}{run_id}", receivers,
+                      loop.on_result, loop.clock):
+        loop.begin()
+        with Sampler(loop, aws, requests_queue, late_ms, show) as sampler:
+            loop.send_all()
+            loop.wait_drained(drain)
+    summary = {"run_id": run_id, "started_at": datetime.fromtimestamp(
+                   loop.started_at, timezone.utc).isoformat(timespec="seconds"),
+               "account": aws.account_id, "endpoint": endpoint,
+               "interrupted": loop.stop.is_set(),
+               **summarize(records, sampler.timeline, args.rate, args.ramp, span, late_ms, drain)}
+    write_outputs(out, records, summary, sampler.timeline)
+    print_summary(summary, out)
+    if args.cleanup:
+        print(f"ann_load: cleanup: {cleanup(config, aws, f'{SYNTHETIC_JOB_PREFIX}{run_id}-')}")
+    if summary["interrupted"]:
+        return EXIT_INTERRUPTED
+    return EXIT_INCOMPLETE if summary["jobs"]["completed"] < len(records) else 0
+
+
+def _senders(rate: float) -> int:
+    return max(MIN_SENDERS, math.ceil(rate * SEND_HEADROOM_SECONDS))
+
+
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    jobs = summary["jobs"]
+
+    def figures(key: str, scale: float = 1, unit: str = "ms") -> str:
+        d = summary[key]
+        return "  ".join(f"{k} {'-' if d[k] is None else f'{d[k] / scale:.3g}'}"
+                         for k in ("p50", "p90", "p99", "max")) + f" ({unit})"
+
+    print(f"sent {jobs['submitted']}/{jobs['scheduled']} ({jobs['send_errors']} errors, "
+          f"{jobs['not_sent']} not sent, {jobs['dropped']} of them dropped), "
+          f"{summary['late_sends']} late "
+          f"(> {summary['late_threshold_ms']:g} ms)\n"
+          f"rate achieved {summary['achieved_rate']:g} jobs/s, target "
+          f"{summary['target_rate']:g} jobs/s\n"
+          f"send lag       {figures('send_lag_ms')}\n"
+          f"submit latency {figures('submit_latency_ms')}\n"
+          f"end to end     {figures('end_to_end_ms', 1000, 's')}\n"
+          f"completed {jobs['completed']}, failed {jobs['failed']}, never completed "
+          f"{jobs['never_completed']} (drain {summary['drain_s']:g} s); job-requests backlog "
+          f"max {summary['backlog']['max']}, at the end {summary['backlog']['final']}\n"
+          f"report: {out / 'report.html'}", flush=True)
+
+
+def clean_only(config: Config, aws: Aws) -> int:
+    """``--cleanup`` alone: every synthetic job of any run, and leftover temporary queues."""
+    endpoint = aws.client("sns").meta.endpoint_url
+    print(f"ann_load: removing every synthetic job from account {aws.account_id} at {endpoint}",
+          flush=True)
+    counts = cleanup(config, aws, SYNTHETIC_JOB_PREFIX)
+    counts["queues"] = remove_leftover_queues(aws, aws.topic_arn(config.gas.job_results_topic))
+    backlog = aws.client("sqs").get_queue_attributes(
+        QueueUrl=aws.queue_url(config.gas.job_requests_queue),
+        AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+    print(f"ann_load: cleanup: {counts}")
+    if int(backlog):
+        print(f"ann_load: {backlog} job request(s) still queued: their jobs are gone, so the "
+              "annotator will refuse them", file=sys.stderr)
+    return 0
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+        return value
+    return parse
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ann_load", description="Load-test the annotator fleet: submit jobs as the web "
+        "app does at a target rate, report achieved rate and end-to-end latency.")
+    parser.add_argument("--rate", type=_positive(float), metavar="R",
+                        help="target jobs per second (after the ramp)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=_positive(float), metavar="S",
+                        help="send for S seconds")
+    length.add_argument("--jobs", type=_positive(int), metavar="N", help="send N jobs")
+    parser.add_argument("--ramp", type=_non_negative, default=0.0, metavar="S",
+                        help="climb linearly from 0 to R jobs/s over the first S seconds")
+    parser.add_argument("--drain", type=_non_negative, metavar="S",
+                        help="after the last send, wait up to S s for completions "
+                             "(default: [ann_load] drain_seconds)")
+    parser.add_argument("--input", type=Path, default=SAMPLE_INPUT, metavar="FILE",
+                        help="input file of every job (default: a small bundled VCF)")
+    parser.add_argument("--user", action="append", metavar="ID",
+                        help="submit for this user (repeatable; default: [ann_load] users)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="where the records and report go (default: ann_load-out/<run>)")
+    parser.add_argument("--late-ms", type=_non_negative, metavar="MS",
+                        help="a send later than this counts as late (default: [ann_load] late_ms)")
+    parser.add_argument("--max-lag", type=_non_negative, metavar="S",
+                        help="drop (and count) a job not sent within S s of its time "
+                             "(default: send every job, however late)")
+    parser.add_argument("--senders", type=_positive(int), metavar="N",
+                        help=f"sending threads (default: rate x {SEND_HEADROOM_SECONDS} s, "
+                             f"at least {MIN_SENDERS})")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="after the run, remove its jobs; alone, remove every synthetic job")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="extra .ini file (repeatable; later files win)")
+    args = parser.parse_args(argv)
+    if args.rate is None and (args.duration or args.jobs or not args.cleanup):
+        parser.error("--rate is required, with --duration or --jobs (or --cleanup alone)")
+    if args.rate is not None and args.duration is None and args.jobs is None:
+        parser.error("--duration or --jobs is required with --rate")
+    if args.rate is not None and not args.input.is_file():
+        parser.error(f"--input {args.input}: no such file")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load(None, [CONFIG_FILE, *args.config])
+    except ConfigError as exc:
+        print(f"ann_load: config error: {exc}", file=sys.stderr)
+        return 2
+    threads = args.senders or (_senders(args.rate) if args.rate else CLEANUP_THREADS)
+    aws = Aws(config, connections=threads + 16)
+    try:
+        if args.rate is None:
+            return clean_only(config, aws)
+        return load_test(args, config, aws)
+    except (BotoCoreError, ClientError, CleanupError) as exc:
+        print(f"ann_load: AWS error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Restores of archived S3 objects on top of moto 5.2.5, as AWS documents them.
+
+``install()`` patches moto in place, so it serves ``mock_aws`` and a ``ThreadedMotoServer``
+in the same process alike; calling it again changes nothing. Timing and capacity are the
+Glacier emulation's settings (``util.local.glacier.configure``, the ``[local]`` section),
+shared, not copied: ``*_seconds`` per tier and ``expedited_capacity``.
+
+Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
+
+- ``GlacierJobParameters.Tier`` was ignored. It is now honoured (Standard if absent;
+  anything but Expedited, Standard or Bulk is ``MalformedXML``, 400). Expedited for a
+  DEEP_ARCHIVE object is refused with ``InvalidTier``, 403, "Retrieval option is not
+  supported by this storage class" (AWS documents only that Expedited is "not available"
+  for DEEP_ARCHIVE; code, status and message are those StorageGRID documents for the same
+  request against AWS, and the message is the one AWS clients match on). With
+  ``expedited_capacity`` false, Expedited is refused with
+  ``GlacierExpeditedRetrievalNotAvailable``, 503 (RestoreObject's special errors; botocore's
+  standard retry mode retries that 503 as it would AWS's).
+- ``Days`` is required and must be a whole number of at least 1 (``InvalidArgument``, 400).
+- A restore completed on the next *read* of the key. It now completes its tier's
+  ``*_seconds`` after it was requested (0: at once). Until then HEAD says
+  ``x-amz-restore: ongoing-request="true"``, and GetObject answers ``InvalidObjectState``
+  and CopyObject and UploadPartCopy ``ObjectNotInActiveTierError`` (403; moto's
+  UploadPartCopy copied from an unrestored object). Then HEAD says ``ongoing-request="false",
+  expiry-date="..."`` and the object reads and copies (multipart too) as any other.
+- A RestoreObject while a restore is in progress is ``RestoreAlreadyInProgress``, 409,
+  unless it asks for a faster tier with the same ``Days``: that upgrades the restore, 202,
+  which then completes by the faster tier's time, as AWS's "restore speed upgrade" does.
+- A RestoreObject of a restored object extends its copy's life, 200, without a new restore.
+  The expiry date is the request time plus ``Days``, rounded up to the next midnight UTC
+  (AWS's rule, for the first restore and for an extension alike).
+- RestoreObject of an object in any other class is ``InvalidObjectState``, 403 (moto's).
+- Events: ``s3:ObjectRestore:Post`` when a restore starts (moto sent one for every request)
+  and ``s3:ObjectRestore:Completed`` once when it completes, from a daemon timer, not when
+  something next reads the key. They go through moto's notification machinery to whatever
+  the bucket's notification configuration names (SNS topics, SQS queues). The Completed
+  record carries ``glacierEventData.restoreEventData``: ``lifecycleRestorationExpiryTime``
+  (ISO 8601, milliseconds, Z) and ``lifecycleRestoreStorageClass`` (the object's class);
+  moto's record gives ``eventName``, ``s3.bucket.name``, ``s3.object.key`` (URL-encoded as a
+  form value, ``quote_plus``), ``size`` and ``eTag``. A timer whose object is no longer in
+  moto's live state (its ``mock_aws`` context ended, the server was reset, the key was
+  overwritten or deleted) sends nothing.
+
+Not emulated: a restored copy never expires (no ``s3:ObjectRestore:Delete``), DEEP_ARCHIVE
+restores take the same time as GLACIER ones of the same tier, SELECT restores, versioned
+restores' ``versionId`` in events, and the records' ``userIdentity``,
+``requestParameters``, ``responseElements`` and ``sequencer``, which moto leaves out.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any
+from xml.sax.saxutils import escape
+
+import xmltodict
+from moto.core.common_types import TYPE_RESPONSE
+from moto.core.utils import utcnow
+from moto.s3 import notifications
+from moto.s3.exceptions import InvalidObjectState, MissingKey, ObjectNotInActiveTierError
+from moto.s3.models import FakeBucket, FakeKey, S3Backend
+from moto.s3.notifications import S3NotificationEvent
+from moto.s3.responses import S3Response
+from moto.s3.utils import ARCHIVE_STORAGE_CLASSES
+
+from util.local.glacier import TIERS, current_settings
+
+__all__ = ["install"]
+
+# moto's originals, taken once: install() may run more than once.
+_moto_key_response_post = S3Response._key_response_post
+_moto_upload_part_copy = S3Backend.upload_part_copy
+_moto_s3_event = notifications._get_s3_event
+
+_ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
+_LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
+
+
+@dataclass
+class Restore:
+    """The latest restore of one archived object. Times are naive UTC, like moto's."""
+
+    tier: str
+    days: int
+    due: datetime
+    expiry: datetime
+    completed: bool = False  # set by the timer just before the Completed event
+
+    def done(self) -> bool:
+        return self.completed or utcnow() >= self.due
+
+
+class _RestoreError(Exception):
+    """An S3 error with the HTTP status AWS gives it, sent in S3's XML error format."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def response(self, key_name: str) -> TYPE_RESPONSE:
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                f"<Error><Code>{self.code}</Code><Message>{escape(self.message)}</Message>"
+                f"<Key>{escape(key_name)}</Key>"
+                "<RequestId>set-by-moto</RequestId></Error>")  # moto puts its request id in
+        return self.status, {"content-type": "application/xml"}, body
+
+
+def _restore_of(key: FakeKey) -> Restore | None:
+    return getattr(key, _ATTRIBUTE, None)
+
+
+def _expiry(requested: datetime, days: int) -> datetime:
+    """AWS's rule: the request time plus `days`, rounded up to the next midnight UTC."""
+    return datetime.combine((requested + timedelta(days=days)).date() + timedelta(days=1), time())
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _parse(body: bytes) -> tuple[int, str]:
+    """Days and Tier of a RestoreRequest body."""
+    try:
+        request = xmltodict.parse(body)["RestoreRequest"] or {}
+    except Exception:  # noqa: BLE001 - any unparsable body is malformed, as AWS says
+        raise _RestoreError(400, "MalformedXML", "The XML you provided was not well-formed "
+                           "or did not validate against our published schema") from None
+    tier = (request.get("GlacierJobParameters") or {}).get("Tier") or "Standard"
+    if tier not in TIERS:
+        raise _RestoreError(400, "MalformedXML", f"Invalid Tier: {tier}. Valid values are: "
+                           f"{', '.join(TIERS)}")
+    days = request.get("Days")
+    if not (days or "").isdigit() or int(days) < 1:
+        raise _RestoreError(400, "InvalidArgument", "Days, a whole number of at least 1, "
+                           f"is required to restore an archived object (given: {days})")
+    return int(days), tier
+
+
+def _restore_object(backend: S3Backend, bucket: FakeBucket, key: FakeKey, days: int,
+                   tier: str) -> int:
+    """RestoreObject of `key`: the HTTP status of the answer, or _RestoreError."""
+    if key.storage_class not in ARCHIVE_STORAGE_CLASSES:
+        raise InvalidObjectState(storage_class=key.storage_class)
+    if tier == "Expedited" and key.storage_class == "DEEP_ARCHIVE":
+        raise _RestoreError(403, "InvalidTier",
+                           "Retrieval option is not supported by this storage class")
+    settings = current_settings()
+    now = utcnow()
+    with _LOCK:
+        restore = _restore_of(key)
+        if restore is not None and restore.done():  # a restored copy: extend its life
+            restore.days, restore.expiry = days, _expiry(now, days)
+            key.set_expiry(restore.expiry)
+            return 200
+        upgrade = (restore is not None and days == restore.days
+                   and TIERS.index(tier) < TIERS.index(restore.tier))
+        if restore is not None and not upgrade:
+            raise _RestoreError(409, "RestoreAlreadyInProgress",
+                               "Object restore is already in progress")
+        if tier == "Expedited" and not settings.expedited_capacity:
+            raise _RestoreError(503, "GlacierExpeditedRetrievalNotAvailable",
+                               "Glacier expedited retrievals are currently not available, "
+                               "please try again later")
+        due = now + timedelta(seconds=settings.seconds(tier))
+        if restore is not None:  # the upgrade: the faster tier's time counts from now
+            restore.tier, restore.due = tier, min(restore.due, due)
+        else:
+            restore = Restore(tier, days, due, _expiry(now, days))
+            setattr(key, _ATTRIBUTE, restore)
+            key.set_expiry(restore.expiry)  # moto shows x-amz-restore only with an expiry
+    if not upgrade:
+        notifications.send_event(key.account_id, S3NotificationEvent.OBJECT_RESTORE_POST_EVENT,
+                                 bucket, key)
+    timer = threading.Timer((restore.due - utcnow()).total_seconds(), _complete,
+                            (backend, bucket, key, restore))
+    timer.daemon = True  # a pending event must not keep a test run or server alive
+    timer.start()
+    return 202
+
+
+def _complete(backend: S3Backend, bucket: FakeBucket, key: FakeKey, restore: Restore) -> None:
+    """The timer's end of a restore: mark it completed and send the Completed event, once."""
+    with _LOCK:
+        # A key whose mock_aws context ended (or whose server was reset, or that was
+        # overwritten) is gone from moto's live state: its event would reach a later
+        # test's topic of the same name. An upgraded restore has two timers: one sends.
+        live = (backend.buckets.get(bucket.name) is bucket
+                and any(k is key for k in bucket.keys.getlist(key.name, []))
+                and _restore_of(key) is restore)
+        if not live or restore.completed:
+            return
+        restore.completed = True
+    notifications.send_event(key.account_id,
+                             S3NotificationEvent.OBJECT_RESTORE_COMPLETED_EVENT, bucket, key)
+
+
+def _s3_event(event_name: str, bucket: FakeBucket, key: FakeKey,
+              notification_id: str) -> dict[str, Any]:
+    """moto's event record, plus glacierEventData in ObjectRestore:Completed (only there)."""
+    event = _moto_s3_event(event_name, bucket, key, notification_id)
+    restore = _restore_of(key)
+    if event_name == S3NotificationEvent.OBJECT_RESTORE_COMPLETED_EVENT and restore:
+        event["Records"][0]["glacierEventData"] = {"restoreEventData": {
+            "lifecycleRestorationExpiryTime": _stamp(restore.expiry),
+            "lifecycleRestoreStorageClass": key.storage_class,
+        }}
+    return event
+
+
+def _key_response_post(self: S3Response, request: Any, body: bytes, bucket_name: str,
+                       query: dict[str, Any], key_name: str) -> TYPE_RESPONSE:
+    """RestoreObject (POST ?restore) here; every other POST of a key is moto's."""
+    if "restore" not in query:
+        return _moto_key_response_post(self, request, body, bucket_name, query, key_name)
+    self._set_action("KEY", "POST", query)
+    self._authenticate_and_authorize_s3_action(bucket_name=bucket_name, key_name=key_name)
+    version_id = query.get("versionId", [None])[0]
+    key = self.backend.get_object(bucket_name, key_name, version_id=version_id)
+    if key is None:
+        raise MissingKey(key=key_name)
+    try:
+        days, tier = _parse(body)
+        status = _restore_object(self.backend, self.backend.get_bucket(bucket_name), key,
+                                 days, tier)
+    except _RestoreError as error:
+        return error.response(key_name)
+    return status, {}, ""
+
+
+def _upload_part_copy(self: S3Backend, dest_bucket_name: str, multipart_id: str,
+                      part_id: int, src_bucket_name: str, src_key_name: str,
+                      src_version_id: str | None, start_byte: int, end_byte: int) -> FakeKey:
+    """moto's UploadPartCopy, refusing an archived source that is not restored."""
+    source = self.get_object(src_bucket_name, src_key_name, version_id=src_version_id)
+    # As for CopyObject: an archived source is readable only once a restore completed.
+    if (source is not None and source.storage_class in ARCHIVE_STORAGE_CLASSES
+            and _key_status(source) != "RESTORED"):
+        raise ObjectNotInActiveTierError(src_key_name)
+    return _moto_upload_part_copy(self, dest_bucket_name, multipart_id, part_id,
+                                  src_bucket_name, src_key_name, src_version_id, start_byte,
+                                  end_byte)
+
+
+def _key_status(key: FakeKey) -> str | None:
+    """moto's restore status, from the key's Restore instead of moto's read-driven state."""
+    restore = _restore_of(key)
+    if restore is None:
+        return None
+    return "RESTORED" if restore.done() else "IN_PROGRESS"
+
+
+def install() -> None:
+    """Patch moto's S3 restores in place; calling it again changes nothing."""
+    S3Response._key_response_post = _key_response_post  # type: ignore[method-assign]
+    S3Backend.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
+    # moto's status advanced, and sent the Completed event, when the key was read.
+    FakeKey.status = property(_key_status, FakeKey.status.fset)  # type: ignore[assignment]
+    notifications._get_s3_event = _s3_event

@@ -4,14 +4,15 @@ The vault API takes no new AWS accounts since 2025-12-15, so ``[gas] archive_bac
 chooses between the vault the original GAS used and S3 storage classes. Archive, restore and
 thaw speak only to the `Backend` interface; everything that differs is here:
 
-| step | vault | s3 |
-|---|---|---|
-| archive | stream the result into a multipart upload, tree-hash checked | server-side copy into the archive bucket, storage class GLACIER or DEEP_ARCHIVE |
-| archive id | Glacier's archive id | the archive object's key |
-| retrieval | InitiateJob (archive-retrieval) | RestoreObject |
-| retrieval id | the Glacier job id | the archive object's key (S3 restores have no id) |
-| completion notice | Glacier's job notice on the thaw topic | the archive bucket's ``s3:ObjectRestore:Completed`` event on the thaw topic |
-| copy back | ranged job output, tree-hash checked, into an S3 multipart upload | server-side copy into STANDARD, ETag checked |
+- archive: the vault streams the result into a multipart upload, tree-hash checked; s3 makes
+  a server-side copy into the archive bucket, storage class GLACIER or DEEP_ARCHIVE;
+- archive id: Glacier's archive id; the archive object's key;
+- retrieval: InitiateJob (archive-retrieval); RestoreObject;
+- retrieval id: the Glacier job id; the archive object's key (S3 restores have no id);
+- completion notice, on the thaw topic: Glacier's job notice; the archive bucket's
+  ``s3:ObjectRestore:Completed`` event;
+- copy back: ranged job output, tree-hash checked, into an S3 multipart upload; a server-side
+  copy into STANDARD, ETag checked.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ from util.util_config import Config
 
 EXPEDITED, STANDARD = "Expedited", "Standard"
 SUCCEEDED, FAILED, IN_PROGRESS = "Succeeded", "Failed", "InProgress"
-# Server-side copies move parts of this size; the copy back must use the archive copy's part
-# size for the two ETags to be comparable, so it is kept on the archive object.
-COPY_PART_SIZE = 64 * MIB
+# The copy back must use the archive copy's part size for the two ETags to be comparable, so
+# the archive object keeps it in its metadata.
 PART_SIZE_METADATA = "gas-copy-part-size"
 CANCEL_POLL_SECONDS = 0.2
 
@@ -167,6 +167,7 @@ class S3Backend:
         self.prefix = config.gas.archive_prefix
         self.storage_class = config.gas.archive_storage_class
         self.restore_days = config.restore.restore_days
+        self.part_size = config.gas.copy_part_size_mib * MIB
 
     def archive(self, job: dict[str, Any], cancelled: threading.Event) -> str:
         """A server-side copy into the archive class: no byte passes through the worker.
@@ -178,7 +179,7 @@ class S3Backend:
         source = {"Bucket": job[RESULTS_BUCKET], "Key": job[RESULT_KEY]}
         self.copy(source, self.bucket, key, cancelled, {
             "StorageClass": self.storage_class, "MetadataDirective": "REPLACE",
-            "Metadata": {PART_SIZE_METADATA: str(COPY_PART_SIZE)}}, COPY_PART_SIZE)
+            "Metadata": {PART_SIZE_METADATA: str(self.part_size)}}, self.part_size)
         return key
 
     def delete(self, archive_id: str) -> None:
@@ -233,7 +234,7 @@ class S3Backend:
         copy before raising.
         """
         archived = self.s3.head_object(Bucket=self.bucket, Key=completion.archive_id)
-        part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, COPY_PART_SIZE))
+        part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
         source = {"Bucket": self.bucket, "Key": completion.archive_id}
         self.copy(source, bucket, key, cancelled, {
             "StorageClass": "STANDARD", "MetadataDirective": "REPLACE",
@@ -245,9 +246,8 @@ class S3Backend:
                                    f"{archived['ETag']}")
 
     def copy(self, source: dict[str, str], bucket: str, key: str, cancelled: threading.Event,
-             extra: dict[str, Any], part_size: int | None = None) -> None:
+             extra: dict[str, Any], part_size: int) -> None:
         """s3transfer's copy (multipart above one part), abandoned if `cancelled` is set."""
-        part_size = part_size or COPY_PART_SIZE
         config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
         with TransferManager(self.s3, config) as transfer:
             future = transfer.copy(source, bucket, key, extra_args=extra)

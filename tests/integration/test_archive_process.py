@@ -98,7 +98,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
 def test_sigterm_during_a_multipart_upload(server: Server, tmp_path: Path,
                                            drain_seconds: str) -> None:
     # Given an archive worker in the middle of a long multipart upload
-    data = put_job(server, size=96 * MIB)
+    data = put_job(server, size=48 * MIB)
     send(server, {"job_id": "j1", "user_id": "u-alice"})
     worker = ArchiveProcess(server, tmp_path / "archive.log", worker_drain_seconds=drain_seconds)
     vault = server.config.gas.vault

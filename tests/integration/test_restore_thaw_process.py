@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,15 +34,17 @@ def archive_count(server: Server) -> int:
         Bucket=server.config.gas.archive_bucket).get("KeyCount", 0)
 
 
-def archive_all(server: Server, tmp_path: Path, sizes: dict[str, int]) -> dict[str, bytes]:
-    """Free u-alice's finished results, archived by the archive utility."""
-    originals = {job_id: put_job(server, job_id=job_id, size=size)
-                 for job_id, size in sizes.items()}
-    for job_id in sizes:
+def put_results(server: Server, sizes: dict[str, int]) -> dict[str, bytes]:
+    """Free u-alice's finished jobs, their results in S3."""
+    return {job_id: put_job(server, job_id=job_id, size=size) for job_id, size in sizes.items()}
+
+
+def archive(server: Server, tmp_path: Path, job_ids) -> None:
+    """The archive utility archives the jobs."""
+    for job_id in job_ids:
         send(server, server.config.archive.queue, {"job_id": job_id, "user_id": "u-alice"})
     run_once("archive", tmp_path, archive_grace_seconds="0", archive_part_size_mib="4")
-    assert archive_count(server) == len(sizes)
-    return originals
+    assert archive_count(server) == len(job_ids)
 
 
 def upgrade_and_restore(server: Server, tmp_path: Path) -> UtilityProcess:
@@ -52,19 +57,63 @@ def all_thawed(server: Server, job_ids) -> bool:
     return all(ARCHIVE_ID not in job(server, job_id) for job_id in job_ids)
 
 
+def record_requests(server: Server) -> Callable[[], list[dict]]:
+    """Start moto's request recorder; the function returns what reached the server since."""
+    endpoint = server.env["AWS_ENDPOINT_URL"]
+    urllib.request.urlopen(urllib.request.Request(
+        f"{endpoint}/moto-api/recorder/start-recording", method="POST"), timeout=10).read()
+
+    def recorded() -> list[dict]:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/recorder/download-recording",
+                                    timeout=10) as response:
+            text = response.read().decode()
+        # One JSON object a request; the newlines of concurrent requests may come late.
+        decoder, requests, position = json.JSONDecoder(), [], 0
+        while True:
+            while position < len(text) and text[position].isspace():
+                position += 1
+            if position == len(text):
+                return requests
+            request, position = decoder.raw_decode(text, position)
+            requests.append(request)
+
+    return recorded
+
+
+def bytes_through_workers(requests: list[dict], buckets: tuple[str, ...]) -> list[str]:
+    """S3 requests that carried an object's bytes to or from a client: GETs of objects and
+    uploads with a body. A server-side copy (x-amz-copy-source) carries none."""
+    moved = []
+    for request in requests:
+        path = urllib.parse.urlsplit(request["url"]).path
+        if not path.startswith(tuple(f"/{b}/" for b in buckets)):
+            continue
+        headers = {k.lower(): v for k, v in request["headers"].items()}
+        if request["method"] == "GET" or (request["method"] == "PUT"
+                                          and "x-amz-copy-source" not in headers):
+            moved.append(f"{request['method']} {path}")
+    return moved
+
+
 @pytest.fixture(params=[("vault", "true"), ("vault", "false"), ("s3", "true"), ("s3", "false")],
                 ids=["vault", "vault-no-expedited-capacity", "s3", "s3-no-expedited-capacity"])
-def stack_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+def stack_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     backend, expedited_capacity = request.param
     return {"GAS_GAS_ARCHIVE_BACKEND": backend,
             "GAS_LOCAL_EXPEDITED_CAPACITY": expedited_capacity,
-            "GAS_LOCAL_EXPEDITED_SECONDS": "1", "GAS_LOCAL_STANDARD_SECONDS": "2"}
+            "GAS_LOCAL_EXPEDITED_SECONDS": "1", "GAS_LOCAL_STANDARD_SECONDS": "2",
+            # 8 MiB copy parts: the large result is a multipart copy, as a 5 GB one would be
+            "GAS_GAS_COPY_PART_SIZE_MIB": "8",
+            "MOTO_RECORDER_FILEPATH": str(tmp_path / "moto-requests.jsonl")}
 
 
 def test_every_result_comes_back_byte_identical(server: Server, tmp_path: Path,
                                                 stack_settings: dict[str, str]) -> None:
-    # Given three results of a free user in the vault
-    originals = archive_all(server, tmp_path, SIZES)
+    # Given three results of a free user in the archive
+    originals = put_results(server, SIZES)
+    copies = server.config.gas.archive_backend == "s3"
+    recorded = record_requests(server) if copies else None
+    archive(server, tmp_path, SIZES)
     # When the user upgrades and restore runs
     restore = upgrade_and_restore(server, tmp_path)
     # Then each result has one retrieval, Expedited if Glacier has the capacity
@@ -75,6 +124,7 @@ def test_every_result_comes_back_byte_identical(server: Server, tmp_path: Path,
     thaw = UtilityProcess("thaw", tmp_path / "thaw.log", **FAST_THAW)
     wait_for(lambda: all_thawed(server, SIZES), timeout=90, what="every result thawed")
     assert thaw.stop() == 0, thaw.log
+    requests = recorded() if recorded else []  # what the workers sent, before we read
     # Then every file is back at its original key, byte-identical, and the archive is empty
     for job_id, data in originals.items():
         assert result_bytes(server, job_id) == data, job_id
@@ -83,13 +133,23 @@ def test_every_result_comes_back_byte_identical(server: Server, tmp_path: Path,
     assert archive_count(server) == 0
     assert thaw.log.count("reason='thawed'") == 3
     assert dead_letters(server, server.config.thaw.queue) == []
+    if copies:
+        # And with S3 storage classes no byte went through a worker, either way: the large
+        # result went in and came back as multipart server-side copies
+        gas = server.config.gas
+        assert bytes_through_workers(requests, (gas.archive_bucket,)) == []
+        assert [m for m in bytes_through_workers(requests, (gas.results_bucket,))
+                if m.startswith("GET")] == []
+        part_copies = [r for r in requests if r["method"] == "PUT" and "partNumber=" in r["url"]]
+        assert len(part_copies) == 2 * 3, "the large result copied in three parts, each way"
 
 
 @pytest.mark.parametrize("stack_settings", [{"GAS_LOCAL_EXPEDITED_SECONDS": "0"}])
 def test_thaw_killed_mid_download_still_delivers_the_file_once(
         server: Server, tmp_path: Path) -> None:
     # Given a restored 64 MiB result: eight 8 MiB ranges, so the copy takes a while
-    [(job_id, data)] = archive_all(server, tmp_path, {"big": 64 * MIB}).items()
+    [(job_id, data)] = put_results(server, {"big": 64 * MIB}).items()
+    archive(server, tmp_path, [job_id])
     upgrade_and_restore(server, tmp_path)
     # A short visibility timeout, so the killed worker's message comes back quickly
     server.client("sqs").set_queue_attributes(

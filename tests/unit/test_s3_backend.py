@@ -6,7 +6,6 @@ import pytest
 
 from tests.conftest import (NOW, Stack, job, message, put_job, result_bytes, result_exists,
                             set_role, wait_for)
-from util import backends
 from util.archive.archive import Archiver
 from util.glacier import MIB
 from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID, InvalidMessage,
@@ -18,11 +17,11 @@ from util.thaw.thaw import Thawer
 
 
 @pytest.fixture
-def s3_backend(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
+def s3_backend(stack: Stack) -> Stack:
     """The S3 back end, 5 MiB copy parts (S3's smallest), restores that finish at once."""
     stack.config.gas.archive_backend = "s3"
     announce_restores(stack.aws, stack.config, stack.aws.topic_arn(stack.config.gas.thaw_topic))
-    monkeypatch.setattr(backends, "COPY_PART_SIZE", 5 * MIB)
+    stack.config.gas.copy_part_size_mib = 5
     glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
     return stack
 
@@ -183,7 +182,7 @@ def test_a_copy_whose_etag_differs_commits_nothing(s3_backend: Stack) -> None:
     handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
     copy = handler.backend.copy
 
-    def copy_then_corrupt(source, bucket, key, cancelled, extra, part_size=None):
+    def copy_then_corrupt(source, bucket, key, cancelled, extra, part_size):
         copy(source, bucket, key, cancelled, extra, part_size)
         s3_backend.client("s3").put_object(Bucket=bucket, Key=key, Body=b"not the result")
 

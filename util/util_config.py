@@ -144,7 +144,9 @@ KEYS: tuple[Key, ...] = (
     Key("restore", "concurrency", "8", _positive_int, "retrievals of one user started at once"),
     Key("restore", "page_size", "100", _int_range(1, 1000), "jobs per query of the user_id_index"),
     Key("restore", "claim_seconds", "300", _positive_int, "a worker that crashed while starting a retrieval blocks it this long"),
-    Key("restore", "restore_days", "7", _positive_int, "backend s3: days a restored copy stays readable (thaw copies it back at once)"),
+    # Short: thaw copies the result back at once, a restored copy is billed while it lasts,
+    # and only once it has expired does a new restore (after a lapsed one) announce again.
+    Key("restore", "restore_days", "1", _positive_int, "backend s3: days a restored copy stays readable (thaw copies it back at once)"),
     Key("restore", "retrieval_lifetime_seconds", "108000", _positive_int, "a recorded retrieval older than this may be started again (Glacier keeps output 24 h after a job of up to 5 h)"),
     Key("thaw", "queue", "gas-thaw", _name, "queue subscribed to the thaw topic"),
     # S3 parts must be at least 5 MiB, Glacier's tree-hash-aligned ranges a power of two.

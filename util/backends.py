@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
@@ -100,12 +101,19 @@ class VaultBackend:
         self.s3 = aws.client("s3")
         self.archive_part_size = config.archive.part_size_mib * MIB
         self.thaw_part_size = config.thaw.part_size_mib * MIB
-        # Parts are read from Glacier in order; two in memory bound the worker's memory
-        # whatever the file's size, shared by all the messages it handles at once.
-        self.transfer = TransferManager(self.s3, TransferConfig(
-            multipart_threshold=self.thaw_part_size, multipart_chunksize=self.thaw_part_size,
-            max_request_concurrency=2, max_in_memory_upload_chunks=2))
-        self._thaw_topic_arn: str | None = None
+
+    @cached_property
+    def thaw_topic_arn(self) -> str:
+        return self.aws.topic_arn(self.thaw_topic)
+
+    @cached_property
+    def transfer(self) -> TransferManager:
+        """Thaw's uploads. Parts are read from Glacier in order; two in memory bound the
+        worker's memory whatever the file's size, shared by all the messages it handles."""
+        part = self.thaw_part_size
+        return TransferManager(self.s3, TransferConfig(
+            multipart_threshold=part, multipart_chunksize=part, max_request_concurrency=2,
+            max_in_memory_upload_chunks=2))
 
     def archive(self, job: dict[str, Any], cancelled: threading.Event) -> str:
         """Stream the result into the vault, one ranged GET per part, pinned to one version."""
@@ -128,11 +136,9 @@ class VaultBackend:
         return (EXPEDITED, STANDARD)
 
     def start_retrieval(self, archive_id: str, job_id: str, tier: str) -> str:
-        if self._thaw_topic_arn is None:
-            self._thaw_topic_arn = self.aws.topic_arn(self.thaw_topic)
         glacier = self.expedited_glacier if tier == EXPEDITED else None
         return self.vault.start_retrieval(archive_id, json.dumps({"job_id": job_id}),
-                                          self._thaw_topic_arn, tier, glacier)
+                                          self.thaw_topic_arn, tier, glacier)
 
     def completion(self, notice: dict[str, Any]) -> Completion:
         """The notice names a Glacier job; Glacier (DescribeJob) says the rest."""

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -405,20 +405,46 @@ def main(utility: str, make_handler: Callable[[Config, Aws], Handler],
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
-    try:
+
+    def start() -> list[Worker]:
         config = load(utility, args.config)
         configure_logging(args.log_format or config.worker.log_format,
                           args.log_level or config.worker.log_level)
         aws = Aws(config)
-        worker = Worker(utility, make_handler(config, aws), config, aws,
-                        getattr(config, utility).queue, systemd.Notifier.from_environ())
+        return [Worker(utility, make_handler(config, aws), config, aws,
+                       getattr(config, utility).queue, systemd.Notifier.from_environ())]
+
+    return run(utility, start, once=args.once)
+
+
+def run(name: str, start: Callable[[], Sequence[Worker]], once: bool = False) -> int:
+    """Make the workers, then run them until a signal stops them; the process exit code.
+
+    A setting that is missing or malformed exits 2 and AWS out of reach at start exits 1,
+    each with one line naming the cause. Several workers (loops over one queue) run in
+    threads; SIGTERM/SIGINT asks each to stop, and a second signal exits at once.
+    """
+    try:
+        workers = start()
     except ConfigError as exc:
-        print(f"{utility}: config error: {exc}", file=sys.stderr)
+        print(f"{name}: config error: {exc}", file=sys.stderr)
         return 2
     except (BotoCoreError, ClientError) as exc:
-        print(f"{utility}: cannot start: {exc}", file=sys.stderr)
+        print(f"{name}: cannot start: {exc}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, worker.request_stop)
-    signal.signal(signal.SIGINT, worker.request_stop)
-    worker.work(once=args.once)
+
+    def request_stop(signum: int, frame: Any = None) -> None:
+        for worker in workers:
+            worker.request_stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    # The first worker runs in the main thread, where the signal handlers run too.
+    others = [threading.Thread(target=w.work, kwargs={"once": once}, name=f"{name}-{i}")
+              for i, w in enumerate(workers[1:], 1)]
+    for thread in others:
+        thread.start()
+    workers[0].work(once=once)
+    for thread in others:
+        thread.join()
     return 0

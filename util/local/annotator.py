@@ -27,25 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from functools import cached_property
 from types import SimpleNamespace
 from typing import IO, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from util.helpers import (COMPLETE_TIME, COMPLETED, FAILED, INPUT_FILE_NAME, INPUT_KEY,
                           INPUTS_BUCKET, JOB_ID, JOB_STATUS, LOG_KEY, PENDING, RESULT_KEY,
                           RESULTS_BUCKET, RUNNING, USER_ID, Annotations, Aws, InvalidMessage,
                           User, Users, require_str)
 from util.local.stack import utility_config_files
-from util.util_config import Config, ConfigError, load
-from util.worker import Message, Outcome, Worker, configure_logging, done, retry
+from util.util_config import Config, load
+from util.worker import Message, Outcome, Worker, configure_logging, done, retry, run
 
 UTILITY = "annotator"
 # The Worker runtime handles one receive (up to 10 messages) at a time; a fleet of N runs
@@ -207,38 +204,21 @@ def loop_config(config: Config, concurrency: int) -> Config:
 
 def main(concurrency: int | None, seconds: float | None, config_files: list[str]) -> int:
     """Run the fleet until SIGTERM or SIGINT; the process exit code."""
-    try:
+
+    def start() -> list[Worker]:
         config = load(None, [*utility_config_files(), *config_files])
         configure_logging(config.worker.log_format, config.worker.log_level)
-        concurrency = concurrency or config.local.annotator_concurrency
-        seconds = config.local.annotator_seconds if seconds is None else seconds
-        aws = Aws(config, connections=concurrency * 2 + 10)
-        handler = Annotator(config, aws, seconds)
-        shares = [MESSAGES_PER_LOOP] * (concurrency // MESSAGES_PER_LOOP)
-        shares += [concurrency % MESSAGES_PER_LOOP] if concurrency % MESSAGES_PER_LOOP else []
-        workers = [Worker(UTILITY, handler, loop_config(config, share), aws,
-                          config.gas.job_requests_queue) for share in shares]
-    except ConfigError as exc:
-        print(f"{UTILITY}: config error: {exc}", file=sys.stderr)
-        return 2
-    except (BotoCoreError, ClientError) as exc:
-        print(f"{UTILITY}: cannot start: {exc}", file=sys.stderr)
-        return 1
+        fleet = concurrency or config.local.annotator_concurrency
+        pause = config.local.annotator_seconds if seconds is None else seconds
+        aws = Aws(config, connections=fleet * 2 + 10)
+        handler = Annotator(config, aws, pause)
+        shares = [MESSAGES_PER_LOOP] * (fleet // MESSAGES_PER_LOOP)
+        shares += [fleet % MESSAGES_PER_LOOP] if fleet % MESSAGES_PER_LOOP else []
+        log.info("%s: fleet of %d, %g s per job", UTILITY, fleet, pause)
+        return [Worker(UTILITY, handler, loop_config(config, share), aws,
+                       config.gas.job_requests_queue) for share in shares]
 
-    def stop(signum: int, frame: Any) -> None:
-        for worker in workers:
-            worker.request_stop(signum, frame)  # a second signal exits in the first of them
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("%s: fleet of %d, %g s per job", UTILITY, concurrency, seconds)
-    threads = [threading.Thread(target=worker.work, name=f"{UTILITY}-{i}")
-               for i, worker in enumerate(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return 0
+    return run(UTILITY, start)
 
 
 def _positive_int(text: str) -> int:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError, ConnectionClosedError
 from moto import mock_aws
 
 from util.archive.archive import Archiver
@@ -164,6 +166,86 @@ def dead_letter_reasons(stack: Stack, queue: str, count: int) -> list[str]:
     wait_for(lambda: dead.extend(dead_letters(stack, queue)) or len(dead) >= count, timeout=30,
              what=f"{count} dead letters in {queue}-dlq")
     return sorted(m["MessageAttributes"]["gas_reason"]["StringValue"] for m in dead)
+
+
+# -- faults between a handler and AWS, in process ----------------------------------------------
+
+class Killed(BaseException):
+    """The process died here: no handler catches it (SIGKILL runs no cleanup either)."""
+
+
+@dataclass
+class _Rule:
+    operation: str
+    when: Callable[[dict], bool]
+    then: str
+    times: int
+
+
+class LostAnswers:
+    """Chosen AWS calls that take effect while their answer never arrives.
+
+    ``add(operation, when, then)``: the next call of `operation` (botocore's name, e.g.
+    ``UpdateItem``) whose parameters satisfy `when` is made, and then:
+
+    - ``retry``: its answer is lost and botocore's retry makes it again; the caller sees the
+      second answer (a conditional write fails its condition against its first attempt);
+    - ``raise``: its answer is lost and not retried (a client with one attempt): the caller
+      gets a connection error;
+    - ``kill``: the process dies just after it (``Killed``);
+    - ``kill-before``: the process dies just before it: the call is not made.
+
+    In process, a fault must be injected around the client's call (MOTO-NOTES: moto carries
+    out a call whatever a before-send hook does), so this wraps BaseClient._make_api_call.
+    """
+
+    def __init__(self) -> None:
+        self.rules: list[_Rule] = []
+        self.hits: list[tuple[str, str]] = []  # (operation, then) of every fault injected
+
+    def add(self, operation: str, when: Callable[[dict], bool] = lambda params: True,
+            then: str = "retry", times: int = 1) -> None:
+        self.rules.append(_Rule(operation, when, then, times))
+
+    def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(client: BaseClient, operation: str, params: dict) -> Any:
+            rule = next((r for r in self.rules if r.times > 0 and r.operation == operation
+                         and r.when(params)), None)
+            if rule is None:
+                return original(client, operation, params)
+            rule.times -= 1
+            self.hits.append((operation, rule.then))
+            if rule.then == "kill-before":
+                raise Killed(operation)
+            try:
+                original(client, operation, params)
+            except ClientError:
+                pass  # its answer is lost too
+            if rule.then == "retry":
+                return original(client, operation, params)
+            if rule.then == "raise":
+                raise ConnectionClosedError(endpoint_url=client.meta.endpoint_url)
+            raise Killed(operation)
+
+        return call
+
+
+@pytest.fixture
+def lost_answers(monkeypatch: pytest.MonkeyPatch) -> LostAnswers:
+    injector = LostAnswers()
+    monkeypatch.setattr(BaseClient, "_make_api_call", injector.wrap(BaseClient._make_api_call))
+    return injector
+
+
+def sets(attribute: str) -> Callable[[dict], bool]:
+    """`when` for an UpdateItem whose SET clause writes `attribute`."""
+    def match(params: dict) -> bool:
+        update = params.get("UpdateExpression", "")
+        placeholders = [p for p, name in params.get("ExpressionAttributeNames", {}).items()
+                        if name == attribute]
+        return any(
+            f"SET {p} =" in update or f", {p} =" in update for p in placeholders)
+    return match
 
 
 # -- looking into the vault through the Glacier API, as an operator would ----------------------

@@ -6,40 +6,104 @@ thaw speak only to the `Backend` interface; everything that differs is here:
 
 - archive: the vault streams the result into a multipart upload, tree-hash checked; s3 makes
   a server-side copy into the archive bucket, storage class GLACIER or DEEP_ARCHIVE;
-- archive id: Glacier's archive id; the archive object's key;
+- archive id: Glacier's archive id; the archive object's key, ``<prefix><job_id>/<ETag>``
+  (one key per job and content, so a copy made again after a crash lands on itself);
 - retrieval: InitiateJob (archive-retrieval); RestoreObject;
 - retrieval id: the Glacier job id; the archive object's key (S3 restores have no id);
 - completion notice, on the thaw topic: Glacier's job notice; the archive bucket's
-  ``s3:ObjectRestore:Completed`` event;
-- copy back: ranged job output, tree-hash checked, into an S3 multipart upload; a server-side
-  copy into STANDARD, ETag checked.
+  ``s3:ObjectRestore:Completed`` event, or restore's own announcement when RestoreObject
+  answers 200 (the object is restored already, and S3 sends no second event);
+- copy back: ranged job output, tree-hash checked, into an S3 upload; a server-side copy into
+  STANDARD, ETag checked.
+
+Copies told apart by their ETags. Archive deletes the S3 result only while it still has the
+ETag that was archived (``DeleteObject`` with ``If-Match``), so that a late or duplicate archive
+message never deletes a copy thaw has put back. Equal bytes uploaded with an equal part layout
+get equal ETags (an MD5 of the bytes, or of the parts' MD5s with ``-<parts>``), so every copy
+that may come back to the result's key is made with a different number of parts than the
+original: thaw's upload (vault), and the archive object thaw copies back from (s3).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Protocol
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.manager import TransferConfig, TransferManager
+from s3transfer.subscribers import BaseSubscriber
+from s3transfer.utils import ChunksizeAdjuster
 
-from util.glacier import MIB, ChecksumMismatch, ExpeditedUnavailable, UploadCancelled, Vault
-from util.helpers import RESULT_KEY, RESULTS_BUCKET, USER_ID, Aws, InvalidMessage, require_str
+from util.glacier import (MIB, ChecksumMismatch, ExpeditedUnavailable, PendingArchive,
+                          UploadCancelled, Vault)
+from util.helpers import USER_ID, Aws, InvalidMessage, outcome_unknown, require_str
 from util.util_config import Config
 
 EXPEDITED, STANDARD = "Expedited", "Standard"
-SUCCEEDED, FAILED, IN_PROGRESS = "Succeeded", "Failed", "InProgress"
-# The copy back must use the archive copy's part size for the two ETags to be comparable, so
-# the archive object keeps it in its metadata.
+# GONE: the back end knows no such retrieval (Glacier job) or archive (S3 object).
+SUCCEEDED, FAILED, IN_PROGRESS, GONE = "Succeeded", "Failed", "InProgress", "Gone"
+# The copy back must use the archive copy's part layout for the two ETags to be comparable,
+# so the archive object keeps it in its metadata (0: copied in one request).
 PART_SIZE_METADATA = "gas-copy-part-size"
 CANCEL_POLL_SECONDS = 0.2
+MIN_PART = 5 * MIB  # S3's smallest part but the last
+MAX_SINGLE_COPY = 5 * 1024 * MIB  # S3's largest CopyObject
+RESTORED_ALREADY = "gas.restore"  # eventSource of restore's own ObjectRestore:Completed
+
+
+@dataclass(frozen=True)
+class Source:
+    """The S3 result being archived, as one HeadObject saw it."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+
+
+def etag_parts(etag: str) -> int:
+    """How many parts an object with this ETag was uploaded in; 0 for a single request."""
+    _, dash, tail = etag.strip('"').rpartition("-")
+    return int(tail) if dash and tail.isdigit() else 0
+
+
+def parts(size: int, part_size: int) -> int:
+    """How many parts s3transfer makes of `size` bytes with `part_size` (it may enlarge it)."""
+    return max(1, math.ceil(size / ChunksizeAdjuster().adjust_chunksize(part_size, size)))
+
+
+def distinct_layout(size: int, avoid: str | None, part_size: int) -> int:
+    """A part size whose copy of `size` bytes cannot have the ETag `avoid`; 0: one request.
+
+    The configured part size unless that makes as many parts as `avoid` has, then twice it,
+    then S3's smallest part; a one-part original of at most 5 MiB is copied in one request.
+    """
+    taken = None if avoid is None else etag_parts(avoid)
+    for candidate in (part_size, 2 * part_size, MIN_PART):
+        if parts(size, candidate) != taken:
+            return candidate
+    return 0
+
+
+class _KnownSize(BaseSubscriber):
+    """Tells s3transfer the size (and for a copy, the ETag) it would otherwise look up."""
+
+    def __init__(self, size: int, etag: str | None = None):
+        self.size, self.etag = size, etag
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self.size)
+        if self.etag is not None:
+            future.meta.provide_object_etag(self.etag)
 
 
 @dataclass(frozen=True)
@@ -48,17 +112,25 @@ class Completion:
 
     retrieval_id: str
     job_id: str
-    archive_id: str | None  # None: the back end knows no such retrieval
-    status: str  # Succeeded | Failed | InProgress
+    archive_id: str | None  # None: Glacier knows no such job
+    status: str  # Succeeded | Failed | InProgress | Gone
     detail: str = ""
-    source: Any = None  # the back end's own description of the retrieval
+    source: Any = None  # the back end's own description: DescribeJob, or HeadObject
 
 
 class Backend(Protocol):
     """What archive, restore and thaw need from where archives live."""
 
-    def archive(self, job: dict[str, Any], cancelled: threading.Event) -> str:
-        """Copy the job's result into an archive; its id. Nothing is deleted."""
+    def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
+                save: Callable[[dict[str, Any]], None]) -> str:
+        """Copy the result into an archive; its id. Nothing is deleted.
+
+        A back end whose archive cannot be made again under the same id calls `save` with
+        what `resume` needs to finish it, before it is committed.
+        """
+
+    def resume(self, pending: dict[str, Any]) -> str | None:
+        """Finish an archive `save` was given; its id, or None if that can no longer be done."""
 
     def delete(self, archive_id: str) -> None:
         """Delete an archive; one already gone counts as deleted."""
@@ -76,10 +148,10 @@ class Backend(Protocol):
         """Read a completion notice; None if there is nothing to do, InvalidMessage if it is
         not one."""
 
-    def copy_back(self, completion: Completion, bucket: str, key: str,
+    def copy_back(self, completion: Completion, bucket: str, key: str, avoid_etag: str | None,
                   cancelled: threading.Event) -> None:
-        """Put the retrieved archive at bucket/key, verified; raises ChecksumMismatch or
-        UploadCancelled having committed nothing."""
+        """Put the retrieved archive at bucket/key, verified, with an ETag other than
+        `avoid_etag`; raises ChecksumMismatch or UploadCancelled having committed nothing."""
 
 
 def backend_for(config: Config, aws: Aws) -> Backend:
@@ -92,42 +164,58 @@ class VaultBackend:
     """Archives in a Glacier vault (util/glacier.py)."""
 
     def __init__(self, config: Config, aws: Aws):
-        self.vault = Vault(aws.client("glacier"), config.gas.vault)
-        # Glacier answers "no Expedited capacity" with a 503, which botocore's retry mode
-        # would retry with back-off before we could fall back; one attempt is enough to ask.
-        self.expedited_glacier = aws.client("glacier", attempts=1)
+        # InitiateJob is made once per call: a retried one would start a second retrieval, and
+        # Glacier answers "no Expedited capacity" with a 503 that botocore would retry.
+        self.vault = Vault(aws.client("glacier"), config.gas.vault,
+                           initiate=aws.client("glacier", attempts=1))
         self.thaw_topic = config.gas.thaw_topic
         self.aws = aws
         self.s3 = aws.client("s3")
         self.archive_part_size = config.archive.part_size_mib * MIB
         self.thaw_part_size = config.thaw.part_size_mib * MIB
+        self.transfers: dict[int, TransferManager] = {}
+        self.transfers_lock = threading.Lock()
 
     @cached_property
     def thaw_topic_arn(self) -> str:
         return self.aws.topic_arn(self.thaw_topic)
 
-    @cached_property
-    def transfer(self) -> TransferManager:
-        """Thaw's uploads. Parts are read from Glacier in order; two in memory bound the
-        worker's memory whatever the file's size, shared by all the messages it handles."""
-        part = self.thaw_part_size
-        return TransferManager(self.s3, TransferConfig(
-            multipart_threshold=part, multipart_chunksize=part, max_request_concurrency=2,
-            max_in_memory_upload_chunks=2))
+    def transfer(self, part_size: int) -> TransferManager:
+        """Thaw's uploads in parts of `part_size`, always multipart. Parts are read from
+        Glacier in order; two in memory bound the worker's memory whatever the file's size,
+        shared by all the messages it handles."""
+        with self.transfers_lock:
+            if part_size not in self.transfers:
+                self.transfers[part_size] = TransferManager(self.s3, TransferConfig(
+                    multipart_threshold=1, multipart_chunksize=part_size,
+                    max_request_concurrency=2, max_in_memory_upload_chunks=2))
+            return self.transfers[part_size]
 
-    def archive(self, job: dict[str, Any], cancelled: threading.Event) -> str:
-        """Stream the result into the vault, one ranged GET per part, pinned to one version."""
-        bucket, key = job[RESULTS_BUCKET], job[RESULT_KEY]
-        head = self.s3.head_object(Bucket=bucket, Key=key)
+    def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
+                save: Callable[[dict[str, Any]], None]) -> str:
+        """Stream the result into the vault, one ranged GET per part, pinned to its ETag."""
 
         def read_range(first: int, last: int) -> bytes:
             return self.s3.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={first}-{last}", IfMatch=head["ETag"]
+                Bucket=source.bucket, Key=source.key, Range=f"bytes={first}-{last}",
+                IfMatch=source.etag,
             )["Body"].read()
 
         description = json.dumps({"job_id": job["job_id"], "user_id": job[USER_ID]})
-        return self.vault.upload(read_range, head["ContentLength"], description,
-                                 self.archive_part_size, cancelled)
+        pending = self.vault.upload_parts(read_range, source.size, description,
+                                          self.archive_part_size, cancelled)
+        try:
+            save(asdict(pending))
+        except BaseException:
+            self.vault.abort(pending.upload_id)
+            raise
+        archive_id = self.vault.complete(pending)
+        if archive_id is None:
+            raise RuntimeError(f"Glacier lost upload {pending.upload_id} before its completion")
+        return archive_id
+
+    def resume(self, pending: dict[str, Any]) -> str | None:
+        return self.vault.complete(PendingArchive(**pending))
 
     def delete(self, archive_id: str) -> None:
         self.vault.delete(archive_id)
@@ -136,9 +224,9 @@ class VaultBackend:
         return (EXPEDITED, STANDARD)
 
     def start_retrieval(self, archive_id: str, job_id: str, tier: str) -> str:
-        glacier = self.expedited_glacier if tier == EXPEDITED else None
-        return self.vault.start_retrieval(archive_id, json.dumps({"job_id": job_id}),
-                                          self.thaw_topic_arn, tier, glacier)
+        # The request token finds the job again if InitiateJob's answer is lost.
+        description = json.dumps({"job_id": job_id, "request": uuid.uuid4().hex})
+        return self.vault.start_retrieval(archive_id, description, self.thaw_topic_arn, tier)
 
     def completion(self, notice: dict[str, Any]) -> Completion:
         """The notice names a Glacier job; Glacier (DescribeJob) says the rest."""
@@ -151,21 +239,28 @@ class VaultBackend:
             raise InvalidMessage(f"JobDescription {description[:100]!r} names no job")
         described = self.vault.describe_job(glacier_job_id)
         if described is None:
-            return Completion(glacier_job_id, job_id, None, FAILED, "Glacier has no such job")
+            return Completion(glacier_job_id, job_id, None, GONE, "Glacier has no such job")
         return Completion(glacier_job_id, job_id, described["ArchiveId"],
                           described["StatusCode"], described.get("StatusMessage") or "",
                           described)
 
-    def copy_back(self, completion: Completion, bucket: str, key: str,
+    def copy_back(self, completion: Completion, bucket: str, key: str, avoid_etag: str | None,
                   cancelled: threading.Event) -> None:
+        size = int(completion.source["ArchiveSizeInBytes"])
         output = self.vault.job_output(completion.source, self.thaw_part_size, cancelled)
-        self.transfer.upload(output, bucket, key).result()
+        part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)
+        if part_size == 0:  # at most 5 MiB (distinct_layout): one verified read, one request
+            self.s3.put_object(Bucket=bucket, Key=key, Body=output.read())
+            return
+        self.transfer(part_size).upload(output, bucket, key,
+                                        subscribers=[_KnownSize(size)]).result()
 
 
 class S3Backend:
     """Archives as S3 objects in a Glacier storage class, restored in place."""
 
     def __init__(self, config: Config, aws: Aws):
+        self.aws = aws
         self.s3 = aws.client("s3")
         # S3 answers "no Expedited capacity" with a 503 too (see VaultBackend).
         self.expedited_s3 = aws.client("s3", attempts=1)
@@ -174,19 +269,42 @@ class S3Backend:
         self.storage_class = config.gas.archive_storage_class
         self.restore_days = config.restore.restore_days
         self.part_size = config.gas.copy_part_size_mib * MIB
+        self.thaw_topic = config.gas.thaw_topic
 
-    def archive(self, job: dict[str, Any], cancelled: threading.Event) -> str:
+    @cached_property
+    def thaw_topic_arn(self) -> str:
+        return self.aws.topic_arn(self.thaw_topic)
+
+    def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
+                save: Callable[[dict[str, Any]], None]) -> str:
         """A server-side copy into the archive class: no byte passes through the worker.
 
-        Each attempt copies to a key of its own, so that a copy racing this one can delete
-        its orphan without touching ours.
+        The key is the job's and the content's: a copy made again after a crash, or by a
+        racing worker, lands on the same object, so none is left orphaned.
         """
-        key = f"{self.prefix}{job['job_id']}/{uuid.uuid4().hex}"
-        source = {"Bucket": job[RESULTS_BUCKET], "Key": job[RESULT_KEY]}
-        self.copy(source, self.bucket, key, cancelled, {
+        content = source.etag.strip('"')
+        key = f"{self.prefix}{job['job_id']}/{content}"
+        if self.head(key) is not None:  # made before, in full (S3 commits a copy at once)
+            return key
+        part_size = distinct_layout(source.size, source.etag, self.part_size)
+        self.copy({"Bucket": source.bucket, "Key": source.key}, key, cancelled, {
             "StorageClass": self.storage_class, "MetadataDirective": "REPLACE",
-            "Metadata": {PART_SIZE_METADATA: str(self.part_size)}}, self.part_size)
+            "Metadata": {PART_SIZE_METADATA: str(part_size)},
+            "CopySourceIfMatch": source.etag}, part_size, source.size, source.etag,
+            bucket=self.bucket)
         return key
+
+    def resume(self, pending: dict[str, Any]) -> str | None:
+        return None  # never saves one: the archive key is made again as it was
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        """The archive object's HeadObject, or None if there is no such object."""
+        try:
+            return self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
+                return None
+            raise
 
     def delete(self, archive_id: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=archive_id)
@@ -199,20 +317,48 @@ class S3Backend:
         return (EXPEDITED, STANDARD)
 
     def start_retrieval(self, archive_id: str, job_id: str, tier: str) -> str:
+        """RestoreObject. 202: started; 409: started before; 200: restored already, which S3
+        announces no more, so it is announced here."""
         s3 = self.expedited_s3 if tier == EXPEDITED else self.s3
         try:
-            s3.restore_object(Bucket=self.bucket, Key=archive_id, RestoreRequest={
-                "Days": self.restore_days, "GlacierJobParameters": {"Tier": tier}})
-        except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            if code == "GlacierExpeditedRetrievalNotAvailable":
-                raise ExpeditedUnavailable(str(exc)) from None
-            if code != "RestoreAlreadyInProgress":  # an earlier attempt started it: fine
-                raise
+            status = s3.restore_object(Bucket=self.bucket, Key=archive_id, RestoreRequest={
+                "Days": self.restore_days, "GlacierJobParameters": {"Tier": tier},
+            })["ResponseMetadata"]["HTTPStatusCode"]
+        except (BotoCoreError, ClientError) as exc:
+            status = self.restore_status_after(archive_id, exc)
+        if status == 200:
+            self.announce_restored(archive_id)
         return archive_id
 
+    def restore_status_after(self, archive_id: str, exc: BotoCoreError | ClientError) -> int:
+        """What a RestoreObject that failed amounts to: 202 (in progress), 200 (restored), or
+        the error raised again."""
+        code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else ""
+        if code == "GlacierExpeditedRetrievalNotAvailable":
+            raise ExpeditedUnavailable(str(exc)) from None
+        if code == "RestoreAlreadyInProgress":  # an earlier attempt started it: fine
+            return 202
+        head = self.head(archive_id) if outcome_unknown(exc) else None
+        restore = (head or {}).get("Restore", "")
+        if 'ongoing-request="true"' in restore:  # the request took effect, its answer was lost
+            return 202
+        if 'ongoing-request="false"' in restore:
+            return 200
+        raise exc
+
+    def announce_restored(self, archive_id: str) -> None:
+        """Publish the ObjectRestore:Completed event S3 sends only for a restore it started."""
+        event = {"Records": [{
+            "eventVersion": "2.1", "eventSource": RESTORED_ALREADY,
+            "eventTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "eventName": "ObjectRestore:Completed",
+            "s3": {"bucket": {"name": self.bucket}, "object": {"key": quote_plus(archive_id)}},
+        }]}
+        self.aws.client("sns").publish(TopicArn=self.thaw_topic_arn, Message=json.dumps(event))
+
     def completion(self, notice: dict[str, Any]) -> Completion | None:
-        """The archive bucket's ObjectRestore:Completed event for an archive object."""
+        """An ObjectRestore:Completed event for an archive object; the object itself (its
+        HeadObject) says whether it is restored."""
         if notice.get("Event") == "s3:TestEvent":  # S3 sends one when notifications are set
             return None
         records = notice.get("Records")
@@ -229,34 +375,49 @@ class S3Backend:
             raise InvalidMessage(f"s3://{bucket}/{key} is not in the archive "
                                  f"s3://{self.bucket}/{self.prefix}")
         job_id = key[len(self.prefix):].rsplit("/", 1)[0]
-        return Completion(key, job_id, key, SUCCEEDED)
+        head = self.head(key)
+        if head is None:
+            return Completion(key, job_id, key, GONE, "the archive object is gone")
+        restore = head.get("Restore", "")
+        if 'ongoing-request="true"' in restore:
+            return Completion(key, job_id, key, IN_PROGRESS, "restore in progress", head)
+        if 'ongoing-request="false"' not in restore:
+            return Completion(key, job_id, key, FAILED, "not restored (or its copy expired)",
+                              head)
+        return Completion(key, job_id, key, SUCCEEDED, "", head)
 
-    def copy_back(self, completion: Completion, bucket: str, key: str,
+    def copy_back(self, completion: Completion, bucket: str, key: str, avoid_etag: str | None,
                   cancelled: threading.Event) -> None:
         """Copy the restored object back into STANDARD, then compare ETags.
 
-        Copied with the part size of the archive copy, the two objects' ETags (MD5s, of the
-        whole or of the parts) are equal exactly when the bytes are; a mismatch deletes the
-        copy before raising.
+        Copied with the part layout of the archive copy, the two objects' ETags (MD5s, of the
+        whole or of the parts) are equal exactly when the bytes are, and differ from the
+        original's (`archive`). A mismatch deletes that copy, and only it, before raising.
         """
-        archived = self.s3.head_object(Bucket=self.bucket, Key=completion.archive_id)
+        archived = completion.source
         part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
-        source = {"Bucket": self.bucket, "Key": completion.archive_id}
-        self.copy(source, bucket, key, cancelled, {
+        self.copy({"Bucket": self.bucket, "Key": completion.archive_id}, key, cancelled, {
             "StorageClass": "STANDARD", "MetadataDirective": "REPLACE",
-            "CopySourceIfMatch": archived["ETag"]}, part_size)
+            "CopySourceIfMatch": archived["ETag"]}, part_size, archived["ContentLength"],
+            archived["ETag"], bucket=bucket)
         copied = self.s3.head_object(Bucket=bucket, Key=key)
         if copied["ETag"] != archived["ETag"]:
-            self.s3.delete_object(Bucket=bucket, Key=key)
+            try:
+                self.s3.delete_object(Bucket=bucket, Key=key, IfMatch=copied["ETag"])
+            except ClientError:
+                pass  # replaced meanwhile: whatever is there now is not ours to delete
             raise ChecksumMismatch(f"copy's ETag {copied['ETag']} is not the archive's "
                                    f"{archived['ETag']}")
 
-    def copy(self, source: dict[str, str], bucket: str, key: str, cancelled: threading.Event,
-             extra: dict[str, Any], part_size: int) -> None:
-        """s3transfer's copy (multipart above one part), abandoned if `cancelled` is set."""
-        config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
+    def copy(self, source: dict[str, str], key: str, cancelled: threading.Event,
+             extra: dict[str, Any], part_size: int, size: int, etag: str, bucket: str) -> None:
+        """s3transfer's copy in parts of `part_size` (0: one CopyObject), abandoned if
+        `cancelled` is set."""
+        config = (TransferConfig(multipart_threshold=1, multipart_chunksize=part_size)
+                  if part_size else TransferConfig(multipart_threshold=MAX_SINGLE_COPY + 1))
         with TransferManager(self.s3, config) as transfer:
-            future = transfer.copy(source, bucket, key, extra_args=extra)
+            future = transfer.copy(source, bucket, key, extra_args=extra,
+                                   subscribers=[_KnownSize(size, etag)])
             while not future.done():
                 if cancelled.wait(CANCEL_POLL_SECONDS):
                     future.cancel()  # s3transfer aborts the multipart upload

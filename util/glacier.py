@@ -8,10 +8,13 @@ import io
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import calculate_tree_hash
+
+from util.helpers import outcome_unknown
 
 MIB = 1024 * 1024
 MAX_PARTS = 10_000  # Glacier's limit on parts per multipart upload
@@ -54,28 +57,41 @@ def part_size_for(size: int, configured: int) -> int:
     return part
 
 
-class Vault:
-    """One Glacier vault."""
+@dataclass(frozen=True)
+class PendingArchive:
+    """A multipart upload whose parts are all in: what completing it, once or again, needs."""
 
-    def __init__(self, glacier: BaseClient, name: str):
+    upload_id: str
+    size: int
+    tree_hash: str
+
+
+class Vault:
+    """One Glacier vault.
+
+    Every archive goes up as a multipart upload, even a one-part one: UploadArchive is not
+    idempotent (a retry after a lost answer makes a second archive), while a part sent again
+    replaces itself and CompleteMultipartUpload, repeated, answers the same archive id.
+    InitiateJob has no idempotency at all: its description carries a token, by which a
+    retrieval whose answer was lost is found again (`start_retrieval`).
+    """
+
+    def __init__(self, glacier: BaseClient, name: str, initiate: BaseClient | None = None):
+        """`initiate`: a client that makes InitiateJob once (no botocore retry): a retried
+        InitiateJob would start a second retrieval."""
         self.glacier = glacier
+        self.initiate = initiate or glacier
         self.name = name
 
-    def upload(self, read_range: ReadRange, size: int, description: str, part_size: int,
-               cancelled: threading.Event | None = None) -> str:
-        """Upload `size` bytes read part by part; return the archive id.
+    def upload_parts(self, read_range: ReadRange, size: int, description: str, part_size: int,
+                     cancelled: threading.Event | None = None) -> PendingArchive:
+        """Upload `size` bytes (at least one) read part by part, without completing the upload.
 
-        At most one part is in memory at a time. A file that fits in one part goes up in a
-        single request; larger files use a multipart upload, aborted if anything fails.
+        At most one part is in memory at a time. Anything failing aborts the upload.
         """
+        if size <= 0:
+            raise ValueError("Glacier takes no empty archive")
         part_size = part_size_for(size, part_size)
-        if size <= part_size:
-            body = read_range(0, size - 1) if size else b""
-            return self.glacier.upload_archive(
-                vaultName=self.name, archiveDescription=description,
-                checksum=calculate_tree_hash(io.BytesIO(body)), body=body,
-            )["archiveId"]
-
         upload_id = self.glacier.initiate_multipart_upload(
             vaultName=self.name, archiveDescription=description, partSize=str(part_size)
         )["uploadId"]
@@ -94,36 +110,59 @@ class Vault:
                     checksum=checksum, body=body,
                 )
                 digests.append(bytes.fromhex(checksum))
-            return self.glacier.complete_multipart_upload(
-                vaultName=self.name, uploadId=upload_id, archiveSize=str(size),
-                checksum=combine_tree_hashes(digests),
-            )["archiveId"]
         except BaseException:
-            self._abort(upload_id)
+            self.abort(upload_id)
+            raise
+        return PendingArchive(upload_id, size, combine_tree_hashes(digests))
+
+    def complete(self, pending: PendingArchive) -> str | None:
+        """The archive id of a completed upload (safe to repeat); None if Glacier no longer
+        knows the upload (aborted, or completed too long ago to answer again)."""
+        try:
+            return self.glacier.complete_multipart_upload(
+                vaultName=self.name, uploadId=pending.upload_id, archiveSize=str(pending.size),
+                checksum=pending.tree_hash,
+            )["archiveId"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return None
             raise
 
-    def _abort(self, upload_id: str) -> None:
-        # Best effort: Glacier expires an unfinished upload after 24 h anyway.
+    def abort(self, upload_id: str) -> None:
+        """Best effort: an upload nobody completes commits nothing."""
         try:
             self.glacier.abort_multipart_upload(vaultName=self.name, uploadId=upload_id)
         except ClientError:
             pass
 
-    def start_retrieval(self, archive_id: str, description: str, topic_arn: str, tier: str,
-                        glacier: BaseClient | None = None) -> str:
+    def start_retrieval(self, archive_id: str, description: str, topic_arn: str,
+                        tier: str) -> str:
         """Start an archive-retrieval job that announces its completion on `topic_arn`.
 
-        `glacier` may be a client with other retry settings than the vault's own.
+        `description` must be unique to this attempt: when the call fails without an answer,
+        the vault's job list says whether it started the job anyway.
         """
         try:
-            return (glacier or self.glacier).initiate_job(vaultName=self.name, jobParameters={
+            return self.initiate.initiate_job(vaultName=self.name, jobParameters={
                 "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier,
                 "Description": description, "SNSTopic": topic_arn,
             })["jobId"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "InsufficientCapacityException":
+        except (BotoCoreError, ClientError) as exc:
+            if isinstance(exc, ClientError) and \
+                    exc.response["Error"]["Code"] == "InsufficientCapacityException":
                 raise ExpeditedUnavailable(str(exc)) from None
-            raise
+            found = self.find_job(archive_id, description) if outcome_unknown(exc) else None
+            if found is None:
+                raise
+            return found
+
+    def find_job(self, archive_id: str, description: str) -> str | None:
+        """The id of this vault's job for `archive_id` with exactly `description`, if any."""
+        for page in self.glacier.get_paginator("list_jobs").paginate(vaultName=self.name):
+            for job in page["JobList"]:
+                if job.get("ArchiveId") == archive_id and job.get("JobDescription") == description:
+                    return job["JobId"]
+        return None
 
     def describe_job(self, job_id: str) -> dict | None:
         """The job as Glacier describes it, or None if this vault has no such job."""

@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from util.util_config import Config
@@ -36,6 +36,13 @@ RESULTS_BUCKET = "s3_results_bucket"
 RESULT_KEY = "s3_key_result_file"
 LOG_KEY = "s3_key_log_file"
 ARCHIVE_ID = "results_file_archive_id"
+# The ETag of the S3 result the archive holds, recorded with ARCHIVE_ID: archive deletes the S3
+# copy only while it still has this ETag, so a copy thaw put back is never deleted
+# (util/archive/archive.py).
+RESULT_ETAG = "results_file_etag"
+# A vault upload whose parts are all in, recorded before it is completed so that a worker that
+# dies between completing and recording it leaves no orphan archive (util/backends.py).
+ARCHIVE_UPLOAD = "results_file_archive_upload"
 # A result's way back from Glacier (util/retrieval.py): the retrieval under way, and the one
 # that brought it back.
 RESTORE_JOB_ID = "restore_job_id"
@@ -46,6 +53,7 @@ THAW_JOB_ID = "thaw_job_id"
 THAW_TIME = "thaw_time"
 # When the user was e-mailed about the finished job (util/notify): set once, after the send.
 NOTIFIED_TIME = "notified_time"
+NOTIFY_CLAIM = "notify_claim"  # the token of the message copy that sends (and sent) the e-mail
 NOTIFY_CLAIM_EXPIRES = "notify_claim_expires"
 # True on a job util/ann_load.py submitted, so its --cleanup removes those and nothing else.
 SYNTHETIC = "synthetic"
@@ -70,6 +78,35 @@ _deserializer = TypeDeserializer()
 
 class InvalidMessage(Exception):
     """The message can never succeed as sent; its text is the reason given with it."""
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed AWS call may have taken effect: no answer came, or a server error did.
+
+    A client error (4xx) was refused before anything happened; a dropped connection after the
+    request landed, or a 5xx, says nothing about whether it did.
+    """
+    if isinstance(exc, ClientError):
+        return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500) >= 500
+    return isinstance(exc, BotoCoreError)
+
+
+@dataclass(frozen=True)
+class Write:
+    """The answer to a conditional write: applied, or the item as it is now.
+
+    A write whose answer is lost is retried by botocore, and the retry then fails its condition
+    against its own first attempt. So a failed condition means "look at what is there", never
+    "another writer won": `item` is the item as the failed attempt found it (DynamoDB's
+    ``ReturnValuesOnConditionCheckFailure=ALL_OLD``; empty if there is no item).
+    """
+
+    applied: bool
+    item: dict[str, Any]
+
+    def holds(self, attribute: str, value: Any) -> bool:
+        """Applied, or the item already holds what this write sets (its own first attempt)."""
+        return self.applied or self.item.get(attribute) == value
 
 
 class Aws:
@@ -164,6 +201,10 @@ def _from_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value
 
 
@@ -196,14 +237,9 @@ class Annotations:
     def put(self, item: Mapping[str, Any]) -> None:
         self.dynamodb.put_item(TableName=self.table, Item=_to_dynamo(item))
 
-    def set_if_absent(self, job_id: str, attribute: str, value: Any) -> bool:
-        """Set `attribute` only if the item has none; False when another writer got there first."""
-        return self.update_if(job_id, "SET #a = :v", "attribute_not_exists(#a)",
-                              {"#a": attribute}, {":v": value})
-
     def update_if(self, job_id: str, update: str, condition: str, names: Mapping[str, str],
-                  values: Mapping[str, Any] | None = None) -> bool:
-        """Apply `update` to an existing item if `condition` holds; False if it does not.
+                  values: Mapping[str, Any] | None = None) -> Write:
+        """Apply `update` to an existing item if `condition` holds (see `Write`).
 
         `names` and `values` may hold more than the expressions use (DynamoDB refuses
         unused ones, so they are left out): callers can share one table of names.
@@ -217,6 +253,7 @@ class Annotations:
             "ConditionExpression": condition,
             "ExpressionAttributeNames": {k: v for k, v in {"#job_id": JOB_ID, **names}.items()
                                          if k in used},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
         values = {k: v for k, v in (values or {}).items() if k in used}
         if values:
@@ -225,9 +262,9 @@ class Annotations:
             self.dynamodb.update_item(**request)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                return Write(False, _from_dynamo(exc.response.get("Item") or {}))
             raise
-        return True
+        return Write(True, {})
 
     def archived_results(self, user_id: str, page_size: int) -> Iterator[dict[str, Any]]:
         """Every job of the user whose result is in Glacier, page by page (user_id_index)."""

@@ -2,7 +2,7 @@
 
 Restore starts retrievals, thaw finishes them (or starts a failed one again). Both go
 through this record so that neither a second message nor a second copy of a worker starts a
-duplicate retrieval, and so that thaw trusts only the retrieval the item names:
+duplicate retrieval:
 
     archived ──claim──> claimed ──start retrieval, record──> started ──thaw──> back in S3
                            └──(initiate failed) release──> archived
@@ -13,6 +13,16 @@ retrieval's id (util/backends.py: a Glacier job id, or the archive object's key)
 `restore_expires` bounds both: a claim whose holder crashed lapses after `claim_seconds`, a
 retrieval after `retrieval_lifetime_seconds` (Glacier keeps a job's output for 24 hours), and
 a lapsed one may be started again.
+
+The record keeps duplicates away; it does not decide which retrieval thaw may use. Any
+retrieval of the archive the item names brings back the same, verified bytes, so thaw takes
+the first that succeeds (`finish` asks only that the item still names the archive): a
+retrieval started twice because an answer was lost, or whose claim was released after a
+failure that in fact took effect, still brings the result back.
+
+Every conditional write here reads a failed condition as "look at what is there": the item
+holding this very claim or retrieval means the write's first attempt took effect and only its
+answer was lost (util.helpers.Write).
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from typing import Any
 from util.backends import Backend
 from util.glacier import ExpeditedUnavailable
 from util.helpers import (ARCHIVE_ID, JOB_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER,
-                          RESTORE_TIME, THAW_JOB_ID, THAW_TIME, Annotations, Aws)
+                          RESTORE_TIME, RESULT_ETAG, THAW_JOB_ID, THAW_TIME, Annotations, Aws,
+                          Write)
 from util.util_config import Config
 
 log = logging.getLogger("gas")
@@ -79,8 +90,8 @@ class Retrievals:
             "#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)",
             _NAMES, {":claim": claim, ":expires": now + self.claim_seconds,
                      ":archive": archive_id, ":now": now})
-        if not claimed:
-            return self.why_not_started(job_id, archive_id)
+        if not claimed.holds(RESTORE_JOB_ID, claim):
+            return self.why_not_started(job_id, archive_id, claimed.item)
         try:
             retrieval_id, tier = self.initiate(
                 archive_id, job_id, tiers or self.backend.tiers(archive_id))
@@ -92,11 +103,15 @@ class Retrievals:
             "#job = :claim", _NAMES,
             {":retrieval": retrieval_id, ":tier": tier, ":now": now,
              ":expires": now + self.lifetime_seconds, ":claim": claim})
-        if not recorded:
-            # Our claim lapsed and another worker took over: its retrieval is the one thaw
-            # will accept; ours costs a retrieval and its notice is rejected as stale.
-            log.warning("job %s: claim lapsed while starting retrieval %s", job_id,
-                        retrieval_id)
+        if not recorded.holds(RESTORE_JOB_ID, retrieval_id):
+            if recorded.item.get(ARCHIVE_ID) != archive_id:
+                log.info("job %s: thawed while retrieval %s was being recorded", job_id,
+                         retrieval_id)
+            else:
+                # Our claim lapsed and another worker took over; both retrievals bring the
+                # same bytes, and thaw uses whichever succeeds first.
+                log.warning("job %s: claim lapsed while starting retrieval %s", job_id,
+                            retrieval_id)
         return Start("started", tier)
 
     def initiate(self, archive_id: str, job_id: str, tiers: Sequence[str]) -> tuple[str, str]:
@@ -107,12 +122,12 @@ class Retrievals:
                 log.info("job %s: no %s capacity, trying the next tier", job_id, tier)
         return self.backend.start_retrieval(archive_id, job_id, tiers[-1]), tiers[-1]
 
-    def why_not_started(self, job_id: str, archive_id: str) -> Start:
-        # A claim is usually one InitiateJob call away from a recorded job: give it a few
-        # seconds before calling it "claimed elsewhere" and deferring the whole message.
+    def why_not_started(self, job_id: str, archive_id: str, job: dict[str, Any]) -> Start:
+        """Why the claim failed, from the item as it was then (`job`), looked at again while
+        another worker's claim is one InitiateJob call away from a recorded retrieval: give
+        it a few seconds before calling it "claimed elsewhere" and deferring the message."""
         deadline = time.monotonic() + self.claim_wait_seconds
         while True:
-            job = self.jobs.get(job_id) or {}
             if job.get(ARCHIVE_ID) != archive_id:
                 return Start("not archived")
             if not is_claim(job.get(RESTORE_JOB_ID)):
@@ -120,6 +135,7 @@ class Retrievals:
             if time.monotonic() >= deadline:
                 return Start("claimed elsewhere", retry_at=job[RESTORE_EXPIRES])
             time.sleep(CLAIM_POLL_SECONDS)
+            job = self.jobs.get(job_id) or {}
 
     def release(self, job_id: str, claim: str) -> None:
         """Give up a claim after a failed start, so the next attempt need not wait for it."""
@@ -129,19 +145,18 @@ class Retrievals:
         except Exception:  # the claim lapses by itself; the original error matters more
             log.exception("job %s: could not release retrieval claim", job_id)
 
-    def clear(self, job_id: str, retrieval_id: str) -> bool:
-        """Forget a retrieval reported as failed; False if it is not the one recorded."""
-        return self.jobs.update_if(job_id, "REMOVE #job, #tier, #time, #expires",
-                                   "#job = :retrieval", _NAMES, {":retrieval": retrieval_id})
+    def clear(self, job_id: str, retrieval_id: str) -> None:
+        """Forget a retrieval reported as failed, if it is the one recorded."""
+        self.jobs.update_if(job_id, "REMOVE #job, #tier, #time, #expires",
+                            "#job = :retrieval", _NAMES, {":retrieval": retrieval_id})
 
-    def finish(self, job_id: str, archive_id: str, retrieval_id: str) -> bool:
-        """Record that the result is back in S3: the archive id and the retrieval go.
-
-        False if the item no longer names this archive and this retrieval.
-        """
+    def finish(self, job_id: str, archive_id: str, retrieval_id: str) -> Write:
+        """Record that the result is back in S3: the archive id, its ETag and the retrieval go,
+        `retrieval_id` is kept as the one that thawed it. Applied only while the item still
+        names `archive_id`, whichever retrieval it records."""
         return self.jobs.update_if(
-            job_id, "REMOVE #archive, #job, #tier, #time, #expires "
+            job_id, "REMOVE #archive, #etag, #job, #tier, #time, #expires "
                     "SET #thaw_job = :retrieval, #thaw_time = :now",
-            "#archive = :archive AND #job = :retrieval",
-            {**_NAMES, "#thaw_job": THAW_JOB_ID, "#thaw_time": THAW_TIME},
+            "#archive = :archive",
+            {**_NAMES, "#etag": RESULT_ETAG, "#thaw_job": THAW_JOB_ID, "#thaw_time": THAW_TIME},
             {":archive": archive_id, ":retrieval": retrieval_id, ":now": int(self.clock())})

@@ -116,13 +116,20 @@ def _archive_objects(config: Config, arns: Arns, actions: list[str]) -> Statemen
                  arns.objects(config.gas.archive_bucket, config.gas.archive_prefix))
 
 
+def _list_archive(config: Config, arns: Arns) -> Statement:
+    # Not called: without it S3 answers HeadObject of a missing archive object with 403
+    # instead of 404, and "no such archive" could not be told from a real failure.
+    return allow("ListArchive", ["s3:ListBucket"], arns.bucket(config.gas.archive_bucket))
+
+
 def archive(config: Config, arns: Arns) -> list[Statement]:
     gas = config.gas
     statements = [
         *_queue_worker(arns, config.archive.queue),
         _annotations(config, arns, ["GetItem", "UpdateItem"]),
         _users(config, arns),
-        # Read (HeadObject, ranged GetObject or a server-side copy's source), then delete.
+        # Read (HeadObject, ranged GetObject or a server-side copy's source), then delete
+        # while it has the archived ETag (a conditional delete needs GetObject too).
         allow("Results", ["s3:GetObject", "s3:DeleteObject"], arns.objects(gas.results_bucket)),
         # Not called: without it S3 answers a missing result with 403 instead of 404, and
         # archive could not tell "already archived by another copy" from a real failure.
@@ -132,14 +139,17 @@ def archive(config: Config, arns: Arns) -> list[Statement]:
               arns.queue(config.restore.queue)),
     ]
     if gas.archive_backend == "s3":
-        # A (multipart) copy into the archive class; an orphan of a lost race is deleted.
-        statements.append(_archive_objects(config, arns, [
-            "PutObject", "AbortMultipartUpload", "DeleteObject"]))
+        # HeadObject (made already?), a (multipart) copy into the archive class; an orphan of
+        # a lost race is deleted.
+        statements += [
+            _archive_objects(config, arns, [
+                "GetObject", "PutObject", "AbortMultipartUpload", "DeleteObject"]),
+            _list_archive(config, arns)]
     else:
         statements.append(allow("Vault", [
-            "glacier:UploadArchive", "glacier:InitiateMultipartUpload",
-            "glacier:UploadMultipartPart", "glacier:CompleteMultipartUpload",
-            "glacier:AbortMultipartUpload", "glacier:DeleteArchive"], arns.vault(gas.vault)))
+            "glacier:InitiateMultipartUpload", "glacier:UploadMultipartPart",
+            "glacier:CompleteMultipartUpload", "glacier:AbortMultipartUpload",
+            "glacier:DeleteArchive"], arns.vault(gas.vault)))
     return statements
 
 
@@ -154,10 +164,18 @@ def restore(config: Config, arns: Arns) -> list[Statement]:
               f"{arns.table(gas.annotations_table)}/index/{USER_INDEX}"),
     ]
     if gas.archive_backend == "s3":
-        # HeadObject: DEEP_ARCHIVE has no Expedited tier.
-        statements.append(_archive_objects(config, arns, ["GetObject", "RestoreObject"]))
+        statements += [
+            # HeadObject: DEEP_ARCHIVE has no Expedited tier, and after a RestoreObject that
+            # got no answer, whether it took effect.
+            _archive_objects(config, arns, ["GetObject", "RestoreObject"]),
+            _list_archive(config, arns),
+            # RestoreObject's 200 (restored already): announce it, as S3 does not.
+            allow("ThawTopic", ["sns:Publish"], arns.topic(gas.thaw_topic)),
+            _CALLER_IDENTITY]
     else:
-        statements += [allow("Vault", ["glacier:InitiateJob"], arns.vault(gas.vault)),
+        # ListJobs: after an InitiateJob that got no answer, whether it started the job.
+        statements += [allow("Vault", ["glacier:InitiateJob", "glacier:ListJobs"],
+                             arns.vault(gas.vault)),
                        _CALLER_IDENTITY]
     return statements
 
@@ -173,16 +191,22 @@ def thaw(config: Config, arns: Arns) -> list[Statement]:
             # Copy back (multipart above one part), compare ETags, delete a copy that differs.
             allow("Results", ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
                               "s3:DeleteObject"], arns.objects(gas.results_bucket)),
-            _archive_objects(config, arns, ["GetObject", "DeleteObject"]),
+            # HeadObject (restored?), the copy's source, delete; RestoreObject starts an
+            # expired or failed restore again, announced on the thaw topic if S3 will not.
+            _archive_objects(config, arns, ["GetObject", "DeleteObject", "RestoreObject"]),
+            _list_archive(config, arns),
+            allow("ThawTopic", ["sns:Publish"], arns.topic(gas.thaw_topic)),
+            _CALLER_IDENTITY,
         ]
     else:
         statements += [
             # The job output, streamed into a multipart upload at the original key.
             allow("Results", ["s3:PutObject", "s3:AbortMultipartUpload"],
                   arns.objects(gas.results_bucket)),
-            # DescribeJob and GetJobOutput; InitiateJob starts a failed retrieval again.
+            # DescribeJob and GetJobOutput; InitiateJob (and ListJobs, after one that got no
+            # answer) starts a failed retrieval again.
             allow("Vault", ["glacier:DescribeJob", "glacier:GetJobOutput", "glacier:InitiateJob",
-                            "glacier:DeleteArchive"], arns.vault(gas.vault)),
+                            "glacier:ListJobs", "glacier:DeleteArchive"], arns.vault(gas.vault)),
             _CALLER_IDENTITY,
         ]
     return statements

@@ -9,17 +9,25 @@ import os
 import pytest
 from botocore.utils import calculate_tree_hash
 
-from tests.conftest import (NOW, Stack, archived_bytes, job, message, put_job, result_exists,
-                            set_role,
+from tests.conftest import (NOW, Killed, LostAnswers, Stack, archive_job, archived_bytes, job,
+                            message, put_job, result_bytes, result_exists, set_role, sets,
                             vault_archive_count, vault_archive_description)
+from tests.pipeline import Pipeline
 from util.archive.archive import Archiver
 from util.glacier import MIB, combine_tree_hashes, part_size_for
-from util.helpers import ARCHIVE_ID, Annotations, InvalidMessage
+from util.helpers import ARCHIVE_ID, RESULT_ETAG, Annotations, InvalidMessage
+from util.local import glacier as glacier_emulation
 
 
 def archiver(stack: Stack, part_size_mib: int = 1, clock: float = NOW) -> Archiver:
     stack.config.archive.part_size_mib = part_size_mib
     return Archiver(stack.config, stack.aws, clock=lambda: clock)
+
+
+def etag(stack: Stack, job_id: str = "j1") -> str:
+    item = job(stack, job_id)
+    return stack.client("s3").head_object(Bucket=item["s3_results_bucket"],
+                                          Key=item["s3_key_result_file"])["ETag"]
 
 
 def restore_requests(stack: Stack) -> list[dict]:
@@ -126,10 +134,12 @@ def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
     handler = archiver(stack)
     upload = handler.backend.archive
 
-    def upload_while_another_copy_wins(job_item, cancelled):
-        ours = upload(job_item, cancelled)
-        Annotations(stack.aws, stack.config.gas.annotations_table).set_if_absent(
-            "j1", ARCHIVE_ID, "winner-archive-id")
+    def upload_while_another_copy_wins(*args):
+        ours = upload(*args)
+        Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+            "j1", "SET #a = :a, #e = :e", "attribute_not_exists(#a)",
+            {"#a": ARCHIVE_ID, "#e": RESULT_ETAG},
+            {":a": "winner-archive-id", ":e": etag(stack)})
         return ours
 
     handler.backend.archive = upload_while_another_copy_wins
@@ -145,8 +155,8 @@ def test_user_who_became_premium_during_the_upload_gets_a_restore_request(stack:
     handler = archiver(stack)
     upload = handler.backend.archive
 
-    def upload_while_user_upgrades(job_item, cancelled):
-        archive_id = upload(job_item, cancelled)
+    def upload_while_user_upgrades(*args):
+        archive_id = upload(*args)
         set_role(stack, "u-alice", "premium_user")
         return archive_id
 
@@ -191,3 +201,87 @@ def test_part_size_doubles_to_stay_within_ten_thousand_parts() -> None:
     assert part_size_for(100 * MIB, 16 * MIB) == 16 * MIB
     assert part_size_for(200_000 * MIB, 16 * MIB) == 32 * MIB
     assert part_size_for(10 ** 15, 16 * MIB) == 4096 * MIB
+
+
+# -- answers lost, workers killed, messages late -------------------------------------------------
+
+def test_a_lost_answer_to_recording_the_archive_keeps_it(stack: Stack,
+                                                         lost_answers: LostAnswers) -> None:
+    # Given the write of the archive id takes effect but its answer is lost, so botocore's
+    # retry fails its condition against that first attempt
+    data = put_job(stack)
+    lost_answers.add("UpdateItem", when=sets(ARCHIVE_ID))
+    # When the message is handled
+    outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    # Then it is recognised as our own write: the archive it names is kept, with the bytes
+    assert lost_answers.hits == [("UpdateItem", "retry")]
+    assert (outcome.action, outcome.reason) == ("done", "archived")
+    assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == data
+    assert vault_archive_count(stack) == 1 and not result_exists(stack)
+
+
+def test_a_lost_answer_to_completing_the_upload_makes_no_second_archive(
+        stack: Stack, lost_answers: LostAnswers) -> None:
+    # Whatever call creates the archive, its answer is lost and botocore makes it again
+    data = put_job(stack, size=10)
+    lost_answers.add("UploadArchive")
+    lost_answers.add("CompleteMultipartUpload")
+    outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    assert outcome.action == "done" and len(lost_answers.hits) == 1
+    assert vault_archive_count(stack) == 1
+    assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == data
+
+
+def test_a_worker_killed_between_archiving_and_recording_leaves_no_orphan(
+        stack: Stack, lost_answers: LostAnswers) -> None:
+    # Given a worker killed just before it records the archive Glacier made
+    data = put_job(stack)
+    lost_answers.add("UpdateItem", when=sets(ARCHIVE_ID), then="kill-before")
+    with pytest.raises(Killed):
+        archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    assert ARCHIVE_ID not in job(stack) and result_exists(stack)
+    # When the message comes back to a fresh worker
+    outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    # Then the vault holds one archive, the one the job names
+    assert outcome.action == "done"
+    assert vault_archive_count(stack) == 1
+    assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == data
+
+
+def test_an_empty_result_stays_in_s3(stack: Stack) -> None:
+    # Glacier takes no empty archive; an empty file costs nothing in S3
+    put_job(stack, size=0)
+    outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    assert (outcome.action, outcome.reason) == ("done", "empty result: nothing to archive, "
+                                                        "it stays in S3")
+    assert result_exists(stack) and ARCHIVE_ID not in job(stack)
+    assert vault_archive_count(stack) == 0
+
+
+def test_a_late_copy_of_the_message_never_deletes_a_result_put_back_by_thaw(
+        stack: Stack) -> None:
+    # Given an archived result whose user upgraded: restore started its retrieval
+    data = archive_job(stack, size=3 * MIB)
+    glacier_emulation.configure(expedited_seconds=0)
+    set_role(stack, "u-alice", "premium_user")
+    pipeline = Pipeline(stack)
+    thaw = pipeline.handler("thaw")
+    copy_back = thaw.backend.copy_back
+
+    def copy_back_then_a_late_archive_message(*args):
+        copy_back(*args)
+        # Thaw has put the result back at its key, and not yet recorded that on the item,
+        # when a late copy of the original archive message reaches an archive worker
+        late = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+        assert late.action == "done", late
+
+    thaw.backend.copy_back = copy_back_then_a_late_archive_message
+    pipeline.handler = lambda utility: thaw if utility == "thaw" else Pipeline.handler(
+        pipeline, utility)
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url(stack.config.restore.queue),
+                                     MessageBody=json.dumps({"user_id": "u-alice"}))
+    # When restore and thaw run to the end
+    pipeline.settle(until=lambda: ARCHIVE_ID not in job(stack))
+    # Then the result is in S3, byte-identical, and only then was the archive deleted
+    assert result_exists(stack) and result_bytes(stack) == data
+    assert vault_archive_count(stack) == 0 and not pipeline.dead

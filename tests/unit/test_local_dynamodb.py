@@ -20,7 +20,8 @@ def test_of_many_racing_conditional_writers_exactly_one_wins(stack: Stack) -> No
     def claim(worker: int) -> None:
         together.wait()
         for job_id in items:
-            if jobs.set_if_absent(job_id, "claimed_by", worker):
+            if jobs.update_if(job_id, "SET #c = :w", "attribute_not_exists(#c)",
+                              {"#c": "claimed_by"}, {":w": worker}).applied:
                 wins.append((job_id, worker))
 
     threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]

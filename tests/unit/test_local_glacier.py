@@ -254,6 +254,29 @@ def test_part_without_content_range_is_rejected(glacier: BaseClient) -> None:
     assert error(excinfo) == ("MissingParameterValueException", 400)
 
 
+def test_a_repeated_complete_answers_the_same_archive(glacier: BaseClient) -> None:
+    # AWS: "Complete Multipart Upload is an idempotent operation": repeated within a short
+    # period it answers the same archive id and makes no second archive.
+    data = sample(MIB + 7)
+    upload_id = upload_parts(glacier, data)
+    complete = dict(vaultName=VAULT, uploadId=upload_id, archiveSize=str(len(data)),
+                    checksum=tree_hash(data))
+    first = glacier.complete_multipart_upload(**complete)["archiveId"]
+    again = glacier.complete_multipart_upload(**complete)["archiveId"]
+    assert again == first
+    assert list(inventory(glacier)) == [first]
+    # A completed upload is no longer an upload: not listed, no parts, nothing to abort
+    assert glacier.list_multipart_uploads(vaultName=VAULT)["UploadsList"] == []
+    for call in (glacier.list_parts, glacier.abort_multipart_upload):
+        with pytest.raises(ClientError) as error:
+            call(vaultName=VAULT, uploadId=upload_id)
+        assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    # Repeated with another size, it is refused
+    with pytest.raises(ClientError) as error:
+        glacier.complete_multipart_upload(**{**complete, "archiveSize": str(len(data) - 1)})
+    assert error.value.response["Error"]["Code"] == "InvalidParameterValueException"
+
+
 @pytest.mark.parametrize("parts, archive_size", [
     ([(0, MIB), (2 * MIB, MIB)], 3 * MIB),  # gap at the second part
     ([(MIB, MIB)], 2 * MIB),  # nothing at byte 0

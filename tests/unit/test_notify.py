@@ -16,8 +16,9 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.retries.standard import ExponentialBackoff
 from moto.core.models import botocore_stubber
 
-from tests.conftest import ROOT, Stack, job, put_job
-from util.helpers import FAILED, NOTIFIED_TIME, Annotations, InvalidMessage, decode_body
+from tests.conftest import ROOT, LostAnswers, Stack, job, put_job, sets
+from util.helpers import (FAILED, NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES, Annotations, InvalidMessage,
+                          decode_body)
 from util.local.ses import sent_emails_in_process
 from util.notify.notify import HERE, Notifier, template_directory
 from util.util_config import ConfigError
@@ -235,6 +236,26 @@ def test_a_crash_between_send_and_record_gives_a_second_email(stack: Stack) -> N
     assert job(stack)[NOTIFIED_TIME] == NOTIFY_AT + claim_seconds + 1
 
 
+def test_a_lost_answer_to_the_claim_still_sends_at_once(stack: Stack,
+                                                        lost_answers: LostAnswers) -> None:
+    # The claim is written, its answer lost; botocore's retry finds our own claim there
+    put_job(stack)
+    lost_answers.add("UpdateItem", when=sets(NOTIFY_CLAIM_EXPIRES))
+    outcome = notifier(stack)(results_message())
+    assert lost_answers.hits == [("UpdateItem", "retry")]
+    assert (outcome.action, outcome.reason) == ("done", "e-mailed (COMPLETED)")
+    assert len(sent_emails_in_process()) == 1
+
+
+def test_a_lost_answer_to_the_record_is_our_own_e_mail(stack: Stack,
+                                                      lost_answers: LostAnswers) -> None:
+    put_job(stack)
+    lost_answers.add("UpdateItem", when=sets(NOTIFIED_TIME))
+    outcome = notifier(stack)(results_message())
+    assert (outcome.action, outcome.reason) == ("done", "e-mailed (COMPLETED)")
+    assert NOTIFIED_TIME in job(stack) and len(sent_emails_in_process()) == 1
+
+
 def test_two_copies_handled_at_the_same_moment_send_one_email(stack: Stack) -> None:
     # Given the annotator published one result twice, and two workers got a copy each
     put_job(stack)
@@ -273,8 +294,9 @@ def test_a_copy_that_recorded_first_is_noted(stack: Stack) -> None:
 
     def send_while_another_copy_records(address, email):
         send(address, email)
-        Annotations(stack.aws, stack.config.gas.annotations_table).set_if_absent(
-            "j1", NOTIFIED_TIME, 1)
+        Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+            "j1", "SET #n = :n, #c = :c", "attribute_not_exists(#n)",
+            {"#n": NOTIFIED_TIME, "#c": "notify_claim"}, {":n": 1, ":c": "another-copy"})
 
     handler.send = send_while_another_copy_records
     outcome = handler(results_message())

@@ -8,7 +8,9 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import NOW, Stack, archive_job, job, message, put_job, set_role
+from tests.conftest import (NOW, LostAnswers, Stack, archive_job, job, message, put_job,
+                            set_role)
+from tests.pipeline import Pipeline
 from util.helpers import (ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER,
                           InvalidMessage)
 from util.local import glacier as glacier_emulation
@@ -35,8 +37,9 @@ def restore(stack: Stack, handler: Restorer | None = None, user_id: str = "u-ali
     return (handler or restorer(stack))(message(user_id=user_id))
 
 
-def fail_calls(client, method: str, code: str, times: int) -> None:
-    """Make the next `times` calls of a client method raise Glacier's error `code`.
+def fail_calls(client, method: str, code: str, times: int, status: int = 400) -> None:
+    """Make the next `times` calls of a client method raise Glacier's error `code`, refused
+    with HTTP `status` before anything happened.
 
     Patched on the client, not injected with a before-send hook: in process, moto's own
     before-send handler would still carry the call out.
@@ -47,7 +50,8 @@ def fail_calls(client, method: str, code: str, times: int) -> None:
     def call(**kwargs):
         if left[0] > 0:
             left[0] -= 1
-            raise ClientError({"Error": {"Code": code, "Message": "injected"}}, method)
+            raise ClientError({"Error": {"Code": code, "Message": "injected"},
+                               "ResponseMetadata": {"HTTPStatusCode": status}}, method)
         return real(**kwargs)
 
     setattr(client, method, call)
@@ -70,8 +74,9 @@ def test_every_archived_result_gets_an_expedited_retrieval_that_names_its_job(
         item = job(stack, job_id)
         glacier_job = jobs[item[RESTORE_JOB_ID]]
         assert item[RESTORE_TIER] == "Expedited" == glacier_job["Tier"]
-        # The job carries the job id only, and announces completion on the thaw topic
-        assert json.loads(glacier_job["JobDescription"]) == {"job_id": job_id}
+        # The job carries the job id (and a request token), and announces completion on the
+        # thaw topic
+        assert json.loads(glacier_job["JobDescription"])["job_id"] == job_id
         assert glacier_job["ArchiveId"] == item[ARCHIVE_ID]
         assert glacier_job["SNSTopic"] == thaw_topic
     assert RESTORE_JOB_ID not in job(stack, "j4")
@@ -88,8 +93,8 @@ def test_no_expedited_capacity_falls_back_to_standard(
 def test_any_other_expedited_error_is_a_retry_not_a_downgrade(
         stack: Stack, premium_alice: dict[str, bytes]) -> None:
     handler = restorer(stack)
-    fail_calls(handler.retrievals.backend.expedited_glacier, "initiate_job",
-               "ServiceUnavailableException",
+    fail_calls(handler.retrievals.backend.vault.initiate, "initiate_job",
+               "ServiceUnavailableException", status=503,
                times=3)
     outcome = restore(stack, handler)
     assert outcome.action == "retry" and "3 not started" in outcome.reason
@@ -103,7 +108,7 @@ def test_a_crash_half_way_is_finished_by_the_redelivery(
         stack: Stack, premium_alice: dict[str, bytes]) -> None:
     # Given a first attempt that started only some retrievals
     handler = restorer(stack)
-    fail_calls(handler.retrievals.backend.expedited_glacier, "initiate_job",
+    fail_calls(handler.retrievals.backend.vault.initiate, "initiate_job",
                "ThrottlingException",
                times=1)
     assert restore(stack, handler).reason.startswith("1 not started")
@@ -198,3 +203,46 @@ def test_a_free_user_is_invalid_and_nothing_is_started(stack: Stack) -> None:
 def test_malformed_or_unknown_is_invalid(stack: Stack, body: dict, reason: str) -> None:
     with pytest.raises(InvalidMessage, match=reason):
         restorer(stack)(message(**body))
+
+
+# -- answers lost ------------------------------------------------------------------------------
+
+def test_a_lost_answer_to_the_claim_still_starts_the_retrieval(
+        stack: Stack, premium_alice: dict[str, bytes], lost_answers: LostAnswers) -> None:
+    # The claim is written, its answer lost, and botocore's retry finds our own claim there
+    lost_answers.add("UpdateItem", when=lambda p: p["UpdateExpression"].startswith(
+        "SET #job = :claim"))
+    handler = restorer(stack)
+    handler.retrievals.claim_wait_seconds = 0
+    outcome = restore(stack, handler)
+    assert lost_answers.hits == [("UpdateItem", "retry")]
+    assert (outcome.action, outcome.reason) == ("done", "3 started Expedited")
+    assert len(glacier_jobs(stack)) == 3
+
+
+def test_a_lost_answer_to_the_record_is_not_a_lapsed_claim(
+        stack: Stack, premium_alice: dict[str, bytes], lost_answers: LostAnswers,
+        caplog: pytest.LogCaptureFixture) -> None:
+    lost_answers.add("UpdateItem", when=lambda p: p["UpdateExpression"].startswith(
+        "SET #job = :retrieval"))
+    outcome = restore(stack)
+    assert (outcome.action, outcome.reason) == ("done", "3 started Expedited")
+    assert "lapsed" not in caplog.text
+    recorded = {job(stack, j)[RESTORE_JOB_ID] for j in premium_alice}
+    assert recorded == {j["JobId"] for j in glacier_jobs(stack)}
+
+
+def test_a_lost_answer_to_initiate_job_starts_no_second_retrieval(
+        stack: Stack, premium_alice: dict[str, bytes], lost_answers: LostAnswers) -> None:
+    # Given InitiateJob takes effect but its answer is lost (the Expedited call is made once)
+    lost_answers.add("InitiateJob", then="raise")
+    # When restore runs until it is done
+    pipeline = Pipeline(stack)
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url(stack.config.restore.queue),
+                                     MessageBody=json.dumps({"user_id": "u-alice"}))
+    pipeline.settle(utilities=("restore",))
+    # Then each result has exactly one retrieval, the one its item records
+    assert lost_answers.hits == [("InitiateJob", "raise")]
+    jobs = glacier_jobs(stack)
+    assert len(jobs) == 3
+    assert {job(stack, j)[RESTORE_JOB_ID] for j in premium_alice} == {j["JobId"] for j in jobs}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.conftest import (NOW, Stack, job, message, put_job, result_bytes, result_exists,
-                            set_role, wait_for)
+from tests.conftest import (NOW, LostAnswers, Stack, job, message, put_job, result_bytes,
+                            result_exists, set_role, wait_for)
+from tests.pipeline import Pipeline
 from util.archive.archive import Archiver
 from util.glacier import MIB
 from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID, InvalidMessage,
@@ -91,14 +94,16 @@ def test_archive_is_a_server_side_copy_into_the_archive_class(s3_backend: Stack)
     assert not result_exists(s3_backend)
 
 
-def test_each_archive_attempt_has_a_key_of_its_own(s3_backend: Stack) -> None:
-    # Two copies racing must not share a key: the loser deletes its own copy.
+def test_an_archive_made_again_lands_on_the_same_object(s3_backend: Stack) -> None:
+    # A copy made again (a redelivery after a crash, a racing duplicate) leaves no orphan:
+    # the archive key is the job's and the content's.
     put_job(s3_backend)
     handler = Archiver(s3_backend.config, s3_backend.aws)
-    first = handler.backend.archive(job(s3_backend), message().cancelled)
-    second = handler.backend.archive(job(s3_backend), message().cancelled)
-    assert first != second
-    handler.backend.delete(second)
+    source = handler.source(job(s3_backend))
+    first = handler.backend.archive(job(s3_backend), source, message().cancelled, print)
+    second = handler.backend.archive(job(s3_backend), source, message().cancelled, print)
+    assert first == second == (f"{s3_backend.config.gas.archive_prefix}j1/"
+                               f"{source.etag.strip(chr(34))}")
     listing = s3_backend.client("s3").list_objects_v2(Bucket=s3_backend.config.gas.archive_bucket)
     assert [o["Key"] for o in listing["Contents"]] == [first]
 
@@ -182,8 +187,8 @@ def test_a_copy_whose_etag_differs_commits_nothing(s3_backend: Stack) -> None:
     handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
     copy = handler.backend.copy
 
-    def copy_then_corrupt(source, bucket, key, cancelled, extra, part_size):
-        copy(source, bucket, key, cancelled, extra, part_size)
+    def copy_then_corrupt(source, key, *args, bucket):
+        copy(source, key, *args, bucket=bucket)
         s3_backend.client("s3").put_object(Bucket=bucket, Key=key, Body=b"not the result")
 
     handler.backend.copy = copy_then_corrupt
@@ -206,3 +211,87 @@ def test_events_that_are_not_archive_completions_are_invalid(s3_backend: Stack, 
     with pytest.raises(InvalidMessage, match=reason):
         Thawer(s3_backend.config, s3_backend.aws)(message(**event))
     assert ARCHIVE_ID in job(s3_backend)
+
+
+# -- answers lost, messages late ------------------------------------------------------------------
+
+def send_restore_request(stack: Stack) -> None:
+    set_role(stack, "u-alice", "premium_user")
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url(stack.config.restore.queue),
+                                     MessageBody=json.dumps({"user_id": "u-alice"}))
+
+
+def test_a_lost_restore_object_answer_still_brings_the_result_back(
+        s3_backend: Stack, lost_answers: LostAnswers) -> None:
+    # Given an archived result, and an Expedited RestoreObject that takes effect while its
+    # answer is lost (the Expedited call is made once)
+    data = archive(s3_backend)
+    lost_answers.add("RestoreObject", then="raise")
+    send_restore_request(s3_backend)
+    # When restore and thaw run until nothing is left to do
+    pipeline = Pipeline(s3_backend)
+    pipeline.settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
+    # Then the result is back, byte-identical, and no notice was thrown away
+    assert lost_answers.hits == [("RestoreObject", "raise")]
+    assert result_bytes(s3_backend) == data
+    assert not pipeline.dead
+
+
+def test_a_result_restored_already_is_announced_by_restore(s3_backend: Stack) -> None:
+    # S3 sends no second ObjectRestore:Completed for an object restored already (a restore
+    # whose notice was lost, or an earlier one that was never thawed): RestoreObject's 200
+    # says "restored now", and restore announces it itself.
+    data = archive(s3_backend)
+    archive_key = job(s3_backend)[ARCHIVE_ID]
+    s3_backend.client("s3").restore_object(
+        Bucket=s3_backend.config.gas.archive_bucket, Key=archive_key,
+        RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}})
+    wait_for(lambda: 'ongoing-request="false"' in archived_object(s3_backend).get("Restore", ""),
+             what="the restore")
+    completion_events(s3_backend)  # S3's own event, consumed: as if it was lost
+    send_restore_request(s3_backend)
+    pipeline = Pipeline(s3_backend)
+    pipeline.settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
+    assert result_bytes(s3_backend) == data and not pipeline.dead
+
+
+def test_a_late_copy_of_the_archive_message_never_deletes_the_thawed_result(
+        s3_backend: Stack) -> None:
+    # Given a result archived, then restored for a user who upgraded
+    data = archive(s3_backend, size=3)
+    pipeline = Pipeline(s3_backend)
+    thaw = pipeline.handler("thaw")
+    copy_back = thaw.backend.copy_back
+
+    def copy_back_then_a_late_archive_message(*args):
+        copy_back(*args)
+        # Thaw has put the result back, and not yet recorded it on the item, when a late
+        # copy of the original archive message reaches an archive worker
+        late = Archiver(s3_backend.config, s3_backend.aws)(message(job_id="j1",
+                                                                   user_id="u-alice"))
+        assert late.action == "done", late
+
+    thaw.backend.copy_back = copy_back_then_a_late_archive_message
+    pipeline.handler = lambda utility: thaw if utility == "thaw" else Pipeline.handler(
+        pipeline, utility)
+    send_restore_request(s3_backend)
+    # When restore and thaw run to the end
+    pipeline.settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
+    # Then the result is in S3, byte-identical
+    assert result_exists(s3_backend) and result_bytes(s3_backend) == data
+    assert not pipeline.dead
+
+
+@pytest.mark.parametrize("size", [1, 3 * MIB, 12 * MIB])
+def test_the_thawed_copy_never_has_the_original_etag(s3_backend: Stack, size: int) -> None:
+    data = put_job(s3_backend, size=size)
+    original = s3_backend.client("s3").head_object(
+        Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"])
+    assert Archiver(s3_backend.config, s3_backend.aws)(
+        message(job_id="j1", user_id="u-alice")).action == "done"
+    send_restore_request(s3_backend)
+    Pipeline(s3_backend).settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
+    thawed = s3_backend.client("s3").head_object(
+        Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"])
+    assert result_bytes(s3_backend) == data
+    assert thawed["ETag"] != original["ETag"]

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from tests.conftest import (NOW, Stack, archive_job, job, message, result_bytes, result_exists,
-                            set_role, vault_archive_count, wait_for)
+from tests.conftest import (NOW, LostAnswers, Stack, archive_job, job, message, put_job,
+                            result_bytes, result_exists, set_role, sets, vault_archive_count,
+                            wait_for)
+from tests.pipeline import Pipeline
 from util.glacier import MIB
 from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID, Annotations,
                           InvalidMessage, decode_body)
@@ -181,33 +183,48 @@ def test_a_failed_retrieval_is_started_again_standard(stack: Stack, fast_glacier
 
 # -- notices that must not be trusted ----------------------------------------------------------
 
-def test_a_notice_for_another_retrieval_is_stale(stack: Stack,
-                                                 restored: tuple[bytes, dict]) -> None:
-    _, notice = restored
+def test_a_succeeded_retrieval_the_item_does_not_record_still_brings_the_result_back(
+        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # Any retrieval of the archive the item names brings the same verified bytes: one whose
+    # start was never recorded (its answer was lost) must not strand the result.
+    data, notice = restored
     Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
         "j1", "SET #r = :r", "attribute_exists(#r)", {"#r": RESTORE_JOB_ID},
         {":r": "ANOTHERJOB"})
-    with pytest.raises(InvalidMessage, match="stale notice: job j1 is being restored by "
-                                             "retrieval ANOTHERJOB"):
-        thawer(stack)(notice_message(notice))
+    outcome = thawer(stack)(notice_message(notice))
+    assert (outcome.action, outcome.reason) == ("done", "thawed")
+    assert result_bytes(stack) == data and vault_archive_count(stack) == 0
+
+
+def test_a_notice_of_a_retrieval_of_another_archive_is_stale_and_dropped(
+        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # A duplicate after the thaw, or a retrieval of an archive the item no longer names:
+    # nothing to do, and no reason for an operator to look at it in the dead-letter queue.
+    _, notice = restored
+    Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+        "j1", "SET #a = :a", "attribute_exists(#a)", {"#a": ARCHIVE_ID}, {":a": "OTHERARCHIVE"})
+    outcome = thawer(stack)(notice_message(notice))
+    assert outcome.action == "done" and outcome.reason.startswith("stale notice")
     assert not result_exists(stack) and vault_archive_count(stack) == 1
 
 
-def test_a_notice_whose_job_glacier_does_not_know_is_stale(
+def test_a_notice_whose_job_glacier_does_not_know_is_invalid(
         stack: Stack, restored: tuple[bytes, dict]) -> None:
     _, notice = restored
-    with pytest.raises(InvalidMessage, match="stale notice"):
+    with pytest.raises(InvalidMessage, match="Glacier has no such job: NOSUCHJOB"):
         thawer(stack)(notice_message({**notice, "JobId": "NOSUCHJOB"}))
 
 
-def test_a_notice_arriving_before_restore_recorded_its_job_is_deferred(
+def test_a_notice_arriving_before_restore_recorded_its_job_is_thawed(
         stack: Stack, restored: tuple[bytes, dict]) -> None:
-    _, notice = restored
+    # Restore holds a claim while it records the retrieval; thaw need not wait for it.
+    data, notice = restored
     Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
         "j1", "SET #r = :r, #e = :e", "attribute_exists(#r)",
         {"#r": RESTORE_JOB_ID, "#e": "restore_expires"}, {":r": "claim:x", ":e": int(NOW) + 300})
     outcome = thawer(stack)(notice_message(notice))
-    assert outcome.action == "defer" and outcome.delay == 10
+    assert (outcome.action, outcome.reason) == ("done", "thawed")
+    assert result_bytes(stack) == data
 
 
 @pytest.mark.parametrize("notice, reason", [
@@ -232,3 +249,39 @@ class _Body:
         data, self.data = (self.data, b"") if amount is None else \
             (self.data[:amount], self.data[amount:])
         return data
+
+
+# -- the copy put back can be told from the original --------------------------------------------
+
+def upload_in_parts(stack: Stack, data: bytes, part_size: int) -> str:
+    """Replace j1's result with `data` uploaded in parts of `part_size`; its ETag."""
+    s3, item = stack.client("s3"), job(stack)
+    where = {"Bucket": item["s3_results_bucket"], "Key": item["s3_key_result_file"]}
+    upload_id = s3.create_multipart_upload(**where)["UploadId"]
+    parts = [{"PartNumber": n, "ETag": s3.upload_part(
+        **where, UploadId=upload_id, PartNumber=n, Body=data[first:first + part_size])["ETag"]}
+        for n, first in enumerate(range(0, len(data), part_size), 1)]
+    return s3.complete_multipart_upload(**where, UploadId=upload_id,
+                                        MultipartUpload={"Parts": parts})["ETag"]
+
+
+@pytest.mark.parametrize("size, original_part_size", [
+    (1, None),             # uploaded in one request: thaw's copy is multipart
+    (20 * MIB, 8 * MIB),   # three parts, as thaw's 8 MiB parts would make: thaw uses 16 MiB
+    (3 * MIB, 8 * MIB),    # one part: thaw's copy goes up in one request
+], ids=["single", "same-parts", "one-part"])
+def test_the_copy_put_back_never_has_the_original_etag(stack: Stack, fast_glacier: None,
+                                                       size: int,
+                                                       original_part_size: int | None) -> None:
+    data = put_job(stack, size=size)
+    if original_part_size is not None:
+        upload_in_parts(stack, data, original_part_size)
+    item = job(stack)
+    where = {"Bucket": item["s3_results_bucket"], "Key": item["s3_key_result_file"]}
+    original = stack.client("s3").head_object(**where)["ETag"]
+    stack.config.archive.part_size_mib = 4
+    Pipeline(stack).handler("archive")(message(job_id="j1", user_id="u-alice"))
+    restore(stack)
+    thawer(stack)(notice_message(notices(stack)[0]))
+    assert result_bytes(stack) == data
+    assert stack.client("s3").head_object(**where)["ETag"] != original

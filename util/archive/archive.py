@@ -6,14 +6,30 @@ For each message ``{"job_id", "user_id"}``:
    COMPLETED, with its result in the configured results bucket;
 2. a premium user keeps the file in S3: nothing to do;
 3. inside the grace period after completion: come back when it is over;
-4. copy the result into the archive (util/backends.py: streamed into the Glacier vault, or
-   copied server-side into an S3 Glacier storage class);
-5. record the archive id on the job, only if none is recorded yet (a racing copy that got
-   there first wins, and ours is deleted as an orphan);
-6. delete the S3 result;
-7. if the user became premium meanwhile, ask the restore utility to bring it back.
+4. look at the S3 result (HeadObject): its size and ETag. An empty result stays in S3
+   (nothing to archive; Glacier takes no empty archive);
+5. copy it into the archive, pinned to that ETag (util/backends.py: streamed into the Glacier
+   vault, or copied server-side into an S3 Glacier storage class);
+6. record the archive id and the ETag on the job, only if no archive is recorded yet;
+7. delete the S3 result, only if it still has the recorded ETag;
+8. if the user became premium meanwhile, ask the restore utility to bring it back.
 
-A redelivered message for a job already archived resumes at step 6.
+A redelivered message for a job already archived resumes at step 7.
+
+Why step 7 is conditional: a copy of this message can arrive late (at-least-once delivery, a
+worker that died after its delete, a redriven dead-letter queue) after the user upgraded and
+thaw put the result back. The item still names the archive until thaw records the thaw, so a
+resumed step 7 would delete the copy thaw just wrote, and thaw would then delete the archive.
+Thaw's copy never has the original's ETag (util/backends.py), so ``If-Match`` refuses that
+delete, and the file stays.
+
+Why a failed write is looked at: a write whose answer was lost is retried by botocore and
+fails its condition against its own first attempt. Step 6 reads the item as it is
+(util.helpers.Write): our own archive id recorded means success; another archive id means a
+racing copy won, and ours is deleted as an orphan. A vault upload is recorded on the job
+before it is completed (``results_file_archive_upload``): a worker killed between Glacier
+creating the archive and step 6 leaves the redelivery what it needs to complete the same
+upload again, which answers the same archive id, instead of an orphan archive.
 """
 
 from __future__ import annotations
@@ -31,13 +47,24 @@ if __package__ in (None, ""):  # run as `python util/archive/archive.py`
 from botocore.exceptions import ClientError
 
 from util import worker
-from util.backends import backend_for
+from util.backends import Source, backend_for
 from util.glacier import UploadCancelled
-from util.helpers import (ARCHIVE_ID, COMPLETE_TIME, COMPLETED, JOB_STATUS, RESULT_KEY,
-                          RESULTS_BUCKET, USER_ID, Annotations, Aws, InvalidMessage, Users,
-                          require_str)
+from util.helpers import (ARCHIVE_ID, ARCHIVE_UPLOAD, COMPLETE_TIME, COMPLETED, JOB_STATUS,
+                          RESULT_ETAG, RESULT_KEY, RESULTS_BUCKET, USER_ID, Annotations, Aws,
+                          InvalidMessage, Users, require_str)
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
+
+_NAMES = {"#archive": ARCHIVE_ID, "#etag": RESULT_ETAG, "#upload": ARCHIVE_UPLOAD}
+_MISSING = ("404", "NoSuchKey")
+
+
+class ArchivedMeanwhile(Exception):
+    """Another copy of the message recorded its archive while this one was uploading."""
+
+    def __init__(self, item: dict[str, Any]):
+        super().__init__("archived by another worker")
+        self.item = item
 
 
 class Archiver:
@@ -70,19 +97,25 @@ class Archiver:
         if wait > 0:
             return defer(wait, "grace period")
 
+        source = self.source(job)
+        if source is None:
+            return self.result_missing(job_id)
+        if source.size == 0:
+            return done("empty result: nothing to archive, it stays in S3")
         try:
-            archive_id = self.backend.archive(job, message.cancelled)
+            archive_id = self.archive(job, source, message)
         except UploadCancelled:
             return retry("worker stopping: upload abandoned")
+        except ArchivedMeanwhile as exc:
+            return self.finish(exc.item, "archived by another worker")
         except ClientError as exc:
-            if exc.response["Error"]["Code"] not in ("404", "NoSuchKey"):
-                raise
-            return self.result_missing(job_id)
-
-        if not self.jobs.set_if_absent(job_id, ARCHIVE_ID, archive_id):
-            self.backend.delete(archive_id)
-            return self.finish(self.load_job(job_id, user_id), "archived by another worker")
-        return self.finish(job, "archived")
+            code = exc.response["Error"]["Code"]
+            if code in _MISSING:
+                return self.result_missing(job_id)
+            if code in ("PreconditionFailed", "412"):
+                return retry("the S3 result changed while it was archived")
+            raise
+        return self.record(job, source, archive_id)
 
     def load_job(self, job_id: str, user_id: str) -> dict[str, Any]:
         """The job the message names, or InvalidMessage saying why it cannot be archived."""
@@ -98,6 +131,51 @@ class Archiver:
             raise InvalidMessage(f"job {job_id} has no complete_time")
         return job
 
+    def source(self, job: dict[str, Any]) -> Source | None:
+        """The S3 result as it is now, or None if it is not there."""
+        bucket, key = job[RESULTS_BUCKET], job[RESULT_KEY]
+        try:
+            head = self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in _MISSING:
+                return None
+            raise
+        return Source(bucket, key, head["ContentLength"], head["ETag"])
+
+    def archive(self, job: dict[str, Any], source: Source, message: Message) -> str:
+        """Step 5: complete the upload an earlier copy recorded, or make the archive."""
+        pending = job.get(ARCHIVE_UPLOAD)
+        if pending and pending.get("etag") == source.etag:
+            archive_id = self.backend.resume(pending["upload"])
+            if archive_id is not None:
+                return archive_id
+        return self.backend.archive(job, source, message.cancelled,
+                                    lambda upload: self.save_upload(job, source, upload))
+
+    def save_upload(self, job: dict[str, Any], source: Source, upload: dict[str, Any]) -> None:
+        """Record an upload about to be completed, unless an archive is recorded already."""
+        write = self.jobs.update_if(job["job_id"], "SET #upload = :upload",
+                                    "attribute_not_exists(#archive)", _NAMES,
+                                    {":upload": {"etag": source.etag, "upload": upload}})
+        if not write.applied:
+            if not write.item:
+                raise InvalidMessage(f"job {job['job_id']} was deleted while it was archived")
+            raise ArchivedMeanwhile(write.item)
+
+    def record(self, job: dict[str, Any], source: Source, archive_id: str) -> Outcome:
+        """Step 6; then 7 and 8."""
+        job_id = job["job_id"]
+        write = self.jobs.update_if(job_id, "SET #archive = :archive, #etag = :etag REMOVE #upload",
+                                    "attribute_not_exists(#archive)", _NAMES,
+                                    {":archive": archive_id, ":etag": source.etag})
+        if write.holds(ARCHIVE_ID, archive_id):
+            return self.finish({**job, ARCHIVE_ID: archive_id, RESULT_ETAG: source.etag},
+                               "archived")
+        self.backend.delete(archive_id)  # an orphan: the job records another archive, or none
+        if not write.item:
+            raise InvalidMessage(f"job {job_id} was deleted while its result was archived")
+        return self.finish(write.item, "archived by another worker")
+
     def result_missing(self, job_id: str) -> Outcome:
         """The S3 result is gone: fine if a racing copy archived it, invalid otherwise."""
         job = self.jobs.get(job_id) or {}
@@ -106,8 +184,8 @@ class Archiver:
         raise InvalidMessage(f"result of job {job_id} is not in S3 and was never archived")
 
     def finish(self, job: dict[str, Any], reason: str) -> Outcome:
-        """Steps 6 and 7: both safe to repeat."""
-        self.s3.delete_object(Bucket=job[RESULTS_BUCKET], Key=job[RESULT_KEY])
+        """Steps 7 and 8: both safe to repeat."""
+        reason += self.delete_result(job)
         user = self.users.get(job[USER_ID])
         if user is not None and user.is_premium:
             self.aws.client("sqs").send_message(
@@ -115,6 +193,21 @@ class Archiver:
             )
             reason += "; user is premium now, restore requested"
         return done(reason)
+
+    def delete_result(self, job: dict[str, Any]) -> str:
+        """Delete the S3 result if it is still the one archived; what happened, for the log."""
+        etag = job.get(RESULT_ETAG)
+        if etag is None:
+            return "; no ETag recorded: S3 result left as it is"
+        try:
+            self.s3.delete_object(Bucket=job[RESULTS_BUCKET], Key=job[RESULT_KEY], IfMatch=etag)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code in ("PreconditionFailed", "412"):
+                return "; the S3 result is not the one archived (restored or rewritten): kept"
+            if code not in _MISSING:  # gone already: an earlier attempt deleted it
+                raise
+        return ""
 
     @cached_property
     def restore_queue_url(self) -> str:

@@ -1,6 +1,7 @@
 """``python -m util.local serve [--port N] [--config FILE]``: the local AWS stack
 (and ``python -m util.local demo``, which runs the pipeline on it, and
-``python -m util.local annotator``, the simulated annotator fleet: util/local/annotator.py).
+``python -m util.local annotator``, the simulated annotator fleet: util/local/annotator.py,
+and ``python -m util.local faults``, a fault-injecting proxy in front of it: util/local/faults.py).
 
 Starts moto's server on 127.0.0.1 with the Glacier and S3 restore emulations installed,
 creates every resource the configuration names, prints one ``export NAME=value`` line per
@@ -20,7 +21,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from util.helpers import Aws
-from util.local import annotator, demo, dynamodb, glacier, iam, s3, ses
+from util.local import annotator, demo, dynamodb, faults, glacier, iam, s3, ses
 from util.local.stack import CREDENTIALS, REGION, create_resources, utility_config_files
 from util.util_config import ConfigError, load
 
@@ -70,11 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="run the archive utility end to end on the local stack")
     annotator.add_arguments(commands.add_parser(
         "annotator", help="run the simulated annotator fleet on the job-requests queue"))
+    faults.add_arguments(commands.add_parser(
+        "faults", help="run a fault-injecting proxy in front of the local stack"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo.run()
     if args.command == "annotator":
         return annotator.main(args.concurrency, args.seconds, args.config)
+    if args.command == "faults":
+        return faults.main(args)
     return serve(args.port, args.config)
 
 

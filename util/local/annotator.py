@@ -142,13 +142,14 @@ class Annotator:
     def set_status(self, job_id: str, status: str, expected: str,
                    attributes: dict[str, Any] | None = None) -> bool:
         """Move the job from `expected` to `status`, setting `attributes` too; False if the
-        job was not in `expected` (or is gone)."""
+        job was not in `expected` (or is gone) and is not what this very write made of it."""
         sets = {JOB_STATUS: status, **(attributes or {})}
         names = {f"#a{i}": name for i, name in enumerate(sets)}
         values = {f":a{i}": value for i, value in enumerate(sets.values())}
         update = "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(sets)))
-        return self.jobs.update_if(job_id, update, "#a0 = :expected", names,
-                                   {**values, ":expected": expected})
+        write = self.jobs.update_if(job_id, update, "#a0 = :expected", names,
+                                    {**values, ":expected": expected})
+        return write.applied or all(write.item.get(k) == v for k, v in sets.items())
 
     def run(self, job: dict[str, Any]) -> tuple[str, str]:
         """Annotate the input into the result and log files; their keys."""

@@ -9,6 +9,11 @@ Gaps in moto it closes:
 
 - Multipart upload (Initiate, UploadPart, Complete, Abort, ListMultipartUploads, ListParts)
   did not exist; part size, Content-Range, alignment and tree hashes are checked as AWS does.
+  CompleteMultipartUpload is idempotent as AWS documents it: repeated within a short period
+  (here ``COMPLETE_REPEAT_SECONDS``, the emulation's choice: AWS gives no figure) with the same
+  size and tree hash, it answers the same archive id and makes no second archive; a completed
+  upload is no longer listed, and ListParts and AbortMultipartUpload of it are
+  ``ResourceNotFoundException``.
 - UploadArchive ignored the client's tree hash and answered with a plain SHA-256 (wrong
   above 1 MiB); an empty body was accepted.
 - Archive ids were the MD5 of the body, so two equal files shared one archive; ids are now
@@ -97,6 +102,7 @@ TIERS = ("Expedited", "Standard", "Bulk")
 # Subject; this one is the emulation's choice, and consumers should not rely on it.
 NOTIFICATION_SUBJECT = "Notification from AWS Glacier"
 FAILED_MESSAGE = "The retrieval failed (emulated: [local] fail_retrievals)"
+COMPLETE_REPEAT_SECONDS = 3600  # how long a repeated Complete answers the same archive id
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -522,6 +528,9 @@ class Vault(moto_models.Vault):
         self.backend = backend
         self.archives: dict[str, Archive] = {}  # type: ignore[assignment]
         self.uploads: dict[str, MultipartUpload] = {}
+        # Completed uploads: (size, tree hash, the archive without its body, when), for a
+        # repeated Complete.
+        self.completed: dict[str, tuple[int, str, Archive, datetime]] = {}
 
     def holds(self, job: _Job) -> bool:
         """Whether `job` is still this vault's and the vault still its backend's.
@@ -638,10 +647,24 @@ class Vault(moto_models.Vault):
     def complete_multipart_upload(
         self, upload_id: str, archive_size: int, checksum: str
     ) -> Archive:
+        repeated = self.completed.get(upload_id)
+        if repeated is not None and _now() - repeated[3] < timedelta(
+                seconds=COMPLETE_REPEAT_SECONDS):
+            size, tree_hash, archive, _ = repeated
+            if (archive_size, checksum.lower()) != (size, tree_hash):
+                raise InvalidParameterValue(
+                    f"The upload {upload_id} was completed with another size or tree hash")
+            return archive
         upload = self.get_upload(upload_id)
         body, tree_hash = upload.assemble(archive_size, checksum)
         del self.uploads[upload_id]  # frees the parts: only the joined archive stays
-        return self._add_archive(body, upload.description, tree_hash)
+        archive = self._add_archive(body, upload.description, tree_hash)
+        now = _now()
+        self.completed = {k: v for k, v in self.completed.items()
+                          if now - v[3] < timedelta(seconds=COMPLETE_REPEAT_SECONDS)}
+        answer = Archive(archive.archive_id, b"", tree_hash, archive.description)
+        self.completed[upload_id] = (archive_size, tree_hash, answer, now)
+        return archive
 
     def abort_multipart_upload(self, upload_id: str) -> None:
         del self.uploads[self.get_upload(upload_id).upload_id]

@@ -9,11 +9,14 @@ For each job-results message ``{"job_id", "user_id", "job_status", ...}``:
    message; a user without a usable address cannot be e-mailed;
 4. render subject, plain text and HTML from the templates of the job's state (every value
    put into HTML is escaped);
-5. claim the sending on the job for ``claim_seconds``: a second copy of the message handled at
-   the same moment (the annotator published twice) waits for this one instead of sending too;
+5. claim the sending on the job for ``claim_seconds`` with a token of this attempt: a second
+   copy of the message handled at the same moment (the annotator published twice) waits for
+   this one instead of sending too. A claim whose condition fails is looked at: holding our
+   own token means its answer was lost and botocore's retry found our first attempt;
 6. send it through SES from the configured sender. Throttling and outages are retried
    (botocore first, then the message comes back); an address SES refuses for good is invalid;
-7. record ``notified_time`` on the job, only if none is recorded yet.
+7. record ``notified_time`` on the job, only if none is recorded yet (``notify_claim`` stays:
+   the token of the attempt that sent the e-mail).
 
 Sending comes before recording, so a crash between 6 and 7 means a second e-mail once the
 claim has lapsed rather than none: SES has no idempotency key to close that window.
@@ -25,6 +28,7 @@ import html
 import re
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,8 +44,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from util import worker
 from util.helpers import (COMPLETE_TIME, COMPLETED, FAILED, INPUT_FILE_NAME, JOB_ID, JOB_STATUS,
-                          NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES, SUBMIT_TIME, Annotations,
-                          Aws, InvalidMessage, User, Users, require_str)
+                          NOTIFIED_TIME, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, SUBMIT_TIME,
+                          Annotations, Aws, InvalidMessage, User, Users, Write, require_str)
 from util.util_config import Config, ConfigError
 from util.worker import Message, Outcome, defer, done, retry
 
@@ -52,7 +56,7 @@ PLACEHOLDERS = frozenset({"name", "job_id", "input_file", "submitted", "complete
 PERMANENT_SES_ERRORS = frozenset({"MessageRejected", "InvalidParameterValue"})
 # One bare address: no display name, no second address, no line break to smuggle a header in.
 ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
-_NAMES = {"#notified": NOTIFIED_TIME, "#claim": NOTIFY_CLAIM_EXPIRES}
+_NAMES = {"#notified": NOTIFIED_TIME, "#claim": NOTIFY_CLAIM, "#expires": NOTIFY_CLAIM_EXPIRES}
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,14 @@ class Notifier:
             raise InvalidMessage(f"user {user_id} has no usable e-mail address")
 
         email = self.render(job, user)
-        if not self.claim(job_id):
-            return self.claimed_elsewhere(job_id)
+        token = uuid.uuid4().hex
+        claim = self.claim(job_id, token)
+        if not claim.holds(NOTIFY_CLAIM, token):
+            return self.claimed_elsewhere(job_id, claim.item)
         try:
             self.send(user.email, email)
         except ClientError as exc:
-            self.release(job_id)
+            self.release(job_id, token)
             error = exc.response.get("Error", {})
             reason = f"SES {error.get('Code')}: {error.get('Message')}"
             if error.get("Code") in PERMANENT_SES_ERRORS:
@@ -159,23 +165,27 @@ class Notifier:
             # Throttling or an outage that outlasted botocore's retries: SQS brings it back.
             return retry(reason)
         except BotoCoreError as exc:
-            self.release(job_id)
+            self.release(job_id, token)
             return retry(f"SES unreachable: {exc}")
 
-        if not self.record(job_id):
+        recorded = self.record(job_id)
+        if not recorded.holds(NOTIFY_CLAIM, token):
             return done("e-mailed; another copy of the message had also done so")
         return done(f"e-mailed ({job[JOB_STATUS]})")
 
-    def claim(self, job_id: str) -> bool:
+    def claim(self, job_id: str, token: str) -> Write:
         """Take the sending for `claim_seconds`, unless it is done or another copy holds it."""
         now = int(self.clock())
         return self.jobs.update_if(
-            job_id, "SET #claim = :expires",
-            "attribute_not_exists(#notified) AND (attribute_not_exists(#claim) OR #claim < :now)",
-            _NAMES, {":expires": now + self.claim_seconds, ":now": now})
+            job_id, "SET #claim = :token, #expires = :expires",
+            "attribute_not_exists(#notified) AND "
+            "(attribute_not_exists(#expires) OR #expires < :now)",
+            _NAMES, {":token": token, ":expires": now + self.claim_seconds, ":now": now})
 
-    def claimed_elsewhere(self, job_id: str) -> Outcome:
-        job = self.jobs.get(job_id) or {}
+    def claimed_elsewhere(self, job_id: str, job: dict[str, Any]) -> Outcome:
+        """Why the claim failed, from the item as the claim found it."""
+        if not job:
+            raise InvalidMessage(f"job {job_id} was deleted")
         if NOTIFIED_TIME in job:
             return done("already notified")
         if NOTIFY_CLAIM_EXPIRES not in job:  # that copy failed to send and let go
@@ -185,12 +195,14 @@ class Notifier:
         return defer(job[NOTIFY_CLAIM_EXPIRES] - self.clock() + 1,
                      "another copy of the message is being e-mailed")
 
-    def release(self, job_id: str) -> None:
-        self.jobs.update_if(job_id, "REMOVE #claim", "attribute_not_exists(#notified)", _NAMES)
+    def release(self, job_id: str, token: str) -> None:
+        """Give up our claim (only ours) after a failed send."""
+        self.jobs.update_if(job_id, "REMOVE #claim, #expires", "#claim = :token", _NAMES,
+                            {":token": token})
 
-    def record(self, job_id: str) -> bool:
-        """Record the e-mail; False if another copy had recorded its own."""
-        return self.jobs.update_if(job_id, "SET #notified = :now REMOVE #claim",
+    def record(self, job_id: str) -> Write:
+        """Record the e-mail, unless one is recorded already."""
+        return self.jobs.update_if(job_id, "SET #notified = :now REMOVE #expires",
                                    "attribute_not_exists(#notified)", _NAMES,
                                    {":now": int(self.clock())})
 

@@ -4,18 +4,24 @@ For each completion notice (in its SNS envelope: Glacier's job notice, or the ar
 bucket's ObjectRestore:Completed event — util/backends.py):
 
 1. the notice only names a retrieval, and through it the annotation job; the item and the
-   back end itself (Glacier's DescribeJob) say everything else. The item must still name the
-   archive, and the retrieval it records must be this one; a stale or unknown notice is
-   invalid;
+   back end itself (Glacier's DescribeJob, the archive object's HeadObject) say everything
+   else. A notice for a retrieval of another archive than the item names is stale: a
+   duplicate, or one of two retrievals of which the other already brought the result back;
 2. a retrieval reported as Failed is forgotten and started again (Standard), so a failed
    job never strands a file;
 3. the archive is copied back to the item's original result key: Glacier job output streamed
    in tree-hash-aligned ranges into an S3 multipart upload, every range and the whole archive
    checked against Glacier's SHA-256 tree hash; or a server-side copy of the restored object
    into STANDARD, its ETag checked. On a mismatch nothing is committed and the message is
-   retried;
-4. the archive id and the retrieval are cleared from the item, only if it still names both;
+   retried. The copy's part layout gives it another ETag than the original's, so that a late
+   archive message can no longer delete it (util/archive/archive.py);
+4. the archive id is cleared from the item, and this retrieval recorded as the one that
+   thawed it, only while the item still names that archive;
 5. the archive is deleted; then the message.
+
+Any succeeded retrieval of the archive the item names will do, not only the one the item
+records: all bring back the same verified bytes, and a retrieval whose start was never
+recorded (its answer was lost) must not strand the result.
 
 A notice delivered again after success finds its retrieval recorded as the one that thawed
 the result, and only makes sure step 5 happened.
@@ -32,16 +38,13 @@ if __package__ in (None, ""):  # run as `python util/thaw/thaw.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from util import worker
-from util.backends import FAILED, STANDARD, SUCCEEDED, Completion, backend_for
+from util.backends import FAILED, GONE, STANDARD, SUCCEEDED, Completion, backend_for
 from util.glacier import ChecksumMismatch, UploadCancelled
-from util.helpers import (ARCHIVE_ID, JOB_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESULT_KEY,
+from util.helpers import (ARCHIVE_ID, JOB_ID, RESTORE_JOB_ID, RESULT_ETAG, RESULT_KEY,
                           RESULTS_BUCKET, THAW_JOB_ID, Annotations, Aws, InvalidMessage)
-from util.retrieval import Retrievals, is_claim
+from util.retrieval import Retrievals
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
-
-# How long to wait for restore to record a job it is starting (one InitiateJob call).
-CLAIM_RECHECK_SECONDS = 10
 
 
 class Thawer:
@@ -64,20 +67,19 @@ class Thawer:
             raise InvalidMessage(f"unknown job {job_id}")
         if job.get(THAW_JOB_ID) == notice.retrieval_id:
             return self.delete_archive(notice.archive_id, "already thawed")
-        recorded = job.get(RESTORE_JOB_ID)
-        if is_claim(recorded):
-            wait = min(CLAIM_RECHECK_SECONDS, job[RESTORE_EXPIRES] - self.clock())
-            return defer(wait, "restore is still recording this retrieval")
 
         archive_id = job.get(ARCHIVE_ID)
-        if notice.archive_id is None or notice.archive_id != archive_id:
-            raise InvalidMessage(f"stale notice: job {job_id} is not archived as retrieval "
-                                 f"{notice.retrieval_id} says")
-        if notice.status == FAILED and recorded in (notice.retrieval_id, None):
+        if notice.status == GONE:
+            if notice.archive_id is not None and notice.archive_id == archive_id:
+                raise InvalidMessage(f"job {job_id}: its archive {archive_id} is gone "
+                                     f"({notice.detail})")
+            if notice.archive_id is None:
+                raise InvalidMessage(f"{notice.detail}: {notice.retrieval_id}")
+        if notice.archive_id != archive_id:
+            return done(f"stale notice: job {job_id} is not archived as retrieval "
+                        f"{notice.retrieval_id} says")
+        if notice.status == FAILED:
             return self.restart(job, notice)
-        if recorded != notice.retrieval_id:
-            raise InvalidMessage(f"stale notice: job {job_id} is being restored by retrieval "
-                                 f"{recorded}, not {notice.retrieval_id}")
         if notice.status != SUCCEEDED:
             return retry(f"retrieval is {notice.status}")
 
@@ -87,21 +89,26 @@ class Thawer:
                                  f"{self.results_bucket}")
         try:
             self.backend.copy_back(notice, job[RESULTS_BUCKET], job[RESULT_KEY],
-                                   message.cancelled)
+                                   job.get(RESULT_ETAG), message.cancelled)
         except UploadCancelled:
             return retry("worker stopping: copy abandoned")
         except ChecksumMismatch as exc:
             return retry(f"nothing committed: {exc}")
-        if not self.retrievals.finish(job_id, archive_id, notice.retrieval_id):
-            current = self.jobs.get(job_id) or {}
-            if current.get(THAW_JOB_ID) != notice.retrieval_id:
-                # A newer retrieval took over; the S3 copy we wrote is the same bytes.
-                return done("superseded by another retrieval")
-        return self.delete_archive(archive_id, "thawed")
+        finished = self.retrievals.finish(job_id, archive_id, notice.retrieval_id)
+        if finished.holds(THAW_JOB_ID, notice.retrieval_id):
+            return self.delete_archive(archive_id, "thawed")
+        if finished.item.get(ARCHIVE_ID) is None:
+            # Another retrieval of the same archive got there first: same bytes, same archive.
+            return self.delete_archive(archive_id, "thawed by another retrieval")
+        return done(f"superseded: job {job_id} now names another archive")
 
     def restart(self, job: dict[str, Any], notice: Completion) -> Outcome:
-        """Forget the failed retrieval and start it again, Standard."""
+        """Forget the failed retrieval and start it again, Standard, unless another one is
+        recorded (started, or being started, by another worker)."""
         reason = f"retrieval failed ({notice.detail})"
+        recorded = job.get(RESTORE_JOB_ID)
+        if recorded not in (notice.retrieval_id, None):
+            return done(f"{reason}; retrieval {recorded} is the one under way")
         self.retrievals.clear(job[JOB_ID], notice.retrieval_id)
         start = self.retrievals.start(job, tiers=(STANDARD,))
         if start.status == "claimed elsewhere":

@@ -338,3 +338,13 @@ def result_bytes(stack: Stack, job_id: str = "j1") -> bytes:
     item = job(stack, job_id)
     return stack.client("s3").get_object(Bucket=item["s3_results_bucket"],
                                          Key=item["s3_key_result_file"])["Body"].read()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many schedules each interleaving pair ran (tests/unit/test_interleavings.py)."""
+    module = sys.modules.get("tests.unit.test_interleavings")
+    explored = getattr(module, "EXPLORED", {})
+    if explored:
+        terminalreporter.section("interleavings explored")
+        for pair, schedules in explored.items():
+            terminalreporter.write_line(f"{pair}: {schedules} schedules")

@@ -62,7 +62,7 @@ import botocore.session
 
 __all__ = ["Actor", "Crashed", "Exhaustive", "Failure", "Policy", "PreemptionBounded",
            "RandomWalk", "Report", "Result", "Run", "ScheduleError", "Step", "assert_all_pass",
-           "calls", "crash_at", "exhaustive", "explore", "lose_answer", "preemption_bounded",
+           "calls", "crash_at", "crashed", "exhaustive", "explore", "lose_answer", "preemption_bounded",
            "random", "replay", "session"]
 
 
@@ -269,6 +269,12 @@ def lose_answer(s: boto3.session.Session, k: int) -> None:
     """The session's k-th call is made, its answer dropped, and it is made again; the caller
     gets the second answer (or error)."""
     _hooks_of(s).lose.add(k)
+
+
+def crashed(s: boto3.session.Session) -> bool:
+    """Whether the session's process has crashed (a thread of it may still wait on a call that
+    will never answer, as a killed process's would)."""
+    return _hooks_of(s).process.crash is not None
 
 
 def calls(s: boto3.session.Session) -> int:

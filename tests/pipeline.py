@@ -22,7 +22,10 @@ HANDLERS: dict[str, Callable[..., Callable[[Message], Outcome]]] = {
 
 @dataclass
 class Pipeline:
-    """Fresh handlers (as a restarted worker has) draining the utilities' queues."""
+    """Fresh handlers (as a restarted worker has) draining the utilities' queues.
+
+    Time is the handlers' clock, and moves on only when a message is deferred: to its time.
+    """
 
     stack: Stack
     clock: float = NOW
@@ -56,13 +59,14 @@ class Pipeline:
                 self.dead.setdefault(utility, []).append(outcome.reason)
             if outcome.action in ("done", "invalid"):
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-            else:  # retry or defer: back at once, as if its time had come
+            else:  # retry or defer: back at once, its time come (the clock moves on to it)
+                self.clock += outcome.delay
                 sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"],
                                               VisibilityTimeout=0)
         return len(received)
 
     def settle(self, until: Callable[[], bool] = lambda: True, timeout: float = 20,
-               utilities: tuple[str, ...] = ("archive", "restore", "thaw")) -> None:
+               utilities: tuple[str, ...] = tuple(HANDLERS)) -> None:
         """Drain the queues until `until()` holds with every queue empty; fail at `timeout`.
 
         Completion notices come from timers, so an empty round is not the end: the queues

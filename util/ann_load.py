@@ -559,7 +559,7 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     requests_queue = aws.queue_url(config.gas.job_requests_queue)
     results_topic = aws.topic_arn(config.gas.job_results_topic)
     endpoint = aws.client("sns").meta.endpoint_url
-    print(f"ann_load: loading account {aws.account_id} at {endpoint}\n"
+    print(f"ann_load: loading account {aws.account_id()} at {endpoint}\n"
           f"  job requests to {submitter.topic_arn}, backlog of {requests_queue}\n"
           f"  target {args.rate:g} jobs/s, ramp {args.ramp:g} s: {len(records)} jobs over "
           f"{span:g} s, for {', '.join(users)}, input {args.input} "
@@ -578,7 +578,7 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
             loop.wait_drained(drain)
     summary = {"run_id": run_id, "started_at": datetime.fromtimestamp(
                    loop.started_at, timezone.utc).isoformat(timespec="seconds"),
-               "account": aws.account_id, "endpoint": endpoint,
+               "account": aws.account_id(), "endpoint": endpoint,
                "interrupted": loop.stop.is_set(),
                **summarize(records, sampler.timeline, args.rate, args.ramp, span, late_ms, drain)}
     write_outputs(out, records, summary, sampler.timeline)
@@ -620,7 +620,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
 def clean_only(config: Config, aws: Aws) -> int:
     """``--cleanup`` alone: every synthetic job of any run, and leftover temporary queues."""
     endpoint = aws.client("sns").meta.endpoint_url
-    print(f"ann_load: removing every synthetic job from account {aws.account_id} at {endpoint}",
+    print(f"ann_load: removing every synthetic job from account {aws.account_id()} at {endpoint}",
           flush=True)
     counts = cleanup(config, aws, SYNTHETIC_JOB_PREFIX)
     counts["queues"] = remove_leftover_queues(aws, aws.topic_arn(config.gas.job_results_topic))

@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from functools import cached_property
 from typing import Any, Protocol
 from urllib.parse import quote_plus, unquote_plus
 
@@ -94,16 +93,21 @@ def distinct_layout(size: int, avoid: str | None, part_size: int) -> int:
     return 0
 
 
-class _KnownSize(BaseSubscriber):
-    """Tells s3transfer the size (and for a copy, the ETag) it would otherwise look up."""
+class _Transfer(BaseSubscriber):
+    """Tells s3transfer the size (and for a copy, the ETag) it would otherwise look up, and
+    says when the transfer is over."""
 
     def __init__(self, size: int, etag: str | None = None):
         self.size, self.etag = size, etag
+        self.over = threading.Event()
 
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self.size)
         if self.etag is not None:
             future.meta.provide_object_etag(self.etag)
+
+    def on_done(self, future: Any, **kwargs: Any) -> None:
+        self.over.set()
 
 
 @dataclass(frozen=True)
@@ -176,10 +180,6 @@ class VaultBackend:
         self.transfers: dict[int, TransferManager] = {}
         self.transfers_lock = threading.Lock()
 
-    @cached_property
-    def thaw_topic_arn(self) -> str:
-        return self.aws.topic_arn(self.thaw_topic)
-
     def transfer(self, part_size: int) -> TransferManager:
         """Thaw's uploads in parts of `part_size`, always multipart. Parts are read from
         Glacier in order; two in memory bound the worker's memory whatever the file's size,
@@ -226,7 +226,7 @@ class VaultBackend:
     def start_retrieval(self, archive_id: str, job_id: str, tier: str) -> str:
         # The request token finds the job again if InitiateJob's answer is lost.
         description = json.dumps({"job_id": job_id, "request": uuid.uuid4().hex})
-        return self.vault.start_retrieval(archive_id, description, self.thaw_topic_arn, tier)
+        return self.vault.start_retrieval(archive_id, description, self.aws.topic_arn(self.thaw_topic), tier)
 
     def completion(self, notice: dict[str, Any]) -> Completion:
         """The notice names a Glacier job; Glacier (DescribeJob) says the rest."""
@@ -253,7 +253,7 @@ class VaultBackend:
             self.s3.put_object(Bucket=bucket, Key=key, Body=output.read())
             return
         self.transfer(part_size).upload(output, bucket, key,
-                                        subscribers=[_KnownSize(size)]).result()
+                                        subscribers=[_Transfer(size)]).result()
 
 
 class S3Backend:
@@ -270,10 +270,6 @@ class S3Backend:
         self.restore_days = config.restore.restore_days
         self.part_size = config.gas.copy_part_size_mib * MIB
         self.thaw_topic = config.gas.thaw_topic
-
-    @cached_property
-    def thaw_topic_arn(self) -> str:
-        return self.aws.topic_arn(self.thaw_topic)
 
     def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
                 save: Callable[[dict[str, Any]], None]) -> str:
@@ -354,7 +350,7 @@ class S3Backend:
             "eventName": "ObjectRestore:Completed",
             "s3": {"bucket": {"name": self.bucket}, "object": {"key": quote_plus(archive_id)}},
         }]}
-        self.aws.client("sns").publish(TopicArn=self.thaw_topic_arn, Message=json.dumps(event))
+        self.aws.client("sns").publish(TopicArn=self.aws.topic_arn(self.thaw_topic), Message=json.dumps(event))
 
     def completion(self, notice: dict[str, Any]) -> Completion | None:
         """An ObjectRestore:Completed event for an archive object; the object itself (its
@@ -415,11 +411,12 @@ class S3Backend:
         `cancelled` is set."""
         config = (TransferConfig(multipart_threshold=1, multipart_chunksize=part_size)
                   if part_size else TransferConfig(multipart_threshold=MAX_SINGLE_COPY + 1))
+        transfer_state = _Transfer(size, etag)
         with TransferManager(self.s3, config) as transfer:
             future = transfer.copy(source, bucket, key, extra_args=extra,
-                                   subscribers=[_KnownSize(size, etag)])
-            while not future.done():
-                if cancelled.wait(CANCEL_POLL_SECONDS):
+                                   subscribers=[transfer_state])
+            while not transfer_state.over.wait(CANCEL_POLL_SECONDS):
+                if cancelled.is_set():
                     future.cancel()  # s3transfer aborts the multipart upload
                     break
             try:

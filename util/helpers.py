@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cached_property
 from typing import Any
 
 import boto3
@@ -128,6 +127,7 @@ class Aws:
             max_pool_connections=connections or max(10, config.worker.concurrency * 2),
         )
         self._clients: dict[tuple[str, int | None], BaseClient] = {}
+        self._looked_up: dict[Any, str] = {}
         self._lock = threading.Lock()  # boto3 sessions do not make clients thread-safely
 
     def client(self, service: str, attempts: int | None = None) -> BaseClient:
@@ -141,15 +141,15 @@ class Aws:
                 self._clients[(service, attempts)] = self.session.client(service, config=config)
             return self._clients[(service, attempts)]
 
-    @cached_property
     def account_id(self) -> str:
-        return self.client("sts").get_caller_identity()["Account"]
+        return self._once("account", lambda: self.client("sts").get_caller_identity()["Account"])
 
     def queue_url(self, name_or_url: str) -> str:
-        """A queue given by URL is used as is; by name, it is looked up."""
+        """A queue given by URL is used as is; by name, it is looked up (once)."""
         if name_or_url.startswith(("https://", "http://")):
             return name_or_url
-        return self.client("sqs").get_queue_url(QueueName=name_or_url)["QueueUrl"]
+        return self._once(("queue", name_or_url), lambda: self.client("sqs").get_queue_url(
+            QueueName=name_or_url)["QueueUrl"])
 
     def topic_arn(self, name_or_arn: str) -> str:
         """A topic given by ARN is used as is; by name, its ARN in this account and region."""
@@ -157,7 +157,14 @@ class Aws:
             return name_or_arn
         region = self.client("sns").meta.region_name
         partition = self.session.get_partition_for_region(region)
-        return f"arn:{partition}:sns:{region}:{self.account_id}:{name_or_arn}"
+        return f"arn:{partition}:sns:{region}:{self.account_id()}:{name_or_arn}"
+
+    def _once(self, key: Any, look_up: Callable[[], str]) -> str:
+        """`look_up()`'s answer, remembered. Threads may race to look it up: no lock is held
+        during the call (functools.cached_property would hold one for every instance)."""
+        if key not in self._looked_up:
+            self._looked_up[key] = look_up()
+        return self._looked_up[key]
 
 
 def job_request(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def shipped_policy(utility: str, backend: str, account: str) -> dict[str, Any]:
 
 @pytest.fixture
 def enforced(server: Server) -> Enforced:
-    account, backend = server.aws.account_id, server.config.gas.archive_backend
+    account, backend = server.aws.account_id(), server.config.gas.archive_backend
     credentials = {
         utility: local_iam.grant(server.aws, f"gas-{utility}",
                                  shipped_policy(utility, backend, account))

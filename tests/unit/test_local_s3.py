@@ -396,3 +396,37 @@ def test_restore_through_the_server_announces_on_the_thaw_queue(server: Server) 
     s3.copy({"Bucket": bucket, "Key": key}, server.config.gas.results_bucket, "back")
     back = s3.get_object(Bucket=server.config.gas.results_bucket, Key="back")
     assert back["Body"].read() == data
+
+
+def test_a_conditional_delete_never_deletes_a_write_that_landed_after_its_check(
+        s3: BaseClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a delete on condition of the first version's ETag, slow between its check and its
+    # delete, and a second version written meanwhile
+    from moto.s3.models import S3Backend
+    first = s3.put_object(Bucket=BUCKET, Key="k", Body=b"first")["ETag"]
+    checked, written = threading.Event(), threading.Event()
+    delete_object = S3Backend.delete_object
+
+    def slow_delete(self, *args, **kwargs):
+        if threading.current_thread().name == "delete":
+            checked.set()
+            written.wait(0.5)  # the write cannot land while the delete holds the key
+        return delete_object(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Backend, "delete_object", slow_delete)
+    delete = threading.Thread(name="delete", target=lambda: _ignore_precondition(
+        lambda: s3.delete_object(Bucket=BUCKET, Key="k", IfMatch=first)))
+    delete.start()
+    assert checked.wait(5)
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"second")
+    written.set()
+    delete.join(5)
+    # Then the second version is there: the delete came before it, or its condition failed
+    assert s3.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"second"
+
+
+def _ignore_precondition(call) -> None:
+    try:
+        call()
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "PreconditionFailed"

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -188,9 +187,8 @@ class Archiver:
         reason += self.delete_result(job)
         user = self.users.get(job[USER_ID])
         if user is not None and user.is_premium:
-            self.aws.client("sqs").send_message(
-                QueueUrl=self.restore_queue_url, MessageBody=json.dumps({"user_id": user.user_id})
-            )
+            self.aws.client("sqs").send_message(QueueUrl=self.aws.queue_url(self.restore_queue),
+                                                MessageBody=json.dumps({"user_id": user.user_id}))
             reason += "; user is premium now, restore requested"
         return done(reason)
 
@@ -208,10 +206,6 @@ class Archiver:
             if code not in _MISSING:  # gone already: an earlier attempt deleted it
                 raise
         return ""
-
-    @cached_property
-    def restore_queue_url(self) -> str:
-        return self.aws.queue_url(self.restore_queue)
 
 
 def main(argv: list[str] | None = None) -> int:

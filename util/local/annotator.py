@@ -30,7 +30,6 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator
-from functools import cached_property
 from types import SimpleNamespace
 from typing import IO, Any
 
@@ -180,20 +179,12 @@ class Annotator:
     def announce(self, job: dict[str, Any], user: User) -> None:
         """The job-results message, and for a free user the archive request."""
         message = {field: job[field] for field in RESULT_FIELDS if field in job}
-        self.aws.client("sns").publish(TopicArn=self.results_topic_arn,
+        self.aws.client("sns").publish(TopicArn=self.aws.topic_arn(self.results_topic),
                                        Message=json.dumps(message))
         if job[JOB_STATUS] == COMPLETED and not user.is_premium:
             self.aws.client("sqs").send_message(
-                QueueUrl=self.archive_queue_url,
+                QueueUrl=self.aws.queue_url(self.archive_queue),
                 MessageBody=json.dumps({JOB_ID: job[JOB_ID], USER_ID: job[USER_ID]}))
-
-    @cached_property
-    def results_topic_arn(self) -> str:
-        return self.aws.topic_arn(self.results_topic)
-
-    @cached_property
-    def archive_queue_url(self) -> str:
-        return self.aws.queue_url(self.archive_queue)
 
 
 def loop_config(config: Config, concurrency: int) -> Config:

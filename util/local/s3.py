@@ -41,6 +41,12 @@ Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
   moto's live state (its ``mock_aws`` context ended, the server was reset, the key was
   overwritten or deleted) sends nothing.
 
+Conditional writes and deletes are atomic, as in AWS: moto checks ``If-Match`` /
+``If-None-Match`` and then writes or deletes, so a write landing in between (another request
+thread of the server) could be deleted by a delete whose condition it no longer meets. Every
+conditional check-then-act of a key, and every write of an object (PutObject, CopyObject,
+CompleteMultipartUpload all end in ``S3Backend.put_object``), now holds one lock.
+
 Not emulated: a restored copy never expires (no ``s3:ObjectRestore:Delete``), DEEP_ARCHIVE
 restores take the same time as GLACIER ones of the same tier, SELECT restores, versioned
 restores' ``versionId`` in events, and the records' ``userIdentity``,
@@ -71,11 +77,15 @@ __all__ = ["install"]
 
 # moto's originals, taken once: install() may run more than once.
 _moto_key_response_post = S3Response._key_response_post
+_moto_delete_object = S3Response.delete_object
+_moto_put_object_response = S3Response.put_object
+_moto_put_object = S3Backend.put_object
 _moto_upload_part_copy = S3Backend.upload_part_copy
 _moto_s3_event = notifications._get_s3_event
 
 _ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
 _LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
+_WRITES = threading.RLock()  # conditional check-then-act of a key, and every object write
 
 
 @dataclass
@@ -251,8 +261,20 @@ def _key_status(key: FakeKey) -> str | None:
     return "RESTORED" if restore.done() else "IN_PROGRESS"
 
 
+def _atomic(method: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _WRITES:
+            return method(*args, **kwargs)
+
+    return call
+
+
 def install() -> None:
-    """Patch moto's S3 restores in place; calling it again changes nothing."""
+    """Patch moto's S3 restores and conditional requests in place; calling it again changes
+    nothing."""
+    S3Response.delete_object = _atomic(_moto_delete_object)  # type: ignore[method-assign]
+    S3Response.put_object = _atomic(_moto_put_object_response)  # type: ignore[method-assign]
+    S3Backend.put_object = _atomic(_moto_put_object)  # type: ignore[method-assign]
     S3Response._key_response_post = _key_response_post  # type: ignore[method-assign]
     S3Backend.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
     # moto's status advanced, and sent the Completed event, when the key was read.

@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench bench-load verify-units install clean
+.PHONY: demo test chaos interleave bench bench-load verify-units install clean
 
 demo: $(VENV)/.installed
 	$(PY) -m util.local demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos --backend both --jobs 200
+
+# Every handler pair under 200 seeded random schedules (besides every one-preemption order).
+interleave: $(VENV)/.installed
+	INTERLEAVE_RANDOM=200 $(PY) -m pytest -p no:xdist tests/unit/test_interleavings.py
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.worker_rss

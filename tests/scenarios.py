@@ -20,11 +20,27 @@ from tests.pipeline import HANDLERS, Pipeline
 from util.archive.archive import Archiver
 from util.helpers import (ARCHIVE_ID, FREE, PREMIUM, RESULT_KEY, RESULTS_BUCKET, Annotations,
                           Aws, decode_body)
+from util.local import glacier as glacier_emulation
+from util.local.stack import announce_restores
 from util.restore.restore import Restorer
 from util.worker import Message
 
 ACCOUNT, REGION = "123456789012", "us-east-1"  # moto's, for the credentials "testing"
 _ids = itertools.count()
+
+
+def use_backend(stack: Stack, backend: str) -> None:
+    """The local stack with one archive back end; retrievals finish at once."""
+    stack.config.gas.archive_backend = backend
+    if backend == "s3":
+        announce_restores(stack.aws, stack.config,
+                          stack.aws.topic_arn(stack.config.gas.thaw_topic))
+        stack.config.gas.copy_part_size_mib = 5
+    stack.config.archive.part_size_mib = 1
+    stack.config.thaw.part_size_mib = 8
+    # One result at a time within a restore: orders between handlers are what is explored.
+    stack.config.restore.concurrency = 1
+    glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
 
 
 def message(body: dict[str, Any]) -> Message:
@@ -198,3 +214,11 @@ class World:
     def _vault(self) -> Any:
         # The emulation's own state: an inventory would say the same, three calls later.
         return glacier_backends[ACCOUNT][REGION].vaults[self.stack.config.gas.vault]
+
+
+def upgraded(world: World) -> Job:
+    """A job archived while its user was free; the user has just upgraded."""
+    job = world.job(world.user(FREE))
+    world.archived(job)
+    world.upgrade(job.user_id)
+    return job

@@ -37,14 +37,14 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import quote_plus, unquote_plus
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
 
 from util.glacier import (MIB, ChecksumMismatch, ExpeditedUnavailable, PendingArchive,
                           UploadCancelled, Vault)
-from util.helpers import USER_ID, Aws, InvalidMessage, outcome_unknown, require_str
+from util.helpers import USER_ID, Aws, InvalidMessage, require_str
 from util.util_config import Config
 
 EXPEDITED, STANDARD = "Expedited", "Standard"
@@ -168,10 +168,7 @@ class VaultBackend:
     """Archives in a Glacier vault (util/glacier.py)."""
 
     def __init__(self, config: Config, aws: Aws):
-        # InitiateJob is made once per call: a retried one would start a second retrieval, and
-        # Glacier answers "no Expedited capacity" with a 503 that botocore would retry.
-        self.vault = Vault(aws.client("glacier"), config.gas.vault,
-                           initiate=aws.client("glacier", attempts=1))
+        self.vault = Vault(aws.client("glacier"), config.gas.vault)
         self.thaw_topic = config.gas.thaw_topic
         self.aws = aws
         self.s3 = aws.client("s3")
@@ -262,8 +259,6 @@ class S3Backend:
     def __init__(self, config: Config, aws: Aws):
         self.aws = aws
         self.s3 = aws.client("s3")
-        # S3 answers "no Expedited capacity" with a 503 too (see VaultBackend).
-        self.expedited_s3 = aws.client("s3", attempts=1)
         self.bucket = config.gas.archive_bucket
         self.prefix = config.gas.archive_prefix
         self.storage_class = config.gas.archive_storage_class
@@ -313,34 +308,23 @@ class S3Backend:
         return (EXPEDITED, STANDARD)
 
     def start_retrieval(self, archive_id: str, job_id: str, tier: str) -> str:
-        """RestoreObject. 202: started; 409: started before; 200: restored already, which S3
-        announces no more, so it is announced here."""
-        s3 = self.expedited_s3 if tier == EXPEDITED else self.s3
+        """RestoreObject, safe to repeat. 202: started; 409: started before (by an attempt
+        whose answer was lost, or another worker); 200: restored already, which S3 announces
+        no more, so it is announced here."""
         try:
-            status = s3.restore_object(Bucket=self.bucket, Key=archive_id, RestoreRequest={
+            status = self.s3.restore_object(Bucket=self.bucket, Key=archive_id, RestoreRequest={
                 "Days": self.restore_days, "GlacierJobParameters": {"Tier": tier},
             })["ResponseMetadata"]["HTTPStatusCode"]
-        except (BotoCoreError, ClientError) as exc:
-            status = self.restore_status_after(archive_id, exc)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code == "GlacierExpeditedRetrievalNotAvailable":
+                raise ExpeditedUnavailable(str(exc)) from None
+            if code != "RestoreAlreadyInProgress":
+                raise
+            status = 409
         if status == 200:
             self.announce_restored(archive_id)
         return archive_id
-
-    def restore_status_after(self, archive_id: str, exc: BotoCoreError | ClientError) -> int:
-        """What a RestoreObject that failed amounts to: 202 (in progress), 200 (restored), or
-        the error raised again."""
-        code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else ""
-        if code == "GlacierExpeditedRetrievalNotAvailable":
-            raise ExpeditedUnavailable(str(exc)) from None
-        if code == "RestoreAlreadyInProgress":  # an earlier attempt started it: fine
-            return 202
-        head = self.head(archive_id) if outcome_unknown(exc) else None
-        restore = (head or {}).get("Restore", "")
-        if 'ongoing-request="true"' in restore:  # the request took effect, its answer was lost
-            return 202
-        if 'ongoing-request="false"' in restore:
-            return 200
-        raise exc
 
     def announce_restored(self, archive_id: str) -> None:
         """Publish the ObjectRestore:Completed event S3 sends only for a restore it started."""

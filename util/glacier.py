@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from botocore.awsrequest import AWSResponse
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import calculate_tree_hash
@@ -57,6 +60,13 @@ def part_size_for(size: int, configured: int) -> int:
     return part
 
 
+class _NoBody:
+    """The raw body of an answer made here: empty."""
+
+    def stream(self, **_: Any) -> Any:
+        return iter(())
+
+
 @dataclass(frozen=True)
 class PendingArchive:
     """A multipart upload whose parts are all in: what completing it, once or again, needs."""
@@ -72,16 +82,19 @@ class Vault:
     Every archive goes up as a multipart upload, even a one-part one: UploadArchive is not
     idempotent (a retry after a lost answer makes a second archive), while a part sent again
     replaces itself and CompleteMultipartUpload, repeated, answers the same archive id.
-    InitiateJob has no idempotency at all: its description carries a token, by which a
-    retrieval whose answer was lost is found again (`start_retrieval`).
+    InitiateJob has no idempotency at all: its description carries a token of the attempt, and
+    before botocore sends it again (its answer lost, or a 5xx) the vault's job list is asked
+    whether the earlier send started the job (`_started_already`).
     """
 
-    def __init__(self, glacier: BaseClient, name: str, initiate: BaseClient | None = None):
-        """`initiate`: a client that makes InitiateJob once (no botocore retry): a retried
-        InitiateJob would start a second retrieval."""
+    def __init__(self, glacier: BaseClient, name: str):
         self.glacier = glacier
-        self.initiate = initiate or glacier
         self.name = name
+        self._sent: set[str] = set()  # descriptions of InitiateJob calls under way, sent once
+        # First: under moto in process, moto answers every request from its own before-send
+        # handler.
+        glacier.meta.events.register_first("before-send.glacier.InitiateJob",
+                                           self._started_already)
 
     def upload_parts(self, read_range: ReadRange, size: int, description: str, part_size: int,
                      cancelled: threading.Event | None = None) -> PendingArchive:
@@ -139,11 +152,12 @@ class Vault:
                         tier: str) -> str:
         """Start an archive-retrieval job that announces its completion on `topic_arn`.
 
-        `description` must be unique to this attempt: when the call fails without an answer,
-        the vault's job list says whether it started the job anyway.
+        `description` must be unique to this call: it tells whether a send whose answer never
+        came started the job anyway. Raises ExpeditedUnavailable when there is no capacity.
         """
+        self._sent.discard(description)
         try:
-            return self.initiate.initiate_job(vaultName=self.name, jobParameters={
+            return self.glacier.initiate_job(vaultName=self.name, jobParameters={
                 "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier,
                 "Description": description, "SNSTopic": topic_arn,
             })["jobId"]
@@ -155,6 +169,22 @@ class Vault:
             if found is None:
                 raise
             return found
+        finally:
+            self._sent.discard(description)
+
+    def _started_already(self, request: Any, **_: Any) -> AWSResponse | None:
+        """Before an InitiateJob is sent again: the job an earlier send started, as Glacier's
+        answer, if there is one (botocore takes a before-send handler's answer, as Stubber's)."""
+        parameters = json.loads(request.body or b"{}")
+        description = parameters.get("Description")
+        if description not in self._sent:
+            if description is not None:
+                self._sent.add(description)
+            return None
+        job_id = self.find_job(parameters.get("ArchiveId"), description)
+        if job_id is None:
+            return None
+        return AWSResponse(request.url, 202, {"x-amz-job-id": job_id}, _NoBody())
 
     def find_job(self, archive_id: str, description: str) -> str | None:
         """The id of this vault's job for `archive_id` with exactly `description`, if any."""

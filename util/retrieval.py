@@ -63,6 +63,12 @@ def is_claim(restore_job_id: str | None) -> bool:
     return bool(restore_job_id) and restore_job_id.startswith(CLAIM_PREFIX)
 
 
+def under_way(job: dict[str, Any], now: float) -> bool:
+    """Whether the item records a retrieval (not a claim) that has not lapsed."""
+    recorded = job.get(RESTORE_JOB_ID)
+    return bool(recorded) and not is_claim(recorded) and job.get(RESTORE_EXPIRES, 0) >= now
+
+
 class Retrievals:
     """Starts, clears and finishes the retrievals recorded on annotations items."""
 

@@ -165,15 +165,14 @@ def restore(config: Config, arns: Arns) -> list[Statement]:
     ]
     if gas.archive_backend == "s3":
         statements += [
-            # HeadObject: DEEP_ARCHIVE has no Expedited tier, and after a RestoreObject that
-            # got no answer, whether it took effect.
+            # HeadObject: DEEP_ARCHIVE has no Expedited tier.
             _archive_objects(config, arns, ["GetObject", "RestoreObject"]),
-            _list_archive(config, arns),
             # RestoreObject's 200 (restored already): announce it, as S3 does not.
             allow("ThawTopic", ["sns:Publish"], arns.topic(gas.thaw_topic)),
             _CALLER_IDENTITY]
     else:
-        # ListJobs: after an InitiateJob that got no answer, whether it started the job.
+        # ListJobs: before InitiateJob is sent again, or after it got no answer, whether an
+        # earlier send started the job.
         statements += [allow("Vault", ["glacier:InitiateJob", "glacier:ListJobs"],
                              arns.vault(gas.vault)),
                        _CALLER_IDENTITY]

@@ -17,8 +17,7 @@ import pytest
 from tests import interleave
 from tests.conftest import Stack
 from tests.pipeline import Pipeline
-from tests.scenarios import World, message
-from tests.unit.test_interleavings import use_backend
+from tests.scenarios import World, message, upgraded, use_backend
 from util.helpers import FREE, PREMIUM, Aws
 from util.local.ses import sent_emails_in_process
 
@@ -42,10 +41,7 @@ def restore(world: World) -> tuple[str, dict[str, Any]]:
 
 
 def thaw(world: World) -> tuple[str, dict[str, Any]]:
-    job = world.job(world.user(FREE))
-    world.archived(job)
-    world.upgrade(job.user_id)
-    return "thaw", world.retrieved(job)
+    return "thaw", world.retrieved(upgraded(world))
 
 
 def notify(world: World) -> tuple[str, dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 The scheduler (tests/interleave.py) releases one AWS call at a time: every order where the
 pair is small, otherwise every order with one preemption plus seeded random ones
-(``INTERLEAVE_RANDOM`` of them, default 20; ``make interleave`` runs 200). After each
+(``INTERLEAVE_RANDOM`` of them, default 5; ``make interleave`` runs 200). After each
 schedule, whatever message an actor did not finish is delivered again and the pipeline runs
 until nothing is left (tests/pipeline.py), and the invariants hold (tests/scenarios.py): no
 result lost, no item naming a missing archive, S3 bytes as uploaded, no orphan archive, no
@@ -23,13 +23,11 @@ from tests import interleave
 from tests.conftest import Stack
 from tests.interleave import Actor, Result
 from tests.pipeline import Pipeline
-from tests.scenarios import World, message
+from tests.scenarios import World, message, upgraded, use_backend
 from util.helpers import FREE, PREMIUM, Aws, InvalidMessage
-from util.local import glacier as glacier_emulation
 from util.local.ses import sent_emails_in_process
-from util.local.stack import announce_restores
 
-RANDOM = int(os.environ.get("INTERLEAVE_RANDOM", "20"))
+RANDOM = int(os.environ.get("INTERLEAVE_RANDOM", "5"))
 # Schedules run per pair, for the session's summary (printed by `make interleave`).
 EXPLORED: dict[str, int] = {}
 
@@ -67,18 +65,14 @@ def archive_archive(world: World) -> list[Part]:
 
 def archive_thaw(world: World) -> list[Part]:
     # A late copy of the archive message while thaw puts the result back
-    job = world.job(world.user(FREE))
-    world.archived(job)
-    world.upgrade(job.user_id)
+    job = upgraded(world)
     notice = world.retrieved(job)
     return [Part("archive", "archive", {"job_id": job.job_id, "user_id": job.user_id}),
             Part("thaw", "thaw", notice)]
 
 
 def archive_restore(world: World) -> list[Part]:
-    job = world.job(world.user(FREE))
-    world.archived(job)
-    world.upgrade(job.user_id)
+    job = upgraded(world)
     return [Part("archive", "archive", {"job_id": job.job_id, "user_id": job.user_id}),
             Part("restore", "restore", {"user_id": job.user_id})]
 
@@ -93,18 +87,13 @@ def restore_restore(world: World) -> list[Part]:
 
 
 def restore_thaw(world: World) -> list[Part]:
-    job = world.job(world.user(FREE))
-    world.archived(job)
-    world.upgrade(job.user_id)
+    job = upgraded(world)
     notice = world.retrieved(job)
     return [Part("restore", "restore", {"user_id": job.user_id}), Part("thaw", "thaw", notice)]
 
 
 def thaw_thaw(world: World) -> list[Part]:
-    job = world.job(world.user(FREE))
-    world.archived(job)
-    world.upgrade(job.user_id)
-    notice = world.retrieved(job)
+    notice = world.retrieved(upgraded(world))
     return [Part("thaw-1", "thaw", notice), Part("thaw-2", "thaw", notice)]
 
 
@@ -183,20 +172,6 @@ def scenario(stack: Stack, pair: str) -> interleave.Scenario:
         return actors, check
 
     return make
-
-
-def use_backend(stack: Stack, backend: str) -> None:
-    """The local stack with one archive back end; retrievals finish at once."""
-    stack.config.gas.archive_backend = backend
-    if backend == "s3":
-        announce_restores(stack.aws, stack.config,
-                          stack.aws.topic_arn(stack.config.gas.thaw_topic))
-        stack.config.gas.copy_part_size_mib = 5
-    stack.config.archive.part_size_mib = 1
-    stack.config.thaw.part_size_mib = 8
-    # One result at a time within a restore: the pairs' orders are what is explored here.
-    stack.config.restore.concurrency = 1
-    glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
 
 
 @pytest.mark.parametrize("pair, backend", [(pair, backend) for pair, (_, backends)

@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 
 import boto3
 from moto.server import ThreadedMotoServer
 
 from util.helpers import Aws
-from util.local import annotator, demo, dynamodb, faults, glacier, iam, s3, ses
+from util.local import (announce_and_wait, annotator, demo, dynamodb, faults, glacier, iam, s3,
+                        ses)
 from util.local.stack import CREDENTIALS, REGION, create_resources, utility_config_files
 from util.util_config import ConfigError, load
 
@@ -50,14 +49,7 @@ def serve(port: int, config_files: list[str]) -> int:
     os.environ["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL"]  # for the clients made below
     create_resources(Aws(config, session), config)
 
-    for name, value in env.items():
-        print(f"export {name}={value}")
-    print("ready", flush=True)
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    announce_and_wait(env)
     server.stop()
     return 0
 

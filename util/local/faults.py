@@ -35,7 +35,6 @@ import io
 import json
 import random
 import re
-import signal
 import socket
 import socketserver
 import struct
@@ -53,6 +52,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from util.local import announce_and_wait
 
 CONTROL_PATH = "/__faults__"
 FAULTS = ("forwarded", "error", "reset", "lost")
@@ -689,13 +690,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     threading.Thread(target=proxy.serve_forever, args=(0.05,), name="faults-proxy",
                      daemon=True).start()
-    print(f"export AWS_ENDPOINT_URL={proxy.endpoint}")
-    print("ready", flush=True)
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    announce_and_wait({"AWS_ENDPOINT_URL": proxy.endpoint})
     proxy.shutdown()
     proxy.server_close()
     totals = faults.report()["totals"]

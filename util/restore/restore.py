@@ -28,9 +28,10 @@ if __package__ in (None, ""):  # run as `python util/restore/restore.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from util import worker
-from util.helpers import JOB_ID, Annotations, Aws, InvalidMessage, Users, require_str
+from util.helpers import (JOB_ID, RESTORE_TIER, Annotations, Aws, InvalidMessage, Users,
+                          require_str)
 from util.backends import backend_for
-from util.retrieval import Retrievals, Start
+from util.retrieval import Retrievals, Start, under_way
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
 
@@ -68,6 +69,11 @@ class Restorer:
         """Start one result's retrieval; a failure is returned, so the others go on."""
         if message.cancelled.is_set():
             return f"job {job[JOB_ID]}: worker stopping"
+        if under_way(job, self.clock()):
+            # Seen from the index (which may lag, never ahead): a redelivered message skips
+            # what it started already without a write bound to fail its condition (and to
+            # cost botocore's retry quota each time it was retried).
+            return Start("in progress", job.get(RESTORE_TIER, ""))
         try:
             return self.retrievals.start(job)
         except Exception as exc:

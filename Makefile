@@ -16,7 +16,7 @@ chaos: $(VENV)/.installed
 
 # Every handler pair under 200 seeded random schedules (besides every one-preemption order).
 interleave: $(VENV)/.installed
-	INTERLEAVE_RANDOM=200 $(PY) -m pytest -p no:xdist tests/unit/test_interleavings.py
+	INTERLEAVE_RANDOM=200 $(PY) -m pytest -n 0 tests/unit/test_interleavings.py
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.worker_rss

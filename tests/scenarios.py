@@ -130,6 +130,12 @@ class World:
 
     # -- after the run -------------------------------------------------------------------------
 
+    def redeliver_after(self, *messages: tuple[str, dict[str, Any]]) -> None:
+        """Send these messages to their utilities, then run until nothing is left."""
+        self.pending.extend(messages)
+        self.redeliver(Pipeline(self.stack))
+        self.pending.clear()
+
     def redeliver(self, pipeline: Pipeline) -> None:
         """Deliver again what the actors did not finish, then run until nothing is left."""
         sqs = self.stack.client("sqs")

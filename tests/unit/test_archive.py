@@ -13,6 +13,7 @@ from tests.conftest import (NOW, Killed, LostAnswers, Stack, archive_job, archiv
                             message, put_job, result_bytes, result_exists, set_role, sets,
                             vault_archive_count, vault_archive_description)
 from tests.pipeline import Pipeline
+from tests.scenarios import World, use_backend
 from util.archive.archive import Archiver
 from util.glacier import MIB, combine_tree_hashes, part_size_for
 from util.helpers import ARCHIVE_ID, RESULT_ETAG, Annotations, InvalidMessage
@@ -285,3 +286,40 @@ def test_a_late_copy_of_the_message_never_deletes_a_result_put_back_by_thaw(
     # Then the result is in S3, byte-identical, and only then was the archive deleted
     assert result_exists(stack) and result_bytes(stack) == data
     assert vault_archive_count(stack) == 0 and not pipeline.dead
+
+
+@pytest.mark.parametrize("backend", ["vault", "s3"])
+def test_a_stale_worker_never_records_an_archive_thaw_has_deleted(
+        stack: Stack, lost_answers: LostAnswers, backend: str) -> None:
+    # Given a worker killed between making the archive and recording it
+    use_backend(stack, backend)
+    world = World(stack)
+    job_ = world.job(world.user("free_user"), size=3)
+    body = {"job_id": job_.job_id, "user_id": job_.user_id}
+    lost_answers.add("UpdateItem", when=sets(ARCHIVE_ID), then="kill-before")
+    with pytest.raises(Killed):
+        archiver(stack)(message(**body))
+    # And a stale copy of its message that finds that archive, then stalls while the whole
+    # cycle runs: the redelivery records it and deletes the S3 copy, the user upgrades,
+    # restore and thaw bring the result back and delete the archive
+    stale = Archiver(stack.config, stack.aws, clock=lambda: NOW)
+    found = stale.backend.resume if backend == "vault" else stale.backend.archive
+
+    def found_then_stall(*args):
+        archive_id = found(*args)
+        assert archiver(stack)(message(**body)).reason == "archived"
+        world.upgrade(job_.user_id)
+        world.redeliver_after(("restore", {"user_id": job_.user_id}))
+        assert not world.archive_exists(archive_id)
+        return archive_id
+
+    if backend == "vault":
+        stale.backend.resume = found_then_stall
+    else:
+        stale.backend.archive = found_then_stall
+    # When the stale copy goes on
+    outcome = stale(message(**body))
+    # Then it does not record the archive thaw deleted: the job names no missing archive
+    assert outcome.action == "done", outcome
+    world.check(Pipeline(stack))
+    assert world.item(job_).get(ARCHIVE_ID) is None and world.in_s3(world.item(job_))

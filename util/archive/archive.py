@@ -10,7 +10,9 @@ For each message ``{"job_id", "user_id"}``:
    (nothing to archive; Glacier takes no empty archive);
 5. copy it into the archive, pinned to that ETag (util/backends.py: streamed into the Glacier
    vault, or copied server-side into an S3 Glacier storage class);
-6. record the archive id and the ETag on the job, only if no archive is recorded yet;
+6. record the archive id and the ETag on the job, only if no archive is recorded yet and no
+   thaw happened since the job was read (a stalled worker must not record an archive that a
+   thaw has meanwhile brought back and deleted);
 7. delete the S3 result, only if it still has the recorded ETag;
 8. if the user became premium meanwhile, ask the restore utility to bring it back.
 
@@ -49,12 +51,14 @@ from util import worker
 from util.backends import Source, backend_for
 from util.glacier import UploadCancelled
 from util.helpers import (ARCHIVE_ID, ARCHIVE_UPLOAD, COMPLETE_TIME, COMPLETED, JOB_STATUS,
-                          RESULT_ETAG, RESULT_KEY, RESULTS_BUCKET, USER_ID, Annotations, Aws,
+                          RESULT_ETAG, RESULT_KEY, RESULTS_BUCKET, THAW_JOB_ID, USER_ID,
+                          Annotations, Aws,
                           InvalidMessage, Users, require_str)
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
 
-_NAMES = {"#archive": ARCHIVE_ID, "#etag": RESULT_ETAG, "#upload": ARCHIVE_UPLOAD}
+_NAMES = {"#archive": ARCHIVE_ID, "#etag": RESULT_ETAG, "#upload": ARCHIVE_UPLOAD,
+          "#thaw": THAW_JOB_ID}
 _MISSING = ("404", "NoSuchKey")
 
 
@@ -162,17 +166,27 @@ class Archiver:
             raise ArchivedMeanwhile(write.item)
 
     def record(self, job: dict[str, Any], source: Source, archive_id: str) -> Outcome:
-        """Step 6; then 7 and 8."""
+        """Step 6; then 7 and 8.
+
+        Only if no archive is recorded, and no thaw has happened since the job was read: a
+        worker that stalled (or read the job before another recorded this same archive) must
+        not record an archive a thaw has meanwhile brought back and deleted.
+        """
         job_id = job["job_id"]
-        write = self.jobs.update_if(job_id, "SET #archive = :archive, #etag = :etag REMOVE #upload",
-                                    "attribute_not_exists(#archive)", _NAMES,
-                                    {":archive": archive_id, ":etag": source.etag})
+        thawed = job.get(THAW_JOB_ID)
+        write = self.jobs.update_if(
+            job_id, "SET #archive = :archive, #etag = :etag REMOVE #upload",
+            "attribute_not_exists(#archive) AND "
+            + ("attribute_not_exists(#thaw)" if thawed is None else "#thaw = :thaw"),
+            _NAMES, {":archive": archive_id, ":etag": source.etag, ":thaw": thawed})
         if write.holds(ARCHIVE_ID, archive_id):
             return self.finish({**job, ARCHIVE_ID: archive_id, RESULT_ETAG: source.etag},
                                "archived")
         self.backend.delete(archive_id)  # an orphan: the job records another archive, or none
         if not write.item:
             raise InvalidMessage(f"job {job_id} was deleted while its result was archived")
+        if ARCHIVE_ID not in write.item:
+            return done("restored from the archive meanwhile: this archive deleted")
         return self.finish(write.item, "archived by another worker")
 
     def result_missing(self, job_id: str) -> Outcome:

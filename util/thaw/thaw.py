@@ -65,10 +65,9 @@ class Thawer:
         job = self.jobs.get(job_id)
         if job is None:
             raise InvalidMessage(f"unknown job {job_id}")
-        if job.get(THAW_JOB_ID) == notice.retrieval_id:
-            return self.delete_archive(notice.archive_id, "already thawed")
-
         archive_id = job.get(ARCHIVE_ID)
+        if job.get(THAW_JOB_ID) == notice.retrieval_id and archive_id != notice.archive_id:
+            return self.delete_archive(notice.archive_id, "already thawed")
         if notice.status == GONE:
             if notice.archive_id is not None and notice.archive_id == archive_id:
                 raise InvalidMessage(f"job {job_id}: its archive {archive_id} is gone "

@@ -93,6 +93,18 @@ def test_a_notice_delivered_again_after_success_changes_nothing(
     assert result_bytes(stack) == data and vault_archive_count(stack) == 0
 
 
+def test_a_notice_delivered_again_after_glacier_forgot_its_job_changes_nothing(
+        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # Glacier keeps a job a day; a very late copy of its notice names a job it no longer has
+    data, notice = restored
+    handler = thawer(stack)
+    handler(notice_message(notice))
+    handler.backend.vault.describe_job = lambda job_id: None
+    outcome = handler(notice_message(notice))
+    assert (outcome.action, outcome.reason) == ("done", "already thawed")
+    assert result_bytes(stack) == data
+
+
 def test_a_crash_before_the_archive_delete_is_finished_by_the_redelivery(
         stack: Stack, restored: tuple[bytes, dict]) -> None:
     _, notice = restored

@@ -66,7 +66,8 @@ class Thawer:
         if job is None:
             raise InvalidMessage(f"unknown job {job_id}")
         archive_id = job.get(ARCHIVE_ID)
-        if job.get(THAW_JOB_ID) == notice.retrieval_id and archive_id != notice.archive_id:
+        if job.get(THAW_JOB_ID) == notice.retrieval_id and (
+                notice.archive_id is None or notice.archive_id != archive_id):
             return self.delete_archive(notice.archive_id, "already thawed")
         if notice.status == GONE:
             if notice.archive_id is not None and notice.archive_id == archive_id:

@@ -44,7 +44,7 @@ from s3transfer.utils import ChunksizeAdjuster
 
 from util.glacier import (MIB, ChecksumMismatch, ExpeditedUnavailable, PendingArchive,
                           UploadCancelled, Vault)
-from util.helpers import USER_ID, Aws, InvalidMessage, require_str
+from util.helpers import S3_NOT_FOUND, USER_ID, Aws, InvalidMessage, require_str
 from util.util_config import Config
 
 EXPEDITED, STANDARD = "Expedited", "Standard"
@@ -223,7 +223,8 @@ class VaultBackend:
     def start_retrieval(self, archive_id: str, job_id: str, tier: str) -> str:
         # The request token finds the job again if InitiateJob's answer is lost.
         description = json.dumps({"job_id": job_id, "request": uuid.uuid4().hex})
-        return self.vault.start_retrieval(archive_id, description, self.aws.topic_arn(self.thaw_topic), tier)
+        return self.vault.start_retrieval(archive_id, description,
+                                          self.aws.topic_arn(self.thaw_topic), tier)
 
     def completion(self, notice: dict[str, Any]) -> Completion:
         """The notice names a Glacier job; Glacier (DescribeJob) says the rest."""
@@ -278,11 +279,10 @@ class S3Backend:
         if self.head(key) is not None:  # made before, in full (S3 commits a copy at once)
             return key
         part_size = distinct_layout(source.size, source.etag, self.part_size)
-        self.copy({"Bucket": source.bucket, "Key": source.key}, key, cancelled, {
+        self.copy({"Bucket": source.bucket, "Key": source.key}, self.bucket, key, cancelled, {
             "StorageClass": self.storage_class, "MetadataDirective": "REPLACE",
             "Metadata": {PART_SIZE_METADATA: str(part_size)},
-            "CopySourceIfMatch": source.etag}, part_size, source.size, source.etag,
-            bucket=self.bucket)
+            "CopySourceIfMatch": source.etag}, part_size, source.size, source.etag)
         return key
 
     def resume(self, pending: dict[str, Any]) -> str | None:
@@ -293,7 +293,7 @@ class S3Backend:
         try:
             return self.s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
+            if exc.response["Error"]["Code"] in S3_NOT_FOUND:
                 return None
             raise
 
@@ -334,7 +334,8 @@ class S3Backend:
             "eventName": "ObjectRestore:Completed",
             "s3": {"bucket": {"name": self.bucket}, "object": {"key": quote_plus(archive_id)}},
         }]}
-        self.aws.client("sns").publish(TopicArn=self.aws.topic_arn(self.thaw_topic), Message=json.dumps(event))
+        self.aws.client("sns").publish(TopicArn=self.aws.topic_arn(self.thaw_topic),
+                                       Message=json.dumps(event))
 
     def completion(self, notice: dict[str, Any]) -> Completion | None:
         """An ObjectRestore:Completed event for an archive object; the object itself (its
@@ -376,10 +377,10 @@ class S3Backend:
         """
         archived = completion.source
         part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
-        self.copy({"Bucket": self.bucket, "Key": completion.archive_id}, key, cancelled, {
+        self.copy({"Bucket": self.bucket, "Key": completion.archive_id}, bucket, key, cancelled, {
             "StorageClass": "STANDARD", "MetadataDirective": "REPLACE",
             "CopySourceIfMatch": archived["ETag"]}, part_size, archived["ContentLength"],
-            archived["ETag"], bucket=bucket)
+            archived["ETag"])
         copied = self.s3.head_object(Bucket=bucket, Key=key)
         if copied["ETag"] != archived["ETag"]:
             try:
@@ -389,8 +390,8 @@ class S3Backend:
             raise ChecksumMismatch(f"copy's ETag {copied['ETag']} is not the archive's "
                                    f"{archived['ETag']}")
 
-    def copy(self, source: dict[str, str], key: str, cancelled: threading.Event,
-             extra: dict[str, Any], part_size: int, size: int, etag: str, bucket: str) -> None:
+    def copy(self, source: dict[str, str], bucket: str, key: str, cancelled: threading.Event,
+             extra: dict[str, Any], part_size: int, size: int, etag: str) -> None:
         """s3transfer's copy in parts of `part_size` (0: one CopyObject), abandoned if
         `cancelled` is set."""
         config = (TransferConfig(multipart_threshold=1, multipart_chunksize=part_size)

@@ -17,7 +17,6 @@ from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import calculate_tree_hash
 
-from util.helpers import outcome_unknown
 
 MIB = 1024 * 1024
 MAX_PARTS = 10_000  # Glacier's limit on parts per multipart upload
@@ -58,6 +57,17 @@ def part_size_for(size: int, configured: int) -> int:
     while part * MAX_PARTS < size and part < MAX_PART_SIZE:
         part *= 2
     return part
+
+
+def _outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed call may have taken effect: no answer came, or a server error did.
+
+    A client error (4xx) was refused before anything happened; a dropped connection after the
+    request landed, or a 5xx, says nothing about whether it did.
+    """
+    if isinstance(exc, ClientError):
+        return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500) >= 500
+    return isinstance(exc, BotoCoreError)
 
 
 class _NoBody:
@@ -155,7 +165,6 @@ class Vault:
         `description` must be unique to this call: it tells whether a send whose answer never
         came started the job anyway. Raises ExpeditedUnavailable when there is no capacity.
         """
-        self._sent.discard(description)
         try:
             return self.glacier.initiate_job(vaultName=self.name, jobParameters={
                 "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier,
@@ -165,7 +174,7 @@ class Vault:
             if isinstance(exc, ClientError) and \
                     exc.response["Error"]["Code"] == "InsufficientCapacityException":
                 raise ExpeditedUnavailable(str(exc)) from None
-            found = self.find_job(archive_id, description) if outcome_unknown(exc) else None
+            found = self.find_job(archive_id, description) if _outcome_unknown(exc) else None
             if found is None:
                 raise
             return found

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from util.util_config import Config
@@ -75,19 +75,14 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
+# S3's error codes for a missing object and a failed If-Match; a HEAD answer has no body, so
+# botocore gives its status as the code.
+S3_NOT_FOUND = ("404", "NoSuchKey")
+S3_PRECONDITION_FAILED = ("412", "PreconditionFailed")
+
+
 class InvalidMessage(Exception):
     """The message can never succeed as sent; its text is the reason given with it."""
-
-
-def outcome_unknown(exc: BaseException) -> bool:
-    """Whether a failed AWS call may have taken effect: no answer came, or a server error did.
-
-    A client error (4xx) was refused before anything happened; a dropped connection after the
-    request landed, or a 5xx, says nothing about whether it did.
-    """
-    if isinstance(exc, ClientError):
-        return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500) >= 500
-    return isinstance(exc, BotoCoreError)
 
 
 @dataclass(frozen=True)
@@ -126,20 +121,16 @@ class Aws:
             read_timeout=max(60, config.worker.wait_seconds + 10),
             max_pool_connections=connections or max(10, config.worker.concurrency * 2),
         )
-        self._clients: dict[tuple[str, int | None], BaseClient] = {}
+        self._clients: dict[str, BaseClient] = {}
         self._looked_up: dict[Any, str] = {}
         self._lock = threading.Lock()  # boto3 sessions do not make clients thread-safely
 
-    def client(self, service: str, attempts: int | None = None) -> BaseClient:
-        """The process's client for `service`; `attempts` gives one with its own retry budget."""
+    def client(self, service: str) -> BaseClient:
+        """The process's client for `service`."""
         with self._lock:
-            if (service, attempts) not in self._clients:
-                config = self._config
-                if attempts is not None:
-                    config = config.merge(BotoConfig(
-                        retries={"mode": "standard", "total_max_attempts": attempts}))
-                self._clients[(service, attempts)] = self.session.client(service, config=config)
-            return self._clients[(service, attempts)]
+            if service not in self._clients:
+                self._clients[service] = self.session.client(service, config=self._config)
+            return self._clients[service]
 
     def account_id(self) -> str:
         return self._once("account", lambda: self.client("sts").get_caller_identity()["Account"])

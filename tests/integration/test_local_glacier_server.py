@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import Server, wait_for
 from util.local.glacier import NOTIFICATION_SUBJECT
+
+NO_RETRIES = Config(retries={"total_max_attempts": 1})
 
 
 @pytest.fixture
@@ -23,7 +26,7 @@ def test_serve_applies_local_settings_and_announces_on_the_thaw_queue(
 ) -> None:
     # Given a stack served with no Expedited capacity and instant Standard retrievals
     vault = server.config.gas.vault
-    glacier = server.aws.client("glacier", attempts=1)
+    glacier = server.aws.session.client("glacier", config=NO_RETRIES)
     archive_id = glacier.upload_archive(vaultName=vault, body=b"result")["archiveId"]
 
     # When an Expedited retrieval is initiated, then it is refused

@@ -275,49 +275,34 @@ def test_errors_in_each_protocol_are_parsed_and_retried(
         "error": singles + len(attempts)}
 
 
-def test_reset_request_never_reaches_the_server(proxy: str, upstream: str) -> None:
-    # Given a queue and a bucket, and every connection reset
+@pytest.mark.parametrize("setting, fault, takes_effect", [("resets", "reset", False),
+                                                         ("lost", "lost", True)])
+def test_a_reset_never_reaches_the_server_and_a_lost_answer_took_effect(
+        proxy: str, upstream: str, setting: str, fault: str, takes_effect: bool) -> None:
+    # Given a queue and a bucket, and every connection reset (or every answer lost)
+    name = f"faults-{fault}"
     direct_sqs, direct_s3 = client(upstream, "sqs"), client(upstream, "s3")
-    url = direct_sqs.create_queue(QueueName="faults-reset")["QueueUrl"]
-    direct_s3.create_bucket(Bucket="faults-reset")
-    faults.configure(proxy, resets=1.0)
+    url = direct_sqs.create_queue(QueueName=name)["QueueUrl"]
+    direct_s3.create_bucket(Bucket=name)
+    faults.configure(proxy, **{setting: 1.0})
 
-    # When a message is sent and an object put (Expect: 100-continue) through the proxy
-    with pytest.raises(CONNECTION_ERRORS):
-        client(proxy, "sqs").send_message(QueueUrl=url, MessageBody="never")
-    with pytest.raises(CONNECTION_ERRORS):
-        client(proxy, "s3").put_object(Bucket="faults-reset", Key="k", Body=b"x" * MiB)
-
-    # Then neither reached the server
-    assert direct_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
-        "ApproximateNumberOfMessages"] == "0"
-    assert direct_s3.list_objects_v2(Bucket="faults-reset")["KeyCount"] == 0
-    counts = faults.counts(proxy)["counts"]
-    assert counts["sqs"] == {"SendMessage": {"reset": 1}}
-    assert counts["s3"] == {"PutObject": {"reset": 1}}
-
-
-def test_lost_answer_the_request_took_effect(proxy: str, upstream: str) -> None:
-    # Given a queue and a bucket, and every answer lost
-    direct_sqs, direct_s3 = client(upstream, "sqs"), client(upstream, "s3")
-    url = direct_sqs.create_queue(QueueName="faults-lost")["QueueUrl"]
-    direct_s3.create_bucket(Bucket="faults-lost")
-    faults.configure(proxy, lost=1.0)
-
-    # When single-attempt clients send a message and put an object, then they see
-    # connection errors
-    with pytest.raises(CONNECTION_ERRORS):
-        client(proxy, "sqs").send_message(QueueUrl=url, MessageBody="took effect")
+    # When single-attempt clients send a message and put an object (Expect: 100-continue)
+    # through the proxy, then they see connection errors
     data = os.urandom(MiB)
     with pytest.raises(CONNECTION_ERRORS):
-        client(proxy, "s3").put_object(Bucket="faults-lost", Key="k", Body=data)
+        client(proxy, "sqs").send_message(QueueUrl=url, MessageBody="sent")
+    with pytest.raises(CONNECTION_ERRORS):
+        client(proxy, "s3").put_object(Bucket=name, Key="k", Body=data)
 
-    # but the message is in the queue and the object in the bucket
-    assert received(direct_sqs, url) == ["took effect"]
-    assert direct_s3.get_object(Bucket="faults-lost", Key="k")["Body"].read() == data
+    # And a reset reached nothing, while a lost answer's request took effect
+    assert received(direct_sqs, url) == (["sent"] if takes_effect else [])
+    keys = [o["Key"] for o in direct_s3.list_objects_v2(Bucket=name).get("Contents", [])]
+    assert keys == (["k"] if takes_effect else [])
+    if takes_effect:
+        assert direct_s3.get_object(Bucket=name, Key="k")["Body"].read() == data
     counts = faults.counts(proxy)["counts"]
-    assert counts["sqs"] == {"SendMessage": {"lost": 1}}
-    assert counts["s3"] == {"PutObject": {"lost": 1}}
+    assert counts["sqs"] == {"SendMessage": {fault: 1}}
+    assert counts["s3"] == {"PutObject": {fault: 1}}
 
 
 def test_lost_answer_fails_a_retried_conditional_write(proxy: str, no_backoff: None) -> None:

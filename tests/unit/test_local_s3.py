@@ -376,7 +376,7 @@ def restore_timers() -> list[threading.Timer]:
 def test_restore_through_the_server_announces_on_the_thaw_queue(server: Server) -> None:
     # Given the stack served for the s3 back end with no Expedited capacity, and an object
     # archived in its archive bucket
-    s3 = server.aws.client("s3", attempts=1)
+    s3 = server.aws.session.client("s3", config=NO_RETRIES)
     bucket = server.config.gas.archive_bucket
     key = f"{server.config.gas.archive_prefix}j1/abc"
     data = archived(s3, key=key, body=b"served" * 1000, bucket=bucket)

@@ -187,8 +187,8 @@ def test_a_copy_whose_etag_differs_commits_nothing(s3_backend: Stack) -> None:
     handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
     copy = handler.backend.copy
 
-    def copy_then_corrupt(source, key, *args, bucket):
-        copy(source, key, *args, bucket=bucket)
+    def copy_then_corrupt(source, bucket, key, *args):
+        copy(source, bucket, key, *args)
         s3_backend.client("s3").put_object(Bucket=bucket, Key=key, Body=b"not the result")
 
     handler.backend.copy = copy_then_corrupt

@@ -51,15 +51,14 @@ from util import worker
 from util.backends import Source, backend_for
 from util.glacier import UploadCancelled
 from util.helpers import (ARCHIVE_ID, ARCHIVE_UPLOAD, COMPLETE_TIME, COMPLETED, JOB_STATUS,
-                          RESULT_ETAG, RESULT_KEY, RESULTS_BUCKET, THAW_JOB_ID, USER_ID,
-                          Annotations, Aws,
+                          RESULT_ETAG, RESULT_KEY, RESULTS_BUCKET, S3_NOT_FOUND,
+                          S3_PRECONDITION_FAILED, THAW_JOB_ID, USER_ID, Annotations, Aws,
                           InvalidMessage, Users, require_str)
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
 
 _NAMES = {"#archive": ARCHIVE_ID, "#etag": RESULT_ETAG, "#upload": ARCHIVE_UPLOAD,
           "#thaw": THAW_JOB_ID}
-_MISSING = ("404", "NoSuchKey")
 
 
 class ArchivedMeanwhile(Exception):
@@ -113,9 +112,9 @@ class Archiver:
             return self.finish(exc.item, "archived by another worker")
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
-            if code in _MISSING:
+            if code in S3_NOT_FOUND:
                 return self.result_missing(job_id)
-            if code in ("PreconditionFailed", "412"):
+            if code in S3_PRECONDITION_FAILED:
                 return retry("the S3 result changed while it was archived")
             raise
         return self.record(job, source, archive_id)
@@ -140,7 +139,7 @@ class Archiver:
         try:
             head = self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in _MISSING:
+            if exc.response["Error"]["Code"] in S3_NOT_FOUND:
                 return None
             raise
         return Source(bucket, key, head["ContentLength"], head["ETag"])
@@ -215,9 +214,9 @@ class Archiver:
             self.s3.delete_object(Bucket=job[RESULTS_BUCKET], Key=job[RESULT_KEY], IfMatch=etag)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
-            if code in ("PreconditionFailed", "412"):
+            if code in S3_PRECONDITION_FAILED:
                 return "; the S3 result is not the one archived (restored or rewritten): kept"
-            if code not in _MISSING:  # gone already: an earlier attempt deleted it
+            if code not in S3_NOT_FOUND:  # gone already: an earlier attempt deleted it
                 raise
         return ""
 

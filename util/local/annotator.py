@@ -37,8 +37,8 @@ from botocore.exceptions import ClientError
 
 from util.helpers import (COMPLETE_TIME, COMPLETED, FAILED, INPUT_FILE_NAME, INPUT_KEY,
                           INPUTS_BUCKET, JOB_ID, JOB_STATUS, LOG_KEY, PENDING, RESULT_KEY,
-                          RESULTS_BUCKET, RUNNING, USER_ID, Annotations, Aws, InvalidMessage,
-                          User, Users, require_str)
+                          RESULTS_BUCKET, RUNNING, S3_NOT_FOUND, USER_ID, Annotations, Aws,
+                          InvalidMessage, User, Users, require_str)
 from util.local.stack import utility_config_files
 from util.util_config import Config, load
 from util.worker import Message, Outcome, Worker, configure_logging, done, retry, run
@@ -117,7 +117,7 @@ class Annotator:
         try:
             result_key, log_key = self.run(job)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] not in ("404", "NoSuchKey"):
+            if exc.response["Error"]["Code"] not in S3_NOT_FOUND:
                 raise
             return self.finish(job, user, FAILED, {}, "input file missing: job failed")
         outputs = {RESULTS_BUCKET: self.results_bucket, RESULT_KEY: result_key, LOG_KEY: log_key}

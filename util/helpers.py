@@ -1,6 +1,6 @@
 """Helpers every utility shares: AWS clients, message decoding, the annotations and users stores.
 
-The data contracts of DESIGN.md section 2 live here once: item attribute names, job states,
+The data contracts (docs/design.md) live here once: item attribute names, job states,
 user roles, and how a queue body (raw or SNS-wrapped) becomes a dict.
 """
 
@@ -22,7 +22,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from util.util_config import Config
 
-# Annotations item attributes (DESIGN.md section 2) and the ones the utilities add.
+# Annotations item attributes (docs/design.md) and the ones the utilities add.
 JOB_ID = "job_id"
 USER_ID = "user_id"
 JOB_STATUS = "job_status"

@@ -110,7 +110,7 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    # Resources shared by the whole pipeline (the contracts of DESIGN.md section 2).
+    # Resources shared by the whole pipeline (the contracts of docs/design.md).
     Key("gas", "annotations_table", "gas-annotations", _name, "DynamoDB table of annotation jobs"),
     Key("gas", "users_table", "gas-users", _name, "DynamoDB table of users (role, name, email)"),
     Key("gas", "inputs_bucket", "gas-inputs", _name, "S3 bucket of uploaded input files"),
@@ -240,7 +240,7 @@ def _reject_unknown_env(environ: Mapping[str, str]) -> None:
 
 
 def markdown_table() -> str:
-    """The README's table of settings, generated from KEYS so it cannot drift."""
+    """The table of settings in docs/configuration.md, generated from KEYS so it cannot drift."""
     rows = ["| section | key | default | environment | meaning |", "|---|---|---|---|---|"]
     rows += [f"| {k.section} | {k.name} | `{k.default}` | `{env_name(k)}` | {k.doc} |" for k in KEYS]
     return "\n".join(rows)

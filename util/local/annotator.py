@@ -1,4 +1,4 @@
-"""The simulated annotator: the annotator fleet's side of DESIGN.md section 2, not AnnTools.
+"""The simulated annotator: the annotator fleet's side of docs/design.md, not AnnTools.
 
     python -m util.local annotator [--concurrency N] [--seconds S] [--config FILE]...
 
@@ -50,7 +50,7 @@ MESSAGES_PER_LOOP = 10
 SPOOL_BYTES = 1024 * 1024  # outputs larger than this spill from memory to a temporary file
 INFO_HEADER = ('##INFO=<ID=GAS_SIM,Number=0,Type=Flag,'
                'Description="Annotated by the GAS simulated annotator">\n')
-# The job-results message: what notify and ann_load read (DESIGN.md section 2).
+# The job-results message: what notify and ann_load read (docs/design.md).
 RESULT_FIELDS = (JOB_ID, USER_ID, JOB_STATUS, COMPLETE_TIME, RESULTS_BUCKET, RESULT_KEY, LOG_KEY)
 
 log = logging.getLogger("gas")

@@ -48,7 +48,7 @@ def topics(config: Config) -> list[str]:
 
 
 def subscriptions(config: Config) -> Iterator[tuple[str, str]]:
-    """(topic, queue) pairs: the queues fed through SNS (DESIGN.md section 1)."""
+    """(topic, queue) pairs: the queues fed through SNS (docs/design.md)."""
     yield config.gas.job_requests_topic, config.gas.job_requests_queue
     yield config.gas.job_results_topic, config.notify.queue
     yield config.gas.thaw_topic, config.thaw.queue

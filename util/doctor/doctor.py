@@ -21,6 +21,7 @@ from typing import Any
 
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from deploy.iam import UTILITIES, Arns, policy
 from util.helpers import Aws
@@ -35,6 +36,10 @@ TEMPLATE = "deploy/cloudformation/gas.yaml"
 SQS_DEFAULTS = {"VisibilityTimeout": 30, "MessageRetentionPeriod": 345600}
 NOT_FOUND = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound",
              "NoSuchBucket", "ResourceNotFoundException", "NoSuchEntity"}
+
+# How a call the account (or an emulator) does not offer fails: an error, an unparsable
+# answer (moto's HTML 500), or, in process, moto's own exception.
+UNAVAILABLE = (ClientError, BotoCoreError, ResponseParserError, NotImplementedError)
 
 Grant = tuple[str, str, str]  # (principal, action, source ARN or "")
 
@@ -305,7 +310,7 @@ def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterato
                     f"aws ses verify-email-identity --email-address {sender}, then click the link")
     try:
         account = _probe(aws, "sesv2").get_account()
-    except (ClientError, BotoCoreError, NotImplementedError) as exc:
+    except UNAVAILABLE as exc:
         yield Check(None, f"SES sandbox: skipped (not available: {_reason(exc)})")
         return
     if account.get("ProductionAccessEnabled"):
@@ -345,7 +350,7 @@ def simulate(aws: Aws, config: Config, roles: dict[str, str]) -> Iterator[Check]
                     PolicySourceArn=role, ActionNames=statement["Action"],
                     ResourceArns=[resources] if isinstance(resources, str) else resources,
                 )["EvaluationResults"]
-            except (ClientError, BotoCoreError, NotImplementedError) as exc:
+            except UNAVAILABLE as exc:
                 yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
                 break
             denied += [f"{r['EvalActionName']} on {r['EvalResourceName']}" for r in results

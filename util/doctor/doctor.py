@@ -114,17 +114,20 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
                 "maxReceiveCount": int(redrive["maxReceiveCount"])},
             "Policy": grants(attributes.get("Policy"))}
 
-    topic_arns = {name: aws.topic_arn(name) for name in topics(config)}
+    topic_arns: dict[str, str] = {}
     delivered = []
-    existing = {}
-    for name, arn in topic_arns.items():
+    thaw_policy: list[Grant] = []
+    for name in topics(config):
+        arn = aws.topic_arn(name)
         try:
-            existing[name] = grants(sns.get_topic_attributes(TopicArn=arn)["Attributes"].get(
-                "Policy"))
+            attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
         except ClientError as exc:
             if not _missing(exc):
                 raise
             continue
+        topic_arns[name] = arn
+        if name == gas.thaw_topic:
+            thaw_policy = grants(attributes.get("Policy"))
         for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn):
             for subscription in page["Subscriptions"]:
                 if subscription["Protocol"] != "sqs" or ":" not in subscription["SubscriptionArn"]:
@@ -150,8 +153,7 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
             c["TopicArn"] for c in s3.get_bucket_notification_configuration(
                 Bucket=bucket).get("TopicConfigurations", []) if RESTORE_COMPLETED in c["Events"])}
 
-    return {"queues": queues, "topics": {n: {"Arn": topic_arns[n], "Policy": p}
-                                         for n, p in existing.items()},
+    return {"queues": queues, "topics": topic_arns, "thaw_topic_policy": thaw_policy,
             "subscriptions": sorted(delivered), "buckets": buckets,
             "tables": _tables(aws, config), "sender": _sender(aws, config.notify.sender)}
 
@@ -226,7 +228,7 @@ def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
         if topic not in state["topics"]:
             yield Check(False, f"topic {topic}: missing", f"create it ({TEMPLATE})")
             continue
-        arn = state["topics"][topic]["Arn"]
+        arn = state["topics"][topic]
         if name not in queues:
             continue  # reported above
         if [topic, name, False] in state["subscriptions"] or [topic, name, True] in state["subscriptions"]:
@@ -272,7 +274,7 @@ def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator
     bucket_arn = Arns.bucket(gas.archive_bucket)
     if thaw is not None:
         source = bucket_arn if gas.archive_backend == "s3" else "*"
-        if allows(thaw["Policy"], publisher, "sns:publish", source):
+        if allows(state["thaw_topic_policy"], publisher, "sns:publish", source):
             yield Check(True, f"topic {gas.thaw_topic}: {publisher} may publish")
         else:
             yield Check(False, f"topic {gas.thaw_topic}: {publisher} may not publish",
@@ -283,7 +285,7 @@ def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator
         bucket = state["buckets"].get(gas.archive_bucket)
         if bucket is None:
             yield Check(False, f"bucket {gas.archive_bucket}: missing", f"create it ({TEMPLATE})")
-        elif thaw is not None and thaw["Arn"] in bucket["RestoreNotices"]:
+        elif thaw is not None and thaw in bucket["RestoreNotices"]:
             yield Check(True, f"bucket {gas.archive_bucket}: announces restores on {gas.thaw_topic}")
         else:
             yield Check(False, f"bucket {gas.archive_bucket}: does not announce restores on "

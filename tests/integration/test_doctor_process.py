@@ -43,6 +43,14 @@ def remove_dead_letter_queue(server: Server) -> None:
                                               Attributes={"RedrivePolicy": ""})
 
 
+def delete_dead_letter_queue(server: Server) -> None:
+    server.client("sqs").delete_queue(QueueUrl=server.queue_url("gas-restore-dlq"))
+
+
+def delete_vault(server: Server) -> None:
+    server.client("glacier").delete_vault(vaultName="gas-archive")
+
+
 def remove_subscription(server: Server) -> None:
     sns = server.client("sns")
     topic = server.aws.topic_arn("gas-job-results")
@@ -72,6 +80,11 @@ def remove_lifecycle_rule(server: Server) -> None:
     ({}, remove_dead_letter_queue,
      "✘ queue gas-archive: no dead-letter queue — fix: create gas-archive-dlq and set "
      "gas-archive's RedrivePolicy to it, maxReceiveCount 3-20"),
+    ({}, delete_dead_letter_queue,
+     "✘ queue gas-restore: no dead-letter queue — fix: create gas-restore-dlq"),
+    ({}, delete_vault,
+     "✘ vault gas-archive: missing — fix: aws glacier create-vault --account-id - "
+     "--vault-name gas-archive"),
     ({}, remove_subscription,
      "✘ topic gas-job-results -> queue gas-notify: no subscription — fix: aws sns subscribe "
      "--topic-arn arn:aws:sns:us-east-1:123456789012:gas-job-results --protocol sqs "
@@ -89,7 +102,7 @@ def remove_lifecycle_rule(server: Server) -> None:
     ({}, remove_lifecycle_rule,
      "✘ bucket gas-results: no rule aborting incomplete multipart uploads — fix: add a "
      "lifecycle rule"),
-], ids=["dead-letter-queue", "subscription", "queue-policy", "notification", "sender",
+], ids=["redrive-policy", "dead-letter-queue", "vault", "subscription", "queue-policy", "notification", "sender",
         "lifecycle"])
 def test_a_broken_copy_gets_one_failure_naming_its_fix(
         server: Server, damage: Callable[[Server], None], failure: str) -> None:

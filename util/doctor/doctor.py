@@ -94,25 +94,13 @@ def _missing(exc: ClientError) -> bool:
 def describe(aws: Aws, config: Config) -> dict[str, Any]:
     """What the deployment has of what the utilities depend on, as plain data."""
     gas = config.gas
-    sqs, sns, s3 = aws.client("sqs"), aws.client("sns"), aws.client("s3")
+    sns, s3 = aws.client("sns"), aws.client("s3")
     queues: dict[str, Any] = {}
-    names = worker_queues(config)
-    for name in names + [n + DEAD_LETTER_SUFFIX for n in names]:
-        try:
-            attributes = sqs.get_queue_attributes(QueueUrl=aws.queue_url(name),
-                                                  AttributeNames=["All"])["Attributes"]
-        except ClientError as exc:
-            if _missing(exc):
-                continue
-            raise
-        redrive = json.loads(attributes.get("RedrivePolicy") or "null")
-        queues[name] = {
-            **{k: int(attributes.get(k, v)) for k, v in SQS_DEFAULTS.items()},
-            "Arn": attributes["QueueArn"],
-            "RedrivePolicy": redrive and {
-                "deadLetterQueue": redrive["deadLetterTargetArn"].rsplit(":", 1)[1],
-                "maxReceiveCount": int(redrive["maxReceiveCount"])},
-            "Policy": grants(attributes.get("Policy"))}
+    for name in worker_queues(config):
+        _read_queue(aws, name, queues)
+    for queue in list(queues.values()):  # then their dead-letter queues, by whatever name
+        if queue["RedrivePolicy"]:
+            _read_queue(aws, queue["RedrivePolicy"]["deadLetterQueue"], queues)
 
     topic_arns: dict[str, str] = {}
     delivered = []
@@ -156,6 +144,25 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
     return {"queues": queues, "topics": topic_arns, "thaw_topic_policy": thaw_policy,
             "subscriptions": sorted(delivered), "buckets": buckets,
             "tables": _tables(aws, config), "sender": _sender(aws, config.notify.sender)}
+
+
+def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
+    """Add queue `name` (or URL) to `queues`, if it exists."""
+    try:
+        attributes = aws.client("sqs").get_queue_attributes(
+            QueueUrl=aws.queue_url(name), AttributeNames=["All"])["Attributes"]
+    except ClientError as exc:
+        if _missing(exc):
+            return
+        raise
+    redrive = json.loads(attributes.get("RedrivePolicy") or "null")
+    queues[name] = {
+        **{k: int(attributes.get(k, v)) for k, v in SQS_DEFAULTS.items()},
+        "Arn": attributes["QueueArn"],
+        "RedrivePolicy": redrive and {
+            "deadLetterQueue": redrive["deadLetterTargetArn"].rsplit(":", 1)[1],
+            "maxReceiveCount": int(redrive["maxReceiveCount"])},
+        "Policy": grants(attributes.get("Policy"))}
 
 
 def _abort_days(s3: Any, bucket: str) -> list[int]:
@@ -212,12 +219,19 @@ def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
     for name in worker_queues(config):
         queue = queues.get(name)
         redrive = queue and queue["RedrivePolicy"]
+        dead_letter = name.rstrip("/").rsplit("/", 1)[-1] + DEAD_LETTER_SUFFIX
         if queue is None:
             yield Check(False, f"queue {name}: missing", f"create it ({TEMPLATE})")
         elif not redrive or redrive["deadLetterQueue"] not in queues:
             yield Check(False, f"queue {name}: no dead-letter queue",
-                        f"create {name}{DEAD_LETTER_SUFFIX} and set {name}'s RedrivePolicy to "
+                        f"create {dead_letter} and set {name}'s RedrivePolicy to "
                         f"it, maxReceiveCount {low}-{high} ({TEMPLATE})")
+        elif redrive["deadLetterQueue"] != dead_letter:
+            # The worker sends invalid messages there itself, as its IAM policy allows.
+            yield Check(False, f"queue {name}: dead-letter queue {redrive['deadLetterQueue']} "
+                               f"is not {dead_letter}",
+                        f"point {name}'s RedrivePolicy at {dead_letter}, the queue the "
+                        "workers' IAM policies let them send to")
         elif not low <= redrive["maxReceiveCount"] <= high:
             yield Check(False, f"queue {name}: maxReceiveCount {redrive['maxReceiveCount']}",
                         f"set it to {low}-{high} in {name}'s RedrivePolicy")

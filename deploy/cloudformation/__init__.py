@@ -51,6 +51,10 @@ def key(section: str, name: str) -> Key:
     return next(k for k in KEYS if (k.section, k.name) == (section, name))
 
 
+def parameter_keys() -> list[Key]:
+    return [key(*p) for p in PARAMETER_KEYS]
+
+
 def parameter(k: Key) -> str:
     """``GAS_ARCHIVE_QUEUE`` -> ``ArchiveQueue``."""
     return "".join(part.title() for part in env_name(k).split("_")[1:])
@@ -58,7 +62,7 @@ def parameter(k: Key) -> str:
 
 def placeholder_config(utility: str | None, backend: str) -> Config:
     """The configuration whose names are the template's ``${Parameter}`` placeholders."""
-    environ = {env_name(k): f"${{{parameter(k)}}}" for k in map(lambda p: key(*p), PARAMETER_KEYS)}
+    environ = {env_name(k): f"${{{parameter(k)}}}" for k in parameter_keys()}
     environ[env_name(key("gas", "archive_backend"))] = backend
     environ[env_name(key("notify", "sender"))] = "@".join(f"${{{p}}}" for p in SENDER_PARTS)
     return load_config(utility or "archive", environ=environ)
@@ -85,7 +89,9 @@ def sub(value: Any) -> Any:
 
 def base(placeholder: str, kind: str) -> str:
     """``${GasThawTopic}`` -> ``Thaw``: the stem of a resource's logical id."""
-    return PLACEHOLDER.fullmatch(placeholder)[1].removeprefix("Gas").removesuffix(kind)  # type: ignore[index]
+    name = PLACEHOLDER.fullmatch(placeholder)
+    assert name, placeholder
+    return name[1].removeprefix("Gas").removesuffix(kind)
 
 
 def by_backend(make: Any) -> Any:
@@ -116,8 +122,9 @@ def template() -> dict[str, Any]:
             "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS}}
         resources[f"Queue{stem}"] = {"Type": "AWS::SQS::Queue", "Properties": {
             "QueueName": sub(queue), "VisibilityTimeout": QUEUE_VISIBILITY_SECONDS,
-            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [f"DeadLetterQueue{stem}", "Arn"]},
-                              "maxReceiveCount": MAX_RECEIVE_COUNT}}}
+            "RedrivePolicy": {
+                "deadLetterTargetArn": {"Fn::GetAtt": [f"DeadLetterQueue{stem}", "Arn"]},
+                "maxReceiveCount": MAX_RECEIVE_COUNT}}}
     for name in topics(config):
         resources[f"Topic{base(name, 'Topic')}"] = {"Type": "AWS::SNS::Topic",
                                                     "Properties": {"TopicName": sub(name)}}
@@ -174,7 +181,7 @@ def template() -> dict[str, Any]:
 
 def parameters() -> dict[str, Any]:
     params: dict[str, Any] = {}
-    for k in map(lambda p: key(*p), PARAMETER_KEYS):
+    for k in parameter_keys():
         params[parameter(k)] = {"Type": "String", "Default": k.default,
                                 "Description": f"{env_name(k)}: {k.doc}"}
     params[parameter(key("gas", "archive_backend"))]["AllowedValues"] = list(BACKENDS)
@@ -208,14 +215,15 @@ def roles() -> dict[str, Any]:
                 "Effect": "Allow", "Principal": {"AWS": {"Fn::GetAtt": ["InstanceRole", "Arn"]}},
                 "Action": "sts:AssumeRole"}]},
             "Policies": [{"PolicyName": f"gas-{utility}", "PolicyDocument": by_backend(
-                lambda backend: sub(policy(utility, placeholder_config(utility, backend), arns)))}]}}
+                lambda backend: sub(policy(utility, placeholder_config(utility, backend),
+                                           arns)))}]}}
     return resources
 
 
 def outputs(config: Config) -> dict[str, Any]:
     """The GAS_* settings of /etc/gas/gas.env, and the role of each utility's AWS profile."""
     values: dict[str, Any] = {}
-    for k in map(lambda p: key(*p), PARAMETER_KEYS):
+    for k in parameter_keys():
         value: Any = {"Ref": parameter(k)}
         if k.name.endswith("_topic"):  # its ARN: no look-up of the account at start
             value = {"Ref": f"Topic{base(getattr(config.gas, k.name), 'Topic')}"}

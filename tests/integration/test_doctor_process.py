@@ -33,12 +33,12 @@ def test_the_local_stack_is_all_well(server: Server) -> None:
     assert all(line[0] in "✔-" for line in lines[:-1]) and lines[-1].endswith("all fine")
     # What moto cannot answer is said to be unchecked, not passed
     assert "- SES sandbox: skipped (not available: 404)" in lines
-    backend_line = ("✔ bucket gas-archive-objects: announces restores on gas-thaw"
-                    if server.config.gas.archive_backend == "s3" else "✔ vault gas-archive: exists")
+    backend_line = ("✔ vault gas-archive: exists" if server.config.gas.archive_backend == "vault"
+                    else "✔ bucket gas-archive-objects: announces restores on gas-thaw")
     assert backend_line in lines
 
 
-def remove_dead_letter_queue(server: Server) -> None:
+def remove_redrive_policy(server: Server) -> None:
     server.client("sqs").set_queue_attributes(QueueUrl=server.queue_url("gas-archive"),
                                               Attributes={"RedrivePolicy": ""})
 
@@ -77,7 +77,7 @@ def remove_lifecycle_rule(server: Server) -> None:
 
 
 @pytest.mark.parametrize("stack_settings, damage, failure", [
-    ({}, remove_dead_letter_queue,
+    ({}, remove_redrive_policy,
      "✘ queue gas-archive: no dead-letter queue — fix: create gas-archive-dlq and set "
      "gas-archive's RedrivePolicy to it, maxReceiveCount 3-20"),
     ({}, delete_dead_letter_queue,
@@ -102,8 +102,8 @@ def remove_lifecycle_rule(server: Server) -> None:
     ({}, remove_lifecycle_rule,
      "✘ bucket gas-results: no rule aborting incomplete multipart uploads — fix: add a "
      "lifecycle rule"),
-], ids=["redrive-policy", "dead-letter-queue", "vault", "subscription", "queue-policy", "notification", "sender",
-        "lifecycle"])
+], ids=["redrive-policy", "dead-letter-queue", "vault", "subscription", "queue-policy",
+        "notification", "sender", "lifecycle"])
 def test_a_broken_copy_gets_one_failure_naming_its_fix(
         server: Server, damage: Callable[[Server], None], failure: str) -> None:
     # Given a local stack with one thing broken on purpose

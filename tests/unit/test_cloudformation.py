@@ -124,7 +124,8 @@ class Resolved:
                     "deadLetterQueue": name(redrive["deadLetterTargetArn"]),
                     "maxReceiveCount": int(redrive["maxReceiveCount"])},
                 "Policy": sorted(set(policies.get(q["QueueName"], [])))}
-        topics = {t["TopicName"]: self.arn("sns", t["TopicName"]) for t in self.of("AWS::SNS::Topic")}
+        topics = {t["TopicName"]: self.arn("sns", t["TopicName"])
+                  for t in self.of("AWS::SNS::Topic")}
         thaw = self.parameters["GasThawTopic"]
         buckets = {b["BucketName"]: {
             "AbortIncompleteUploadDays": sorted(

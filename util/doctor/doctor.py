@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.utils import parseaddr
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -35,7 +36,7 @@ TEMPLATE = "deploy/cloudformation/gas.yaml"
 # The AWS defaults of what a template leaves out, so that both sides read alike.
 SQS_DEFAULTS = {"VisibilityTimeout": 30, "MessageRetentionPeriod": 345600}
 NOT_FOUND = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound",
-             "NoSuchBucket", "ResourceNotFoundException", "NoSuchEntity"}
+             "ResourceNotFoundException", "404"}
 
 # How a call the account (or an emulator) does not offer fails: an error, an unparsable
 # answer (moto's HTML 500), or, in process, moto's own exception.
@@ -133,7 +134,7 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
         try:
             s3.head_bucket(Bucket=bucket)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", *NOT_FOUND):
+            if _missing(exc):
                 continue
             raise
         buckets[bucket] = {"AbortIncompleteUploadDays": _abort_days(s3, bucket),
@@ -205,7 +206,8 @@ def _tables(aws: Aws, config: Config) -> dict[str, Any]:
 
 def _sender(aws: Aws, sender: str) -> dict[str, Any]:
     """The sender's identities SES knows (the address, its domain) and their status."""
-    identities = [sender, sender.rpartition("@")[2]]
+    address = parseaddr(sender)[1]
+    identities = [address, address.rpartition("@")[2]]
     found = aws.client("ses").get_identity_verification_attributes(Identities=identities)[
         "VerificationAttributes"]
     return {i: found[i]["VerificationStatus"] for i in identities if i in found}
@@ -245,7 +247,7 @@ def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
         arn = state["topics"][topic]
         if name not in queues:
             continue  # reported above
-        if [topic, name, False] in state["subscriptions"] or [topic, name, True] in state["subscriptions"]:
+        if any(s[:2] == [topic, name] for s in state["subscriptions"]):
             yield Check(True, f"topic {topic} -> queue {name}: subscribed")
         else:
             yield Check(False, f"topic {topic} -> queue {name}: no subscription",
@@ -291,16 +293,17 @@ def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator
         if allows(state["thaw_topic_policy"], publisher, "sns:publish", source):
             yield Check(True, f"topic {gas.thaw_topic}: {publisher} may publish")
         else:
+            condition = f" with aws:SourceArn {bucket_arn}" if gas.archive_backend == "s3" else ""
             yield Check(False, f"topic {gas.thaw_topic}: {publisher} may not publish",
-                        f"allow {publisher} sns:Publish in its access policy"
-                        + (f" with aws:SourceArn {bucket_arn}" if gas.archive_backend == "s3" else "")
-                        + f" ({TEMPLATE}, TopicPolicy)")
+                        f"allow {publisher} sns:Publish{condition} in its access policy "
+                        f"({TEMPLATE}, TopicPolicy)")
     if gas.archive_backend == "s3":
         bucket = state["buckets"].get(gas.archive_bucket)
         if bucket is None:
             yield Check(False, f"bucket {gas.archive_bucket}: missing", f"create it ({TEMPLATE})")
         elif thaw is not None and thaw in bucket["RestoreNotices"]:
-            yield Check(True, f"bucket {gas.archive_bucket}: announces restores on {gas.thaw_topic}")
+            yield Check(True, f"bucket {gas.archive_bucket}: announces restores on "
+                              f"{gas.thaw_topic}")
         else:
             yield Check(False, f"bucket {gas.archive_bucket}: does not announce restores on "
                                f"{gas.thaw_topic}", f"add a notification of {RESTORE_COMPLETED} "
@@ -401,7 +404,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         return 2
     aws = Aws(config)
     try:
-        checks = [*check(aws, config, describe(aws, config)), *simulate(aws, config, dict(args.role))]
+        checks = [*check(aws, config, describe(aws, config)),
+                  *simulate(aws, config, dict(args.role))]
     except (BotoCoreError, ClientError) as exc:
         print(f"doctor: cannot look at the account: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from util.local import glacier as glacier_emulation
 from util.local import s3 as s3_emulation
 from util.local.stack import REGION, create_resources
 from util.resources import RESTORE_COMPLETED, utility_config_files
-from util.util_config import load
+from util.util_config import Config, load
 
 ACCOUNT = "123456789012"  # moto's
 
@@ -154,9 +155,27 @@ def template() -> dict[str, Any]:
     return yaml.safe_load(TEMPLATE.read_text())
 
 
+@dataclass
+class Local:
+    """The local stack of one back end, in moto in process."""
+
+    backend: str
+    aws: Aws
+    config: Config
+
+    def state(self) -> dict[str, Any]:
+        """What it has, read as the doctor reads it."""
+        state = describe(self.aws, self.config)
+        # The sender is verified at once locally, pending until its link is clicked on AWS.
+        state["sender"] = sorted(state["sender"])
+        return state
+
+    def template_state(self, template: dict[str, Any]) -> dict[str, Any]:
+        return Resolved(template, GasArchiveBackend=self.backend).describe()
+
+
 @pytest.fixture
-def local(aws_env: None, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    """What the local stack of one back end makes, read as the doctor reads it."""
+def local(aws_env: None, request: pytest.FixtureRequest) -> Iterator[Local]:
     config = load(None, utility_config_files(), {"GAS_GAS_ARCHIVE_BACKEND": request.param})
     dynamodb_emulation.install()
     glacier_emulation.install(glacier_emulation.Settings.from_config(config.local))
@@ -164,27 +183,43 @@ def local(aws_env: None, request: pytest.FixtureRequest) -> Iterator[dict[str, A
     with mock_aws():
         aws = Aws(config)
         create_resources(aws, config)
-        state = describe(aws, config)
-        # The sender is verified at once locally, pending until its link is clicked on AWS.
-        state["sender"] = sorted(state["sender"])
-        yield state
+        yield Local(request.param, aws, config)
 
 
 BACKENDS = pytest.mark.parametrize("local", ["vault", "s3"], indirect=True)
 
 
 @BACKENDS
-def test_the_template_makes_what_the_local_stack_makes(local: dict[str, Any],
-                                                       request: pytest.FixtureRequest) -> None:
-    backend = request.node.callspec.params["local"]
-    assert Resolved(template(), GasArchiveBackend=backend).describe() == local
+def test_the_template_makes_what_the_local_stack_makes(local: Local) -> None:
+    assert local.template_state(template()) == local.state()
 
 
-@BACKENDS
-def test_a_queue_policy_missing_from_the_local_stack_is_drift(local: dict[str, Any]) -> None:
-    local["queues"]["gas-thaw"]["Policy"] = []
-    backend = "s3" if "gas-archive-objects" in local["buckets"] else "vault"
-    assert Resolved(template(), GasArchiveBackend=backend).describe() != local
+def delete_queue(local: Local) -> None:
+    local.aws.client("sqs").delete_queue(QueueUrl=local.aws.queue_url("gas-restore"))
+
+
+def delete_queue_policy(local: Local) -> None:
+    local.aws.client("sqs").set_queue_attributes(QueueUrl=local.aws.queue_url("gas-thaw"),
+                                                 Attributes={"Policy": ""})
+
+
+def delete_notification(local: Local) -> None:
+    local.aws.client("s3").put_bucket_notification_configuration(
+        Bucket="gas-archive-objects", NotificationConfiguration={})
+
+
+def lengthen_visibility(local: Local) -> None:
+    local.aws.client("sqs").set_queue_attributes(QueueUrl=local.aws.queue_url("gas-archive"),
+                                                 Attributes={"VisibilityTimeout": "300"})
+
+
+@pytest.mark.parametrize("local", ["s3"], indirect=True)
+@pytest.mark.parametrize("change", [delete_queue, delete_queue_policy, delete_notification,
+                                    lengthen_visibility], ids=lambda f: f.__name__)
+def test_something_changed_on_the_local_stack_only_is_drift(
+        local: Local, change: Callable[[Local], None]) -> None:
+    change(local)
+    assert local.template_state(template()) != local.state()
 
 
 @pytest.mark.parametrize("local", ["s3"], indirect=True)
@@ -199,8 +234,7 @@ def test_a_queue_policy_missing_from_the_local_stack_is_drift(local: dict[str, A
     ["TableAnnotations.GlobalSecondaryIndexes"],
     ["SenderIdentity"],
 ], ids=lambda removed: removed[0])
-def test_something_missing_from_the_template_is_drift(local: dict[str, Any],
-                                                      removed: list[str]) -> None:
+def test_something_missing_from_the_template_is_drift(local: Local, removed: list[str]) -> None:
     damaged = copy.deepcopy(template())
     for path in removed:  # a resource, or one property of one
         resource, _, prop = path.partition(".")
@@ -208,4 +242,4 @@ def test_something_missing_from_the_template_is_drift(local: dict[str, Any],
             del damaged["Resources"][resource]["Properties"][prop]
         else:
             del damaged["Resources"][resource]
-    assert Resolved(damaged, GasArchiveBackend="s3").describe() != local
+    assert local.template_state(damaged) != local.state()

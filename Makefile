@@ -3,25 +3,25 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test chaos interleave bench bench-load verify-units install clean
+.PHONY: demo test chaos interleave bench bench-load verify-units install install-dev clean
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-dev
 	$(PY) -m util.local demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
-chaos: $(VENV)/.installed
+chaos: $(VENV)/.installed-dev
 	$(PY) -m tests.chaos --backend both --jobs 200
 
 # Every handler pair under 200 seeded random schedules (besides every one-preemption order).
-interleave: $(VENV)/.installed
+interleave: $(VENV)/.installed-dev
 	INTERLEAVE_RANDOM=200 $(PY) -m pytest -n 0 tests/unit/test_interleavings.py
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	$(PY) -m bench.worker_rss
 
-bench-load: $(VENV)/.installed
+bench-load: $(VENV)/.installed-dev
 	$(PY) -m bench.ann_load_rate
 
 # systemd's own check of deploy/systemd (needs systemd-analyze: apt-get install systemd).
@@ -32,11 +32,19 @@ verify-units:
 	&& cd $$tmp && systemd-analyze verify --man=no ./gas-worker@archive.service \
 	   ./gas-worker@thaw-2.service ./gas-workers.target && echo "units verified"
 
+# A production host: the workers' requirements only (boto3).
 install: $(VENV)/.installed
+
+# The demo and the tests: the runtime plus moto, pytest, cfn-lint (requirements-dev.txt).
+install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 clean:

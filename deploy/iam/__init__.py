@@ -21,15 +21,13 @@ from urllib.parse import urlparse
 from util.ann_load import CONFIG_FILE as ANN_LOAD_CONFIG_FILE
 from util.ann_load import TEMP_QUEUE_PREFIX as ANN_LOAD_QUEUE_PREFIX
 from util.helpers import USER_INDEX
+from util.resources import DEAD_LETTER_SUFFIX
 from util.util_config import Config, load
 
 HERE = Path(__file__).resolve().parent
 ACCOUNT, REGION = "${AccountId}", "${Region}"
 WORKERS = ("archive", "restore", "thaw", "notify")
 UTILITIES = (*WORKERS, "ann_load")
-# The dead-letter queue of queue Q is Q-dlq: the local stack's convention, and what these
-# policies grant the runtime to send to (it finds the real one in Q's RedrivePolicy).
-DEAD_LETTER_SUFFIX = "-dlq"
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,8 @@ def allow(sid: str, actions: list[str], resources: str | list[str],
 
 
 def _queue_worker(arns: Arns, queue: str) -> list[Statement]:
-    """util/worker.py: long-poll the queue, settle messages, dead-letter the invalid ones."""
+    """util/worker.py: long-poll the queue, settle messages, dead-letter the invalid ones
+    (the runtime finds the dead-letter queue in the queue's RedrivePolicy)."""
     return [
         allow("ConsumeQueue", ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
                                "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],

@@ -5,7 +5,8 @@ run as separate processes, as systemd runs them. ann_load submits jobs for free 
 users exactly as the web app does; the demo then follows them: e-mails sent, free users'
 results archived after their grace period (and a forged archive message sent to the
 dead-letter queue), one user upgrades, restore starts the retrievals, the stack announces
-them, thaw puts the files back — byte-identical. It ends with a table of every step, the
+them, thaw puts the files back — byte-identical — and ``python -m util.doctor`` finds the
+stack as a deployment should be. It ends with a table of every step, the
 ann_load summary and where its HTML report is, and exits non-zero if any step failed.
 
 ``GAS_GAS_ARCHIVE_BACKEND=s3 make demo`` archives with S3 Glacier storage classes instead of
@@ -213,6 +214,16 @@ def check_restore(demo: Demo, jobs: dict[str, str], digests: dict[str, str]) -> 
                f"only u-carol's {len(carol)} results are still archived")
 
 
+def check_doctor(demo: Demo) -> None:
+    demo.say("the doctor looks at the stack as at an AWS account")
+    print("   $ python -m util.doctor")
+    doctor = subprocess.run([sys.executable, "-m", "util.doctor"], cwd=ROOT, env=dict(os.environ),
+                            capture_output=True, text=True, timeout=120)
+    for line in (doctor.stdout + doctor.stderr).splitlines():
+        print(f"   {line}")
+    demo.check(doctor.returncode == 0, "util.doctor: every resource the utilities need is right")
+
+
 def print_table(demo: Demo) -> None:
     print("\n== summary")
     width = max(len(s.text) for s in demo.steps)
@@ -253,6 +264,7 @@ def run() -> int:
         check_restore(demo, jobs, digests)
         demo.say("every process stopped as systemd stops it")
         demo.stop_all()
+        check_doctor(demo)
     finally:
         for process in demo.processes.values():
             if process.poll() is None:

@@ -6,20 +6,22 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from util.helpers import FREE, PREMIUM, USER_INDEX, Aws
+from util.helpers import FREE, PREMIUM, Aws
+from util.resources import (ABORT_INCOMPLETE_UPLOAD_DAYS, ABORT_INCOMPLETE_UPLOADS_RULE,
+                            DEAD_LETTER_RETENTION_SECONDS, DEAD_LETTER_SUFFIX, MAX_RECEIVE_COUNT,
+                            QUEUE_VISIBILITY_SECONDS, RESTORE_COMPLETED, queue_policy,
+                            subscriptions, tables, thaw_topic_policy, topics,
+                            utility_config_files, worker_queues)
 from util.util_config import UTILITY_DIR, Config
+
+__all__ = ["CREDENTIALS", "REGION", "SAMPLE_USERS", "announce_restores", "create_resources",
+           "launch", "utility_config_files"]
 
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": REGION}
-# How many failed receives send a message to its dead-letter queue, as an operator would set.
-MAX_RECEIVE_COUNT = 5
-QUEUE_VISIBILITY_SECONDS = 60
-# The one event of the archive bucket that thaw acts on (backend s3).
-RESTORE_COMPLETED = "s3:ObjectRestore:Completed"
 
 
 @dataclass(frozen=True)
@@ -37,55 +39,15 @@ SAMPLE_USERS = (
 )
 
 
-def utility_config_files() -> list[str]:
-    """Every utility's .ini: the stack serves all of them at once."""
-    return sorted(str(p) for p in UTILITY_DIR.glob("*/*_config.ini"))
-
-
-def topics(config: Config) -> list[str]:
-    gas = config.gas
-    return [gas.job_requests_topic, gas.job_results_topic, gas.thaw_topic]
-
-
-def subscriptions(config: Config) -> Iterator[tuple[str, str]]:
-    """(topic, queue) pairs: the queues fed through SNS (docs/design.md)."""
-    yield config.gas.job_requests_topic, config.gas.job_requests_queue
-    yield config.gas.job_results_topic, config.notify.queue
-    yield config.gas.thaw_topic, config.thaw.queue
-
-
-def worker_queues(config: Config) -> list[str]:
-    """The queues workers consume: the annotator fleet's and each utility's."""
-    return [config.gas.job_requests_queue, config.archive.queue, config.restore.queue,
-            config.thaw.queue, config.notify.queue]
-
-
 def create_resources(aws: Aws, config: Config) -> None:
-    """Create what the config names; each call is safe to repeat."""
+    """Create what the config names (util/resources.py); each call is safe to repeat.
+
+    Beyond the template's resources: the vault (which CloudFormation cannot make), the
+    archive bucket with either back end, and the sample users."""
     gas = config.gas
     dynamodb = aws.client("dynamodb")
-    dynamodb.create_table(
-        TableName=gas.annotations_table,
-        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "job_id", "AttributeType": "S"},
-            {"AttributeName": "user_id", "AttributeType": "S"},
-            {"AttributeName": "submit_time", "AttributeType": "N"},
-        ],
-        GlobalSecondaryIndexes=[{
-            "IndexName": USER_INDEX,
-            "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"},
-                          {"AttributeName": "submit_time", "KeyType": "RANGE"}],
-            "Projection": {"ProjectionType": "ALL"},
-        }],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.create_table(
-        TableName=gas.users_table,
-        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    for table in tables(config):
+        dynamodb.create_table(**table)
     for user in SAMPLE_USERS:
         dynamodb.put_item(TableName=gas.users_table, Item={
             "user_id": {"S": user.user_id}, "name": {"S": user.name},
@@ -95,21 +57,27 @@ def create_resources(aws: Aws, config: Config) -> None:
     s3 = aws.client("s3")
     for bucket in (gas.inputs_bucket, gas.results_bucket, gas.archive_bucket):
         s3.create_bucket(Bucket=bucket)
-    # A worker killed mid-upload leaves an unfinished multipart upload (never a partial
-    # object); this rule, which every GAS account should have, lets S3 remove it.
     s3.put_bucket_lifecycle_configuration(Bucket=gas.results_bucket, LifecycleConfiguration={
-        "Rules": [{"ID": "abort-incomplete-uploads", "Status": "Enabled",
+        "Rules": [{"ID": ABORT_INCOMPLETE_UPLOADS_RULE, "Status": "Enabled",
                    "Filter": {"Prefix": ""},
-                   "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]})
+                   "AbortIncompleteMultipartUpload": {
+                       "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS}}]})
     aws.client("glacier").create_vault(vaultName=gas.vault)
 
     sns = aws.client("sns")
     topic_arns = {name: sns.create_topic(Name=name)["TopicArn"] for name in topics(config)}
     queue_arns = {name: create_queue(aws, name) for name in worker_queues(config)}
+    sqs = aws.client("sqs")
     for topic, queue in subscriptions(config):
+        sqs.set_queue_attributes(QueueUrl=aws.queue_url(queue), Attributes={
+            "Policy": json.dumps(queue_policy(queue_arns[queue], topic_arns[topic]))})
         sns.subscribe(TopicArn=topic_arns[topic], Protocol="sqs", Endpoint=queue_arns[queue])
+    thaw_topic = topic_arns[gas.thaw_topic]
+    sns.set_topic_attributes(TopicArn=thaw_topic, AttributeName="Policy", AttributeValue=json.dumps(
+        thaw_topic_policy(gas.archive_backend, thaw_topic, f"arn:aws:s3:::{gas.archive_bucket}",
+                          aws.account_id())))
     if gas.archive_backend == "s3":
-        announce_restores(aws, config, topic_arns[gas.thaw_topic])
+        announce_restores(aws, config, thaw_topic)
 
     aws.client("ses").verify_email_identity(EmailAddress=config.notify.sender)
 
@@ -133,10 +101,11 @@ def announce_restores(aws: Aws, config: Config, topic_arn: str) -> None:
 
 
 def create_queue(aws: Aws, name: str) -> str:
-    """A queue with its dead-letter queue `<name>-dlq`; returns the queue's ARN."""
+    """A queue with its dead-letter queue; returns the queue's ARN."""
     sqs = aws.client("sqs")
-    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq",
-                               Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_url = sqs.create_queue(
+        QueueName=name + DEAD_LETTER_SUFFIX,
+        Attributes={"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)})["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
     url = sqs.create_queue(QueueName=name, Attributes={

@@ -1,0 +1,245 @@
+"""deploy/cloudformation/gas.yaml: generated, lint-free, and describing what the local stack makes.
+
+No drift: the template, resolved with its default parameters, is read into the same plain
+data `util.doctor.describe` reads from the local stack, and the two must be equal for each
+back end. Queues and their dead-letter queues, redrive and visibility, queue and topic
+policies, subscriptions, buckets' lifecycle and notifications, tables and indexes, the SES
+identity: whatever one side has and the other lacks fails the test.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cfnlint.api import lint_file
+from moto import mock_aws
+
+from deploy.cloudformation import text
+from deploy.cloudformation.__main__ import TEMPLATE
+from util.doctor.doctor import SQS_DEFAULTS, describe, grants, table_shape
+from util.helpers import Aws
+from util.local import dynamodb as dynamodb_emulation
+from util.local import glacier as glacier_emulation
+from util.local import s3 as s3_emulation
+from util.local.stack import REGION, create_resources
+from util.resources import RESTORE_COMPLETED, utility_config_files
+from util.util_config import Config, load
+
+ACCOUNT = "123456789012"  # moto's
+
+
+def test_gas_yaml_is_the_generated_template() -> None:
+    # Regenerate with `python -m deploy.cloudformation write`.
+    assert TEMPLATE.read_text() == text()
+
+
+def test_cfn_lint_finds_nothing() -> None:
+    assert [str(match) for match in lint_file(Path(TEMPLATE))] == []
+
+
+class Resolved:
+    """The template's resources with their parameters' defaults, as CloudFormation makes them."""
+
+    def __init__(self, template: dict[str, Any], **parameters: str):
+        self.parameters = {name: p["Default"] for name, p in template["Parameters"].items()}
+        self.parameters.update(parameters, **{"AWS::AccountId": ACCOUNT, "AWS::Region": REGION,
+                                              "AWS::Partition": "aws"})
+        self.raw = template["Resources"]
+        self.conditions = {n: self.eval(c) for n, c in template["Conditions"].items()}
+        self.resources = {n: {"Type": r["Type"], "Properties": self.eval(r["Properties"])}
+                          for n, r in self.raw.items()
+                          if self.conditions.get(r.get("Condition"), True)}
+
+    def of(self, kind: str) -> Iterator[dict[str, Any]]:
+        return (r["Properties"] for r in self.resources.values() if r["Type"] == kind)
+
+    def ref(self, name: str) -> Any:
+        if name in self.parameters:
+            return self.parameters[name]
+        resource = self.raw[name]
+        properties = self.eval(resource["Properties"])
+        return {"AWS::SNS::Topic": lambda: self.arn("sns", properties["TopicName"]),
+                "AWS::SQS::Queue": lambda: properties["QueueName"],
+                "AWS::S3::Bucket": lambda: properties["BucketName"]}.get(
+            resource["Type"], lambda: name)()
+
+    def get_att(self, name: str, attribute: str) -> str:
+        assert attribute == "Arn"
+        resource = self.raw[name]
+        if resource["Type"] == "AWS::SQS::Queue":
+            return self.arn("sqs", self.eval(resource["Properties"])["QueueName"])
+        return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+
+    @staticmethod
+    def arn(service: str, name: str) -> str:
+        return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{name}"
+
+    def eval(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.eval(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1 or not next(iter(value)).startswith(("Ref", "Fn::")):
+            return {k: self.eval(v) for k, v in value.items()}
+        (function, argument), = value.items()
+        if function == "Ref":
+            return self.ref(argument)
+        if function == "Fn::GetAtt":
+            return self.get_att(*argument)
+        if function == "Fn::Equals":
+            return self.eval(argument[0]) == self.eval(argument[1])
+        if function == "Fn::If":
+            return self.eval(argument[1] if self.conditions[argument[0]] else argument[2])
+        if function == "Fn::Select":
+            return self.eval(argument[1])[argument[0]]
+        if function == "Fn::Split":
+            return self.eval(argument[1]).split(argument[0])
+        if function == "Fn::Sub":
+            string, names = (argument, {}) if isinstance(argument, str) else argument
+            names = {k: self.eval(v) for k, v in names.items()}
+            return re.sub(r"\$\{([\w:]+)\}", lambda m: str(
+                names[m[1]] if m[1] in names else self.ref(m[1])), string)
+        raise AssertionError(f"intrinsic function {function} not resolved here")
+
+    def describe(self) -> dict[str, Any]:
+        """`util.doctor.describe`'s data, of what this template makes."""
+        name = lambda arn: arn.rsplit(":", 1)[1]  # noqa: E731
+        policies: dict[str, list] = {}
+        for p in self.of("AWS::SQS::QueuePolicy"):
+            for queue in p["Queues"]:
+                policies.setdefault(queue, []).extend(grants(p["PolicyDocument"]))
+        queues = {}
+        for q in self.of("AWS::SQS::Queue"):
+            redrive = q.get("RedrivePolicy")
+            queues[q["QueueName"]] = {
+                **{k: int(q.get(k, v)) for k, v in SQS_DEFAULTS.items()},
+                "Arn": self.arn("sqs", q["QueueName"]),
+                "RedrivePolicy": redrive and {
+                    "deadLetterQueue": name(redrive["deadLetterTargetArn"]),
+                    "maxReceiveCount": int(redrive["maxReceiveCount"])},
+                "Policy": sorted(set(policies.get(q["QueueName"], [])))}
+        topics = {t["TopicName"]: self.arn("sns", t["TopicName"])
+                  for t in self.of("AWS::SNS::Topic")}
+        thaw = self.parameters["GasThawTopic"]
+        buckets = {b["BucketName"]: {
+            "AbortIncompleteUploadDays": sorted(
+                r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+                for r in b.get("LifecycleConfiguration", {}).get("Rules", [])
+                if r["Status"] == "Enabled" and not r.get("Prefix")),
+            "RestoreNotices": sorted(
+                c["Topic"] for c in b.get("NotificationConfiguration", {}).get(
+                    "TopicConfigurations", []) if c["Event"] == RESTORE_COMPLETED)}
+            for b in self.of("AWS::S3::Bucket")}
+        return {
+            "queues": queues, "topics": topics,
+            "thaw_topic_policy": sorted({g for p in self.of("AWS::SNS::TopicPolicy")
+                                         if topics[thaw] in p["Topics"]
+                                         for g in grants(p["PolicyDocument"])}),
+            "subscriptions": sorted([name(s["TopicArn"]), name(s["Endpoint"]),
+                                     str(s.get("RawMessageDelivery", "false")).lower() == "true"]
+                                    for s in self.of("AWS::SNS::Subscription")),
+            "buckets": buckets,
+            "tables": {t["TableName"]: table_shape(t) for t in self.of("AWS::DynamoDB::Table")},
+            "sender": sorted(i["EmailIdentity"] for i in self.of("AWS::SES::EmailIdentity")),
+        }
+
+
+def template() -> dict[str, Any]:
+    return yaml.safe_load(TEMPLATE.read_text())
+
+
+@dataclass
+class Local:
+    """The local stack of one back end, in moto in process."""
+
+    backend: str
+    aws: Aws
+    config: Config
+
+    def state(self) -> dict[str, Any]:
+        """What it has, read as the doctor reads it."""
+        state = describe(self.aws, self.config)
+        # The sender is verified at once locally, pending until its link is clicked on AWS.
+        state["sender"] = sorted(state["sender"])
+        return state
+
+    def template_state(self, template: dict[str, Any]) -> dict[str, Any]:
+        return Resolved(template, GasArchiveBackend=self.backend).describe()
+
+
+@pytest.fixture
+def local(aws_env: None, request: pytest.FixtureRequest) -> Iterator[Local]:
+    config = load(None, utility_config_files(), {"GAS_GAS_ARCHIVE_BACKEND": request.param})
+    dynamodb_emulation.install()
+    glacier_emulation.install(glacier_emulation.Settings.from_config(config.local))
+    s3_emulation.install()
+    with mock_aws():
+        aws = Aws(config)
+        create_resources(aws, config)
+        yield Local(request.param, aws, config)
+
+
+BACKENDS = pytest.mark.parametrize("local", ["vault", "s3"], indirect=True)
+
+
+@BACKENDS
+def test_the_template_makes_what_the_local_stack_makes(local: Local) -> None:
+    assert local.template_state(template()) == local.state()
+
+
+def delete_queue(local: Local) -> None:
+    local.aws.client("sqs").delete_queue(QueueUrl=local.aws.queue_url("gas-restore"))
+
+
+def delete_queue_policy(local: Local) -> None:
+    local.aws.client("sqs").set_queue_attributes(QueueUrl=local.aws.queue_url("gas-thaw"),
+                                                 Attributes={"Policy": ""})
+
+
+def delete_notification(local: Local) -> None:
+    local.aws.client("s3").put_bucket_notification_configuration(
+        Bucket="gas-archive-objects", NotificationConfiguration={})
+
+
+def lengthen_visibility(local: Local) -> None:
+    local.aws.client("sqs").set_queue_attributes(QueueUrl=local.aws.queue_url("gas-archive"),
+                                                 Attributes={"VisibilityTimeout": "300"})
+
+
+@pytest.mark.parametrize("local", ["s3"], indirect=True)
+@pytest.mark.parametrize("change", [delete_queue, delete_queue_policy, delete_notification,
+                                    lengthen_visibility], ids=lambda f: f.__name__)
+def test_something_changed_on_the_local_stack_only_is_drift(
+        local: Local, change: Callable[[Local], None]) -> None:
+    change(local)
+    assert local.template_state(template()) != local.state()
+
+
+@pytest.mark.parametrize("local", ["s3"], indirect=True)
+@pytest.mark.parametrize("removed", [
+    ["QueueArchive"],
+    ["DeadLetterQueueNotify", "QueueNotify.RedrivePolicy"],
+    ["QueuePolicyThaw"],
+    ["SubscriptionNotify"],
+    ["TopicPolicyThaw"],
+    ["BucketArchive.NotificationConfiguration"],
+    ["BucketResults.LifecycleConfiguration"],
+    ["TableAnnotations.GlobalSecondaryIndexes"],
+    ["SenderIdentity"],
+], ids=lambda removed: removed[0])
+def test_something_missing_from_the_template_is_drift(local: Local, removed: list[str]) -> None:
+    damaged = copy.deepcopy(template())
+    for path in removed:  # a resource, or one property of one
+        resource, _, prop = path.partition(".")
+        if prop:
+            del damaged["Resources"][resource]["Properties"][prop]
+        else:
+            del damaged["Resources"][resource]
+    assert local.template_state(damaged) != local.state()

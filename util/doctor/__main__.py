@@ -1,0 +1,5 @@
+import sys
+
+from util.doctor.doctor import main
+
+sys.exit(main())

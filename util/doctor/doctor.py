@@ -1,0 +1,416 @@
+"""``python -m util.doctor [--config FILE]... [--role UTILITY=ARN]...``: check a deployment.
+
+Reads the configuration as the workers do (every utility's .ini, each --config, GAS_*
+variables), looks at the account the standard AWS chain reaches, and prints one line per
+check: ``✔`` what is right, ``✘`` what is wrong with the fix, ``-`` what it could not check.
+Exit 0 when nothing is ``✘``, 1 otherwise, 2 on a bad setting.
+
+`describe` reads what the utilities depend on into plain data; the checks judge that data
+against util/resources.py, and a test compares it with the CloudFormation template's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.utils import parseaddr
+from fnmatch import fnmatchcase
+from typing import Any
+
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
+
+from deploy.iam import UTILITIES, Arns, policy
+from util.helpers import Aws
+from util.resources import (ABORT_INCOMPLETE_UPLOADS_RULE, DEAD_LETTER_SUFFIX,
+                            MAX_RECEIVE_COUNT_RANGE, RESTORE_COMPLETED, SNS_SERVICE,
+                            THAW_PUBLISHERS, subscriptions, tables, topics,
+                            utility_config_files, worker_queues)
+from util.util_config import Config, ConfigError, load
+
+TEMPLATE = "deploy/cloudformation/gas.yaml"
+# The AWS defaults of what a template leaves out, so that both sides read alike.
+SQS_DEFAULTS = {"VisibilityTimeout": 30, "MessageRetentionPeriod": 345600}
+NOT_FOUND = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound",
+             "ResourceNotFoundException", "404"}
+
+# How a call the account (or an emulator) does not offer fails: an error, an unparsable
+# answer (moto's HTML 500), or, in process, moto's own exception.
+UNAVAILABLE = (ClientError, BotoCoreError, ResponseParserError, NotImplementedError)
+
+Grant = tuple[str, str, str]  # (principal, action, source ARN or "")
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool | None  # None: not checked
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        if self.ok is None:
+            return f"- {self.what}"
+        return f"✔ {self.what}" if self.ok else f"✘ {self.what} — fix: {self.fix}"
+
+
+def grants(document: str | dict[str, Any] | None) -> list[Grant]:
+    """An access policy's Allow statements as (principal, action, source ARN) triples."""
+    if not document:
+        return []
+    if isinstance(document, str):
+        document = json.loads(document)
+    found = set()
+    for statement in document.get("Statement", []):
+        if statement.get("Effect") != "Allow":
+            continue
+        principal = statement.get("Principal", "*")
+        principals = ([principal] if isinstance(principal, str) else
+                      [p for v in principal.values() for p in ([v] if isinstance(v, str) else v)])
+        actions = statement.get("Action", [])
+        source = ""
+        for operator, values in statement.get("Condition", {}).items():
+            if operator in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
+                source = next((v for k, v in values.items() if k.lower() == "aws:sourcearn"),
+                              source)
+        for p in principals:
+            for a in [actions] if isinstance(actions, str) else actions:
+                found.add((p, a.lower(), source))
+    return sorted(found)
+
+
+def allows(granted: list[Grant], principal: str, action: str, source: str) -> bool:
+    """Whether one grant lets `principal` do `action` for `source` (wildcards as IAM's)."""
+    return any(fnmatchcase(principal, p) and fnmatchcase(action, a)
+               and (not s or fnmatchcase(source, s)) for p, a, s in granted)
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in NOT_FOUND
+
+
+def describe(aws: Aws, config: Config) -> dict[str, Any]:
+    """What the deployment has of what the utilities depend on, as plain data."""
+    gas = config.gas
+    sns, s3 = aws.client("sns"), aws.client("s3")
+    queues: dict[str, Any] = {}
+    for name in worker_queues(config):
+        _read_queue(aws, name, queues)
+    for queue in list(queues.values()):  # then their dead-letter queues, by whatever name
+        if queue["RedrivePolicy"]:
+            _read_queue(aws, queue["RedrivePolicy"]["deadLetterQueue"], queues)
+
+    topic_arns: dict[str, str] = {}
+    delivered = []
+    thaw_policy: list[Grant] = []
+    for name in topics(config):
+        arn = aws.topic_arn(name)
+        try:
+            attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            continue
+        topic_arns[name] = arn
+        if name == gas.thaw_topic:
+            thaw_policy = grants(attributes.get("Policy"))
+        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn):
+            for subscription in page["Subscriptions"]:
+                if subscription["Protocol"] != "sqs" or ":" not in subscription["SubscriptionArn"]:
+                    continue  # pending confirmation: delivers nothing
+                raw = sns.get_subscription_attributes(
+                    SubscriptionArn=subscription["SubscriptionArn"])["Attributes"].get(
+                    "RawMessageDelivery", "false") == "true"
+                queue = next((q for q, v in queues.items()
+                              if v["Arn"] == subscription["Endpoint"]), subscription["Endpoint"])
+                delivered.append([name, queue, raw])
+
+    buckets: dict[str, Any] = {}
+    archive = [gas.archive_bucket] if gas.archive_backend == "s3" else []
+    for bucket in [gas.inputs_bucket, gas.results_bucket, *archive]:
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if _missing(exc):
+                continue
+            raise
+        buckets[bucket] = {"AbortIncompleteUploadDays": _abort_days(s3, bucket),
+                           "RestoreNotices": sorted(
+            c["TopicArn"] for c in s3.get_bucket_notification_configuration(
+                Bucket=bucket).get("TopicConfigurations", []) if RESTORE_COMPLETED in c["Events"])}
+
+    return {"queues": queues, "topics": topic_arns, "thaw_topic_policy": thaw_policy,
+            "subscriptions": sorted(delivered), "buckets": buckets,
+            "tables": _tables(aws, config), "sender": _sender(aws, config.notify.sender)}
+
+
+def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
+    """Add queue `name` (or URL) to `queues`, if it exists."""
+    try:
+        attributes = aws.client("sqs").get_queue_attributes(
+            QueueUrl=aws.queue_url(name), AttributeNames=["All"])["Attributes"]
+    except ClientError as exc:
+        if _missing(exc):
+            return
+        raise
+    redrive = json.loads(attributes.get("RedrivePolicy") or "null")
+    queues[name] = {
+        **{k: int(attributes.get(k, v)) for k, v in SQS_DEFAULTS.items()},
+        "Arn": attributes["QueueArn"],
+        "RedrivePolicy": redrive and {
+            "deadLetterQueue": redrive["deadLetterTargetArn"].rsplit(":", 1)[1],
+            "maxReceiveCount": int(redrive["maxReceiveCount"])},
+        "Policy": grants(attributes.get("Policy"))}
+
+
+def _abort_days(s3: Any, bucket: str) -> list[int]:
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration":
+            return []
+        raise
+    return sorted(r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] for r in rules
+                  if r.get("Status") == "Enabled" and "AbortIncompleteMultipartUpload" in r
+                  and not (r.get("Filter", {}).get("Prefix") or r.get("Prefix")))
+
+
+def table_shape(table: dict[str, Any]) -> dict[str, Any]:
+    """The keys and indexes of a table (CreateTable's arguments or DescribeTable's answer)."""
+    types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+
+    def keys(schema: list[dict[str, str]]) -> list[str]:
+        return [f"{k['AttributeName']} {k['KeyType']} {types[k['AttributeName']]}" for k in schema]
+
+    return {"keys": keys(table["KeySchema"]),
+            "indexes": {i["IndexName"]: {"keys": keys(i["KeySchema"]),
+                                         "projection": i["Projection"]["ProjectionType"]}
+                        for i in table.get("GlobalSecondaryIndexes", [])}}
+
+
+def _tables(aws: Aws, config: Config) -> dict[str, Any]:
+    found = {}
+    for wanted in tables(config):
+        try:
+            table = aws.client("dynamodb").describe_table(TableName=wanted["TableName"])["Table"]
+        except ClientError as exc:
+            if _missing(exc):
+                continue
+            raise
+        found[wanted["TableName"]] = table_shape(table)
+    return found
+
+
+def _sender(aws: Aws, sender: str) -> dict[str, Any]:
+    """The sender's identities SES knows (the address, its domain) and their status."""
+    address = parseaddr(sender)[1]
+    identities = [address, address.rpartition("@")[2]]
+    found = aws.client("ses").get_identity_verification_attributes(Identities=identities)[
+        "VerificationAttributes"]
+    return {i: found[i]["VerificationStatus"] for i in identities if i in found}
+
+
+def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
+    """Judge `state` (from `describe`) against what the configuration needs."""
+    gas = config.gas
+    low, high = MAX_RECEIVE_COUNT_RANGE
+    queues = state["queues"]
+    for name in worker_queues(config):
+        queue = queues.get(name)
+        redrive = queue and queue["RedrivePolicy"]
+        dead_letter = name.rstrip("/").rsplit("/", 1)[-1] + DEAD_LETTER_SUFFIX
+        if queue is None:
+            yield Check(False, f"queue {name}: missing", f"create it ({TEMPLATE})")
+        elif not redrive or redrive["deadLetterQueue"] not in queues:
+            yield Check(False, f"queue {name}: no dead-letter queue",
+                        f"create {dead_letter} and set {name}'s RedrivePolicy to "
+                        f"it, maxReceiveCount {low}-{high} ({TEMPLATE})")
+        elif redrive["deadLetterQueue"] != dead_letter:
+            # The worker sends invalid messages there itself, as its IAM policy allows.
+            yield Check(False, f"queue {name}: dead-letter queue {redrive['deadLetterQueue']} "
+                               f"is not {dead_letter}",
+                        f"point {name}'s RedrivePolicy at {dead_letter}, the queue the "
+                        "workers' IAM policies let them send to")
+        elif not low <= redrive["maxReceiveCount"] <= high:
+            yield Check(False, f"queue {name}: maxReceiveCount {redrive['maxReceiveCount']}",
+                        f"set it to {low}-{high} in {name}'s RedrivePolicy")
+        else:
+            yield Check(True, f"queue {name}: dead-letter queue {redrive['deadLetterQueue']}, "
+                              f"maxReceiveCount {redrive['maxReceiveCount']}")
+    for topic, name in subscriptions(config):
+        if topic not in state["topics"]:
+            yield Check(False, f"topic {topic}: missing", f"create it ({TEMPLATE})")
+            continue
+        arn = state["topics"][topic]
+        if name not in queues:
+            continue  # reported above
+        if any(s[:2] == [topic, name] for s in state["subscriptions"]):
+            yield Check(True, f"topic {topic} -> queue {name}: subscribed")
+        else:
+            yield Check(False, f"topic {topic} -> queue {name}: no subscription",
+                        f"aws sns subscribe --topic-arn {arn} --protocol sqs "
+                        f"--notification-endpoint {queues[name]['Arn']}")
+        if allows(queues[name]["Policy"], SNS_SERVICE, "sqs:sendmessage", arn):
+            yield Check(True, f"queue {name}: its policy lets topic {topic} deliver")
+        else:
+            yield Check(False, f"queue {name}: its policy does not let topic {topic} deliver",
+                        f"allow {SNS_SERVICE} sqs:SendMessage with aws:SourceArn {arn} in its "
+                        f"access policy ({TEMPLATE}, QueuePolicy)")
+    yield from _archive_checks(aws, config, state)
+    days = state["buckets"].get(gas.results_bucket, {}).get("AbortIncompleteUploadDays")
+    if days is None:
+        yield Check(False, f"bucket {gas.results_bucket}: missing", f"create it ({TEMPLATE})")
+    elif days:
+        yield Check(True, f"bucket {gas.results_bucket}: incomplete uploads aborted after "
+                          f"{days[0]} day(s)")
+    else:
+        yield Check(False, f"bucket {gas.results_bucket}: no rule aborting incomplete multipart "
+                           "uploads", f"add a lifecycle rule ({ABORT_INCOMPLETE_UPLOADS_RULE} in "
+                                      f"{TEMPLATE}): a killed worker's parts are billed forever")
+    for wanted in tables(config):
+        name, shape = wanted["TableName"], table_shape(wanted)
+        found = state["tables"].get(name)
+        if found == shape:
+            yield Check(True, f"table {name}: keys {', '.join(shape['keys'])}" + "".join(
+                f"; index {i} {', '.join(v['keys'])}" for i, v in shape["indexes"].items()))
+        else:
+            yield Check(False, f"table {name}: " + ("missing" if found is None else
+                                                    f"keys or indexes differ: {found}"),
+                        f"create it as {TEMPLATE} does: {shape}")
+    yield from _ses_checks(aws, config, state["sender"])
+
+
+def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
+    gas = config.gas
+    publisher = THAW_PUBLISHERS[gas.archive_backend]
+    thaw = state["topics"].get(gas.thaw_topic)
+    bucket_arn = Arns.bucket(gas.archive_bucket)
+    if thaw is not None:
+        source = bucket_arn if gas.archive_backend == "s3" else "*"
+        if allows(state["thaw_topic_policy"], publisher, "sns:publish", source):
+            yield Check(True, f"topic {gas.thaw_topic}: {publisher} may publish")
+        else:
+            condition = f" with aws:SourceArn {bucket_arn}" if gas.archive_backend == "s3" else ""
+            yield Check(False, f"topic {gas.thaw_topic}: {publisher} may not publish",
+                        f"allow {publisher} sns:Publish{condition} in its access policy "
+                        f"({TEMPLATE}, TopicPolicy)")
+    if gas.archive_backend == "s3":
+        bucket = state["buckets"].get(gas.archive_bucket)
+        if bucket is None:
+            yield Check(False, f"bucket {gas.archive_bucket}: missing", f"create it ({TEMPLATE})")
+        elif thaw is not None and thaw in bucket["RestoreNotices"]:
+            yield Check(True, f"bucket {gas.archive_bucket}: announces restores on "
+                              f"{gas.thaw_topic}")
+        else:
+            yield Check(False, f"bucket {gas.archive_bucket}: does not announce restores on "
+                               f"{gas.thaw_topic}", f"add a notification of {RESTORE_COMPLETED} "
+                                                    f"to the topic ({TEMPLATE})")
+        return
+    try:
+        aws.client("glacier").describe_vault(vaultName=gas.vault)
+        yield Check(True, f"vault {gas.vault}: exists")
+    except ClientError as exc:
+        if not _missing(exc):
+            raise
+        yield Check(False, f"vault {gas.vault}: missing",
+                    f"aws glacier create-vault --account-id - --vault-name {gas.vault}")
+
+
+def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterator[Check]:
+    sender = config.notify.sender
+    verified = [i for i, status in identities.items() if status == "Success"]
+    if verified:
+        yield Check(True, f"SES sender {sender}: verified ({verified[0]})")
+    else:
+        yield Check(False, f"SES sender {sender}: not verified",
+                    f"aws ses verify-email-identity --email-address {sender}, then click the link")
+    try:
+        account = _probe(aws, "sesv2").get_account()
+    except UNAVAILABLE as exc:
+        yield Check(None, f"SES sandbox: skipped (not available: {_reason(exc)})")
+        return
+    if account.get("ProductionAccessEnabled"):
+        yield Check(True, "SES: out of the sandbox")
+    else:
+        yield Check(False, "SES: in the sandbox, mail only to verified addresses",
+                    "request production access (SES console, Account dashboard)")
+
+
+def _probe(aws: Aws, service: str) -> Any:
+    """A client that tries once: a call only some accounts (or no emulator) allow."""
+    return aws.session.client(service, config=BotoConfig(retries={"total_max_attempts": 1}))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return exc.response["Error"]["Code"]
+    return type(exc).__name__
+
+
+def simulate(aws: Aws, config: Config, roles: dict[str, str]) -> Iterator[Check]:
+    """iam:SimulatePrincipalPolicy of each utility's actions, for the roles given."""
+    if not roles:
+        yield Check(None, "IAM: skipped (give --role UTILITY=ARN to simulate a role's policy)")
+        return
+    arns = Arns(aws.account_id(), aws.client("sns").meta.region_name)
+    iam = _probe(aws, "iam")
+    for utility, role in roles.items():
+        denied = []
+        # Statements with conditions would need their context; the others say enough.
+        for statement in policy(utility, config, arns)["Statement"]:
+            if "Condition" in statement:
+                continue
+            resources = statement["Resource"]
+            try:
+                results = iam.simulate_principal_policy(
+                    PolicySourceArn=role, ActionNames=statement["Action"],
+                    ResourceArns=[resources] if isinstance(resources, str) else resources,
+                )["EvaluationResults"]
+            except UNAVAILABLE as exc:
+                yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
+                break
+            denied += [f"{r['EvalActionName']} on {r['EvalResourceName']}" for r in results
+                       if r["EvalDecision"] != "allowed"]
+        else:
+            if denied:
+                yield Check(False, f"IAM {utility} ({role}): denied {'; '.join(denied)}",
+                            f"attach `python -m deploy.iam render {utility} ...` to the role")
+            else:
+                yield Check(True, f"IAM {utility} ({role}): every action allowed")
+
+
+def role_argument(text: str) -> tuple[str, str]:
+    utility, _, arn = text.partition("=")
+    if utility not in UTILITIES or not arn.startswith("arn:"):
+        raise argparse.ArgumentTypeError(f"UTILITY=ARN, UTILITY one of {', '.join(UTILITIES)}")
+    return utility, arn
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
+    parser = argparse.ArgumentParser(prog="python -m util.doctor",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="extra .ini file, as given to the workers (repeatable)")
+    parser.add_argument("--role", action="append", default=[], type=role_argument,
+                        metavar="UTILITY=ARN", help="simulate this role's policy (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        config = load(None, [*utility_config_files(), *args.config])
+    except ConfigError as exc:
+        print(f"doctor: config error: {exc}", file=sys.stderr)
+        return 2
+    aws = Aws(config)
+    try:
+        checks = [*check(aws, config, describe(aws, config)),
+                  *simulate(aws, config, dict(args.role))]
+    except (BotoCoreError, ClientError) as exc:
+        print(f"doctor: cannot look at the account: {exc}", file=sys.stderr)
+        return 1
+    for c in checks:
+        out(c.line())
+    failed = sum(c.ok is False for c in checks)
+    out(f"{len(checks)} checks, {failed} to fix" if failed else f"{len(checks)} checks, all fine")
+    return 1 if failed else 0

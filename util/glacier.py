@@ -212,6 +212,21 @@ class Vault:
                 return None
             raise
 
+    def start_inventory(self) -> str:
+        """Start an inventory-retrieval job (JSON, no completion notice: nobody consumes one)."""
+        return self.glacier.initiate_job(vaultName=self.name, jobParameters={
+            "Type": "inventory-retrieval", "Format": "JSON"})["jobId"]
+
+    def inventory_jobs(self) -> list[dict]:
+        """This vault's inventory-retrieval jobs Glacier still knows, oldest first."""
+        jobs = [job for page in self.glacier.get_paginator("list_jobs").paginate(vaultName=self.name)
+                for job in page["JobList"] if job.get("Action") == "InventoryRetrieval"]
+        return sorted(jobs, key=lambda job: job["CreationDate"])
+
+    def inventory(self, job_id: str) -> dict:
+        """A finished inventory job's output: ``InventoryDate`` and ``ArchiveList``."""
+        return json.load(self.glacier.get_job_output(vaultName=self.name, jobId=job_id)["body"])
+
     def job_output(self, job: dict, part_size: int,
                    cancelled: threading.Event | None = None) -> "JobOutput":
         """A finished retrieval's output as a verified, readable stream."""

@@ -30,7 +30,10 @@ verify-units:
 	&& ln -s gas-worker@.service $$tmp/gas-worker@archive.service \
 	&& ln -s gas-worker@.service $$tmp/gas-worker@thaw-2.service \
 	&& cd $$tmp && systemd-analyze verify --man=no ./gas-worker@archive.service \
-	   ./gas-worker@thaw-2.service ./gas-workers.target && echo "units verified"
+	   ./gas-worker@thaw-2.service ./gas-workers.target \
+	&& cp $(CURDIR)/deploy/systemd/gas-reconcile.service $(CURDIR)/deploy/systemd/gas-reconcile.timer . \
+	&& systemd-analyze verify --man=no ./gas-reconcile.service ./gas-reconcile.timer \
+	&& echo "units verified"
 
 install: $(VENV)/.installed
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test chaos interleave bench bench-load verify-units install clean
+.PHONY: demo test chaos interleave bench bench-load bench-reconcile verify-units install clean
 
 demo: $(VENV)/.installed
 	$(PY) -m util.local demo
@@ -23,6 +23,10 @@ bench: $(VENV)/.installed
 
 bench-load: $(VENV)/.installed
 	$(PY) -m bench.ann_load_rate
+
+# One reconcile pass over 10,000 jobs in the local stack: its time and AWS calls by operation.
+bench-reconcile: $(VENV)/.installed
+	$(PY) -m bench.reconcile
 
 # systemd's own check of deploy/systemd (needs systemd-analyze: apt-get install systemd).
 verify-units:

@@ -273,6 +273,18 @@ class Annotations:
         for page in pages:
             yield from map(_from_dynamo, page["Items"])
 
+    def having(self, attribute: str, projection: tuple[str, ...],
+               page_size: int) -> Iterator[dict[str, Any]]:
+        """The `projection` of every item that has `attribute` (a filtered Scan: it reads
+        the whole table)."""
+        names = {f"#a{i}": name for i, name in enumerate((attribute, *projection))}
+        pages = self.dynamodb.get_paginator("scan").paginate(
+            TableName=self.table, FilterExpression="attribute_exists(#a0)",
+            ProjectionExpression=", ".join(names), ExpressionAttributeNames=names,
+            PaginationConfig={"PageSize": page_size})
+        for page in pages:
+            yield from map(_from_dynamo, page["Items"])
+
     def archived_results(self, user_id: str, page_size: int) -> Iterator[dict[str, Any]]:
         """Every job of the user whose result is in Glacier, page by page (user_id_index)."""
         pages = self.dynamodb.get_paginator("query").paginate(

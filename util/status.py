@@ -131,6 +131,8 @@ def render_text(status: dict[str, Any]) -> str:
                      f"{_age(q['oldest_seconds']):>7} {q['dead_letters']:5d}")
         for peeked in q["latest_reasons"]:
             lines.append(f"         dead-lettered {_when(peeked['sent'])}: {peeked['reason']}")
+        if q["dead_letters"] and not q["latest_reasons"]:
+            lines.append("         (reasons hidden: the dead letters are being read elsewhere)")
     lines.append("(oldest: CloudWatch ApproximateAgeOfOldestMessage; - when it has no datapoint)")
     found = status["retrievals"]
     lines += ["", f"retrievals in progress: {len(found)}"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,12 +249,15 @@ def _reject_unknown_env(environ: Mapping[str, str]) -> None:
             raise ConfigError(f"environment variable {name}: no such setting")
 
 
-def markdown_table() -> str:
-    """The README's table of settings, generated from KEYS so it cannot drift."""
+def markdown_table(sections: Iterable[str] = SECTIONS) -> str:
+    """The documentation's table of settings (of some sections), generated from KEYS so it
+    cannot drift."""
+    wanted = set(sections)
     rows = ["| section | key | default | environment | meaning |", "|---|---|---|---|---|"]
-    rows += [f"| {k.section} | {k.name} | `{k.default}` | `{env_name(k)}` | {k.doc} |" for k in KEYS]
+    rows += [f"| {k.section} | {k.name} | `{k.default}` | `{env_name(k)}` | {k.doc} |"
+             for k in KEYS if k.section in wanted]
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    print(markdown_table(sys.argv[1:] or SECTIONS))

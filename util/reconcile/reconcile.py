@@ -216,16 +216,15 @@ class Reconciler:
             return None, 0.0
         inventory = self.vault.inventory(finished[-1]["JobId"])
         archives = {}
-        for entry in inventory["ArchiveList"]:
+        for entry in inventory.archives():
             try:
                 job_id = json.loads(entry["ArchiveDescription"])["job_id"]
             except (ValueError, TypeError, KeyError):
                 continue  # not an archive of this pipeline's: never touched
             archives[entry["ArchiveId"]] = {"job_id": job_id,
                                             "modified": _epoch(entry["CreationDate"])}
-        date = _epoch(inventory["InventoryDate"])
-        self.report.notes.append(f"vault inventory of {inventory['InventoryDate']}")
-        return archives, date
+        self.report.notes.append(f"vault inventory of {inventory.date}")
+        return archives, _epoch(inventory.date)
 
     def scan_segment(self, segment: int) -> int:
         seen = 0

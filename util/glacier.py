@@ -220,8 +220,9 @@ class Vault:
 
     def inventory_jobs(self) -> list[dict]:
         """This vault's inventory-retrieval jobs Glacier still knows, oldest first."""
-        jobs = [job for page in self.glacier.get_paginator("list_jobs").paginate(vaultName=self.name)
-                for job in page["JobList"] if job.get("Action") == "InventoryRetrieval"]
+        pages = self.glacier.get_paginator("list_jobs").paginate(vaultName=self.name)
+        jobs = [job for page in pages for job in page["JobList"]
+                if job.get("Action") == "InventoryRetrieval"]
         return sorted(jobs, key=lambda job: job["CreationDate"])
 
     def inventory(self, job_id: str) -> Inventory:

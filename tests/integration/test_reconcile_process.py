@@ -197,8 +197,8 @@ def test_an_orphan_archive_is_deleted_only_after_the_safety_age(server: Server,
     put_job(server, "j1", complete_time=LONG_AGO)
     archive(server, tmp_path, "j1")
     named = job(server, "j1")[ARCHIVE_ID]
-    put_job(server, "j2", user_id="u-bob", complete_time=LONG_AGO, **{ARCHIVE_UPLOAD: {"etag": "x", "upload": {
-        "upload_id": "u", "size": 1, "tree_hash": "t"}}})
+    upload = {"etag": "x", "upload": {"upload_id": "u", "size": 1, "tree_hash": "t"}}
+    put_job(server, "j2", user_id="u-bob", complete_time=LONG_AGO, **{ARCHIVE_UPLOAD: upload})
     pending = orphan(server, "j2")
     first = reconcile("--repair")  # the vault: starts the inventory the next pass reads
     # When reconcile repairs with the default safety age (a day)

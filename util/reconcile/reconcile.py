@@ -101,7 +101,7 @@ class Report:
     backend: str
     repair: bool
     findings: list[Finding] = field(default_factory=list)
-    scanned: dict[str, int] = field(default_factory=dict)
+    scanned: dict[str, int | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     # Vault only: archive id -> {"job_id", "since"}: named by a job, missing from the inventory.
     suspects: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -121,11 +121,9 @@ class Report:
         return EXIT_OK
 
 
-def _epoch(value: Any) -> float:
-    """A datetime (botocore) or an ISO 8601 stamp (Glacier's inventory) as epoch seconds."""
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+def _epoch(stamp: str) -> float:
+    """An ISO 8601 stamp of Glacier's (``2012-05-15T17:19:46.700Z``) as epoch seconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 class Reconciler:
@@ -170,7 +168,7 @@ class Reconciler:
             counts = list(pool.map(self.scan_segment, range(segments)))
         report.scanned = {"items": sum(counts), "users": len(self.roles),
                           "results": len(self.results),
-                          "archives": -1 if self.archives is None else len(self.archives)}
+                          "archives": None if self.archives is None else len(self.archives)}
 
         previous = self.previous_suspects()
         restore_users: dict[str, list[Finding]] = {}
@@ -331,8 +329,8 @@ class Reconciler:
         detail = f"names archive {archive_id[:40]}, which does not exist; S3 result gone"
         if self.backend_name == "vault":
             since = previous.get(archive_id, {}).get("since", self.clock())
-            with self.lock:  # kept while the job names it: every later pass reports it too
-                self.report.suspects[archive_id] = {"job_id": job_id, "since": since}
+            # Kept while the job names it: every later pass reports it too.
+            self.report.suspects[archive_id] = {"job_id": job_id, "since": since}
             if since >= inventory_date:
                 return None  # perhaps made after the inventory was taken: the next one says
             detail = (f"names archive {archive_id[:40]}, absent from an inventory taken after "
@@ -411,9 +409,10 @@ class Reconciler:
                 continue
             if not self.still_orphan(archive_id, archive["job_id"], oldest):
                 continue
-            finding = Finding(ORPHAN_ARCHIVE, archive["job_id"], "", f"archive "
-                              f"{archive_id[:40]} of {datetime.fromtimestamp(archive['modified']).isoformat()}"
-                              " named by no job", "would delete it")
+            made = datetime.fromtimestamp(archive["modified"]).isoformat()
+            finding = Finding(ORPHAN_ARCHIVE, archive["job_id"], "",
+                              f"archive {archive_id[:40]} of {made} named by no job",
+                              "would delete it")
             if self.repair:
                 (self.archive_store if self.backend_name == "s3" else self.vault).delete(
                     archive_id)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -254,7 +255,7 @@ def test_stale_claims_are_cleared_and_live_ones_kept(server: Server, tmp_path) -
     put_job(server, "j2", complete_time=LONG_AGO, user_id="u-bob",
             **{NOTIFY_CLAIM: "dead", NOTIFY_CLAIM_EXPIRES: int(NOW) - 5})
     put_job(server, "j3", complete_time=LONG_AGO, user_id="u-bob",
-            **{NOTIFY_CLAIM: "alive", NOTIFY_CLAIM_EXPIRES: int(NOW) + 3600})
+            **{NOTIFY_CLAIM: "alive", NOTIFY_CLAIM_EXPIRES: int(time.time()) + 3600})
     # When reconcile repairs
     repaired = reconcile("--repair")
     # Then the stale ones are gone, the live one kept

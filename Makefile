@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test chaos interleave bench bench-load verify-units install install-dev clean
+.PHONY: demo test chaos interleave bench bench-load bench-reconcile verify-units install install-dev clean
 
 demo: $(VENV)/.installed-dev
 	$(PY) -m util.local demo
@@ -24,13 +24,20 @@ bench: $(VENV)/.installed-dev
 bench-load: $(VENV)/.installed-dev
 	$(PY) -m bench.ann_load_rate
 
+# One reconcile pass over 10,000 jobs in the local stack: its time and AWS calls by operation.
+bench-reconcile: $(VENV)/.installed-dev
+	$(PY) -m bench.reconcile
+
 # systemd's own check of deploy/systemd (needs systemd-analyze: apt-get install systemd).
 verify-units:
 	tmp=$$(mktemp -d) && cp deploy/systemd/gas-worker@.service deploy/systemd/gas-workers.target $$tmp \
 	&& ln -s gas-worker@.service $$tmp/gas-worker@archive.service \
 	&& ln -s gas-worker@.service $$tmp/gas-worker@thaw-2.service \
 	&& cd $$tmp && systemd-analyze verify --man=no ./gas-worker@archive.service \
-	   ./gas-worker@thaw-2.service ./gas-workers.target && echo "units verified"
+	   ./gas-worker@thaw-2.service ./gas-workers.target \
+	&& cp $(CURDIR)/deploy/systemd/gas-reconcile.service $(CURDIR)/deploy/systemd/gas-reconcile.timer . \
+	&& systemd-analyze verify --man=no ./gas-reconcile.service ./gas-reconcile.timer \
+	&& echo "units verified"
 
 # A production host: the workers' requirements only (boto3).
 install: $(VENV)/.installed

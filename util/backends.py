@@ -121,6 +121,12 @@ class Completion:
     detail: str = ""
     source: Any = None  # the back end's own description: DescribeJob, or HeadObject
 
+    @property
+    def size(self) -> int:
+        """The retrieved archive's size in bytes (0 if the back end did not say)."""
+        source = self.source or {}
+        return int(source.get("ArchiveSizeInBytes") or source.get("ContentLength") or 0)
+
 
 class Backend(Protocol):
     """What archive, restore and thaw need from where archives live."""

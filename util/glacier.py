@@ -8,10 +8,11 @@ import io
 import json
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import ijson
 from botocore.awsrequest import AWSResponse
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
@@ -212,6 +213,22 @@ class Vault:
                 return None
             raise
 
+    def start_inventory(self) -> str:
+        """Start an inventory-retrieval job (JSON, no completion notice: nobody consumes one)."""
+        return self.glacier.initiate_job(vaultName=self.name, jobParameters={
+            "Type": "inventory-retrieval", "Format": "JSON"})["jobId"]
+
+    def inventory_jobs(self) -> list[dict]:
+        """This vault's inventory-retrieval jobs Glacier still knows, oldest first."""
+        pages = self.glacier.get_paginator("list_jobs").paginate(vaultName=self.name)
+        jobs = [job for page in pages for job in page["JobList"]
+                if job.get("Action") == "InventoryRetrieval"]
+        return sorted(jobs, key=lambda job: job["CreationDate"])
+
+    def inventory(self, job_id: str) -> Inventory:
+        """A finished inventory job's output, read as it streams in."""
+        return Inventory(self.glacier.get_job_output(vaultName=self.name, jobId=job_id)["body"])
+
     def job_output(self, job: dict, part_size: int,
                    cancelled: threading.Event | None = None) -> "JobOutput":
         """A finished retrieval's output as a verified, readable stream."""
@@ -224,6 +241,28 @@ class Vault:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
+
+
+class Inventory:
+    """A vault inventory (JSON) read as a stream: an inventory of millions of archives is
+    never whole in memory. `date` (``InventoryDate``) is known once `archives` has run."""
+
+    def __init__(self, body: Any):
+        self.body = body
+        self.date: str | None = None
+
+    def archives(self) -> Iterator[dict[str, Any]]:
+        """Each ``ArchiveList`` entry: ArchiveId, ArchiveDescription, CreationDate, Size,
+        SHA256TreeHash."""
+        entry: dict[str, Any] = {}
+        for prefix, event, value in ijson.parse(self.body):
+            if prefix == "InventoryDate":
+                self.date = value
+            elif prefix == "ArchiveList.item" and event == "end_map":
+                yield entry
+                entry = {}
+            elif prefix.startswith("ArchiveList.item.") and event not in ("start_map", "map_key"):
+                entry[prefix.rpartition(".")[2]] = value
 
 
 class JobOutput:

@@ -264,6 +264,27 @@ class Annotations:
             raise
         return Write(True, {})
 
+    def scan(self, segment: int, segments: int, page_size: int) -> Iterator[dict[str, Any]]:
+        """Every item of one segment of a parallel Scan, page by page (eventually consistent:
+        a caller that acts on an item reads it again with `get`)."""
+        pages = self.dynamodb.get_paginator("scan").paginate(
+            TableName=self.table, Segment=segment, TotalSegments=segments,
+            PaginationConfig={"PageSize": page_size})
+        for page in pages:
+            yield from map(_from_dynamo, page["Items"])
+
+    def having(self, attribute: str, projection: tuple[str, ...],
+               page_size: int) -> Iterator[dict[str, Any]]:
+        """The `projection` of every item that has `attribute` (a filtered Scan: it reads
+        the whole table)."""
+        names = {f"#a{i}": name for i, name in enumerate((attribute, *projection))}
+        pages = self.dynamodb.get_paginator("scan").paginate(
+            TableName=self.table, FilterExpression="attribute_exists(#a0)",
+            ProjectionExpression=", ".join(names), ExpressionAttributeNames=names,
+            PaginationConfig={"PageSize": page_size})
+        for page in pages:
+            yield from map(_from_dynamo, page["Items"])
+
     def archived_results(self, user_id: str, page_size: int) -> Iterator[dict[str, Any]]:
         """Every job of the user whose result is in Glacier, page by page (user_id_index)."""
         pages = self.dynamodb.get_paginator("query").paginate(
@@ -303,7 +324,15 @@ class Users:
         response = self.dynamodb.get_item(
             TableName=self.table, Key=_to_dynamo({USER_ID: user_id}), ConsistentRead=True
         )
-        if "Item" not in response:
-            return None
-        item = _from_dynamo(response["Item"])
-        return User(user_id, item.get("name", ""), item.get("email", ""), item.get("role", FREE))
+        return _user(_from_dynamo(response["Item"])) if "Item" in response else None
+
+    def all(self, page_size: int) -> Iterator[User]:
+        """Every user, page by page."""
+        pages = self.dynamodb.get_paginator("scan").paginate(
+            TableName=self.table, PaginationConfig={"PageSize": page_size})
+        for page in pages:
+            yield from (_user(_from_dynamo(item)) for item in page["Items"])
+
+
+def _user(item: Mapping[str, Any]) -> User:
+    return User(item[USER_ID], item.get("name", ""), item.get("email", ""), item.get("role", FREE))

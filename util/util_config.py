@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,15 @@ KEYS: tuple[Key, ...] = (
     Key("notify", "sender", "noreply@gas.example.com", _name, "verified SES sender address"),
     Key("notify", "claim_seconds", "120", _positive_int, "a copy of a message another worker is e-mailing waits this long for it"),
     Key("notify", "templates", "templates", _name, "directory of the e-mail templates (a relative path is taken from util/notify/)"),
+    # The anti-entropy sweep (util/reconcile): what it calls lost, late or orphaned.
+    Key("reconcile", "slack_seconds", "3600", _non_negative_int, "a result still in S3 this long past the archive grace (and the archive queue's visibility timeout) means its archive message was lost"),
+    Key("reconcile", "orphan_age_seconds", "86400", _non_negative_int, "an archive no job names is deleted only once it is this old"),
+    Key("reconcile", "scan_segments", "4", _int_range(1, 64), "parallel Scan segments over the annotations table"),
+    Key("reconcile", "page_size", "1000", _int_range(1, 1000), "items per Scan page, keys per S3 listing page"),
+    Key("reconcile", "report_key", "reconcile/last-report.json", _name, "key in results_bucket where each pass leaves its report (read by util.status)"),
+    # Metrics in CloudWatch Embedded Metric Format (util/metrics.py).
+    Key("metrics", "emf", "off", _choice("off", "stdout", "stderr"), "where EMF metric lines go: off, stdout (a stream of their own), or stderr (with the log)"),
+    Key("metrics", "namespace", "GAS", _name, "CloudWatch namespace of the EMF metrics"),
     # The load generator (util/ann_load.py); its command line overrides these.
     Key("ann_load", "users", "u-alice,u-bob,u-carol", _names, "users jobs are submitted for, in turn (comma-separated user ids; each must exist)"),
     Key("ann_load", "prefix", "ann_load", _name, "S3 key prefix of synthetic inputs: <prefix>/<user_id>/<job_id>~<file name>"),
@@ -242,7 +252,8 @@ def _reject_unknown_env(environ: Mapping[str, str]) -> None:
 def markdown_table() -> str:
     """The table of settings in docs/configuration.md, generated from KEYS so it cannot drift."""
     rows = ["| section | key | default | environment | meaning |", "|---|---|---|---|---|"]
-    rows += [f"| {k.section} | {k.name} | `{k.default}` | `{env_name(k)}` | {k.doc} |" for k in KEYS]
+    rows += [f"| {k.section} | {k.name} | `{k.default}` | `{env_name(k)}` | {k.doc} |"
+             for k in KEYS]
     return "\n".join(rows)
 
 

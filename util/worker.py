@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util import systemd
+from util import metrics, systemd
 from util.helpers import Aws, InvalidMessage, decode_body
 from util.util_config import Config, ConfigError, load
 
@@ -81,6 +81,8 @@ class Message:
     # Set when the drain grace is nearly over: a long handler should give up cleanly.
     cancelled: threading.Event = field(default_factory=threading.Event)
     duration: float = 0.0
+    # What the handler did, as metrics (util/metrics.py): e.g. {"BytesArchived": 1234}.
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 Handler = Callable[[Message], Outcome]
@@ -94,6 +96,7 @@ class Worker:
         self.utility = utility
         self.handler = handler
         self.settings = config.worker
+        self.config = config
         self.sqs = aws.client("sqs")
         self.queue_url = aws.queue_url(queue)
         attributes = self.sqs.get_queue_attributes(
@@ -348,6 +351,8 @@ class Worker:
         return {f for f, _ in running}
 
     def log_outcome(self, message: Message, outcome: Outcome) -> None:
+        metrics.emit_message(self.config, self.utility, outcome.action, message.duration,
+                             message.metrics)
         level = logging.WARNING if outcome.action == "invalid" else logging.INFO
         reason = f" reason={outcome.reason!r}" if outcome.reason else ""
         delay = f" delay={outcome.delay}s" if outcome.action == "defer" else ""

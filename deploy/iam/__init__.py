@@ -27,7 +27,7 @@ from util.util_config import Config, load
 HERE = Path(__file__).resolve().parent
 ACCOUNT, REGION = "${AccountId}", "${Region}"
 WORKERS = ("archive", "restore", "thaw", "notify")
-UTILITIES = (*WORKERS, "ann_load")
+UTILITIES = (*WORKERS, "reconcile", "ann_load")
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,38 @@ def notify(config: Config, arns: Arns) -> list[Statement]:
     ]
 
 
+def reconcile(config: Config, arns: Arns) -> list[Statement]:
+    """util/reconcile: read everything, send the utilities their messages, delete orphan
+    archives, clear stale claims; leave its report in the results bucket."""
+    gas = config.gas
+    statements = [
+        # Scan; read a candidate again; clear a stale claim (conditional UpdateItem).
+        _annotations(config, arns, ["Scan", "GetItem", "UpdateItem"]),
+        allow("Users", ["dynamodb:Scan"], arns.table(gas.users_table)),
+        # List the results (and HeadObject a candidate); read and write its own report.
+        allow("ListResults", ["s3:ListBucket"], arns.bucket(gas.results_bucket)),
+        allow("Results", ["s3:GetObject"], arns.objects(gas.results_bucket)),
+        allow("Report", ["s3:PutObject"], arns.objects(gas.results_bucket,
+                                                          config.reconcile.report_key)),
+        # The archive queue's visibility timeout; the archive and restore messages.
+        allow("ArchiveQueue", ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"],
+              arns.queue(config.archive.queue)),
+        allow("RestoreQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"],
+              arns.queue(config.restore.queue)),
+    ]
+    if gas.archive_backend == "s3":
+        # List the archive prefix, HeadObject an orphan again, delete it.
+        statements += [_archive_objects(config, arns, ["GetObject", "DeleteObject"]),
+                       allow("ListArchive", ["s3:ListBucket"], arns.bucket(gas.archive_bucket),
+                             {"StringLike": {"s3:prefix": [f"{gas.archive_prefix}*"]}})]
+    else:
+        # Start an inventory, find and read the latest, delete an orphan.
+        statements.append(allow("Vault", ["glacier:InitiateJob", "glacier:ListJobs",
+                                          "glacier:GetJobOutput", "glacier:DeleteArchive"],
+                                arns.vault(gas.vault)))
+    return statements
+
+
 def ann_load(config: Config, arns: Arns) -> list[Statement]:
     gas = config.gas
     synthetic = f"{config.ann_load.prefix}/"
@@ -263,7 +295,7 @@ def ann_load(config: Config, arns: Arns) -> list[Statement]:
 
 STATEMENTS: dict[str, Callable[[Config, Arns], list[Statement]]] = {
     "archive": archive, "restore": restore, "thaw": thaw, "notify": notify,
-    "ann_load": ann_load,
+    "reconcile": reconcile, "ann_load": ann_load,
 }
 
 
@@ -284,7 +316,7 @@ def policy(utility: str, config: Config, arns: Arns = Arns()) -> dict[str, Any]:
 TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
     **{name: (name, {}) for name in UTILITIES},
     **{f"{name}.s3-backend": (name, {"GAS_GAS_ARCHIVE_BACKEND": "s3"})
-       for name in ("archive", "restore", "thaw", "ann_load")},
+       for name in ("archive", "restore", "thaw", "reconcile", "ann_load")},
 }
 
 

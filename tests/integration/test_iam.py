@@ -231,6 +231,47 @@ def test_ann_load_works_with_its_policy_alone(enforced: Enforced, tmp_path: Path
         TopicArn=stack.aws.topic_arn(config.gas.job_results_topic), Message="{}")
 
 
+@pytest.mark.parametrize("stack_settings", [{"GAS_LOCAL_STANDARD_SECONDS": "0"},
+                                            {"GAS_GAS_ARCHIVE_BACKEND": "s3"}],
+                         ids=["vault", "s3"])
+def test_reconcile_works_with_its_policy_alone(enforced: Enforced, tmp_path: Path) -> None:
+    stack, config = enforced.admin, enforced.admin.config
+    # Given a job whose archive message was never sent, one archived, with a stale claim, and
+    # an orphan archive
+    put_job(stack, job_id="j1", complete_time=time.time() - 10_000)
+    put_job(stack, job_id="j2")
+    send(stack, config.archive.queue, {"job_id": "j2", "user_id": "u-alice"})
+    enforced.run_once("archive", tmp_path, archive_grace_seconds="0")
+    stack.client("dynamodb").update_item(
+        TableName=config.gas.annotations_table, Key={"job_id": {"S": "j2"}},
+        UpdateExpression="SET restore_job_id = :c, restore_expires = :e",
+        ExpressionAttributeValues={":c": {"S": "claim:dead"}, ":e": {"N": "1"}})
+    if config.gas.archive_backend == "s3":
+        stack.client("s3").put_object(Bucket=config.gas.archive_bucket,
+                                      Key=f"{config.gas.archive_prefix}gone/0a", Body=b"x")
+    else:
+        stack.client("glacier").upload_archive(vaultName=config.gas.vault, body=b"x",
+                                               archiveDescription='{"job_id": "gone"}')
+    # When reconcile repairs with its own credentials (twice: the vault's first pass only
+    # starts an inventory)
+    env = {**os.environ, **enforced.credentials["reconcile"],
+           "GAS_RECONCILE_ORPHAN_AGE_SECONDS": "0"}
+    passes = [subprocess.run([sys.executable, "-m", "util.reconcile", "--repair"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=120)
+              for _ in range(2)]
+    # Then every finding is repaired, nothing refused
+    for done in passes:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "AccessDenied" not in done.stderr and "not authorized" not in done.stderr
+    output = "".join(p.stdout for p in passes)
+    for kind in ("archive-not-requested", "stale-claim", "orphan-archive"):
+        assert kind in output, output
+    assert "restore_job_id" not in job(stack, "j2")
+    # And it may not touch a result
+    denied(enforced.client("reconcile", "s3").delete_object, Bucket=config.gas.results_bucket,
+           Key=job(stack, "j1")["s3_key_result_file"])
+
+
 def test_a_worker_started_with_another_utilitys_credentials_stops_at_once(
         enforced: Enforced, tmp_path: Path) -> None:
     # When archive is started with notify's credentials

@@ -765,3 +765,16 @@ def test_notice_range_and_capacity_through_the_server(fake_aws: None) -> None:
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset",
                                                       method="POST"))
         server.stop()
+
+
+def test_an_inventory_is_the_vault_as_of_the_jobs_start(glacier: BaseClient) -> None:
+    # AWS's inventory is a snapshot older than the job: archives made or deleted after it
+    # do not change an inventory already started.
+    kept = glacier.upload_archive(vaultName=VAULT, body=b"kept")["archiveId"]
+    deleted = glacier.upload_archive(vaultName=VAULT, body=b"deleted")["archiveId"]
+    job = finished_job(glacier, {"Type": "inventory-retrieval"})
+    glacier.delete_archive(vaultName=VAULT, archiveId=deleted)
+    glacier.upload_archive(vaultName=VAULT, body=b"later")
+    output = json.load(glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"])["body"])
+    assert sorted(a["ArchiveId"] for a in output["ArchiveList"]) == sorted([kept, deleted])
+    assert output["InventoryDate"] == job["CreationDate"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -16,12 +17,22 @@ UNITS = ROOT / "deploy" / "systemd"
 TEMPLATE = UNITS / "gas-worker@.service"
 
 
-def service_section() -> dict[str, str]:
-    """[Service] of the template, last value of each key (as systemd reads single values)."""
+def service_section(unit: Path = TEMPLATE, section: str = "Service") -> dict[str, str]:
+    """A section of a unit (the template's [Service]), last value of each key (as systemd
+    reads single values)."""
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # keys are case-sensitive
-    parser.read(TEMPLATE)
-    return dict(parser["Service"])
+    parser.read(unit)
+    return dict(parser[section])
+
+
+def run_exec_start(line: str, instance: str, variable: str, args: str) -> str:
+    """What an ExecStart runs, as systemd expands it: specifiers, $$ and $VARIABLE split into
+    words, with a stand-in (echo) for the virtualenv's Python."""
+    line = line.replace("%i", instance).replace("%%", "%").replace("$$", "$")
+    words = shlex.split(line.replace(f"${variable}", args))
+    words = [w.replace("exec /opt/gas/.venv/bin/python", "exec echo") for w in words]
+    return subprocess.run(words, capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.mark.parametrize("instance, args, command", [
@@ -30,15 +41,10 @@ def service_section() -> dict[str, str]:
      "-m util.thaw --config /etc/gas/gas.ini --log-format json"),
 ])
 def test_exec_start_runs_the_instances_utility(instance: str, args: str, command: str) -> None:
-    # Given ExecStart as systemd expands it: specifiers, $$ and $WORKER_ARGS split into words
-    line = service_section()["ExecStart"]
-    line = line.replace("%i", instance).replace("%%", "%").replace("$$", "$")
-    words = shlex.split(line.replace("$WORKER_ARGS", args))
-    # When it runs, with a stand-in for the virtualenv's Python
-    words = [w.replace("exec /opt/gas/.venv/bin/python", "exec echo") for w in words]
-    output = subprocess.run(words, capture_output=True, text=True, check=True).stdout
+    # When ExecStart runs as systemd expands it, with $WORKER_ARGS
+    output = run_exec_start(service_section()["ExecStart"], instance, "WORKER_ARGS", args)
     # Then it is that utility's module with the extra options
-    assert output.strip() == command
+    assert output == command
 
 
 def test_stop_timeout_covers_a_long_poll_and_the_drain() -> None:
@@ -48,3 +54,30 @@ def test_stop_timeout_covers_a_long_poll_and_the_drain() -> None:
     assert int(service["TimeoutStopSec"]) > sum(defaults.values())
     assert service["Type"] == "notify" and int(service["WatchdogSec"]) > 0
     assert service["Restart"] == "on-failure" and service["User"] == "gas"
+
+
+RECONCILE = UNITS / "gas-reconcile.service"
+
+
+@pytest.mark.parametrize("args, command", [
+    ("", "-m util.reconcile --repair"),
+    ("--config /etc/gas/gas.ini", "-m util.reconcile --repair --config /etc/gas/gas.ini"),
+])
+def test_the_reconcile_service_runs_one_repairing_pass(args: str, command: str) -> None:
+    service = service_section(RECONCILE)
+    assert run_exec_start(service["ExecStart"], "", "RECONCILE_ARGS", args) == command
+    assert service["Type"] == "oneshot" and service["User"] == "gas"
+
+
+def test_the_reconcile_timer_starts_it_daily() -> None:
+    timer = service_section(UNITS / "gas-reconcile.timer", "Timer")
+    assert timer["OnCalendar"] == "daily" and timer["Unit"] == RECONCILE.name
+    assert timer["Persistent"] == "yes"
+
+
+def test_reconcile_is_hardened_as_the_workers_are() -> None:
+    hardening = {"NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp",
+                 "SystemCallFilter", "RestrictAddressFamilies", "MemoryDenyWriteExecute",
+                 "CapabilityBoundingSet", "UMask"}
+    worker, reconcile = service_section(), service_section(RECONCILE)
+    assert {k: worker[k] for k in hardening} == {k: reconcile[k] for k in hardening}

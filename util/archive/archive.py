@@ -117,6 +117,7 @@ class Archiver:
             if code in S3_PRECONDITION_FAILED:
                 return retry("the S3 result changed while it was archived")
             raise
+        message.metrics["BytesArchived"] = source.size
         return self.record(job, source, archive_id)
 
     def load_job(self, job_id: str, user_id: str) -> dict[str, Any]:

@@ -5,8 +5,9 @@ run as separate processes, as systemd runs them. ann_load submits jobs for free 
 users exactly as the web app does; the demo then follows them: e-mails sent, free users'
 results archived after their grace period (and a forged archive message sent to the
 dead-letter queue), one user upgrades, restore starts the retrievals, the stack announces
-them, thaw puts the files back — byte-identical — and ``python -m util.doctor`` finds the
-stack as a deployment should be. It ends with a table of every step, the
+them, thaw puts the files back — byte-identical. A reconcile pass then finds nothing to
+repair, util.status shows the state, and ``python -m util.doctor`` finds the stack as a
+deployment should be. It ends with a table of every step, the
 ann_load summary and where its HTML report is, and exits non-zero if any step failed.
 
 ``GAS_GAS_ARCHIVE_BACKEND=s3 make demo`` archives with S3 Glacier storage classes instead of
@@ -125,7 +126,8 @@ class Demo:
     def dead_letter_reasons(self, queue: str) -> list[str]:
         messages = self.aws.client("sqs").receive_message(
             QueueUrl=self.aws.queue_url(f"{queue}-dlq"), MaxNumberOfMessages=10,
-            MessageAttributeNames=["All"], WaitTimeSeconds=1).get("Messages", [])
+            MessageAttributeNames=["All"], WaitTimeSeconds=1,
+            VisibilityTimeout=0).get("Messages", [])  # left visible, for util.status
         return [m["MessageAttributes"]["gas_reason"]["StringValue"] for m in messages]
 
 
@@ -214,6 +216,25 @@ def check_restore(demo: Demo, jobs: dict[str, str], digests: dict[str, str]) -> 
                f"only u-carol's {len(carol)} results are still archived")
 
 
+def check_reconcile(demo: Demo) -> None:
+    """A reconcile pass over what the pipeline left: nothing to repair; then the status
+    screen an operator would look at."""
+    demo.say("reconcile looks for anything the pipeline missed; util.status shows the state")
+    for command in (["-m", "util.reconcile"], ["-m", "util.status"]):
+        print(f"   $ python {' '.join(command[1:])}")
+        run = subprocess.run([sys.executable, *command], cwd=ROOT,
+                             env={**os.environ, **WORKER_SETTINGS}, capture_output=True,
+                             text=True, timeout=120)
+        for line in (run.stdout + run.stderr).strip().splitlines():
+            print(f"   {line}")
+        if command[1] == "util.reconcile":
+            demo.check(run.returncode == 0 and "findings: none" in run.stdout,
+                       f"reconcile finds nothing to repair (exit {run.returncode})")
+        else:
+            demo.check(run.returncode == 0, "util.status shows queues, dead letters, "
+                                             "retrievals and the last reconcile")
+
+
 def check_doctor(demo: Demo) -> None:
     demo.say("the doctor looks at the stack as at an AWS account")
     print("   $ python -m util.doctor")
@@ -264,6 +285,7 @@ def run() -> int:
         check_restore(demo, jobs, digests)
         demo.say("every process stopped as systemd stops it")
         demo.stop_all()
+        check_reconcile(demo)
         check_doctor(demo)
     finally:
         for process in demo.processes.values():

@@ -34,6 +34,9 @@ Gaps in moto it closes:
   whole-archive retrieval is InProgress), ``StatusCode`` InProgress/Succeeded/Failed with
   AWS's ``StatusMessage``, ``CompletionDate`` once completed, ``InventorySizeInBytes`` for
   inventories only.
+- An inventory was read from the vault as it was when its output was downloaded; it is now
+  the vault as of the job's start (``InventoryDate``), as AWS's is a snapshot older than
+  the job.
 - Job timing was fixed in moto (Expedited 2 s, Standard 5 s, Bulk 10 s); it is now each
   tier's ``*_seconds`` setting (0: complete at once).
 - Capacity: with ``expedited_capacity`` false, an Expedited archive retrieval is refused with
@@ -450,15 +453,21 @@ class _Job(moto_models.Job):
 
 
 class InventoryJob(_Job):
+    """The vault's inventory as of the job's start: AWS's inventory is a snapshot, taken
+    before the job (about once a day), never the vault as it is when the output is read."""
+
     action = "InventoryRetrieval"
 
-    def output(self) -> bytes:
-        """The vault's inventory as JSON, as it is now."""
-        return json.dumps({
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.snapshot = json.dumps({
             "VaultARN": self.vault.arn,
-            "InventoryDate": _stamp(self.due),
+            "InventoryDate": _stamp(self.created),
             "ArchiveList": self.vault.get_archive_list(),
         }).encode()
+
+    def output(self) -> bytes:
+        return self.snapshot
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
         d = super().to_dict(now)

@@ -63,6 +63,10 @@ class Restorer:
         failures: list[str] = []
         for result in results:
             (starts if isinstance(result, Start) else failures).append(result)
+        for start in starts:
+            if start.status == "started":
+                name = f"Retrievals{start.tier}"
+                message.metrics[name] = message.metrics.get(name, 0) + 1
         return self.outcome(starts, failures)
 
     def start(self, job: dict[str, Any], message: Message) -> Start | str:

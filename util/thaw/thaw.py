@@ -79,7 +79,7 @@ class Thawer:
             return done(f"stale notice: job {job_id} is not archived as retrieval "
                         f"{notice.retrieval_id} says")
         if notice.status == FAILED:
-            return self.restart(job, notice)
+            return self.restart(job, notice, message)
         if notice.status != SUCCEEDED:
             return retry(f"retrieval is {notice.status}")
 
@@ -94,6 +94,7 @@ class Thawer:
             return retry("worker stopping: copy abandoned")
         except ChecksumMismatch as exc:
             return retry(f"nothing committed: {exc}")
+        message.metrics["BytesThawed"] = notice.size
         finished = self.retrievals.finish(job_id, archive_id, notice.retrieval_id)
         if finished.holds(THAW_JOB_ID, notice.retrieval_id):
             return self.delete_archive(archive_id, "thawed")
@@ -102,7 +103,7 @@ class Thawer:
             return self.delete_archive(archive_id, "thawed by another retrieval")
         return done(f"superseded: job {job_id} now names another archive")
 
-    def restart(self, job: dict[str, Any], notice: Completion) -> Outcome:
+    def restart(self, job: dict[str, Any], notice: Completion, message: Message) -> Outcome:
         """Forget the failed retrieval and start it again, Standard, unless another one is
         recorded (started, or being started, by another worker)."""
         reason = f"retrieval failed ({notice.detail})"
@@ -111,6 +112,8 @@ class Thawer:
             return done(f"{reason}; retrieval {recorded} is the one under way")
         self.retrievals.clear(job[JOB_ID], notice.retrieval_id)
         start = self.retrievals.start(job, tiers=(STANDARD,))
+        if start.status == "started":
+            message.metrics[f"Retrievals{start.tier}"] = 1
         if start.status == "claimed elsewhere":
             return defer(start.retry_at - self.clock() + 1, f"{reason}; restart claimed elsewhere")
         return done(f"{reason}; {start.status} {start.tier}".strip())

@@ -1,0 +1,1 @@
+"""Reconcile: the periodic anti-entropy pass over jobs, results and archives."""

@@ -1,0 +1,5 @@
+import sys
+
+from util.reconcile.reconcile import main
+
+sys.exit(main())

@@ -1,0 +1,511 @@
+"""Reconcile: one anti-entropy pass comparing what should be with what is, repairing the gap.
+
+Messages can be lost before they reach the utilities, a retrieval can lapse, a crash can leave
+an orphan archive. One pass reads the users table, the results bucket (one listing), the
+archive store (the archive bucket's listing, or the vault's latest inventory), then the
+annotations table (parallel Scan segments), and finds:
+
+1. ``archive-not-requested``: a free user's COMPLETED job past grace + slack + the archive
+   queue's visibility timeout, its result in S3, no archive: the archive message is sent;
+2. ``result-not-deleted``: an archive recorded and the archived S3 result (its recorded ETag)
+   still there, as long past: the archive message is sent (archive finishes the deletion);
+3. ``restore-not-requested``: a premium user's archived result with no retrieval: the restore
+   message is sent (one per user);
+4. ``retrieval-lapsed``: a recorded retrieval past its lifetime, the result not back: the
+   restore message is sent;
+5. ``orphan-archive``: an archive no job names, older than ``orphan_age_seconds``: checked
+   again (the archive, then the job, consistently) right before it is deleted;
+6. ``lost``: a job naming an archive that does not exist while its S3 result is gone. Never
+   repaired: reported, and the exit status is 3;
+7. ``stale-claim``: a retrieval or e-mail claim past its expiry: cleared by a conditional
+   write on that exact claim, so a live holder's newer claim is never touched.
+
+Every candidate seen in the listings and the Scan (eventually consistent, and taken at
+different moments) is confirmed by point reads before it is reported or acted on. Repairs are
+only the utilities' ordinary messages (they decide, idempotently), orphan deletes, and claim
+clears: reconcile never writes an archive id and never deletes a result. So it is safe while
+the workers run, and two passes at once only send a message twice.
+
+The vault has no listing: each pass starts an inventory-retrieval job and uses the newest
+finished one on a later pass. An inventory is a snapshot (``InventoryDate``) up to a day old,
+so an archive a job names but the inventory lacks is only a suspect: it is lost once an
+inventory taken after the pass that first suspected it lacks it too (suspects are kept in the
+report). Without a finished inventory, orphans and lost archives are not looked for.
+
+Each pass leaves its report (JSON) at ``s3://<results_bucket>/<report_key>``; util.status
+shows it. Exit status: 0 nothing wrong (or, with --repair, everything repaired); 1 AWS
+failed; 2 bad configuration; 3 a result is lost; 4 repairable findings left (a dry run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python util/reconcile/reconcile.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from util import metrics
+from util.backends import S3Backend
+from util.glacier import Vault
+from util.helpers import (ARCHIVE_ID, ARCHIVE_UPLOAD, COMPLETE_TIME, COMPLETED, JOB_ID,
+                          JOB_STATUS, NOTIFIED_TIME, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, PREMIUM,
+                          RESTORE_EXPIRES, RESTORE_JOB_ID, RESULT_ETAG, RESULT_KEY,
+                          RESULTS_BUCKET, S3_NOT_FOUND, USER_ID, Annotations, Aws, Users)
+from util.retrieval import is_claim
+from util.util_config import Config, ConfigError, load
+from util.worker import configure_logging
+
+log = logging.getLogger("gas")
+
+ARCHIVE_NOT_REQUESTED = "archive-not-requested"
+RESULT_NOT_DELETED = "result-not-deleted"
+RESTORE_NOT_REQUESTED = "restore-not-requested"
+RETRIEVAL_LAPSED = "retrieval-lapsed"
+ORPHAN_ARCHIVE = "orphan-archive"
+LOST = "lost"
+STALE_CLAIM = "stale-claim"
+KINDS = (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED, RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED,
+         ORPHAN_ARCHIVE, LOST, STALE_CLAIM)
+EXIT_OK, EXIT_AWS, EXIT_CONFIG, EXIT_LOST, EXIT_FINDINGS = 0, 1, 2, 3, 4
+SQS_BATCH = 10
+
+
+@dataclass
+class Finding:
+    kind: str
+    job_id: str
+    user_id: str
+    detail: str
+    action: str = ""  # what the pass did (or, dry, would do)
+
+
+@dataclass
+class Report:
+    """What one pass saw and did; written as JSON for util.status and the next pass."""
+
+    started: float
+    backend: str
+    repair: bool
+    findings: list[Finding] = field(default_factory=list)
+    scanned: dict[str, int | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    # Vault only: archive id -> {"job_id", "since"}: named by a job, missing from the inventory.
+    suspects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(f.kind for f in self.findings))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "counts": self.counts()}
+
+    def exit_code(self) -> int:
+        if any(f.kind == LOST for f in self.findings):
+            return EXIT_LOST
+        if any(not f.action.startswith("done") for f in self.findings):
+            return EXIT_FINDINGS
+        return EXIT_OK
+
+
+def _epoch(stamp: str) -> float:
+    """An ISO 8601 stamp of Glacier's (``2012-05-15T17:19:46.700Z``) as epoch seconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+class Reconciler:
+    """One pass (see module docstring)."""
+
+    def __init__(self, config: Config, aws: Aws, repair: bool,
+                 clock: Callable[[], float] = time.time):
+        self.config = config
+        self.aws = aws
+        self.repair = repair
+        self.clock = clock
+        self.settings = config.reconcile
+        self.jobs = Annotations(aws, config.gas.annotations_table)
+        self.users = Users(aws, config.gas.users_table)
+        self.s3 = aws.client("s3")
+        self.sqs = aws.client("sqs")
+        self.results_bucket = config.gas.results_bucket
+        self.backend_name = config.gas.archive_backend
+        self.vault = Vault(aws.client("glacier"), config.gas.vault)
+        self.archive_store = S3Backend(config, aws)
+        self.lock = threading.Lock()
+
+    # -- the pass ------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        now = self.clock()
+        report = Report(now, self.backend_name, self.repair)
+        self.report = report
+        self.now = now
+        self.roles = {u.user_id: u.role for u in self.users.all(self.settings.page_size)}
+        self.results = self.list_objects(self.results_bucket, "")
+        self.archives, inventory_date = self.list_archives()
+        visibility = int(self.sqs.get_queue_attributes(
+            QueueUrl=self.aws.queue_url(self.config.archive.queue),
+            AttributeNames=["VisibilityTimeout"])["Attributes"]["VisibilityTimeout"])
+        self.overdue = (self.config.archive.grace_seconds + self.settings.slack_seconds
+                        + visibility)
+        self.named: set[str] = set()
+        self.candidates: list[tuple[str, dict[str, Any]]] = []
+        segments = self.settings.scan_segments
+        with ThreadPoolExecutor(segments, thread_name_prefix="scan") as pool:
+            counts = list(pool.map(self.scan_segment, range(segments)))
+        report.scanned = {"items": sum(counts), "users": len(self.roles),
+                          "results": len(self.results),
+                          "archives": None if self.archives is None else len(self.archives)}
+
+        previous = self.previous_suspects()
+        restore_users: dict[str, list[Finding]] = {}
+        for kind, item in self.candidates:
+            finding = self.confirm(kind, item, inventory_date, previous)
+            if finding is None:
+                continue
+            report.findings.append(finding)
+            if kind in (RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED):
+                restore_users.setdefault(finding.user_id, []).append(finding)
+        self.act(report, restore_users)
+        if self.archives is not None:
+            report.findings += self.orphans()
+        if self.backend_name == "vault":
+            self.start_inventory()
+        report.finished = self.clock()
+        self.save(report)
+        metrics.emit_findings(self.config, report.counts(), KINDS)
+        return report
+
+    def list_objects(self, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
+        """key -> {"etag", "size", "modified"} of every object under the prefix."""
+        objects = {}
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self.settings.page_size})
+        for page in pages:
+            for o in page.get("Contents", []):
+                objects[o["Key"]] = {"etag": o["ETag"], "size": o["Size"],
+                                     "modified": o["LastModified"].timestamp()}
+        return objects
+
+    def list_archives(self) -> tuple[dict[str, dict[str, Any]] | None, float]:
+        """archive id -> {"job_id", "modified"}, and as of when; None if not known."""
+        if self.backend_name == "s3":
+            prefix = self.config.gas.archive_prefix
+            listed = self.list_objects(self.config.gas.archive_bucket, prefix)
+            return {key: {"job_id": key[len(prefix):].rsplit("/", 1)[0], **o}
+                    for key, o in listed.items() if "/" in key[len(prefix):]}, self.now
+        finished = [j for j in self.vault.inventory_jobs() if j["StatusCode"] == "Succeeded"]
+        if not finished:
+            self.report.notes.append("no finished vault inventory yet: orphans and lost "
+                                     "archives not looked for (one was started)")
+            return None, 0.0
+        inventory = self.vault.inventory(finished[-1]["JobId"])
+        archives = {}
+        for entry in inventory.archives():
+            try:
+                job_id = json.loads(entry["ArchiveDescription"])["job_id"]
+            except (ValueError, TypeError, KeyError):
+                continue  # not an archive of this pipeline's: never touched
+            archives[entry["ArchiveId"]] = {"job_id": job_id,
+                                            "modified": _epoch(entry["CreationDate"])}
+        self.report.notes.append(f"vault inventory of {inventory.date}")
+        return archives, _epoch(inventory.date)
+
+    def scan_segment(self, segment: int) -> int:
+        seen = 0
+        for item in self.jobs.scan(segment, self.settings.scan_segments,
+                                   self.settings.page_size):
+            seen += 1
+            kinds = list(self.classify(item))
+            with self.lock:
+                if ARCHIVE_ID in item:
+                    self.named.add(item[ARCHIVE_ID])
+                self.candidates += [(kind, item) for kind in kinds]
+        return seen
+
+    # -- what an item looks like it needs (from the Scan and the listings) -----------------
+
+    def classify(self, item: dict[str, Any]) -> Iterable[str]:
+        now = self.now
+        if self.stale_claims(item):
+            yield STALE_CLAIM
+        if (item.get(JOB_STATUS) != COMPLETED or item.get(RESULTS_BUCKET) != self.results_bucket
+                or not isinstance(item.get(COMPLETE_TIME), (int, float))):
+            return
+        result = self.results.get(item.get(RESULT_KEY, ""))
+        overdue = item[COMPLETE_TIME] + self.overdue < now
+        premium = self.roles.get(item.get(USER_ID)) == PREMIUM
+        archive_id = item.get(ARCHIVE_ID)
+        if archive_id is None:
+            if overdue and not premium and item.get(USER_ID) in self.roles \
+                    and result and result["size"] > 0:
+                yield ARCHIVE_NOT_REQUESTED
+            return
+        if overdue and result and result["etag"] == item.get(RESULT_ETAG):
+            yield RESULT_NOT_DELETED
+        if premium:
+            recorded = item.get(RESTORE_JOB_ID)
+            if recorded is None or (is_claim(recorded) and item.get(RESTORE_EXPIRES, now) < now):
+                yield RESTORE_NOT_REQUESTED
+            elif not is_claim(recorded) and item.get(RESTORE_EXPIRES, now) < now:
+                yield RETRIEVAL_LAPSED
+        if self.archives is not None and archive_id not in self.archives and result is None:
+            yield LOST
+
+    # -- confirmed by point reads ---------------------------------------------------------
+
+    def confirm(self, kind: str, seen: dict[str, Any], inventory_date: float,
+                previous: dict[str, dict[str, Any]]) -> Finding | None:
+        """The finding, if the item (read again, consistently) and S3 still show it."""
+        job_id, user_id = seen[JOB_ID], seen.get(USER_ID, "")
+        item = self.jobs.get(job_id)
+        if item is None:
+            return None
+        archive_id = item.get(ARCHIVE_ID)
+        if kind == STALE_CLAIM:
+            return self.stale_claim(item)
+        if kind in (RESULT_NOT_DELETED, RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED, LOST) \
+                and archive_id != seen.get(ARCHIVE_ID):
+            return None  # moved on since the Scan
+        if kind == ARCHIVE_NOT_REQUESTED:
+            head = self.head(item[RESULTS_BUCKET], item[RESULT_KEY])
+            if archive_id is None and head and head["ContentLength"] > 0:
+                return Finding(kind, job_id, user_id, "result in S3 past its grace, no archive")
+        elif kind == RESULT_NOT_DELETED:
+            head = self.head(item[RESULTS_BUCKET], item[RESULT_KEY])
+            if head and head["ETag"] == item.get(RESULT_ETAG):
+                return Finding(kind, job_id, user_id, f"archived as {archive_id[:40]}, the "
+                               "archived S3 result still there")
+        elif kind in (RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED):
+            recorded = item.get(RESTORE_JOB_ID)
+            lapsed = item.get(RESTORE_EXPIRES, self.now) < self.now
+            if kind == RESTORE_NOT_REQUESTED and (recorded is None or is_claim(recorded)
+                                                  and lapsed):
+                return Finding(kind, job_id, user_id, "premium user's result archived, "
+                               "no retrieval")
+            if kind == RETRIEVAL_LAPSED and recorded and not is_claim(recorded) and lapsed:
+                return Finding(kind, job_id, user_id, f"retrieval {recorded[:40]} lapsed, "
+                               "result not back")
+        elif kind == LOST:
+            return self.lost(item, inventory_date, previous)
+        return None
+
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        try:
+            return self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in S3_NOT_FOUND:
+                return None
+            raise
+
+    def archive_exists(self, archive_id: str) -> bool | None:
+        """The S3 back end asks the object itself; the vault can only be asked through an
+        inventory (None: that one does not say)."""
+        if self.backend_name == "s3":
+            return self.archive_store.head(archive_id) is not None
+        return None
+
+    def lost(self, item: dict[str, Any], inventory_date: float,
+             previous: dict[str, dict[str, Any]]) -> Finding | None:
+        job_id, archive_id = item[JOB_ID], item[ARCHIVE_ID]
+        if self.archive_exists(archive_id) or self.head(item[RESULTS_BUCKET], item[RESULT_KEY]):
+            return None
+        again = self.jobs.get(job_id) or {}
+        if again.get(ARCHIVE_ID) != archive_id:
+            return None  # thawed (or re-archived) meanwhile
+        detail = f"names archive {archive_id[:40]}, which does not exist; S3 result gone"
+        if self.backend_name == "vault":
+            since = previous.get(archive_id, {}).get("since", self.clock())
+            # Kept while the job names it: every later pass reports it too.
+            self.report.suspects[archive_id] = {"job_id": job_id, "since": since}
+            if since >= inventory_date:
+                return None  # perhaps made after the inventory was taken: the next one says
+            detail = (f"names archive {archive_id[:40]}, absent from an inventory taken after "
+                      f"{datetime.fromtimestamp(since).isoformat()}; S3 result gone")
+        return Finding(LOST, job_id, item.get(USER_ID, ""), detail, "none: reported")
+
+    def stale_claims(self, item: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+        """The item's lapsed claims: (what, the attribute names of the claim and its expiry)."""
+        claims = []
+        if is_claim(item.get(RESTORE_JOB_ID)) and item.get(RESTORE_EXPIRES, self.now) < self.now:
+            claims.append(("retrieval claim", {"#claim": RESTORE_JOB_ID,
+                                               "#expires": RESTORE_EXPIRES}))
+        if (NOTIFY_CLAIM_EXPIRES in item and NOTIFIED_TIME not in item
+                and item[NOTIFY_CLAIM_EXPIRES] < self.now):
+            claims.append(("e-mail claim", {"#claim": NOTIFY_CLAIM,
+                                            "#expires": NOTIFY_CLAIM_EXPIRES}))
+        return claims
+
+    def stale_claim(self, item: dict[str, Any]) -> Finding | None:
+        """Lapsed claims, each cleared only if it is still that very claim."""
+        claims = self.stale_claims(item)
+        if not claims:
+            return None
+        finding = Finding(STALE_CLAIM, item[JOB_ID], item.get(USER_ID, ""), ", ".join(
+            f"{what} expired at {datetime.fromtimestamp(item[names['#expires']]).isoformat()}"
+            for what, names in claims), "would clear it")
+        if self.repair:
+            for _, names in claims:
+                # Not applied: gone already (this write's own first attempt, or its holder
+                # moved on): either way no longer stale.
+                self.jobs.update_if(item[JOB_ID], "REMOVE #claim, #expires",
+                                    "#claim = :claim AND #expires = :expires", names,
+                                    {":claim": item.get(names["#claim"]),
+                                     ":expires": item[names["#expires"]]})
+            finding.action = "done: cleared"
+        return finding
+
+    # -- repairs ---------------------------------------------------------------------------
+
+    def act(self, report: Report, restore_users: dict[str, list[Finding]]) -> None:
+        """Send the archive and restore messages the findings call for."""
+        archive = [f for f in report.findings
+                   if f.kind in (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED)]
+        self.send(self.config.archive.queue, archive,
+                  lambda f: {JOB_ID: f.job_id, USER_ID: f.user_id}, "archive message")
+        firsts = [findings[0] for findings in restore_users.values()]
+        self.send(self.config.restore.queue, firsts, lambda f: {USER_ID: f.user_id},
+                  "restore message")
+        for findings in restore_users.values():
+            for finding in findings[1:]:
+                finding.action = findings[0].action
+
+    def send(self, queue: str, findings: list[Finding],
+             body: Callable[[Finding], dict[str, str]], what: str) -> None:
+        if not self.repair:
+            for finding in findings:
+                finding.action = f"would send the {what}"
+            return
+        url = self.aws.queue_url(queue)
+        for start in range(0, len(findings), SQS_BATCH):
+            chunk = findings[start:start + SQS_BATCH]
+            response = self.sqs.send_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "MessageBody": json.dumps(body(f))} for i, f in enumerate(chunk)])
+            failed = {int(f["Id"]): f.get("Message", "") for f in response.get("Failed", [])}
+            for i, finding in enumerate(chunk):
+                finding.action = (f"failed to send the {what}: {failed[i]}" if i in failed
+                                  else f"done: sent the {what}")
+
+    def orphans(self) -> list[Finding]:
+        """Archives no job names, old enough, checked again right before each delete."""
+        assert self.archives is not None
+        findings = []
+        oldest = self.now - self.settings.orphan_age_seconds
+        for archive_id, archive in self.archives.items():
+            if archive_id in self.named or archive["modified"] > oldest:
+                continue
+            if not self.still_orphan(archive_id, archive["job_id"], oldest):
+                continue
+            made = datetime.fromtimestamp(archive["modified"]).isoformat()
+            finding = Finding(ORPHAN_ARCHIVE, archive["job_id"], "",
+                              f"archive {archive_id[:40]} of {made} named by no job",
+                              "would delete it")
+            if self.repair:
+                (self.archive_store if self.backend_name == "s3" else self.vault).delete(
+                    archive_id)
+                finding.action = "done: deleted"
+            findings.append(finding)
+        return findings
+
+    def still_orphan(self, archive_id: str, job_id: str, oldest: float) -> bool:
+        """Read the archive (S3) and then its job again: no job may name it or be about to."""
+        if self.backend_name == "s3":
+            head = self.archive_store.head(archive_id)
+            if head is None or head["LastModified"].timestamp() > oldest:
+                return False
+        item = self.jobs.get(job_id)
+        if item is None:
+            return True
+        if item.get(ARCHIVE_ID) == archive_id or ARCHIVE_UPLOAD in item:
+            return False  # named now, or a vault upload a redelivery will complete and record
+        if self.backend_name == "s3" and ARCHIVE_ID not in item:
+            # archive adopts an object of the result's content it finds made already
+            head = self.head(item.get(RESULTS_BUCKET, ""), item.get(RESULT_KEY, ""))
+            if head and archive_id.endswith("/" + head["ETag"].strip('"')):
+                return False
+        return True
+
+    def start_inventory(self) -> None:
+        """A new vault inventory for a later pass, unless one is under way."""
+        if any(j["StatusCode"] == "InProgress" for j in self.vault.inventory_jobs()):
+            return
+        self.vault.start_inventory()
+
+    # -- the report ------------------------------------------------------------------------
+
+    def previous_suspects(self) -> dict[str, dict[str, Any]]:
+        previous = load_report(self.s3, self.results_bucket, self.settings.report_key)
+        return (previous or {}).get("suspects", {})
+
+    def save(self, report: Report) -> None:
+        self.s3.put_object(Bucket=self.results_bucket, Key=self.settings.report_key,
+                           Body=json.dumps(report.to_json(), indent=1).encode(),
+                           ContentType="application/json")
+
+
+def load_report(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The last pass's report, or None if no pass has left one."""
+    try:
+        return json.load(s3.get_object(Bucket=bucket, Key=key)["Body"])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in S3_NOT_FOUND:
+            return None
+        raise
+
+
+def render_text(report: Report) -> str:
+    lines = [f"reconcile ({'repair' if report.repair else 'dry run'}, backend "
+             f"{report.backend}): scanned {report.scanned}"]
+    lines += [f"note: {note}" for note in report.notes]
+    for f in report.findings:
+        lines.append(f"{f.kind:22} job={f.job_id} user={f.user_id or '-'}  {f.detail}  "
+                     f"-> {f.action}")
+    if report.suspects:
+        lines.append(f"{len(report.suspects)} archive(s) missing from the inventory, to "
+                     "look at again on the next inventory")
+    counts = report.counts()
+    lines.append("findings: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                                 or "none"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reconcile", description="GAS anti-entropy pass")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="extra .ini file (repeatable; later files win)")
+    parser.add_argument("--repair", action="store_true",
+                        help="act on what is found (default: report only)")
+    parser.add_argument("--format", choices=["text", "json"], default="text")
+    args = parser.parse_args(argv)
+    try:
+        config = load("reconcile", args.config)
+    except ConfigError as exc:
+        print(f"reconcile: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.worker.log_format, config.worker.log_level)
+    try:
+        report = Reconciler(config, Aws(config, connections=config.reconcile.scan_segments * 2),
+                            args.repair).run()
+    except (BotoCoreError, ClientError) as exc:
+        print(f"reconcile: AWS failed: {exc}", file=sys.stderr)
+        return EXIT_AWS
+    print(json.dumps(report.to_json(), indent=1) if args.format == "json"
+          else render_text(report))
+    return report.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -122,6 +122,8 @@ KEYS: tuple[Key, ...] = (
     Key("gas", "archive_bucket", "gas-archive-objects", _name, "S3 bucket of archived results, backend s3"),
     Key("gas", "archive_prefix", "archive/", _name, "key prefix of archived results in archive_bucket"),
     Key("gas", "copy_part_size_mib", "64", _int_range(5, 5120), "backend s3: part size of server-side copies (MiB); larger objects are copied in parts"),
+    Key("gas", "transfer_threads", "4", _int_range(1, 64), "parts of one transfer moved at once: vault uploads, thaw's ranges and uploads, S3 copies (memory: this x part size)"),
+    Key("gas", "progress_seconds", "30", _positive_int, "a transfer still running logs its progress (bytes, rate, time left) this often"),
     Key("gas", "archive_storage_class", "GLACIER", _choice("GLACIER", "DEEP_ARCHIVE"), "S3 storage class of archived results, backend s3"),
     Key("gas", "job_requests_topic", "gas-job-requests", _name, "SNS topic of job requests (name or ARN)"),
     Key("gas", "job_requests_queue", "gas-job-requests", _name, "SQS queue of job requests the annotator fleet consumes (name or URL)"),

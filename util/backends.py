@@ -203,8 +203,11 @@ class VaultBackend:
         self.s3 = aws.client("s3")
         self.archive_part_size = config.archive.part_size_mib * MIB
         self.thaw_part_size = config.thaw.part_size_mib * MIB
-        # Thaw's uploads: `transfer_threads` parts in memory and as many ranges fetched ahead.
-        self.transfers = _Managers(self.s3, config.gas.transfer_threads)
+        # Thaw moves `transfer_threads` parts at once: half of them ranges fetched from
+        # Glacier ahead of the upload, half parts uploaded to S3; so many in memory.
+        self.thaw_uploads = max(1, config.gas.transfer_threads // 2)
+        self.thaw_ahead = max(1, config.gas.transfer_threads - self.thaw_uploads)
+        self.transfers = _Managers(self.s3, self.thaw_uploads)
 
     def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
                 save: Callable[[dict[str, Any]], None]) -> str:
@@ -263,7 +266,8 @@ class VaultBackend:
     def copy_back(self, completion: Completion, bucket: str, key: str, avoid_etag: str | None,
                   cancelled: threading.Event) -> None:
         size = int(completion.source["ArchiveSizeInBytes"])
-        output = self.vault.job_output(completion.source, self.thaw_part_size, cancelled)
+        output = self.vault.job_output(completion.source, self.thaw_part_size, cancelled,
+                                       self.thaw_ahead)
         part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)
         try:
             if part_size == 0:  # at most 5 MiB (distinct_layout): one verified read, one request

@@ -3,7 +3,7 @@ and their verified output, deletes.
 
 Transfers move `threads` parts at once on one thread pool per vault (per back end), reading a
 part only when its thread starts on it: an upload holds at most `threads` parts in memory, a
-job output at most `threads` ranges ahead of its reader. A long transfer logs its progress
+job output at most `ahead` ranges ahead of its reader. A long transfer logs its progress
 (`Progress`).
 """
 
@@ -282,10 +282,11 @@ class Vault:
                 return None
             raise
 
-    def job_output(self, job: dict, part_size: int,
-                   cancelled: threading.Event | None = None) -> "JobOutput":
-        """A finished retrieval's output as a verified, readable stream."""
-        return JobOutput(self, job, part_size, cancelled)
+    def job_output(self, job: dict, part_size: int, cancelled: threading.Event | None = None,
+                   ahead: int = 1) -> "JobOutput":
+        """A finished retrieval's output as a verified, readable stream, `ahead` ranges
+        fetched in parallel ahead of the reader."""
+        return JobOutput(self, job, part_size, cancelled, ahead)
 
     def delete(self, archive_id: str) -> None:
         """Delete an archive; one that is already gone counts as deleted."""
@@ -300,16 +301,17 @@ class JobOutput:
     """A retrieval job's output, read range by range and checked against its tree hash.
 
     Ranges are tree-hash aligned (a power-of-two number of MiB), so Glacier sends each one's
-    tree hash and they combine into the archive's. The vault's `threads` ranges are fetched
-    ahead of the reader, in parallel. A range that does not match raises ChecksumMismatch
+    tree hash and they combine into the archive's. `ahead` ranges are fetched ahead of the
+    reader, in parallel on the vault's pool. A range that does not match raises ChecksumMismatch
     when it is read; the last read raises it if the whole does not match the archive's tree
     hash, before the reader reports the end: a consumer that commits only after reading to
     the end (an S3 multipart upload) never commits unverified bytes.
     """
 
     def __init__(self, vault: Vault, job: dict, part_size: int,
-                 cancelled: threading.Event | None = None):
+                 cancelled: threading.Event | None = None, ahead: int = 1):
         self.vault = vault
+        self.ahead_count = ahead
         self.job_id = job["JobId"]
         self.size = int(job["ArchiveSizeInBytes"])
         self.tree_hash = job.get("SHA256TreeHash") or job["ArchiveSHA256TreeHash"]
@@ -345,7 +347,7 @@ class JobOutput:
         return b"".join(chunks)
 
     def fetch_ahead(self) -> None:
-        while len(self.ahead) < self.vault.threads and self.requested < self.size:
+        while len(self.ahead) < self.ahead_count and self.requested < self.size:
             first, last = self.requested, min(self.requested + self.part_size, self.size) - 1
             self.ahead.append(self.vault.pool.submit(self.fetch_range, first, last))
             self.requested = last + 1

@@ -119,7 +119,10 @@ class Aws:
             retries={"mode": "standard", "total_max_attempts": config.worker.aws_max_attempts},
             # A long poll holds the connection for wait_seconds; leave room above it.
             read_timeout=max(60, config.worker.wait_seconds + 10),
-            max_pool_connections=connections or max(10, config.worker.concurrency * 2),
+            # Handlers, and the transfer threads of their parts (util/glacier.py, s3transfer).
+            max_pool_connections=connections or max(
+                10, config.worker.concurrency * 2,
+                config.worker.concurrency + 2 * config.gas.transfer_threads),
         )
         self._clients: dict[str, BaseClient] = {}
         self._looked_up: dict[Any, str] = {}

@@ -131,9 +131,9 @@ def test_a_job_output_is_fetched_ranges_ahead_in_parallel_and_verified(stack: St
     events.register("before-call.glacier.GetJobOutput", before)
     events.register("after-call.glacier.GetJobOutput", lambda **_: fetching.leave())
     # When its output is read in 1 MiB ranges, in small reads
-    output = JobOutput(store, job, MIB)
+    output = JobOutput(store, job, MIB, ahead=THREADS)
     chunks = iter(lambda: output.read(300_000), b"")
-    # Then it is the archive's bytes, 4 ranges were fetched at once and never more
+    # Then it is the archive's bytes, 4 ranges were fetched at once (as asked) and never more
     assert b"".join(chunks) == data
     assert fetching.most == THREADS
 

@@ -45,6 +45,9 @@ SQS_MAX_VISIBILITY = 43200  # 12 h, counted from the receive
 HEARTBEAT_TICK = 0.25  # how often the loop looks at deadlines while handlers run
 RETRY_JITTER = 0.25  # a retry's delay grows by up to this fraction, never shrinks
 RECEIVE_BACKOFF_FIRST, RECEIVE_BACKOFF_MAX = 1.0, 60.0  # pause after failed receives
+# A finished message's delete waits this long for others to share its batch; its slot is free
+# at once. Far below any visibility timeout; a crash in between only means a redelivery.
+DELETE_WAIT_SECONDS = 1.0
 # Beyond the long poll, how long one receive may block before the loop counts as stuck and
 # the systemd watchdog pings stop: one read timeout of the AWS client (util.helpers.Aws).
 RECEIVE_STALL_SECONDS = 60
@@ -143,6 +146,8 @@ class Worker:
         self.changed = threading.Condition()  # in_flight changed, or a handler returned
         self.receive_started: float | None = None  # while a receive is under way
         self.receiver_done = False
+        self.to_delete: list[Message] = []  # finished, their delete waiting for a batch
+        self.delete_due = 0.0  # when the first of them must go
         self.rng = random.Random()
         self.stop_requested_at: float | None = None
         self.stopped = threading.Event()
@@ -175,6 +180,7 @@ class Worker:
         try:
             self.settle_loop()
         finally:
+            self.flush_deletes(force=True)
             self.watchdog.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         log.info("%s: stopped", self.utility)
@@ -259,6 +265,7 @@ class Worker:
                     break
             elif receiver_done and not pending:
                 break
+            self.flush_deletes(force=self.stop_requested_at is not None)
             running_messages = [m for f, m in pending if not f.done()]
             self.enforce_time_limit(running_messages)
             self.extend_visibility(running_messages)
@@ -335,8 +342,10 @@ class Worker:
     # -- outcomes ------------------------------------------------------------------------
 
     def settle(self, results: Iterable[tuple[Message, Outcome]]) -> None:
-        """Act on each outcome; deletions of one settle go out as one batch."""
-        to_delete: list[Message] = []
+        """Act on each outcome; deletions wait for a batch (`flush_deletes`)."""
+        to_delete = self.to_delete
+        if not to_delete:
+            self.delete_due = time.monotonic() + DELETE_WAIT_SECONDS
         for message, outcome in results:
             if message.timed_out and outcome.action in ("retry", "handed back"):
                 outcome = Outcome("handed back", "handler time limit passed"
@@ -363,7 +372,14 @@ class Worker:
                 log.error("%s: message %s: could not %s: %s", self.utility, message.message_id,
                           outcome.action, exc)
             self.log_outcome(message, outcome)
-        self.delete(to_delete)
+
+    def flush_deletes(self, force: bool = False) -> None:
+        """Delete the finished messages once ten share a batch, the first has waited
+        DELETE_WAIT_SECONDS, or `force`."""
+        waiting = self.to_delete
+        if waiting and (force or len(waiting) >= 10 or time.monotonic() >= self.delete_due):
+            self.to_delete = []
+            self.delete(waiting)
 
     def move_to_dead_letter(self, message: Message, reason: str) -> None:
         attributes = dict(list(message.attributes.items())[:6])
@@ -467,6 +483,7 @@ class Worker:
             for _, message in running:
                 message.cancelled.set()
         if now >= exit_at and running:
+            self.flush_deletes(force=True)
             self.hand_back([m for _, m in running])
             log.warning("%s: drain grace over, exiting with %d handler(s) unfinished",
                         self.utility, len(running))

@@ -322,3 +322,18 @@ def test_a_handler_past_its_time_limit_is_cancelled_and_its_message_handed_back(
     assert "receives=1 outcome=handed back" in caplog.text
     assert "receives=2 outcome=done" in caplog.text
     assert counts(stack) == (0, 0)
+
+
+def test_deletes_of_messages_finished_apart_share_batches(stack: Stack) -> None:
+    # Given twelve quick messages handled two at a time, each receive fetching what is free
+    send(stack, *(json.dumps({"job_id": f"j{i}"}) for i in range(12)))
+    worker = make_worker(stack, lambda m: done(), concurrency=2, max_messages=2)
+    batches: list[int] = []
+    worker.sqs.meta.events.register(
+        "provide-client-params.sqs.DeleteMessageBatch",
+        lambda params, **_: batches.append(len(params["Entries"])))
+    # When the worker drains the queue
+    worker.work(once=True)
+    # Then every message is deleted, in batches of several messages
+    assert sum(batches) == 12 and counts(stack) == (0, 0)
+    assert len(batches) < 6, batches

@@ -204,12 +204,13 @@ class Worker:
                 self.receive_started = time.monotonic()
                 try:
                     messages = self.receive(min(free, self.settings.max_messages))
-                except (BotoCoreError, ClientError) as exc:
+                except Exception as exc:  # noqa: BLE001 - nothing may end the receiving
                     # botocore has already retried; back off so an outage is no busy loop.
                     failures += 1
                     pause = receive_backoff(failures, self.rng)
                     log.error("%s: receive failed (%d in a row), next in %.1fs: %s",
-                              self.utility, failures, pause, exc)
+                              self.utility, failures, pause, exc,
+                              exc_info=not isinstance(exc, (BotoCoreError, ClientError)))
                     self.pause(pause)
                     continue
                 finally:

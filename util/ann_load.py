@@ -2,7 +2,8 @@
 
     python util/ann_load.py --rate R (--duration S | --jobs N) [--ramp S] [--drain S]
                             [--input FILE] [--user ID]... [--out DIR] [--late-ms MS]
-                            [--max-lag S] [--senders N] [--cleanup] [--config FILE]...
+                            [--max-lag S] [--senders N] [--shared-input] [--cleanup]
+                            [--config FILE]...
     python util/ann_load.py --cleanup [--config FILE]...   # remove every synthetic job
     python -m util.ann_load ...                            # the same
 
@@ -16,9 +17,12 @@ ends on time.
 
 A job: its input is uploaded to the inputs bucket as ``<prefix>/<user_id>/<job_id>~<name>``,
 its PENDING item put (marked ``synthetic = true``), its job request published on the
-job-requests topic. Completions are seen on the job-results topic through a temporary queue
-subscribed for the run and removed at its end. ``--out DIR`` gets jobs.jsonl, summary.json and
-report.html.
+job-requests topic. With ``--shared-input`` the input is uploaded once per user for the run
+(``<prefix>/<user_id>/load-<run id>-shared~<name>``) and every job of that user names it,
+which takes a third of the AWS calls, and most of ann_load's own CPU, off each job.
+Completions are seen on the job-results topic through a temporary queue subscribed for the
+run and removed at its end. ``--out DIR`` gets jobs.jsonl, summary.json (with ann_load's own
+CPU per submitted job, ``cpu_ms_per_job``) and report.html.
 """
 
 from __future__ import annotations
@@ -291,9 +295,13 @@ def write_outputs(out: Path, records: Sequence[JobRecord], summary: dict[str, An
 # -- AWS: submitting, watching, cleaning up ---------------------------------------------------
 
 class Submitter:
-    """Submits one job as the web app does: input to S3, PENDING item, job request on SNS."""
+    """Submits one job as the web app does: input to S3, PENDING item, job request on SNS.
 
-    def __init__(self, config: Config, aws: Aws, input_path: Path, prefix: str):
+    `shared_run_id`: the input goes up once per user, for every job of the run.
+    """
+
+    def __init__(self, config: Config, aws: Aws, input_path: Path, prefix: str,
+                 shared_run_id: str | None = None):
         self.input_path = input_path
         self.prefix = prefix
         self.bucket = config.gas.inputs_bucket
@@ -301,11 +309,30 @@ class Submitter:
         self.s3 = aws.client("s3")
         self.sns = aws.client("sns")
         self.topic_arn = aws.topic_arn(config.gas.job_requests_topic)
+        self.shared_run_id = shared_run_id
+        self.shared_keys: dict[str, str] = {}  # user id -> the run's input of that user
+        self.shared_lock = threading.Lock()
 
-    def __call__(self, record: JobRecord) -> None:
-        key = f"{self.prefix}/{record.user_id}/{record.job_id}~{self.input_path.name}"
+    def upload(self, key: str) -> str:
         with open(self.input_path, "rb") as body:  # streamed: an input may be large
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        return key
+
+    def input_key(self, record: JobRecord) -> str:
+        """Where the job's input is, uploaded: its own, or its user's for the run."""
+        name = self.input_path.name
+        if self.shared_run_id is None:
+            return self.upload(f"{self.prefix}/{record.user_id}/{record.job_id}~{name}")
+        with self.shared_lock:
+            if record.user_id not in self.shared_keys:
+                # Named like the run's jobs, so that cleanup finds it (one of its orphans).
+                self.shared_keys[record.user_id] = self.upload(
+                    f"{self.prefix}/{record.user_id}/"
+                    f"{SYNTHETIC_JOB_PREFIX}{self.shared_run_id}-shared~{name}")
+            return self.shared_keys[record.user_id]
+
+    def __call__(self, record: JobRecord) -> None:
+        key = self.input_key(record)
         item = {JOB_ID: record.job_id, USER_ID: record.user_id,
                 INPUT_FILE_NAME: self.input_path.name, INPUTS_BUCKET: self.bucket,
                 INPUT_KEY: key, SUBMIT_TIME: int(time.time()), JOB_STATUS: PENDING,
@@ -474,7 +501,8 @@ def cleanup(config: Config, aws: Aws, job_prefix: str) -> dict[str, int]:
                     if item.get(bucket) in keys and item.get(key):
                         keys[item[bucket]].append(item[key])
             for bucket, bucket_keys in keys.items():
-                counts["objects"] += _delete_objects(s3, bucket, bucket_keys)
+                # A shared input is named by many items: once per request.
+                counts["objects"] += _delete_objects(s3, bucket, list(dict.fromkeys(bucket_keys)))
             archives = [item[ARCHIVE_ID] for item in items if ARCHIVE_ID in item]
             list(pool.map(archives_backend.delete, archives))
             counts["archives"] += len(archives)
@@ -555,7 +583,8 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     run_id = new_run_id()
     out = args.out or Path("ann_load-out") / run_id
     records = plan(times, users, run_id)
-    submitter = Submitter(config, aws, args.input, config.ann_load.prefix)
+    submitter = Submitter(config, aws, args.input, config.ann_load.prefix,
+                          run_id if args.shared_input else None)
     requests_queue = aws.queue_url(config.gas.job_requests_queue)
     results_topic = aws.topic_arn(config.gas.job_results_topic)
     endpoint = aws.client("sns").meta.endpoint_url
@@ -573,14 +602,18 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     with ResultsQueue(aws, results_topic, f"{TEMP_QUEUE_PREFIX}{run_id}", receivers,
                       loop.on_result, loop.clock):
         loop.begin()
+        cpu_started = time.process_time()
         with Sampler(loop, aws, requests_queue, late_ms, show) as sampler:
             loop.send_all()
             loop.wait_drained(drain)
+        cpu = time.process_time() - cpu_started
     summary = {"run_id": run_id, "started_at": datetime.fromtimestamp(
                    loop.started_at, timezone.utc).isoformat(timespec="seconds"),
                "account": aws.account_id(), "endpoint": endpoint,
-               "interrupted": loop.stop.is_set(),
+               "interrupted": loop.stop.is_set(), "shared_input": args.shared_input,
                **summarize(records, sampler.timeline, args.rate, args.ramp, span, late_ms, drain)}
+    # ann_load's own cost, sending, receiving results and sampling, from the schedule's start.
+    summary["cpu_ms_per_job"] = round(1000 * cpu / max(summary["jobs"]["submitted"], 1), 3)
     write_outputs(out, records, summary, sampler.timeline)
     print_summary(summary, out)
     if args.cleanup:
@@ -679,6 +712,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--senders", type=_positive(int), metavar="N",
                         help=f"sending threads (default: rate x {SEND_HEADROOM_SECONDS} s, "
                              f"at least {MIN_SENDERS})")
+    parser.add_argument("--shared-input", action="store_true",
+                        help="upload the input once per user for the run, not once per job")
     parser.add_argument("--cleanup", action="store_true",
                         help="after the run, remove its jobs; alone, remove every synthetic job")
     parser.add_argument("--config", action="append", default=[], metavar="FILE",

@@ -246,3 +246,19 @@ def test_cleanup_alone_also_removes_temporary_queues_left_by_a_killed_run(
         "Subscriptions"]]
     assert endpoints == [arn.replace("ann-load-20240101-000000-abcd", stack.config.notify.queue)]
     assert "'queues': 1" in capsys.readouterr().out
+
+
+def test_a_shared_input_is_uploaded_once_per_user_and_cleaned_up(stack: Stack) -> None:
+    config = stack.config
+    # Given four jobs of two users submitted with the run's input shared
+    records = plan([0.0, 0.1, 0.2, 0.3], ["u-alice", "u-bob"], "r7")
+    submit = Submitter(config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix, "r7")
+    for record in records:
+        submit(record)
+    # Then each user's input went up once, and every job of that user names it
+    shared = [f"ann_load/{user}/load-r7-shared~sample.vcf" for user in ("u-alice", "u-bob")]
+    assert objects(stack, config.gas.inputs_bucket) == shared
+    assert [job(stack, r.job_id)["s3_key_input_file"] for r in records] == shared * 2
+    # And cleanup of the run removes the jobs and the shared inputs
+    assert cleanup(config, stack.aws, "load-r7-") == {"jobs": 4, "objects": 2, "archives": 0}
+    assert objects(stack, config.gas.inputs_bucket) == [] and items(stack) == []

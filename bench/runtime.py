@@ -1,7 +1,8 @@
 """The worker runtime's figures on the local stack, behind a proxy as slow as a distant region.
 
     python -m bench.runtime [--big-mib 1024] [--transfer-mib 2048] [--jobs 100]
-                            [--latency-ms 20] [--rate-mb-s 20] [--only SECTION ...]
+                            [--latency-ms 20] [--rate-mb-s 20] [--backend vault|s3]
+                            [--only SECTION ...]
 
 Starts the local stack and the faults proxy (util/local/faults.py) in front of it, adding
 ``--latency-ms`` to every request and capping each connection at ``--rate-mb-s``; every
@@ -53,8 +54,9 @@ DONE = re.compile(r"archive message=\S+ job=(\S+) receives=\d+ outcome=done")
 class Bench:
     """The stack, the proxy in front of it, and clients that bypass the proxy."""
 
-    def __init__(self, latency_ms: float, rate_mb_s: float):
+    def __init__(self, latency_ms: float, rate_mb_s: float, backend: str):
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GAS_"))}
+        base["GAS_GAS_ARCHIVE_BACKEND"] = backend
         self.stack, exports = launch(env={**base, "GAS_LOCAL_EXPEDITED_SECONDS": "0"})
         os.environ.update(exports)
         self.proxy, self.endpoint = faults.launch(exports["AWS_ENDPOINT_URL"],
@@ -278,11 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--rate-mb-s", type=float, default=20)
+    parser.add_argument("--backend", choices=("vault", "s3"), default="vault")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     args = parser.parse_args(argv)
     print(f"local stack behind a proxy: +{args.latency_ms:g} ms per request, "
-          f"{args.rate_mb_s:g} MB/s per connection")
-    bench = Bench(args.latency_ms, args.rate_mb_s)
+          f"{args.rate_mb_s:g} MB/s per connection; archive back end {args.backend}")
+    bench = Bench(args.latency_ms, args.rate_mb_s, args.backend)
     sections: dict[str, Any] = {
         "head-of-line": lambda: head_of_line(bench, args.big_mib, args.jobs),
         "transfer": lambda: transfer(bench, args.transfer_mib),

@@ -89,7 +89,7 @@ _moto_upload_part_copy = S3Backend.upload_part_copy
 _moto_s3_event = notifications._get_s3_event
 _moto_get_object = S3Response.get_object
 _moto_handle_range_header = S3Response._handle_range_header
-_moto_key_value = FakeKey.value
+_moto_key_value: property = FakeKey.value  # type: ignore[assignment]
 
 _ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
 _LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
@@ -294,7 +294,7 @@ def _key_value(key: FakeKey) -> bytes | _KeyBytes:
     """moto's FakeKey.value, but a lazy view while a ranged GetObject is being answered."""
     if getattr(_RANGED, "key_bytes", False):
         return _KeyBytes(key)
-    return _moto_key_value.fget(key)
+    return _moto_key_value.fget(key)  # type: ignore[misc]
 
 
 def _get_object(self: S3Response) -> TYPE_RESPONSE:

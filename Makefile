@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test chaos interleave bench bench-load bench-reconcile verify-units install install-dev clean
+.PHONY: demo test chaos interleave bench bench-rss bench-load bench-reconcile verify-units install install-dev clean
 
 demo: $(VENV)/.installed-dev
 	$(PY) -m util.local demo
@@ -18,7 +18,12 @@ chaos: $(VENV)/.installed-dev
 interleave: $(VENV)/.installed-dev
 	INTERLEAVE_RANDOM=200 $(PY) -m pytest -n 0 tests/unit/test_interleavings.py
 
+# Runtime figures behind a slow proxy: head-of-line, transfer rates and RSS, calls and CPU per job.
 bench: $(VENV)/.installed-dev
+	$(PY) -m bench.runtime
+
+# Peak RSS of archive and thaw moving one large result, at full local speed.
+bench-rss: $(VENV)/.installed-dev
 	$(PY) -m bench.worker_rss
 
 bench-load: $(VENV)/.installed-dev

@@ -98,7 +98,9 @@ STACK_SETTINGS = {
 }
 # Each utility's settings (environment variables, as its unit's environment file gives them).
 WORKER_SETTINGS = {
-    "all": {"GAS_WORKER_WAIT_SECONDS": "1", "GAS_WORKER_DRAIN_SECONDS": "10"},
+    # Retries come back within seconds, as the shortened visibility timeout makes crashes do.
+    "all": {"GAS_WORKER_WAIT_SECONDS": "1", "GAS_WORKER_DRAIN_SECONDS": "10",
+            "GAS_WORKER_RETRY_BASE_SECONDS": "4", "GAS_WORKER_RETRY_MAX_SECONDS": "30"},
     "archive": {"GAS_ARCHIVE_GRACE_SECONDS": "0", "GAS_ARCHIVE_PART_SIZE_MIB": "1"},
     "restore": {},  # GAS_RESTORE_CLAIM_SECONDS (restore's and thaw's): Settings.claim_seconds
     "thaw": {"GAS_THAW_PART_SIZE_MIB": "8"},

@@ -2,13 +2,17 @@
 
     python util/ann_load.py --rate R (--duration S | --jobs N) [--ramp S] [--drain S]
                             [--input FILE] [--user ID]... [--out DIR] [--late-ms MS]
-                            [--max-lag S] [--senders N] [--cleanup] [--config FILE]...
+                            [--max-lag S] [--senders N] [--shared-input] [--batch-ms MS]
+                            [--cleanup] [--config FILE]...
     python util/ann_load.py --cleanup [--config FILE]...   # remove every synthetic job
     python -m util.ann_load ...                            # the same
 
 Open workload model: before the run, job k is given the time it is due (from the target rate
 and ramp); at that time it is handed to a pool of sender threads, whatever became of earlier
-sends. Each job records when it was due and when it was actually sent, so a slow endpoint
+sends, together with every other job due by then (up to ten: one BatchWriteItem of their
+items, one PublishBatch of their requests). ``--batch-ms MS`` holds a job up to MS for later
+ones to join it: fewer calls and less of ann_load's own CPU per job, each job's wait counted
+in its send lag. Each job records when it was due and when it was actually sent, so a slow endpoint
 shows as late sends and a lower achieved rate instead of silently stretching the schedule
 (no coordinated omission). With ``--max-lag S`` a job that could not be sent within S seconds
 of its time is dropped, and counted, so that a run against a target that cannot keep up still
@@ -16,9 +20,12 @@ ends on time.
 
 A job: its input is uploaded to the inputs bucket as ``<prefix>/<user_id>/<job_id>~<name>``,
 its PENDING item put (marked ``synthetic = true``), its job request published on the
-job-requests topic. Completions are seen on the job-results topic through a temporary queue
-subscribed for the run and removed at its end. ``--out DIR`` gets jobs.jsonl, summary.json and
-report.html.
+job-requests topic. With ``--shared-input`` the input is uploaded once per user for the run
+(``<prefix>/<user_id>/load-<run id>-shared~<name>``) and every job of that user names it,
+which takes a third of the AWS calls, and most of ann_load's own CPU, off each job.
+Completions are seen on the job-results topic through a temporary queue subscribed for the
+run and removed at its end. ``--out DIR`` gets jobs.jsonl, summary.json (with ann_load's own
+CPU per submitted job, ``cpu_ms_per_job``) and report.html.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ SAMPLE_INPUT = UTILITY_DIR / "ann_load_data" / "sample.vcf"
 # Senders per job/s of target rate: enough threads for submissions taking up to 500 ms.
 SEND_HEADROOM_SECONDS = 0.5
 MIN_SENDERS = 8
+BATCH_MAX = 10  # jobs sent together at most (SNS PublishBatch's limit)
 RESULTS_PER_RECEIVER = 100  # job results per second one receiving thread keeps up with
 RESULTS_WAIT_SECONDS = 1  # long poll of the temporary queue; short, so stopping is prompt
 CLEANUP_THREADS = 16
@@ -153,22 +161,28 @@ def plan(times: Sequence[float], users: Sequence[str], run_id: str) -> list[JobR
 
 # -- the open loop ----------------------------------------------------------------------------
 
-class OpenLoop:
-    """Hands each job to a sender thread at its due time and keeps count of what became of it.
+Submit = Callable[[list["JobRecord"]], dict[str, str]]  # jobs -> {job id: error} of failures
 
-    `submit` does one job's submission; the schedule never waits for it. A job the senders
-    cannot start on time waits in the pool's queue, and its lateness is recorded; with
-    `max_lag`, one that would start more than `max_lag` seconds late is dropped instead.
+
+class OpenLoop:
+    """Hands each job to a sender thread at its due time, with the others due by then (up to
+    BATCH_MAX; `batch_seconds` holds it that long for more to join), and keeps count of what
+    became of it.
+
+    `submit` submits jobs together; the schedule never waits for it. A job the senders cannot
+    start on time waits in the pool's queue, and its lateness is recorded; with `max_lag`, one
+    that would start more than `max_lag` seconds late is dropped instead.
     """
 
-    def __init__(self, records: Sequence[JobRecord], submit: Callable[[JobRecord], None],
-                 senders: int, max_lag: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, records: Sequence[JobRecord], submit: Submit, senders: int,
+                 max_lag: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 batch_seconds: float = 0.0):
         self.records = records
         self.by_id = {record.job_id: record for record in records}
         self.submit = submit
         self.senders = senders
         self.max_lag = max_lag
+        self.batch_seconds = batch_seconds
         self.clock = clock
         self.stop = threading.Event()
         self.start = clock()
@@ -187,32 +201,46 @@ class OpenLoop:
         """Send every job at its time, or until stopped; return once every send has ended."""
         pool = ThreadPoolExecutor(self.senders, thread_name_prefix="send")
         try:
-            for record in self.records:
-                delay = record.intended - self.now()
+            first = 0
+            while first < len(self.records):
+                delay = self.records[first].intended + self.batch_seconds - self.now()
                 if (delay > 0 and self.stop.wait(delay)) or self.stop.is_set():
                     break
-                pool.submit(self._send, record)  # queues, never blocks
+                now, last = self.now(), first + 1
+                while (last < len(self.records) and last - first < BATCH_MAX
+                       and self.records[last].intended <= now):
+                    last += 1
+                pool.submit(self._send, list(self.records[first:last]))  # queues, never blocks
+                first = last
         finally:
             pool.shutdown(wait=True)
 
-    def _send(self, record: JobRecord) -> None:
+    def _send(self, batch: list[JobRecord]) -> None:
         if self.stop.is_set():
             return  # stopping: a job not started yet stays unsent
         now = self.now()
-        if self.max_lag is not None and now - record.intended > self.max_lag:
-            record.dropped = True
+        live = []
+        for record in batch:
+            if self.max_lag is not None and now - record.intended > self.max_lag:
+                record.dropped = True
+            else:
+                record.sent = now
+                live.append(record)
+        if not live:
             return
-        record.sent = now
         with self._lock:
-            self.sent += 1
+            self.sent += len(live)
         try:
-            self.submit(record)
+            failed = self.submit(live)
         except Exception as exc:  # botocore has retried; a failed send is a figure, not a crash
-            record.error = f"{type(exc).__name__}: {exc}"
-            return
-        record.submitted = self.now()
+            failed = {record.job_id: f"{type(exc).__name__}: {exc}" for record in live}
+        submitted = self.now()
+        for record in live:
+            record.error = failed.get(record.job_id)
+            if record.error is None:
+                record.submitted = submitted
         with self._lock:
-            self.submitted += 1
+            self.submitted += len(live) - len(failed)
 
     def on_result(self, message: dict[str, Any], arrived: float) -> None:
         """A job-results message: the first COMPLETED or FAILED one of each of our jobs counts."""
@@ -291,9 +319,15 @@ def write_outputs(out: Path, records: Sequence[JobRecord], summary: dict[str, An
 # -- AWS: submitting, watching, cleaning up ---------------------------------------------------
 
 class Submitter:
-    """Submits one job as the web app does: input to S3, PENDING item, job request on SNS."""
+    """Submits jobs as the web app does: input to S3, PENDING item, job request on SNS; the
+    items of several jobs in one BatchWriteItem, their requests in one PublishBatch.
 
-    def __init__(self, config: Config, aws: Aws, input_path: Path, prefix: str):
+    `shared_run_id`: the input goes up once per user of `users`, now (before the schedule
+    starts, so that no job waits for it), for every job of the run.
+    """
+
+    def __init__(self, config: Config, aws: Aws, input_path: Path, prefix: str,
+                 shared_run_id: str | None = None, users: Sequence[str] = ()):
         self.input_path = input_path
         self.prefix = prefix
         self.bucket = config.gas.inputs_bucket
@@ -301,17 +335,39 @@ class Submitter:
         self.s3 = aws.client("s3")
         self.sns = aws.client("sns")
         self.topic_arn = aws.topic_arn(config.gas.job_requests_topic)
+        # user id -> the run's input of that user, named like the run's jobs so that cleanup
+        # finds it (one of its orphans)
+        self.shared_keys = {} if shared_run_id is None else {
+            user: self.upload(f"{prefix}/{user}/{SYNTHETIC_JOB_PREFIX}{shared_run_id}-shared~"
+                              f"{input_path.name}") for user in users}
 
-    def __call__(self, record: JobRecord) -> None:
-        key = f"{self.prefix}/{record.user_id}/{record.job_id}~{self.input_path.name}"
+    def upload(self, key: str) -> str:
         with open(self.input_path, "rb") as body:  # streamed: an input may be large
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
-        item = {JOB_ID: record.job_id, USER_ID: record.user_id,
-                INPUT_FILE_NAME: self.input_path.name, INPUTS_BUCKET: self.bucket,
-                INPUT_KEY: key, SUBMIT_TIME: int(time.time()), JOB_STATUS: PENDING,
-                SYNTHETIC: True}
-        self.jobs.put(item)
-        self.sns.publish(TopicArn=self.topic_arn, Message=json.dumps(job_request(item)))
+        return key
+
+    def input_key(self, record: JobRecord) -> str:
+        """Where the job's input is, uploaded: its user's for the run, or its own."""
+        if self.shared_keys:
+            return self.shared_keys[record.user_id]
+        return self.upload(f"{self.prefix}/{record.user_id}/{record.job_id}~"
+                           f"{self.input_path.name}")
+
+    def __call__(self, records: list[JobRecord]) -> dict[str, str]:
+        """Submit up to BATCH_MAX jobs; {job id: error} of those whose request SNS refused."""
+        items = [{JOB_ID: record.job_id, USER_ID: record.user_id,
+                  INPUT_FILE_NAME: self.input_path.name, INPUTS_BUCKET: self.bucket,
+                  INPUT_KEY: self.input_key(record), SUBMIT_TIME: int(time.time()),
+                  JOB_STATUS: PENDING, SYNTHETIC: True} for record in records]
+        if len(items) == 1:
+            self.jobs.put(items[0])
+        else:
+            self.jobs.put_all(items)
+        answer = self.sns.publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=[
+            {"Id": str(i), "Message": json.dumps(job_request(item))}
+            for i, item in enumerate(items)])
+        return {items[int(f["Id"])][JOB_ID]: f"{f.get('Code')}: {f.get('Message')}"
+                for f in answer.get("Failed", [])}
 
 
 class ResultsQueue:
@@ -474,7 +530,8 @@ def cleanup(config: Config, aws: Aws, job_prefix: str) -> dict[str, int]:
                     if item.get(bucket) in keys and item.get(key):
                         keys[item[bucket]].append(item[key])
             for bucket, bucket_keys in keys.items():
-                counts["objects"] += _delete_objects(s3, bucket, bucket_keys)
+                # A shared input is named by many items: once per request.
+                counts["objects"] += _delete_objects(s3, bucket, list(dict.fromkeys(bucket_keys)))
             archives = [item[ARCHIVE_ID] for item in items if ARCHIVE_ID in item]
             list(pool.map(archives_backend.delete, archives))
             counts["archives"] += len(archives)
@@ -555,7 +612,8 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     run_id = new_run_id()
     out = args.out or Path("ann_load-out") / run_id
     records = plan(times, users, run_id)
-    submitter = Submitter(config, aws, args.input, config.ann_load.prefix)
+    submitter = Submitter(config, aws, args.input, config.ann_load.prefix,
+                          run_id if args.shared_input else None, users)
     requests_queue = aws.queue_url(config.gas.job_requests_queue)
     results_topic = aws.topic_arn(config.gas.job_results_topic)
     endpoint = aws.client("sns").meta.endpoint_url
@@ -566,21 +624,26 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
           f"({args.input.stat().st_size} bytes)\n"
           f"  run {run_id}, report in {out}", flush=True)
 
-    loop = OpenLoop(records, submitter, args.senders or _senders(args.rate), args.max_lag)
+    loop = OpenLoop(records, submitter, args.senders or _senders(args.rate), args.max_lag,
+                    batch_seconds=args.batch_ms / 1000)
     _stop_on_signals(loop.stop)
     receivers = min(8, math.ceil(args.rate / RESULTS_PER_RECEIVER))
     show = sys.stderr.isatty()
     with ResultsQueue(aws, results_topic, f"{TEMP_QUEUE_PREFIX}{run_id}", receivers,
                       loop.on_result, loop.clock):
         loop.begin()
+        cpu_started = time.process_time()
         with Sampler(loop, aws, requests_queue, late_ms, show) as sampler:
             loop.send_all()
             loop.wait_drained(drain)
+        cpu = time.process_time() - cpu_started
     summary = {"run_id": run_id, "started_at": datetime.fromtimestamp(
                    loop.started_at, timezone.utc).isoformat(timespec="seconds"),
                "account": aws.account_id(), "endpoint": endpoint,
-               "interrupted": loop.stop.is_set(),
+               "interrupted": loop.stop.is_set(), "shared_input": args.shared_input,
                **summarize(records, sampler.timeline, args.rate, args.ramp, span, late_ms, drain)}
+    # ann_load's own cost, sending, receiving results and sampling, from the schedule's start.
+    summary["cpu_ms_per_job"] = round(1000 * cpu / max(summary["jobs"]["submitted"], 1), 3)
     write_outputs(out, records, summary, sampler.timeline)
     print_summary(summary, out)
     if args.cleanup:
@@ -679,6 +742,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--senders", type=_positive(int), metavar="N",
                         help=f"sending threads (default: rate x {SEND_HEADROOM_SECONDS} s, "
                              f"at least {MIN_SENDERS})")
+    parser.add_argument("--shared-input", action="store_true",
+                        help="upload the input once per user for the run, not once per job")
+    parser.add_argument("--batch-ms", type=_non_negative, default=0.0, metavar="MS",
+                        help="hold a due job up to MS for later ones to be sent with it "
+                             f"(up to {BATCH_MAX}; default 0: only jobs already due)")
     parser.add_argument("--cleanup", action="store_true",
                         help="after the run, remove its jobs; alone, remove every synthetic job")
     parser.add_argument("--config", action="append", default=[], metavar="FILE",

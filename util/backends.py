@@ -37,13 +37,14 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import quote_plus, unquote_plus
 
+from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
 
 from util.glacier import (MIB, ChecksumMismatch, ExpeditedUnavailable, PendingArchive,
-                          UploadCancelled, Vault)
+                          Progress, UploadCancelled, Vault)
 from util.helpers import S3_NOT_FOUND, USER_ID, Aws, InvalidMessage, require_str
 from util.util_config import Config
 
@@ -94,12 +95,15 @@ def distinct_layout(size: int, avoid: str | None, part_size: int) -> int:
 
 
 class _Transfer(BaseSubscriber):
-    """Tells s3transfer the size (and for a copy, the ETag) it would otherwise look up, and
-    says when the transfer is over."""
+    """Tells s3transfer the size (and for a copy, the ETag) it would otherwise look up, logs
+    its progress, and says when the transfer is over."""
 
-    def __init__(self, size: int, etag: str | None = None):
-        self.size, self.etag = size, etag
+    def __init__(self, size: int, progress: Progress, etag: str | None = None):
+        self.size, self.progress, self.etag = size, progress, etag
         self.over = threading.Event()
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self.progress.add(bytes_transferred)
 
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self.size)
@@ -108,6 +112,30 @@ class _Transfer(BaseSubscriber):
 
     def on_done(self, future: Any, **kwargs: Any) -> None:
         self.over.set()
+
+
+class _Managers:
+    """A back end's s3transfer managers, one per part size (a copy back uses the archive
+    copy's), each made once and shared by every transfer: `threads` requests at once."""
+
+    def __init__(self, s3: BaseClient, threads: int):
+        self.s3, self.threads = s3, threads
+        self.made: dict[int, TransferManager] = {}
+        self.lock = threading.Lock()
+
+    def for_parts(self, part_size: int) -> TransferManager:
+        """Transfers in parts of `part_size`, always multipart; 0: in one request (a copy
+        of up to 5 GiB). A non-seekable upload holds `threads` parts in memory."""
+        with self.lock:
+            if part_size not in self.made:
+                config = (TransferConfig(multipart_threshold=1, multipart_chunksize=part_size,
+                                         max_request_concurrency=self.threads,
+                                         max_in_memory_upload_chunks=self.threads)
+                          if part_size else TransferConfig(
+                              multipart_threshold=MAX_SINGLE_COPY + 1,
+                              max_request_concurrency=self.threads))
+                self.made[part_size] = TransferManager(self.s3, config)
+            return self.made[part_size]
 
 
 @dataclass(frozen=True)
@@ -174,25 +202,18 @@ class VaultBackend:
     """Archives in a Glacier vault (util/glacier.py)."""
 
     def __init__(self, config: Config, aws: Aws):
-        self.vault = Vault(aws.client("glacier"), config.gas.vault)
+        self.vault = Vault(aws.client("glacier"), config.gas.vault, config.gas.transfer_threads,
+                           config.gas.progress_seconds)
         self.thaw_topic = config.gas.thaw_topic
         self.aws = aws
         self.s3 = aws.client("s3")
         self.archive_part_size = config.archive.part_size_mib * MIB
         self.thaw_part_size = config.thaw.part_size_mib * MIB
-        self.transfers: dict[int, TransferManager] = {}
-        self.transfers_lock = threading.Lock()
-
-    def transfer(self, part_size: int) -> TransferManager:
-        """Thaw's uploads in parts of `part_size`, always multipart. Parts are read from
-        Glacier in order; two in memory bound the worker's memory whatever the file's size,
-        shared by all the messages it handles."""
-        with self.transfers_lock:
-            if part_size not in self.transfers:
-                self.transfers[part_size] = TransferManager(self.s3, TransferConfig(
-                    multipart_threshold=1, multipart_chunksize=part_size,
-                    max_request_concurrency=2, max_in_memory_upload_chunks=2))
-            return self.transfers[part_size]
+        # Thaw moves `transfer_threads` parts at once: half of them ranges fetched from
+        # Glacier ahead of the upload, half parts uploaded to S3; so many in memory.
+        self.thaw_uploads = max(1, config.gas.transfer_threads // 2)
+        self.thaw_ahead = max(1, config.gas.transfer_threads - self.thaw_uploads)
+        self.transfers = _Managers(self.s3, self.thaw_uploads)
 
     def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
                 save: Callable[[dict[str, Any]], None]) -> str:
@@ -251,13 +272,18 @@ class VaultBackend:
     def copy_back(self, completion: Completion, bucket: str, key: str, avoid_etag: str | None,
                   cancelled: threading.Event) -> None:
         size = int(completion.source["ArchiveSizeInBytes"])
-        output = self.vault.job_output(completion.source, self.thaw_part_size, cancelled)
+        output = self.vault.job_output(completion.source, self.thaw_part_size, cancelled,
+                                       self.thaw_ahead)
         part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)
-        if part_size == 0:  # at most 5 MiB (distinct_layout): one verified read, one request
-            self.s3.put_object(Bucket=bucket, Key=key, Body=output.read())
-            return
-        self.transfer(part_size).upload(output, bucket, key,
-                                        subscribers=[_Transfer(size)]).result()
+        try:
+            if part_size == 0:  # at most 5 MiB (distinct_layout): one verified read, one request
+                self.s3.put_object(Bucket=bucket, Key=key, Body=output.read())
+                return
+            progress = Progress(f"upload to s3://{bucket}/{key}", size, self.vault.progress_seconds)
+            self.transfers.for_parts(part_size).upload(
+                output, bucket, key, subscribers=[_Transfer(size, progress)]).result()
+        finally:
+            output.close()
 
 
 class S3Backend:
@@ -272,6 +298,8 @@ class S3Backend:
         self.restore_days = config.restore.restore_days
         self.part_size = config.gas.copy_part_size_mib * MIB
         self.thaw_topic = config.gas.thaw_topic
+        self.progress_seconds = config.gas.progress_seconds
+        self.transfers = _Managers(self.s3, config.gas.transfer_threads)
 
     def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
                 save: Callable[[dict[str, Any]], None]) -> str:
@@ -400,17 +428,15 @@ class S3Backend:
              extra: dict[str, Any], part_size: int, size: int, etag: str) -> None:
         """s3transfer's copy in parts of `part_size` (0: one CopyObject), abandoned if
         `cancelled` is set."""
-        config = (TransferConfig(multipart_threshold=1, multipart_chunksize=part_size)
-                  if part_size else TransferConfig(multipart_threshold=MAX_SINGLE_COPY + 1))
-        transfer_state = _Transfer(size, etag)
-        with TransferManager(self.s3, config) as transfer:
-            future = transfer.copy(source, bucket, key, extra_args=extra,
-                                   subscribers=[transfer_state])
-            while not transfer_state.over.wait(CANCEL_POLL_SECONDS):
-                if cancelled.is_set():
-                    future.cancel()  # s3transfer aborts the multipart upload
-                    break
-            try:
-                future.result()
-            except CancelledError:
-                raise UploadCancelled(f"copy to s3://{bucket}/{key} abandoned") from None
+        progress = Progress(f"copy to s3://{bucket}/{key}", size, self.progress_seconds)
+        transfer_state = _Transfer(size, progress, etag)
+        future = self.transfers.for_parts(part_size).copy(
+            source, bucket, key, extra_args=extra, subscribers=[transfer_state])
+        while not transfer_state.over.wait(CANCEL_POLL_SECONDS):
+            if cancelled.is_set():
+                future.cancel()  # s3transfer aborts the multipart upload
+                break
+        try:
+            future.result()
+        except CancelledError:
+            raise UploadCancelled(f"copy to s3://{bucket}/{key} abandoned") from None

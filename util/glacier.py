@@ -1,14 +1,24 @@
 """The Glacier vault as the utilities use it: streamed, tree-hash-checked uploads, retrievals
-and their verified output, deletes."""
+and their verified output, deletes.
+
+Transfers move `threads` parts at once on one thread pool per vault (per back end), reading a
+part only when its thread starts on it: an upload holds at most `threads` parts in memory, a
+job output at most `ahead` ranges ahead of its reader. A long transfer logs its progress
+(`Progress`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +34,34 @@ MAX_PARTS = 10_000  # Glacier's limit on parts per multipart upload
 MAX_PART_SIZE = 4096 * MIB
 
 ReadRange = Callable[[int, int], bytes]  # (first byte, last byte) inclusive -> those bytes
+
+log = logging.getLogger("gas")
+
+
+class Progress:
+    """Bytes moved by one transfer (from any thread); a log line with the rate and ETA every
+    `every` seconds."""
+
+    def __init__(self, what: str, size: int, every: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.what, self.size, self.every, self.clock = what, size, every, clock
+        self.moved = 0
+        self.started = clock()
+        self.report_at = self.started + every
+        self.lock = threading.Lock()
+
+    def add(self, amount: int) -> None:
+        with self.lock:
+            self.moved += amount
+            now = self.clock()
+            if now < self.report_at:
+                return
+            self.report_at = now + self.every
+            moved = self.moved
+        rate = moved / max(now - self.started, 1e-9)
+        eta = (self.size - moved) / rate if rate else float("inf")
+        log.info("%s: %.1f of %.1f MiB (%.0f%%), %.1f MiB/s, about %.0fs left", self.what,
+                 moved / MIB, self.size / MIB, 100 * moved / max(self.size, 1), rate / MIB, eta)
 
 
 class UploadCancelled(Exception):
@@ -98,9 +136,13 @@ class Vault:
     whether the earlier send started the job (`_started_already`).
     """
 
-    def __init__(self, glacier: BaseClient, name: str):
+    def __init__(self, glacier: BaseClient, name: str, threads: int = 1,
+                 progress_seconds: float = 30):
         self.glacier = glacier
         self.name = name
+        self.threads = threads
+        self.progress_seconds = progress_seconds
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="vault-transfer")
         self._sent: set[str] = set()  # descriptions of InitiateJob calls under way, sent once
         # First: under moto in process, moto answers every request from its own before-send
         # handler.
@@ -111,7 +153,9 @@ class Vault:
                      cancelled: threading.Event | None = None) -> PendingArchive:
         """Upload `size` bytes (at least one) read part by part, without completing the upload.
 
-        At most one part is in memory at a time. Anything failing aborts the upload.
+        `threads` parts go up at once, each read when its thread starts on it. Anything
+        failing (a part, or `cancelled`) stops the others and aborts the upload once none is
+        under way, so nothing of it can be completed.
         """
         if size <= 0:
             raise ValueError("Glacier takes no empty archive")
@@ -119,25 +163,51 @@ class Vault:
         upload_id = self.glacier.initiate_multipart_upload(
             vaultName=self.name, archiveDescription=description, partSize=str(part_size)
         )["uploadId"]
+        progress = Progress(f"vault upload {upload_id[:12]}", size, self.progress_seconds)
+
+        def send(start: int) -> bytes:
+            if cancelled is not None and cancelled.is_set():
+                raise UploadCancelled(f"cancelled at byte {start} of {size}")
+            end = min(start + part_size, size) - 1
+            body = read_range(start, end)
+            if len(body) != end - start + 1:
+                raise IOError(f"source returned {len(body)} bytes for {start}-{end}")
+            checksum = calculate_tree_hash(io.BytesIO(body))
+            self.glacier.upload_multipart_part(
+                vaultName=self.name, uploadId=upload_id, range=f"bytes {start}-{end}/*",
+                checksum=checksum, body=body,
+            )
+            progress.add(len(body))
+            return bytes.fromhex(checksum)
+
+        starts = range(0, size, part_size)
+        sent: dict[Future[bytes], int] = {}
+        digests: dict[int, bytes] = {}
         try:
-            digests = []
-            for start in range(0, size, part_size):
+            for start in starts:
+                while len(sent) - len(digests) >= self.threads:
+                    self._collect(sent, digests)
                 if cancelled is not None and cancelled.is_set():
-                    raise UploadCancelled(f"cancelled after {start} of {size} bytes")
-                end = min(start + part_size, size) - 1
-                body = read_range(start, end)
-                if len(body) != end - start + 1:
-                    raise IOError(f"source returned {len(body)} bytes for {start}-{end}")
-                checksum = calculate_tree_hash(io.BytesIO(body))
-                self.glacier.upload_multipart_part(
-                    vaultName=self.name, uploadId=upload_id, range=f"bytes {start}-{end}/*",
-                    checksum=checksum, body=body,
-                )
-                digests.append(bytes.fromhex(checksum))
+                    raise UploadCancelled(f"cancelled after {len(digests)} parts of {size} bytes")
+                sent[self.pool.submit(send, start)] = start
+            while len(digests) < len(sent):
+                self._collect(sent, digests)
         except BaseException:
+            for future in sent:
+                future.cancel()
+            wait(sent)  # no part may land after the abort
             self.abort(upload_id)
             raise
-        return PendingArchive(upload_id, size, combine_tree_hashes(digests))
+        return PendingArchive(upload_id, size,
+                              combine_tree_hashes([digests[start] for start in starts]))
+
+    @staticmethod
+    def _collect(sent: dict[Future[bytes], int], digests: dict[int, bytes]) -> None:
+        """Wait for a part to finish; its digest, or its error raised."""
+        running = [f for f, start in sent.items() if start not in digests]
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            digests[sent[future]] = future.result()
 
     def complete(self, pending: PendingArchive) -> str | None:
         """The archive id of a completed upload (safe to repeat); None if Glacier no longer
@@ -229,10 +299,11 @@ class Vault:
         """A finished inventory job's output, read as it streams in."""
         return Inventory(self.glacier.get_job_output(vaultName=self.name, jobId=job_id)["body"])
 
-    def job_output(self, job: dict, part_size: int,
-                   cancelled: threading.Event | None = None) -> "JobOutput":
-        """A finished retrieval's output as a verified, readable stream."""
-        return JobOutput(self.glacier, self.name, job, part_size, cancelled)
+    def job_output(self, job: dict, part_size: int, cancelled: threading.Event | None = None,
+                   ahead: int = 1) -> "JobOutput":
+        """A finished retrieval's output as a verified, readable stream, `ahead` ranges
+        fetched in parallel ahead of the reader."""
+        return JobOutput(self, job, part_size, cancelled, ahead)
 
     def delete(self, archive_id: str) -> None:
         """Delete an archive; one that is already gone counts as deleted."""
@@ -269,22 +340,27 @@ class JobOutput:
     """A retrieval job's output, read range by range and checked against its tree hash.
 
     Ranges are tree-hash aligned (a power-of-two number of MiB), so Glacier sends each one's
-    tree hash and they combine into the archive's. A range that does not match raises
-    ChecksumMismatch when it is read; the last read raises it if the whole does not match the
-    archive's tree hash, before the reader reports the end: a consumer that commits only
-    after reading to the end (an S3 multipart upload) never commits unverified bytes.
+    tree hash and they combine into the archive's. `ahead` ranges are fetched ahead of the
+    reader, in parallel on the vault's pool. A range that does not match raises ChecksumMismatch
+    when it is read; the last read raises it if the whole does not match the archive's tree
+    hash, before the reader reports the end: a consumer that commits only after reading to
+    the end (an S3 multipart upload) never commits unverified bytes.
     """
 
-    def __init__(self, glacier: BaseClient, vault: str, job: dict, part_size: int,
-                 cancelled: threading.Event | None = None):
-        self.glacier = glacier
+    def __init__(self, vault: Vault, job: dict, part_size: int,
+                 cancelled: threading.Event | None = None, ahead: int = 1):
         self.vault = vault
+        self.ahead_count = ahead
         self.job_id = job["JobId"]
         self.size = int(job["ArchiveSizeInBytes"])
         self.tree_hash = job.get("SHA256TreeHash") or job["ArchiveSHA256TreeHash"]
         self.part_size = part_size_for(self.size, part_size)
         self.cancelled = cancelled
-        self.position = 0  # first byte not yet fetched
+        self.progress = Progress(f"job output {self.job_id[:12]}", self.size,
+                                 vault.progress_seconds)
+        # The next ranges, fetched in parallel: their bytes and tree hashes.
+        self.ahead: deque[Future[tuple[bytes, bytes]]] = deque()
+        self.requested = 0  # first byte of the next range to ask for
         self.buffer = memoryview(b"")
         self.digests: list[bytes] = []
 
@@ -297,21 +373,30 @@ class JobOutput:
         chunks = []
         while left > 0:
             if not self.buffer:
-                if self.position >= self.size:
+                self.fetch_ahead()
+                if not self.ahead:
                     self.verify_whole()
                     break
-                self.buffer = memoryview(self.fetch_next_range())
+                body, digest = self.ahead.popleft().result()
+                self.digests.append(digest)
+                self.buffer = memoryview(body)
             chunk, self.buffer = self.buffer[:left], self.buffer[left:]
             chunks.append(chunk)
             left -= len(chunk)
         return b"".join(chunks)
 
-    def fetch_next_range(self) -> bytes:
+    def fetch_ahead(self) -> None:
+        while len(self.ahead) < self.ahead_count and self.requested < self.size:
+            first, last = self.requested, min(self.requested + self.part_size, self.size) - 1
+            self.ahead.append(self.vault.pool.submit(self.fetch_range, first, last))
+            self.requested = last + 1
+
+    def fetch_range(self, first: int, last: int) -> tuple[bytes, bytes]:
+        """One range, checked: its bytes and their tree hash (binary)."""
         if self.cancelled is not None and self.cancelled.is_set():
-            raise UploadCancelled(f"cancelled after {self.position} of {self.size} bytes")
-        first, last = self.position, min(self.position + self.part_size, self.size) - 1
-        response = self.glacier.get_job_output(vaultName=self.vault, jobId=self.job_id,
-                                               range=f"bytes={first}-{last}")
+            raise UploadCancelled(f"cancelled at byte {first} of {self.size}")
+        response = self.vault.glacier.get_job_output(
+            vaultName=self.vault.name, jobId=self.job_id, range=f"bytes={first}-{last}")
         body = response["body"].read()
         if len(body) != last - first + 1:
             raise ChecksumMismatch(f"range {first}-{last}: got {len(body)} bytes")
@@ -320,9 +405,14 @@ class JobOutput:
         if sent is not None and sent != tree_hash:
             raise ChecksumMismatch(f"range {first}-{last}: tree hash {tree_hash}, "
                                    f"Glacier sent {sent}")
-        self.digests.append(bytes.fromhex(tree_hash))
-        self.position = last + 1
-        return body
+        self.progress.add(len(body))
+        return body, bytes.fromhex(tree_hash)
+
+    def close(self) -> None:
+        """Stop fetching ahead (the reader gave up); ranges under way finish unread."""
+        for future in self.ahead:
+            future.cancel()
+        self.ahead.clear()
 
     def verify_whole(self) -> None:
         whole = combine_tree_hashes(self.digests)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -119,7 +119,10 @@ class Aws:
             retries={"mode": "standard", "total_max_attempts": config.worker.aws_max_attempts},
             # A long poll holds the connection for wait_seconds; leave room above it.
             read_timeout=max(60, config.worker.wait_seconds + 10),
-            max_pool_connections=connections or max(10, config.worker.concurrency * 2),
+            # Handlers, and the transfer threads of their parts (util/glacier.py, s3transfer).
+            max_pool_connections=connections or max(
+                10, config.worker.concurrency * 2,
+                config.worker.concurrency + 2 * config.gas.transfer_threads),
         )
         self._clients: dict[str, BaseClient] = {}
         self._looked_up: dict[Any, str] = {}
@@ -131,6 +134,12 @@ class Aws:
             if service not in self._clients:
                 self._clients[service] = self.session.client(service, config=self._config)
             return self._clients[service]
+
+    def resource(self, service: str) -> Any:
+        """A boto3 resource of `service` with the clients' settings (for its helpers, such as
+        DynamoDB's batch writer)."""
+        with self._lock:
+            return self.session.resource(service, config=self._config)
 
     def account_id(self) -> str:
         return self._once("account", lambda: self.client("sts").get_caller_identity()["Account"])
@@ -214,6 +223,7 @@ class Annotations:
     """The annotations table: the only source of truth for where a job's data lives."""
 
     def __init__(self, aws: Aws, table: str):
+        self.aws = aws
         self.dynamodb = aws.client("dynamodb")
         self.table = table
 
@@ -234,6 +244,13 @@ class Annotations:
 
     def put(self, item: Mapping[str, Any]) -> None:
         self.dynamodb.put_item(TableName=self.table, Item=_to_dynamo(item))
+
+    def put_all(self, items: Iterable[Mapping[str, Any]]) -> None:
+        """Put items 25 to a BatchWriteItem; boto3's batch writer sends again whatever
+        DynamoDB leaves unprocessed."""
+        with self.aws.resource("dynamodb").Table(self.table).batch_writer() as batch:
+            for item in items:
+                batch.put_item(Item=dict(item))
 
     def update_if(self, job_id: str, update: str, condition: str, names: Mapping[str, str],
                   values: Mapping[str, Any] | None = None) -> Write:

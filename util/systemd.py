@@ -94,9 +94,10 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def beat(self) -> None:
-        """The main loop came round: it is alive."""
-        self.last_beat = self.clock()
+    def beat(self, since: float | None = None) -> None:
+        """The main loop came round: it is alive. `since` (the clock's time): it waits on
+        work begun then, which counts as alive only until `stall_seconds` after it."""
+        self.last_beat = self.clock() if since is None else since
 
     def start(self) -> None:
         interval = self.notifier.watchdog_interval

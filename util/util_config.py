@@ -123,6 +123,8 @@ KEYS: tuple[Key, ...] = (
     Key("gas", "archive_bucket", "gas-archive-objects", _name, "S3 bucket of archived results, backend s3"),
     Key("gas", "archive_prefix", "archive/", _name, "key prefix of archived results in archive_bucket"),
     Key("gas", "copy_part_size_mib", "64", _int_range(5, 5120), "backend s3: part size of server-side copies (MiB); larger objects are copied in parts"),
+    Key("gas", "transfer_threads", "4", _int_range(1, 64), "parts of one transfer moved at once: vault uploads, thaw's ranges and uploads, S3 copies (memory: this x part size)"),
+    Key("gas", "progress_seconds", "30", _positive_int, "a transfer still running logs its progress (bytes, rate, time left) this often"),
     Key("gas", "archive_storage_class", "GLACIER", _choice("GLACIER", "DEEP_ARCHIVE"), "S3 storage class of archived results, backend s3"),
     Key("gas", "job_requests_topic", "gas-job-requests", _name, "SNS topic of job requests (name or ARN)"),
     Key("gas", "job_requests_queue", "gas-job-requests", _name, "SQS queue of job requests the annotator fleet consumes (name or URL)"),
@@ -132,8 +134,13 @@ KEYS: tuple[Key, ...] = (
     # The worker runtime, shared by the four queue workers.
     Key("worker", "wait_seconds", "20", _int_range(0, 20), "SQS long-poll wait (0-20 s)"),
     Key("worker", "max_messages", "10", _int_range(1, 10), "messages per receive (1-10)"),
-    Key("worker", "concurrency", "4", _positive_int, "messages of one receive handled at once"),
+    Key("worker", "concurrency", "4", _positive_int, "messages handled at once; a slot that frees is refilled at once"),
     Key("worker", "drain_seconds", "60", _positive_int, "on SIGTERM, how long in-flight work may finish"),
+    Key("worker", "handler_timeout_seconds", "10800", _int_range(1, 43199), "past this a handler is cancelled and its message handed back"),
+    # With maxReceiveCount 5, retries hidden 120, 240, 480, 960 and 1920 s ride out an outage
+    # of an hour before the dead-letter queue.
+    Key("worker", "retry_base_seconds", "120", _int_range(1, 43199), "a retried message stays hidden this long, doubled per earlier receive (plus up to 25% jitter)"),
+    Key("worker", "retry_max_seconds", "3600", _int_range(1, 43199), "the longest a retried message stays hidden"),
     Key("worker", "log_format", "text", _choice("text", "json"), "text or json (one object per line)"),
     Key("worker", "log_level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "logging level"),
     Key("worker", "aws_max_attempts", "5", _positive_int, "total attempts per AWS call (botocore standard retry mode)"),

@@ -1,8 +1,20 @@
 """The queue worker every utility runs: receive, handle, act on the outcome, stop cleanly.
 
 A utility supplies a handler ``(Message) -> Outcome``; everything about SQS lives here:
-long polling, SNS unwrapping, concurrency, visibility heartbeats, the dead-letter queue,
-signals and the per-message log line.
+long polling, SNS unwrapping, concurrency, visibility heartbeats, backoff, the dead-letter
+queue, signals and the per-message log line.
+
+Two threads share the work. The receiver long-polls for as many messages as there are free
+slots (``concurrency`` minus the messages held) and hands each to the pool at once; the main
+loop settles each message as soon as its handler returns, which frees its slot for the next
+receive, and meanwhile extends the visibility of the ones still running, cancels any past
+``handler_timeout_seconds`` and, once stopping, drains. One long transfer therefore holds one
+slot, never the others: no message waits for another's batch.
+
+Backoff: a ``retry`` hides the message for ``retry_base_seconds`` doubled per earlier
+receive, plus up to 25 % jitter, at most ``retry_max_seconds`` (and within SQS's 12 h): a
+long outage spends the redrive budget slowly. A failed receive pauses 1 s, doubling per
+failure in a row up to 60 s.
 """
 
 from __future__ import annotations
@@ -12,13 +24,14 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +43,11 @@ from util.util_config import Config, ConfigError, load
 
 SQS_MAX_VISIBILITY = 43200  # 12 h, counted from the receive
 HEARTBEAT_TICK = 0.25  # how often the loop looks at deadlines while handlers run
+RETRY_JITTER = 0.25  # a retry's delay grows by up to this fraction, never shrinks
+RECEIVE_BACKOFF_FIRST, RECEIVE_BACKOFF_MAX = 1.0, 60.0  # pause after failed receives
+# A finished message's delete waits this long for others to share its batch; its slot is free
+# at once. Far below any visibility timeout; a crash in between only means a redelivery.
+DELETE_WAIT_SECONDS = 1.0
 # Beyond the long poll, how long one receive may block before the loop counts as stuck and
 # the systemd watchdog pings stop: one read timeout of the AWS client (util.helpers.Aws).
 RECEIVE_STALL_SECONDS = 60
@@ -65,6 +83,25 @@ def invalid(reason: str) -> Outcome:
 HANDED_BACK = Outcome("handed back", "worker stopping")
 
 
+def retry_delay(receive_count: int, base: int, cap: int, rng: random.Random) -> int:
+    """Seconds a retried message stays hidden: `base` doubled per earlier receive, plus up to
+    RETRY_JITTER of it (spreading a burst of retries), at most `cap`.
+
+    The jitter only adds, so `n` receives last at least base * (2**n - 1) seconds (if the cap
+    allows): the outage the redrive budget (maxReceiveCount) rides out.
+    """
+    delay = base * 2 ** min(max(receive_count, 1) - 1, 30)
+    return int(min(cap, delay * (1 + rng.uniform(0, RETRY_JITTER))))
+
+
+def receive_backoff(failures: int, rng: random.Random) -> float:
+    """The pause after `failures` receives in a row failed: RECEIVE_BACKOFF_FIRST doubled per
+    failure up to RECEIVE_BACKOFF_MAX, its second half random (so a fleet does not return
+    to a recovering SQS in step)."""
+    ceiling = min(RECEIVE_BACKOFF_MAX, RECEIVE_BACKOFF_FIRST * 2 ** min(failures - 1, 30))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
 @dataclass
 class Message:
     """One received SQS message as a handler sees it."""
@@ -80,6 +117,8 @@ class Message:
     job_id: str | None = None  # handlers may set it; it goes into the log line
     # Set when the drain grace is nearly over: a long handler should give up cleanly.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    started_at: float | None = None  # when its handler started (monotonic)
+    timed_out: bool = False  # cancelled because the handler time limit passed
     duration: float = 0.0
     # What the handler did, as metrics (util/metrics.py): e.g. {"BytesArchived": 1234}.
     metrics: dict[str, float] = field(default_factory=dict)
@@ -105,8 +144,17 @@ class Worker:
         self.visibility_timeout = int(attributes["VisibilityTimeout"])
         self.dead_letter_url = self._dead_letter_url(aws, attributes.get("RedrivePolicy"))
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=utility)
+        # The messages held (received, not yet settled); only the receiver adds to it.
+        self.in_flight: dict[Future[Outcome], Message] = {}
+        self.changed = threading.Condition()  # in_flight changed, or a handler returned
+        self.receive_started: float | None = None  # while a receive is under way
+        self.receiver_done = False
+        self.to_delete: list[Message] = []  # finished, their delete waiting for a batch
+        self.delete_due = 0.0  # when the first of them must go
+        self.rng = random.Random()
         self.stop_requested_at: float | None = None
         self.stopped = threading.Event()
+        self.pause = self.stopped.wait  # a sleep that a stop interrupts
         self.notifier = notifier or systemd.Notifier()
         self.watchdog = systemd.Watchdog(
             self.notifier, self.settings.wait_seconds + RECEIVE_STALL_SECONDS)
@@ -129,21 +177,102 @@ class Worker:
                  self.settings.concurrency)
         self.notifier.send("READY=1", f"STATUS=consuming {self.queue_url}")
         self.watchdog.start()
+        receiver = threading.Thread(target=self.receive_loop, args=(once,), daemon=True,
+                                    name=f"{self.utility}-receive")
+        receiver.start()
         try:
-            while self.stop_requested_at is None:
-                self.watchdog.beat()
-                messages = self.receive()
-                if self.stop_requested_at is not None:
-                    self.hand_back(messages)
-                    break
-                if messages:
-                    self.handle_batch(messages)
-                elif once:
-                    break
+            self.settle_loop()
         finally:
+            self.flush_deletes(force=True)
             self.watchdog.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         log.info("%s: stopped", self.utility)
+
+    def free_slots(self) -> int:
+        return self.settings.concurrency - len(self.in_flight)
+
+    def receive_loop(self, once: bool) -> None:
+        """The receiver thread: fill free slots until stopped (`once`: until the queue is
+        empty with nothing in flight)."""
+        failures = 0
+        try:
+            while self.stop_requested_at is None:
+                with self.changed:
+                    # Timed waits: a signal handler must not take the lock to wake us.
+                    while self.free_slots() <= 0 and self.stop_requested_at is None:
+                        self.changed.wait(HEARTBEAT_TICK)
+                    free, held = self.free_slots(), len(self.in_flight)
+                if self.stop_requested_at is not None:
+                    break
+                self.receive_started = time.monotonic()
+                try:
+                    messages = self.receive(min(free, self.settings.max_messages))
+                except Exception as exc:  # noqa: BLE001 - nothing may end the receiving
+                    # botocore has already retried; back off so an outage is no busy loop.
+                    failures += 1
+                    pause = receive_backoff(failures, self.rng)
+                    log.error("%s: receive failed (%d in a row), next in %.1fs: %s",
+                              self.utility, failures, pause, exc,
+                              exc_info=not isinstance(exc, (BotoCoreError, ClientError)))
+                    self.pause(pause)
+                    continue
+                finally:
+                    self.receive_started = None
+                failures = 0
+                if self.stop_requested_at is not None:
+                    self.hand_back(messages)
+                    break
+                with self.changed:
+                    for message in messages:
+                        future = self.pool.submit(self.perform, message)
+                        self.in_flight[future] = message
+                        future.add_done_callback(self.wake)
+                    self.changed.notify_all()
+                    if once and not messages:
+                        if held == 0:
+                            break
+                        # Look again only once a handler has finished (or is retried).
+                        while (len(self.in_flight) >= held
+                               and self.stop_requested_at is None):
+                            self.changed.wait(HEARTBEAT_TICK)
+        finally:
+            with self.changed:
+                self.receiver_done = True
+                self.changed.notify_all()
+
+    def wake(self, _: Any = None) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def settle_loop(self) -> None:
+        """The main loop: settle each message as its handler returns, keep the others
+        hidden and within their time limit, and drain when stopping."""
+        while True:
+            self.watchdog.beat(self.receive_started)  # a stuck receive is a stuck loop
+            with self.changed:
+                self.changed.wait_for(
+                    lambda: self.receiver_done or any(f.done() for f in self.in_flight),
+                    timeout=self.next_tick())
+                finished = [(f, m) for f, m in self.in_flight.items() if f.done()]
+            self.settle([(m, f.result()) for f, m in finished if not f.cancelled()])
+            with self.changed:
+                for future, _ in finished:
+                    del self.in_flight[future]
+                self.changed.notify_all()  # free slots for the receiver
+                pending = list(self.in_flight.items())
+                receiver_done = self.receiver_done
+            if self.stop_requested_at is not None:
+                running = self.drain(pending)
+                # A receive still under way hands back what it gets, unless the grace is over.
+                if not running and (receiver_done
+                                    or time.monotonic() >= self.drain_deadlines()[1]):
+                    break
+            elif receiver_done and not pending:
+                break
+            self.flush_deletes(force=self.stop_requested_at is not None)
+            running_messages = [m for f, m in pending if not f.done()]
+            self.enforce_time_limit(running_messages)
+            self.extend_visibility(running_messages)
 
     def request_stop(self, signum: int, _frame: Any = None) -> None:
         """First signal: drain and stop. Second signal: exit at once."""
@@ -157,20 +286,15 @@ class Worker:
         self.stopped.set()
         self.notifier.send("STOPPING=1", f"STATUS=draining (up to {self.settings.drain_seconds}s)")
 
-    def receive(self) -> list[Message]:
-        try:
-            response = self.sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=self.settings.max_messages,
-                WaitTimeSeconds=self.settings.wait_seconds,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
-                MessageAttributeNames=["All"],
-            )
-        except (BotoCoreError, ClientError) as exc:
-            # botocore has already retried; pause so an outage does not become a busy loop.
-            log.error("%s: receive failed: %s", self.utility, exc)
-            self.stopped.wait(5)
-            return []
+    def receive(self, count: int) -> list[Message]:
+        """Up to `count` messages, long-polling."""
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=self.settings.wait_seconds,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageAttributeNames=["All"],
+        )
         now = time.monotonic()
         return [
             Message(
@@ -185,27 +309,26 @@ class Worker:
             for m in response.get("Messages", [])
         ]
 
-    def handle_batch(self, messages: list[Message]) -> None:
-        """Handle one receive's messages concurrently, settling each as it finishes."""
-        futures: dict[Future[Outcome], Message] = {
-            self.pool.submit(self.perform, m): m for m in messages
-        }
-        pending = set(futures)
-        while pending:
-            self.watchdog.beat()  # however long the handlers take, the loop itself is alive
-            finished, pending = wait(pending, timeout=self.next_tick(),
-                                     return_when=FIRST_COMPLETED)
-            self.settle([(futures[f], f.result()) for f in finished])
-            if self.stop_requested_at is not None:
-                pending = self.drain([(f, futures[f]) for f in pending])
-            self.extend_visibility([futures[f] for f in pending])
+    def enforce_time_limit(self, messages: list[Message]) -> None:
+        """Ask handlers running past handler_timeout_seconds to give up; their messages are
+        handed back when they return."""
+        limit = self.settings.handler_timeout_seconds
+        now = time.monotonic()
+        for message in messages:
+            if (message.started_at is not None and not message.timed_out
+                    and now - message.started_at > limit):
+                message.timed_out = True
+                message.cancelled.set()
+                log.warning("%s: message %s job=%s: handler time limit of %ds passed, "
+                            "cancelling it", self.utility, message.message_id,
+                            message.job_id or "-", limit)
 
     def perform(self, message: Message) -> Outcome:
         """Decode and handle one message; whatever goes wrong, return an outcome."""
         if self.stop_requested_at is not None:
             # The pool may start a queued message between the stop and drain()'s cancel.
             return HANDED_BACK
-        started = time.monotonic()
+        started = message.started_at = time.monotonic()
         try:
             message.data = decode_body(message.body)
             job_id = message.data.get("job_id")
@@ -223,9 +346,14 @@ class Worker:
     # -- outcomes ------------------------------------------------------------------------
 
     def settle(self, results: Iterable[tuple[Message, Outcome]]) -> None:
-        """Act on each outcome; deletions of one settle go out as one batch."""
-        to_delete: list[Message] = []
+        """Act on each outcome; deletions wait for a batch (`flush_deletes`)."""
+        to_delete = self.to_delete
+        if not to_delete:
+            self.delete_due = time.monotonic() + DELETE_WAIT_SECONDS
         for message, outcome in results:
+            if message.timed_out and outcome.action in ("retry", "handed back"):
+                outcome = Outcome("handed back", "handler time limit passed"
+                                  + (f": {outcome.reason}" if outcome.reason else ""))
             try:
                 if outcome.action == "invalid":
                     self.move_to_dead_letter(message, outcome.reason)
@@ -234,16 +362,28 @@ class Worker:
                     to_delete.append(message)
                 elif outcome.action == "defer":
                     self.change_visibility([message], self.capped(message, outcome.delay))
-                elif outcome is HANDED_BACK or message.cancelled.is_set():
-                    # Abandoned because we are stopping: let another copy (or our restart)
-                    # take it now rather than after the visibility timeout.
+                elif outcome.action == "handed back" or message.cancelled.is_set():
+                    # Abandoned (stopping, or past its time limit): let another copy (or our
+                    # restart) take it now rather than after the visibility timeout.
                     self.change_visibility([message], 0)
+                else:  # retry: later each time it comes back (module docstring)
+                    outcome = Outcome("retry", outcome.reason, self.capped(message, retry_delay(
+                        message.receive_count, self.settings.retry_base_seconds,
+                        self.settings.retry_max_seconds, self.rng)))
+                    self.change_visibility([message], outcome.delay)
             except (BotoCoreError, ClientError) as exc:
                 # The message stays on the queue and comes back: nothing is lost.
                 log.error("%s: message %s: could not %s: %s", self.utility, message.message_id,
                           outcome.action, exc)
             self.log_outcome(message, outcome)
-        self.delete(to_delete)
+
+    def flush_deletes(self, force: bool = False) -> None:
+        """Delete the finished messages once ten share a batch, the first has waited
+        DELETE_WAIT_SECONDS, or `force`."""
+        waiting = self.to_delete
+        if waiting and (force or len(waiting) >= 10 or time.monotonic() >= self.delete_due):
+            self.to_delete = []
+            self.delete(waiting)
 
     def move_to_dead_letter(self, message: Message, reason: str) -> None:
         attributes = dict(list(message.attributes.items())[:6])
@@ -335,7 +475,11 @@ class Worker:
 
     def drain(self, pending: list[tuple[Future[Outcome], Message]]) -> set[Future[Outcome]]:
         """While stopping: hand back what has not started, bound what has by the grace."""
-        self.hand_back([m for f, m in pending if f.cancel()])
+        unstarted = [(f, m) for f, m in pending if f.cancel()]
+        with self.changed:
+            for future, _ in unstarted:
+                del self.in_flight[future]
+        self.hand_back([m for _, m in unstarted])
         running = [(f, m) for f, m in pending if not f.cancelled()]
         cancel_at, exit_at = self.drain_deadlines()
         now = time.monotonic()
@@ -343,6 +487,7 @@ class Worker:
             for _, message in running:
                 message.cancelled.set()
         if now >= exit_at and running:
+            self.flush_deletes(force=True)
             self.hand_back([m for _, m in running])
             log.warning("%s: drain grace over, exiting with %d handler(s) unfinished",
                         self.utility, len(running))
@@ -355,7 +500,8 @@ class Worker:
                              message.metrics)
         level = logging.WARNING if outcome.action == "invalid" else logging.INFO
         reason = f" reason={outcome.reason!r}" if outcome.reason else ""
-        delay = f" delay={outcome.delay}s" if outcome.action == "defer" else ""
+        timed = outcome.action in ("defer", "retry")
+        delay = f" delay={outcome.delay}s" if timed else ""
         log.log(
             level,
             "%s message=%s job=%s receives=%d outcome=%s%s duration=%.3fs%s",
@@ -365,7 +511,7 @@ class Worker:
                 "utility": self.utility, "message_id": message.message_id,
                 "job_id": message.job_id, "receive_count": message.receive_count,
                 "outcome": outcome.action, "reason": outcome.reason or None,
-                "delay": outcome.delay if outcome.action == "defer" else None,
+                "delay": outcome.delay if timed else None,
                 "duration_s": round(message.duration, 3),
             }},
         )

@@ -361,7 +361,8 @@ def test_counts_settings_at_run_time_and_summary(upstream: str) -> None:
     process, endpoint = faults.launch(upstream, errors=1.0, services=["sqs"])
     try:
         assert faults.counts(endpoint)["settings"] == {
-            "errors": 1.0, "resets": 0.0, "lost": 0.0, "latency_ms": 0.0, "services": ["sqs"]}
+            "errors": 1.0, "resets": 0.0, "lost": 0.0, "latency_ms": 0.0, "rate_mb_s": 0.0,
+            "services": ["sqs"]}
 
         # Then SQS errs and S3, not among the services, does not
         assert outcome(client(endpoint, "sqs").list_queues) in JSON_CODES
@@ -374,7 +375,8 @@ def test_counts_settings_at_run_time_and_summary(upstream: str) -> None:
 
         # When settings are changed, any subset, then the new ones are answered
         assert faults.configure(endpoint, resets=0.0, latency_ms=300) == {
-            "errors": 0.0, "resets": 0.0, "lost": 0.0, "latency_ms": 300, "services": None}
+            "errors": 0.0, "resets": 0.0, "lost": 0.0, "latency_ms": 300, "rate_mb_s": 0.0,
+            "services": None}
         # and bad ones refused, leaving them as they were
         with pytest.raises(urllib.error.HTTPError) as excinfo:
             faults.configure(endpoint, errors=2)
@@ -396,3 +398,35 @@ def test_counts_settings_at_run_time_and_summary(upstream: str) -> None:
         # When it is stopped, then it exits 0 with its totals
         summary = stop(process)
     assert summary.strip() == "faults: 4 requests: 3 forwarded, 1 error, 0 reset, 0 lost"
+
+
+def test_a_rate_cap_paces_each_write_to_the_rate() -> None:
+    # Given a pacer at 1 MB/s on a clock that only moves when it sleeps
+    now, written, slept = [0.0], [], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    write = faults.Pacer(clock=lambda: now[0], sleep=sleep).paced(written.append, 1e6)
+    # When 3 MB go through it in 64 KB writes
+    for _ in range(46):
+        write(b"x" * 65_536)
+    # Then every byte went on, and the writer was held back by as long as 3 MB take at 1 MB/s
+    assert sum(map(len, written)) == 46 * 65_536
+    assert sum(slept) == pytest.approx(46 * 65_536 / 1e6)
+    # And without a rate nothing is paced
+    assert faults.Pacer(sleep=sleep).paced(written.append, 0.0) == written.append
+
+
+def test_a_rate_capped_proxy_relays_bodies_intact(upstream: str) -> None:
+    process, endpoint = faults.launch(upstream, rate_mb_s=50.0)
+    try:
+        s3 = client(endpoint, "s3")
+        s3.create_bucket(Bucket="paced")
+        data = os.urandom(3 * MiB)
+        s3.put_object(Bucket="paced", Key="k", Body=data)
+        assert s3.get_object(Bucket="paced", Key="k")["Body"].read() == data
+        assert faults.counts(endpoint)["settings"]["rate_mb_s"] == 50.0
+    finally:
+        stop(process)

@@ -48,7 +48,7 @@ def run_loop(rate: float, seconds: float, send_seconds: float, senders: int,
              max_lag: float | None = None) -> tuple[OpenLoop, dict]:
     """An open loop whose every send takes `send_seconds`; its figures (late: over 50 ms)."""
     records = plan(intended_times(rate, duration=seconds), ["u-alice"], "test")
-    loop = OpenLoop(records, lambda record: time.sleep(send_seconds), senders, max_lag)
+    loop = OpenLoop(records, lambda batch: time.sleep(send_seconds) or {}, senders, max_lag)
     loop.begin()
     loop.send_all()
     return loop, summarize(records, [], rate, 0, seconds, late_ms=50, drain=0)
@@ -184,7 +184,7 @@ def test_a_job_is_submitted_as_the_web_app_does(stack: Stack) -> None:
     sqs = stack.client("sqs")
     # When ann_load submits a job
     [record] = plan([0.0], ["u-alice"], "r1")
-    Submitter(stack.config, stack.aws, SAMPLE_INPUT, "ann_load")(record)
+    Submitter(stack.config, stack.aws, SAMPLE_INPUT, "ann_load")([record])
     # Then the input is at <prefix>/<user_id>/<job_id>~<file name>, the item is PENDING and
     # marked synthetic, and the request carries the item's fields
     key = f"ann_load/u-alice/{record.job_id}~sample.vcf"
@@ -205,7 +205,7 @@ def test_cleanup_removes_synthetic_jobs_and_nothing_else(stack: Stack) -> None:
     records = plan([0.0, 0.1, 0.2], ["u-alice", "u-bob"], "r1")
     submit = Submitter(config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix)
     for record in records:
-        submit(record)
+        submit([record])
     annotator = Annotator(config, stack.aws, seconds=0)
     assert annotator(message(job_id=records[0].job_id, user_id="u-alice")).action == "done"
     archive_id = stack.client("glacier").upload_archive(
@@ -246,3 +246,59 @@ def test_cleanup_alone_also_removes_temporary_queues_left_by_a_killed_run(
         "Subscriptions"]]
     assert endpoints == [arn.replace("ann-load-20240101-000000-abcd", stack.config.notify.queue)]
     assert "'queues': 1" in capsys.readouterr().out
+
+
+def test_a_shared_input_is_uploaded_once_per_user_and_cleaned_up(stack: Stack) -> None:
+    config = stack.config
+    # Given four jobs of two users submitted with the run's input shared
+    records = plan([0.0, 0.1, 0.2, 0.3], ["u-alice", "u-bob"], "r7")
+    submit = Submitter(config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix, "r7",
+                       ["u-alice", "u-bob"])
+    submit(records)
+    # Then each user's input went up once, and every job of that user names it
+    shared = [f"ann_load/{user}/load-r7-shared~sample.vcf" for user in ("u-alice", "u-bob")]
+    assert objects(stack, config.gas.inputs_bucket) == shared
+    assert [job(stack, r.job_id)["s3_key_input_file"] for r in records] == shared * 2
+    # And cleanup of the run removes the jobs and the shared inputs
+    assert cleanup(config, stack.aws, "load-r7-") == {"jobs": 4, "objects": 2, "archives": 0}
+    assert objects(stack, config.gas.inputs_bucket) == [] and items(stack) == []
+
+
+def test_jobs_sent_together_take_one_batch_write_and_one_publish(stack: Stack) -> None:
+    config = stack.config
+    # Given ten jobs due together
+    records = plan([0.0] * 10, ["u-alice", "u-bob"], "r8")
+    publishes: list[int] = []
+    submit = Submitter(config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix, "r8",
+                       ["u-alice", "u-bob"])
+    submit.sns.meta.events.register(
+        "provide-client-params.sns.PublishBatch",
+        lambda params, **_: publishes.append(len(params["PublishBatchRequestEntries"])))
+    # When they are submitted
+    assert submit(records) == {}
+    # Then one PublishBatch carried the ten requests, each as the web app's, after its item
+    assert publishes == [10]
+    sqs = stack.client("sqs")
+    url = stack.queue_url(config.gas.job_requests_queue)
+    requests = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        requests += [json.loads(json.loads(m["Body"])["Message"]) for m in batch]
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    assert sorted(r["job_id"] for r in requests) == sorted(r.job_id for r in records)
+    assert all(r == job_request(job(stack, r["job_id"])) for r in requests)
+
+
+def test_a_batch_window_sends_jobs_together_and_counts_their_wait_as_lag() -> None:
+    # Given 20 jobs at 50 jobs/s, each held up to 100 ms for later ones
+    records = plan(intended_times(50, duration=0.4), ["u-alice"], "test")
+    batches: list[int] = []
+    loop = OpenLoop(records, lambda batch: batches.append(len(batch)) or {}, 4,
+                    batch_seconds=0.1)
+    # When they are sent
+    loop.begin()
+    loop.send_all()
+    # Then every job went, in batches of several (never more than ten), each job's wait in
+    # its lag
+    assert sum(batches) == 20 and max(batches) <= 10 and len(batches) < 20, batches
+    assert all(r.submitted is not None and r.lag is not None and r.lag >= 0 for r in records)

@@ -17,7 +17,7 @@ from util.local.annotator import Annotator, annotate, output_keys
 def submit(stack: Stack, user_id: str = "u-alice") -> str:
     """A PENDING job with its input in S3 and its request published, as the web app leaves it."""
     [record] = plan([0.0], [user_id], user_id)
-    Submitter(stack.config, stack.aws, SAMPLE_INPUT, "in")(record)
+    Submitter(stack.config, stack.aws, SAMPLE_INPUT, "in")([record])
     return record.job_id
 
 

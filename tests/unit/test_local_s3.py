@@ -430,3 +430,68 @@ def _ignore_precondition(call) -> None:
         call()
     except ClientError as exc:
         assert exc.response["Error"]["Code"] == "PreconditionFailed"
+
+
+class CountingBuffer:
+    """A key's buffer that counts the bytes read from it."""
+
+    def __init__(self, buffer) -> None:
+        self.buffer, self.read_bytes = buffer, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.buffer.read(size)
+        self.read_bytes += len(data)
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self.buffer, name)
+
+
+def counting_reads(key_name: str) -> CountingBuffer:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    key = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[BUCKET].keys[key_name]
+    key._value_buffer = CountingBuffer(key._value_buffer)
+    return key._value_buffer
+
+
+SIZE = 4 * MIB
+
+
+@pytest.mark.parametrize("header, first, last", [
+    ("bytes=1048576-2097151", MIB, 2 * MIB - 1),  # a part, as archive reads it
+    (f"bytes={SIZE - 100}-", SIZE - 100, SIZE - 1),  # open-ended
+    ("bytes=-10", SIZE - 10, SIZE - 1),  # a suffix
+    (f"bytes={SIZE - 5}-{10 * SIZE}", SIZE - 5, SIZE - 1),  # past the end: up to the end
+])
+def test_a_ranged_get_reads_only_its_range(s3: BaseClient, header: str, first: int,
+                                           last: int) -> None:
+    # Given a 4 MiB object
+    data = bytes(range(256)) * (SIZE // 256)
+    s3.put_object(Bucket=BUCKET, Key="big", Body=data)
+    buffer = counting_reads("big")
+    # When a range of it is read
+    answer = s3.get_object(Bucket=BUCKET, Key="big", Range=header)
+    # Then the answer is that range, as S3 gives it, and only its bytes were read
+    assert answer["Body"].read() == data[first:last + 1]
+    assert answer["ContentRange"] == f"bytes {first}-{last}/{SIZE}"
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert buffer.read_bytes == last - first + 1
+
+
+def test_ranges_s3_answers_otherwise_are_answered_as_before(s3: BaseClient) -> None:
+    s3.put_object(Bucket=BUCKET, Key="small", Body=b"0123456789")
+    # Several ranges: the whole object, 200
+    several = s3.get_object(Bucket=BUCKET, Key="small", Range="bytes=0-1,5-6")
+    assert several["Body"].read() == b"0123456789"
+    assert several["ResponseMetadata"]["HTTPStatusCode"] == 200
+    # A range that starts past the end: InvalidRange
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=BUCKET, Key="small", Range="bytes=10-")
+    assert error(excinfo) == ("InvalidRange", 416)
+    # No range, or a precondition that fails, as always
+    assert s3.get_object(Bucket=BUCKET, Key="small")["Body"].read() == b"0123456789"
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=BUCKET, Key="small", Range="bytes=0-1", IfMatch='"other"')
+    assert error(excinfo) == ("PreconditionFailed", 412)

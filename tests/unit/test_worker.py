@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import signal
 import threading
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from tests.conftest import Stack, wait_for
 from util.helpers import InvalidMessage
 from util.util_config import ConfigError
-from util.worker import JsonFormatter, Message, Outcome, Worker, defer, done, invalid, retry
+from util.worker import (JsonFormatter, Message, Outcome, Worker, defer, done, invalid,
+                         receive_backoff, retry, retry_delay)
 
 QUEUE = "gas-archive"
 
@@ -191,3 +194,146 @@ def test_work_abandoned_at_the_end_of_the_drain_grace_is_handed_back(stack: Stac
     worker.work()
     # Then its message is visible again at once, not after the 60 s visibility timeout
     assert [m["Body"] for m in receive_all(stack)] == ['{"job_id": "long"}']
+
+
+def record_receives(worker: Worker) -> list[tuple[int, int]]:
+    """(messages asked for, messages held) of each ReceiveMessage the worker sends."""
+    asked: list[tuple[int, int]] = []
+    worker.sqs.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage",
+        lambda params, **_: asked.append((params["MaxNumberOfMessages"], len(worker.in_flight))))
+    return asked
+
+
+def test_a_free_slot_is_refilled_while_a_long_handler_runs(stack: Stack) -> None:
+    # Given a long message and five short ones behind it, two slots, two messages per receive
+    send(stack, '{"job_id": "long"}', *(json.dumps({"job_id": f"short{i}"}) for i in range(5)))
+    finished: list[str] = []
+    shorts_done = threading.Event()
+
+    def handler(message: Message) -> Outcome:
+        if message.job_id == "long":
+            # Stands for a long transfer: it ends only once every short message is handled.
+            shorts_done.wait(10)
+        finished.append(message.job_id)
+        if len(finished) == 5 and "long" not in finished:
+            shorts_done.set()
+        return done()
+
+    worker = make_worker(stack, handler, concurrency=2, max_messages=2)
+    asked = record_receives(worker)
+    # When the worker drains the queue
+    worker.work(once=True)
+    # Then the short ones went through the other slot while the long one ran
+    assert finished[-1] == "long" and sorted(finished[:-1]) == [f"short{i}" for i in range(5)]
+    assert counts(stack) == (0, 0)
+    # And no receive asked for more than the free slots
+    assert all(count + held <= 2 for count, held in asked), asked
+    assert any(count == 1 for count, _ in asked), "a single freed slot was refilled"
+
+
+def test_retry_delay_doubles_per_receive_with_jitter_up_to_the_cap() -> None:
+    class Edge(random.Random):
+        def __init__(self, high: bool):
+            super().__init__()
+            self.high = high
+
+        def uniform(self, a: float, b: float) -> float:
+            return b if self.high else a
+
+    low, high = Edge(False), Edge(True)
+    assert [retry_delay(n, 120, 3600, low) for n in range(1, 7)] == [120, 240, 480, 960, 1920,
+                                                                        3600]
+    assert [retry_delay(n, 120, 3600, high) for n in range(1, 7)] == [150, 300, 600, 1200, 2400,
+                                                                         3600]
+    assert retry_delay(1000, 120, 3600, high) == 3600
+
+
+def test_a_retry_hides_the_message_longer_on_each_receive(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a message received twice before (as after two earlier retries)
+    send(stack, '{"job_id": "j1"}')
+    sqs = stack.client("sqs")
+    for _ in range(2):
+        [m] = receive_all(stack)
+        sqs.change_message_visibility(QueueUrl=stack.queue_url(QUEUE),
+                                      ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    worker = make_worker(stack, lambda m: retry("SES throttled"), retry_base_seconds=120,
+                         retry_max_seconds=3600)
+    visibilities: list[int] = []
+    worker.sqs.meta.events.register(
+        "provide-client-params.sqs.ChangeMessageVisibilityBatch",
+        lambda params, **_: visibilities.extend(e["VisibilityTimeout"] for e in params["Entries"]))
+    # When its third receive is retried
+    with caplog.at_level(logging.INFO, logger="gas"):
+        worker.work(once=True)
+    # Then it stays hidden 4 x 120 s, plus at most a quarter of it
+    [seconds] = visibilities
+    assert 480 <= seconds <= 600
+    assert f"receives=3 outcome=retry delay={seconds}s" in caplog.text
+    assert counts(stack) == (0, 1)
+
+
+def test_failed_receives_back_off_exponentially(stack: Stack) -> None:
+    # Given an SQS that refuses four receives in a row, then recovers
+    send(stack, '{"job_id": "j1"}')
+    handled = []
+    worker = make_worker(stack, lambda m: handled.append(m.job_id) or done())
+    real_receive = worker.sqs.receive_message
+    failures = iter(range(4))
+
+    def flaky_receive(**params):
+        if next(failures, None) is not None:
+            raise EndpointConnectionError(endpoint_url="https://sqs.example")
+        return real_receive(**params)
+
+    worker.sqs.receive_message = flaky_receive
+    pauses: list[float] = []
+    worker.pause = pauses.append
+    # When the worker drains the queue
+    worker.work(once=True)
+    # Then each pause doubled (its upper half random), and the message was handled after
+    assert [(1 / 2 <= p <= 1, 1 <= q <= 2, 2 <= r <= 4, 4 <= s <= 8)
+            for p, q, r, s in [pauses]] == [(True, True, True, True)], pauses
+    assert handled == ["j1"]
+    # And a long outage pauses at most a minute between receives
+    assert 30 <= receive_backoff(50, random.Random(1)) <= 60
+
+
+def test_a_handler_past_its_time_limit_is_cancelled_and_its_message_handed_back(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a handler that runs until it is told to give up
+    send(stack, '{"job_id": "stuck"}')
+    told = []
+
+    def handler(message: Message) -> Outcome:
+        if message.receive_count > 1:
+            return done()  # stuck no more
+        told.append(message.cancelled.wait(10))
+        return retry("upload abandoned")
+
+    # When it runs past the time limit
+    with caplog.at_level(logging.INFO, logger="gas"):
+        make_worker(stack, handler, handler_timeout_seconds=1).work(once=True)
+    # Then it was cancelled, the log says why, and the message came back at once (not after
+    # the queue's 60 s visibility timeout, nor a retry's backoff) and was done
+    assert told == [True]
+    assert "job=stuck: handler time limit of 1s passed" in caplog.text
+    assert "receives=1 outcome=handed back" in caplog.text
+    assert "receives=2 outcome=done" in caplog.text
+    assert counts(stack) == (0, 0)
+
+
+def test_deletes_of_messages_finished_apart_share_batches(stack: Stack) -> None:
+    # Given twelve quick messages handled two at a time, each receive fetching what is free
+    send(stack, *(json.dumps({"job_id": f"j{i}"}) for i in range(12)))
+    worker = make_worker(stack, lambda m: done(), concurrency=2, max_messages=2)
+    batches: list[int] = []
+    worker.sqs.meta.events.register(
+        "provide-client-params.sqs.DeleteMessageBatch",
+        lambda params, **_: batches.append(len(params["Entries"])))
+    # When the worker drains the queue
+    worker.work(once=True)
+    # Then every message is deleted, in batches of several messages
+    assert sum(batches) == 12 and counts(stack) == (0, 0)
+    assert len(batches) < 6, batches

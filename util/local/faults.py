@@ -1,7 +1,8 @@
 """A fault-injecting HTTP proxy between AWS clients and the local stack.
 
     python -m util.local faults --upstream URL [--port 0] [--seed N] [--errors P] [--resets P]
-                                [--lost P] [--latency-ms MS] [--services s3,glacier,...]
+                                [--lost P] [--latency-ms MS] [--rate-mb-s R]
+                                [--services s3,glacier,...]
 
 The workers' hardest cases are not AWS's answers but what happens on the way: throttling,
 a connection reset before the request arrived, and above all "the request took effect but its
@@ -16,7 +17,9 @@ probabilities and at most one fault, in this order:
   5xx (half each), which botocore's standard retry mode retries;
 - lost: the request is forwarded, its whole answer read, then the client connection is closed
   without a byte of it;
-- latency: a delay before forwarding every request (of the services faulted).
+- latency: a delay before forwarding every request (of the services faulted);
+- rate: each connection's bodies, each way, paced to at most this many MB (10^6 bytes) per
+  second (of the services faulted), as one TCP connection to a distant region would be.
 
 The decisions come from one seeded random generator, so a run is reproducible. Forwarding is
 otherwise faithful: HTTP/1.1 keep-alive, every header as sent (SigV4 signs them) except the
@@ -70,6 +73,28 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection"})
 Write = Callable[[bytes], Any]
 
 
+class Pacer:
+    """Paces the bytes written through it to `rate` bytes per second (0: no pacing)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = time.sleep):
+        self.clock, self.sleep = clock, sleep
+        self.free_at = 0.0  # when the bytes written so far have gone out at the rate
+
+    def paced(self, write: Write, rate: float) -> Write:
+        if not rate:
+            return write
+
+        def paced_write(data: bytes) -> None:
+            now = self.clock()
+            self.free_at = max(self.free_at, now) + len(data) / rate
+            write(data)
+            if self.free_at > now:
+                self.sleep(self.free_at - now)
+
+        return paced_write
+
+
 # -- settings and decisions ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -80,10 +105,12 @@ class Settings:
     resets: float = 0.0
     lost: float = 0.0
     latency_ms: float = 0.0
+    rate_mb_s: float = 0.0  # 0: no cap
     services: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
-        for name, most in (("errors", 1), ("resets", 1), ("lost", 1), ("latency_ms", 3.6e6)):
+        for name, most in (("errors", 1), ("resets", 1), ("lost", 1), ("latency_ms", 3.6e6),
+                           ("rate_mb_s", 1e6)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) \
                     or not 0 <= value <= most:
@@ -553,6 +580,7 @@ class _Connection(socketserver.BaseRequestHandler):
         self.rfile = self.request.makefile("rb")
         self.upstream: socket.socket | None = None
         self.upstream_rfile: io.BufferedReader | None = None
+        self.pacers = (Pacer(), Pacer())  # requests' bodies, answers' bodies
 
     def handle(self) -> None:
         try:
@@ -589,7 +617,8 @@ class _Connection(socketserver.BaseRequestHandler):
             self.request.sendall(render_error(request, service, decision.throttle))
             return not head.wants_close()
         time.sleep(decision.latency)
-        return self.forward(request, lost=decision.fault == LOST)
+        rate = faults.settings.rate_mb_s * 1e6 if faults.applies_to(service) else 0.0
+        return self.forward(request, lost=decision.fault == LOST, rate=rate)
 
     def continue_(self, request: Request) -> None:
         """Answer ``100 Continue`` once, when the body is about to be read."""
@@ -597,12 +626,13 @@ class _Connection(socketserver.BaseRequestHandler):
             self.request.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.continued = True
 
-    def forward(self, request: Request, lost: bool) -> bool:
-        """Send the request upstream and relay its answer (or, `lost`, drop it and close)."""
+    def forward(self, request: Request, lost: bool, rate: float = 0.0) -> bool:
+        """Send the request upstream and relay its answer (or, `lost`, drop it and close),
+        bodies paced to `rate` bytes per second each way."""
         upstream, upstream_rfile = self._upstream()
         handled = frozenset({"expect"}) if request.expects_continue else frozenset()
         upstream.sendall(request.head.relayed(without=handled))
-        copy_request_body(request, self.rfile, upstream.sendall)
+        copy_request_body(request, self.rfile, self.pacers[0].paced(upstream.sendall, rate))
         response = read_head(upstream_rfile)
         if response is None:
             raise ConnectionError("the upstream closed the connection without an answer")
@@ -610,7 +640,8 @@ class _Connection(socketserver.BaseRequestHandler):
         close = to_close or request.head.wants_close()
         write = _discard if lost else self.request.sendall
         write(response.relayed(close=close))
-        copy_response_body(response, request.method, upstream_rfile, write)
+        copy_response_body(response, request.method, upstream_rfile,
+                           self.pacers[1].paced(write, rate))
         if to_close or response.wants_close():  # moto's server closes after every answer
             self._close_upstream()
         return not (lost or close)
@@ -673,6 +704,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="forward, then drop the answer and close the connection")
     parser.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
                         help="delay before forwarding each request")
+    parser.add_argument("--rate-mb-s", type=float, default=0.0, metavar="R",
+                        help="cap each connection's bodies at R MB/s each way (0: no cap)")
     parser.add_argument("--services", metavar="s3,glacier,...",
                         help="fault only these services' requests (default: all)")
 
@@ -683,7 +716,8 @@ def main(args: argparse.Namespace) -> int:
         s.strip() for s in args.services.split(",") if s.strip())
     try:
         faults = Faults(Settings(errors=args.errors, resets=args.resets, lost=args.lost,
-                                 latency_ms=args.latency_ms, services=services), args.seed)
+                                 latency_ms=args.latency_ms, rate_mb_s=args.rate_mb_s,
+                                 services=services), args.seed)
         proxy = FaultProxy(args.port, args.upstream, faults)
     except (ValueError, OSError) as exc:
         print(f"faults: {exc}", file=sys.stderr)
@@ -701,11 +735,13 @@ def main(args: argparse.Namespace) -> int:
 
 def launch(upstream: str, port: int = 0, seed: int = 0, errors: float = 0.0,
            resets: float = 0.0, lost: float = 0.0, latency_ms: float = 0.0,
-           services: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+           services: list[str] | None = None,
+           rate_mb_s: float = 0.0) -> tuple[subprocess.Popen, str]:
     """Start `python -m util.local faults` and return it with its endpoint URL."""
     command = [sys.executable, "-m", "util.local", "faults", "--upstream", upstream,
                "--port", str(port), "--seed", str(seed), "--errors", str(errors),
-               "--resets", str(resets), "--lost", str(lost), "--latency-ms", str(latency_ms)]
+               "--resets", str(resets), "--lost", str(lost), "--latency-ms", str(latency_ms),
+               "--rate-mb-s", str(rate_mb_s)]
     if services is not None:
         command += ["--services", ",".join(services)]
     # stderr goes to a file, not a pipe: an unread pipe fills up and blocks the proxy.
@@ -740,5 +776,6 @@ def counts(endpoint: str) -> dict:
 
 
 def configure(endpoint: str, **settings: Any) -> dict:
-    """Change the proxy's settings (errors, resets, lost, latency_ms, services); the new ones."""
+    """Change the proxy's settings (errors, resets, lost, latency_ms, rate_mb_s, services); the
+    new ones."""
     return _call(endpoint, settings)

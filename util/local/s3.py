@@ -47,6 +47,11 @@ thread of the server) could be deleted by a delete whose condition it no longer 
 conditional check-then-act of a key, and every write of an object (PutObject, CopyObject,
 CompleteMultipartUpload all end in ``S3Backend.put_object``), now holds one lock.
 
+A ranged GET reads only its range: moto read the whole object for every range and sliced
+it (archiving a large result in parts read it once per part). A GetObject with a Range header
+now hands moto's range handling a view of the key that reads the bytes it slices, and nothing
+else; every other answer (no range, several ranges, an unsatisfiable one) is moto's.
+
 Not emulated: a restored copy never expires (no ``s3:ObjectRestore:Delete``), DEEP_ARCHIVE
 restores take the same time as GLACIER ones of the same tier, SELECT restores, versioned
 restores' ``versionId`` in events, and the records' ``userIdentity``,
@@ -82,10 +87,14 @@ _moto_put_object_response = S3Response.put_object
 _moto_put_object = S3Backend.put_object
 _moto_upload_part_copy = S3Backend.upload_part_copy
 _moto_s3_event = notifications._get_s3_event
+_moto_get_object = S3Response.get_object
+_moto_handle_range_header = S3Response._handle_range_header
+_moto_key_value: property = FakeKey.value  # type: ignore[assignment]
 
 _ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
 _LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
 _WRITES = threading.RLock()  # conditional check-then-act of a key, and every object write
+_RANGED = threading.local()  # set while this thread answers a GetObject with a Range header
 
 
 @dataclass
@@ -261,6 +270,55 @@ def _key_status(key: FakeKey) -> str | None:
     return "RESTORED" if restore.done() else "IN_PROGRESS"
 
 
+class _KeyBytes:
+    """A key's bytes as moto's range handling uses them (len, one slice), read only where
+    sliced."""
+
+    def __init__(self, key: FakeKey) -> None:
+        self.key = key
+
+    def __len__(self) -> int:
+        return self.key.size
+
+    def __getitem__(self, part: slice) -> bytes:
+        start, stop, _ = part.indices(len(self))
+        with self.key.lock:
+            self.key._value_buffer.seek(start)
+            return self.key._value_buffer.read(max(0, stop - start))
+
+    def whole(self) -> bytes:
+        return self[:]
+
+
+def _key_value(key: FakeKey) -> bytes | _KeyBytes:
+    """moto's FakeKey.value, but a lazy view while a ranged GetObject is being answered."""
+    if getattr(_RANGED, "key_bytes", False):
+        return _KeyBytes(key)
+    return _moto_key_value.fget(key)  # type: ignore[misc]
+
+
+def _get_object(self: S3Response) -> TYPE_RESPONSE:
+    """moto's GetObject; with a Range header, the body is a _KeyBytes moto's range handling
+    slices (S3Response.key_response), made whole if it answers otherwise."""
+    _RANGED.key_bytes = bool(self.headers.get("range"))
+    try:
+        status, headers, body = _moto_get_object(self)
+    finally:
+        _RANGED.key_bytes = False
+    if status != 200 and isinstance(body, _KeyBytes):  # no range handling follows
+        body = body.whole()
+    return status, headers, body
+
+
+def _handle_range_header(self: S3Response, request: Any, response_headers: dict[str, Any],
+                         response_content: Any) -> TYPE_RESPONSE:
+    status, headers, body = _moto_handle_range_header(self, request, response_headers,
+                                                      response_content)
+    if isinstance(body, _KeyBytes):  # a range moto answers with the whole object
+        body = body.whole()
+    return status, headers, body
+
+
 def _atomic(method: Any) -> Any:
     def call(*args: Any, **kwargs: Any) -> Any:
         with _WRITES:
@@ -280,3 +338,6 @@ def install() -> None:
     # moto's status advanced, and sent the Completed event, when the key was read.
     FakeKey.status = property(_key_status, FakeKey.status.fset)  # type: ignore[assignment]
     notifications._get_s3_event = _s3_event
+    S3Response.get_object = _get_object  # type: ignore[method-assign]
+    S3Response._handle_range_header = _handle_range_header  # type: ignore[method-assign]
+    FakeKey.value = property(_key_value, _moto_key_value.fset)  # type: ignore[assignment]

@@ -1,0 +1,151 @@
+"""Parallel vault transfers: parts `threads` at a time, memory bounded, nothing committed on a
+failure; ranges of a job output fetched ahead in parallel, verified; progress lines."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pytest
+
+from tests.conftest import Stack, archived_bytes, vault_archive_count, wait_for
+from util.glacier import MIB, JobOutput, Progress, Vault
+
+THREADS = 4
+
+
+class Concurrency:
+    """How many calls of one kind are under way at once, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+        self.lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+def vault(stack: Stack) -> Vault:
+    return Vault(stack.client("glacier"), stack.config.gas.vault, THREADS, 30)
+
+
+def reader(data: bytes, in_memory: Concurrency, fail_at: int | None = None):
+    """Reads ranges of `data`, counting parts read and not yet uploaded."""
+
+    def read_range(first: int, last: int) -> bytes:
+        if first == fail_at:
+            raise IOError("the source went away")
+        in_memory.enter()
+        return data[first:last + 1]
+
+    return read_range
+
+
+def test_parts_go_up_threads_at_a_time_with_that_many_in_memory(stack: Stack) -> None:
+    # Given a vault moving 4 parts at once, and an 8-part result
+    store = vault(stack)
+    data = os.urandom(8 * MIB)
+    uploading, in_memory = Concurrency(), Concurrency()
+    # Each part waits until 4 are on the wire: only 4 parallel uploads get past it.
+    together = threading.Barrier(THREADS, timeout=10)
+
+    def before(**_) -> None:
+        uploading.enter()
+        together.wait()
+
+    def after(**_) -> None:
+        uploading.leave()
+        in_memory.leave()
+
+    events = store.glacier.meta.events
+    events.register("before-call.glacier.UploadMultipartPart", before)
+    events.register("after-call.glacier.UploadMultipartPart", after)
+    # When it is uploaded in 1 MiB parts and completed
+    pending = store.upload_parts(reader(data, in_memory), len(data), "d", MIB)
+    archive_id = store.complete(pending)
+    # Then 4 parts went up at once, never more were held, and the archive is the same bytes
+    assert uploading.most == THREADS and in_memory.most == THREADS
+    assert archived_bytes(stack, archive_id) == data
+
+
+@pytest.mark.parametrize("failure", ["read", "upload"])
+def test_a_failed_part_commits_nothing(stack: Stack, failure: str) -> None:
+    # Given an 8-part upload whose sixth part fails (its source, or Glacier refusing it)
+    store = vault(stack)
+    data = os.urandom(8 * MIB)
+    calls: list[str] = []
+    in_memory = Concurrency()
+
+    def before_part(params, **_) -> None:
+        calls.append("part")
+        if failure == "upload" and params["range"].startswith(f"bytes {5 * MIB}-"):
+            raise ConnectionError("connection reset")
+
+    events = store.glacier.meta.events
+    events.register("provide-client-params.glacier.UploadMultipartPart", before_part)
+    events.register("after-call.glacier.UploadMultipartPart", lambda **_: calls.append("done"))
+    events.register("before-call.glacier.AbortMultipartUpload", lambda **_: calls.append("abort"))
+    fail_at = 5 * MIB if failure == "read" else None
+    # When it is uploaded
+    with pytest.raises((IOError, ConnectionError)):
+        store.upload_parts(reader(data, in_memory, fail_at), len(data), "d", MIB)
+    # Then the upload was aborted after every part under way had ended, and no archive exists
+    assert calls[-1] == "abort" and calls.count("abort") == 1
+    glacier = stack.client("glacier")
+    assert glacier.list_multipart_uploads(vaultName=stack.config.gas.vault)["UploadsList"] == []
+    assert vault_archive_count(stack) == 0
+
+
+def finished_retrieval(stack: Stack, store: Vault, data: bytes) -> dict:
+    archive_id = store.complete(store.upload_parts(lambda a, b: data[a:b + 1], len(data), "d",
+                                                   MIB))
+    job_id = store.glacier.initiate_job(vaultName=store.name, jobParameters={
+        "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})["jobId"]
+    return wait_for(lambda: (lambda j: j if j["Completed"] else None)(
+        store.glacier.describe_job(vaultName=store.name, jobId=job_id)),
+        timeout=30, what="the retrieval")
+
+
+def test_a_job_output_is_fetched_ranges_ahead_in_parallel_and_verified(stack: Stack) -> None:
+    from util.local import glacier as glacier_emulation
+
+    glacier_emulation.configure(expedited_seconds=0)
+    store = vault(stack)
+    data = os.urandom(8 * MIB)
+    job = finished_retrieval(stack, store, data)
+    fetching = Concurrency()
+    together = threading.Barrier(THREADS, timeout=10)
+
+    def before(**_) -> None:
+        fetching.enter()
+        together.wait()
+
+    events = store.glacier.meta.events
+    events.register("before-call.glacier.GetJobOutput", before)
+    events.register("after-call.glacier.GetJobOutput", lambda **_: fetching.leave())
+    # When its output is read in 1 MiB ranges, in small reads
+    output = JobOutput(store, job, MIB, ahead=THREADS)
+    chunks = iter(lambda: output.read(300_000), b"")
+    # Then it is the archive's bytes, 4 ranges were fetched at once (as asked) and never more
+    assert b"".join(chunks) == data
+    assert fetching.most == THREADS
+
+
+def test_a_long_transfer_logs_its_progress(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    progress = Progress("upload x", 100 * MIB, every=30, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="gas"):
+        progress.add(10 * MIB)  # under 30 s: nothing
+        now[0] = 40.0
+        progress.add(30 * MIB)
+        now[0] = 50.0
+        progress.add(10 * MIB)  # under 30 s since the last line: nothing
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line == "upload x: 40.0 of 100.0 MiB (40%), 1.0 MiB/s, about 60s left"

@@ -186,6 +186,29 @@ def test_cancelled_upload_is_aborted_and_retried(stack: Stack) -> None:
     assert ARCHIVE_ID not in job(stack) and result_exists(stack)
 
 
+def test_a_short_read_of_the_result_is_refused_and_the_upload_aborted(stack: Stack) -> None:
+    # Given an S3 answer that ends early for the second 1 MiB part
+    put_job(stack, size=3 * MIB)
+    handler = archiver(stack)
+    read = handler.s3.get_object
+
+    def short_second_part(**kwargs):
+        response = read(**kwargs)
+        if kwargs["Range"].startswith(f"bytes={MIB}-"):
+            response["Body"] = io.BytesIO(response["Body"].read()[:1000])
+        return response
+
+    handler.s3.get_object = short_second_part
+    # When the message is handled, the short part is refused before it is sent
+    with pytest.raises(IOError, match=f"source returned 1000 bytes for {MIB}-{2 * MIB - 1}"):
+        handler(message(job_id="j1", user_id="u-alice"))
+    # Then nothing was archived and the result is still in S3
+    assert stack.client("glacier").list_multipart_uploads(
+        vaultName=stack.config.gas.vault)["UploadsList"] == []
+    assert vault_archive_count(stack) == 0
+    assert ARCHIVE_ID not in job(stack) and result_exists(stack)
+
+
 # -- tree hashes and part sizes ------------------------------------------------------------
 
 @pytest.mark.parametrize("size, part_mib", [(1, 1), (MIB, 1), (3 * MIB + 5, 1),

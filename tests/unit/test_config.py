@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from util.util_config import KEYS, ConfigError, load, markdown_table
+from util.util_config import KEYS, ConfigError, env_name, load, markdown_table
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -69,7 +69,15 @@ def test_bad_config_exits_non_zero_with_one_line_naming_the_key(aws_env: None) -
     ]
 
 
-def test_readme_documents_every_key_with_its_default() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate with: python -m util.util_config"
-    assert len(KEYS) == markdown_table().count("\n") - 1
+TABLE_START = "<!-- settings table: generated, do not edit by hand -->\n"
+TABLE_END = "\n<!-- end of settings table -->"
+
+
+def test_the_configuration_page_holds_the_generated_table_of_every_key() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert TABLE_START in page and TABLE_END in page, "docs/configuration.md lost its markers"
+    table = page.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
+    assert table == markdown_table(), "paste `python -m util.util_config` between the markers"
+    # and the generated table has one row per key, each naming its environment variable
+    assert [line.split(" | ")[3] for line in table.splitlines()[2:]] == \
+        [f"`{env_name(key)}`" for key in KEYS]

@@ -20,7 +20,7 @@ from tests.conftest import ROOT, LostAnswers, Stack, job, put_job, sets
 from util.helpers import (FAILED, NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES, Annotations, InvalidMessage,
                           decode_body)
 from util.local.ses import sent_emails_in_process
-from util.notify.notify import HERE, Notifier, template_directory
+from util.notify.notify import HERE, Notifier
 from util.util_config import ConfigError
 from util.worker import Message
 
@@ -407,10 +407,15 @@ def test_operator_templates_are_used(stack: Stack, requests: list, tmp_path: Pat
     assert html == "<p>$5 off for Alice Free</p>"
 
 
-def test_the_bundled_templates_are_the_default(stack: Stack) -> None:
-    assert stack.config.notify.templates == "templates"
-    assert template_directory("templates") == HERE / "templates"
-    assert template_directory("/etc/gas/mail") == Path("/etc/gas/mail")
+def test_a_relative_template_directory_is_the_utilitys_whatever_the_working_directory(
+        stack: Stack, requests: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a worker started elsewhere (systemd's working directory is /), with the default
+    monkeypatch.chdir(tmp_path)
+    put_job(stack)
+    # When it e-mails, the bundled templates of util/notify are the ones used
+    notifier(stack)(results_message())
+    [(to, subject, text, html)] = [parts(r) for r in requests]
+    assert subject == "GAS: your annotation of sample.vcf is ready"
 
 
 @pytest.mark.parametrize("file, text, error", [

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from botocore.utils import calculate_tree_hash
 
 from tests.conftest import (NOW, LostAnswers, Stack, archive_job, job, message, put_job,
                             result_bytes, result_exists, set_role, sets, vault_archive_count,
                             wait_for)
 from tests.pipeline import Pipeline
 from util.glacier import MIB
-from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID, Annotations,
-                          InvalidMessage, decode_body)
+from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, RESULTS_BUCKET, THAW_JOB_ID,
+                          Annotations, InvalidMessage, decode_body)
 from util.local import glacier as glacier_emulation
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
@@ -137,8 +139,11 @@ def test_a_tree_hash_mismatch_commits_nothing(stack: Stack,
     glacier.get_job_output = corrupted
     # When thaw handles the notice
     outcome = handler(notice_message(notice))
-    # Then it is retried, and neither S3, the item nor the vault changed
-    assert outcome.action == "retry" and outcome.reason.startswith("nothing committed")
+    # Then that range is refused as it is read (not only the whole at the end), the message is
+    # retried, and neither S3, the item nor the vault changed
+    assert outcome.action == "retry"
+    assert outcome.reason.startswith(f"nothing committed: range {8 * MIB}-{16 * MIB - 1}: "
+                                     f"tree hash ")
     assert not result_exists(stack)
     assert stack.client("s3").list_multipart_uploads(
         Bucket=stack.config.gas.results_bucket).get("Uploads", []) == []
@@ -160,6 +165,46 @@ def test_a_whole_archive_mismatch_commits_nothing(stack: Stack,
     outcome = handler(notice_message(notice))
     assert outcome.action == "retry" and "archive tree hash" in outcome.reason
     assert not result_exists(stack) and ARCHIVE_ID in job(stack)
+
+
+def test_a_short_range_commits_nothing(stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # Given Glacier output whose second range arrives short, its tree hash that of what came
+    _, notice = restored
+    handler = thawer(stack)
+    glacier = handler.backend.vault.glacier
+    read_output = glacier.get_job_output
+
+    def truncated(**kwargs):
+        response = read_output(**kwargs)
+        if kwargs["range"].startswith(f"bytes={8 * MIB}-"):
+            body = response["body"].read()[:MIB]
+            response["body"] = _Body(body)
+            response["checksum"] = calculate_tree_hash(io.BytesIO(body))
+        return response
+
+    glacier.get_job_output = truncated
+    outcome = handler(notice_message(notice))
+    # Then the short range itself is refused, and nothing is committed
+    assert outcome.action == "retry"
+    assert outcome.reason == (f"nothing committed: range {8 * MIB}-{16 * MIB - 1}: "
+                              f"got {MIB} bytes")
+    assert not result_exists(stack) and ARCHIVE_ID in job(stack)
+    assert vault_archive_count(stack) == 1
+
+
+def test_an_item_whose_result_is_outside_the_results_bucket_is_invalid(
+        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # Given an item tampered with after the restore: its result now points at another bucket
+    _, notice = restored
+    stack.client("s3").create_bucket(Bucket="elsewhere")
+    Annotations(stack.aws, stack.config.gas.annotations_table).put(
+        {**job(stack), RESULTS_BUCKET: "elsewhere"})
+    # When its notice is handled
+    with pytest.raises(InvalidMessage, match="not in the results bucket gas-results"):
+        thawer(stack)(notice_message(notice))
+    # Then nothing was written there, and the archive is kept
+    assert stack.client("s3").list_objects_v2(Bucket="elsewhere").get("KeyCount", 0) == 0
+    assert ARCHIVE_ID in job(stack) and vault_archive_count(stack) == 1
 
 
 def test_stopping_abandons_the_copy_and_commits_nothing(

@@ -126,7 +126,7 @@ class Vault:
                 end = min(start + part_size, size) - 1
                 body = read_range(start, end)
                 if len(body) != end - start + 1:
-                    raise IOError(f"source returned {len(body)} bytes for {start}-{end}")
+                    raise OSError(f"source returned {len(body)} bytes for {start}-{end}")
                 checksum = calculate_tree_hash(io.BytesIO(body))
                 self.glacier.upload_multipart_part(
                     vaultName=self.name, uploadId=upload_id, range=f"bytes {start}-{end}/*",
@@ -213,7 +213,7 @@ class Vault:
             raise
 
     def job_output(self, job: dict, part_size: int,
-                   cancelled: threading.Event | None = None) -> "JobOutput":
+                   cancelled: threading.Event | None = None) -> JobOutput:
         """A finished retrieval's output as a verified, readable stream."""
         return JobOutput(self.glacier, self.name, job, part_size, cancelled)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.retries.standard import ExponentialBackoff
 from moto.core.models import botocore_stubber
 
-from tests.conftest import ROOT, LostAnswers, Stack, job, put_job, sets
+from tests.conftest import LostAnswers, Stack, job, put_job, sets
 from util.helpers import (FAILED, NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES, Annotations, InvalidMessage,
                           decode_body)
 from util.local.ses import sent_emails_in_process
@@ -433,16 +431,3 @@ def test_a_broken_template_is_a_config_error_naming_the_file(stack: Stack, tmp_p
         (directory / file).write_text(text)
     with pytest.raises(ConfigError, match=error):
         notifier(stack, templates=str(directory))
-
-
-def test_a_broken_template_stops_the_worker_at_start(aws_env: None, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "util/notify/notify.py", "--once"], cwd=ROOT, capture_output=True,
-        text=True, env={"GAS_NOTIFY_TEMPLATES": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"notify: config error: [notify] templates: cannot read "
-        f"{tmp_path / 'completed_subject.txt'}: No such file or directory"
-    ]

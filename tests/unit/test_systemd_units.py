@@ -4,10 +4,6 @@ check the unit files themselves, where systemd is installed.)"""
 from __future__ import annotations
 
 import configparser
-import shlex
-import subprocess
-
-import pytest
 
 from tests.conftest import ROOT
 from util.util_config import KEYS
@@ -22,23 +18,6 @@ def service_section() -> dict[str, str]:
     parser.optionxform = str  # keys are case-sensitive
     parser.read(TEMPLATE)
     return dict(parser["Service"])
-
-
-@pytest.mark.parametrize("instance, args, command", [
-    ("archive", "", "-m util.archive"),
-    ("thaw-2", "--config /etc/gas/gas.ini --log-format json",
-     "-m util.thaw --config /etc/gas/gas.ini --log-format json"),
-])
-def test_exec_start_runs_the_instances_utility(instance: str, args: str, command: str) -> None:
-    # Given ExecStart as systemd expands it: specifiers, $$ and $WORKER_ARGS split into words
-    line = service_section()["ExecStart"]
-    line = line.replace("%i", instance).replace("%%", "%").replace("$$", "$")
-    words = shlex.split(line.replace("$WORKER_ARGS", args))
-    # When it runs, with a stand-in for the virtualenv's Python
-    words = [w.replace("exec /opt/gas/.venv/bin/python", "exec echo") for w in words]
-    output = subprocess.run(words, capture_output=True, text=True, check=True).stdout
-    # Then it is that utility's module with the extra options
-    assert output.strip() == command
 
 
 def test_stop_timeout_covers_a_long_poll_and_the_drain() -> None:

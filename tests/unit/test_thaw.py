@@ -8,9 +8,8 @@ import json
 import pytest
 from botocore.utils import calculate_tree_hash
 
-from tests.conftest import (NOW, LostAnswers, Stack, archive_job, job, message, put_job,
-                            result_bytes, result_exists, set_role, sets, vault_archive_count,
-                            wait_for)
+from tests.conftest import (NOW, Stack, archive_job, job, message, put_job, result_bytes,
+                            result_exists, set_role, vault_archive_count, wait_for)
 from tests.pipeline import Pipeline
 from util.glacier import MIB
 from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, RESULTS_BUCKET, THAW_JOB_ID,

@@ -82,7 +82,7 @@ class Demo:
             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
     def stop_all(self) -> None:
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             process.send_signal(signal.SIGTERM)
         for name, process in self.processes.items():
             try:

@@ -141,12 +141,12 @@ def histogram(title: str, values: Sequence[float], x_label: str, bins: int = 40)
                          f'height="{round(frame.y(0) - frame.y(count), 1)}" fill="{COLOURS[0]}"/>')
     marks = []
     for (p, colour) in zip(PERCENTILES, COLOURS[1:], strict=False):
-        value = percentile(values, p)
-        if value is not None:
-            x = frame.x(value)
+        mark = percentile(values, p)
+        if mark is not None:
+            x = frame.x(mark)
             parts.append(f'<line x1="{x}" y1="{MARGIN_TOP}" x2="{x}" y2="{frame.y(0)}" '
                          f'stroke="{colour}" stroke-dasharray="4 3"/>')
-            marks.append((f"p{p} {_number(round(value, 3))}", colour))
+            marks.append((f"p{p} {_number(round(mark, 3))}", colour))
     return _svg(title, parts + frame.legend(marks))
 
 

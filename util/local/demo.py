@@ -89,8 +89,9 @@ class Demo:
                 code = process.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 process.kill()
-                code = "killed"
-            self.check(code == 0, f"{name} stopped by SIGTERM, as systemd stops it (exit {code})")
+                code = None
+            self.check(code == 0, f"{name} stopped by SIGTERM, as systemd stops it "
+                                  f"(exit {'killed' if code is None else code})")
 
     # -- the stack -----------------------------------------------------------------------------
 

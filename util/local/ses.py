@@ -38,7 +38,7 @@ def sent_emails_in_process() -> list[dict[str, Any]]:
          "subject": m.subject, "body": m.body}
         for _, _, backend in ses_backends.iter_backends()
         # sent_messages also holds raw and templated e-mails, which have no subject of their own.
-        for m in backend.sent_messages if isinstance(m, Message)
+        for m in backend.sent_messages if isinstance(m, Message)  # type: ignore[attr-defined]
     ]
 
 

@@ -215,6 +215,37 @@ def test_redelivery_after_success_sends_no_second_email(stack: Stack) -> None:
     assert len(sent_emails_in_process()) == 1
 
 
+def test_redelivery_after_success_is_done_even_if_the_user_changed_since(stack: Stack) -> None:
+    # Given a job e-mailed, whose user then changed to an address no e-mail can go to
+    put_job(stack)
+    notifier(stack)(results_message())
+    set_user(stack, "u-alice", email="not an address")
+    # When the message comes again, it is done: not a dead letter for an operator
+    again = notifier(stack)(results_message())
+    assert (again.action, again.reason) == ("done", "already notified")
+    assert len(sent_emails_in_process()) == 1
+
+
+def test_a_copy_recorded_while_this_one_rendered_its_email_sends_no_second(stack: Stack) -> None:
+    # Given another copy of the message that e-mailed and recorded it just after this one
+    # read the job
+    put_job(stack)
+    ours = notifier(stack)
+    claim = ours.claim
+
+    def another_copy_first(job_id: str, token: str):
+        other = notifier(stack)(results_message())
+        assert other.reason == "e-mailed (COMPLETED)"
+        return claim(job_id, token)
+
+    ours.claim = another_copy_first
+    # When this one tries to claim the sending
+    outcome = ours(results_message())
+    # Then it finds the e-mail recorded: one e-mail in all
+    assert (outcome.action, outcome.reason) == ("done", "already notified")
+    assert len(sent_emails_in_process()) == 1
+
+
 def test_a_crash_between_send_and_record_gives_a_second_email(stack: Stack) -> None:
     """The documented window: at least once, never none."""
     # Given a worker that crashed after sending, before recording

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -235,7 +236,20 @@ def test_a_queue_without_dead_letter_queue_is_refused(stack: Stack) -> None:
         Worker("test", lambda m: done(), stack.config, stack.aws, "no-dlq")
 
 
-def test_work_abandoned_at_the_end_of_the_drain_grace_is_handed_back(stack: Stack) -> None:
+class ProcessExit(Exception):
+    """os._exit, called in a test: raised instead of ending the test run (with status 0)."""
+
+
+@pytest.fixture
+def no_process_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exit_called(status: int) -> None:
+        raise ProcessExit(f"the worker ended the process (status {status})")
+
+    monkeypatch.setattr(os, "_exit", exit_called)
+
+
+def test_work_abandoned_at_the_end_of_the_drain_grace_is_handed_back(
+        stack: Stack, no_process_exit: None) -> None:
     # Given a handler still running when the drain grace nears its end
     send(stack, '{"job_id": "long"}')
 

@@ -207,8 +207,8 @@ def install() -> None:
              (GlacierResponse, _glacier_resource)]
     for response_class, resolve in hooks:
         moto_default = _MOTO_RESOURCE_HOOKS.get(response_class)
-        response_class._determine_resource = _resource_hook(  # type: ignore[attr-defined]
-            resolve, moto_default)  # type: ignore[arg-type]
+        hook = _resource_hook(resolve, moto_default)  # type: ignore[arg-type]
+        response_class._determine_resource = hook  # type: ignore[attr-defined]
     # moto's own methods, replaced: mypy rightly says they are methods.
     IAMRequest.check_action_permitted = _check_with_iam_action  # type: ignore[method-assign,assignment]
     IAMRequest._create_aws_request = _sign_what_was_sent  # type: ignore[method-assign,assignment]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test chaos interleave bench bench-rss bench-load bench-reconcile verify-units install install-dev clean
+.PHONY: demo test test-fast lint chaos interleave mutate bench bench-rss bench-load bench-reconcile verify-units install install-dev clean
 
 demo: $(VENV)/.installed-dev
 	$(PY) -m util.local demo
@@ -11,12 +11,26 @@ demo: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
+# The unit tests but the exhaustive explorations: under a minute, for every change.
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "unit and not exhaustive" tests/unit
+
+# ruff (lint and format check) over the repository, mypy over util/ (pyproject.toml).
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy util
+
 chaos: $(VENV)/.installed-dev
 	$(PY) -m tests.chaos --backend both --jobs 200
 
 # Every handler pair under 200 seeded random schedules (besides every one-preemption order).
 interleave: $(VENV)/.installed-dev
 	INTERLEAVE_RANDOM=200 $(PY) -m pytest -n 0 tests/unit/test_interleavings.py
+
+# Remove each guard of the product code in turn (tests/mutate.py): the tests must notice.
+mutate: $(VENV)/.installed-dev
+	$(PY) -m tests.mutate
 
 # Runtime figures behind a slow proxy: head-of-line, transfer rates and RSS, calls and CPU per job.
 bench: $(VENV)/.installed-dev
@@ -28,6 +42,7 @@ bench-rss: $(VENV)/.installed-dev
 
 bench-load: $(VENV)/.installed-dev
 	$(PY) -m bench.ann_load_rate
+	$(PY) -m bench.open_loop
 
 # One reconcile pass over 10,000 jobs in the local stack: its time and AWS calls by operation.
 bench-reconcile: $(VENV)/.installed-dev

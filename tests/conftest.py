@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ConnectionClosedError
@@ -43,6 +44,35 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+# -- the suite's layout: each test's kind comes from its directory -------------------------------
+
+KINDS = {"unit": "moto in process, no process started",
+         "integration": "real processes against a local stack server",
+         "local": "the local stack's emulations themselves (util/local), not product code"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its kind (``-m unit``, ``-m "not local"`` ...)."""
+    for item in items:
+        kind = Path(item.fspath).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_service_models() -> Iterator[None]:
+    """One botocore loader for every session the tests make.
+
+    Each ``Aws`` (and so each test's stack) is a new boto3 session, which would parse the
+    service models and endpoints JSON again: most of a test's set-up time. The models are
+    read-only, so sharing them isolates nothing less.
+    """
+    loader = botocore.session.create_loader()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.session, "create_loader", lambda *args, **kwargs: loader)
+        yield
 
 
 @pytest.fixture
@@ -341,7 +371,23 @@ def result_bytes(stack: Stack, job_id: str = "j1") -> bytes:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How many schedules each interleaving pair ran (tests/unit/test_interleavings.py)."""
+    """Outcomes by kind of test, emulation tests apart from product tests; and how many
+    schedules each interleaving pair ran (tests/unit/test_interleavings.py)."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome == "passed":
+                continue
+            kind = Path(report.fspath).parent.name if report.fspath else ""
+            if kind in KINDS:
+                counts.setdefault(kind, {}).setdefault(outcome, 0)
+                counts[kind][outcome] += 1
+    if counts:
+        terminalreporter.section("tests by kind")
+        for kind, description in KINDS.items():
+            if kind in counts:
+                figures = ", ".join(f"{n} {o}" for o, n in counts[kind].items())
+                terminalreporter.write_line(f"{kind:12} {figures}  ({description})")
     module = sys.modules.get("tests.unit.test_interleavings")
     explored = getattr(module, "EXPLORED", {})
     if explored:

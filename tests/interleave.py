@@ -376,7 +376,7 @@ class _Schedule:
         self.version = 0  # changes whenever a call arrives or is released, or an actor ends
         self.baseline = baseline
         self.actors: list[_ActorState] = []
-        for actor, of_actor in zip(actors, hooks):
+        for actor, of_actor in zip(actors, hooks, strict=True):
             state = _ActorState(actor, _Process(actor.name))
             state.thread = threading.Thread(target=self._body, args=(state,), name=actor.name,
                                             daemon=True)

@@ -116,7 +116,7 @@ def line_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]],
     frame = _Frame(max((x for x, _ in points), default=1), max((y for _, y in points), default=1),
                    x_label, y_label)
     parts = frame.axes()
-    colours = list(zip(series, COLOURS))
+    colours = list(zip(series, COLOURS, strict=False))
     for name, colour in colours:
         path = " ".join(f"{frame.x(x)},{frame.y(y)}" for x, y in series[name])
         if path:
@@ -140,13 +140,13 @@ def histogram(title: str, values: Sequence[float], x_label: str, bins: int = 40)
             parts.append(f'<rect x="{x0}" y="{frame.y(count)}" width="{max(x1 - x0 - 1, 1)}" '
                          f'height="{round(frame.y(0) - frame.y(count), 1)}" fill="{COLOURS[0]}"/>')
     marks = []
-    for (p, colour) in zip(PERCENTILES, COLOURS[1:]):
-        value = percentile(values, p)
-        if value is not None:
-            x = frame.x(value)
+    for (p, colour) in zip(PERCENTILES, COLOURS[1:], strict=False):
+        mark = percentile(values, p)
+        if mark is not None:
+            x = frame.x(mark)
             parts.append(f'<line x1="{x}" y1="{MARGIN_TOP}" x2="{x}" y2="{frame.y(0)}" '
                          f'stroke="{colour}" stroke-dasharray="4 3"/>')
-            marks.append((f"p{p} {_number(round(value, 3))}", colour))
+            marks.append((f"p{p} {_number(round(mark, 3))}", colour))
     return _svg(title, parts + frame.legend(marks))
 
 

@@ -411,7 +411,8 @@ class S3Backend:
         """
         archived = completion.source
         part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
-        self.copy({"Bucket": self.bucket, "Key": completion.archive_id}, bucket, key, cancelled, {
+        # An S3 restore is named by the archive object's key (`completion`).
+        self.copy({"Bucket": self.bucket, "Key": completion.retrieval_id}, bucket, key, cancelled, {
             "StorageClass": "STANDARD", "MetadataDirective": "REPLACE",
             "CopySourceIfMatch": archived["ETag"]}, part_size, archived["ContentLength"],
             archived["ETag"])

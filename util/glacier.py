@@ -171,7 +171,7 @@ class Vault:
             end = min(start + part_size, size) - 1
             body = read_range(start, end)
             if len(body) != end - start + 1:
-                raise IOError(f"source returned {len(body)} bytes for {start}-{end}")
+                raise OSError(f"source returned {len(body)} bytes for {start}-{end}")
             checksum = calculate_tree_hash(io.BytesIO(body))
             self.glacier.upload_multipart_part(
                 vaultName=self.name, uploadId=upload_id, range=f"bytes {start}-{end}/*",

@@ -60,7 +60,7 @@ class Start:
 
 
 def is_claim(restore_job_id: str | None) -> bool:
-    return bool(restore_job_id) and restore_job_id.startswith(CLAIM_PREFIX)
+    return restore_job_id is not None and restore_job_id.startswith(CLAIM_PREFIX)
 
 
 def under_way(job: dict[str, Any], now: float) -> bool:

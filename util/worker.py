@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -55,11 +55,16 @@ RECEIVE_STALL_SECONDS = 60
 log = logging.getLogger("gas")
 
 
+# What the runtime does with a message: delete it, leave it to come back, bring it back after a
+# delay, move it to the dead-letter queue, or make it visible again at once (we are stopping).
+Action = Literal["done", "retry", "defer", "invalid", "handed back"]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the runtime does with a message once its handler returns."""
 
-    action: str  # done | retry | defer | invalid | handed back
+    action: Action
     reason: str = ""
     delay: int = 0
 

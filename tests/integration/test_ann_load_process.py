@@ -68,11 +68,12 @@ def test_a_small_load_completes_and_cleanup_leaves_nothing(
     jobs = summary["jobs"]
     assert (jobs["scheduled"], jobs["submitted"], jobs["completed"]) == (15, 15, 15), summary
     assert jobs["send_errors"] == jobs["never_completed"] == jobs["failed"] == 0
-    # And its figures are sane: on rate, on time, each job at least the annotator's 0.2 s
-    assert 4.0 <= summary["achieved_rate"] <= 5.01
-    assert summary["send_lag_ms"]["p99"] < 1000
+    # And its figures are those of 15 jobs, each at least the annotator's 0.2 s end to end
+    # (how well it keeps time depends on the machine: bench/ann_load_rate.py measures that)
+    assert summary["target_rate"] == 5.0 and 0 < summary["achieved_rate"] <= 5.01
+    assert summary["send_lag_ms"]["count"] == summary["submit_latency_ms"]["count"] == 15
     e2e = summary["end_to_end_ms"]
-    assert 200 <= e2e["p50"] <= e2e["p90"] <= e2e["p99"] <= e2e["max"] < 30_000
+    assert e2e["count"] == 15 and 200 <= e2e["p50"] <= e2e["p90"] <= e2e["p99"] <= e2e["max"]
     assert summary["backlog"]["max"] is not None and len(summary["samples"]) >= 3
     records = [json.loads(line) for line in (out / "jobs.jsonl").read_text().splitlines()]
     assert len(records) == 15 and {r["status"] for r in records} == {"COMPLETED"}

@@ -6,8 +6,6 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import (Server, UtilityProcess, archived_bytes, dead_letter_reasons, job,
                             put_job, result_exists, vault_archive_count, wait_for)
 from util.glacier import MIB
@@ -94,25 +92,49 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
     assert worker.stop() == 0
 
 
-@pytest.mark.parametrize("drain_seconds", ["60", "1"], ids=["finishes-in-grace", "abandons"])
-def test_sigterm_during_a_multipart_upload(server: Server, tmp_path: Path,
-                                           drain_seconds: str) -> None:
-    # Given an archive worker in the middle of a long multipart upload
+def sigterm_mid_upload(server: Server, tmp_path: Path,
+                       drain_seconds: str) -> tuple[bytes, ArchiveProcess]:
+    """A 48 MiB result, and the archive worker systemd stopped while its multipart upload was
+    under way; the worker must have exited 0 within its grace."""
     data = put_job(server, size=48 * MIB)
     send(server, {"job_id": "j1", "user_id": "u-alice"})
-    worker = ArchiveProcess(server, tmp_path / "archive.log", worker_drain_seconds=drain_seconds)
+    worker = ArchiveProcess(server, tmp_path / "first.log", worker_drain_seconds=drain_seconds)
     vault = server.config.gas.vault
     glacier = server.client("glacier")
     wait_for(lambda: multipart_uploads(server) and glacier.list_parts(
         vaultName=vault, uploadId=multipart_uploads(server)[0]["MultipartUploadId"])["Parts"],
         timeout=60, what="the first uploaded part")
-    # When systemd stops it
-    stopped_at = time.monotonic()
+    # stop() fails if the process outlives its grace by more than 10 s
     assert worker.stop(timeout=int(drain_seconds) + 10) == 0, worker.log
-    assert time.monotonic() - stopped_at <= int(drain_seconds) + 5
-    # And it is started again
-    run_once(server, tmp_path)
-    # Then the result was archived exactly once, and nothing is left half done
-    assert vault_archive_count(server) == 1
+    return data, worker
+
+
+def test_sigterm_during_a_multipart_upload_finishes_it_within_the_grace(
+        server: Server, tmp_path: Path) -> None:
+    # Given a worker stopped mid-upload with a grace long enough to finish
+    data, first = sigterm_mid_upload(server, tmp_path, "60")
+    # Then that worker itself archived the result before it exited
+    log = first.log
+    assert "job=j1 receives=1 outcome=done" in log and "reason='archived'" in log, log
+    assert vault_archive_count(server) == 1 and not result_exists(server)
+    assert multipart_uploads(server) == []
+    # And a restarted worker finds nothing left to do
+    restarted = run_once(server, tmp_path)
+    assert "outcome=" not in restarted.log
     assert archived_bytes(server, job(server)[ARCHIVE_ID]) == data
-    assert not result_exists(server) and multipart_uploads(server) == []
+
+
+def test_sigterm_during_a_multipart_upload_abandons_it_when_the_grace_is_short(
+        server: Server, tmp_path: Path) -> None:
+    # Given a worker stopped mid-upload with a 1 s grace, far too short for 48 MiB
+    data, first = sigterm_mid_upload(server, tmp_path, "1")
+    # Then it gave the upload up: aborted, nothing archived, the message handed back at once
+    assert "reason='worker stopping: upload abandoned'" in first.log, first.log
+    assert "outcome=done" not in first.log
+    assert ARCHIVE_ID not in job(server) and result_exists(server)
+    assert vault_archive_count(server) == 0 and multipart_uploads(server) == []
+    # And a restarted worker archives the result, once
+    run_once(server, tmp_path)
+    assert vault_archive_count(server) == 1 and not result_exists(server)
+    assert archived_bytes(server, job(server)[ARCHIVE_ID]) == data
+    assert multipart_uploads(server) == []

@@ -16,7 +16,7 @@ from tests.pipeline import Pipeline
 from tests.scenarios import World, use_backend
 from util.archive.archive import Archiver
 from util.glacier import MIB, combine_tree_hashes, part_size_for
-from util.helpers import ARCHIVE_ID, RESULT_ETAG, Annotations, InvalidMessage
+from util.helpers import ARCHIVE_ID, ARCHIVE_UPLOAD, RESULT_ETAG, Annotations, InvalidMessage
 from util.local import glacier as glacier_emulation
 
 
@@ -103,6 +103,17 @@ def test_forged_or_stale_messages_are_invalid_and_touch_nothing(stack: Stack, bo
     assert ARCHIVE_ID not in job(stack) and result_exists(stack)
 
 
+def test_a_job_without_complete_time_is_invalid(stack: Stack) -> None:
+    # A completed item with no complete time has no grace period to count from
+    put_job(stack)
+    item = job(stack)
+    del item["complete_time"]
+    Annotations(stack.aws, stack.config.gas.annotations_table).put(item)
+    with pytest.raises(InvalidMessage, match="job j1 has no complete_time"):
+        archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    assert vault_archive_count(stack) == 0 and result_exists(stack)
+
+
 def test_result_gone_and_never_archived_is_invalid(stack: Stack) -> None:
     put_job(stack)
     stack.client("s3").delete_object(Bucket=stack.config.gas.results_bucket,
@@ -151,6 +162,97 @@ def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
     assert not result_exists(stack)
 
 
+def test_a_result_gone_because_another_copy_archived_it_is_done(stack: Stack) -> None:
+    # Given a copy of the message that read the job just before another copy archived the
+    # result and deleted it from S3
+    data = put_job(stack)
+    ours = archiver(stack)
+    source = ours.source
+
+    def another_copy_finishes_first(item):
+        other = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+        assert (other.action, other.reason) == ("done", "archived")
+        return source(item)
+
+    ours.source = another_copy_finishes_first
+    # When ours finds no S3 result
+    outcome = ours(message(job_id="j1", user_id="u-alice"))
+    # Then that is no invalid message: the result is in the archive, once
+    assert (outcome.action, outcome.reason) == ("done", "archived by another worker")
+    assert vault_archive_count(stack) == 1
+    assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == data
+
+
+def test_a_result_rewritten_during_the_upload_is_retried_not_archived(stack: Stack) -> None:
+    # Given a result rewritten in S3 while its parts are read (every read is pinned to the
+    # ETag the upload started with)
+    put_job(stack, size=3 * MIB)
+    handler = archiver(stack)
+    read = handler.s3.get_object
+    item = job(stack)
+
+    def rewritten_after_the_first_part(**kwargs):
+        if not kwargs["Range"].startswith("bytes=0-"):
+            stack.client("s3").put_object(Bucket=item["s3_results_bucket"],
+                                          Key=item["s3_key_result_file"], Body=b"new content")
+        return read(**kwargs)
+
+    handler.s3.get_object = rewritten_after_the_first_part
+    # When the message is handled
+    outcome = handler(message(job_id="j1", user_id="u-alice"))
+    # Then it is retried, nothing is archived, and the new result stays
+    assert (outcome.action, outcome.reason) == ("retry",
+                                                "the S3 result changed while it was archived")
+    handler.s3.get_object = read
+    assert vault_archive_count(stack) == 0 and ARCHIVE_ID not in job(stack)
+    assert result_bytes(stack) == b"new content"
+
+
+def test_an_upload_recorded_for_other_content_is_not_completed(
+        stack: Stack, lost_answers: LostAnswers) -> None:
+    # Given a worker killed after recording its upload, before completing it
+    put_job(stack, size=3 * MIB)
+    lost_answers.add("CompleteMultipartUpload", then="kill-before")
+    with pytest.raises(Killed):
+        archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    assert ARCHIVE_UPLOAD in job(stack)
+    # And the result rewritten since (the recorded upload holds the old bytes)
+    item = job(stack)
+    new = os.urandom(2 * MIB)
+    stack.client("s3").put_object(Bucket=item["s3_results_bucket"],
+                                  Key=item["s3_key_result_file"], Body=new)
+    # When the message comes back
+    outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    # Then the archive holds the result as it is now, not the upload of the old one
+    assert (outcome.action, outcome.reason) == ("done", "archived")
+    assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == new
+
+
+def test_an_archive_recorded_during_our_upload_stops_us_before_we_complete_ours(
+        stack: Stack) -> None:
+    # Given a copy of the message that read the job, then uploaded its parts, while another
+    # copy archived the result and recorded it
+    put_job(stack, size=3 * MIB)
+    ours = archiver(stack)
+    jobs = ours.jobs
+    update_if = jobs.update_if
+
+    def another_copy_records_first(*args, **kwargs):
+        jobs.update_if = update_if
+        outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+        assert (outcome.action, outcome.reason) == ("done", "archived")
+        return update_if(*args, **kwargs)
+
+    jobs.update_if = another_copy_records_first  # the first write: recording our upload
+    # When ours is about to record its upload
+    outcome = ours(message(job_id="j1", user_id="u-alice"))
+    # Then it stops there: the other copy's archive stands, ours was never completed, and
+    # the item records no upload of ours
+    assert (outcome.action, outcome.reason) == ("done", "archived by another worker")
+    assert vault_archive_count(stack) == 1 and ARCHIVE_UPLOAD not in job(stack)
+    assert not result_exists(stack)
+
+
 def test_user_who_became_premium_during_the_upload_gets_a_restore_request(stack: Stack) -> None:
     put_job(stack)
     handler = archiver(stack)
@@ -183,6 +285,29 @@ def test_cancelled_upload_is_aborted_and_retried(stack: Stack) -> None:
     assert outcome.action == "retry"
     assert stack.client("glacier").list_multipart_uploads(
         vaultName=stack.config.gas.vault)["UploadsList"] == []
+    assert ARCHIVE_ID not in job(stack) and result_exists(stack)
+
+
+def test_a_short_read_of_the_result_is_refused_and_the_upload_aborted(stack: Stack) -> None:
+    # Given an S3 answer that ends early for the second 1 MiB part
+    put_job(stack, size=3 * MIB)
+    handler = archiver(stack)
+    read = handler.s3.get_object
+
+    def short_second_part(**kwargs):
+        response = read(**kwargs)
+        if kwargs["Range"].startswith(f"bytes={MIB}-"):
+            response["Body"] = io.BytesIO(response["Body"].read()[:1000])
+        return response
+
+    handler.s3.get_object = short_second_part
+    # When the message is handled, the short part is refused before it is sent
+    with pytest.raises(IOError, match=f"source returned 1000 bytes for {MIB}-{2 * MIB - 1}"):
+        handler(message(job_id="j1", user_id="u-alice"))
+    # Then nothing was archived and the result is still in S3
+    assert stack.client("glacier").list_multipart_uploads(
+        vaultName=stack.config.gas.vault)["UploadsList"] == []
+    assert vault_archive_count(stack) == 0
     assert ARCHIVE_ID not in job(stack) and result_exists(stack)
 
 

@@ -21,6 +21,8 @@ from tests.scenarios import World, message, upgraded, use_backend
 from util.helpers import FREE, PREMIUM, Aws
 from util.local.ses import sent_emails_in_process
 
+pytestmark = pytest.mark.exhaustive
+
 
 def archive(world: World) -> tuple[str, dict[str, Any]]:
     job = world.job(world.user(FREE), size=3)

@@ -27,6 +27,8 @@ from tests.scenarios import World, message, upgraded, use_backend
 from util.helpers import FREE, PREMIUM, Aws, InvalidMessage
 from util.local.ses import sent_emails_in_process
 
+pytestmark = pytest.mark.exhaustive
+
 RANDOM = int(os.environ.get("INTERLEAVE_RANDOM", "5"))
 # Schedules run per pair, for the session's summary (printed by `make interleave`).
 EXPLORED: dict[str, int] = {}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,11 +14,11 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.retries.standard import ExponentialBackoff
 from moto.core.models import botocore_stubber
 
-from tests.conftest import ROOT, LostAnswers, Stack, job, put_job, sets
+from tests.conftest import LostAnswers, Stack, job, put_job, sets
 from util.helpers import (FAILED, NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES, Annotations, InvalidMessage,
                           decode_body)
 from util.local.ses import sent_emails_in_process
-from util.notify.notify import HERE, Notifier, template_directory
+from util.notify.notify import HERE, Notifier
 from util.util_config import ConfigError
 from util.worker import Message
 
@@ -217,6 +215,37 @@ def test_redelivery_after_success_sends_no_second_email(stack: Stack) -> None:
     assert len(sent_emails_in_process()) == 1
 
 
+def test_redelivery_after_success_is_done_even_if_the_user_changed_since(stack: Stack) -> None:
+    # Given a job e-mailed, whose user then changed to an address no e-mail can go to
+    put_job(stack)
+    notifier(stack)(results_message())
+    set_user(stack, "u-alice", email="not an address")
+    # When the message comes again, it is done: not a dead letter for an operator
+    again = notifier(stack)(results_message())
+    assert (again.action, again.reason) == ("done", "already notified")
+    assert len(sent_emails_in_process()) == 1
+
+
+def test_a_copy_recorded_while_this_one_rendered_its_email_sends_no_second(stack: Stack) -> None:
+    # Given another copy of the message that e-mailed and recorded it just after this one
+    # read the job
+    put_job(stack)
+    ours = notifier(stack)
+    claim = ours.claim
+
+    def another_copy_first(job_id: str, token: str):
+        other = notifier(stack)(results_message())
+        assert other.reason == "e-mailed (COMPLETED)"
+        return claim(job_id, token)
+
+    ours.claim = another_copy_first
+    # When this one tries to claim the sending
+    outcome = ours(results_message())
+    # Then it finds the e-mail recorded: one e-mail in all
+    assert (outcome.action, outcome.reason) == ("done", "already notified")
+    assert len(sent_emails_in_process()) == 1
+
+
 def test_a_crash_between_send_and_record_gives_a_second_email(stack: Stack) -> None:
     """The documented window: at least once, never none."""
     # Given a worker that crashed after sending, before recording
@@ -407,10 +436,15 @@ def test_operator_templates_are_used(stack: Stack, requests: list, tmp_path: Pat
     assert html == "<p>$5 off for Alice Free</p>"
 
 
-def test_the_bundled_templates_are_the_default(stack: Stack) -> None:
-    assert stack.config.notify.templates == "templates"
-    assert template_directory("templates") == HERE / "templates"
-    assert template_directory("/etc/gas/mail") == Path("/etc/gas/mail")
+def test_a_relative_template_directory_is_the_utilitys_whatever_the_working_directory(
+        stack: Stack, requests: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a worker started elsewhere (systemd's working directory is /), with the default
+    monkeypatch.chdir(tmp_path)
+    put_job(stack)
+    # When it e-mails, the bundled templates of util/notify are the ones used
+    notifier(stack)(results_message())
+    [(to, subject, text, html)] = [parts(r) for r in requests]
+    assert subject == "GAS: your annotation of sample.vcf is ready"
 
 
 @pytest.mark.parametrize("file, text, error", [
@@ -428,16 +462,3 @@ def test_a_broken_template_is_a_config_error_naming_the_file(stack: Stack, tmp_p
         (directory / file).write_text(text)
     with pytest.raises(ConfigError, match=error):
         notifier(stack, templates=str(directory))
-
-
-def test_a_broken_template_stops_the_worker_at_start(aws_env: None, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "util/notify/notify.py", "--once"], cwd=ROOT, capture_output=True,
-        text=True, env={"GAS_NOTIFY_TEMPLATES": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"notify: config error: [notify] templates: cannot read "
-        f"{tmp_path / 'completed_subject.txt'}: No such file or directory"
-    ]

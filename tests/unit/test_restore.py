@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import (NOW, LostAnswers, Stack, archive_job, job, message, put_job,
                             set_role)
 from tests.pipeline import Pipeline
-from util.helpers import (ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER,
+from util.helpers import (ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER, Annotations,
                           InvalidMessage)
 from util.local import glacier as glacier_emulation
 from util.restore.restore import Restorer
@@ -249,3 +249,56 @@ def test_a_lost_answer_to_initiate_job_starts_no_second_retrieval(
     jobs = glacier_jobs(stack)
     assert len(jobs) == 3
     assert {job(stack, j)[RESTORE_JOB_ID] for j in premium_alice} == {j["JobId"] for j in jobs}
+
+
+# -- the retrieval record: only for an archived result, only over our own claim ----------------
+
+def test_a_stopping_worker_starts_no_more_retrievals(stack: Stack,
+                                                     premium_alice: dict[str, bytes]) -> None:
+    msg = message(user_id="u-alice")
+    msg.cancelled.set()  # the drain grace is ending
+    outcome = restorer(stack)(msg)
+    assert outcome.action == "retry" and "worker stopping" in outcome.reason
+    assert glacier_jobs(stack) == []
+
+
+def thaw_record(stack: Stack, job_id: str) -> None:
+    """What thaw's record leaves: the item no longer names an archive or a retrieval."""
+    Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+        job_id, "REMOVE #a, #j, #t, #e", "attribute_exists(#a)",
+        {"#a": ARCHIVE_ID, "#j": RESTORE_JOB_ID, "#t": RESTORE_TIER, "#e": RESTORE_EXPIRES})
+
+
+def test_a_result_thawed_since_the_index_was_read_is_not_retrieved_again(
+        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    # Given j1 as the index still shows it (archived), though another retrieval has thawed it
+    stale = job(stack, "j1")
+    thaw_record(stack, "j1")
+    # When a retrieval of it is started from that stale view
+    start = restorer(stack).retrievals.start(stale)
+    # Then none is: its archive is no longer the job's, and the item records nothing
+    assert start.status == "not archived"
+    assert glacier_jobs(stack) == []
+    assert RESTORE_JOB_ID not in job(stack, "j1")
+
+
+def test_a_retrieval_is_not_recorded_on_a_result_thawed_while_it_was_started(
+        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    # Given a result thawed (by an earlier retrieval) while ours is being started
+    handler = restorer(stack)
+    backend = handler.retrievals.backend
+    start_retrieval = backend.start_retrieval
+
+    def thawed_meanwhile(archive_id: str, job_id: str, tier: str) -> str:
+        retrieval_id = start_retrieval(archive_id, job_id, tier)
+        thaw_record(stack, job_id)
+        return retrieval_id
+
+    backend.start_retrieval = thawed_meanwhile
+    # When it is recorded
+    start = handler.retrievals.start(job(stack, "j1"))
+    # Then the thawed item is left as thaw left it: no retrieval, no expiry
+    assert start.status == "started"
+    item = job(stack, "j1")
+    assert RESTORE_JOB_ID not in item and RESTORE_EXPIRES not in item
+

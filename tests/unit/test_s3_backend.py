@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote_plus
 
 import pytest
 
 from tests.conftest import (NOW, LostAnswers, Stack, job, message, put_job, result_bytes,
                             result_exists, set_role, wait_for)
 from tests.pipeline import Pipeline
+from util import backends
 from util.archive.archive import Archiver
 from util.glacier import MIB
 from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID, InvalidMessage,
@@ -195,6 +197,68 @@ def test_a_copy_whose_etag_differs_commits_nothing(s3_backend: Stack) -> None:
     outcome = handler(message(**event))
     assert outcome.action == "retry" and outcome.reason.startswith("nothing committed")
     assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)
+
+
+def restore_event(stack: Stack) -> dict:
+    """The archive bucket's ObjectRestore:Completed event for the job's archive object."""
+    return {"Records": [{"eventName": "ObjectRestore:Completed", "s3": {
+        "bucket": {"name": stack.config.gas.archive_bucket},
+        "object": {"key": quote_plus(job(stack)[ARCHIVE_ID])}}}]}
+
+
+def test_an_event_while_the_restore_is_still_in_progress_is_retried(s3_backend: Stack) -> None:
+    # Given a restore under way (an event S3 sent early, or one forged ahead of time)
+    archive(s3_backend)
+    glacier_emulation.configure(expedited_seconds=3600)
+    restore(s3_backend)
+    # When thaw handles its event
+    outcome = Thawer(s3_backend.config, s3_backend.aws)(message(**restore_event(s3_backend)))
+    # Then it waits for the restore: nothing is copied yet
+    assert (outcome.action, outcome.reason) == ("retry", "retrieval is InProgress")
+    assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)
+
+
+def test_an_event_for_an_archive_object_that_is_gone_is_invalid(s3_backend: Stack) -> None:
+    # Given an archive object deleted although the item still names it
+    archive(s3_backend)
+    event = restore_event(s3_backend)
+    s3_backend.client("s3").delete_object(Bucket=s3_backend.config.gas.archive_bucket,
+                                          Key=job(s3_backend)[ARCHIVE_ID])
+    # Then its event is for an operator to look at, not retried forever
+    with pytest.raises(InvalidMessage, match="its archive .* is gone"):
+        Thawer(s3_backend.config, s3_backend.aws)(message(**event))
+
+
+def test_an_event_for_an_archive_object_never_restored_restarts_its_retrieval(
+        s3_backend: Stack) -> None:
+    # Given an event for an archive object that is not restored (forged, or its copy expired)
+    archive(s3_backend)
+    # When thaw handles it, it copies nothing from an object it cannot read, and starts a
+    # retrieval instead (Standard, as after any failed one)
+    outcome = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)(
+        message(**restore_event(s3_backend)))
+    assert outcome.action == "done", outcome
+    assert outcome.reason == ("retrieval failed (not restored (or its copy expired)); "
+                              "started Standard")
+    assert not result_exists(s3_backend)
+    assert job(s3_backend)[RESTORE_JOB_ID] == job(s3_backend)[ARCHIVE_ID]
+
+
+def test_stopping_abandons_the_copy_back_and_commits_nothing(
+        s3_backend: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive(s3_backend)
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    # The copy looks at the stop at once, not after its first 0.2 s poll, by which time a
+    # small in-process copy may have finished
+    monkeypatch.setattr(backends, "CANCEL_POLL_SECONDS", 0)
+    msg = message(**event)
+    msg.cancelled.set()
+    outcome = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)(msg)
+    assert (outcome.action, outcome.reason) == ("retry", "worker stopping: copy abandoned")
+    assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)
+    assert s3_backend.client("s3").list_multipart_uploads(
+        Bucket=s3_backend.config.gas.results_bucket).get("Uploads", []) == []
 
 
 @pytest.mark.parametrize("change, reason", [

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import wait_for
 from util.systemd import JournalFormatter, Notifier, Watchdog, journal_priority, stderr_is_journal
 
 
@@ -140,47 +138,6 @@ def test_every_line_of_a_record_carries_its_priority() -> None:
                                None)
     text = JournalFormatter(logging.Formatter("%(levelname)s %(message)s")).format(record)
     assert text == "<3>ERROR failed\n<3>Traceback: x"
-
-
-LOG_SOME_LINES = """
-import logging
-from util.worker import configure_logging
-configure_logging({log_format!r}, "DEBUG")
-log = logging.getLogger("gas")
-log.debug("d"); log.info("i"); log.warning("w"); log.error("e")
-"""
-
-
-def run_logging(tmp_path: Path, log_format: str, journal_stream: str | None) -> list[str]:
-    """Lines a worker's logging writes to its stderr, a file, with JOURNAL_STREAM as given."""
-    stderr = tmp_path / "stderr"
-    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
-    with open(stderr, "w") as out:
-        if journal_stream == "this stderr":
-            status = os.fstat(out.fileno())
-            journal_stream = f"{status.st_dev}:{status.st_ino}"
-        if journal_stream is not None:
-            env["JOURNAL_STREAM"] = journal_stream
-        subprocess.run([sys.executable, "-c", LOG_SOME_LINES.format(log_format=log_format)],
-                       cwd=ROOT, env=env, stderr=out, check=True)
-    return stderr.read_text().splitlines()
-
-
-@pytest.mark.parametrize("log_format", ["text", "json"])
-def test_log_lines_carry_priorities_when_stderr_is_the_journal(tmp_path: Path,
-                                                               log_format: str) -> None:
-    # Given a worker whose stderr is the stream JOURNAL_STREAM names
-    lines = run_logging(tmp_path, log_format, "this stderr")
-    # Then each line starts with its level's priority, which journald strips
-    assert [line[:3] for line in lines] == ["<7>", "<6>", "<4>", "<3>"]
-
-
-@pytest.mark.parametrize("journal_stream", [None, "1:1"], ids=["unset", "another-stream"])
-def test_no_priorities_when_stderr_is_not_the_journal(tmp_path: Path,
-                                                      journal_stream: str | None) -> None:
-    # A child whose stderr was redirected inherits JOURNAL_STREAM, but not the stream.
-    lines = run_logging(tmp_path, "text", journal_stream)
-    assert len(lines) == 4 and not any(line.startswith("<") for line in lines)
 
 
 def test_stderr_is_journal_compares_device_and_inode(tmp_path: Path) -> None:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from botocore.utils import calculate_tree_hash
 
-from tests.conftest import (NOW, LostAnswers, Stack, archive_job, job, message, put_job,
-                            result_bytes, result_exists, set_role, sets, vault_archive_count,
-                            wait_for)
+from tests.conftest import (NOW, Stack, archive_job, job, message, put_job, result_bytes,
+                            result_exists, set_role, vault_archive_count, wait_for)
 from tests.pipeline import Pipeline
 from util.glacier import MIB
-from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID, Annotations,
-                          InvalidMessage, decode_body)
+from util.helpers import (ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER, RESULTS_BUCKET,
+                          THAW_JOB_ID, Annotations, InvalidMessage, decode_body)
 from util.local import glacier as glacier_emulation
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
@@ -44,6 +45,10 @@ def notices(stack: Stack, count: int = 1) -> list[dict]:
 
     wait_for(receive, timeout=30, what=f"{count} thaw notice(s)")
     return received
+
+
+def glacier_jobs(stack: Stack) -> list[dict]:
+    return stack.client("glacier").list_jobs(vaultName=stack.config.gas.vault)["JobList"]
 
 
 def notice_message(notice: dict) -> Message:
@@ -137,8 +142,11 @@ def test_a_tree_hash_mismatch_commits_nothing(stack: Stack,
     glacier.get_job_output = corrupted
     # When thaw handles the notice
     outcome = handler(notice_message(notice))
-    # Then it is retried, and neither S3, the item nor the vault changed
-    assert outcome.action == "retry" and outcome.reason.startswith("nothing committed")
+    # Then that range is refused as it is read (not only the whole at the end), the message is
+    # retried, and neither S3, the item nor the vault changed
+    assert outcome.action == "retry"
+    assert outcome.reason.startswith(f"nothing committed: range {8 * MIB}-{16 * MIB - 1}: "
+                                     f"tree hash ")
     assert not result_exists(stack)
     assert stack.client("s3").list_multipart_uploads(
         Bucket=stack.config.gas.results_bucket).get("Uploads", []) == []
@@ -160,6 +168,46 @@ def test_a_whole_archive_mismatch_commits_nothing(stack: Stack,
     outcome = handler(notice_message(notice))
     assert outcome.action == "retry" and "archive tree hash" in outcome.reason
     assert not result_exists(stack) and ARCHIVE_ID in job(stack)
+
+
+def test_a_short_range_commits_nothing(stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # Given Glacier output whose second range arrives short, its tree hash that of what came
+    _, notice = restored
+    handler = thawer(stack)
+    glacier = handler.backend.vault.glacier
+    read_output = glacier.get_job_output
+
+    def truncated(**kwargs):
+        response = read_output(**kwargs)
+        if kwargs["range"].startswith(f"bytes={8 * MIB}-"):
+            body = response["body"].read()[:MIB]
+            response["body"] = _Body(body)
+            response["checksum"] = calculate_tree_hash(io.BytesIO(body))
+        return response
+
+    glacier.get_job_output = truncated
+    outcome = handler(notice_message(notice))
+    # Then the short range itself is refused, and nothing is committed
+    assert outcome.action == "retry"
+    assert outcome.reason == (f"nothing committed: range {8 * MIB}-{16 * MIB - 1}: "
+                              f"got {MIB} bytes")
+    assert not result_exists(stack) and ARCHIVE_ID in job(stack)
+    assert vault_archive_count(stack) == 1
+
+
+def test_an_item_whose_result_is_outside_the_results_bucket_is_invalid(
+        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # Given an item tampered with after the restore: its result now points at another bucket
+    _, notice = restored
+    stack.client("s3").create_bucket(Bucket="elsewhere")
+    Annotations(stack.aws, stack.config.gas.annotations_table).put(
+        {**job(stack), RESULTS_BUCKET: "elsewhere"})
+    # When its notice is handled
+    with pytest.raises(InvalidMessage, match="not in the results bucket gas-results"):
+        thawer(stack)(notice_message(notice))
+    # Then nothing was written there, and the archive is kept
+    assert stack.client("s3").list_objects_v2(Bucket="elsewhere").get("KeyCount", 0) == 0
+    assert ARCHIVE_ID in job(stack) and vault_archive_count(stack) == 1
 
 
 def test_stopping_abandons_the_copy_and_commits_nothing(
@@ -191,6 +239,123 @@ def test_a_failed_retrieval_is_started_again_standard(stack: Stack, fast_glacier
     assert second["JobId"] == item[RESTORE_JOB_ID]
     assert thawer(stack)(notice_message(second)).reason == "thawed"
     assert result_bytes(stack) == data
+
+
+def test_a_failed_retrieval_is_not_restarted_over_one_another_worker_just_recorded(
+        stack: Stack, fast_glacier: None) -> None:
+    # Given a failed retrieval's notice, and another worker recording a new retrieval of the
+    # job just after thaw read the item
+    archive_job(stack, size=1000)
+    glacier_emulation.configure(fail_retrievals=1)
+    restore(stack)
+    [failed] = notices(stack)
+    handler = thawer(stack)
+    clear = handler.retrievals.clear
+
+    def another_worker_records_first(job_id: str, retrieval_id: str) -> None:
+        Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+            job_id, "SET #j = :j, #e = :e", "attribute_exists(#j)",
+            {"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES}, {":j": "R2", ":e": int(NOW) + 3600})
+        clear(job_id, retrieval_id)
+
+    handler.retrievals.clear = another_worker_records_first
+    jobs_before = len(glacier_jobs(stack))
+    # When thaw handles the failed notice
+    outcome = handler(notice_message(failed))
+    # Then only the failed retrieval would have been forgotten: the live one stays, and no
+    # third retrieval is started
+    assert outcome.action == "done" and "in progress" in outcome.reason, outcome
+    assert job(stack)[RESTORE_JOB_ID] == "R2"
+    assert len(glacier_jobs(stack)) == jobs_before
+
+
+def failed_notice_while(stack: Stack, restore_job_id: str, expires: int) -> dict:
+    """A failed retrieval's notice, the item then recording `restore_job_id` until `expires`."""
+    archive_job(stack, size=1000)
+    glacier_emulation.configure(fail_retrievals=1)
+    restore(stack)
+    [failed] = notices(stack)
+    Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+        "j1", "SET #j = :j, #e = :e", "attribute_exists(#j)",
+        {"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES}, {":j": restore_job_id, ":e": expires})
+    return failed
+
+
+def test_a_failed_retrieval_leaves_the_one_recorded_since_alone(
+        stack: Stack, fast_glacier: None) -> None:
+    failed = failed_notice_while(stack, "R2", int(NOW) - 1)  # lapsed, even: not ours to redo
+    jobs_before = len(glacier_jobs(stack))
+    outcome = thawer(stack)(notice_message(failed))
+    assert outcome.action == "done" and outcome.reason.endswith(
+        "retrieval R2 is the one under way"), outcome
+    assert job(stack)[RESTORE_JOB_ID] == "R2" and len(glacier_jobs(stack)) == jobs_before
+
+
+def test_a_restart_another_worker_is_claiming_is_looked_at_again_later(
+        stack: Stack, fast_glacier: None) -> None:
+    # Given a failed retrieval's notice, and another worker claiming the job's restart just
+    # after thaw forgot the failed retrieval
+    archive_job(stack, size=1000)
+    glacier_emulation.configure(fail_retrievals=1)
+    restore(stack)
+    [failed] = notices(stack)
+    handler = thawer(stack)
+    handler.retrievals.claim_wait_seconds = 0
+    clear = handler.retrievals.clear
+
+    def another_worker_claims(job_id: str, retrieval_id: str) -> None:
+        clear(job_id, retrieval_id)
+        Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+            job_id, "SET #j = :j, #e = :e", "attribute_exists(#a)",
+            {"#a": ARCHIVE_ID, "#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
+            {":j": "claim:other", ":e": int(NOW) + 120})
+
+    handler.retrievals.clear = another_worker_claims
+    # When thaw handles the notice
+    outcome = handler(notice_message(failed))
+    # Then it comes back once that claim lapses, rather than trusting it to succeed
+    assert outcome.action == "defer" and "restart claimed elsewhere" in outcome.reason
+    assert outcome.delay == 121
+
+
+def test_a_result_another_retrieval_thawed_meanwhile_has_its_archive_deleted(
+        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # Given another retrieval of the same archive that brought the result back and recorded
+    # it while ours was copying, then stopped before deleting the archive
+    data, notice = restored
+    handler = thawer(stack)
+    copy_back = handler.backend.copy_back
+
+    def another_retrieval_records_first(*args) -> None:
+        copy_back(*args)
+        handler.retrievals.finish("j1", job(stack)[ARCHIVE_ID], "OTHER-RETRIEVAL")
+
+    handler.backend.copy_back = another_retrieval_records_first
+    outcome = handler(notice_message(notice))
+    # Then ours deletes the archive both brought back: no orphan is left
+    assert (outcome.action, outcome.reason) == ("done", "thawed by another retrieval")
+    assert result_bytes(stack) == data and vault_archive_count(stack) == 0
+
+
+def test_a_result_archived_anew_while_it_was_copied_back_keeps_its_new_archive(
+        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    # Given an item that names another archive by the time the copy back is done
+    _, notice = restored
+    handler = thawer(stack)
+    copy_back = handler.backend.copy_back
+
+    def archived_anew_meanwhile(*args) -> None:
+        copy_back(*args)
+        Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+            "j1", "SET #a = :a", "attribute_exists(#a)", {"#a": ARCHIVE_ID},
+            {":a": "NEWARCHIVE"})
+
+    handler.backend.copy_back = archived_anew_meanwhile
+    outcome = handler(notice_message(notice))
+    # Then thaw records nothing over it and deletes no archive
+    assert (outcome.action, outcome.reason) == ("done",
+                                                "superseded: job j1 now names another archive")
+    assert job(stack)[ARCHIVE_ID] == "NEWARCHIVE" and vault_archive_count(stack) == 1
 
 
 # -- notices that must not be trusted ----------------------------------------------------------

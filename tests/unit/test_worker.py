@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import random
+import os
 import signal
 import threading
+import time
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sqs.models import sqs_backends
 
 from tests.conftest import Stack, wait_for
 from util.helpers import InvalidMessage
@@ -82,6 +87,60 @@ def test_defer_makes_the_message_visible_after_the_delay(stack: Stack) -> None:
     assert counts(stack) == (0, 1)
     # The queue's own timeout is 60 s: seeing it back within seconds proves the deferral.
     wait_for(lambda: receive_all(stack), timeout=10, what="the deferred message")
+
+
+def hidden_for(stack: Stack, queue: str = QUEUE) -> list[float]:
+    """How long each message of a queue stays hidden from now, as SQS (moto) holds it."""
+    backend = sqs_backends[DEFAULT_ACCOUNT_ID][stack.client("sqs").meta.region_name]
+    now_ms = time.time() * 1000
+    return [(m.visible_at - now_ms) / 1000 for m in backend.queues[queue]._messages]
+
+
+def test_a_defer_past_twelve_hours_hides_the_message_as_long_as_sqs_allows(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a handler that wants its message back in 13 h, past SQS's 12 h limit
+    send(stack, '{"job_id": "j1"}')
+    # When the worker defers it
+    with caplog.at_level(logging.WARNING, logger="gas"):
+        make_worker(stack, lambda m: defer(13 * 3600)).work(once=True)
+    # Then SQS took the longest visibility it allows, not nothing (the queue's 60 s)
+    [hidden] = hidden_for(stack)
+    assert 11 * 3600 < hidden <= 12 * 3600
+    assert "visibility change" not in caplog.text
+
+
+class RecordedPauses(threading.Event):
+    """The worker's stop event, recording each pause instead of waiting it out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.pauses.append(timeout)
+        return self.is_set()
+
+
+def test_a_receive_that_keeps_failing_pauses_before_each_new_attempt(stack: Stack) -> None:
+    # Given an SQS that refuses every receive (after botocore's own retries)
+    worker = make_worker(stack, lambda m: done())
+    attempts = []
+
+    def refused(**kwargs):
+        attempts.append(kwargs)
+        if len(attempts) == 3:
+            worker.request_stop(signal.SIGTERM)
+        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}},
+                          "ReceiveMessage")
+
+    worker.sqs.receive_message = refused
+    worker.stopped = RecordedPauses()
+    # When the worker runs until stopped
+    worker.work()
+    # Then it paused 5 s after each failure rather than looping at once (a busy loop in an
+    # outage), each pause ended by a stop
+    assert len(attempts) == 3
+    assert worker.stopped.pauses == [5, 5, 5]
 
 
 @pytest.mark.parametrize("body, handler, reason", [
@@ -180,7 +239,20 @@ def test_a_queue_without_dead_letter_queue_is_refused(stack: Stack) -> None:
         Worker("test", lambda m: done(), stack.config, stack.aws, "no-dlq")
 
 
-def test_work_abandoned_at_the_end_of_the_drain_grace_is_handed_back(stack: Stack) -> None:
+class ProcessExit(Exception):
+    """os._exit, called in a test: raised instead of ending the test run (with status 0)."""
+
+
+@pytest.fixture
+def no_process_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exit_called(status: int) -> None:
+        raise ProcessExit(f"the worker ended the process (status {status})")
+
+    monkeypatch.setattr(os, "_exit", exit_called)
+
+
+def test_work_abandoned_at_the_end_of_the_drain_grace_is_handed_back(
+        stack: Stack, no_process_exit: None) -> None:
     # Given a handler still running when the drain grace nears its end
     send(stack, '{"job_id": "long"}')
 

@@ -84,15 +84,16 @@ class Demo:
             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
     def stop_all(self) -> None:
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             process.send_signal(signal.SIGTERM)
         for name, process in self.processes.items():
             try:
                 code = process.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 process.kill()
-                code = "killed"
-            self.check(code == 0, f"{name} stopped by SIGTERM, as systemd stops it (exit {code})")
+                code = None
+            self.check(code == 0, f"{name} stopped by SIGTERM, as systemd stops it "
+                                  f"(exit {'killed' if code is None else code})")
 
     # -- the stack -----------------------------------------------------------------------------
 

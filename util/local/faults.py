@@ -566,7 +566,7 @@ class FaultProxy(socketserver.ThreadingTCPServer):
     @property
     def endpoint(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host}:{port}"  # type: ignore[str-bytes-safe]  # AF_INET: a str
 
 
 class _Connection(socketserver.BaseRequestHandler):

@@ -562,9 +562,9 @@ class Vault(moto_models.Vault):
 
     # archives
 
-    def create_archive(
+    def create_archive(  # type: ignore[override]
         self, body: bytes, description: str, checksum: str | None = None
-    ) -> Archive:  # type: ignore[override]
+    ) -> Archive:
         """UploadArchive: a new archive, after checking the client's tree hash if sent."""
         _check_content_length(body)
         tree_hash = _tree_hash(body)

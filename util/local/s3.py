@@ -150,8 +150,8 @@ def _parse(body: bytes) -> tuple[int, str]:
     if tier not in TIERS:
         raise _RestoreError(400, "MalformedXML", f"Invalid Tier: {tier}. Valid values are: "
                            f"{', '.join(TIERS)}")
-    days = request.get("Days")
-    if not (days or "").isdigit() or int(days) < 1:
+    days = request.get("Days") or ""
+    if not days.isdigit() or int(days) < 1:
         raise _RestoreError(400, "InvalidArgument", "Days, a whole number of at least 1, "
                            f"is required to restore an archived object (given: {days})")
     return int(days), tier
@@ -336,7 +336,7 @@ def install() -> None:
     S3Response._key_response_post = _key_response_post  # type: ignore[method-assign]
     S3Backend.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
     # moto's status advanced, and sent the Completed event, when the key was read.
-    FakeKey.status = property(_key_status, FakeKey.status.fset)  # type: ignore[assignment]
+    FakeKey.status = property(_key_status, FakeKey.status.fset)  # type: ignore[assignment,attr-defined]
     notifications._get_s3_event = _s3_event
     S3Response.get_object = _get_object  # type: ignore[method-assign]
     S3Response._handle_range_header = _handle_range_header  # type: ignore[method-assign]

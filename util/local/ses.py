@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import Any
+from typing import Any, cast
 
 from moto.core.common_types import TYPE_RESPONSE
 from moto.moto_api._internal import urls as moto_api_urls
@@ -38,7 +38,7 @@ def sent_emails_in_process() -> list[dict[str, Any]]:
          "subject": m.subject, "body": m.body}
         for _, _, backend in ses_backends.iter_backends()
         # sent_messages also holds raw and templated e-mails, which have no subject of their own.
-        for m in backend.sent_messages if isinstance(m, Message)
+        for m in cast(Any, backend).sent_messages if isinstance(m, Message)
     ]
 
 

@@ -62,7 +62,10 @@ class Restorer:
         starts: list[Start] = []
         failures: list[str] = []
         for result in results:
-            (starts if isinstance(result, Start) else failures).append(result)
+            if isinstance(result, Start):
+                starts.append(result)
+            else:
+                failures.append(result)
         for start in starts:
             if start.status == "started":
                 name = f"Retrievals{start.tier}"

@@ -75,7 +75,7 @@ class Thawer:
                                      f"({notice.detail})")
             if notice.archive_id is None:
                 raise InvalidMessage(f"{notice.detail}: {notice.retrieval_id}")
-        if notice.archive_id != archive_id:
+        if archive_id is None or notice.archive_id != archive_id:
             return done(f"stale notice: job {job_id} is not archived as retrieval "
                         f"{notice.retrieval_id} says")
         if notice.status == FAILED:

@@ -21,8 +21,7 @@ from moto.glacier.models import glacier_backends
 from moto.server import ThreadedMotoServer
 
 from tests.conftest import wait_for
-from util.local.glacier import (DEFAULT_SETTINGS, NOTIFICATION_SUBJECT, Settings, configure,
-                                install)
+from util.local.glacier import DEFAULT_SETTINGS, NOTIFICATION_SUBJECT, Settings, configure, install
 from util.util_config import ConfigError, load
 
 MIB = 1024 * 1024
@@ -291,7 +290,7 @@ def test_incomplete_parts_are_rejected_at_complete(
 ) -> None:
     upload_id = glacier.initiate_multipart_upload(vaultName=VAULT, partSize=str(MIB))["uploadId"]
     bodies = [sample(size, seed=first) for first, size in parts]
-    for (first, size), body in zip(parts, bodies):
+    for (first, size), body in zip(parts, bodies, strict=True):
         glacier.upload_multipart_part(vaultName=VAULT, uploadId=upload_id, body=body,
                                       range=f"bytes {first}-{first + size - 1}/*")
     with pytest.raises(ClientError) as excinfo:  # the checksum is right for what was sent
@@ -571,7 +570,7 @@ def notice_timer(job_id: str) -> threading.Timer:
     """The timer that is to publish the completion notice of the job `job_id`."""
     job = glacier_backends[ACCOUNT][REGION].vaults[VAULT].jobs[job_id]
     [timer] = [t for t in threading.enumerate() if isinstance(t, threading.Timer)
-               and getattr(t, "function", None) == getattr(job, "_publish_notice")]
+               and getattr(t, "function", None) == job._publish_notice]
     return timer
 
 

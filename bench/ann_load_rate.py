@@ -43,19 +43,45 @@ def main() -> int:
     environment.update(exports)
     out = Path(tempfile.mkdtemp(prefix="ann_load_rate-"))
     annotator = subprocess.Popen(
-        [sys.executable, "-m", "util.local", "annotator", "--concurrency", str(args.concurrency),
-         "--seconds", str(args.seconds)],
-        cwd=UTILITY_DIR.parent, env={**environment, "GAS_WORKER_WAIT_SECONDS": "1",
-                                     "GAS_WORKER_LOG_LEVEL": "WARNING"},
-        stderr=open(out / "annotator.log", "w"))
+        [
+            sys.executable,
+            "-m",
+            "util.local",
+            "annotator",
+            "--concurrency",
+            str(args.concurrency),
+            "--seconds",
+            str(args.seconds),
+        ],
+        cwd=UTILITY_DIR.parent,
+        env={**environment, "GAS_WORKER_WAIT_SECONDS": "1", "GAS_WORKER_LOG_LEVEL": "WARNING"},
+        stderr=open(out / "annotator.log", "w"),
+    )
     try:
-        print(f"ann_load {args.rate:g} jobs/s for {args.duration:g} s; simulated annotator: "
-              f"{args.concurrency} at once, {args.seconds:g} s a job", flush=True)
+        print(
+            f"ann_load {args.rate:g} jobs/s for {args.duration:g} s; simulated annotator: "
+            f"{args.concurrency} at once, {args.seconds:g} s a job",
+            flush=True,
+        )
         load = subprocess.run(
-            [sys.executable, str(UTILITY_DIR / "ann_load.py"), "--rate", str(args.rate),
-             "--duration", str(args.duration), "--max-lag", str(args.max_lag),
-             "--drain", str(args.drain), "--out", str(out)],
-            cwd=UTILITY_DIR.parent, env=environment, stdout=subprocess.DEVNULL)
+            [
+                sys.executable,
+                str(UTILITY_DIR / "ann_load.py"),
+                "--rate",
+                str(args.rate),
+                "--duration",
+                str(args.duration),
+                "--max-lag",
+                str(args.max_lag),
+                "--drain",
+                str(args.drain),
+                "--out",
+                str(out),
+            ],
+            cwd=UTILITY_DIR.parent,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+        )
         summary = json.loads((out / "summary.json").read_text())
     finally:
         for process in (annotator, stack):
@@ -70,14 +96,16 @@ def main() -> int:
     def s(value: float | None) -> str:
         return "-" if value is None else f"{value / 1000:.2f} s"
 
-    print(f"achieved {summary['achieved_rate']:g} / target {summary['target_rate']:g} jobs/s "
-          f"({jobs['submitted']}/{jobs['scheduled']} jobs sent, {summary['late_sends']} of them "
-          f"late by more than {summary['late_threshold_ms']:g} ms; {jobs['dropped']} dropped, "
-          f"not sendable within {args.max_lag:g} s)\n"
-          f"send lag     p50 {ms(lag['p50'])}  p99 {ms(lag['p99'])}  max {ms(lag['max'])}\n"
-          f"end to end   p50 {s(e2e['p50'])}  p99 {s(e2e['p99'])}  "
-          f"({jobs['completed']} completed, {jobs['never_completed']} not within the drain)\n"
-          f"backlog max {summary['backlog']['max']}; report: {out / 'report.html'}")
+    print(
+        f"achieved {summary['achieved_rate']:g} / target {summary['target_rate']:g} jobs/s "
+        f"({jobs['submitted']}/{jobs['scheduled']} jobs sent, {summary['late_sends']} of them "
+        f"late by more than {summary['late_threshold_ms']:g} ms; {jobs['dropped']} dropped, "
+        f"not sendable within {args.max_lag:g} s)\n"
+        f"send lag     p50 {ms(lag['p50'])}  p99 {ms(lag['p99'])}  max {ms(lag['max'])}\n"
+        f"end to end   p50 {s(e2e['p50'])}  p99 {s(e2e['p99'])}  "
+        f"({jobs['completed']} completed, {jobs['never_completed']} not within the drain)\n"
+        f"backlog max {summary['backlog']['max']}; report: {out / 'report.html'}"
+    )
     # Jobs not sent or not completed are figures here, not a failure of the benchmark.
     return 0 if load.returncode in (0, EXIT_INCOMPLETE) else load.returncode
 

@@ -32,27 +32,38 @@ def main() -> int:
     _, enough = run(senders=20)
     checks += [
         ("20 senders: every job submitted", enough["jobs"]["submitted"] == 20, enough["jobs"]),
-        ("20 senders: max send lag < 100 ms", enough["send_lag_ms"]["max"] < 100,
-         enough["send_lag_ms"]),
-        ("20 senders: achieved rate >= 90 % of 50/s", enough["achieved_rate"] >= 45,
-         enough["achieved_rate"]),
+        (
+            "20 senders: max send lag < 100 ms",
+            enough["send_lag_ms"]["max"] < 100,
+            enough["send_lag_ms"],
+        ),
+        (
+            "20 senders: achieved rate >= 90 % of 50/s",
+            enough["achieved_rate"] >= 45,
+            enough["achieved_rate"],
+        ),
     ]
     loop, few = run(senders=2)
     lags = [r.lag or 0.0 for r in loop.records]
     checks += [
         ("2 senders: at least 15 late sends", few["late_sends"] >= 15, few["late_sends"]),
-        ("2 senders: max send lag >= 400 ms", few["send_lag_ms"]["max"] >= 400,
-         few["send_lag_ms"]),
-        ("2 senders: achieved rate <= 60 % of 50/s", few["achieved_rate"] <= 30,
-         few["achieved_rate"]),
+        ("2 senders: max send lag >= 400 ms", few["send_lag_ms"]["max"] >= 400, few["send_lag_ms"]),
+        (
+            "2 senders: achieved rate <= 60 % of 50/s",
+            few["achieved_rate"] <= 30,
+            few["achieved_rate"],
+        ),
         ("2 senders: lateness accumulates", lags[-1] > lags[0] + 0.3, (lags[0], lags[-1])),
     ]
     _, dropping = run(senders=1, max_lag=0.15)
     jobs = dropping["jobs"]
     checks += [
         ("1 sender, max lag 150 ms: at least 10 dropped", jobs["dropped"] >= 10, jobs),
-        ("1 sender, max lag 150 ms: max send lag <= 200 ms",
-         dropping["send_lag_ms"]["max"] <= 200, dropping["send_lag_ms"]),
+        (
+            "1 sender, max lag 150 ms: max send lag <= 200 ms",
+            dropping["send_lag_ms"]["max"] <= 200,
+            dropping["send_lag_ms"],
+        ),
     ]
     for what, ok, figure in checks:
         print(f"{'ok  ' if ok else 'OFF '} {what}: {figure}")

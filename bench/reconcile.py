@@ -45,38 +45,55 @@ def seed(aws: Aws, config: Any, items: int, findings: int) -> None:
 
     def job(i: int) -> dict[str, Any]:
         user = premium[i % len(premium)] if i % 10 < 3 else free[i % len(free)]
-        item = {"job_id": f"b{i:06d}", "user_id": user, "job_status": COMPLETED,
-                "submit_time": LONG_AGO - 60, "complete_time": LONG_AGO,
-                "s3_results_bucket": gas.results_bucket,
-                "s3_key_result_file": f"gas/{user}/b{i:06d}~sample.annot.vcf"}
+        item = {
+            "job_id": f"b{i:06d}",
+            "user_id": user,
+            "job_status": COMPLETED,
+            "submit_time": LONG_AGO - 60,
+            "complete_time": LONG_AGO,
+            "s3_results_bucket": gas.results_bucket,
+            "s3_key_result_file": f"gas/{user}/b{i:06d}~sample.annot.vcf",
+        }
         if user in premium or i < findings:  # premium, or an archive message lost
-            s3.put_object(Bucket=gas.results_bucket, Key=item["s3_key_result_file"],
-                          Body=b"result")
+            s3.put_object(Bucket=gas.results_bucket, Key=item["s3_key_result_file"], Body=b"result")
         else:
             key = f"{gas.archive_prefix}{item['job_id']}/0123456789abcdef"
-            s3.put_object(Bucket=gas.archive_bucket, Key=key, Body=b"result",
-                          StorageClass="GLACIER")
+            s3.put_object(
+                Bucket=gas.archive_bucket, Key=key, Body=b"result", StorageClass="GLACIER"
+            )
             item.update({ARCHIVE_ID: key, RESULT_ETAG: '"0123456789abcdef"'})
         return item
 
     def batch(start: int) -> None:
         jobs = [job(i) for i in range(start, min(start + 25, items))]
-        dynamodb.batch_write_item(RequestItems={gas.annotations_table: [
-            {"PutRequest": {"Item": {k: serializer.serialize(v) for k, v in j.items()}}}
-            for j in jobs]})
+        dynamodb.batch_write_item(
+            RequestItems={
+                gas.annotations_table: [
+                    {"PutRequest": {"Item": {k: serializer.serialize(v) for k, v in j.items()}}}
+                    for j in jobs
+                ]
+            }
+        )
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(batch, range(0, items, 25)))
-        list(pool.map(lambda i: s3.put_object(
-            Bucket=gas.archive_bucket, Key=f"{gas.archive_prefix}gone{i}/0a", Body=b"x"),
-            range(findings)))
+        list(
+            pool.map(
+                lambda i: s3.put_object(
+                    Bucket=gas.archive_bucket, Key=f"{gas.archive_prefix}gone{i}/0a", Body=b"x"
+                ),
+                range(findings),
+            )
+        )
 
 
 def timed_pass(config: Any, repair: bool) -> tuple[float, Counter, dict[str, int]]:
     calls: Counter = Counter()
     aws = Aws(config, connections=config.reconcile.scan_segments * 2)
-    aws.session.events.register("before-call.*.*", lambda model, **_: calls.update(
-        [f"{model.service_model.service_name}:{model.name}"]))
+    aws.session.events.register(
+        "before-call.*.*",
+        lambda model, **_: calls.update([f"{model.service_model.service_name}:{model.name}"]),
+    )
     started = time.perf_counter()
     report = Reconciler(config, aws, repair).run()
     return time.perf_counter() - started, calls, report.counts()
@@ -91,20 +108,30 @@ def main() -> int:
 
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GAS_"))}
     stack, exports = launch(env={**environment, "GAS_GAS_ARCHIVE_BACKEND": "s3"})
-    os.environ.update({**exports, "GAS_GAS_ARCHIVE_BACKEND": "s3",
-                       "GAS_RECONCILE_SCAN_SEGMENTS": str(args.segments),
-                       "GAS_RECONCILE_ORPHAN_AGE_SECONDS": "0"})
+    os.environ.update(
+        {
+            **exports,
+            "GAS_GAS_ARCHIVE_BACKEND": "s3",
+            "GAS_RECONCILE_SCAN_SEGMENTS": str(args.segments),
+            "GAS_RECONCILE_ORPHAN_AGE_SECONDS": "0",
+        }
+    )
     try:
         config = load(None, utility_config_files())
         started = time.perf_counter()
         seed(Aws(config, connections=32), config, args.items, args.findings)
-        print(f"seeded {args.items} jobs and {args.findings} orphans in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"seeded {args.items} jobs and {args.findings} orphans in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         for repair in (False, True):
             seconds, calls, counts = timed_pass(config, repair)
-            print(f"\n{'repair' if repair else 'dry run'}: {seconds:.1f} s, "
-                  f"{sum(calls.values())} AWS calls, {args.segments} Scan segments; "
-                  f"findings {counts}")
+            print(
+                f"\n{'repair' if repair else 'dry run'}: {seconds:.1f} s, "
+                f"{sum(calls.values())} AWS calls, {args.segments} Scan segments; "
+                f"findings {counts}"
+            )
             for operation, n in sorted(calls.items(), key=lambda c: -c[1]):
                 print(f"  {n:6d}  {operation}")
     finally:

@@ -60,10 +60,16 @@ class Bench:
         base["GAS_GAS_ARCHIVE_BACKEND"] = backend
         self.stack, exports = launch(env={**base, "GAS_LOCAL_EXPEDITED_SECONDS": "0"})
         os.environ.update(exports)
-        self.proxy, self.endpoint = faults.launch(exports["AWS_ENDPOINT_URL"],
-                                                  latency_ms=latency_ms, rate_mb_s=rate_mb_s)
-        self.worker_env = {**base, **exports, "AWS_ENDPOINT_URL": self.endpoint,
-                           "GAS_WORKER_WAIT_SECONDS": "1", "GAS_ARCHIVE_GRACE_SECONDS": "0"}
+        self.proxy, self.endpoint = faults.launch(
+            exports["AWS_ENDPOINT_URL"], latency_ms=latency_ms, rate_mb_s=rate_mb_s
+        )
+        self.worker_env = {
+            **base,
+            **exports,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "GAS_WORKER_WAIT_SECONDS": "1",
+            "GAS_ARCHIVE_GRACE_SECONDS": "0",
+        }
         self.config = load(None, utility_config_files())
         self.aws = Aws(self.config)
         self.jobs = Annotations(self.aws, self.config.gas.annotations_table)
@@ -81,48 +87,70 @@ class Bench:
         key = f"bench/{user}/{job_id}~result.vcf.annot"
         self.s3.upload_fileobj(source, self.config.gas.results_bucket, key)
         now = int(time.time())
-        self.jobs.put({"job_id": job_id, "user_id": user, "job_status": COMPLETED,
-                       "submit_time": now - 7200, "complete_time": now - 3600,
-                       "s3_results_bucket": self.config.gas.results_bucket,
-                       "s3_key_result_file": key})
+        self.jobs.put(
+            {
+                "job_id": job_id,
+                "user_id": user,
+                "job_status": COMPLETED,
+                "submit_time": now - 7200,
+                "complete_time": now - 3600,
+                "s3_results_bucket": self.config.gas.results_bucket,
+                "s3_key_result_file": key,
+            }
+        )
         return source
 
     def send(self, utility: str, *bodies: dict) -> None:
         url = self.aws.queue_url(getattr(self.config, utility).queue)
         for start in range(0, len(bodies), 10):
-            self.sqs.send_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "MessageBody": json.dumps(b)}
-                for i, b in enumerate(bodies[start:start + 10])])
+            self.sqs.send_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "MessageBody": json.dumps(b)}
+                    for i, b in enumerate(bodies[start : start + 10])
+                ],
+            )
 
     def archive_messages(self, user: str, *job_ids: str) -> None:
         self.send("archive", *({"job_id": j, "user_id": user} for j in job_ids))
 
     def set_role(self, user: str, role: str) -> None:
         self.aws.client("dynamodb").update_item(
-            TableName=self.config.gas.users_table, Key={"user_id": {"S": user}},
-            UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
-            ExpressionAttributeValues={":r": {"S": role}})
+            TableName=self.config.gas.users_table,
+            Key={"user_id": {"S": user}},
+            UpdateExpression="SET #r = :r",
+            ExpressionAttributeNames={"#r": "role"},
+            ExpressionAttributeValues={":r": {"S": role}},
+        )
 
     def waiting(self, utility: str) -> int:
         url = self.aws.queue_url(getattr(self.config, utility).queue)
-        return int(self.sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-            ["Attributes"]["ApproximateNumberOfMessages"])
+        return int(
+            self.sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]["ApproximateNumberOfMessages"]
+        )
 
     def empty(self, queue: str) -> None:
         """Take every message off a queue nothing consumes (the local stack's SQS slows down
         as a queue grows; PurgeQueue is allowed once a minute)."""
         url = self.aws.queue_url(queue)
-        while batch := self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)\
-                .get("Messages"):
-            self.sqs.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+        while batch := self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
+            "Messages"
+        ):
+            self.sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+                ],
+            )
 
     def result_sha256(self, job_id: str) -> bytes:
         digest = hashlib.sha256()
         job = self.jobs.get(job_id) or {}
-        body = self.s3.get_object(Bucket=job["s3_results_bucket"],
-                                  Key=job["s3_key_result_file"])["Body"]
+        body = self.s3.get_object(Bucket=job["s3_results_bucket"], Key=job["s3_key_result_file"])[
+            "Body"
+        ]
         for chunk in iter(lambda: body.read(MIB), b""):
             digest.update(chunk)
         return digest.digest()
@@ -139,8 +167,12 @@ class Bench:
 
     def start(self, utility: str, *args: str, **settings: str) -> subprocess.Popen:
         env = {**self.worker_env, **{f"GAS_{k.upper()}": v for k, v in settings.items()}}
-        return subprocess.Popen([sys.executable, str(UTILITY_DIR / utility / f"{utility}.py"),
-                                 *args], env=env, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, str(UTILITY_DIR / utility / f"{utility}.py"), *args],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def once(self, utility: str, **settings: str) -> dict[str, float]:
         """One ``--once`` run: seconds, peak RSS (MiB) and CPU seconds of the worker."""
@@ -159,13 +191,19 @@ class Bench:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if code != 0:
             raise RuntimeError(f"{utility} exited {code}:\n{''.join(log[-20:])}")
-        return {"seconds": seconds, "rss": peak,
-                "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+        return {
+            "seconds": seconds,
+            "rss": peak,
+            "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+        }
 
 
 def head_of_line(bench: Bench, big_mib: int, jobs: int) -> None:
-    print(f"\n== head-of-line: one {big_mib} MiB result and {jobs} of 100 KB, one archive "
-          f"worker, concurrency 4", flush=True)
+    print(
+        f"\n== head-of-line: one {big_mib} MiB result and {jobs} of 100 KB, one archive "
+        f"worker, concurrency 4",
+        flush=True,
+    )
     user = USERS["head-of-line"]
     bench.set_role(user, "free_user")
     bench.put_result(user, "hol-big", big_mib * MIB)
@@ -193,18 +231,25 @@ def head_of_line(bench: Bench, big_mib: int, jobs: int) -> None:
     worker.wait(timeout=120)
     big = finished.get("hol-big")
     times = sorted(finished[j] for j in small if j in finished)
-    print(f"  small results done: {len(times)}/{jobs}; first at {times[0]:.1f} s, half by "
-          f"{times[len(times) // 2]:.1f} s, last at {times[-1]:.1f} s" if times else
-          "  no small result done")
+    print(
+        f"  small results done: {len(times)}/{jobs}; first at {times[0]:.1f} s, half by "
+        f"{times[len(times) // 2]:.1f} s, last at {times[-1]:.1f} s"
+        if times
+        else "  no small result done"
+    )
     print(f"  the {big_mib} MiB result done at " + (f"{big:.1f} s" if big else "- (not done)"))
     if big and times:
-        print(f"  small ones finished while the big one was uploading: "
-              f"{sum(t < big for t in times)}/{jobs}")
+        print(
+            f"  small ones finished while the big one was uploading: "
+            f"{sum(t < big for t in times)}/{jobs}"
+        )
 
 
 def transfer(bench: Bench, size_mib: int) -> None:
-    print(f"\n== transfer: {size_mib} MiB archived (16 MiB parts) and thawed (8 MiB ranges)",
-          flush=True)
+    print(
+        f"\n== transfer: {size_mib} MiB archived (16 MiB parts) and thawed (8 MiB ranges)",
+        flush=True,
+    )
     rates: dict[tuple[str, int], float] = {}
     user = USERS["transfer"]
     for threads in (1, 8):
@@ -226,13 +271,17 @@ def transfer(bench: Bench, size_mib: int) -> None:
         identical = bench.result_sha256(job_id) == source.sha256.digest()
         for utility, run in (("archive", archived), ("thaw", thawed)):
             rates[(utility, threads)] = size_mib / run["seconds"]
-            print(f"  {threads} thread(s) {utility:8} {run['seconds']:6.1f} s "
-                  f"{rates[(utility, threads)]:6.1f} MiB/s  peak RSS {run['rss']:5.0f} MiB",
-                  flush=True)
+            print(
+                f"  {threads} thread(s) {utility:8} {run['seconds']:6.1f} s "
+                f"{rates[(utility, threads)]:6.1f} MiB/s  peak RSS {run['rss']:5.0f} MiB",
+                flush=True,
+            )
         print(f"  back in S3 byte-identical: {identical}")
     for utility in ("archive", "thaw"):
-        print(f"  {utility}: 8 threads at {rates[(utility, 8)] / rates[(utility, 1)]:.1f}x "
-              f"the one-thread rate")
+        print(
+            f"  {utility}: 8 threads at {rates[(utility, 8)] / rates[(utility, 1)]:.1f}x "
+            f"the one-thread rate"
+        )
 
 
 def per_job(label: str, calls: Counter[str], count: int, cpu: float | None = None) -> None:
@@ -269,25 +318,45 @@ def calls(bench: Bench, jobs: int) -> None:
 
 
 def ann_load(bench: Bench) -> None:
-    print("\n== ann_load: its own CPU per submitted job (from its summary: sending, receiving "
-          "results, sampling; start-up not included)", flush=True)
+    print(
+        "\n== ann_load: its own CPU per submitted job (from its summary: sending, receiving "
+        "results, sampling; start-up not included)",
+        flush=True,
+    )
     variants: list[tuple[str, list[str]]] = [
-        ("input per job", []), ("input shared", ["--shared-input"]),
-        ("input shared, 200 ms batches", ["--shared-input", "--batch-ms", "200"])]
+        ("input per job", []),
+        ("input shared", ["--shared-input"]),
+        ("input shared, 200 ms batches", ["--shared-input", "--batch-ms", "200"]),
+    ]
     for label, options in variants:
         for rate, duration in ((5, 20), (50, 10)):
             bench.empty(bench.config.gas.job_requests_queue)
             out = Path(tempfile.mkdtemp(prefix="bench-ann_load-"))
-            subprocess.run([sys.executable, str(UTILITY_DIR / "ann_load.py"), "--rate", str(rate),
-                            "--duration", str(duration), "--drain", "0", "--out", str(out),
-                            *options],
-                           env={**bench.worker_env,
-                                "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(UTILITY_DIR / "ann_load.py"),
+                    "--rate",
+                    str(rate),
+                    "--duration",
+                    str(duration),
+                    "--drain",
+                    "0",
+                    "--out",
+                    str(out),
+                    *options,
+                ],
+                env={**bench.worker_env, "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             summary = json.loads((out / "summary.json").read_text())
-            print(f"  {rate:3} jobs/s, {label}: {summary['jobs']['submitted']} jobs, "
-                  f"{summary['cpu_ms_per_job']:.1f} ms CPU per job, send lag p99 "
-                  f"{summary['send_lag_ms']['p99']:.0f} ms", flush=True)
+            print(
+                f"  {rate:3} jobs/s, {label}: {summary['jobs']['submitted']} jobs, "
+                f"{summary['cpu_ms_per_job']:.1f} ms CPU per job, send lag p99 "
+                f"{summary['send_lag_ms']['p99']:.0f} ms",
+                flush=True,
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("vault", "s3"), default="vault")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     args = parser.parse_args(argv)
-    print(f"local stack behind a proxy: +{args.latency_ms:g} ms per request, "
-          f"{args.rate_mb_s:g} MB/s per connection; archive back end {args.backend}")
+    print(
+        f"local stack behind a proxy: +{args.latency_ms:g} ms per request, "
+        f"{args.rate_mb_s:g} MB/s per connection; archive back end {args.backend}"
+    )
     bench = Bench(args.latency_ms, args.rate_mb_s, args.backend)
     sections: dict[str, Any] = {
         "head-of-line": lambda: head_of_line(bench, args.big_mib, args.jobs),

@@ -69,7 +69,8 @@ def run(utility: str, settings: dict[str, str]) -> tuple[int, float, float]:
     process = subprocess.Popen(
         [sys.executable, str(UTILITY_DIR / utility / f"{utility}.py"), "--once"],
         env={**os.environ, "GAS_WORKER_WAIT_SECONDS": "1", **settings},
-        stderr=subprocess.DEVNULL)
+        stderr=subprocess.DEVNULL,
+    )
     peak = peak_rss_mib(process)
     return process.wait(), time.monotonic() - started, peak
 
@@ -80,8 +81,10 @@ def main() -> int:
     parser.add_argument("--part-size-mib", type=int, default=16)
     args = parser.parse_args()
     size = args.size_mib * MIB
-    parts = {"GAS_ARCHIVE_PART_SIZE_MIB": str(args.part_size_mib),
-             "GAS_THAW_PART_SIZE_MIB": str(max(8, args.part_size_mib))}
+    parts = {
+        "GAS_ARCHIVE_PART_SIZE_MIB": str(args.part_size_mib),
+        "GAS_THAW_PART_SIZE_MIB": str(max(8, args.part_size_mib)),
+    }
 
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GAS_"))}
     stack, exports = launch(env={**environment, "GAS_LOCAL_EXPEDITED_SECONDS": "0"})
@@ -94,22 +97,37 @@ def main() -> int:
         source = Pattern(size)
         aws.client("s3").upload_fileobj(source, config.gas.results_bucket, key)
         now = int(time.time())
-        jobs.put({"job_id": "bench", "user_id": "u-alice", "job_status": COMPLETED,
-                  "submit_time": now - 7200, "complete_time": now - 3600,
-                  "s3_results_bucket": config.gas.results_bucket, "s3_key_result_file": key})
+        jobs.put(
+            {
+                "job_id": "bench",
+                "user_id": "u-alice",
+                "job_status": COMPLETED,
+                "submit_time": now - 7200,
+                "complete_time": now - 3600,
+                "s3_results_bucket": config.gas.results_bucket,
+                "s3_key_result_file": key,
+            }
+        )
 
         print(f"{args.size_mib} MiB result, {args.part_size_mib} MiB parts")
-        sqs.send_message(QueueUrl=aws.queue_url(config.archive.queue),
-                         MessageBody=json.dumps({"job_id": "bench", "user_id": "u-alice"}))
+        sqs.send_message(
+            QueueUrl=aws.queue_url(config.archive.queue),
+            MessageBody=json.dumps({"job_id": "bench", "user_id": "u-alice"}),
+        )
         report("archive", *run("archive", parts), size)
         archived = ARCHIVE_ID in (jobs.get("bench") or {})
 
         aws.client("dynamodb").update_item(
-            TableName=config.gas.users_table, Key={"user_id": {"S": "u-alice"}},
-            UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
-            ExpressionAttributeValues={":r": {"S": "premium_user"}})
-        sqs.send_message(QueueUrl=aws.queue_url(config.restore.queue),
-                         MessageBody=json.dumps({"user_id": "u-alice"}))
+            TableName=config.gas.users_table,
+            Key={"user_id": {"S": "u-alice"}},
+            UpdateExpression="SET #r = :r",
+            ExpressionAttributeNames={"#r": "role"},
+            ExpressionAttributeValues={":r": {"S": "premium_user"}},
+        )
+        sqs.send_message(
+            QueueUrl=aws.queue_url(config.restore.queue),
+            MessageBody=json.dumps({"user_id": "u-alice"}),
+        )
         run("restore", {})
         report("thaw", *run("thaw", parts), size)
 
@@ -126,8 +144,10 @@ def main() -> int:
 
 
 def report(utility: str, code: int, seconds: float, peak: float, size: int) -> None:
-    print(f"  {utility:8} exit {code}  {seconds:6.1f} s  {size / MIB / seconds:6.1f} MiB/s  "
-          f"peak RSS {peak:5.0f} MiB")
+    print(
+        f"  {utility:8} exit {code}  {seconds:6.1f} s  {size / MIB / seconds:6.1f} MiB/s  "
+        f"peak RSS {peak:5.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -76,9 +76,9 @@ from botocore.utils import calculate_tree_hash
 
 from util.helpers import ARCHIVE_ID, COMPLETED, FREE, PREMIUM, RESTORE_JOB_ID, RESTORE_TIER
 from util.local import faults
-from util.retrieval import is_claim
 from util.local import stack as local_stack
 from util.local.stack import CREDENTIALS, REGION
+from util.retrieval import is_claim
 from util.util_config import Config, load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,8 +99,12 @@ STACK_SETTINGS = {
 # Each utility's settings (environment variables, as its unit's environment file gives them).
 WORKER_SETTINGS = {
     # Retries come back within seconds, as the shortened visibility timeout makes crashes do.
-    "all": {"GAS_WORKER_WAIT_SECONDS": "1", "GAS_WORKER_DRAIN_SECONDS": "10",
-            "GAS_WORKER_RETRY_BASE_SECONDS": "4", "GAS_WORKER_RETRY_MAX_SECONDS": "30"},
+    "all": {
+        "GAS_WORKER_WAIT_SECONDS": "1",
+        "GAS_WORKER_DRAIN_SECONDS": "10",
+        "GAS_WORKER_RETRY_BASE_SECONDS": "4",
+        "GAS_WORKER_RETRY_MAX_SECONDS": "30",
+    },
     "archive": {"GAS_ARCHIVE_GRACE_SECONDS": "0", "GAS_ARCHIVE_PART_SIZE_MIB": "1"},
     "restore": {},  # GAS_RESTORE_CLAIM_SECONDS (restore's and thaw's): Settings.claim_seconds
     "thaw": {"GAS_THAW_PART_SIZE_MIB": "8"},
@@ -162,6 +166,7 @@ def stack_environment(backend: str) -> dict[str, str]:
 
 # -- what each job must come back as ------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Expected:
     """A job as the annotator left it, and what its result must be at the end."""
@@ -207,10 +212,17 @@ def draw_jobs(settings: Settings) -> Iterator[tuple[Expected, bytes]]:
         job_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         user_id = users[i % len(users)]
         data = rng.randbytes(size)
-        yield Expected(job_id, user_id,
-                       f"{RESULTS_PREFIX}/{user_id}/{job_id}~sample-{i}.annot.vcf", size,
-                       hashlib.sha256(data).hexdigest(),
-                       calculate_tree_hash(io.BytesIO(data)) if size else None), data
+        yield (
+            Expected(
+                job_id,
+                user_id,
+                f"{RESULTS_PREFIX}/{user_id}/{job_id}~sample-{i}.annot.vcf",
+                size,
+                hashlib.sha256(data).hexdigest(),
+                calculate_tree_hash(io.BytesIO(data)) if size else None,
+            ),
+            data,
+        )
 
 
 def user_ids(settings: Settings) -> list[str]:
@@ -218,6 +230,7 @@ def user_ids(settings: Settings) -> list[str]:
 
 
 # -- the stack, read and written directly (never through the proxy) ----------------------------
+
 
 class Stack:
     """Direct access to the local stack: setup, and every look at the state."""
@@ -227,15 +240,19 @@ class Stack:
         self.config = config
         self.session = boto3.session.Session(
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name=REGION)
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=REGION,
+        )
         self.clients: dict[str, Any] = {}
         self.deserializer = TypeDeserializer()
 
     def client(self, service: str) -> Any:
         if service not in self.clients:
             self.clients[service] = self.session.client(
-                service, endpoint_url=self.endpoint,
-                config=BotoConfig(retries={"mode": "standard", "total_max_attempts": 3}))
+                service,
+                endpoint_url=self.endpoint,
+                config=BotoConfig(retries={"mode": "standard", "total_max_attempts": 3}),
+            )
         return self.clients[service]
 
     @property
@@ -251,60 +268,92 @@ class Stack:
     # writes
 
     def put_user(self, user_id: str) -> None:
-        self.client("dynamodb").put_item(TableName=self.config.gas.users_table, Item={
-            "user_id": {"S": user_id}, "name": {"S": f"Chaos {user_id}"},
-            "email": {"S": f"{user_id}@example.com"}, "role": {"S": FREE}})
+        self.client("dynamodb").put_item(
+            TableName=self.config.gas.users_table,
+            Item={
+                "user_id": {"S": user_id},
+                "name": {"S": f"Chaos {user_id}"},
+                "email": {"S": f"{user_id}@example.com"},
+                "role": {"S": FREE},
+            },
+        )
 
     def upgrade(self, user_id: str) -> None:
         self.client("dynamodb").update_item(
-            TableName=self.config.gas.users_table, Key={"user_id": {"S": user_id}},
-            UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
-            ExpressionAttributeValues={":r": {"S": PREMIUM}})
+            TableName=self.config.gas.users_table,
+            Key={"user_id": {"S": user_id}},
+            UpdateExpression="SET #r = :r",
+            ExpressionAttributeNames={"#r": "role"},
+            ExpressionAttributeValues={":r": {"S": PREMIUM}},
+        )
 
     def put_job(self, job: Expected, data: bytes, complete_time: int) -> None:
         """The result in the results bucket and the COMPLETED item, as the annotator leaves
         them (tests/conftest.py: put_job)."""
         bucket = self.config.gas.results_bucket
         self.client("s3").put_object(Bucket=bucket, Key=job.key, Body=data)
-        item = {"job_id": job.job_id, "user_id": job.user_id, "job_status": COMPLETED,
-                "input_file_name": job.key.rpartition("~")[2].replace(".annot.vcf", ".vcf"),
-                "submit_time": complete_time - 60, "complete_time": complete_time,
-                "s3_results_bucket": bucket, "s3_key_result_file": job.key,
-                "s3_key_log_file": job.key + ".log"}
+        item = {
+            "job_id": job.job_id,
+            "user_id": job.user_id,
+            "job_status": COMPLETED,
+            "input_file_name": job.key.rpartition("~")[2].replace(".annot.vcf", ".vcf"),
+            "submit_time": complete_time - 60,
+            "complete_time": complete_time,
+            "s3_results_bucket": bucket,
+            "s3_key_result_file": job.key,
+            "s3_key_log_file": job.key + ".log",
+        }
         self.client("dynamodb").put_item(
             TableName=self.config.gas.annotations_table,
-            Item={k: {"N": str(v)} if isinstance(v, int) else {"S": v} for k, v in item.items()})
+            Item={k: {"N": str(v)} if isinstance(v, int) else {"S": v} for k, v in item.items()},
+        )
 
     def send(self, queue: str, bodies: list[dict[str, str]]) -> None:
         url, sqs = self.queue_url(queue), self.client("sqs")
         for first in range(0, len(bodies), 10):
-            batch = bodies[first:first + 10]
-            answer = sqs.send_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "MessageBody": json.dumps(body)} for i, body in enumerate(batch)])
+            batch = bodies[first : first + 10]
+            answer = sqs.send_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "MessageBody": json.dumps(body)} for i, body in enumerate(batch)
+                ],
+            )
             if answer.get("Failed"):
                 raise RuntimeError(f"SendMessageBatch to {queue} failed: {answer['Failed']}")
 
     def set_visibility(self, queue: str, seconds: int) -> None:
         self.client("sqs").set_queue_attributes(
-            QueueUrl=self.queue_url(queue), Attributes={"VisibilityTimeout": str(seconds)})
+            QueueUrl=self.queue_url(queue), Attributes={"VisibilityTimeout": str(seconds)}
+        )
 
     # reads
 
     def items(self) -> dict[str, dict[str, Any]]:
         """Every annotations item by job id (consistent scan)."""
-        pages = self.client("dynamodb").get_paginator("scan").paginate(
-            TableName=self.config.gas.annotations_table, ConsistentRead=True)
-        return {item["job_id"]: item for page in pages for item in (
-            {k: self.deserializer.deserialize(v) for k, v in raw.items()}
-            for raw in page["Items"])}
+        pages = (
+            self.client("dynamodb")
+            .get_paginator("scan")
+            .paginate(TableName=self.config.gas.annotations_table, ConsistentRead=True)
+        )
+        return {
+            item["job_id"]: item
+            for page in pages
+            for item in (
+                {k: self.deserializer.deserialize(v) for k, v in raw.items()}
+                for raw in page["Items"]
+            )
+        }
 
     def results(self) -> dict[str, int]:
         """The results bucket's objects under the results prefix: key → size."""
         return self._listing(self.config.gas.results_bucket, f"{RESULTS_PREFIX}/")
 
     def _listing(self, bucket: str, prefix: str) -> dict[str, int]:
-        pages = self.client("s3").get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix)
+        pages = (
+            self.client("s3")
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=bucket, Prefix=prefix)
+        )
         return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
 
     def archives(self) -> dict[str, dict[str, Any]]:
@@ -315,47 +364,64 @@ class Stack:
         """
         gas = self.config.gas
         if self.backend == "s3":
-            return {key: {"size": size}
-                    for key, size in self._listing(gas.archive_bucket, gas.archive_prefix).items()}
+            return {
+                key: {"size": size}
+                for key, size in self._listing(gas.archive_bucket, gas.archive_prefix).items()
+            }
         glacier = self.client("glacier")
-        job_id = glacier.initiate_job(vaultName=gas.vault, jobParameters={
-            "Type": "inventory-retrieval", "Tier": "Expedited"})["jobId"]
-        poll(lambda: glacier.describe_job(vaultName=gas.vault, jobId=job_id)["Completed"],
-             time.monotonic() + 60)
+        job_id = glacier.initiate_job(
+            vaultName=gas.vault, jobParameters={"Type": "inventory-retrieval", "Tier": "Expedited"}
+        )["jobId"]
+        poll(
+            lambda: glacier.describe_job(vaultName=gas.vault, jobId=job_id)["Completed"],
+            time.monotonic() + 60,
+        )
         inventory = json.load(glacier.get_job_output(vaultName=gas.vault, jobId=job_id)["body"])
-        return {a["ArchiveId"]: {"size": a["Size"], "tree_hash": a["SHA256TreeHash"],
-                                 "description": a["ArchiveDescription"]}
-                for a in inventory["ArchiveList"]}
+        return {
+            a["ArchiveId"]: {
+                "size": a["Size"],
+                "tree_hash": a["SHA256TreeHash"],
+                "description": a["ArchiveDescription"],
+            }
+            for a in inventory["ArchiveList"]
+        }
 
     def queue_depth(self, queue: str) -> int:
         """Messages waiting, in flight and delayed."""
         attributes = self.client("sqs").get_queue_attributes(
-            QueueUrl=self.queue_url(queue), AttributeNames=[
-                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+            QueueUrl=self.queue_url(queue),
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
         return sum(int(v) for v in attributes.values())
 
     def dead_letters(self, queue: str) -> list[dict[str, Any]]:
         """Everything in `<queue>-dlq` (received and hidden for 5 minutes, so each once)."""
         url, sqs, messages = self.queue_url(f"{queue}-dlq"), self.client("sqs"), []
         while batch := sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300,
-                MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"]
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=300,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
         ).get("Messages", []):
             messages += batch
         return messages
 
     def sha256(self, key: str) -> str:
-        body = self.client("s3").get_object(Bucket=self.config.gas.results_bucket,
-                                            Key=key)["Body"]
+        body = self.client("s3").get_object(Bucket=self.config.gas.results_bucket, Key=key)["Body"]
         digest = hashlib.sha256()
         for chunk in iter(lambda: body.read(MIB), b""):
             digest.update(chunk)
         return digest.hexdigest()
 
 
-def poll(condition: Callable[[], T], deadline: float,
-         tick: Callable[[], None] = lambda: None) -> T | None:
+def poll(
+    condition: Callable[[], T], deadline: float, tick: Callable[[], None] = lambda: None
+) -> T | None:
     """`condition()` once it is truthy, or None at the deadline; `tick` runs between looks."""
     while True:
         value = condition()
@@ -368,6 +434,7 @@ def poll(condition: Callable[[], T], deadline: float,
 
 
 # -- the workers, as systemd would run them, and the one who kills them -------------------------
+
 
 @dataclass
 class Worker:
@@ -397,9 +464,14 @@ class Fleet:
         if utility in self.endpoints:
             env["AWS_ENDPOINT_URL"] = self.endpoints[utility]
         with open(log, "a") as stderr:
-            process = subprocess.Popen([sys.executable, "-m", f"util.{utility}"], cwd=ROOT,
-                                       env=env, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=stderr)
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"util.{utility}"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         worker = Worker(utility, name, process, log)
         self.workers.append(worker)
         return worker
@@ -418,8 +490,9 @@ class Fleet:
         for worker in [w for w in self.workers if w.process.poll() is not None]:
             code = worker.process.returncode
             if code == 2:
-                raise RuntimeError(f"{worker.name} refused its configuration: "
-                                   f"{worker.log.read_text().strip()}")
+                raise RuntimeError(
+                    f"{worker.name} refused its configuration: {worker.log.read_text().strip()}"
+                )
             self.exits.append(f"{worker.name} exited {code}")
             self.workers.remove(worker)
             self.start(worker.utility)
@@ -466,6 +539,7 @@ class KillSchedule:
 
 # -- the run ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Summary:
     """What one back end's run found; `ok` when every check passed."""
@@ -491,9 +565,15 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.missing_archive or self.not_identical or
-                    self.identical != self.jobs or self.dead_letters or self.orphans or
-                    self.problems)
+        return not (
+            self.lost
+            or self.missing_archive
+            or self.not_identical
+            or self.identical != self.jobs
+            or self.dead_letters
+            or self.orphans
+            or self.problems
+        )
 
     @property
     def retrievals_per_result(self) -> float:
@@ -501,16 +581,18 @@ class Summary:
 
     def line(self) -> str:
         s, f = self.settings, self.faults
-        return (f"chaos {self.backend}: {self.jobs} jobs ({self.empty} empty), "
-                f"{len(self.lost)} lost, {len(self.missing_archive)} naming a missing archive, "
-                f"{self.identical}/{self.jobs} byte-identical, "
-                f"{len(self.dead_letters)} in DLQs, "
-                f"{self.retrievals_per_result:.2f} retrievals/result, "
-                f"{len(self.orphans)} orphan archives; {self.kills} kills; "
-                f"faults {s.errors:.1%}/{s.resets:.1%}/{s.lost:.1%}: "
-                f"{f.get('error', 0)} errors, {f.get('reset', 0)} resets, "
-                f"{f.get('lost', 0)} lost answers of {sum(f.values())} requests; "
-                f"{self.seconds:.0f} s" + ("" if self.ok else " — FAILED"))
+        return (
+            f"chaos {self.backend}: {self.jobs} jobs ({self.empty} empty), "
+            f"{len(self.lost)} lost, {len(self.missing_archive)} naming a missing archive, "
+            f"{self.identical}/{self.jobs} byte-identical, "
+            f"{len(self.dead_letters)} in DLQs, "
+            f"{self.retrievals_per_result:.2f} retrievals/result, "
+            f"{len(self.orphans)} orphan archives; {self.kills} kills; "
+            f"faults {s.errors:.1%}/{s.resets:.1%}/{s.lost:.1%}: "
+            f"{f.get('error', 0)} errors, {f.get('reset', 0)} resets, "
+            f"{f.get('lost', 0)} lost answers of {sum(f.values())} requests; "
+            f"{self.seconds:.0f} s" + ("" if self.ok else " — FAILED")
+        )
 
 
 class PhaseTimeout(Exception):
@@ -534,8 +616,10 @@ class Run:
     started: float = field(default_factory=time.monotonic)
 
     def say(self, text: str) -> None:
-        print(f"chaos {self.stack.backend} {time.monotonic() - self.started:5.0f} s: {text}",
-              flush=True)
+        print(
+            f"chaos {self.stack.backend} {time.monotonic() - self.started:5.0f} s: {text}",
+            flush=True,
+        )
 
     # phases
 
@@ -543,8 +627,9 @@ class Run:
         """Users, jobs and results, short visibility timeouts; faults off."""
         faults.configure(self.proxy, errors=0, resets=0, lost=0)
         for utility in UTILITIES:
-            self.stack.set_visibility(self.stack.utility_queue(utility),
-                                      self.settings.visibility_seconds)
+            self.stack.set_visibility(
+                self.stack.utility_queue(utility), self.settings.visibility_seconds
+            )
         for user_id in user_ids(self.settings):
             self.stack.put_user(user_id)
         complete_time = int(time.time()) - 3600
@@ -553,8 +638,10 @@ class Run:
             self.jobs.append(job)
         self.summary.jobs, self.summary.empty = len(self.jobs), sum(j.empty for j in self.jobs)
         sizes = sorted(job.size for job in self.jobs)
-        self.say(f"{len(self.jobs)} jobs of {self.settings.users} users, results "
-                 f"{sizes[0]} B … {sizes[-1] / MIB:.1f} MiB, {sum(sizes) / MIB:.1f} MiB in all")
+        self.say(
+            f"{len(self.jobs)} jobs of {self.settings.users} users, results "
+            f"{sizes[0]} B … {sizes[-1] / MIB:.1f} MiB, {sum(sizes) / MIB:.1f} MiB in all"
+        )
 
     def archive(self) -> None:
         """Archive messages (a fifth twice), faults on, two archive workers under the kill
@@ -577,8 +664,9 @@ class Run:
         self.fleet.stop(archive_workers[1:])
         for user_id in user_ids(self.settings):
             self.stack.upgrade(user_id)
-        self.stack.send(self.stack.utility_queue("restore"),
-                        [{"user_id": u} for u in user_ids(self.settings)])
+        self.stack.send(
+            self.stack.utility_queue("restore"), [{"user_id": u} for u in user_ids(self.settings)]
+        )
         late = LateDuplicates(self)
         late.observe({}, {})
         for utility in ("restore", "restore", "thaw", "thaw"):
@@ -588,8 +676,9 @@ class Run:
             """Jobs whose item still names an archive, or whose result is not in S3."""
             items, before, results = self.look()
             late.observe(items, before)
-            return [j.job_id for j in self.jobs
-                    if ARCHIVE_ID in items[j.job_id] or j.key not in results]
+            return [
+                j.job_id for j in self.jobs if ARCHIVE_ID in items[j.job_id] or j.key not in results
+            ]
 
         self.wait("restore and thaw", all_thawed)
         self.say(f"restore and thaw: {late.report()}")
@@ -602,8 +691,9 @@ class Run:
 
         def quiet() -> bool:
             nonlocal quiet_since
-            depths.update({u: self.stack.queue_depth(self.stack.utility_queue(u))
-                           for u in UTILITIES})
+            depths.update(
+                {u: self.stack.queue_depth(self.stack.utility_queue(u)) for u in UTILITIES}
+            )
             if any(depths.values()):
                 quiet_since = None
                 return False
@@ -612,8 +702,9 @@ class Run:
 
         if not poll(quiet, time.monotonic() + self.settings.timeout, self.fleet.revive):
             waiting = ", ".join(f"{u} queue: {n}" for u, n in depths.items() if n)
-            raise PhaseTimeout(f"settle: the utility queues never stayed empty for "
-                               f"{QUIET_SECONDS} s ({waiting})")
+            raise PhaseTimeout(
+                f"settle: the utility queues never stayed empty for {QUIET_SECONDS} s ({waiting})"
+            )
         self.say("settled: the utility queues are empty")
 
     def faults_on(self) -> None:
@@ -622,8 +713,9 @@ class Run:
 
     def wait(self, phase: str, condition: Callable[[], list[str]]) -> None:
         """Run the kill schedule until `condition` (the jobs not there yet) returns none."""
-        schedule = KillSchedule(self.fleet, self.settings.rng(f"kills {phase}"),
-                                self.settings.kill_every)
+        schedule = KillSchedule(
+            self.fleet, self.settings.rng(f"kills {phase}"), self.settings.kill_every
+        )
         deadline = time.monotonic() + self.settings.timeout
         self.say(f"{phase}: {', '.join(w.name for w in self.fleet.workers)}")
         next_progress = time.monotonic() + PROGRESS_SECONDS
@@ -638,8 +730,10 @@ class Run:
             return not stuck
 
         if not poll(reached, deadline, schedule.tick):
-            raise PhaseTimeout(f"{phase}: {len(stuck)} jobs not done after "
-                               f"{self.settings.timeout:.0f} s\n" + self.describe(stuck))
+            raise PhaseTimeout(
+                f"{phase}: {len(stuck)} jobs not done after "
+                f"{self.settings.timeout:.0f} s\n" + self.describe(stuck)
+            )
         self.say(f"{phase}: done, {self.fleet.kills} kills so far")
 
     # states
@@ -647,8 +741,11 @@ class Run:
     def all_archived(self) -> list[str]:
         """Non-empty jobs whose item names no archive yet, or whose S3 result is still there."""
         items, _, results = self.look()
-        return [j.job_id for j in self.jobs if not j.empty and (
-            ARCHIVE_ID not in items[j.job_id] or j.key in results)]
+        return [
+            j.job_id
+            for j in self.jobs
+            if not j.empty and (ARCHIVE_ID not in items[j.job_id] or j.key in results)
+        ]
 
     def look(self) -> tuple[dict[str, dict[str, Any]], dict[str, int], dict[str, int]]:
         """The S3 results, the items, the S3 results again, read in that order; ResultLost as
@@ -663,12 +760,16 @@ class Run:
         before = self.stack.results()
         items = self.stack.items()
         after = self.stack.results()
-        lost = [j.job_id for j in self.jobs if ARCHIVE_ID not in items[j.job_id]
-                and j.key not in before and j.key not in after]
+        lost = [
+            j.job_id
+            for j in self.jobs
+            if ARCHIVE_ID not in items[j.job_id] and j.key not in before and j.key not in after
+        ]
         if lost:
             self.summary.lost += lost
-            raise ResultLost(f"{len(lost)} results lost (item names no archive, no S3 "
-                             f"result): {', '.join(lost)}")
+            raise ResultLost(
+                f"{len(lost)} results lost (item names no archive, no S3 result): {', '.join(lost)}"
+            )
         return items, before, after
 
     def describe(self, job_ids: list[str], logs: bool = True) -> str:
@@ -677,13 +778,19 @@ class Run:
         by_job = {j.job_id: j for j in self.jobs}
         states: dict[str, list[str]] = {}
         for job_id in job_ids:
-            states.setdefault(state(items.get(job_id, {}), by_job[job_id].key in results),
-                              []).append(job_id)
-        lines = [f"  {name}: {len(ids)}: {', '.join(ids[:8])}" + (" …" if len(ids) > 8 else "")
-                 for name, ids in sorted(states.items())]
+            states.setdefault(
+                state(items.get(job_id, {}), by_job[job_id].key in results), []
+            ).append(job_id)
+        lines = [
+            f"  {name}: {len(ids)}: {', '.join(ids[:8])}" + (" …" if len(ids) > 8 else "")
+            for name, ids in sorted(states.items())
+        ]
         for job_id in job_ids[:5] if logs else []:
-            names = sorted(p.name for p in self.fleet.log_dir.glob("*.log")
-                           if job_id in p.read_text(errors="replace"))
+            names = sorted(
+                p.name
+                for p in self.fleet.log_dir.glob("*.log")
+                if job_id in p.read_text(errors="replace")
+            )
             lines.append(f"  {job_id} is named in {', '.join(names) or 'no worker log'}")
         return "\n".join(lines)
 
@@ -702,12 +809,16 @@ class Run:
                 self.summary.missing_archive.append(job.job_id)
                 self.summary.problems.append(
                     f"{job.job_id}: after archiving, its item names {archive_id}, which does "
-                    f"not exist")
-            elif archive["size"] != job.size or archive.get("tree_hash", job.tree_hash) \
-                    != job.tree_hash:
+                    f"not exist"
+                )
+            elif (
+                archive["size"] != job.size
+                or archive.get("tree_hash", job.tree_hash) != job.tree_hash
+            ):
                 self.summary.problems.append(
                     f"{job.job_id}: archive {archive_id} holds {archive} instead of "
-                    f"{job.size} B, tree hash {job.tree_hash}")
+                    f"{job.size} B, tree hash {job.tree_hash}"
+                )
         named = {item.get(ARCHIVE_ID) for item in items.values()}
         extra = len(set(archives) - named)
         self.say(f"archive: {len(archives)} archives, {extra} named by no item (yet)")
@@ -721,11 +832,17 @@ class Run:
         for job in self.jobs:
             item = items.get(job.job_id, {})
             archive_id = item.get(ARCHIVE_ID)
-            if job.key not in results and archive_id not in archives \
-                    and job.job_id not in summary.lost:
+            if (
+                job.key not in results
+                and archive_id not in archives
+                and job.job_id not in summary.lost
+            ):
                 summary.lost.append(job.job_id)
-            if archive_id is not None and archive_id not in archives \
-                    and job.job_id not in summary.missing_archive:
+            if (
+                archive_id is not None
+                and archive_id not in archives
+                and job.job_id not in summary.missing_archive
+            ):
                 summary.missing_archive.append(job.job_id)
             if job.key in results:
                 if results[job.key] == job.size and stack.sha256(job.key) == job.sha256:
@@ -748,8 +865,9 @@ class Run:
                 if job_id in line:
                     lines.append(f"    {line}  [{path.name}]")
         lines.sort()
-        return "\n".join(lines[:limit] + ([f"    … {len(lines) - limit} more"]
-                                          if len(lines) > limit else []))
+        return "\n".join(
+            lines[:limit] + ([f"    … {len(lines) - limit} more"] if len(lines) > limit else [])
+        )
 
     def failures(self) -> str:
         """What failed: the problems, then each failing job once with what is wrong with it,
@@ -757,23 +875,29 @@ class Run:
         s = self.summary
         items, results = self.stack.items(), self.stack.results()
         wrong: dict[str, list[str]] = {}
-        for title, ids in (("lost", s.lost), ("names a missing archive", s.missing_archive),
-                           ("not byte-identical", s.not_identical)):
+        for title, ids in (
+            ("lost", s.lost),
+            ("names a missing archive", s.missing_archive),
+            ("not byte-identical", s.not_identical),
+        ):
             for job_id in ids:
                 wrong.setdefault(job_id, []).append(title)
         out = [f"  {p}" for p in s.problems]
         by_job = {j.job_id: j for j in self.jobs}
         for n, (job_id, titles) in enumerate(wrong.items()):
             job = by_job[job_id]
-            out.append(f"  job {job_id} ({job.user_id}, {job.size} B): {', '.join(titles)}; "
-                       f"state: {state(items.get(job_id, {}), job.key in results)}")
+            out.append(
+                f"  job {job_id} ({job.user_id}, {job.size} B): {', '.join(titles)}; "
+                f"state: {state(items.get(job_id, {}), job.key in results)}"
+            )
             if n < 5:
                 out.append(self.job_log(job_id))
-        unfinished = [j.job_id for j in self.jobs if j.key not in results
-                      and j.job_id not in wrong]
+        unfinished = [j.job_id for j in self.jobs if j.key not in results and j.job_id not in wrong]
         if unfinished:
-            out.append(f"  {len(unfinished)} other results not in S3 at the end, by state:\n"
-                       + self.describe(unfinished, logs=False))
+            out.append(
+                f"  {len(unfinished)} other results not in S3 at the end, by state:\n"
+                + self.describe(unfinished, logs=False)
+            )
         out += [f"  in a dead-letter queue: {line}" for line in s.dead_letters]
         out += [f"  orphan archive: {a}" for a in s.orphans[:20]]
         return "\n".join(out)
@@ -810,8 +934,11 @@ class LateDuplicates:
             retrieval = item.get(RESTORE_JOB_ID)
             retrieving = archived and retrieval is not None and not is_claim(retrieval)
             moment = self.due.get(job.job_id)
-            if moment == "upgrade" or (moment == "retrieving" and (retrieving or back)) \
-                    or (moment == "back" and back):
+            if (
+                moment == "upgrade"
+                or (moment == "retrieving" and (retrieving or back))
+                or (moment == "back" and back)
+            ):
                 del self.due[job.job_id]
                 self.sent[moment] += 1
                 batch.append(job)
@@ -820,13 +947,17 @@ class LateDuplicates:
                 self.sent["window"] += 1
                 batch.append(job)
         if batch:
-            self.run.stack.send(self.run.stack.utility_queue("archive"),
-                                [{"job_id": j.job_id, "user_id": j.user_id} for j in batch])
+            self.run.stack.send(
+                self.run.stack.utility_queue("archive"),
+                [{"job_id": j.job_id, "user_id": j.user_id} for j in batch],
+            )
 
     def report(self) -> str:
-        return (f"late archive duplicates: {self.sent['upgrade']} at the upgrade, "
-                f"{self.sent['retrieving']} during retrieval, {self.sent['back']} after thaw, "
-                f"{self.sent['window']} between thaw's copy and its record")
+        return (
+            f"late archive duplicates: {self.sent['upgrade']} at the upgrade, "
+            f"{self.sent['retrieving']} during retrieval, {self.sent['back']} after thaw, "
+            f"{self.sent['window']} between thaw's copy and its record"
+        )
 
 
 def state(item: dict[str, Any], in_s3: bool) -> str:
@@ -848,7 +979,8 @@ def dead_letter_line(utility: str, message: dict[str, Any]) -> str:
     attributes = {k: v.get("StringValue") for k, v in message.get("MessageAttributes", {}).items()}
     reason = attributes.get("gas_reason") or (
         "moved by the redrive policy after "
-        f"{message.get('Attributes', {}).get('ApproximateReceiveCount', '?')} receives")
+        f"{message.get('Attributes', {}).get('ApproximateReceiveCount', '?')} receives"
+    )
     return f"{utility}-dlq: message {message['MessageId']}: {message['Body'][:300]} — {reason}"
 
 
@@ -856,8 +988,9 @@ def retrievals_started(report: dict[str, Any], backend: str) -> int:
     """Retrieval requests that reached the stack (forwarded, or answered and the answer lost):
     InitiateJob of archive retrievals (vault; the runner's inventories go around the proxy) or
     RestoreObject (s3)."""
-    service, operation = ("glacier", "InitiateJob") if backend == "vault" else (
-        "s3", "RestoreObject")
+    service, operation = (
+        ("glacier", "InitiateJob") if backend == "vault" else ("s3", "RestoreObject")
+    )
     counts = report["counts"].get(service, {}).get(operation, {})
     return counts.get(faults.FORWARDED, 0) + counts.get(faults.LOST, 0)
 
@@ -873,14 +1006,21 @@ def run_backend(settings: Settings, backend: str, log_dir: Path) -> Summary:
         cleanup.callback(stop_process, stack_process)
         proxy_process, proxy = faults.launch(exports["AWS_ENDPOINT_URL"], seed=settings.seed)
         cleanup.callback(stop_process, proxy_process)
-        slow_process, slow = faults.launch(proxy, latency_ms=THAW_DYNAMODB_LATENCY_MS,
-                                           services=["dynamodb"])
+        slow_process, slow = faults.launch(
+            proxy, latency_ms=THAW_DYNAMODB_LATENCY_MS, services=["dynamodb"]
+        )
         cleanup.callback(stop_process, slow_process)
         config = load(None, local_stack.utility_config_files(), environ=env)
         stack = Stack(exports["AWS_ENDPOINT_URL"], config)
-        fleet = Fleet({**env, "AWS_ENDPOINT_URL": proxy,
-                       "GAS_RESTORE_CLAIM_SECONDS": str(settings.claim_seconds)},
-                      log_dir, {"thaw": slow})
+        fleet = Fleet(
+            {
+                **env,
+                "AWS_ENDPOINT_URL": proxy,
+                "GAS_RESTORE_CLAIM_SECONDS": str(settings.claim_seconds),
+            },
+            log_dir,
+            {"thaw": slow},
+        )
         cleanup.callback(fleet.stop)
         run = Run(settings, stack, proxy, fleet, summary)
         try:
@@ -895,8 +1035,9 @@ def run_backend(settings: Settings, backend: str, log_dir: Path) -> Summary:
         faults.configure(proxy, errors=0, resets=0, lost=0)
         stubborn = fleet.stop()
         if stubborn:
-            summary.problems.append(f"not stopped by SIGTERM within {STOP_SECONDS} s: "
-                                    f"{', '.join(stubborn)}")
+            summary.problems.append(
+                f"not stopped by SIGTERM within {STOP_SECONDS} s: {', '.join(stubborn)}"
+            )
         summary.notes += fleet.exits
         summary.kills = fleet.kills
         run.check()
@@ -936,30 +1077,57 @@ def run(settings: Settings) -> list[Summary]:
 
 def parse(argv: list[str] | None = None) -> Settings:
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="python -m tests.chaos",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--backend", choices=[*BACKENDS, "both"], default="both")
     parser.add_argument("--jobs", type=int, default=defaults.jobs)
     parser.add_argument("--users", type=int, default=defaults.users)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--errors", type=float, default=defaults.errors,
-                        help="share of requests answered with throttling or a 5xx")
-    parser.add_argument("--resets", type=float, default=defaults.resets,
-                        help="share of connections reset before forwarding")
-    parser.add_argument("--lost", type=float, default=defaults.lost,
-                        help="share of answers dropped after the request took effect")
-    parser.add_argument("--kill-every", type=float, default=defaults.kill_every,
-                        metavar="SECONDS", help="SIGKILL a worker this often (0: never)")
-    parser.add_argument("--timeout", type=float, default=defaults.timeout, metavar="SECONDS",
-                        help="per phase")
+    parser.add_argument(
+        "--errors",
+        type=float,
+        default=defaults.errors,
+        help="share of requests answered with throttling or a 5xx",
+    )
+    parser.add_argument(
+        "--resets",
+        type=float,
+        default=defaults.resets,
+        help="share of connections reset before forwarding",
+    )
+    parser.add_argument(
+        "--lost",
+        type=float,
+        default=defaults.lost,
+        help="share of answers dropped after the request took effect",
+    )
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        default=defaults.kill_every,
+        metavar="SECONDS",
+        help="SIGKILL a worker this often (0: never)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=defaults.timeout, metavar="SECONDS", help="per phase"
+    )
     parser.add_argument("--keep-logs", type=Path, metavar="DIR")
     args = parser.parse_args(argv)
     if args.jobs < 1 or not 1 <= args.users <= args.jobs:
         parser.error("--jobs must be at least 1 and --users from 1 to --jobs")
-    return Settings(backends=BACKENDS if args.backend == "both" else (args.backend,),
-                    jobs=args.jobs, users=args.users, seed=args.seed, errors=args.errors,
-                    resets=args.resets, lost=args.lost, kill_every=args.kill_every,
-                    timeout=args.timeout, keep_logs=args.keep_logs)
+    return Settings(
+        backends=BACKENDS if args.backend == "both" else (args.backend,),
+        jobs=args.jobs,
+        users=args.users,
+        seed=args.seed,
+        errors=args.errors,
+        resets=args.resets,
+        lost=args.lost,
+        kill_every=args.kill_every,
+        timeout=args.timeout,
+        keep_logs=args.keep_logs,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,9 +48,11 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "con
 
 # -- the suite's layout: each test's kind comes from its directory -------------------------------
 
-KINDS = {"unit": "moto in process, no process started",
-         "integration": "real processes against a local stack server",
-         "local": "the local stack's emulations themselves (util/local), not product code"}
+KINDS = {
+    "unit": "moto in process, no process started",
+    "integration": "real processes against a local stack server",
+    "local": "the local stack's emulations themselves (util/local), not product code",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -133,8 +135,9 @@ def stack_settings() -> dict[str, str]:
 
 
 @pytest.fixture
-def server(aws_env: None, stack_settings: dict[str, str],
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def server(
+    aws_env: None, stack_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Server]:
     """A fresh local stack server for one test; the environment points at it."""
     for name, value in stack_settings.items():
         monkeypatch.setenv(name, value)
@@ -154,14 +157,28 @@ class UtilityProcess:
     adds other variables (credentials, systemd's); the log goes to a file the test reads.
     """
 
-    def __init__(self, utility: str, log: Path, *args: str,
-                 env: dict[str, str] | None = None, **settings: str):
-        env = {**os.environ, "GAS_WORKER_WAIT_SECONDS": "1", **(env or {}),
-               **{f"GAS_{k.upper()}": v for k, v in settings.items()}}
+    def __init__(
+        self,
+        utility: str,
+        log: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        **settings: str,
+    ):
+        env = {
+            **os.environ,
+            "GAS_WORKER_WAIT_SECONDS": "1",
+            **(env or {}),
+            **{f"GAS_{k.upper()}": v for k, v in settings.items()},
+        }
         self.log_path = log
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "util" / utility / f"{utility}.py"), *args],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "a"),
+        )
 
     @property
     def log(self) -> str:
@@ -175,8 +192,9 @@ class UtilityProcess:
         return self.wait(timeout)
 
 
-def run_once(utility: str, tmp_path: Path, env: dict[str, str] | None = None,
-             **settings: str) -> UtilityProcess:
+def run_once(
+    utility: str, tmp_path: Path, env: dict[str, str] | None = None, **settings: str
+) -> UtilityProcess:
     """Run a utility with --once until its queue is drained; it must exit 0."""
     worker = UtilityProcess(utility, tmp_path / f"{utility}.log", "--once", env=env, **settings)
     assert worker.wait() == 0, worker.log
@@ -186,19 +204,26 @@ def run_once(utility: str, tmp_path: Path, env: dict[str, str] | None = None,
 def dead_letters(stack: Stack, queue: str) -> list[dict]:
     """What a queue's dead-letter queue holds now (received, so hidden for a while)."""
     url = stack.queue_url(f"{queue}-dlq")
-    return stack.client("sqs").receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
+    return (
+        stack.client("sqs")
+        .receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+        .get("Messages", [])
+    )
 
 
 def dead_letter_reasons(stack: Stack, queue: str, count: int) -> list[str]:
     """The reasons of the first `count` messages to reach a queue's dead-letter queue, sorted."""
     dead: list[dict] = []
-    wait_for(lambda: dead.extend(dead_letters(stack, queue)) or len(dead) >= count, timeout=30,
-             what=f"{count} dead letters in {queue}-dlq")
+    wait_for(
+        lambda: dead.extend(dead_letters(stack, queue)) or len(dead) >= count,
+        timeout=30,
+        what=f"{count} dead letters in {queue}-dlq",
+    )
     return sorted(m["MessageAttributes"]["gas_reason"]["StringValue"] for m in dead)
 
 
 # -- faults between a handler and AWS, in process ----------------------------------------------
+
 
 class Killed(BaseException):
     """The process died here: no handler catches it (SIGKILL runs no cleanup either)."""
@@ -233,14 +258,25 @@ class LostAnswers:
         self.rules: list[_Rule] = []
         self.hits: list[tuple[str, str]] = []  # (operation, then) of every fault injected
 
-    def add(self, operation: str, when: Callable[[dict], bool] = lambda params: True,
-            then: str = "retry", times: int = 1) -> None:
+    def add(
+        self,
+        operation: str,
+        when: Callable[[dict], bool] = lambda params: True,
+        then: str = "retry",
+        times: int = 1,
+    ) -> None:
         self.rules.append(_Rule(operation, when, then, times))
 
     def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def call(client: BaseClient, operation: str, params: dict) -> Any:
-            rule = next((r for r in self.rules if r.times > 0 and r.operation == operation
-                         and r.when(params)), None)
+            rule = next(
+                (
+                    r
+                    for r in self.rules
+                    if r.times > 0 and r.operation == operation and r.when(params)
+                ),
+                None,
+            )
             if rule is None:
                 return original(client, operation, params)
             rule.times -= 1
@@ -269,61 +305,89 @@ def lost_answers(monkeypatch: pytest.MonkeyPatch) -> LostAnswers:
 
 def sets(attribute: str) -> Callable[[dict], bool]:
     """`when` for an UpdateItem whose SET clause writes `attribute`."""
+
     def match(params: dict) -> bool:
         update = params.get("UpdateExpression", "")
-        placeholders = [p for p, name in params.get("ExpressionAttributeNames", {}).items()
-                        if name == attribute]
-        return any(
-            f"SET {p} =" in update or f", {p} =" in update for p in placeholders)
+        placeholders = [
+            p for p, name in params.get("ExpressionAttributeNames", {}).items() if name == attribute
+        ]
+        return any(f"SET {p} =" in update or f", {p} =" in update for p in placeholders)
+
     return match
 
 
 # -- looking into the vault through the Glacier API, as an operator would ----------------------
 
+
 def _finished_job(stack: Stack, parameters: dict[str, str]) -> str:
     glacier = stack.client("glacier")
     vault = stack.config.gas.vault
     job_id = glacier.initiate_job(vaultName=vault, jobParameters=parameters)["jobId"]
-    wait_for(lambda: glacier.describe_job(vaultName=vault, jobId=job_id)["Completed"],
-             timeout=30, what=f"Glacier job {job_id}")
+    wait_for(
+        lambda: glacier.describe_job(vaultName=vault, jobId=job_id)["Completed"],
+        timeout=30,
+        what=f"Glacier job {job_id}",
+    )
     return job_id
 
 
 def archived_bytes(stack: Stack, archive_id: str) -> bytes:
     """An archive's content, retrieved with an Expedited archive-retrieval job."""
-    job_id = _finished_job(stack, {"Type": "archive-retrieval", "ArchiveId": archive_id,
-                                   "Tier": "Expedited"})
-    return stack.client("glacier").get_job_output(vaultName=stack.config.gas.vault,
-                                                  jobId=job_id)["body"].read()
+    job_id = _finished_job(
+        stack, {"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"}
+    )
+    return (
+        stack.client("glacier")
+        .get_job_output(vaultName=stack.config.gas.vault, jobId=job_id)["body"]
+        .read()
+    )
 
 
 def vault_archive_description(stack: Stack, archive_id: str) -> str:
     """An archive's description, from an inventory of the vault."""
     job_id = _finished_job(stack, {"Type": "inventory-retrieval", "Tier": "Expedited"})
-    inventory = json.load(stack.client("glacier").get_job_output(
-        vaultName=stack.config.gas.vault, jobId=job_id)["body"])
+    inventory = json.load(
+        stack.client("glacier").get_job_output(vaultName=stack.config.gas.vault, jobId=job_id)[
+            "body"
+        ]
+    )
     [entry] = [a for a in inventory["ArchiveList"] if a["ArchiveId"] == archive_id]
     return entry["ArchiveDescription"]
 
 
 def vault_archive_count(stack: Stack) -> int:
-    return stack.client("glacier").describe_vault(
-        vaultName=stack.config.gas.vault)["NumberOfArchives"]
+    return stack.client("glacier").describe_vault(vaultName=stack.config.gas.vault)[
+        "NumberOfArchives"
+    ]
 
 
 # -- jobs as the web app and the annotator leave them ------------------------------------------
 
-def put_job(stack: Stack, job_id: str = "j1", user_id: str = "u-alice", size: int = 1000,
-            complete_time: float = NOW - 3600, **overrides) -> bytes:
+
+def put_job(
+    stack: Stack,
+    job_id: str = "j1",
+    user_id: str = "u-alice",
+    size: int = 1000,
+    complete_time: float = NOW - 3600,
+    **overrides,
+) -> bytes:
     """A COMPLETED job with its result file in the results bucket, as the annotator leaves it."""
     data = os.urandom(size)
     key = f"gas/{user_id}/{job_id}~sample.annot.vcf"
     bucket = stack.config.gas.results_bucket
     stack.client("s3").put_object(Bucket=bucket, Key=key, Body=data)
-    item = {"job_id": job_id, "user_id": user_id, "job_status": COMPLETED,
-            "input_file_name": "sample.vcf", "submit_time": int(complete_time) - 60,
-            "complete_time": int(complete_time), "s3_results_bucket": bucket,
-            "s3_key_result_file": key, "s3_key_log_file": key + ".log"}
+    item = {
+        "job_id": job_id,
+        "user_id": user_id,
+        "job_status": COMPLETED,
+        "input_file_name": "sample.vcf",
+        "submit_time": int(complete_time) - 60,
+        "complete_time": int(complete_time),
+        "s3_results_bucket": bucket,
+        "s3_key_result_file": key,
+        "s3_key_log_file": key + ".log",
+    }
     item.update(overrides)
     Annotations(stack.aws, stack.config.gas.annotations_table).put(item)
     return data
@@ -335,20 +399,30 @@ def job(stack: Stack, job_id: str = "j1") -> dict:
 
 def result_exists(stack: Stack, job_id: str = "j1") -> bool:
     item = job(stack, job_id)
-    listing = stack.client("s3").list_objects_v2(Bucket=stack.config.gas.results_bucket,
-                                                 Prefix=item["s3_key_result_file"])
+    listing = stack.client("s3").list_objects_v2(
+        Bucket=stack.config.gas.results_bucket, Prefix=item["s3_key_result_file"]
+    )
     return listing.get("KeyCount", 0) > 0
 
 
 def message(**body: Any) -> Message:
     """A received message as a handler sees it, its body already decoded."""
-    return Message(message_id="m1", receipt_handle="r", body=json.dumps(body), receive_count=1,
-                   attributes={}, received_at=0, visible_until=0, data=body,
-                   job_id=body.get("job_id"))
+    return Message(
+        message_id="m1",
+        receipt_handle="r",
+        body=json.dumps(body),
+        receive_count=1,
+        attributes={},
+        received_at=0,
+        visible_until=0,
+        data=body,
+        job_id=body.get("job_id"),
+    )
 
 
-def archive_job(stack: Stack, job_id: str = "j1", user_id: str = "u-alice",
-                size: int = 1000) -> bytes:
+def archive_job(
+    stack: Stack, job_id: str = "j1", user_id: str = "u-alice", size: int = 1000
+) -> bytes:
     """A completed job whose result the archive utility has moved to the vault."""
     data = put_job(stack, job_id=job_id, user_id=user_id, size=size)
     stack.config.archive.part_size_mib = 4
@@ -359,15 +433,21 @@ def archive_job(stack: Stack, job_id: str = "j1", user_id: str = "u-alice",
 
 def set_role(stack: Stack, user_id: str, role: str) -> None:
     stack.client("dynamodb").update_item(
-        TableName=stack.config.gas.users_table, Key={"user_id": {"S": user_id}},
-        UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
-        ExpressionAttributeValues={":r": {"S": role}})
+        TableName=stack.config.gas.users_table,
+        Key={"user_id": {"S": user_id}},
+        UpdateExpression="SET #r = :r",
+        ExpressionAttributeNames={"#r": "role"},
+        ExpressionAttributeValues={":r": {"S": role}},
+    )
 
 
 def result_bytes(stack: Stack, job_id: str = "j1") -> bytes:
     item = job(stack, job_id)
-    return stack.client("s3").get_object(Bucket=item["s3_results_bucket"],
-                                         Key=item["s3_key_result_file"])["Body"].read()
+    return (
+        stack.client("s3")
+        .get_object(Bucket=item["s3_results_bucket"], Key=item["s3_key_result_file"])["Body"]
+        .read()
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

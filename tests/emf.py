@@ -6,11 +6,35 @@ import json
 from typing import Any
 
 # CloudWatch's metric units (MetricDatum.Unit).
-UNITS = {"Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes",
-         "Gigabytes", "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits",
-         "Percent", "Count", "Bytes/Second", "Kilobytes/Second", "Megabytes/Second",
-         "Gigabytes/Second", "Terabytes/Second", "Bits/Second", "Kilobits/Second",
-         "Megabits/Second", "Gigabits/Second", "Terabits/Second", "Count/Second", "None"}
+UNITS = {
+    "Seconds",
+    "Microseconds",
+    "Milliseconds",
+    "Bytes",
+    "Kilobytes",
+    "Megabytes",
+    "Gigabytes",
+    "Terabytes",
+    "Bits",
+    "Kilobits",
+    "Megabits",
+    "Gigabits",
+    "Terabits",
+    "Percent",
+    "Count",
+    "Bytes/Second",
+    "Kilobytes/Second",
+    "Megabytes/Second",
+    "Gigabytes/Second",
+    "Terabytes/Second",
+    "Bits/Second",
+    "Kilobits/Second",
+    "Megabits/Second",
+    "Gigabits/Second",
+    "Terabits/Second",
+    "Count/Second",
+    "None",
+}
 
 
 def parse(line: str) -> dict[str, dict[str, Any]]:
@@ -33,8 +57,12 @@ def parse(line: str) -> dict[str, dict[str, Any]]:
             assert unit in UNITS, unit
             value = document[name]
             assert isinstance(value, (int, float)) and not isinstance(value, bool), name
-            metrics[name] = {"value": value, "unit": unit, "namespace": namespace,
-                             "dimensions": {d: document[d] for s in dimension_sets for d in s}}
+            metrics[name] = {
+                "value": value,
+                "unit": unit,
+                "namespace": namespace,
+                "dimensions": {d: document[d] for s in dimension_sets for d in s},
+            }
     return metrics
 
 

@@ -60,10 +60,31 @@ from typing import Any, Literal
 import boto3
 import botocore.session
 
-__all__ = ["Actor", "Crashed", "Exhaustive", "Failure", "Policy", "PreemptionBounded",
-           "RandomWalk", "Report", "Result", "Run", "ScheduleError", "Step", "assert_all_pass",
-           "calls", "crash_at", "crashed", "exhaustive", "explore", "lose_answer", "preemption_bounded",
-           "random", "replay", "session"]
+__all__ = [
+    "Actor",
+    "Crashed",
+    "Exhaustive",
+    "Failure",
+    "Policy",
+    "PreemptionBounded",
+    "RandomWalk",
+    "Report",
+    "Result",
+    "Run",
+    "ScheduleError",
+    "Step",
+    "assert_all_pass",
+    "calls",
+    "crash_at",
+    "crashed",
+    "exhaustive",
+    "explore",
+    "lose_answer",
+    "preemption_bounded",
+    "random",
+    "replay",
+    "session",
+]
 
 
 class Crashed(BaseException):
@@ -117,7 +138,8 @@ class Result:
         steps = "\n".join(f"  {i:3}. {step}" for i, step in enumerate(self.trace, 1))
         outcomes = "; ".join(
             [f"{name} returned {value!r}" for name, value in self.returned.items()]
-            + [f"{name} raised {exc!r}" for name, exc in self.raised.items()])
+            + [f"{name} raised {exc!r}" for name, exc in self.raised.items()]
+        )
         return f"trace:\n{steps or '  (no AWS calls)'}\nactors: {outcomes}"
 
 
@@ -143,9 +165,11 @@ class Failure(Run):
 
     def describe(self) -> str:
         seed = f", seed {self.seed}" if self.seed is not None else ""
-        return (f"schedule {self.schedule}{seed}: {type(self.error).__name__}: {self.error}\n"
-                f"{self.result.describe()}\n"
-                f"replay it with: interleave.replay(scenario, {self.result.choices})")
+        return (
+            f"schedule {self.schedule}{seed}: {type(self.error).__name__}: {self.error}\n"
+            f"{self.result.describe()}\n"
+            f"replay it with: interleave.replay(scenario, {self.result.choices})"
+        )
 
 
 # -- sessions, gates and faults ------------------------------------------------------------------
@@ -188,8 +212,9 @@ class _Hooks:
         self.gate: _Gate | None = None
         self._lock = threading.Lock()  # calls may come from several threads at once
 
-    def before_call(self, model: Any, params: dict[str, Any], context: dict[str, Any],
-                    **_: Any) -> None:
+    def before_call(
+        self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
         self.process.check()
         service, operation = model.service_model.service_name, model.name
         if self.gate is not None:
@@ -221,8 +246,10 @@ def _request_key(params: dict[str, Any]) -> tuple[str, bytes]:
     body = params.get("body")
     if isinstance(body, str):
         body = body.encode()
-    return (f"{params.get('url_path')}?{params.get('query_string')!r}",
-            body if isinstance(body, bytes) else b"")
+    return (
+        f"{params.get('url_path')}?{params.get('query_string')!r}",
+        body if isinstance(body, bytes) else b"",
+    )
 
 
 _hooks: weakref.WeakKeyDictionary[boto3.session.Session, _Hooks] = weakref.WeakKeyDictionary()
@@ -285,6 +312,7 @@ def calls(s: boto3.session.Session) -> int:
 
 # -- one schedule --------------------------------------------------------------------------------
 
+
 @dataclass(eq=False)
 class _ActorState:
     actor: Actor
@@ -340,23 +368,27 @@ def _parked(frame: Any, frames: dict[int, Any]) -> bool:
     return False
 
 
-_MACHINERY = (threading.__file__, queue.__file__, os.path.dirname(_futures_thread.__file__),
-              __file__)
+_MACHINERY = (
+    threading.__file__,
+    queue.__file__,
+    os.path.dirname(_futures_thread.__file__),
+    __file__,
+)
 
 
 def _where(frame: Any) -> str:
     """Where a thread is: its innermost frame outside threading machinery and this module."""
     stack = traceback.extract_stack(frame)
-    entry = next((e for e in reversed(stack) if not e.filename.startswith(_MACHINERY)),
-                 stack[-1])
+    entry = next((e for e in reversed(stack) if not e.filename.startswith(_MACHINERY)), stack[-1])
     return f"{entry.filename}:{entry.lineno} in {entry.name}"
 
 
 class _Schedule:
     """Runs the actors of one scenario, one released call at a time."""
 
-    def __init__(self, actors: list[Actor], choose: _Chooser, timeout: float,
-                 baseline: set[threading.Thread]):
+    def __init__(
+        self, actors: list[Actor], choose: _Chooser, timeout: float, baseline: set[threading.Thread]
+    ):
         """`baseline`: the threads that were there before the scenario was made, not ours to
         wait for."""
         names = [a.name for a in actors]
@@ -378,8 +410,9 @@ class _Schedule:
         self.actors: list[_ActorState] = []
         for actor, of_actor in zip(actors, hooks, strict=True):
             state = _ActorState(actor, _Process(actor.name))
-            state.thread = threading.Thread(target=self._body, args=(state,), name=actor.name,
-                                            daemon=True)
+            state.thread = threading.Thread(
+                target=self._body, args=(state,), name=actor.name, daemon=True
+            )
             state.threads.add(state.thread)
             for h in of_actor:
                 h.process = state.process  # a crash through one session kills them all
@@ -390,9 +423,12 @@ class _Schedule:
         def gate(service: str, operation: str, key: tuple[str, bytes]) -> None:
             with self.cond:
                 self.arrivals += 1
-                call = _Call(state, Step(state.actor.name, service, operation),
-                             (state.actor.name, service, operation, key, self.arrivals),
-                             threading.current_thread())
+                call = _Call(
+                    state,
+                    Step(state.actor.name, service, operation),
+                    (state.actor.name, service, operation, key, self.arrivals),
+                    threading.current_thread(),
+                )
                 state.threads.add(call.thread)
                 self.pending.append(call)
                 self.version += 1
@@ -403,6 +439,7 @@ class _Schedule:
                         self.version += 1
                         raise Crashed(f"{state.actor.name}: crashed while this call waited")
                     self.cond.wait()
+
         return gate
 
     def _body(self, state: _ActorState) -> None:
@@ -429,11 +466,19 @@ class _Schedule:
                 for s in state.actor.sessions:
                     _hooks_of(s).gate = None
         return Result(
-            self.trace, self.choices,
-            {s.actor.name: s.returned for s in self.actors if s.process.crash is None
-             and s.raised is None},
-            {s.actor.name: s.process.crash or s.raised for s in self.actors
-             if s.process.crash is not None or s.raised is not None})
+            self.trace,
+            self.choices,
+            {
+                s.actor.name: s.returned
+                for s in self.actors
+                if s.process.crash is None and s.raised is None
+            },
+            {
+                s.actor.name: s.process.crash or s.raised
+                for s in self.actors
+                if s.process.crash is not None or s.raised is not None
+            },
+        )
 
     def _steps(self) -> None:
         deadline = time.monotonic() + self.timeout
@@ -447,16 +492,19 @@ class _Schedule:
                     # Settled twice with nothing arriving in between: a thread that was
                     # between taking work and running it has had its chance to show up.
                     if quiet == self.version:
-                        candidates = sorted((c for c in self.pending
-                                             if c.state.process.crash is None),
-                                            key=lambda c: c.order)
+                        candidates = sorted(
+                            (c for c in self.pending if c.state.process.crash is None),
+                            key=lambda c: c.order,
+                        )
                         if not candidates:
                             return
                         steps = [c.step for c in candidates]
                         choice = self.choose(steps, last)
                         if not 0 <= choice < len(candidates):
-                            raise ScheduleError(f"choice {choice} at step {len(self.trace) + 1}"
-                                                f" but {len(candidates)} candidates: {steps}")
+                            raise ScheduleError(
+                                f"choice {choice} at step {len(self.trace) + 1}"
+                                f" but {len(candidates)} candidates: {steps}"
+                            )
                         call = candidates[choice]
                         call.released = True
                         self.pending.remove(call)
@@ -497,24 +545,32 @@ class _Schedule:
         return all(s.done or s in waiting for s in self.actors)
 
     def _stuck(self) -> str:
-        after = f"after step {len(self.trace)} ({self.trace[-1]})" if self.trace else \
-            "before the first step"
+        after = (
+            f"after step {len(self.trace)} ({self.trace[-1]})"
+            if self.trace
+            else "before the first step"
+        )
         lines = [f"no progress within {self.timeout}s {after}:"]
         owner = {t: s.actor.name for s in self.actors for t in s.threads}
         waiting = {c.state for c in self.pending}
         frames = sys._current_frames()
         for s in self.actors:
             if not s.done and s not in waiting:
-                places = ", ".join(_where(frames[t.ident]) for t in s.threads
-                                   if t.is_alive() and t.ident in frames)
-                lines.append(f"  actor {s.actor.name!r} has neither reached an AWS call nor "
-                             f"finished (last step: {s.last or 'none'}); its threads are at: "
-                             f"{places or '?'} (sleeping, or waiting for something that "
-                             "never comes?)")
+                places = ", ".join(
+                    _where(frames[t.ident]) for t in s.threads if t.is_alive() and t.ident in frames
+                )
+                lines.append(
+                    f"  actor {s.actor.name!r} has neither reached an AWS call nor "
+                    f"finished (last step: {s.last or 'none'}); its threads are at: "
+                    f"{places or '?'} (sleeping, or waiting for something that "
+                    "never comes?)"
+                )
         for thread, frame in self._running():
             whose = f"actor {owner[thread]!r}" if thread in owner else "no actor yet"
-            lines.append(f"  thread {thread.name!r} ({whose}) is still running at "
-                         f"{_where(frame) if frame is not None else '?'}")
+            lines.append(
+                f"  thread {thread.name!r} ({whose}) is still running at "
+                f"{_where(frame) if frame is not None else '?'}"
+            )
         return "\n".join(lines)
 
     def _abandon(self) -> None:
@@ -538,6 +594,7 @@ def _run(scenario: Scenario, choose: _Chooser, timeout: float) -> Run:
 
 
 # -- exploration ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Exhaustive:
@@ -585,8 +642,11 @@ def _random_chooser(seed: str) -> _Chooser:
 
 
 def _preempts(candidates: Sequence[Step], last: str | None, choice: int) -> bool:
-    return (last is not None and candidates[choice].actor != last
-            and any(c.actor == last for c in candidates))
+    return (
+        last is not None
+        and candidates[choice].actor != last
+        and any(c.actor == last for c in candidates)
+    )
 
 
 @dataclass
@@ -614,14 +674,18 @@ class _Tree:
             if depth == len(self.path):
                 indices = range(len(candidates))
                 calm = [i for i in indices if not _preempts(candidates, last, i)]
-                options = calm + [i for i in indices if i not in calm
-                                  and (self.bound is None or preemptions < self.bound)]
+                options = calm + [
+                    i
+                    for i in indices
+                    if i not in calm and (self.bound is None or preemptions < self.bound)
+                ]
                 self.path.append(_Point(tuple(candidates), options))
             point = self.path[depth]
             if point.candidates != tuple(candidates):
                 raise ScheduleError(
                     f"the scenario is not deterministic: at step {depth + 1} the candidates "
-                    f"were {list(point.candidates)} before and are {list(candidates)} now")
+                    f"were {list(point.candidates)} before and are {list(candidates)} now"
+                )
             choice = point.options[point.at]
             depth += 1
             preemptions += _preempts(candidates, last, choice)
@@ -654,8 +718,7 @@ class Report:
         return len(set(self.traces))
 
 
-def explore(scenario: Scenario, policy: Policy = Exhaustive(), *,
-            timeout: float = 10.0) -> Report:
+def explore(scenario: Scenario, policy: Policy = Exhaustive(), *, timeout: float = 10.0) -> Report:
     """Run the scenario under the policy's schedules, checking each; a scheduling problem
     (an actor stuck for `timeout` seconds, a non-deterministic scenario) raises ScheduleError."""
     report = Report(policy)
@@ -674,8 +737,10 @@ def explore(scenario: Scenario, policy: Policy = Exhaustive(), *,
     while report.schedules < policy.max_schedules:
         run = _run(scenario, tree.chooser(), timeout)
         if len(run.result.choices) != len(tree.path):
-            raise ScheduleError(f"the scenario is not deterministic: it ended after "
-                                f"{len(run.result.choices)} steps, before {len(tree.path)}")
+            raise ScheduleError(
+                f"the scenario is not deterministic: it ended after "
+                f"{len(run.result.choices)} steps, before {len(tree.path)}"
+            )
         record(run)
         if not tree.advance():
             report.exhausted = True
@@ -691,13 +756,17 @@ def replay(scenario: Scenario, choices: Sequence[int], *, timeout: float = 10.0)
         try:
             return next(given)
         except StopIteration:
-            raise ScheduleError(f"replay: the run goes on past the {len(choices)} choices "
-                                f"given (candidates: {list(candidates)})") from None
+            raise ScheduleError(
+                f"replay: the run goes on past the {len(choices)} choices "
+                f"given (candidates: {list(candidates)})"
+            ) from None
 
     run = _run(scenario, choose, timeout)
     if len(run.result.choices) != len(choices):
-        raise ScheduleError(f"replay: the run ended after {len(run.result.choices)} of the "
-                            f"{len(choices)} choices given")
+        raise ScheduleError(
+            f"replay: the run ended after {len(run.result.choices)} of the "
+            f"{len(choices)} choices given"
+        )
     return run
 
 
@@ -707,4 +776,5 @@ def assert_all_pass(report: Report) -> None:
         scope = "every schedule" if report.exhausted else "not exhausted"
         raise AssertionError(
             f"{len(report.failures)} of {report.schedules} schedules failed ({report.policy}, "
-            f"{scope}); first: {report.failures[0].describe()}")
+            f"{scope}); first: {report.failures[0].describe()}"
+        )

@@ -62,269 +62,709 @@ class Mutant:
 M = Mutant
 MUTANTS: list[Mutant] = [
     # -- archive ---------------------------------------------------------------------------
-    M("archive: redelivery of an archived job is not finished", ARCHIVE,
-      'if ARCHIVE_ID in job:\n            return self.finish(job, "already archived")',
-      'if False:\n            return self.finish(job, "already archived")', (T_ARCHIVE,)),
-    M("archive: unknown user accepted", ARCHIVE,
-      'if user is None:\n            raise InvalidMessage(f"unknown user {user_id}")\n'
-      '        if user.is_premium:',
-      'if False:\n            raise InvalidMessage(f"unknown user {user_id}")\n'
-      '        if user.is_premium:', (T_ARCHIVE,)),
-    M("archive: premium user's result archived", ARCHIVE,
-      "        if user.is_premium:\n            return done(",
-      "        if False:\n            return done(", (T_ARCHIVE,)),
-    M("archive: no grace period", ARCHIVE,
-      "        if wait > 0:", "        if False:", (T_ARCHIVE,)),
-    M("archive: missing result not looked at", ARCHIVE,
-      "        if source is None:\n            return self.result_missing(job_id)\n        if",
-      "        if False:\n            return self.result_missing(job_id)\n        if", (T_ARCHIVE,)),
-    M("archive: empty result sent to the archive", ARCHIVE,
-      "if source.size == 0:", "if False:", (T_ARCHIVE,)),
-    M("archive: a cancelled upload counts as done", ARCHIVE,
-      'return retry("worker stopping: upload abandoned")',
-      'return done("worker stopping: upload abandoned")', (T_ARCHIVE,)),
-    M("archive: a result changed during the upload is not retried", ARCHIVE,
-      "            if code in S3_PRECONDITION_FAILED:\n                return retry(",
-      "            if False:\n                return retry(", (T_ARCHIVE,)),
-    M("archive: job status not checked", ARCHIVE,
-      "if job.get(JOB_STATUS) != COMPLETED:", "if False:", (T_ARCHIVE,)),
-    M("archive: results bucket not checked", ARCHIVE,
-      "if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):\n"
-      "            raise InvalidMessage(\n",
-      "if not job.get(RESULT_KEY):\n            raise InvalidMessage(\n", (T_ARCHIVE,)),
-    M("archive: complete_time not checked", ARCHIVE,
-      "if not isinstance(job.get(COMPLETE_TIME), (int, float)):", "if False:", (T_ARCHIVE,)),
-    M("archive: a recorded upload of other content is resumed", ARCHIVE,
-      'if pending and pending.get("etag") == source.etag:', "if pending:",
-      (T_ARCHIVE,)),
-    M("archive: upload recorded over a recorded archive", ARCHIVE,
-      '"attribute_not_exists(#archive)",', '"attribute_exists(#job_id)",',
-      (T_ARCHIVE,)),
-    M("archive: archive recorded although a thaw happened since", ARCHIVE,
-      '+ ("attribute_not_exists(#thaw)" if thawed is None else "#thaw = :thaw")',
-      '+ "attribute_exists(#job_id)"', (T_ARCHIVE,)),
-    M("archive: archive recorded over another", ARCHIVE,
-      '"attribute_not_exists(#archive) AND "\n            + (',
-      '"attribute_exists(#job_id) AND "\n            + (', (T_ARCHIVE,)),
-    M("archive: an orphan archive is kept", ARCHIVE,
-      "self.backend.delete(archive_id)  # an orphan", "pass  # an orphan", (T_ARCHIVE,)),
-    M("archive: no restore request for a user who became premium", ARCHIVE,
-      "if user is not None and user.is_premium:", "if False:", (T_ARCHIVE,)),
-    M("archive: S3 result deleted whatever its ETag", ARCHIVE,
-      "Key=job[RESULT_KEY], IfMatch=etag)", "Key=job[RESULT_KEY])", (T_ARCHIVE,)),
-    M("archive: a result archived by a racing copy is invalid", ARCHIVE,
-      'if ARCHIVE_ID in job:\n            return self.finish(job, "archived by another worker")',
-      'if False:\n            return self.finish(job, "archived by another worker")',
-      (T_ARCHIVE,)),
+    M(
+        "archive: redelivery of an archived job is not finished",
+        ARCHIVE,
+        'if ARCHIVE_ID in job:\n            return self.finish(job, "already archived")',
+        'if False:\n            return self.finish(job, "already archived")',
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: unknown user accepted",
+        ARCHIVE,
+        'if user is None:\n            raise InvalidMessage(f"unknown user {user_id}")\n'
+        "        if user.is_premium:",
+        'if False:\n            raise InvalidMessage(f"unknown user {user_id}")\n'
+        "        if user.is_premium:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: premium user's result archived",
+        ARCHIVE,
+        "        if user.is_premium:\n            return done(",
+        "        if False:\n            return done(",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: no grace period",
+        ARCHIVE,
+        "        if wait > 0:",
+        "        if False:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: missing result not looked at",
+        ARCHIVE,
+        "        if source is None:\n            return self.result_missing(job_id)\n        if",
+        "        if False:\n            return self.result_missing(job_id)\n        if",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: empty result sent to the archive",
+        ARCHIVE,
+        "if source.size == 0:",
+        "if False:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: a cancelled upload counts as done",
+        ARCHIVE,
+        'return retry("worker stopping: upload abandoned")',
+        'return done("worker stopping: upload abandoned")',
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: a result changed during the upload is not retried",
+        ARCHIVE,
+        "            if code in S3_PRECONDITION_FAILED:\n                return retry(",
+        "            if False:\n                return retry(",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: job status not checked",
+        ARCHIVE,
+        "if job.get(JOB_STATUS) != COMPLETED:",
+        "if False:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: results bucket not checked",
+        ARCHIVE,
+        "if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):\n"
+        "            raise InvalidMessage(\n",
+        "if not job.get(RESULT_KEY):\n            raise InvalidMessage(\n",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: complete_time not checked",
+        ARCHIVE,
+        "if not isinstance(job.get(COMPLETE_TIME), (int, float)):",
+        "if False:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: a recorded upload of other content is resumed",
+        ARCHIVE,
+        'if pending and pending.get("etag") == source.etag:',
+        "if pending:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: upload recorded over a recorded archive",
+        ARCHIVE,
+        '"attribute_not_exists(#archive)",',
+        '"attribute_exists(#job_id)",',
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: archive recorded although a thaw happened since",
+        ARCHIVE,
+        '+ ("attribute_not_exists(#thaw)" if thawed is None else "#thaw = :thaw")',
+        '+ "attribute_exists(#job_id)"',
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: archive recorded over another",
+        ARCHIVE,
+        '"attribute_not_exists(#archive) AND "\n            + (',
+        '"attribute_exists(#job_id) AND "\n            + (',
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: an orphan archive is kept",
+        ARCHIVE,
+        "self.backend.delete(archive_id)  # an orphan",
+        "pass  # an orphan",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: no restore request for a user who became premium",
+        ARCHIVE,
+        "if user is not None and user.is_premium:",
+        "if False:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: S3 result deleted whatever its ETag",
+        ARCHIVE,
+        "Key=job[RESULT_KEY], IfMatch=etag)",
+        "Key=job[RESULT_KEY])",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: a result archived by a racing copy is invalid",
+        ARCHIVE,
+        'if ARCHIVE_ID in job:\n            return self.finish(job, "archived by another worker")',
+        'if False:\n            return self.finish(job, "archived by another worker")',
+        (T_ARCHIVE,),
+    ),
     # -- restore and the retrieval record ---------------------------------------------------
-    M("restore: free user's results retrieved", RESTORE,
-      "if not user.is_premium:", "if False:", (T_RESTORE,)),
-    M("restore: unknown user accepted", RESTORE,
-      'if user is None:\n            raise InvalidMessage(f"unknown user {user_id}")',
-      'if False:\n            raise InvalidMessage(f"unknown user {user_id}")', (T_RESTORE,)),
-    M("restore: failures counted as done", RESTORE,
-      "        if failures:", "        if False:", (T_RESTORE,)),
-    M("restore: results claimed elsewhere not looked at again", RESTORE,
-      "        if pending:\n", "        if False:\n", (T_RESTORE,)),
-    M("restore: no stop between results", RESTORE,
-      "if message.cancelled.is_set():", "if False:", (T_RESTORE,)),
-    M("retrieval: claim taken while a live one is recorded", RETRIEVAL,
-      '"#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)"',
-      '"#archive = :archive"', (T_RESTORE,)),
-    M("retrieval: claim taken on a job no longer archived", RETRIEVAL,
-      '"#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)"',
-      '"attribute_not_exists(#expires) OR #expires < :now"', (T_RESTORE,)),
-    M("retrieval: a failed claim starts a retrieval", RETRIEVAL,
-      "if not claimed.holds(RESTORE_JOB_ID, claim):", "if False:", (T_RESTORE,)),
-    M("retrieval: a failed start keeps its claim", RETRIEVAL,
-      "        except BaseException:\n            self.release(job_id, claim)\n",
-      "        except BaseException:\n", (T_RESTORE,)),
-    M("retrieval: no Expedited attempt", RETRIEVAL,
-      "for tier in tiers[:-1]:", "for tier in tiers[:0]:", (T_RESTORE,)),
-    M("retrieval: any Expedited error falls back to Standard", RETRIEVAL,
-      "except ExpeditedUnavailable:", "except Exception:", (T_RESTORE,)),
-    M("retrieval: a job thawed meanwhile reads as claimed", RETRIEVAL,
-      'if job.get(ARCHIVE_ID) != archive_id:\n                return Start("not archived")',
-      'if False:\n                return Start("not archived")', (T_RESTORE, T_THAW)),
-    M("retrieval: the record does not check the claim", RETRIEVAL,
-      '"#job = :claim", _NAMES,', '"attribute_exists(#job_id)", _NAMES,',
-      (T_RESTORE,)),
-    M("retrieval: any recorded retrieval is cleared", RETRIEVAL,
-      '"#job = :retrieval",', '"attribute_exists(#job_id)",',
-      (T_THAW,)),
-    M("retrieval: finish does not check the archive", RETRIEVAL,
-      '            "#archive = :archive",\n', '            "attribute_exists(#job_id)",\n',
-      (T_THAW,)),
+    M(
+        "restore: free user's results retrieved",
+        RESTORE,
+        "if not user.is_premium:",
+        "if False:",
+        (T_RESTORE,),
+    ),
+    M(
+        "restore: unknown user accepted",
+        RESTORE,
+        'if user is None:\n            raise InvalidMessage(f"unknown user {user_id}")',
+        'if False:\n            raise InvalidMessage(f"unknown user {user_id}")',
+        (T_RESTORE,),
+    ),
+    M(
+        "restore: failures counted as done",
+        RESTORE,
+        "        if failures:",
+        "        if False:",
+        (T_RESTORE,),
+    ),
+    M(
+        "restore: results claimed elsewhere not looked at again",
+        RESTORE,
+        "        if pending:\n",
+        "        if False:\n",
+        (T_RESTORE,),
+    ),
+    M(
+        "restore: no stop between results",
+        RESTORE,
+        "if message.cancelled.is_set():",
+        "if False:",
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: claim taken while a live one is recorded",
+        RETRIEVAL,
+        '"#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)"',
+        '"#archive = :archive"',
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: claim taken on a job no longer archived",
+        RETRIEVAL,
+        '"#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)"',
+        '"attribute_not_exists(#expires) OR #expires < :now"',
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: a failed claim starts a retrieval",
+        RETRIEVAL,
+        "if not claimed.holds(RESTORE_JOB_ID, claim):",
+        "if False:",
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: a failed start keeps its claim",
+        RETRIEVAL,
+        "        except BaseException:\n            self.release(job_id, claim)\n",
+        "        except BaseException:\n",
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: no Expedited attempt",
+        RETRIEVAL,
+        "for tier in tiers[:-1]:",
+        "for tier in tiers[:0]:",
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: any Expedited error falls back to Standard",
+        RETRIEVAL,
+        "except ExpeditedUnavailable:",
+        "except Exception:",
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: a job thawed meanwhile reads as claimed",
+        RETRIEVAL,
+        'if job.get(ARCHIVE_ID) != archive_id:\n                return Start("not archived")',
+        'if False:\n                return Start("not archived")',
+        (T_RESTORE, T_THAW),
+    ),
+    M(
+        "retrieval: the record does not check the claim",
+        RETRIEVAL,
+        '"#job = :claim", _NAMES,',
+        '"attribute_exists(#job_id)", _NAMES,',
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: any recorded retrieval is cleared",
+        RETRIEVAL,
+        '"#job = :retrieval",',
+        '"attribute_exists(#job_id)",',
+        (T_THAW,),
+    ),
+    M(
+        "retrieval: finish does not check the archive",
+        RETRIEVAL,
+        '            "#archive = :archive",\n',
+        '            "attribute_exists(#job_id)",\n',
+        (T_THAW,),
+    ),
     # -- thaw --------------------------------------------------------------------------------
-    M("thaw: unknown job accepted", THAW,
-      "if job is None:\n            raise InvalidMessage", "if False:\n            raise InvalidMessage",
-      (T_THAW,)),
-    M("thaw: a notice delivered again thaws again", THAW,
-      "if job.get(THAW_JOB_ID) == notice.retrieval_id and (",
-      "if False and (", (T_THAW,)),
-    M("thaw: the archive gone is not invalid", THAW,
-      "if notice.archive_id is not None and notice.archive_id == archive_id:",
-      "if False:", (T_THAW, T_S3)),
-    M("thaw: a notice of a job Glacier does not know is not invalid", THAW,
-      "            if notice.archive_id is None:\n", "            if False:\n", (T_THAW,)),
-    M("thaw: a stale notice is thawed", THAW,
-      "if archive_id is None or notice.archive_id != archive_id:",
-      "if archive_id is None:", (T_THAW,)),
-    M("thaw: a failed retrieval is not restarted", THAW,
-      "if notice.status == FAILED:", "if False:", (T_THAW,)),
-    M("thaw: a retrieval in progress is copied", THAW,
-      "if notice.status != SUCCEEDED:", "if False:", (T_THAW, T_S3)),
-    M("thaw: results bucket not checked", THAW,
-      "if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):",
-      "if not job.get(RESULT_KEY):", (T_THAW,)),
-    M("thaw: a checksum mismatch counts as done", THAW,
-      'return retry(f"nothing committed: {exc}")', 'return done(f"nothing committed: {exc}")',
-      (T_THAW,)),
-    M("thaw: a cancelled copy counts as done", THAW,
-      'return retry("worker stopping: copy abandoned")',
-      'return done("worker stopping: copy abandoned")', (T_THAW,)),
-    M("thaw: the finish is not checked", THAW,
-      "if finished.holds(THAW_JOB_ID, notice.retrieval_id):", "if False:", (T_THAW,)),
-    M("thaw: the archive is kept after another retrieval thawed it", THAW,
-      "if finished.item.get(ARCHIVE_ID) is None:", "if False:",
-      (T_THAW,)),
-    M("thaw: a failed retrieval is restarted while another is under way", THAW,
-      "if recorded not in (notice.retrieval_id, None):", "if False:",
-      (T_THAW,)),
-    M("thaw: a restart claimed elsewhere counts as done", THAW,
-      'if start.status == "claimed elsewhere":', "if False:", (T_THAW,)),
-    M("thaw: an archive Glacier forgot is deleted", THAW,
-      "if archive_id is not None:  # None", "if True:  # None", (T_THAW,)),
+    M(
+        "thaw: unknown job accepted",
+        THAW,
+        "if job is None:\n            raise InvalidMessage",
+        "if False:\n            raise InvalidMessage",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: a notice delivered again thaws again",
+        THAW,
+        "if job.get(THAW_JOB_ID) == notice.retrieval_id and (",
+        "if False and (",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: the archive gone is not invalid",
+        THAW,
+        "if notice.archive_id is not None and notice.archive_id == archive_id:",
+        "if False:",
+        (T_THAW, T_S3),
+    ),
+    M(
+        "thaw: a notice of a job Glacier does not know is not invalid",
+        THAW,
+        "            if notice.archive_id is None:\n",
+        "            if False:\n",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: a stale notice is thawed",
+        THAW,
+        "if archive_id is None or notice.archive_id != archive_id:",
+        "if archive_id is None:",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: a failed retrieval is not restarted",
+        THAW,
+        "if notice.status == FAILED:",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: a retrieval in progress is copied",
+        THAW,
+        "if notice.status != SUCCEEDED:",
+        "if False:",
+        (T_THAW, T_S3),
+    ),
+    M(
+        "thaw: results bucket not checked",
+        THAW,
+        "if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):",
+        "if not job.get(RESULT_KEY):",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: a checksum mismatch counts as done",
+        THAW,
+        'return retry(f"nothing committed: {exc}")',
+        'return done(f"nothing committed: {exc}")',
+        (T_THAW,),
+    ),
+    M(
+        "thaw: a cancelled copy counts as done",
+        THAW,
+        'return retry("worker stopping: copy abandoned")',
+        'return done("worker stopping: copy abandoned")',
+        (T_THAW,),
+    ),
+    M(
+        "thaw: the finish is not checked",
+        THAW,
+        "if finished.holds(THAW_JOB_ID, notice.retrieval_id):",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: the archive is kept after another retrieval thawed it",
+        THAW,
+        "if finished.item.get(ARCHIVE_ID) is None:",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: a failed retrieval is restarted while another is under way",
+        THAW,
+        "if recorded not in (notice.retrieval_id, None):",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: a restart claimed elsewhere counts as done",
+        THAW,
+        'if start.status == "claimed elsewhere":',
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: an archive Glacier forgot is deleted",
+        THAW,
+        "if archive_id is not None:  # None",
+        "if True:  # None",
+        (T_THAW,),
+    ),
     # -- notify --------------------------------------------------------------------------------
-    M("notify: a second e-mail after success", NOTIFY,
-      'if NOTIFIED_TIME in job:\n            return done("already notified")\n\n',
-      'if False:\n            return done("already notified")\n\n', (T_NOTIFY,)),
-    M("notify: unknown user accepted", NOTIFY,
-      'if user is None:\n            raise InvalidMessage(f"unknown user {user_id}")',
-      'if False:\n            raise InvalidMessage(f"unknown user {user_id}")', (T_NOTIFY,)),
-    M("notify: any address accepted", NOTIFY,
-      "if not ADDRESS.fullmatch(user.email):", "if False:", (T_NOTIFY,)),
-    M("notify: a failed claim still sends", NOTIFY,
-      "if not claim.holds(NOTIFY_CLAIM, token):", "if False:", (T_NOTIFY,)),
-    M("notify: a live claim of another copy is taken", NOTIFY,
-      '"(attribute_not_exists(#expires) OR #expires < :now)"',
-      '"(attribute_not_exists(#expires) OR :now = :now)"', (T_NOTIFY,)),
-    M("notify: a claim taken after the e-mail was recorded", NOTIFY,
-      '"attribute_not_exists(#notified) AND "\n            "(attribute',
-      '"attribute_exists(#job_id) AND "\n            "(attribute', (T_NOTIFY,)),
-    M("notify: a failed send keeps its claim", NOTIFY,
-      "            self.release(job_id, token)\n            error =",
-      "            error =", (T_NOTIFY,)),
-    M("notify: an address SES refuses for good is retried", NOTIFY,
-      "if error.get(\"Code\") in PERMANENT_SES_ERRORS:", "if False:", (T_NOTIFY,)),
-    M("notify: the record is not checked", NOTIFY,
-      "if not recorded.holds(NOTIFY_CLAIM, token):", "if False:", (T_NOTIFY,)),
-    M("notify: a released claim reads as a live one", NOTIFY,
-      "if NOTIFY_CLAIM_EXPIRES not in job:", "if False:", (T_NOTIFY,)),
-    M("notify: job status not checked", NOTIFY,
-      "if job.get(JOB_STATUS) not in self.templates:", "if False:", (T_NOTIFY,)),
-    M("notify: HTML not escaped", NOTIFY,
-      "html=self.html.substitute(escaped)", "html=self.html.substitute(values)", (T_NOTIFY,)),
-    M("notify: subject not kept to one line", NOTIFY,
-      'subject=" ".join(self.subject.substitute(values).split())',
-      "subject=self.subject.substitute(values)", (T_NOTIFY,)),
+    M(
+        "notify: a second e-mail after success",
+        NOTIFY,
+        'if NOTIFIED_TIME in job:\n            return done("already notified")\n\n',
+        'if False:\n            return done("already notified")\n\n',
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: unknown user accepted",
+        NOTIFY,
+        'if user is None:\n            raise InvalidMessage(f"unknown user {user_id}")',
+        'if False:\n            raise InvalidMessage(f"unknown user {user_id}")',
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: any address accepted",
+        NOTIFY,
+        "if not ADDRESS.fullmatch(user.email):",
+        "if False:",
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: a failed claim still sends",
+        NOTIFY,
+        "if not claim.holds(NOTIFY_CLAIM, token):",
+        "if False:",
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: a live claim of another copy is taken",
+        NOTIFY,
+        '"(attribute_not_exists(#expires) OR #expires < :now)"',
+        '"(attribute_not_exists(#expires) OR :now = :now)"',
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: a claim taken after the e-mail was recorded",
+        NOTIFY,
+        '"attribute_not_exists(#notified) AND "\n            "(attribute',
+        '"attribute_exists(#job_id) AND "\n            "(attribute',
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: a failed send keeps its claim",
+        NOTIFY,
+        "            self.release(job_id, token)\n            error =",
+        "            error =",
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: an address SES refuses for good is retried",
+        NOTIFY,
+        'if error.get("Code") in PERMANENT_SES_ERRORS:',
+        "if False:",
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: the record is not checked",
+        NOTIFY,
+        "if not recorded.holds(NOTIFY_CLAIM, token):",
+        "if False:",
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: a released claim reads as a live one",
+        NOTIFY,
+        "if NOTIFY_CLAIM_EXPIRES not in job:",
+        "if False:",
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: job status not checked",
+        NOTIFY,
+        "if job.get(JOB_STATUS) not in self.templates:",
+        "if False:",
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: HTML not escaped",
+        NOTIFY,
+        "html=self.html.substitute(escaped)",
+        "html=self.html.substitute(values)",
+        (T_NOTIFY,),
+    ),
+    M(
+        "notify: subject not kept to one line",
+        NOTIFY,
+        'subject=" ".join(self.subject.substitute(values).split())',
+        "subject=self.subject.substitute(values)",
+        (T_NOTIFY,),
+    ),
     # -- the worker runtime --------------------------------------------------------------------
-    M("worker: no 12 h cap on visibility", WORKER,
-      "return max(0, min(seconds, left))", "return seconds", (T_WORKER,)),
-    M("worker: no pause after a failed receive", WORKER,
-      "self.stopped.wait(5)", "pass", (T_WORKER,)),
-    M("worker: invalid messages retried", WORKER,
-      "outcome = invalid(str(exc))", "outcome = retry(str(exc))", (T_WORKER,)),
-    M("worker: invalid messages dropped without a dead letter", WORKER,
-      "self.move_to_dead_letter(message, outcome.reason)\n", "\n", (T_WORKER,)),
-    M("worker: done messages not deleted", WORKER,
-      'elif outcome.action == "done":\n                    to_delete.append(message)',
-      'elif outcome.action == "done":\n                    pass', (T_WORKER,)),
-    M("worker: deferral ignored", WORKER,
-      "self.change_visibility([message], self.capped(message, outcome.delay))", "pass",
-      (T_WORKER,)),
-    M("worker: abandoned work not handed back", WORKER,
-      "elif outcome is HANDED_BACK or message.cancelled.is_set():",
-      "elif outcome is HANDED_BACK:", (T_WORKER,)),
-    M("worker: no visibility heartbeat", WORKER,
-      "due = [m for m in messages if m.visible_until - now < self.visibility_timeout / 2]",
-      "due: list[Message] = []", (T_WORKER,)),
-    M("worker: unstarted messages not handed back on stop", WORKER,
-      "self.hand_back([m for f, m in pending if f.cancel()])",
-      "[f.cancel() for f, m in pending]", (T_WORKER,)),
-    M("worker: handlers never asked to give up", WORKER,
-      "        if now >= cancel_at:", "        if False:", (T_WORKER,)),
-    M("worker: a queue without DLQ accepted", WORKER,
-      "if not redrive_policy:", "if False:", (T_WORKER,)),
-    M("worker: a handler bug kills the worker", WORKER,
-      "except Exception as exc:  # a handler bug", "except ArithmeticError as exc:  # a handler bug",
-      (T_WORKER,)),
+    M(
+        "worker: no 12 h cap on visibility",
+        WORKER,
+        "return max(0, min(seconds, left))",
+        "return seconds",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: no pause after a failed receive",
+        WORKER,
+        "pause = receive_backoff(failures, self.rng)",
+        "pause = 0.0",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: invalid messages retried",
+        WORKER,
+        "outcome = invalid(str(exc))",
+        "outcome = retry(str(exc))",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: invalid messages dropped without a dead letter",
+        WORKER,
+        "self.move_to_dead_letter(message, outcome.reason)\n",
+        "\n",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: done messages not deleted",
+        WORKER,
+        'elif outcome.action == "done":\n                    to_delete.append(message)',
+        'elif outcome.action == "done":\n                    pass',
+        (T_WORKER,),
+    ),
+    M(
+        "worker: deferral ignored",
+        WORKER,
+        "self.change_visibility([message], self.capped(message, outcome.delay))",
+        "pass",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: abandoned work not handed back",
+        WORKER,
+        'elif outcome.action == "handed back" or message.cancelled.is_set():',
+        'elif outcome.action == "handed back":',
+        (T_WORKER,),
+    ),
+    M(
+        "worker: no visibility heartbeat",
+        WORKER,
+        "due = [m for m in messages if m.visible_until - now < self.visibility_timeout / 2]",
+        "due: list[Message] = []",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: unstarted messages not handed back on stop",
+        WORKER,
+        "self.hand_back([m for _, m in unstarted])",
+        "pass",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: handlers never asked to give up",
+        WORKER,
+        "        if now >= cancel_at:",
+        "        if False:",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a queue without DLQ accepted",
+        WORKER,
+        "if not redrive_policy:",
+        "if False:",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a handler bug kills the worker",
+        WORKER,
+        "except Exception as exc:  # a handler bug",
+        "except ArithmeticError as exc:  # a handler bug",
+        (T_WORKER,),
+    ),
     # -- transfer checks -------------------------------------------------------------------------
-    M("glacier: no per-range tree hash check", GLACIER,
-      "if sent is not None and sent != tree_hash:", "if False:", (T_THAW,)),
-    M("glacier: no short-range check", GLACIER,
-      "if len(body) != last - first + 1:", "if False:", (T_THAW,)),
-    M("glacier: no whole-archive tree hash check", GLACIER,
-      "if whole != self.tree_hash:", "if False:", (T_THAW,)),
-    M("glacier: no short-read check of the source", GLACIER,
-      "if len(body) != end - start + 1:", "if False:", (T_ARCHIVE,)),
-    M("glacier: a failed upload is not aborted", GLACIER,
-      "        except BaseException:\n            self.abort(upload_id)\n            raise",
-      "        except BaseException:\n            raise", (T_ARCHIVE,)),
-    M("glacier: an upload not cancelled", GLACIER,
-      "if cancelled is not None and cancelled.is_set():", "if False:", (T_ARCHIVE,)),
-    M("glacier: a retrieval copy not cancelled", GLACIER,
-      "if self.cancelled is not None and self.cancelled.is_set():", "if False:", (T_THAW,)),
-    M("glacier: part size never enlarged", GLACIER,
-      "while part * MAX_PARTS < size and part < MAX_PART_SIZE:", "while False:", (T_ARCHIVE,)),
-    M("glacier: a lost InitiateJob answer not looked up", GLACIER,
-      "found = self.find_job(archive_id, description) if _outcome_unknown(exc) else None",
-      "found = None", (T_RESTORE,)),
-    M("glacier: an InitiateJob sent again unchecked", GLACIER,
-      "        if description not in self._sent:", "        if True:",
-      ("tests/integration/test_lost_answers.py",)),
-    M("glacier: an archive already gone fails its delete", GLACIER,
-      '            if exc.response["Error"]["Code"] != "ResourceNotFoundException":\n'
-      "                raise",
-      "            raise", (T_THAW,)),
-    M("backends: archive reads not pinned to the ETag", BACKENDS,
-      "                IfMatch=source.etag,\n", "\n", (T_ARCHIVE,)),
-    M("backends: a vault upload is completed without being recorded first", BACKENDS,
-      "            save(asdict(pending))\n", "            pass\n", (T_ARCHIVE,)),
-    M("backends: a notice naming no job accepted", BACKENDS,
-      "if not isinstance(job_id, str) or not job_id:", "if False:", (T_THAW,)),
-    M("backends: thaw's copy may keep the original's ETag", BACKENDS,
-      "part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)",
-      "part_size = self.thaw_part_size", (T_THAW,)),
-    M("backends: S3 archive copy not pinned to the ETag", BACKENDS,
-      # the key written again as the same entry it already is: the pin is gone
-      '"CopySourceIfMatch": source.etag', '"StorageClass": self.storage_class', (T_S3,)),
-    M("backends: S3 restore 409 not taken as started", BACKENDS,
-      '            if code != "RestoreAlreadyInProgress":\n                raise',
-      "            raise", (T_S3, T_RESTORE)),
-    M("backends: S3 restored already is not announced", BACKENDS,
-      "if status == 200:", "if False:", (T_S3,)),
-    M("backends: S3 event outside the archive accepted", BACKENDS,
-      'if bucket != self.bucket or not key.startswith(self.prefix) or "/" not in key:',
-      "if False:", (T_S3,)),
-    M("backends: S3 restore in progress read as failed", BACKENDS,
-      "if 'ongoing-request=\"true\"' in restore:", "if False:", (T_S3,)),
-    M("backends: S3 object never restored read as succeeded", BACKENDS,
-      "if 'ongoing-request=\"false\"' not in restore:", "if False:", (T_S3,)),
-    M("backends: S3 copy back not verified", BACKENDS,
-      'if copied["ETag"] != archived["ETag"]:', "if False:", (T_S3,)),
-    M("backends: S3 copy not cancelled", BACKENDS,
-      "                if cancelled.is_set():\n", "                if False:\n", (T_S3,)),
-    M("backends: DEEP_ARCHIVE asked for Expedited", BACKENDS,
-      'if head.get("StorageClass") == "DEEP_ARCHIVE":', "if False:", (T_S3,)),
+    M(
+        "glacier: no per-range tree hash check",
+        GLACIER,
+        "if sent is not None and sent != tree_hash:",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "glacier: no short-range check",
+        GLACIER,
+        "if len(body) != last - first + 1:",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "glacier: no whole-archive tree hash check",
+        GLACIER,
+        "if whole != self.tree_hash:",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "glacier: no short-read check of the source",
+        GLACIER,
+        "if len(body) != end - start + 1:",
+        "if False:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "glacier: a failed upload is not aborted",
+        GLACIER,
+        "            wait(sent)  # no part may land after the abort\n            self.abort(upload_id)\n",
+        "            wait(sent)  # no part may land after the abort\n",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "glacier: an upload not cancelled",
+        GLACIER,
+        "                if cancelled is not None and cancelled.is_set():\n                    raise UploadCancelled(",
+        "                if False:\n                    raise UploadCancelled(",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "glacier: a retrieval copy not cancelled",
+        GLACIER,
+        "if self.cancelled is not None and self.cancelled.is_set():",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "glacier: part size never enlarged",
+        GLACIER,
+        "while part * MAX_PARTS < size and part < MAX_PART_SIZE:",
+        "while False:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "glacier: a lost InitiateJob answer not looked up",
+        GLACIER,
+        "found = self.find_job(archive_id, description) if _outcome_unknown(exc) else None",
+        "found = None",
+        (T_RESTORE,),
+    ),
+    M(
+        "glacier: an InitiateJob sent again unchecked",
+        GLACIER,
+        "        if description not in self._sent:",
+        "        if True:",
+        ("tests/integration/test_lost_answers.py",),
+    ),
+    M(
+        "glacier: an archive already gone fails its delete",
+        GLACIER,
+        '            if exc.response["Error"]["Code"] != "ResourceNotFoundException":\n'
+        "                raise",
+        "            raise",
+        (T_THAW,),
+    ),
+    M(
+        "backends: archive reads not pinned to the ETag",
+        BACKENDS,
+        "                IfMatch=source.etag,\n",
+        "\n",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "backends: a vault upload is completed without being recorded first",
+        BACKENDS,
+        "            save(asdict(pending))\n",
+        "            pass\n",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "backends: a notice naming no job accepted",
+        BACKENDS,
+        "if not isinstance(job_id, str) or not job_id:",
+        "if False:",
+        (T_THAW,),
+    ),
+    M(
+        "backends: thaw's copy may keep the original's ETag",
+        BACKENDS,
+        "part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)",
+        "part_size = self.thaw_part_size",
+        (T_THAW,),
+    ),
+    M(
+        "backends: S3 archive copy not pinned to the ETag",
+        BACKENDS,
+        # the key written again as the same entry it already is: the pin is gone
+        '"CopySourceIfMatch": source.etag',
+        '"StorageClass": self.storage_class',
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 restore 409 not taken as started",
+        BACKENDS,
+        '            if code != "RestoreAlreadyInProgress":\n                raise',
+        "            raise",
+        (T_S3, T_RESTORE),
+    ),
+    M(
+        "backends: S3 restored already is not announced",
+        BACKENDS,
+        "if status == 200:",
+        "if False:",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 event outside the archive accepted",
+        BACKENDS,
+        'if bucket != self.bucket or not key.startswith(self.prefix) or "/" not in key:',
+        "if False:",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 restore in progress read as failed",
+        BACKENDS,
+        "if 'ongoing-request=\"true\"' in restore:",
+        "if False:",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 object never restored read as succeeded",
+        BACKENDS,
+        "if 'ongoing-request=\"false\"' not in restore:",
+        "if False:",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 copy back not verified",
+        BACKENDS,
+        'if copied["ETag"] != archived["ETag"]:',
+        "if False:",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 copy not cancelled",
+        BACKENDS,
+        "            if cancelled.is_set():\n                future.cancel()",
+        "            if False:\n                future.cancel()",
+        (T_S3,),
+    ),
+    M(
+        "backends: DEEP_ARCHIVE asked for Expedited",
+        BACKENDS,
+        'if head.get("StorageClass") == "DEEP_ARCHIVE":',
+        "if False:",
+        (T_S3,),
+    ),
 ]
 
 # Mutants that survive because they change nothing a test can observe, and why.
 EQUIVALENT: dict[str, str] = {
-    "notify: a released claim reads as a live one":
-        "unreachable: a claim fails against the item as it was at that moment (DynamoDB "
-        "checks the condition atomically), which then holds the notified time or a live "
-        "claim expiry; the branch is defensive",
+    "notify: a released claim reads as a live one": "unreachable: a claim fails against the item as it was at that moment (DynamoDB "
+    "checks the condition atomically), which then holds the notified time or a live "
+    "claim expiry; the branch is defensive",
 }
 
 
@@ -337,14 +777,30 @@ class Result:
 
 
 def copy_tree(destination: Path) -> None:
-    shutil.copytree(ROOT, destination, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "__pycache__", ".pytest_cache", "*.pyc"))
+    shutil.copytree(
+        ROOT,
+        destination,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", "*.pyc"),
+    )
     (destination / ".venv").symlink_to((ROOT / ".venv").resolve())
 
 
 def pytest_command(tests: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider",
-            "-o", "addopts=", *tests]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-n",
+        "0",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        *tests,
+    ]
 
 
 def run_mutant(tree: Path, mutant: Mutant) -> Result:
@@ -352,13 +808,21 @@ def run_mutant(tree: Path, mutant: Mutant) -> Result:
     original = path.read_text()
     found = original.count(mutant.original)
     if found != 1:
-        return Result(mutant, "does not apply",
-                      f"snippet found {found} times in {mutant.file}: {mutant.original!r}")
+        return Result(
+            mutant,
+            "does not apply",
+            f"snippet found {found} times in {mutant.file}: {mutant.original!r}",
+        )
     path.write_text(original.replace(mutant.original, mutant.replacement))
     started = time.monotonic()
     try:
-        process = subprocess.run(pytest_command(mutant.tests), cwd=tree, capture_output=True,
-                                 text=True, timeout=MUTANT_TIMEOUT)
+        process = subprocess.run(
+            pytest_command(mutant.tests),
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            timeout=MUTANT_TIMEOUT,
+        )
         lines = process.stdout.strip().splitlines()
         failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
         detail = (failed or lines[-1:] or [""])[0]
@@ -376,10 +840,16 @@ def run_mutant(tree: Path, mutant: Mutant) -> Result:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.mutate", description=__doc__.split(
-        "\n\n")[0])
-    parser.add_argument("-k", dest="patterns", action="append", default=[],
-                        help="only the mutants whose name contains this (repeatable: any)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.mutate", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "-k",
+        dest="patterns",
+        action="append",
+        default=[],
+        help="only the mutants whose name contains this (repeatable: any)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args(argv)
     mutants = [m for m in MUTANTS if not args.patterns or any(p in m.name for p in args.patterns)]
@@ -393,8 +863,9 @@ def main(argv: list[str] | None = None) -> int:
         copy_tree(tree)
         baseline = sorted({t for m in mutants for t in m.tests})
         print(f"baseline: {' '.join(baseline)}", flush=True)
-        check = subprocess.run(pytest_command(tuple(baseline)), cwd=tree, capture_output=True,
-                               text=True)
+        check = subprocess.run(
+            pytest_command(tuple(baseline)), cwd=tree, capture_output=True, text=True
+        )
         if check.returncode != 0:
             print(check.stdout[-3000:], file=sys.stderr)
             print("the unmutated tests fail: fix them first", file=sys.stderr)
@@ -402,15 +873,19 @@ def main(argv: list[str] | None = None) -> int:
         for number, mutant in enumerate(mutants, 1):
             result = run_mutant(tree, mutant)
             results.append(result)
-            print(f"[{number}/{len(mutants)}] {result.status.upper():14} {mutant.name} "
-                  f"({result.seconds:.0f}s) {result.detail}", flush=True)
+            print(
+                f"[{number}/{len(mutants)}] {result.status.upper():14} {mutant.name} "
+                f"({result.seconds:.0f}s) {result.detail}",
+                flush=True,
+            )
     return report(results)
 
 
 def report(results: list[Result]) -> int:
     missing = [r for r in results if r.status == "does not apply"]
-    counted = [r for r in results if r.status != "does not apply"
-               and r.mutant.name not in EQUIVALENT]
+    counted = [
+        r for r in results if r.status != "does not apply" and r.mutant.name not in EQUIVALENT
+    ]
     killed = [r for r in counted if r.status == "killed"]
     survived = [r for r in counted if r.status == "survived"]
     equivalent = [r for r in results if r.mutant.name in EQUIVALENT and r not in missing]
@@ -418,16 +893,21 @@ def report(results: list[Result]) -> int:
     for result in survived:
         print(f"SURVIVED: {result.mutant.name} ({result.mutant.file})")
     for result in equivalent:
-        print(f"equivalent ({result.status}): {result.mutant.name}: "
-              f"{EQUIVALENT[result.mutant.name]}")
+        print(
+            f"equivalent ({result.status}): {result.mutant.name}: {EQUIVALENT[result.mutant.name]}"
+        )
     for result in missing:
         print(f"DOES NOT APPLY: {result.mutant.name}: {result.detail}", file=sys.stderr)
     score = len(killed) / len(counted) if counted else 0.0
-    print(f"mutation score: {len(killed)}/{len(counted)} killed ({score:.0%}); "
-          f"{len(equivalent)} equivalent; {len(missing)} do not apply")
+    print(
+        f"mutation score: {len(killed)}/{len(counted)} killed ({score:.0%}); "
+        f"{len(equivalent)} equivalent; {len(missing)} do not apply"
+    )
     if missing:
-        print(f"{len(missing)} mutant(s) no longer apply: update their snippets in "
-              f"tests/mutate.py", file=sys.stderr)
+        print(
+            f"{len(missing)} mutant(s) no longer apply: update their snippets in tests/mutate.py",
+            file=sys.stderr,
+        )
         return 1
     return 0 if score >= TARGET_SCORE else 1
 

@@ -17,7 +17,11 @@ from util.thaw.thaw import Thawer
 from util.worker import Message, Outcome
 
 HANDLERS: dict[str, Callable[..., Callable[[Message], Outcome]]] = {
-    "archive": Archiver, "restore": Restorer, "thaw": Thawer, "notify": Notifier}
+    "archive": Archiver,
+    "restore": Restorer,
+    "thaw": Thawer,
+    "notify": Notifier,
+}
 
 
 @dataclass
@@ -43,12 +47,20 @@ class Pipeline:
         """Handle what the utility's queue holds now; how many messages it held."""
         sqs = self.stack.client("sqs")
         url = self.stack.queue_url(getattr(self.stack.config, utility).queue)
-        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                       MessageSystemAttributeNames=["All"]).get("Messages", [])
+        received = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+        ).get("Messages", [])
         handler = self.handler(utility)
         for m in received:
-            message = Message(m["MessageId"], m["ReceiptHandle"], m["Body"],
-                              int(m["Attributes"]["ApproximateReceiveCount"]), {}, 0, 0)
+            message = Message(
+                m["MessageId"],
+                m["ReceiptHandle"],
+                m["Body"],
+                int(m["Attributes"]["ApproximateReceiveCount"]),
+                {},
+                0,
+                0,
+            )
             try:
                 message.data = decode_body(message.body)
                 outcome = handler(message)
@@ -61,12 +73,17 @@ class Pipeline:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
             else:  # retry or defer: back at once, its time come (the clock moves on to it)
                 self.clock += outcome.delay
-                sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"],
-                                              VisibilityTimeout=0)
+                sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                )
         return len(received)
 
-    def settle(self, until: Callable[[], bool] = lambda: True, timeout: float = 20,
-               utilities: tuple[str, ...] = tuple(HANDLERS)) -> None:
+    def settle(
+        self,
+        until: Callable[[], bool] = lambda: True,
+        timeout: float = 20,
+        utilities: tuple[str, ...] = tuple(HANDLERS),
+    ) -> None:
         """Drain the queues until `until()` holds with every queue empty; fail at `timeout`.
 
         Completion notices come from timers, so an empty round is not the end: the queues
@@ -78,7 +95,9 @@ class Pipeline:
             if not busy and until():
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"the pipeline did not settle in {timeout}s; "
-                                     f"last outcomes: {self.outcomes[-5:]}")
+                raise AssertionError(
+                    f"the pipeline did not settle in {timeout}s; "
+                    f"last outcomes: {self.outcomes[-5:]}"
+                )
             if not busy:
                 time.sleep(0.05)

@@ -18,8 +18,16 @@ from moto.glacier.models import glacier_backends
 from tests.conftest import NOW, Stack, put_job, set_role, wait_for
 from tests.pipeline import HANDLERS, Pipeline
 from util.archive.archive import Archiver
-from util.helpers import (ARCHIVE_ID, FREE, PREMIUM, RESULT_KEY, RESULTS_BUCKET, Annotations,
-                          Aws, decode_body)
+from util.helpers import (
+    ARCHIVE_ID,
+    FREE,
+    PREMIUM,
+    RESULT_KEY,
+    RESULTS_BUCKET,
+    Annotations,
+    Aws,
+    decode_body,
+)
 from util.local import glacier as glacier_emulation
 from util.local.stack import announce_restores
 from util.restore.restore import Restorer
@@ -33,8 +41,7 @@ def use_backend(stack: Stack, backend: str) -> None:
     """The local stack with one archive back end; retrievals finish at once."""
     stack.config.gas.archive_backend = backend
     if backend == "s3":
-        announce_restores(stack.aws, stack.config,
-                          stack.aws.topic_arn(stack.config.gas.thaw_topic))
+        announce_restores(stack.aws, stack.config, stack.aws.topic_arn(stack.config.gas.thaw_topic))
         stack.config.gas.copy_part_size_mib = 5
     stack.config.archive.part_size_mib = 1
     stack.config.thaw.part_size_mib = 8
@@ -44,8 +51,7 @@ def use_backend(stack: Stack, backend: str) -> None:
 
 
 def message(body: dict[str, Any]) -> Message:
-    return Message("m", "r", json.dumps(body), 1, {}, 0, 0, data=body,
-                   job_id=body.get("job_id"))
+    return Message("m", "r", json.dumps(body), 1, {}, 0, 0, data=body, job_id=body.get("job_id"))
 
 
 @dataclass
@@ -74,9 +80,15 @@ class World:
 
     def user(self, role: str = FREE) -> str:
         user_id = f"u{next(_ids)}"
-        self.stack.client("dynamodb").put_item(TableName=self.stack.config.gas.users_table, Item={
-            "user_id": {"S": user_id}, "name": {"S": user_id},
-            "email": {"S": f"{user_id}@example.com"}, "role": {"S": role}})
+        self.stack.client("dynamodb").put_item(
+            TableName=self.stack.config.gas.users_table,
+            Item={
+                "user_id": {"S": user_id},
+                "name": {"S": user_id},
+                "email": {"S": f"{user_id}@example.com"},
+                "role": {"S": role},
+            },
+        )
         return user_id
 
     def job(self, user_id: str, size: int = 3) -> Job:
@@ -87,7 +99,8 @@ class World:
 
     def archived(self, job: Job) -> None:
         outcome = Archiver(self.stack.config, self.stack.aws, clock=lambda: NOW)(
-            message({"job_id": job.job_id, "user_id": job.user_id}))
+            message({"job_id": job.job_id, "user_id": job.user_id})
+        )
         assert outcome.reason == "archived", outcome
 
     def upgrade(self, user_id: str) -> None:
@@ -96,7 +109,8 @@ class World:
     def retrieved(self, job: Job) -> dict[str, Any]:
         """Restore the job's user (premium by now), and the completion notice of its job."""
         outcome = Restorer(self.stack.config, self.stack.aws, clock=lambda: NOW)(
-            message({"user_id": job.user_id}))
+            message({"user_id": job.user_id})
+        )
         assert outcome.action == "done", outcome
         return self.notice_of(job)
 
@@ -107,15 +121,15 @@ class World:
         found: list[dict[str, Any]] = []
 
         def receive() -> bool:
-            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
-                    "Messages", []):
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
                 notice = decode_body(m["Body"])
                 if job.job_id in json.dumps(notice) and not found:
                     found.append(notice)
                     sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
                 else:
-                    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"],
-                                                  VisibilityTimeout=0)
+                    sqs.change_message_visibility(
+                        QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                    )
             return bool(found)
 
         wait_for(receive, timeout=10, what=f"the completion notice of {job.job_id}")
@@ -140,8 +154,10 @@ class World:
         """Deliver again what the actors did not finish, then run until nothing is left."""
         sqs = self.stack.client("sqs")
         for utility, body in self.pending:
-            sqs.send_message(QueueUrl=self.stack.queue_url(
-                getattr(self.stack.config, utility).queue), MessageBody=json.dumps(body))
+            sqs.send_message(
+                QueueUrl=self.stack.queue_url(getattr(self.stack.config, utility).queue),
+                MessageBody=json.dumps(body),
+            )
         pipeline.settle(until=lambda: self.nothing_lost() and self.converged(), timeout=20)
 
     def converged(self) -> bool:
@@ -183,27 +199,35 @@ class World:
     # -- looking at the stack ----------------------------------------------------------------
 
     def item(self, job: Job) -> dict[str, Any]:
-        return Annotations(self.stack.aws, self.stack.config.gas.annotations_table).get(
-            job.job_id) or {}
+        return (
+            Annotations(self.stack.aws, self.stack.config.gas.annotations_table).get(job.job_id)
+            or {}
+        )
 
     def role(self, user_id: str) -> str:
         item = self.stack.client("dynamodb").get_item(
-            TableName=self.stack.config.gas.users_table, Key={"user_id": {"S": user_id}})
+            TableName=self.stack.config.gas.users_table, Key={"user_id": {"S": user_id}}
+        )
         return item["Item"]["role"]["S"]
 
     def in_s3(self, item: dict[str, Any]) -> bool:
-        listing = self.stack.client("s3").list_objects_v2(Bucket=item[RESULTS_BUCKET],
-                                                          Prefix=item[RESULT_KEY])
+        listing = self.stack.client("s3").list_objects_v2(
+            Bucket=item[RESULTS_BUCKET], Prefix=item[RESULT_KEY]
+        )
         return any(o["Key"] == item[RESULT_KEY] for o in listing.get("Contents", []))
 
     def s3_bytes(self, item: dict[str, Any]) -> bytes:
-        return self.stack.client("s3").get_object(Bucket=item[RESULTS_BUCKET],
-                                                  Key=item[RESULT_KEY])["Body"].read()
+        return (
+            self.stack.client("s3")
+            .get_object(Bucket=item[RESULTS_BUCKET], Key=item[RESULT_KEY])["Body"]
+            .read()
+        )
 
     def archive_exists(self, archive_id: str) -> bool:
         if self.backend == "s3":
             listing = self.stack.client("s3").list_objects_v2(
-                Bucket=self.stack.config.gas.archive_bucket, Prefix=archive_id)
+                Bucket=self.stack.config.gas.archive_bucket, Prefix=archive_id
+            )
             return any(o["Key"] == archive_id for o in listing.get("Contents", []))
         return archive_id in self._vault().archives
 
@@ -212,10 +236,14 @@ class World:
         if self.backend == "s3":
             gas = self.stack.config.gas
             listing = self.stack.client("s3").list_objects_v2(
-                Bucket=gas.archive_bucket, Prefix=f"{gas.archive_prefix}{job.job_id}/")
+                Bucket=gas.archive_bucket, Prefix=f"{gas.archive_prefix}{job.job_id}/"
+            )
             return [o["Key"] for o in listing.get("Contents", [])]
-        return [a.archive_id for a in self._vault().archives.values()
-                if json.loads(a.description or "{}").get("job_id") == job.job_id]
+        return [
+            a.archive_id
+            for a in self._vault().archives.values()
+            if json.loads(a.description or "{}").get("job_id") == job.job_id
+        ]
 
     def _vault(self) -> Any:
         # The emulation's own state: an inventory would say the same, three calls later.

@@ -52,10 +52,29 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from util.ann_load_report import distribution, percentile, render
 from util.backends import backend_for
-from util.helpers import (ARCHIVE_ID, COMPLETED, FAILED, INPUT_FILE_NAME, INPUT_KEY,
-                          INPUTS_BUCKET, JOB_ID, JOB_STATUS, LOG_KEY, PENDING, RESULT_KEY,
-                          RESULTS_BUCKET, SUBMIT_TIME, SYNTHETIC, USER_ID, Annotations, Aws,
-                          InvalidMessage, Users, decode_body, job_request)
+from util.helpers import (
+    ARCHIVE_ID,
+    COMPLETED,
+    FAILED,
+    INPUT_FILE_NAME,
+    INPUT_KEY,
+    INPUTS_BUCKET,
+    JOB_ID,
+    JOB_STATUS,
+    LOG_KEY,
+    PENDING,
+    RESULT_KEY,
+    RESULTS_BUCKET,
+    SUBMIT_TIME,
+    SYNTHETIC,
+    USER_ID,
+    Annotations,
+    Aws,
+    InvalidMessage,
+    Users,
+    decode_body,
+    job_request,
+)
 from util.util_config import UTILITY_DIR, Config, ConfigError, load
 
 SYNTHETIC_JOB_PREFIX = "load-"  # every synthetic job id starts with it: load-<run id>-<n>
@@ -80,8 +99,10 @@ class CleanupError(Exception):
 
 # -- the schedule (pure) ----------------------------------------------------------------------
 
-def intended_times(rate: float, ramp: float = 0.0, duration: float | None = None,
-                   jobs: int | None = None) -> list[float]:
+
+def intended_times(
+    rate: float, ramp: float = 0.0, duration: float | None = None, jobs: int | None = None
+) -> list[float]:
     """Seconds after the start at which each job is due.
 
     The rate climbs linearly from 0 to `rate` over `ramp` seconds, then holds, so by time t
@@ -145,18 +166,29 @@ class JobRecord:
         def s(value: float | None) -> float | None:
             return None if value is None else round(value, 6)
 
-        return {"seq": self.seq, "job_id": self.job_id, "user_id": self.user_id,
-                "intended_s": s(self.intended), "sent_s": s(self.sent),
-                "submitted_s": s(self.submitted), "completed_s": s(self.completed),
-                "status": self.status, "error": self.error, "dropped": self.dropped,
-                "lag_ms": ms(self.lag), "submit_ms": ms(self.submit_latency),
-                "e2e_ms": ms(self.end_to_end)}
+        return {
+            "seq": self.seq,
+            "job_id": self.job_id,
+            "user_id": self.user_id,
+            "intended_s": s(self.intended),
+            "sent_s": s(self.sent),
+            "submitted_s": s(self.submitted),
+            "completed_s": s(self.completed),
+            "status": self.status,
+            "error": self.error,
+            "dropped": self.dropped,
+            "lag_ms": ms(self.lag),
+            "submit_ms": ms(self.submit_latency),
+            "e2e_ms": ms(self.end_to_end),
+        }
 
 
 def plan(times: Sequence[float], users: Sequence[str], run_id: str) -> list[JobRecord]:
     """One record per due time, users taking turns."""
-    return [JobRecord(seq, f"{SYNTHETIC_JOB_PREFIX}{run_id}-{seq:06d}", users[seq % len(users)],
-                      due) for seq, due in enumerate(times)]
+    return [
+        JobRecord(seq, f"{SYNTHETIC_JOB_PREFIX}{run_id}-{seq:06d}", users[seq % len(users)], due)
+        for seq, due in enumerate(times)
+    ]
 
 
 # -- the open loop ----------------------------------------------------------------------------
@@ -174,9 +206,15 @@ class OpenLoop:
     that would start more than `max_lag` seconds late is dropped instead.
     """
 
-    def __init__(self, records: Sequence[JobRecord], submit: Submit, senders: int,
-                 max_lag: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 batch_seconds: float = 0.0):
+    def __init__(
+        self,
+        records: Sequence[JobRecord],
+        submit: Submit,
+        senders: int,
+        max_lag: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        batch_seconds: float = 0.0,
+    ):
         self.records = records
         self.by_id = {record.job_id: record for record in records}
         self.submit = submit
@@ -207,8 +245,11 @@ class OpenLoop:
                 if (delay > 0 and self.stop.wait(delay)) or self.stop.is_set():
                     break
                 now, last = self.now(), first + 1
-                while (last < len(self.records) and last - first < BATCH_MAX
-                       and self.records[last].intended <= now):
+                while (
+                    last < len(self.records)
+                    and last - first < BATCH_MAX
+                    and self.records[last].intended <= now
+                ):
                     last += 1
                 pool.submit(self._send, list(self.records[first:last]))  # queues, never blocks
                 first = last
@@ -265,12 +306,20 @@ class OpenLoop:
         return False
 
     def late(self, threshold_ms: float) -> int:
-        return sum(1 for r in self.records if (lag := r.lag) is not None
-                   and lag * 1000 > threshold_ms)
+        return sum(
+            1 for r in self.records if (lag := r.lag) is not None and lag * 1000 > threshold_ms
+        )
 
 
-def summarize(records: Sequence[JobRecord], timeline: Sequence[dict[str, Any]], rate: float,
-              ramp: float, span: float, late_ms: float, drain: float) -> dict[str, Any]:
+def summarize(
+    records: Sequence[JobRecord],
+    timeline: Sequence[dict[str, Any]],
+    rate: float,
+    ramp: float,
+    span: float,
+    late_ms: float,
+    drain: float,
+) -> dict[str, Any]:
     """The run's figures (times in ms). Achieved rate: jobs submitted per second of the
     schedule's span, stretched by how late the last job was sent (on time, it is the target)."""
     sent = [r for r in records if r.sent is not None]
@@ -287,16 +336,20 @@ def summarize(records: Sequence[JobRecord], timeline: Sequence[dict[str, Any]], 
         "late_sends": sum(lag > late_ms for lag in lags),
         "late_threshold_ms": late_ms,
         "jobs": {
-            "scheduled": len(records), "sent": len(sent), "submitted": len(submitted),
+            "scheduled": len(records),
+            "sent": len(sent),
+            "submitted": len(submitted),
             "send_errors": sum(r.error is not None for r in records),
             "not_sent": len(records) - len(sent),
-            "dropped": sum(r.dropped for r in records), "completed": len(end_to_end),
+            "dropped": sum(r.dropped for r in records),
+            "completed": len(end_to_end),
             "failed": sum(r.status == FAILED for r in submitted),
             "never_completed": sum(r.completed is None for r in submitted),
         },
         "send_lag_ms": distribution(lags),
         "submit_latency_ms": distribution(
-            [latency * 1000 for r in submitted if (latency := r.submit_latency) is not None]),
+            [latency * 1000 for r in submitted if (latency := r.submit_latency) is not None]
+        ),
         "end_to_end_ms": distribution(end_to_end),
         "drain_s": drain,
         "backlog": {"max": max(backlog, default=None), "final": backlog[-1] if backlog else None},
@@ -304,19 +357,25 @@ def summarize(records: Sequence[JobRecord], timeline: Sequence[dict[str, Any]], 
     }
 
 
-def write_outputs(out: Path, records: Sequence[JobRecord], summary: dict[str, Any],
-                  timeline: Sequence[dict[str, Any]]) -> None:
+def write_outputs(
+    out: Path,
+    records: Sequence[JobRecord],
+    summary: dict[str, Any],
+    timeline: Sequence[dict[str, Any]],
+) -> None:
     """jobs.jsonl (one record a line), summary.json (with the samples), report.html."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [record.as_json() for record in records]
     with open(out / "jobs.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
-    (out / "summary.json").write_text(json.dumps({**summary, "samples": list(timeline)},
-                                                 indent=2) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(
+        json.dumps({**summary, "samples": list(timeline)}, indent=2) + "\n", encoding="utf-8"
+    )
     (out / "report.html").write_text(render(summary, rows, timeline), encoding="utf-8")
 
 
 # -- AWS: submitting, watching, cleaning up ---------------------------------------------------
+
 
 class Submitter:
     """Submits jobs as the web app does: input to S3, PENDING item, job request on SNS; the
@@ -326,8 +385,15 @@ class Submitter:
     starts, so that no job waits for it), for every job of the run.
     """
 
-    def __init__(self, config: Config, aws: Aws, input_path: Path, prefix: str,
-                 shared_run_id: str | None = None, users: Sequence[str] = ()):
+    def __init__(
+        self,
+        config: Config,
+        aws: Aws,
+        input_path: Path,
+        prefix: str,
+        shared_run_id: str | None = None,
+        users: Sequence[str] = (),
+    ):
         self.input_path = input_path
         self.prefix = prefix
         self.bucket = config.gas.inputs_bucket
@@ -337,9 +403,17 @@ class Submitter:
         self.topic_arn = aws.topic_arn(config.gas.job_requests_topic)
         # user id -> the run's input of that user, named like the run's jobs so that cleanup
         # finds it (one of its orphans)
-        self.shared_keys = {} if shared_run_id is None else {
-            user: self.upload(f"{prefix}/{user}/{SYNTHETIC_JOB_PREFIX}{shared_run_id}-shared~"
-                              f"{input_path.name}") for user in users}
+        self.shared_keys = (
+            {}
+            if shared_run_id is None
+            else {
+                user: self.upload(
+                    f"{prefix}/{user}/{SYNTHETIC_JOB_PREFIX}{shared_run_id}-shared~"
+                    f"{input_path.name}"
+                )
+                for user in users
+            }
+        )
 
     def upload(self, key: str) -> str:
         with open(self.input_path, "rb") as body:  # streamed: an input may be large
@@ -350,39 +424,61 @@ class Submitter:
         """Where the job's input is, uploaded: its user's for the run, or its own."""
         if self.shared_keys:
             return self.shared_keys[record.user_id]
-        return self.upload(f"{self.prefix}/{record.user_id}/{record.job_id}~"
-                           f"{self.input_path.name}")
+        return self.upload(f"{self.prefix}/{record.user_id}/{record.job_id}~{self.input_path.name}")
 
     def __call__(self, records: list[JobRecord]) -> dict[str, str]:
         """Submit up to BATCH_MAX jobs; {job id: error} of those whose request SNS refused."""
-        items = [{JOB_ID: record.job_id, USER_ID: record.user_id,
-                  INPUT_FILE_NAME: self.input_path.name, INPUTS_BUCKET: self.bucket,
-                  INPUT_KEY: self.input_key(record), SUBMIT_TIME: int(time.time()),
-                  JOB_STATUS: PENDING, SYNTHETIC: True} for record in records]
+        items = [
+            {
+                JOB_ID: record.job_id,
+                USER_ID: record.user_id,
+                INPUT_FILE_NAME: self.input_path.name,
+                INPUTS_BUCKET: self.bucket,
+                INPUT_KEY: self.input_key(record),
+                SUBMIT_TIME: int(time.time()),
+                JOB_STATUS: PENDING,
+                SYNTHETIC: True,
+            }
+            for record in records
+        ]
         if len(items) == 1:
             self.jobs.put(items[0])
         else:
             self.jobs.put_all(items)
-        answer = self.sns.publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=[
-            {"Id": str(i), "Message": json.dumps(job_request(item))}
-            for i, item in enumerate(items)])
-        return {items[int(f["Id"])][JOB_ID]: f"{f.get('Code')}: {f.get('Message')}"
-                for f in answer.get("Failed", [])}
+        answer = self.sns.publish_batch(
+            TopicArn=self.topic_arn,
+            PublishBatchRequestEntries=[
+                {"Id": str(i), "Message": json.dumps(job_request(item))}
+                for i, item in enumerate(items)
+            ],
+        )
+        return {
+            items[int(f["Id"])][JOB_ID]: f"{f.get('Code')}: {f.get('Message')}"
+            for f in answer.get("Failed", [])
+        }
 
 
 class ResultsQueue:
     """A temporary queue subscribed to the job-results topic for one run; removed on exit,
     interrupted or not. Receiving threads pass each message and its arrival time on."""
 
-    def __init__(self, aws: Aws, topic_arn: str, name: str, receivers: int,
-                 on_message: Callable[[dict[str, Any], float], None],
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        aws: Aws,
+        topic_arn: str,
+        name: str,
+        receivers: int,
+        on_message: Callable[[dict[str, Any], float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.sqs, self.sns = aws.client("sqs"), aws.client("sns")
         self.topic_arn, self.name = topic_arn, name
         self.on_message, self.clock = on_message, clock
         self.closing = threading.Event()
-        self.threads = [threading.Thread(target=self._receive, name=f"results-{i}", daemon=True)
-                        for i in range(receivers)]
+        self.threads = [
+            threading.Thread(target=self._receive, name=f"results-{i}", daemon=True)
+            for i in range(receivers)
+        ]
         self.url: str | None = None
         self.subscription: str | None = None
 
@@ -390,16 +486,34 @@ class ResultsQueue:
         self.url = self.sqs.create_queue(QueueName=self.name)["QueueUrl"]
         try:
             arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])[
-                "Attributes"]["QueueArn"]
+                "Attributes"
+            ]["QueueArn"]
             # SNS may deliver to a queue only if the queue's policy lets this topic send.
-            self.sqs.set_queue_attributes(QueueUrl=self.url, Attributes={"Policy": json.dumps({
-                "Version": "2012-10-17", "Statement": [{
-                    "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage", "Resource": arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": self.topic_arn}}}]})})
+            self.sqs.set_queue_attributes(
+                QueueUrl=self.url,
+                Attributes={
+                    "Policy": json.dumps(
+                        {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Principal": {"Service": "sns.amazonaws.com"},
+                                    "Action": "sqs:SendMessage",
+                                    "Resource": arn,
+                                    "Condition": {"ArnEquals": {"aws:SourceArn": self.topic_arn}},
+                                }
+                            ],
+                        }
+                    )
+                },
+            )
             self.subscription = self.sns.subscribe(
-                TopicArn=self.topic_arn, Protocol="sqs", Endpoint=arn,
-                Attributes={"RawMessageDelivery": "true"}, ReturnSubscriptionArn=True,
+                TopicArn=self.topic_arn,
+                Protocol="sqs",
+                Endpoint=arn,
+                Attributes={"RawMessageDelivery": "true"},
+                ReturnSubscriptionArn=True,
             )["SubscriptionArn"]
         except BaseException:
             self.remove()
@@ -425,8 +539,8 @@ class ResultsQueue:
         while not self.closing.is_set():
             try:
                 messages = self.sqs.receive_message(
-                    QueueUrl=self.url, MaxNumberOfMessages=10,
-                    WaitTimeSeconds=RESULTS_WAIT_SECONDS).get("Messages", [])
+                    QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=RESULTS_WAIT_SECONDS
+                ).get("Messages", [])
             except (BotoCoreError, ClientError) as exc:
                 print(f"\nann_load: receiving job results failed: {exc}", file=sys.stderr)
                 self.closing.wait(1)  # botocore has retried; do not spin on an outage
@@ -439,9 +553,13 @@ class ResultsQueue:
                     pass  # not a job-results message: nothing of ours
             if messages:
                 try:
-                    self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
-                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                        for i, m in enumerate(messages)])
+                    self.sqs.delete_message_batch(
+                        QueueUrl=self.url,
+                        Entries=[
+                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                            for i, m in enumerate(messages)
+                        ],
+                    )
                 except (BotoCoreError, ClientError):
                     pass  # a message seen twice counts once; the queue goes at the end anyway
 
@@ -475,15 +593,26 @@ class Sampler:
 
     def sample(self, tick: float) -> None:
         try:
-            attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
-                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])[
-                "Attributes"]
+            attributes = self.sqs.get_queue_attributes(
+                QueueUrl=self.queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
             backlog: int | None = int(attributes["ApproximateNumberOfMessages"])
             in_flight: int | None = int(attributes["ApproximateNumberOfMessagesNotVisible"])
         except (BotoCoreError, ClientError):
             backlog = in_flight = None  # a gap in the chart, not the end of the run
-        self.timeline.append({"t": tick, "backlog": backlog, "in_flight": in_flight,
-                              "sent": self.loop.sent, "completed": self.loop.finished})
+        self.timeline.append(
+            {
+                "t": tick,
+                "backlog": backlog,
+                "in_flight": in_flight,
+                "sent": self.loop.sent,
+                "completed": self.loop.finished,
+            }
+        )
         if self.show:
             print(f"\r{self.progress(backlog)}\x1b[K", end="", file=sys.stderr, flush=True)
 
@@ -492,21 +621,37 @@ class Sampler:
         e2e = [e2e for r in loop.records if (e2e := r.end_to_end) is not None]
         p50, p99 = percentile(e2e, 50), percentile(e2e, 99)
         latency = "-" if p50 is None else f"{p50:.2f}s p99 {p99:.2f}s"
-        return (f"{loop.now():6.0f}s  sent {loop.sent}/{len(loop.records)}  "
-                f"completed {loop.finished}  backlog {'-' if backlog is None else backlog}  "
-                f"e2e p50 {latency}  late {loop.late(self.late_ms)}")
+        return (
+            f"{loop.now():6.0f}s  sent {loop.sent}/{len(loop.records)}  "
+            f"completed {loop.finished}  backlog {'-' if backlog is None else backlog}  "
+            f"e2e p50 {latency}  late {loop.late(self.late_ms)}"
+        )
 
 
 def _page_of_items(aws: Aws, table: str, job_prefix: str) -> Iterator[list[dict[str, str]]]:
     """Pages of the synthetic items whose job id starts with `job_prefix` (string attributes)."""
-    names = {"#id": JOB_ID, "#syn": SYNTHETIC, "#ib": INPUTS_BUCKET, "#ik": INPUT_KEY,
-             "#rb": RESULTS_BUCKET, "#rk": RESULT_KEY, "#lk": LOG_KEY, "#ar": ARCHIVE_ID}
-    pages = aws.client("dynamodb").get_paginator("scan").paginate(
-        TableName=table, ConsistentRead=True,
-        FilterExpression="#syn = :yes AND begins_with(#id, :prefix)",
-        ProjectionExpression=", ".join(n for n in names if n != "#syn"),
-        ExpressionAttributeNames=names,
-        ExpressionAttributeValues={":yes": {"BOOL": True}, ":prefix": {"S": job_prefix}})
+    names = {
+        "#id": JOB_ID,
+        "#syn": SYNTHETIC,
+        "#ib": INPUTS_BUCKET,
+        "#ik": INPUT_KEY,
+        "#rb": RESULTS_BUCKET,
+        "#rk": RESULT_KEY,
+        "#lk": LOG_KEY,
+        "#ar": ARCHIVE_ID,
+    }
+    pages = (
+        aws.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(
+            TableName=table,
+            ConsistentRead=True,
+            FilterExpression="#syn = :yes AND begins_with(#id, :prefix)",
+            ProjectionExpression=", ".join(n for n in names if n != "#syn"),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={":yes": {"BOOL": True}, ":prefix": {"S": job_prefix}},
+        )
+    )
     for page in pages:
         yield [{k: v["S"] for k, v in item.items() if "S" in v} for item in page["Items"]]
 
@@ -524,8 +669,11 @@ def cleanup(config: Config, aws: Aws, job_prefix: str) -> dict[str, int]:
         for items in _page_of_items(aws, gas.annotations_table, job_prefix):
             keys: dict[str, list[str]] = {gas.inputs_bucket: [], gas.results_bucket: []}
             for item in items:
-                for bucket, key in ((INPUTS_BUCKET, INPUT_KEY), (RESULTS_BUCKET, RESULT_KEY),
-                                    (RESULTS_BUCKET, LOG_KEY)):
+                for bucket, key in (
+                    (INPUTS_BUCKET, INPUT_KEY),
+                    (RESULTS_BUCKET, RESULT_KEY),
+                    (RESULTS_BUCKET, LOG_KEY),
+                ):
                     # Never outside the configured buckets, whatever an item says.
                     if item.get(bucket) in keys and item.get(key):
                         keys[item[bucket]].append(item[key])
@@ -535,22 +683,34 @@ def cleanup(config: Config, aws: Aws, job_prefix: str) -> dict[str, int]:
             archives = [item[ARCHIVE_ID] for item in items if ARCHIVE_ID in item]
             list(pool.map(archives_backend.delete, archives))
             counts["archives"] += len(archives)
-            list(pool.map(lambda i: dynamodb.delete_item(
-                TableName=gas.annotations_table, Key={JOB_ID: {"S": i[JOB_ID]}}), items))
+            list(
+                pool.map(
+                    lambda i: dynamodb.delete_item(
+                        TableName=gas.annotations_table, Key={JOB_ID: {"S": i[JOB_ID]}}
+                    ),
+                    items,
+                )
+            )
             counts["jobs"] += len(items)
     for bucket in (gas.inputs_bucket, gas.results_bucket):
-        orphans = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-                       Bucket=bucket, Prefix=f"{config.ann_load.prefix}/")
-                   for obj in page.get("Contents", [])
-                   if obj["Key"].rpartition("/")[2].startswith(job_prefix)]
+        orphans = [
+            obj["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=f"{config.ann_load.prefix}/"
+            )
+            for obj in page.get("Contents", [])
+            if obj["Key"].rpartition("/")[2].startswith(job_prefix)
+        ]
         counts["objects"] += _delete_objects(s3, bucket, orphans)
     return counts
 
 
 def _delete_objects(s3: Any, bucket: str, keys: list[str]) -> int:
     for start in range(0, len(keys), 1000):
-        response = s3.delete_objects(Bucket=bucket, Delete={
-            "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True})
+        response = s3.delete_objects(
+            Bucket=bucket,
+            Delete={"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True},
+        )
         if response.get("Errors"):
             error = response["Errors"][0]
             raise CleanupError(f"cannot delete s3://{bucket}/{error['Key']}: {error['Message']}")
@@ -560,14 +720,22 @@ def _delete_objects(s3: Any, bucket: str, keys: list[str]) -> int:
 def remove_leftover_queues(aws: Aws, results_topic_arn: str) -> int:
     """Temporary queues (and their subscriptions) of runs killed before they could remove them."""
     sqs, sns = aws.client("sqs"), aws.client("sns")
-    urls = [url for page in sqs.get_paginator("list_queues").paginate(
-        QueueNamePrefix=TEMP_QUEUE_PREFIX) for url in page.get("QueueUrls", [])]
+    urls = [
+        url
+        for page in sqs.get_paginator("list_queues").paginate(QueueNamePrefix=TEMP_QUEUE_PREFIX)
+        for url in page.get("QueueUrls", [])
+    ]
     if not urls:
         return 0
-    arns = {sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"]: url for url in urls}
+    arns = {
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]: url
+        for url in urls
+    }
     for page in sns.get_paginator("list_subscriptions_by_topic").paginate(
-            TopicArn=results_topic_arn):
+        TopicArn=results_topic_arn
+    ):
         for subscription in page["Subscriptions"]:
             if subscription["Endpoint"] in arns:
                 sns.unsubscribe(SubscriptionArn=subscription["SubscriptionArn"])
@@ -578,15 +746,19 @@ def remove_leftover_queues(aws: Aws, results_topic_arn: str) -> int:
 
 # -- the command ------------------------------------------------------------------------------
 
+
 def _stop_on_signals(stop: threading.Event) -> None:
     """First SIGINT/SIGTERM: stop sending, skip the drain, report. Second: leave at once
     (the temporary queue is still removed on the way out)."""
+
     def handler(signum: int, _frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print(f"\nann_load: {signal.Signals(signum).name}: stopping (again to leave at once)",
-              file=sys.stderr)
+        print(
+            f"\nann_load: {signal.Signals(signum).name}: stopping (again to leave at once)",
+            file=sys.stderr,
+        )
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -602,8 +774,10 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     known = Users(aws, config.gas.users_table)
     unknown = [user for user in users if known.get(user) is None]
     if unknown:
-        print(f"ann_load: unknown user(s) {', '.join(unknown)} in table "
-              f"{config.gas.users_table}", file=sys.stderr)
+        print(
+            f"ann_load: unknown user(s) {', '.join(unknown)} in table {config.gas.users_table}",
+            file=sys.stderr,
+        )
         return 2
     times = intended_times(args.rate, args.ramp, args.duration, args.jobs)
     span = schedule_span(times, args.rate, args.duration)
@@ -612,36 +786,57 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     run_id = new_run_id()
     out = args.out or Path("ann_load-out") / run_id
     records = plan(times, users, run_id)
-    submitter = Submitter(config, aws, args.input, config.ann_load.prefix,
-                          run_id if args.shared_input else None, users)
+    submitter = Submitter(
+        config,
+        aws,
+        args.input,
+        config.ann_load.prefix,
+        run_id if args.shared_input else None,
+        users,
+    )
     requests_queue = aws.queue_url(config.gas.job_requests_queue)
     results_topic = aws.topic_arn(config.gas.job_results_topic)
     endpoint = aws.client("sns").meta.endpoint_url
-    print(f"ann_load: loading account {aws.account_id()} at {endpoint}\n"
-          f"  job requests to {submitter.topic_arn}, backlog of {requests_queue}\n"
-          f"  target {args.rate:g} jobs/s, ramp {args.ramp:g} s: {len(records)} jobs over "
-          f"{span:g} s, for {', '.join(users)}, input {args.input} "
-          f"({args.input.stat().st_size} bytes)\n"
-          f"  run {run_id}, report in {out}", flush=True)
+    print(
+        f"ann_load: loading account {aws.account_id()} at {endpoint}\n"
+        f"  job requests to {submitter.topic_arn}, backlog of {requests_queue}\n"
+        f"  target {args.rate:g} jobs/s, ramp {args.ramp:g} s: {len(records)} jobs over "
+        f"{span:g} s, for {', '.join(users)}, input {args.input} "
+        f"({args.input.stat().st_size} bytes)\n"
+        f"  run {run_id}, report in {out}",
+        flush=True,
+    )
 
-    loop = OpenLoop(records, submitter, args.senders or _senders(args.rate), args.max_lag,
-                    batch_seconds=args.batch_ms / 1000)
+    loop = OpenLoop(
+        records,
+        submitter,
+        args.senders or _senders(args.rate),
+        args.max_lag,
+        batch_seconds=args.batch_ms / 1000,
+    )
     _stop_on_signals(loop.stop)
     receivers = min(8, math.ceil(args.rate / RESULTS_PER_RECEIVER))
     show = sys.stderr.isatty()
-    with ResultsQueue(aws, results_topic, f"{TEMP_QUEUE_PREFIX}{run_id}", receivers,
-                      loop.on_result, loop.clock):
+    with ResultsQueue(
+        aws, results_topic, f"{TEMP_QUEUE_PREFIX}{run_id}", receivers, loop.on_result, loop.clock
+    ):
         loop.begin()
         cpu_started = time.process_time()
         with Sampler(loop, aws, requests_queue, late_ms, show) as sampler:
             loop.send_all()
             loop.wait_drained(drain)
         cpu = time.process_time() - cpu_started
-    summary = {"run_id": run_id, "started_at": datetime.fromtimestamp(
-                   loop.started_at, timezone.utc).isoformat(timespec="seconds"),
-               "account": aws.account_id(), "endpoint": endpoint,
-               "interrupted": loop.stop.is_set(), "shared_input": args.shared_input,
-               **summarize(records, sampler.timeline, args.rate, args.ramp, span, late_ms, drain)}
+    summary = {
+        "run_id": run_id,
+        "started_at": datetime.fromtimestamp(loop.started_at, timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "account": aws.account_id(),
+        "endpoint": endpoint,
+        "interrupted": loop.stop.is_set(),
+        "shared_input": args.shared_input,
+        **summarize(records, sampler.timeline, args.rate, args.ramp, span, late_ms, drain),
+    }
     # ann_load's own cost, sending, receiving results and sampling, from the schedule's start.
     summary["cpu_ms_per_job"] = round(1000 * cpu / max(summary["jobs"]["submitted"], 1), 3)
     write_outputs(out, records, summary, sampler.timeline)
@@ -662,38 +857,52 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
 
     def figures(key: str, scale: float = 1, unit: str = "ms") -> str:
         d = summary[key]
-        return "  ".join(f"{k} {'-' if d[k] is None else f'{d[k] / scale:.3g}'}"
-                         for k in ("p50", "p90", "p99", "max")) + f" ({unit})"
+        return (
+            "  ".join(
+                f"{k} {'-' if d[k] is None else f'{d[k] / scale:.3g}'}"
+                for k in ("p50", "p90", "p99", "max")
+            )
+            + f" ({unit})"
+        )
 
-    print(f"sent {jobs['submitted']}/{jobs['scheduled']} ({jobs['send_errors']} errors, "
-          f"{jobs['not_sent']} not sent, {jobs['dropped']} of them dropped), "
-          f"{summary['late_sends']} late "
-          f"(> {summary['late_threshold_ms']:g} ms)\n"
-          f"rate achieved {summary['achieved_rate']:g} jobs/s, target "
-          f"{summary['target_rate']:g} jobs/s\n"
-          f"send lag       {figures('send_lag_ms')}\n"
-          f"submit latency {figures('submit_latency_ms')}\n"
-          f"end to end     {figures('end_to_end_ms', 1000, 's')}\n"
-          f"completed {jobs['completed']}, failed {jobs['failed']}, never completed "
-          f"{jobs['never_completed']} (drain {summary['drain_s']:g} s); job-requests backlog "
-          f"max {summary['backlog']['max']}, at the end {summary['backlog']['final']}\n"
-          f"report: {out / 'report.html'}", flush=True)
+    print(
+        f"sent {jobs['submitted']}/{jobs['scheduled']} ({jobs['send_errors']} errors, "
+        f"{jobs['not_sent']} not sent, {jobs['dropped']} of them dropped), "
+        f"{summary['late_sends']} late "
+        f"(> {summary['late_threshold_ms']:g} ms)\n"
+        f"rate achieved {summary['achieved_rate']:g} jobs/s, target "
+        f"{summary['target_rate']:g} jobs/s\n"
+        f"send lag       {figures('send_lag_ms')}\n"
+        f"submit latency {figures('submit_latency_ms')}\n"
+        f"end to end     {figures('end_to_end_ms', 1000, 's')}\n"
+        f"completed {jobs['completed']}, failed {jobs['failed']}, never completed "
+        f"{jobs['never_completed']} (drain {summary['drain_s']:g} s); job-requests backlog "
+        f"max {summary['backlog']['max']}, at the end {summary['backlog']['final']}\n"
+        f"report: {out / 'report.html'}",
+        flush=True,
+    )
 
 
 def clean_only(config: Config, aws: Aws) -> int:
     """``--cleanup`` alone: every synthetic job of any run, and leftover temporary queues."""
     endpoint = aws.client("sns").meta.endpoint_url
-    print(f"ann_load: removing every synthetic job from account {aws.account_id()} at {endpoint}",
-          flush=True)
+    print(
+        f"ann_load: removing every synthetic job from account {aws.account_id()} at {endpoint}",
+        flush=True,
+    )
     counts = cleanup(config, aws, SYNTHETIC_JOB_PREFIX)
     counts["queues"] = remove_leftover_queues(aws, aws.topic_arn(config.gas.job_results_topic))
     backlog = aws.client("sqs").get_queue_attributes(
         QueueUrl=aws.queue_url(config.gas.job_requests_queue),
-        AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+        AttributeNames=["ApproximateNumberOfMessages"],
+    )["Attributes"]["ApproximateNumberOfMessages"]
     print(f"ann_load: cleanup: {counts}")
     if int(backlog):
-        print(f"ann_load: {backlog} job request(s) still queued: their jobs are gone, so the "
-              "annotator will refuse them", file=sys.stderr)
+        print(
+            f"ann_load: {backlog} job request(s) still queued: their jobs are gone, so the "
+            "annotator will refuse them",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -703,6 +912,7 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
         if not 0 < value < math.inf:
             raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
         return value
+
     return parse
 
 
@@ -715,42 +925,93 @@ def _non_negative(text: str) -> float:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="ann_load", description="Load-test the annotator fleet: submit jobs as the web "
-        "app does at a target rate, report achieved rate and end-to-end latency.")
-    parser.add_argument("--rate", type=_positive(float), metavar="R",
-                        help="target jobs per second (after the ramp)")
+        prog="ann_load",
+        description="Load-test the annotator fleet: submit jobs as the web "
+        "app does at a target rate, report achieved rate and end-to-end latency.",
+    )
+    parser.add_argument(
+        "--rate", type=_positive(float), metavar="R", help="target jobs per second (after the ramp)"
+    )
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--duration", type=_positive(float), metavar="S",
-                        help="send for S seconds")
+    length.add_argument("--duration", type=_positive(float), metavar="S", help="send for S seconds")
     length.add_argument("--jobs", type=_positive(int), metavar="N", help="send N jobs")
-    parser.add_argument("--ramp", type=_non_negative, default=0.0, metavar="S",
-                        help="climb linearly from 0 to R jobs/s over the first S seconds")
-    parser.add_argument("--drain", type=_non_negative, metavar="S",
-                        help="after the last send, wait up to S s for completions "
-                             "(default: [ann_load] drain_seconds)")
-    parser.add_argument("--input", type=Path, default=SAMPLE_INPUT, metavar="FILE",
-                        help="input file of every job (default: a small bundled VCF)")
-    parser.add_argument("--user", action="append", metavar="ID",
-                        help="submit for this user (repeatable; default: [ann_load] users)")
-    parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="where the records and report go (default: ann_load-out/<run>)")
-    parser.add_argument("--late-ms", type=_non_negative, metavar="MS",
-                        help="a send later than this counts as late (default: [ann_load] late_ms)")
-    parser.add_argument("--max-lag", type=_non_negative, metavar="S",
-                        help="drop (and count) a job not sent within S s of its time "
-                             "(default: send every job, however late)")
-    parser.add_argument("--senders", type=_positive(int), metavar="N",
-                        help=f"sending threads (default: rate x {SEND_HEADROOM_SECONDS} s, "
-                             f"at least {MIN_SENDERS})")
-    parser.add_argument("--shared-input", action="store_true",
-                        help="upload the input once per user for the run, not once per job")
-    parser.add_argument("--batch-ms", type=_non_negative, default=0.0, metavar="MS",
-                        help="hold a due job up to MS for later ones to be sent with it "
-                             f"(up to {BATCH_MAX}; default 0: only jobs already due)")
-    parser.add_argument("--cleanup", action="store_true",
-                        help="after the run, remove its jobs; alone, remove every synthetic job")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="extra .ini file (repeatable; later files win)")
+    parser.add_argument(
+        "--ramp",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="climb linearly from 0 to R jobs/s over the first S seconds",
+    )
+    parser.add_argument(
+        "--drain",
+        type=_non_negative,
+        metavar="S",
+        help="after the last send, wait up to S s for completions "
+        "(default: [ann_load] drain_seconds)",
+    )
+    parser.add_argument(
+        "--input",
+        type=Path,
+        default=SAMPLE_INPUT,
+        metavar="FILE",
+        help="input file of every job (default: a small bundled VCF)",
+    )
+    parser.add_argument(
+        "--user",
+        action="append",
+        metavar="ID",
+        help="submit for this user (repeatable; default: [ann_load] users)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where the records and report go (default: ann_load-out/<run>)",
+    )
+    parser.add_argument(
+        "--late-ms",
+        type=_non_negative,
+        metavar="MS",
+        help="a send later than this counts as late (default: [ann_load] late_ms)",
+    )
+    parser.add_argument(
+        "--max-lag",
+        type=_non_negative,
+        metavar="S",
+        help="drop (and count) a job not sent within S s of its time "
+        "(default: send every job, however late)",
+    )
+    parser.add_argument(
+        "--senders",
+        type=_positive(int),
+        metavar="N",
+        help=f"sending threads (default: rate x {SEND_HEADROOM_SECONDS} s, at least {MIN_SENDERS})",
+    )
+    parser.add_argument(
+        "--shared-input",
+        action="store_true",
+        help="upload the input once per user for the run, not once per job",
+    )
+    parser.add_argument(
+        "--batch-ms",
+        type=_non_negative,
+        default=0.0,
+        metavar="MS",
+        help="hold a due job up to MS for later ones to be sent with it "
+        f"(up to {BATCH_MAX}; default 0: only jobs already due)",
+    )
+    parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="after the run, remove its jobs; alone, remove every synthetic job",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra .ini file (repeatable; later files win)",
+    )
     args = parser.parse_args(argv)
     if args.rate is None and (args.duration or args.jobs or not args.cleanup):
         parser.error("--rate is required, with --duration or --jobs (or --cleanup alone)")

@@ -40,6 +40,7 @@ def _round(value: float | None) -> float | None:
 
 # -- charts ------------------------------------------------------------------------------------
 
+
 def nice_step(span: float, ticks: int = 5) -> float:
     """A round tick step (1, 2 or 5 times a power of ten) giving about `ticks` ticks."""
     if span <= 0:
@@ -76,22 +77,33 @@ class _Frame:
         for i in range(round(self.y_max / self.y_step) + 1):
             y = self.y(i * self.y_step)
             parts.append(f'<line x1="{MARGIN_LEFT}" y1="{y}" x2="{right}" y2="{y}" class="grid"/>')
-            parts.append(f'<text x="{MARGIN_LEFT - 6}" y="{y + 4}" text-anchor="end">'
-                         f'{_number(i * self.y_step)}</text>')
+            parts.append(
+                f'<text x="{MARGIN_LEFT - 6}" y="{y + 4}" text-anchor="end">'
+                f"{_number(i * self.y_step)}</text>"
+            )
         for i in range(round(self.x_max / self.x_step) + 1):
             x = self.x(i * self.x_step)
             parts.append(f'<line x1="{x}" y1="{bottom}" x2="{x}" y2="{bottom + 4}" class="axis"/>')
-            parts.append(f'<text x="{x}" y="{bottom + 18}" text-anchor="middle">'
-                         f'{_number(i * self.x_step)}</text>')
-        parts.append(f'<line x1="{MARGIN_LEFT}" y1="{bottom}" x2="{right}" y2="{bottom}" '
-                     'class="axis"/>')
-        parts.append(f'<line x1="{MARGIN_LEFT}" y1="{MARGIN_TOP}" x2="{MARGIN_LEFT}" '
-                     f'y2="{bottom}" class="axis"/>')
-        parts.append(f'<text x="{MARGIN_LEFT + self.width / 2}" y="{HEIGHT - 6}" '
-                     f'text-anchor="middle">{escape(self.x_label)}</text>')
-        parts.append(f'<text x="14" y="{MARGIN_TOP + self.height / 2}" text-anchor="middle" '
-                     f'transform="rotate(-90 14 {MARGIN_TOP + self.height / 2})">'
-                     f'{escape(self.y_label)}</text>')
+            parts.append(
+                f'<text x="{x}" y="{bottom + 18}" text-anchor="middle">'
+                f"{_number(i * self.x_step)}</text>"
+            )
+        parts.append(
+            f'<line x1="{MARGIN_LEFT}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>'
+        )
+        parts.append(
+            f'<line x1="{MARGIN_LEFT}" y1="{MARGIN_TOP}" x2="{MARGIN_LEFT}" '
+            f'y2="{bottom}" class="axis"/>'
+        )
+        parts.append(
+            f'<text x="{MARGIN_LEFT + self.width / 2}" y="{HEIGHT - 6}" '
+            f'text-anchor="middle">{escape(self.x_label)}</text>'
+        )
+        parts.append(
+            f'<text x="14" y="{MARGIN_TOP + self.height / 2}" text-anchor="middle" '
+            f'transform="rotate(-90 14 {MARGIN_TOP + self.height / 2})">'
+            f"{escape(self.y_label)}</text>"
+        )
         return parts
 
     def legend(self, names: Sequence[tuple[str, str]]) -> list[str]:
@@ -104,24 +116,33 @@ class _Frame:
 
 
 def _svg(title: str, parts: list[str]) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img"><title>{escape(title)}</title>'
-            + "".join(parts) + "</svg>")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img"><title>{escape(title)}</title>'
+        + "".join(parts)
+        + "</svg>"
+    )
 
 
-def line_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]],
-               x_label: str, y_label: str) -> str:
+def line_chart(
+    title: str, series: Mapping[str, Sequence[tuple[float, float]]], x_label: str, y_label: str
+) -> str:
     """One polyline per named series of (x, y) points, on shared axes."""
     points = [p for values in series.values() for p in values]
-    frame = _Frame(max((x for x, _ in points), default=1), max((y for _, y in points), default=1),
-                   x_label, y_label)
+    frame = _Frame(
+        max((x for x, _ in points), default=1),
+        max((y for _, y in points), default=1),
+        x_label,
+        y_label,
+    )
     parts = frame.axes()
     colours = list(zip(series, COLOURS, strict=False))
     for name, colour in colours:
         path = " ".join(f"{frame.x(x)},{frame.y(y)}" for x, y in series[name])
         if path:
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
-                         'stroke-width="1.5"/>')
+            parts.append(
+                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>'
+            )
     return _svg(title, parts + frame.legend(colours))
 
 
@@ -137,15 +158,19 @@ def histogram(title: str, values: Sequence[float], x_label: str, bins: int = 40)
     for i, count in enumerate(counts):
         if count:
             x0, x1 = frame.x(i * width), frame.x((i + 1) * width)
-            parts.append(f'<rect x="{x0}" y="{frame.y(count)}" width="{max(x1 - x0 - 1, 1)}" '
-                         f'height="{round(frame.y(0) - frame.y(count), 1)}" fill="{COLOURS[0]}"/>')
+            parts.append(
+                f'<rect x="{x0}" y="{frame.y(count)}" width="{max(x1 - x0 - 1, 1)}" '
+                f'height="{round(frame.y(0) - frame.y(count), 1)}" fill="{COLOURS[0]}"/>'
+            )
     marks = []
-    for (p, colour) in zip(PERCENTILES, COLOURS[1:], strict=False):
+    for p, colour in zip(PERCENTILES, COLOURS[1:], strict=False):
         mark = percentile(values, p)
         if mark is not None:
             x = frame.x(mark)
-            parts.append(f'<line x1="{x}" y1="{MARGIN_TOP}" x2="{x}" y2="{frame.y(0)}" '
-                         f'stroke="{colour}" stroke-dasharray="4 3"/>')
+            parts.append(
+                f'<line x1="{x}" y1="{MARGIN_TOP}" x2="{x}" y2="{frame.y(0)}" '
+                f'stroke="{colour}" stroke-dasharray="4 3"/>'
+            )
             marks.append((f"p{p} {_number(round(mark, 3))}", colour))
     return _svg(title, parts + frame.legend(marks))
 
@@ -160,23 +185,39 @@ text-align:right}th{text-align:left;background:#f4f4f4}svg text{font:11px sans-s
 
 def _figures_table(summary: Mapping[str, Any]) -> str:
     rows = []
-    for name, key, unit in (("send lag (actual - intended send)", "send_lag_ms", "ms"),
-                            ("submit latency (upload + item + publish)", "submit_latency_ms", "ms"),
-                            ("end to end (intended send - COMPLETED seen)", "end_to_end_ms", "ms")):
+    for name, key, unit in (
+        ("send lag (actual - intended send)", "send_lag_ms", "ms"),
+        ("submit latency (upload + item + publish)", "submit_latency_ms", "ms"),
+        ("end to end (intended send - COMPLETED seen)", "end_to_end_ms", "ms"),
+    ):
         figures = summary[key]
-        cells = "".join(f"<td>{'-' if figures[k] is None else _number(figures[k])}</td>"
-                        for k in ("count", "p50", "p90", "p99", "max"))
+        cells = "".join(
+            f"<td>{'-' if figures[k] is None else _number(figures[k])}</td>"
+            for k in ("count", "p50", "p90", "p99", "max")
+        )
         rows.append(f"<tr><th>{escape(name)} ({unit})</th>{cells}</tr>")
-    return ("<table><tr><th></th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th>"
-            f"</tr>{''.join(rows)}</table>")
+    return (
+        "<table><tr><th></th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th>"
+        f"</tr>{''.join(rows)}</table>"
+    )
 
 
-def render(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
-           timeline: Sequence[Mapping[str, Any]]) -> str:
+def render(
+    summary: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    timeline: Sequence[Mapping[str, Any]],
+) -> str:
     """The whole report as one self-contained XHTML-compatible page."""
     target, jobs = summary["target"], summary["jobs"]
-    seconds = max([math.ceil(r[k]) for r in records for k in ("sent_s", "completed_s")
-                   if r.get(k) is not None] + [math.ceil(target["span_s"]), 1])
+    seconds = max(
+        [
+            math.ceil(r[k])
+            for r in records
+            for k in ("sent_s", "completed_s")
+            if r.get(k) is not None
+        ]
+        + [math.ceil(target["span_s"]), 1]
+    )
 
     def per_second(key: str) -> list[tuple[float, float]]:
         counts = [0] * (seconds + 1)
@@ -185,34 +226,64 @@ def render(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
                 counts[int(record[key])] += 1
         return [(t, n) for t, n in enumerate(counts)]
 
-    flow = line_chart("jobs per second", {
-        "intended": per_second("intended_s"), "sent": per_second("sent_s"),
-        "completed": per_second("completed_s")}, "seconds since start", "jobs per second")
-    backlog = line_chart("job-requests queue", {
-        "waiting": [(s["t"], s["backlog"]) for s in timeline if s["backlog"] is not None],
-        "in flight": [(s["t"], s["in_flight"]) for s in timeline if s["in_flight"] is not None],
-    }, "seconds since start", "messages")
-    e2e = histogram("end-to-end latency", [r["e2e_ms"] / 1000 for r in records
-                                           if r.get("e2e_ms") is not None], "seconds")
-    lag = histogram("send lag", [r["lag_ms"] for r in records if r.get("lag_ms") is not None],
-                    "milliseconds")
+    flow = line_chart(
+        "jobs per second",
+        {
+            "intended": per_second("intended_s"),
+            "sent": per_second("sent_s"),
+            "completed": per_second("completed_s"),
+        },
+        "seconds since start",
+        "jobs per second",
+    )
+    backlog = line_chart(
+        "job-requests queue",
+        {
+            "waiting": [(s["t"], s["backlog"]) for s in timeline if s["backlog"] is not None],
+            "in flight": [(s["t"], s["in_flight"]) for s in timeline if s["in_flight"] is not None],
+        },
+        "seconds since start",
+        "messages",
+    )
+    e2e = histogram(
+        "end-to-end latency",
+        [r["e2e_ms"] / 1000 for r in records if r.get("e2e_ms") is not None],
+        "seconds",
+    )
+    lag = histogram(
+        "send lag", [r["lag_ms"] for r in records if r.get("lag_ms") is not None], "milliseconds"
+    )
     facts = [
-        ("run", summary["run_id"]), ("started", summary["started_at"]),
+        ("run", summary["run_id"]),
+        ("started", summary["started_at"]),
         ("account / endpoint", f"{summary['account']} / {summary['endpoint']}"),
-        ("target", f"{_number(target['rate'])} jobs/s, ramp {_number(target['ramp_s'])} s, "
-                   f"{jobs['scheduled']} jobs over {_number(target['span_s'])} s"),
-        ("achieved rate", f"{summary['achieved_rate']} jobs/s "
-                          f"(target mean {summary['target_rate']} jobs/s)"),
-        ("late sends", f"{summary['late_sends']} of {jobs['sent']} "
-                       f"(more than {summary['late_threshold_ms']} ms after their time)"),
-        ("sent / errors / not sent (dropped)",
-         f"{jobs['submitted']} / {jobs['send_errors']} / {jobs['not_sent']} "
-         f"({jobs['dropped']})"),
-        ("completed / failed / never completed",
-         f"{jobs['completed']} / {jobs['failed']} / {jobs['never_completed']} "
-         f"(drain {_number(summary['drain_s'])} s)"),
-        ("job-requests backlog", f"max {summary['backlog']['max']}, "
-                                 f"at the end {summary['backlog']['final']}"),
+        (
+            "target",
+            f"{_number(target['rate'])} jobs/s, ramp {_number(target['ramp_s'])} s, "
+            f"{jobs['scheduled']} jobs over {_number(target['span_s'])} s",
+        ),
+        (
+            "achieved rate",
+            f"{summary['achieved_rate']} jobs/s (target mean {summary['target_rate']} jobs/s)",
+        ),
+        (
+            "late sends",
+            f"{summary['late_sends']} of {jobs['sent']} "
+            f"(more than {summary['late_threshold_ms']} ms after their time)",
+        ),
+        (
+            "sent / errors / not sent (dropped)",
+            f"{jobs['submitted']} / {jobs['send_errors']} / {jobs['not_sent']} ({jobs['dropped']})",
+        ),
+        (
+            "completed / failed / never completed",
+            f"{jobs['completed']} / {jobs['failed']} / {jobs['never_completed']} "
+            f"(drain {_number(summary['drain_s'])} s)",
+        ),
+        (
+            "job-requests backlog",
+            f"max {summary['backlog']['max']}, at the end {summary['backlog']['final']}",
+        ),
         ("percentiles", summary["percentile_method"]),
     ]
     if summary["interrupted"]:
@@ -220,10 +291,10 @@ def render(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)
     return f"""<!DOCTYPE html>
 <html xmlns="http://www.w3.org/1999/xhtml" lang="en">
-<head><meta charset="utf-8"/><title>ann_load {escape(summary['run_id'])}</title>
+<head><meta charset="utf-8"/><title>ann_load {escape(summary["run_id"])}</title>
 <style>{STYLE}</style></head>
 <body>
-<h1>ann_load run {escape(summary['run_id'])}</h1>
+<h1>ann_load run {escape(summary["run_id"])}</h1>
 <table>{rows}</table>
 {_figures_table(summary)}
 <figure><figcaption>Arrivals and completions per second</figcaption>{flow}</figure>

@@ -43,8 +43,15 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
 
-from util.glacier import (MIB, ChecksumMismatch, ExpeditedUnavailable, PendingArchive,
-                          Progress, UploadCancelled, Vault)
+from util.glacier import (
+    MIB,
+    ChecksumMismatch,
+    ExpeditedUnavailable,
+    PendingArchive,
+    Progress,
+    UploadCancelled,
+    Vault,
+)
 from util.helpers import S3_NOT_FOUND, USER_ID, Aws, InvalidMessage, require_str
 from util.util_config import Config
 
@@ -128,12 +135,19 @@ class _Managers:
         of up to 5 GiB). A non-seekable upload holds `threads` parts in memory."""
         with self.lock:
             if part_size not in self.made:
-                config = (TransferConfig(multipart_threshold=1, multipart_chunksize=part_size,
-                                         max_request_concurrency=self.threads,
-                                         max_in_memory_upload_chunks=self.threads)
-                          if part_size else TransferConfig(
-                              multipart_threshold=MAX_SINGLE_COPY + 1,
-                              max_request_concurrency=self.threads))
+                config = (
+                    TransferConfig(
+                        multipart_threshold=1,
+                        multipart_chunksize=part_size,
+                        max_request_concurrency=self.threads,
+                        max_in_memory_upload_chunks=self.threads,
+                    )
+                    if part_size
+                    else TransferConfig(
+                        multipart_threshold=MAX_SINGLE_COPY + 1,
+                        max_request_concurrency=self.threads,
+                    )
+                )
                 self.made[part_size] = TransferManager(self.s3, config)
             return self.made[part_size]
 
@@ -159,8 +173,13 @@ class Completion:
 class Backend(Protocol):
     """What archive, restore and thaw need from where archives live."""
 
-    def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
-                save: Callable[[dict[str, Any]], None]) -> str:
+    def archive(
+        self,
+        job: dict[str, Any],
+        source: Source,
+        cancelled: threading.Event,
+        save: Callable[[dict[str, Any]], None],
+    ) -> str:
         """Copy the result into an archive; its id. Nothing is deleted.
 
         A back end whose archive cannot be made again under the same id calls `save` with
@@ -186,8 +205,14 @@ class Backend(Protocol):
         """Read a completion notice; None if there is nothing to do, InvalidMessage if it is
         not one."""
 
-    def copy_back(self, completion: Completion, bucket: str, key: str, avoid_etag: str | None,
-                  cancelled: threading.Event) -> None:
+    def copy_back(
+        self,
+        completion: Completion,
+        bucket: str,
+        key: str,
+        avoid_etag: str | None,
+        cancelled: threading.Event,
+    ) -> None:
         """Put the retrieved archive at bucket/key, verified, with an ETag other than
         `avoid_etag`; raises ChecksumMismatch or UploadCancelled having committed nothing."""
 
@@ -202,8 +227,12 @@ class VaultBackend:
     """Archives in a Glacier vault (util/glacier.py)."""
 
     def __init__(self, config: Config, aws: Aws):
-        self.vault = Vault(aws.client("glacier"), config.gas.vault, config.gas.transfer_threads,
-                           config.gas.progress_seconds)
+        self.vault = Vault(
+            aws.client("glacier"),
+            config.gas.vault,
+            config.gas.transfer_threads,
+            config.gas.progress_seconds,
+        )
         self.thaw_topic = config.gas.thaw_topic
         self.aws = aws
         self.s3 = aws.client("s3")
@@ -215,19 +244,27 @@ class VaultBackend:
         self.thaw_ahead = max(1, config.gas.transfer_threads - self.thaw_uploads)
         self.transfers = _Managers(self.s3, self.thaw_uploads)
 
-    def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
-                save: Callable[[dict[str, Any]], None]) -> str:
+    def archive(
+        self,
+        job: dict[str, Any],
+        source: Source,
+        cancelled: threading.Event,
+        save: Callable[[dict[str, Any]], None],
+    ) -> str:
         """Stream the result into the vault, one ranged GET per part, pinned to its ETag."""
 
         def read_range(first: int, last: int) -> bytes:
             return self.s3.get_object(
-                Bucket=source.bucket, Key=source.key, Range=f"bytes={first}-{last}",
+                Bucket=source.bucket,
+                Key=source.key,
+                Range=f"bytes={first}-{last}",
                 IfMatch=source.etag,
             )["Body"].read()
 
         description = json.dumps({"job_id": job["job_id"], "user_id": job[USER_ID]})
-        pending = self.vault.upload_parts(read_range, source.size, description,
-                                          self.archive_part_size, cancelled)
+        pending = self.vault.upload_parts(
+            read_range, source.size, description, self.archive_part_size, cancelled
+        )
         try:
             save(asdict(pending))
         except BaseException:
@@ -250,8 +287,9 @@ class VaultBackend:
     def start_retrieval(self, archive_id: str, job_id: str, tier: str) -> str:
         # The request token finds the job again if InitiateJob's answer is lost.
         description = json.dumps({"job_id": job_id, "request": uuid.uuid4().hex})
-        return self.vault.start_retrieval(archive_id, description,
-                                          self.aws.topic_arn(self.thaw_topic), tier)
+        return self.vault.start_retrieval(
+            archive_id, description, self.aws.topic_arn(self.thaw_topic), tier
+        )
 
     def completion(self, notice: dict[str, Any]) -> Completion:
         """The notice names a Glacier job; Glacier (DescribeJob) says the rest."""
@@ -265,15 +303,27 @@ class VaultBackend:
         described = self.vault.describe_job(glacier_job_id)
         if described is None:
             return Completion(glacier_job_id, job_id, None, GONE, "Glacier has no such job")
-        return Completion(glacier_job_id, job_id, described["ArchiveId"],
-                          described["StatusCode"], described.get("StatusMessage") or "",
-                          described)
+        return Completion(
+            glacier_job_id,
+            job_id,
+            described["ArchiveId"],
+            described["StatusCode"],
+            described.get("StatusMessage") or "",
+            described,
+        )
 
-    def copy_back(self, completion: Completion, bucket: str, key: str, avoid_etag: str | None,
-                  cancelled: threading.Event) -> None:
+    def copy_back(
+        self,
+        completion: Completion,
+        bucket: str,
+        key: str,
+        avoid_etag: str | None,
+        cancelled: threading.Event,
+    ) -> None:
         size = int(completion.source["ArchiveSizeInBytes"])
-        output = self.vault.job_output(completion.source, self.thaw_part_size, cancelled,
-                                       self.thaw_ahead)
+        output = self.vault.job_output(
+            completion.source, self.thaw_part_size, cancelled, self.thaw_ahead
+        )
         part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)
         try:
             if part_size == 0:  # at most 5 MiB (distinct_layout): one verified read, one request
@@ -281,7 +331,8 @@ class VaultBackend:
                 return
             progress = Progress(f"upload to s3://{bucket}/{key}", size, self.vault.progress_seconds)
             self.transfers.for_parts(part_size).upload(
-                output, bucket, key, subscribers=[_Transfer(size, progress)]).result()
+                output, bucket, key, subscribers=[_Transfer(size, progress)]
+            ).result()
         finally:
             output.close()
 
@@ -301,8 +352,13 @@ class S3Backend:
         self.progress_seconds = config.gas.progress_seconds
         self.transfers = _Managers(self.s3, config.gas.transfer_threads)
 
-    def archive(self, job: dict[str, Any], source: Source, cancelled: threading.Event,
-                save: Callable[[dict[str, Any]], None]) -> str:
+    def archive(
+        self,
+        job: dict[str, Any],
+        source: Source,
+        cancelled: threading.Event,
+        save: Callable[[dict[str, Any]], None],
+    ) -> str:
         """A server-side copy into the archive class: no byte passes through the worker.
 
         The key is the job's and the content's: a copy made again after a crash, or by a
@@ -313,10 +369,21 @@ class S3Backend:
         if self.head(key) is not None:  # made before, in full (S3 commits a copy at once)
             return key
         part_size = distinct_layout(source.size, source.etag, self.part_size)
-        self.copy({"Bucket": source.bucket, "Key": source.key}, self.bucket, key, cancelled, {
-            "StorageClass": self.storage_class, "MetadataDirective": "REPLACE",
-            "Metadata": {PART_SIZE_METADATA: str(part_size)},
-            "CopySourceIfMatch": source.etag}, part_size, source.size, source.etag)
+        self.copy(
+            {"Bucket": source.bucket, "Key": source.key},
+            self.bucket,
+            key,
+            cancelled,
+            {
+                "StorageClass": self.storage_class,
+                "MetadataDirective": "REPLACE",
+                "Metadata": {PART_SIZE_METADATA: str(part_size)},
+                "CopySourceIfMatch": source.etag,
+            },
+            part_size,
+            source.size,
+            source.etag,
+        )
         return key
 
     def resume(self, pending: dict[str, Any]) -> str | None:
@@ -346,9 +413,14 @@ class S3Backend:
         whose answer was lost, or another worker); 200: restored already, which S3 announces
         no more, so it is announced here."""
         try:
-            status = self.s3.restore_object(Bucket=self.bucket, Key=archive_id, RestoreRequest={
-                "Days": self.restore_days, "GlacierJobParameters": {"Tier": tier},
-            })["ResponseMetadata"]["HTTPStatusCode"]
+            status = self.s3.restore_object(
+                Bucket=self.bucket,
+                Key=archive_id,
+                RestoreRequest={
+                    "Days": self.restore_days,
+                    "GlacierJobParameters": {"Tier": tier},
+                },
+            )["ResponseMetadata"]["HTTPStatusCode"]
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code == "GlacierExpeditedRetrievalNotAvailable":
@@ -362,14 +434,23 @@ class S3Backend:
 
     def announce_restored(self, archive_id: str) -> None:
         """Publish the ObjectRestore:Completed event S3 sends only for a restore it started."""
-        event = {"Records": [{
-            "eventVersion": "2.1", "eventSource": RESTORED_ALREADY,
-            "eventTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            "eventName": "ObjectRestore:Completed",
-            "s3": {"bucket": {"name": self.bucket}, "object": {"key": quote_plus(archive_id)}},
-        }]}
-        self.aws.client("sns").publish(TopicArn=self.aws.topic_arn(self.thaw_topic),
-                                       Message=json.dumps(event))
+        event = {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventSource": RESTORED_ALREADY,
+                    "eventTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                    "eventName": "ObjectRestore:Completed",
+                    "s3": {
+                        "bucket": {"name": self.bucket},
+                        "object": {"key": quote_plus(archive_id)},
+                    },
+                }
+            ]
+        }
+        self.aws.client("sns").publish(
+            TopicArn=self.aws.topic_arn(self.thaw_topic), Message=json.dumps(event)
+        )
 
     def completion(self, notice: dict[str, Any]) -> Completion | None:
         """An ObjectRestore:Completed event for an archive object; the object itself (its
@@ -387,9 +468,10 @@ class S3Backend:
         bucket = (s3.get("bucket") or {}).get("name")
         key = unquote_plus((s3.get("object") or {}).get("key") or "")
         if bucket != self.bucket or not key.startswith(self.prefix) or "/" not in key:
-            raise InvalidMessage(f"s3://{bucket}/{key} is not in the archive "
-                                 f"s3://{self.bucket}/{self.prefix}")
-        job_id = key[len(self.prefix):].rsplit("/", 1)[0]
+            raise InvalidMessage(
+                f"s3://{bucket}/{key} is not in the archive s3://{self.bucket}/{self.prefix}"
+            )
+        job_id = key[len(self.prefix) :].rsplit("/", 1)[0]
         head = self.head(key)
         if head is None:
             return Completion(key, job_id, key, GONE, "the archive object is gone")
@@ -397,12 +479,17 @@ class S3Backend:
         if 'ongoing-request="true"' in restore:
             return Completion(key, job_id, key, IN_PROGRESS, "restore in progress", head)
         if 'ongoing-request="false"' not in restore:
-            return Completion(key, job_id, key, FAILED, "not restored (or its copy expired)",
-                              head)
+            return Completion(key, job_id, key, FAILED, "not restored (or its copy expired)", head)
         return Completion(key, job_id, key, SUCCEEDED, "", head)
 
-    def copy_back(self, completion: Completion, bucket: str, key: str, avoid_etag: str | None,
-                  cancelled: threading.Event) -> None:
+    def copy_back(
+        self,
+        completion: Completion,
+        bucket: str,
+        key: str,
+        avoid_etag: str | None,
+        cancelled: threading.Event,
+    ) -> None:
         """Copy the restored object back into STANDARD, then compare ETags.
 
         Copied with the part layout of the archive copy, the two objects' ETags (MD5s, of the
@@ -412,27 +499,48 @@ class S3Backend:
         archived = completion.source
         part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
         # An S3 restore is named by the archive object's key (`completion`).
-        self.copy({"Bucket": self.bucket, "Key": completion.retrieval_id}, bucket, key, cancelled, {
-            "StorageClass": "STANDARD", "MetadataDirective": "REPLACE",
-            "CopySourceIfMatch": archived["ETag"]}, part_size, archived["ContentLength"],
-            archived["ETag"])
+        self.copy(
+            {"Bucket": self.bucket, "Key": completion.retrieval_id},
+            bucket,
+            key,
+            cancelled,
+            {
+                "StorageClass": "STANDARD",
+                "MetadataDirective": "REPLACE",
+                "CopySourceIfMatch": archived["ETag"],
+            },
+            part_size,
+            archived["ContentLength"],
+            archived["ETag"],
+        )
         copied = self.s3.head_object(Bucket=bucket, Key=key)
         if copied["ETag"] != archived["ETag"]:
             try:
                 self.s3.delete_object(Bucket=bucket, Key=key, IfMatch=copied["ETag"])
             except ClientError:
                 pass  # replaced meanwhile: whatever is there now is not ours to delete
-            raise ChecksumMismatch(f"copy's ETag {copied['ETag']} is not the archive's "
-                                   f"{archived['ETag']}")
+            raise ChecksumMismatch(
+                f"copy's ETag {copied['ETag']} is not the archive's {archived['ETag']}"
+            )
 
-    def copy(self, source: dict[str, str], bucket: str, key: str, cancelled: threading.Event,
-             extra: dict[str, Any], part_size: int, size: int, etag: str) -> None:
+    def copy(
+        self,
+        source: dict[str, str],
+        bucket: str,
+        key: str,
+        cancelled: threading.Event,
+        extra: dict[str, Any],
+        part_size: int,
+        size: int,
+        etag: str,
+    ) -> None:
         """s3transfer's copy in parts of `part_size` (0: one CopyObject), abandoned if
         `cancelled` is set."""
         progress = Progress(f"copy to s3://{bucket}/{key}", size, self.progress_seconds)
         transfer_state = _Transfer(size, progress, etag)
         future = self.transfers.for_parts(part_size).copy(
-            source, bucket, key, extra_args=extra, subscribers=[transfer_state])
+            source, bucket, key, extra_args=extra, subscribers=[transfer_state]
+        )
         while not transfer_state.over.wait(CANCEL_POLL_SECONDS):
             if cancelled.is_set():
                 future.cancel()  # s3transfer aborts the multipart upload

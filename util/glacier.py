@@ -28,7 +28,6 @@ from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import calculate_tree_hash
 
-
 MIB = 1024 * 1024
 MAX_PARTS = 10_000  # Glacier's limit on parts per multipart upload
 MAX_PART_SIZE = 4096 * MIB
@@ -42,8 +41,9 @@ class Progress:
     """Bytes moved by one transfer (from any thread); a log line with the rate and ETA every
     `every` seconds."""
 
-    def __init__(self, what: str, size: int, every: float,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, what: str, size: int, every: float, clock: Callable[[], float] = time.monotonic
+    ):
         self.what, self.size, self.every, self.clock = what, size, every, clock
         self.moved = 0
         self.started = clock()
@@ -60,8 +60,15 @@ class Progress:
             moved = self.moved
         rate = moved / max(now - self.started, 1e-9)
         eta = (self.size - moved) / rate if rate else float("inf")
-        log.info("%s: %.1f of %.1f MiB (%.0f%%), %.1f MiB/s, about %.0fs left", self.what,
-                 moved / MIB, self.size / MIB, 100 * moved / max(self.size, 1), rate / MIB, eta)
+        log.info(
+            "%s: %.1f of %.1f MiB (%.0f%%), %.1f MiB/s, about %.0fs left",
+            self.what,
+            moved / MIB,
+            self.size / MIB,
+            100 * moved / max(self.size, 1),
+            rate / MIB,
+            eta,
+        )
 
 
 class UploadCancelled(Exception):
@@ -85,7 +92,7 @@ def combine_tree_hashes(digests: list[bytes]) -> str:
     """
     level = digests or [hashlib.sha256(b"").digest()]
     while len(level) > 1:
-        pairs = [level[i:i + 2] for i in range(0, len(level), 2)]
+        pairs = [level[i : i + 2] for i in range(0, len(level), 2)]
         level = [hashlib.sha256(p[0] + p[1]).digest() if len(p) == 2 else p[0] for p in pairs]
     return level[0].hex()
 
@@ -136,8 +143,9 @@ class Vault:
     whether the earlier send started the job (`_started_already`).
     """
 
-    def __init__(self, glacier: BaseClient, name: str, threads: int = 1,
-                 progress_seconds: float = 30):
+    def __init__(
+        self, glacier: BaseClient, name: str, threads: int = 1, progress_seconds: float = 30
+    ):
         self.glacier = glacier
         self.name = name
         self.threads = threads
@@ -146,11 +154,16 @@ class Vault:
         self._sent: set[str] = set()  # descriptions of InitiateJob calls under way, sent once
         # First: under moto in process, moto answers every request from its own before-send
         # handler.
-        glacier.meta.events.register_first("before-send.glacier.InitiateJob",
-                                           self._started_already)
+        glacier.meta.events.register_first("before-send.glacier.InitiateJob", self._started_already)
 
-    def upload_parts(self, read_range: ReadRange, size: int, description: str, part_size: int,
-                     cancelled: threading.Event | None = None) -> PendingArchive:
+    def upload_parts(
+        self,
+        read_range: ReadRange,
+        size: int,
+        description: str,
+        part_size: int,
+        cancelled: threading.Event | None = None,
+    ) -> PendingArchive:
         """Upload `size` bytes (at least one) read part by part, without completing the upload.
 
         `threads` parts go up at once, each read when its thread starts on it. Anything
@@ -174,8 +187,11 @@ class Vault:
                 raise OSError(f"source returned {len(body)} bytes for {start}-{end}")
             checksum = calculate_tree_hash(io.BytesIO(body))
             self.glacier.upload_multipart_part(
-                vaultName=self.name, uploadId=upload_id, range=f"bytes {start}-{end}/*",
-                checksum=checksum, body=body,
+                vaultName=self.name,
+                uploadId=upload_id,
+                range=f"bytes {start}-{end}/*",
+                checksum=checksum,
+                body=body,
             )
             progress.add(len(body))
             return bytes.fromhex(checksum)
@@ -198,8 +214,9 @@ class Vault:
             wait(sent)  # no part may land after the abort
             self.abort(upload_id)
             raise
-        return PendingArchive(upload_id, size,
-                              combine_tree_hashes([digests[start] for start in starts]))
+        return PendingArchive(
+            upload_id, size, combine_tree_hashes([digests[start] for start in starts])
+        )
 
     @staticmethod
     def _collect(sent: dict[Future[bytes], int], digests: dict[int, bytes]) -> None:
@@ -214,7 +231,9 @@ class Vault:
         knows the upload (aborted, or completed too long ago to answer again)."""
         try:
             return self.glacier.complete_multipart_upload(
-                vaultName=self.name, uploadId=pending.upload_id, archiveSize=str(pending.size),
+                vaultName=self.name,
+                uploadId=pending.upload_id,
+                archiveSize=str(pending.size),
                 checksum=pending.tree_hash,
             )["archiveId"]
         except ClientError as exc:
@@ -229,21 +248,28 @@ class Vault:
         except ClientError:
             pass
 
-    def start_retrieval(self, archive_id: str, description: str, topic_arn: str,
-                        tier: str) -> str:
+    def start_retrieval(self, archive_id: str, description: str, topic_arn: str, tier: str) -> str:
         """Start an archive-retrieval job that announces its completion on `topic_arn`.
 
         `description` must be unique to this call: it tells whether a send whose answer never
         came started the job anyway. Raises ExpeditedUnavailable when there is no capacity.
         """
         try:
-            return self.glacier.initiate_job(vaultName=self.name, jobParameters={
-                "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier,
-                "Description": description, "SNSTopic": topic_arn,
-            })["jobId"]
+            return self.glacier.initiate_job(
+                vaultName=self.name,
+                jobParameters={
+                    "Type": "archive-retrieval",
+                    "ArchiveId": archive_id,
+                    "Tier": tier,
+                    "Description": description,
+                    "SNSTopic": topic_arn,
+                },
+            )["jobId"]
         except (BotoCoreError, ClientError) as exc:
-            if isinstance(exc, ClientError) and \
-                    exc.response["Error"]["Code"] == "InsufficientCapacityException":
+            if (
+                isinstance(exc, ClientError)
+                and exc.response["Error"]["Code"] == "InsufficientCapacityException"
+            ):
                 raise ExpeditedUnavailable(str(exc)) from None
             found = self.find_job(archive_id, description) if _outcome_unknown(exc) else None
             if found is None:
@@ -285,22 +311,28 @@ class Vault:
 
     def start_inventory(self) -> str:
         """Start an inventory-retrieval job (JSON, no completion notice: nobody consumes one)."""
-        return self.glacier.initiate_job(vaultName=self.name, jobParameters={
-            "Type": "inventory-retrieval", "Format": "JSON"})["jobId"]
+        return self.glacier.initiate_job(
+            vaultName=self.name, jobParameters={"Type": "inventory-retrieval", "Format": "JSON"}
+        )["jobId"]
 
     def inventory_jobs(self) -> list[dict]:
         """This vault's inventory-retrieval jobs Glacier still knows, oldest first."""
         pages = self.glacier.get_paginator("list_jobs").paginate(vaultName=self.name)
-        jobs = [job for page in pages for job in page["JobList"]
-                if job.get("Action") == "InventoryRetrieval"]
+        jobs = [
+            job
+            for page in pages
+            for job in page["JobList"]
+            if job.get("Action") == "InventoryRetrieval"
+        ]
         return sorted(jobs, key=lambda job: job["CreationDate"])
 
     def inventory(self, job_id: str) -> Inventory:
         """A finished inventory job's output, read as it streams in."""
         return Inventory(self.glacier.get_job_output(vaultName=self.name, jobId=job_id)["body"])
 
-    def job_output(self, job: dict, part_size: int, cancelled: threading.Event | None = None,
-                   ahead: int = 1) -> "JobOutput":
+    def job_output(
+        self, job: dict, part_size: int, cancelled: threading.Event | None = None, ahead: int = 1
+    ) -> JobOutput:
         """A finished retrieval's output as a verified, readable stream, `ahead` ranges
         fetched in parallel ahead of the reader."""
         return JobOutput(self, job, part_size, cancelled, ahead)
@@ -347,8 +379,14 @@ class JobOutput:
     the end (an S3 multipart upload) never commits unverified bytes.
     """
 
-    def __init__(self, vault: Vault, job: dict, part_size: int,
-                 cancelled: threading.Event | None = None, ahead: int = 1):
+    def __init__(
+        self,
+        vault: Vault,
+        job: dict,
+        part_size: int,
+        cancelled: threading.Event | None = None,
+        ahead: int = 1,
+    ):
         self.vault = vault
         self.ahead_count = ahead
         self.job_id = job["JobId"]
@@ -356,8 +394,9 @@ class JobOutput:
         self.tree_hash = job.get("SHA256TreeHash") or job["ArchiveSHA256TreeHash"]
         self.part_size = part_size_for(self.size, part_size)
         self.cancelled = cancelled
-        self.progress = Progress(f"job output {self.job_id[:12]}", self.size,
-                                 vault.progress_seconds)
+        self.progress = Progress(
+            f"job output {self.job_id[:12]}", self.size, vault.progress_seconds
+        )
         # The next ranges, fetched in parallel: their bytes and tree hashes.
         self.ahead: deque[Future[tuple[bytes, bytes]]] = deque()
         self.requested = 0  # first byte of the next range to ask for
@@ -396,15 +435,17 @@ class JobOutput:
         if self.cancelled is not None and self.cancelled.is_set():
             raise UploadCancelled(f"cancelled at byte {first} of {self.size}")
         response = self.vault.glacier.get_job_output(
-            vaultName=self.vault.name, jobId=self.job_id, range=f"bytes={first}-{last}")
+            vaultName=self.vault.name, jobId=self.job_id, range=f"bytes={first}-{last}"
+        )
         body = response["body"].read()
         if len(body) != last - first + 1:
             raise ChecksumMismatch(f"range {first}-{last}: got {len(body)} bytes")
         tree_hash = calculate_tree_hash(io.BytesIO(body))
         sent = response.get("checksum")
         if sent is not None and sent != tree_hash:
-            raise ChecksumMismatch(f"range {first}-{last}: tree hash {tree_hash}, "
-                                   f"Glacier sent {sent}")
+            raise ChecksumMismatch(
+                f"range {first}-{last}: tree hash {tree_hash}, Glacier sent {sent}"
+            )
         self.progress.add(len(body))
         return body, bytes.fromhex(tree_hash)
 

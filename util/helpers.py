@@ -15,10 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.client import BaseClient
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from util.util_config import Config
 
@@ -59,8 +59,15 @@ SYNTHETIC = "synthetic"
 
 # The job request the web app publishes on the job-requests topic for the annotator fleet:
 # these fields of the new PENDING item, as one JSON object.
-JOB_REQUEST_FIELDS = (JOB_ID, USER_ID, INPUT_FILE_NAME, INPUTS_BUCKET, INPUT_KEY, SUBMIT_TIME,
-                      JOB_STATUS)
+JOB_REQUEST_FIELDS = (
+    JOB_ID,
+    USER_ID,
+    INPUT_FILE_NAME,
+    INPUTS_BUCKET,
+    INPUT_KEY,
+    SUBMIT_TIME,
+    JOB_STATUS,
+)
 
 USER_INDEX = "user_id_index"  # GSI of the annotations table: user_id, submit_time
 
@@ -110,8 +117,12 @@ class Aws:
     botocore's `standard` mode, set explicitly, so no utility writes its own retry loop.
     """
 
-    def __init__(self, config: Config, session: boto3.session.Session | None = None,
-                 connections: int | None = None):
+    def __init__(
+        self,
+        config: Config,
+        session: boto3.session.Session | None = None,
+        connections: int | None = None,
+    ):
         """`connections`: HTTP connections per client, for callers with more threads than
         the worker's `concurrency` (a connection pool smaller than that makes threads queue)."""
         self.session = session or boto3.session.Session()
@@ -120,9 +131,12 @@ class Aws:
             # A long poll holds the connection for wait_seconds; leave room above it.
             read_timeout=max(60, config.worker.wait_seconds + 10),
             # Handlers, and the transfer threads of their parts (util/glacier.py, s3transfer).
-            max_pool_connections=connections or max(
-                10, config.worker.concurrency * 2,
-                config.worker.concurrency + 2 * config.gas.transfer_threads),
+            max_pool_connections=connections
+            or max(
+                10,
+                config.worker.concurrency * 2,
+                config.worker.concurrency + 2 * config.gas.transfer_threads,
+            ),
         )
         self._clients: dict[str, BaseClient] = {}
         self._looked_up: dict[Any, str] = {}
@@ -148,8 +162,10 @@ class Aws:
         """A queue given by URL is used as is; by name, it is looked up (once)."""
         if name_or_url.startswith(("https://", "http://")):
             return name_or_url
-        return self._once(("queue", name_or_url), lambda: self.client("sqs").get_queue_url(
-            QueueName=name_or_url)["QueueUrl"])
+        return self._once(
+            ("queue", name_or_url),
+            lambda: self.client("sqs").get_queue_url(QueueName=name_or_url)["QueueUrl"],
+        )
 
     def topic_arn(self, name_or_arn: str) -> str:
         """A topic given by ARN is used as is; by name, its ARN in this account and region."""
@@ -252,8 +268,14 @@ class Annotations:
             for item in items:
                 batch.put_item(Item=dict(item))
 
-    def update_if(self, job_id: str, update: str, condition: str, names: Mapping[str, str],
-                  values: Mapping[str, Any] | None = None) -> Write:
+    def update_if(
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        names: Mapping[str, str],
+        values: Mapping[str, Any] | None = None,
+    ) -> Write:
         """Apply `update` to an existing item if `condition` holds (see `Write`).
 
         `names` and `values` may hold more than the expressions use (DynamoDB refuses
@@ -266,8 +288,9 @@ class Annotations:
             "Key": _to_dynamo({JOB_ID: job_id}),
             "UpdateExpression": update,
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": {k: v for k, v in {"#job_id": JOB_ID, **names}.items()
-                                         if k in used},
+            "ExpressionAttributeNames": {
+                k: v for k, v in {"#job_id": JOB_ID, **names}.items() if k in used
+            },
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
         values = {k: v for k, v in (values or {}).items() if k in used}
@@ -285,20 +308,27 @@ class Annotations:
         """Every item of one segment of a parallel Scan, page by page (eventually consistent:
         a caller that acts on an item reads it again with `get`)."""
         pages = self.dynamodb.get_paginator("scan").paginate(
-            TableName=self.table, Segment=segment, TotalSegments=segments,
-            PaginationConfig={"PageSize": page_size})
+            TableName=self.table,
+            Segment=segment,
+            TotalSegments=segments,
+            PaginationConfig={"PageSize": page_size},
+        )
         for page in pages:
             yield from map(_from_dynamo, page["Items"])
 
-    def having(self, attribute: str, projection: tuple[str, ...],
-               page_size: int) -> Iterator[dict[str, Any]]:
+    def having(
+        self, attribute: str, projection: tuple[str, ...], page_size: int
+    ) -> Iterator[dict[str, Any]]:
         """The `projection` of every item that has `attribute` (a filtered Scan: it reads
         the whole table)."""
         names = {f"#a{i}": name for i, name in enumerate((attribute, *projection))}
         pages = self.dynamodb.get_paginator("scan").paginate(
-            TableName=self.table, FilterExpression="attribute_exists(#a0)",
-            ProjectionExpression=", ".join(names), ExpressionAttributeNames=names,
-            PaginationConfig={"PageSize": page_size})
+            TableName=self.table,
+            FilterExpression="attribute_exists(#a0)",
+            ProjectionExpression=", ".join(names),
+            ExpressionAttributeNames=names,
+            PaginationConfig={"PageSize": page_size},
+        )
         for page in pages:
             yield from map(_from_dynamo, page["Items"])
 
@@ -346,7 +376,8 @@ class Users:
     def all(self, page_size: int) -> Iterator[User]:
         """Every user, page by page."""
         pages = self.dynamodb.get_paginator("scan").paginate(
-            TableName=self.table, PaginationConfig={"PageSize": page_size})
+            TableName=self.table, PaginationConfig={"PageSize": page_size}
+        )
         for page in pages:
             yield from (_user(_from_dynamo(item)) for item in page["Items"])
 

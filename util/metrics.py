@@ -28,8 +28,13 @@ from typing import TextIO
 
 from util.util_config import Config
 
-UNITS = {"Messages": "Count", "HandlerDuration": "Milliseconds", "DeadLettered": "Count",
-         "BytesArchived": "Bytes", "BytesThawed": "Bytes"}
+UNITS = {
+    "Messages": "Count",
+    "HandlerDuration": "Milliseconds",
+    "DeadLettered": "Count",
+    "BytesArchived": "Bytes",
+    "BytesThawed": "Bytes",
+}
 _lock = threading.Lock()  # one line at a time, whichever thread flushes
 
 
@@ -41,17 +46,18 @@ def unit(name: str) -> str:
     return UNITS.get(name, "Count")
 
 
-def document(namespace: str, dimensions: Mapping[str, str],
-             values: Mapping[str, float]) -> dict:
+def document(namespace: str, dimensions: Mapping[str, str], values: Mapping[str, float]) -> dict:
     """One EMF document: the `_aws` metadata, then the dimensions' and metrics' values."""
     return {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [list(dimensions)],
-                "Metrics": [{"Name": name, "Unit": unit(name)} for name in values],
-            }],
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dimensions)],
+                    "Metrics": [{"Name": name, "Unit": unit(name)} for name in values],
+                }
+            ],
         },
         **dimensions,
         **values,
@@ -69,18 +75,29 @@ def emit(config: Config, dimensions: Mapping[str, str], values: Mapping[str, flo
         stream.flush()
 
 
-def emit_message(config: Config, utility: str, outcome: str, duration: float,
-                 handled: Mapping[str, float]) -> None:
+def emit_message(
+    config: Config, utility: str, outcome: str, duration: float, handled: Mapping[str, float]
+) -> None:
     """A worker's line for one message; `handled`: what its handler counted."""
-    emit(config, {"Utility": utility, "Outcome": outcome}, {
-        "Messages": 1, "HandlerDuration": round(duration * 1000, 3),
-        "DeadLettered": int(outcome == "invalid"), **handled})
+    emit(
+        config,
+        {"Utility": utility, "Outcome": outcome},
+        {
+            "Messages": 1,
+            "HandlerDuration": round(duration * 1000, 3),
+            "DeadLettered": int(outcome == "invalid"),
+            **handled,
+        },
+    )
 
 
 def emit_findings(config: Config, counts: Mapping[str, int], kinds: Iterable[str]) -> None:
     """Reconcile's line for one pass: every kind's count, zeros included."""
-    emit(config, {"Utility": "reconcile"},
-         {finding_metric(kind): counts.get(kind, 0) for kind in kinds})
+    emit(
+        config,
+        {"Utility": "reconcile"},
+        {finding_metric(kind): counts.get(kind, 0) for kind in kinds},
+    )
 
 
 def finding_metric(kind: str) -> str:

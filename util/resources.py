@@ -54,8 +54,13 @@ def subscriptions(config: Config) -> Iterator[tuple[str, str]]:
 
 def worker_queues(config: Config) -> list[str]:
     """The queues workers consume: the annotator fleet's and each utility's."""
-    return [config.gas.job_requests_queue, config.archive.queue, config.restore.queue,
-            config.thaw.queue, config.notify.queue]
+    return [
+        config.gas.job_requests_queue,
+        config.archive.queue,
+        config.restore.queue,
+        config.thaw.queue,
+        config.notify.queue,
+    ]
 
 
 def tables(config: Config) -> list[dict[str, Any]]:
@@ -69,12 +74,16 @@ def tables(config: Config) -> list[dict[str, Any]]:
                 {"AttributeName": "user_id", "AttributeType": "S"},
                 {"AttributeName": "submit_time", "AttributeType": "N"},
             ],
-            "GlobalSecondaryIndexes": [{
-                "IndexName": USER_INDEX,
-                "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"},
-                              {"AttributeName": "submit_time", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }],
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": USER_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": "user_id", "KeyType": "HASH"},
+                        {"AttributeName": "submit_time", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
             "BillingMode": "PAY_PER_REQUEST",
         },
         {
@@ -89,20 +98,35 @@ def tables(config: Config) -> list[dict[str, Any]]:
 def queue_policy(queue_arn: Any, topic_arn: Any) -> dict[str, Any]:
     """A queue's access policy: its topic may deliver to it (SNS needs this; nothing says
     so when it is missing: the messages never arrive)."""
-    return {"Version": "2012-10-17", "Statement": [{
-        "Sid": "TopicDelivers", "Effect": "Allow", "Principal": {"Service": SNS_SERVICE},
-        "Action": "sqs:SendMessage", "Resource": queue_arn,
-        "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TopicDelivers",
+                "Effect": "Allow",
+                "Principal": {"Service": SNS_SERVICE},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+            }
+        ],
+    }
 
 
-def thaw_topic_policy(backend: str, topic_arn: Any, archive_bucket_arn: Any,
-                      account: Any) -> dict[str, Any]:
+def thaw_topic_policy(
+    backend: str, topic_arn: Any, archive_bucket_arn: Any, account: Any
+) -> dict[str, Any]:
     """The thaw topic's access policy: Glacier (vault) or the archive bucket (s3) may publish."""
     statement: dict[str, Any] = {
-        "Sid": "RetrievalNotices", "Effect": "Allow",
+        "Sid": "RetrievalNotices",
+        "Effect": "Allow",
         "Principal": {"Service": THAW_PUBLISHERS[backend]},
-        "Action": "sns:Publish", "Resource": topic_arn}
+        "Action": "sns:Publish",
+        "Resource": topic_arn,
+    }
     if backend == "s3":
-        statement["Condition"] = {"ArnLike": {"aws:SourceArn": archive_bucket_arn},
-                                  "StringEquals": {"aws:SourceAccount": account}}
+        statement["Condition"] = {
+            "ArnLike": {"aws:SourceArn": archive_bucket_arn},
+            "StringEquals": {"aws:SourceAccount": account},
+        }
     return {"Version": "2012-10-17", "Statement": [statement]}

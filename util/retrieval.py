@@ -36,9 +36,20 @@ from typing import Any
 
 from util.backends import Backend
 from util.glacier import ExpeditedUnavailable
-from util.helpers import (ARCHIVE_ID, JOB_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER,
-                          RESTORE_TIME, RESULT_ETAG, THAW_JOB_ID, THAW_TIME, Annotations, Aws,
-                          Write)
+from util.helpers import (
+    ARCHIVE_ID,
+    JOB_ID,
+    RESTORE_EXPIRES,
+    RESTORE_JOB_ID,
+    RESTORE_TIER,
+    RESTORE_TIME,
+    RESULT_ETAG,
+    THAW_JOB_ID,
+    THAW_TIME,
+    Annotations,
+    Aws,
+    Write,
+)
 from util.util_config import Config
 
 log = logging.getLogger("gas")
@@ -46,8 +57,13 @@ log = logging.getLogger("gas")
 CLAIM_PREFIX = "claim:"
 CLAIM_POLL_SECONDS = 0.2
 # The expression names every update below uses.
-_NAMES = {"#archive": ARCHIVE_ID, "#job": RESTORE_JOB_ID, "#tier": RESTORE_TIER,
-          "#time": RESTORE_TIME, "#expires": RESTORE_EXPIRES}
+_NAMES = {
+    "#archive": ARCHIVE_ID,
+    "#job": RESTORE_JOB_ID,
+    "#tier": RESTORE_TIER,
+    "#time": RESTORE_TIME,
+    "#expires": RESTORE_EXPIRES,
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +90,9 @@ class Retrievals:
 
     claim_wait_seconds = 5.0  # how long a result another worker is starting is waited for
 
-    def __init__(self, config: Config, aws: Aws, backend: Backend,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self, config: Config, aws: Aws, backend: Backend, clock: Callable[[], float] = time.time
+    ):
         self.clock = clock
         self.backend = backend
         self.jobs = Annotations(aws, config.gas.annotations_table)
@@ -92,32 +109,50 @@ class Retrievals:
         claim = f"{CLAIM_PREFIX}{uuid.uuid4()}"
         now = int(self.clock())
         claimed = self.jobs.update_if(
-            job_id, "SET #job = :claim, #expires = :expires REMOVE #tier, #time",
+            job_id,
+            "SET #job = :claim, #expires = :expires REMOVE #tier, #time",
             "#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)",
-            _NAMES, {":claim": claim, ":expires": now + self.claim_seconds,
-                     ":archive": archive_id, ":now": now})
+            _NAMES,
+            {
+                ":claim": claim,
+                ":expires": now + self.claim_seconds,
+                ":archive": archive_id,
+                ":now": now,
+            },
+        )
         if not claimed.holds(RESTORE_JOB_ID, claim):
             return self.why_not_started(job_id, archive_id, claimed.item)
         try:
             retrieval_id, tier = self.initiate(
-                archive_id, job_id, tiers or self.backend.tiers(archive_id))
+                archive_id, job_id, tiers or self.backend.tiers(archive_id)
+            )
         except BaseException:
             self.release(job_id, claim)
             raise
         recorded = self.jobs.update_if(
-            job_id, "SET #job = :retrieval, #tier = :tier, #time = :now, #expires = :expires",
-            "#job = :claim", _NAMES,
-            {":retrieval": retrieval_id, ":tier": tier, ":now": now,
-             ":expires": now + self.lifetime_seconds, ":claim": claim})
+            job_id,
+            "SET #job = :retrieval, #tier = :tier, #time = :now, #expires = :expires",
+            "#job = :claim",
+            _NAMES,
+            {
+                ":retrieval": retrieval_id,
+                ":tier": tier,
+                ":now": now,
+                ":expires": now + self.lifetime_seconds,
+                ":claim": claim,
+            },
+        )
         if not recorded.holds(RESTORE_JOB_ID, retrieval_id):
             if recorded.item.get(ARCHIVE_ID) != archive_id:
-                log.info("job %s: thawed while retrieval %s was being recorded", job_id,
-                         retrieval_id)
+                log.info(
+                    "job %s: thawed while retrieval %s was being recorded", job_id, retrieval_id
+                )
             else:
                 # Our claim lapsed and another worker took over; both retrievals bring the
                 # same bytes, and thaw uses whichever succeeds first.
-                log.warning("job %s: claim lapsed while starting retrieval %s", job_id,
-                            retrieval_id)
+                log.warning(
+                    "job %s: claim lapsed while starting retrieval %s", job_id, retrieval_id
+                )
         return Start("started", tier)
 
     def initiate(self, archive_id: str, job_id: str, tiers: Sequence[str]) -> tuple[str, str]:
@@ -146,23 +181,31 @@ class Retrievals:
     def release(self, job_id: str, claim: str) -> None:
         """Give up a claim after a failed start, so the next attempt need not wait for it."""
         try:
-            self.jobs.update_if(job_id, "REMOVE #job, #expires", "#job = :claim",
-                                _NAMES, {":claim": claim})
+            self.jobs.update_if(
+                job_id, "REMOVE #job, #expires", "#job = :claim", _NAMES, {":claim": claim}
+            )
         except Exception:  # the claim lapses by itself; the original error matters more
             log.exception("job %s: could not release retrieval claim", job_id)
 
     def clear(self, job_id: str, retrieval_id: str) -> None:
         """Forget a retrieval reported as failed, if it is the one recorded."""
-        self.jobs.update_if(job_id, "REMOVE #job, #tier, #time, #expires",
-                            "#job = :retrieval", _NAMES, {":retrieval": retrieval_id})
+        self.jobs.update_if(
+            job_id,
+            "REMOVE #job, #tier, #time, #expires",
+            "#job = :retrieval",
+            _NAMES,
+            {":retrieval": retrieval_id},
+        )
 
     def finish(self, job_id: str, archive_id: str, retrieval_id: str) -> Write:
         """Record that the result is back in S3: the archive id, its ETag and the retrieval go,
         `retrieval_id` is kept as the one that thawed it. Applied only while the item still
         names `archive_id`, whichever retrieval it records."""
         return self.jobs.update_if(
-            job_id, "REMOVE #archive, #etag, #job, #tier, #time, #expires "
-                    "SET #thaw_job = :retrieval, #thaw_time = :now",
+            job_id,
+            "REMOVE #archive, #etag, #job, #tier, #time, #expires "
+            "SET #thaw_job = :retrieval, #thaw_time = :now",
             "#archive = :archive",
             {**_NAMES, "#etag": RESULT_ETAG, "#thaw_job": THAW_JOB_ID, "#thaw_time": THAW_TIME},
-            {":archive": archive_id, ":retrieval": retrieval_id, ":now": int(self.clock())})
+            {":archive": archive_id, ":retrieval": retrieval_id, ":now": int(self.clock())},
+        )

@@ -40,9 +40,15 @@ DEAD_LETTER_SUFFIX = "-dlq"  # the local stack's convention; the queue's Redrive
 def queue_status(aws: Aws, queue: str, reasons: int) -> dict[str, Any]:
     sqs = aws.client("sqs")
     url = aws.queue_url(queue)
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed", "RedrivePolicy"])["Attributes"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+            "RedrivePolicy",
+        ],
+    )["Attributes"]
     status = {
         "queue": queue,
         "visible": int(attributes["ApproximateNumberOfMessages"]),
@@ -52,14 +58,16 @@ def queue_status(aws: Aws, queue: str, reasons: int) -> dict[str, Any]:
     }
     dead_letter = queue + DEAD_LETTER_SUFFIX
     if "RedrivePolicy" in attributes:
-        dead_letter = json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].rsplit(
-            ":", 1)[-1]
+        dead_letter = json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].rsplit(":", 1)[
+            -1
+        ]
     dlq_url = aws.queue_url(dead_letter)
-    depth = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    depth = sqs.get_queue_attributes(
+        QueueUrl=dlq_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
     status["dead_letters"] = sum(map(int, depth.values()))
-    status["latest_reasons"] = peek_reasons(aws, dlq_url, reasons) if status["dead_letters"] \
-        else []
+    status["latest_reasons"] = peek_reasons(aws, dlq_url, reasons) if status["dead_letters"] else []
     return status
 
 
@@ -67,10 +75,14 @@ def oldest_age(aws: Aws, queue_name: str) -> float | None:
     """CloudWatch's latest ApproximateAgeOfOldestMessage (5-minute maximum), if it has one."""
     now = datetime.now(timezone.utc)
     points = aws.client("cloudwatch").get_metric_statistics(
-        Namespace="AWS/SQS", MetricName="ApproximateAgeOfOldestMessage",
+        Namespace="AWS/SQS",
+        MetricName="ApproximateAgeOfOldestMessage",
         Dimensions=[{"Name": "QueueName", "Value": queue_name}],
-        StartTime=now - timedelta(minutes=15), EndTime=now, Period=300,
-        Statistics=["Maximum"])["Datapoints"]
+        StartTime=now - timedelta(minutes=15),
+        EndTime=now,
+        Period=300,
+        Statistics=["Maximum"],
+    )["Datapoints"]
     if not points:
         return None
     return max(points, key=lambda p: p["Timestamp"])["Maximum"]
@@ -78,26 +90,46 @@ def oldest_age(aws: Aws, queue_name: str) -> float | None:
 
 def peek_reasons(aws: Aws, url: str, count: int) -> list[dict[str, Any]]:
     """Up to `count` dead letters' reasons, newest first, left on the queue."""
-    messages = aws.client("sqs").receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0,
-        MessageSystemAttributeNames=["SentTimestamp"],
-        MessageAttributeNames=["gas_reason", "gas_utility"]).get("Messages", [])
-    peeked = [{
-        "sent": int(m["Attributes"]["SentTimestamp"]) / 1000,
-        "reason": m.get("MessageAttributes", {}).get("gas_reason", {}).get(
-            "StringValue", "(no reason recorded)"),
-    } for m in messages]
+    messages = (
+        aws.client("sqs")
+        .receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=0,
+            MessageSystemAttributeNames=["SentTimestamp"],
+            MessageAttributeNames=["gas_reason", "gas_utility"],
+        )
+        .get("Messages", [])
+    )
+    peeked = [
+        {
+            "sent": int(m["Attributes"]["SentTimestamp"]) / 1000,
+            "reason": m.get("MessageAttributes", {})
+            .get("gas_reason", {})
+            .get("StringValue", "(no reason recorded)"),
+        }
+        for m in messages
+    ]
     return sorted(peeked, key=lambda p: -p["sent"])[:count]
 
 
 def retrievals(aws: Aws, config: Config, now: float) -> list[dict[str, Any]]:
     """Retrievals recorded on the annotations items (not claims), oldest first."""
     items = Annotations(aws, config.gas.annotations_table).having(
-        RESTORE_JOB_ID, (JOB_ID, RESTORE_TIER, RESTORE_TIME), config.reconcile.page_size)
-    return sorted(({"job_id": item[JOB_ID], "tier": item.get(RESTORE_TIER, ""),
-                    "age_seconds": round(now - item.get(RESTORE_TIME, now))}
-                   for item in items if not is_claim(item[RESTORE_JOB_ID])),
-                  key=lambda r: -r["age_seconds"])
+        RESTORE_JOB_ID, (JOB_ID, RESTORE_TIER, RESTORE_TIME), config.reconcile.page_size
+    )
+    return sorted(
+        (
+            {
+                "job_id": item[JOB_ID],
+                "tier": item.get(RESTORE_TIER, ""),
+                "age_seconds": round(now - item.get(RESTORE_TIME, now)),
+            }
+            for item in items
+            if not is_claim(item[RESTORE_JOB_ID])
+        ),
+        key=lambda r: -r["age_seconds"],
+    )
 
 
 def gather(config: Config, aws: Aws, reasons: int) -> dict[str, Any]:
@@ -106,8 +138,9 @@ def gather(config: Config, aws: Aws, reasons: int) -> dict[str, Any]:
         "time": now,
         "queues": {u: queue_status(aws, getattr(config, u).queue, reasons) for u in UTILITIES},
         "retrievals": retrievals(aws, config, now),
-        "reconcile": load_report(aws.client("s3"), config.gas.results_bucket,
-                                 config.reconcile.report_key),
+        "reconcile": load_report(
+            aws.client("s3"), config.gas.results_bucket, config.reconcile.report_key
+        ),
     }
 
 
@@ -123,12 +156,16 @@ def _when(epoch: float) -> str:
 
 
 def render_text(status: dict[str, Any]) -> str:
-    lines = [f"GAS status at {_when(status['time'])}", "",
-             f"{'utility':8} {'visible':>7} {'in flight':>9} {'delayed':>7} {'oldest':>7} "
-             f"{'DLQ':>5}"]
+    lines = [
+        f"GAS status at {_when(status['time'])}",
+        "",
+        f"{'utility':8} {'visible':>7} {'in flight':>9} {'delayed':>7} {'oldest':>7} {'DLQ':>5}",
+    ]
     for utility, q in status["queues"].items():
-        lines.append(f"{utility:8} {q['visible']:7d} {q['in_flight']:9d} {q['delayed']:7d} "
-                     f"{_age(q['oldest_seconds']):>7} {q['dead_letters']:5d}")
+        lines.append(
+            f"{utility:8} {q['visible']:7d} {q['in_flight']:9d} {q['delayed']:7d} "
+            f"{_age(q['oldest_seconds']):>7} {q['dead_letters']:5d}"
+        )
         for peeked in q["latest_reasons"]:
             lines.append(f"         dead-lettered {_when(peeked['sent'])}: {peeked['reason']}")
         if q["dead_letters"] and not q["latest_reasons"]:
@@ -136,8 +173,7 @@ def render_text(status: dict[str, Any]) -> str:
     lines.append("(oldest: CloudWatch ApproximateAgeOfOldestMessage; - when it has no datapoint)")
     found = status["retrievals"]
     lines += ["", f"retrievals in progress: {len(found)}"]
-    lines += [f"  {r['job_id']}  {r['tier'] or '?':9} {_age(r['age_seconds'])}"
-              for r in found[:10]]
+    lines += [f"  {r['job_id']}  {r['tier'] or '?':9} {_age(r['age_seconds'])}" for r in found[:10]]
     if len(found) > 10:
         lines.append(f"  ... and {len(found) - 10} more")
     report = status["reconcile"]
@@ -146,21 +182,30 @@ def render_text(status: dict[str, Any]) -> str:
         lines.append("reconcile: no pass has left a report")
     else:
         mode = "repair" if report["repair"] else "dry run"
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(report["counts"].items())) or \
-            "nothing found"
+        counts = (
+            ", ".join(f"{n} {k}" for k, n in sorted(report["counts"].items())) or "nothing found"
+        )
         lines.append(f"last reconcile ({mode}) {_when(report['started'])}: {counts}")
-        lines += [f"  {f['kind']:22} job={f['job_id']}  {f['detail']}  -> {f['action']}"
-                  for f in report["findings"][:10]]
+        lines += [
+            f"  {f['kind']:22} job={f['job_id']}  {f['detail']}  -> {f['action']}"
+            for f in report["findings"][:10]
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="status", description="GAS status, one screen")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="extra .ini file (repeatable; later files win)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra .ini file (repeatable; later files win)",
+    )
     parser.add_argument("--format", choices=["text", "json"], default="text")
-    parser.add_argument("--reasons", type=int, default=5,
-                        help="latest dead-letter reasons shown per queue")
+    parser.add_argument(
+        "--reasons", type=int, default=5, help="latest dead-letter reasons shown per queue"
+    )
     args = parser.parse_args(argv)
     try:
         # Every utility's settings: the queues are named in each utility's own file.

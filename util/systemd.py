@@ -85,8 +85,9 @@ class Watchdog:
     thread sends them only while the last `beat` is at most `stall_seconds` old.
     """
 
-    def __init__(self, notifier: Notifier, stall_seconds: float,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, notifier: Notifier, stall_seconds: float, clock: Callable[[], float] = time.monotonic
+    ):
         self.notifier = notifier
         self.stall_seconds = stall_seconds
         self.clock = clock
@@ -105,8 +106,9 @@ class Watchdog:
             return
         self.beat()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(interval,), name="watchdog",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(interval,), name="watchdog", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -135,8 +135,15 @@ Handler = Callable[[Message], Outcome]
 class Worker:
     """Long-polls one queue and hands each message to the handler (see module docstring)."""
 
-    def __init__(self, utility: str, handler: Handler, config: Config, aws: Aws, queue: str,
-                 notifier: systemd.Notifier | None = None):
+    def __init__(
+        self,
+        utility: str,
+        handler: Handler,
+        config: Config,
+        aws: Aws,
+        queue: str,
+        notifier: systemd.Notifier | None = None,
+    ):
         self.utility = utility
         self.handler = handler
         self.settings = config.worker
@@ -162,7 +169,8 @@ class Worker:
         self.pause = self.stopped.wait  # a sleep that a stop interrupts
         self.notifier = notifier or systemd.Notifier()
         self.watchdog = systemd.Watchdog(
-            self.notifier, self.settings.wait_seconds + RECEIVE_STALL_SECONDS)
+            self.notifier, self.settings.wait_seconds + RECEIVE_STALL_SECONDS
+        )
 
     def _dead_letter_url(self, aws: Aws, redrive_policy: str | None) -> str:
         # Without a DLQ an invalid message could only be dropped or retried forever.
@@ -178,12 +186,17 @@ class Worker:
 
     def work(self, once: bool = False) -> None:
         """Receive and handle until stopped (or, with `once`, until the queue is empty)."""
-        log.info("%s: consuming %s (concurrency %d)", self.utility, self.queue_url,
-                 self.settings.concurrency)
+        log.info(
+            "%s: consuming %s (concurrency %d)",
+            self.utility,
+            self.queue_url,
+            self.settings.concurrency,
+        )
         self.notifier.send("READY=1", f"STATUS=consuming {self.queue_url}")
         self.watchdog.start()
-        receiver = threading.Thread(target=self.receive_loop, args=(once,), daemon=True,
-                                    name=f"{self.utility}-receive")
+        receiver = threading.Thread(
+            target=self.receive_loop, args=(once,), daemon=True, name=f"{self.utility}-receive"
+        )
         receiver.start()
         try:
             self.settle_loop()
@@ -216,9 +229,14 @@ class Worker:
                     # botocore has already retried; back off so an outage is no busy loop.
                     failures += 1
                     pause = receive_backoff(failures, self.rng)
-                    log.error("%s: receive failed (%d in a row), next in %.1fs: %s",
-                              self.utility, failures, pause, exc,
-                              exc_info=not isinstance(exc, (BotoCoreError, ClientError)))
+                    log.error(
+                        "%s: receive failed (%d in a row), next in %.1fs: %s",
+                        self.utility,
+                        failures,
+                        pause,
+                        exc,
+                        exc_info=not isinstance(exc, (BotoCoreError, ClientError)),
+                    )
                     self.pause(pause)
                     continue
                 finally:
@@ -237,8 +255,7 @@ class Worker:
                         if held == 0:
                             break
                         # Look again only once a handler has finished (or is retried).
-                        while (len(self.in_flight) >= held
-                               and self.stop_requested_at is None):
+                        while len(self.in_flight) >= held and self.stop_requested_at is None:
                             self.changed.wait(HEARTBEAT_TICK)
         finally:
             with self.changed:
@@ -257,7 +274,8 @@ class Worker:
             with self.changed:
                 self.changed.wait_for(
                     lambda: self.receiver_done or any(f.done() for f in self.in_flight),
-                    timeout=self.next_tick())
+                    timeout=self.next_tick(),
+                )
                 finished = [(f, m) for f, m in self.in_flight.items() if f.done()]
             self.settle([(m, f.result()) for f, m in finished if not f.cancelled()])
             with self.changed:
@@ -269,8 +287,7 @@ class Worker:
             if self.stop_requested_at is not None:
                 running = self.drain(pending)
                 # A receive still under way hands back what it gets, unless the grace is over.
-                if not running and (receiver_done
-                                    or time.monotonic() >= self.drain_deadlines()[1]):
+                if not running and (receiver_done or time.monotonic() >= self.drain_deadlines()[1]):
                     break
             elif receiver_done and not pending:
                 break
@@ -285,8 +302,12 @@ class Worker:
             log.warning("%s: second %s, exiting now", self.utility, signal.Signals(signum).name)
             logging.shutdown()
             os._exit(1)
-        log.info("%s: %s, draining (up to %ds)", self.utility, signal.Signals(signum).name,
-                 self.settings.drain_seconds)
+        log.info(
+            "%s: %s, draining (up to %ds)",
+            self.utility,
+            signal.Signals(signum).name,
+            self.settings.drain_seconds,
+        )
         self.stop_requested_at = time.monotonic()
         self.stopped.set()
         self.notifier.send("STOPPING=1", f"STATUS=draining (up to {self.settings.drain_seconds}s)")
@@ -320,13 +341,20 @@ class Worker:
         limit = self.settings.handler_timeout_seconds
         now = time.monotonic()
         for message in messages:
-            if (message.started_at is not None and not message.timed_out
-                    and now - message.started_at > limit):
+            if (
+                message.started_at is not None
+                and not message.timed_out
+                and now - message.started_at > limit
+            ):
                 message.timed_out = True
                 message.cancelled.set()
-                log.warning("%s: message %s job=%s: handler time limit of %ds passed, "
-                            "cancelling it", self.utility, message.message_id,
-                            message.job_id or "-", limit)
+                log.warning(
+                    "%s: message %s job=%s: handler time limit of %ds passed, cancelling it",
+                    self.utility,
+                    message.message_id,
+                    message.job_id or "-",
+                    limit,
+                )
 
     def perform(self, message: Message) -> Outcome:
         """Decode and handle one message; whatever goes wrong, return an outcome."""
@@ -342,8 +370,12 @@ class Worker:
         except InvalidMessage as exc:
             outcome = invalid(str(exc))
         except Exception as exc:  # a handler bug must not kill the worker
-            log.error("%s: message %s: unexpected error\n%s", self.utility, message.message_id,
-                      traceback.format_exc().rstrip())
+            log.error(
+                "%s: message %s: unexpected error\n%s",
+                self.utility,
+                message.message_id,
+                traceback.format_exc().rstrip(),
+            )
             outcome = retry(f"unexpected error: {type(exc).__name__}: {exc}")
         message.duration = time.monotonic() - started
         return outcome
@@ -357,8 +389,10 @@ class Worker:
             self.delete_due = time.monotonic() + DELETE_WAIT_SECONDS
         for message, outcome in results:
             if message.timed_out and outcome.action in ("retry", "handed back"):
-                outcome = Outcome("handed back", "handler time limit passed"
-                                  + (f": {outcome.reason}" if outcome.reason else ""))
+                outcome = Outcome(
+                    "handed back",
+                    "handler time limit passed" + (f": {outcome.reason}" if outcome.reason else ""),
+                )
             try:
                 if outcome.action == "invalid":
                     self.move_to_dead_letter(message, outcome.reason)
@@ -372,14 +406,29 @@ class Worker:
                     # restart) take it now rather than after the visibility timeout.
                     self.change_visibility([message], 0)
                 else:  # retry: later each time it comes back (module docstring)
-                    outcome = Outcome("retry", outcome.reason, self.capped(message, retry_delay(
-                        message.receive_count, self.settings.retry_base_seconds,
-                        self.settings.retry_max_seconds, self.rng)))
+                    outcome = Outcome(
+                        "retry",
+                        outcome.reason,
+                        self.capped(
+                            message,
+                            retry_delay(
+                                message.receive_count,
+                                self.settings.retry_base_seconds,
+                                self.settings.retry_max_seconds,
+                                self.rng,
+                            ),
+                        ),
+                    )
                     self.change_visibility([message], outcome.delay)
             except (BotoCoreError, ClientError) as exc:
                 # The message stays on the queue and comes back: nothing is lost.
-                log.error("%s: message %s: could not %s: %s", self.utility, message.message_id,
-                          outcome.action, exc)
+                log.error(
+                    "%s: message %s: could not %s: %s",
+                    self.utility,
+                    message.message_id,
+                    outcome.action,
+                    exc,
+                )
             self.log_outcome(message, outcome)
 
     def flush_deletes(self, force: bool = False) -> None:
@@ -392,43 +441,62 @@ class Worker:
 
     def move_to_dead_letter(self, message: Message, reason: str) -> None:
         attributes = dict(list(message.attributes.items())[:6])
-        attributes.update({
-            "gas_reason": {"DataType": "String", "StringValue": reason[:1000] or "invalid"},
-            "gas_utility": {"DataType": "String", "StringValue": self.utility},
-            "gas_source_queue": {"DataType": "String", "StringValue": self.queue_url},
-            "gas_message_id": {"DataType": "String", "StringValue": message.message_id},
-        })
-        self.sqs.send_message(QueueUrl=self.dead_letter_url, MessageBody=message.body,
-                              MessageAttributes=attributes)
+        attributes.update(
+            {
+                "gas_reason": {"DataType": "String", "StringValue": reason[:1000] or "invalid"},
+                "gas_utility": {"DataType": "String", "StringValue": self.utility},
+                "gas_source_queue": {"DataType": "String", "StringValue": self.queue_url},
+                "gas_message_id": {"DataType": "String", "StringValue": message.message_id},
+            }
+        )
+        self.sqs.send_message(
+            QueueUrl=self.dead_letter_url, MessageBody=message.body, MessageAttributes=attributes
+        )
 
     def delete(self, messages: list[Message]) -> None:
         for start in range(0, len(messages), 10):
-            chunk = messages[start:start + 10]
+            chunk = messages[start : start + 10]
             try:
-                response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)
-                ])
+                response = self.sqs.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m.receipt_handle}
+                        for i, m in enumerate(chunk)
+                    ],
+                )
             except (BotoCoreError, ClientError) as exc:
-                log.error("%s: delete failed, %d message(s) will be redelivered: %s",
-                          self.utility, len(chunk), exc)
+                log.error(
+                    "%s: delete failed, %d message(s) will be redelivered: %s",
+                    self.utility,
+                    len(chunk),
+                    exc,
+                )
                 continue
             for failure in response.get("Failed", []):
-                log.error("%s: delete of %s failed: %s", self.utility,
-                          chunk[int(failure["Id"])].message_id, failure.get("Message"))
+                log.error(
+                    "%s: delete of %s failed: %s",
+                    self.utility,
+                    chunk[int(failure["Id"])].message_id,
+                    failure.get("Message"),
+                )
 
     def change_visibility(self, messages: list[Message], seconds: int) -> None:
         for start in range(0, len(messages), 10):
-            chunk = messages[start:start + 10]
-            response = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
-                for i, m in enumerate(chunk)
-            ])
+            chunk = messages[start : start + 10]
+            response = self.sqs.change_message_visibility_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
+                    for i, m in enumerate(chunk)
+                ],
+            )
             now = time.monotonic()
             failed = {int(f["Id"]) for f in response.get("Failed", [])}
             for i, message in enumerate(chunk):
                 if i in failed:
-                    log.warning("%s: visibility change of %s failed", self.utility,
-                                message.message_id)
+                    log.warning(
+                        "%s: visibility change of %s failed", self.utility, message.message_id
+                    )
                 else:
                     message.visible_until = now + seconds
 
@@ -494,15 +562,19 @@ class Worker:
         if now >= exit_at and running:
             self.flush_deletes(force=True)
             self.hand_back([m for _, m in running])
-            log.warning("%s: drain grace over, exiting with %d handler(s) unfinished",
-                        self.utility, len(running))
+            log.warning(
+                "%s: drain grace over, exiting with %d handler(s) unfinished",
+                self.utility,
+                len(running),
+            )
             logging.shutdown()
             os._exit(0)  # handler threads cannot be killed; the process can
         return {f for f, _ in running}
 
     def log_outcome(self, message: Message, outcome: Outcome) -> None:
-        metrics.emit_message(self.config, self.utility, outcome.action, message.duration,
-                             message.metrics)
+        metrics.emit_message(
+            self.config, self.utility, outcome.action, message.duration, message.metrics
+        )
         level = logging.WARNING if outcome.action == "invalid" else logging.INFO
         reason = f" reason={outcome.reason!r}" if outcome.reason else ""
         timed = outcome.action in ("defer", "retry")
@@ -510,15 +582,26 @@ class Worker:
         log.log(
             level,
             "%s message=%s job=%s receives=%d outcome=%s%s duration=%.3fs%s",
-            self.utility, message.message_id, message.job_id or "-", message.receive_count,
-            outcome.action, delay, message.duration, reason,
-            extra={"fields": {
-                "utility": self.utility, "message_id": message.message_id,
-                "job_id": message.job_id, "receive_count": message.receive_count,
-                "outcome": outcome.action, "reason": outcome.reason or None,
-                "delay": outcome.delay if timed else None,
-                "duration_s": round(message.duration, 3),
-            }},
+            self.utility,
+            message.message_id,
+            message.job_id or "-",
+            message.receive_count,
+            outcome.action,
+            delay,
+            message.duration,
+            reason,
+            extra={
+                "fields": {
+                    "utility": self.utility,
+                    "message_id": message.message_id,
+                    "job_id": message.job_id,
+                    "receive_count": message.receive_count,
+                    "outcome": outcome.action,
+                    "reason": outcome.reason or None,
+                    "delay": outcome.delay if timed else None,
+                    "duration_s": round(message.duration, 3),
+                }
+            },
         )
 
 
@@ -539,8 +622,11 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    formatter = (JsonFormatter() if log_format == "json"
-                 else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    formatter = (
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
     if systemd.stderr_is_journal():
         # journald takes each line's priority from the prefix and strips it.
         formatter = systemd.JournalFormatter(formatter)
@@ -550,25 +636,43 @@ def configure_logging(log_format: str, level: str) -> None:
     logging.getLogger("botocore").setLevel(max(logging.getLevelName(level), logging.WARNING))
 
 
-def main(utility: str, make_handler: Callable[[Config, Aws], Handler],
-         argv: list[str] | None = None) -> int:
+def main(
+    utility: str, make_handler: Callable[[Config, Aws], Handler], argv: list[str] | None = None
+) -> int:
     """The command line every utility shares; returns the process exit code."""
     parser = argparse.ArgumentParser(prog=utility, description=f"GAS {utility} worker")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="extra .ini file (repeatable; later files win)")
-    parser.add_argument("--once", action="store_true",
-                        help="drain the queue, then exit 0 when a receive returns nothing")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra .ini file (repeatable; later files win)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="drain the queue, then exit 0 when a receive returns nothing",
+    )
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
 
     def start() -> list[Worker]:
         config = load(utility, args.config)
-        configure_logging(args.log_format or config.worker.log_format,
-                          args.log_level or config.worker.log_level)
+        configure_logging(
+            args.log_format or config.worker.log_format, args.log_level or config.worker.log_level
+        )
         aws = Aws(config)
-        return [Worker(utility, make_handler(config, aws), config, aws,
-                       getattr(config, utility).queue, systemd.Notifier.from_environ())]
+        return [
+            Worker(
+                utility,
+                make_handler(config, aws),
+                config,
+                aws,
+                getattr(config, utility).queue,
+                systemd.Notifier.from_environ(),
+            )
+        ]
 
     return run(utility, start, once=args.once)
 
@@ -596,8 +700,10 @@ def run(name: str, start: Callable[[], Sequence[Worker]], once: bool = False) ->
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     # The first worker runs in the main thread, where the signal handlers run too.
-    others = [threading.Thread(target=w.work, kwargs={"once": once}, name=f"{name}-{i}")
-              for i, w in enumerate(workers[1:], 1)]
+    others = [
+        threading.Thread(target=w.work, kwargs={"once": once}, name=f"{name}-{i}")
+        for i, w in enumerate(workers[1:], 1)
+    ]
     for thread in others:
         thread.start()
     workers[0].work(once=once)

@@ -18,10 +18,21 @@ import re
 from typing import Any
 
 from deploy.iam import UTILITIES, Arns, load_config, policy
-from util.resources import (ABORT_INCOMPLETE_UPLOAD_DAYS, ABORT_INCOMPLETE_UPLOADS_RULE,
-                            DEAD_LETTER_RETENTION_SECONDS, DEAD_LETTER_SUFFIX, MAX_RECEIVE_COUNT,
-                            QUEUE_VISIBILITY_SECONDS, RESTORE_COMPLETED, queue_policy,
-                            subscriptions, tables, thaw_topic_policy, topics, worker_queues)
+from util.resources import (
+    ABORT_INCOMPLETE_UPLOAD_DAYS,
+    ABORT_INCOMPLETE_UPLOADS_RULE,
+    DEAD_LETTER_RETENTION_SECONDS,
+    DEAD_LETTER_SUFFIX,
+    MAX_RECEIVE_COUNT,
+    QUEUE_VISIBILITY_SECONDS,
+    RESTORE_COMPLETED,
+    queue_policy,
+    subscriptions,
+    tables,
+    thaw_topic_policy,
+    topics,
+    worker_queues,
+)
 from util.util_config import KEYS, Config, Key, env_name
 
 BACKENDS = ("vault", "s3")
@@ -29,13 +40,23 @@ S3_BACKEND, CREATE_TABLES = "S3Backend", "CreateTables"
 # The settings that name a resource (or shape a policy): each a parameter of the template.
 PARAMETER_KEYS: tuple[tuple[str, str], ...] = (
     ("gas", "archive_backend"),
-    ("gas", "annotations_table"), ("gas", "users_table"),
-    ("gas", "inputs_bucket"), ("gas", "results_bucket"),
-    ("gas", "vault"), ("gas", "archive_bucket"), ("gas", "archive_prefix"),
-    ("gas", "job_requests_topic"), ("gas", "job_requests_queue"),
-    ("gas", "job_results_topic"), ("gas", "thaw_topic"),
-    ("archive", "queue"), ("restore", "queue"), ("thaw", "queue"), ("notify", "queue"),
-    ("notify", "sender"), ("ann_load", "prefix"),
+    ("gas", "annotations_table"),
+    ("gas", "users_table"),
+    ("gas", "inputs_bucket"),
+    ("gas", "results_bucket"),
+    ("gas", "vault"),
+    ("gas", "archive_bucket"),
+    ("gas", "archive_prefix"),
+    ("gas", "job_requests_topic"),
+    ("gas", "job_requests_queue"),
+    ("gas", "job_results_topic"),
+    ("gas", "thaw_topic"),
+    ("archive", "queue"),
+    ("restore", "queue"),
+    ("thaw", "queue"),
+    ("notify", "queue"),
+    ("notify", "sender"),
+    ("ann_load", "prefix"),
 )
 # A policy names the sender's address and its domain's identity (deploy/iam Arns.identities).
 SENDER_PARTS = {"NotifySenderUser": 0, "NotifySenderDomain": 1}
@@ -82,8 +103,11 @@ def sub(value: Any) -> Any:
     whole = PLACEHOLDER.fullmatch(value)
     if whole and whole[1] not in SENDER_PARTS:
         return {"Ref": whole[1]}
-    sender_parts = {name: {"Fn::Select": [index, {"Fn::Split": ["@", {"Ref": "NotifySender"}]}]}
-                    for name, index in SENDER_PARTS.items() if f"${{{name}}}" in value}
+    sender_parts = {
+        name: {"Fn::Select": [index, {"Fn::Split": ["@", {"Ref": "NotifySender"}]}]}
+        for name, index in SENDER_PARTS.items()
+        if f"${{{name}}}" in value
+    }
     return {"Fn::Sub": [value, sender_parts] if sender_parts else value}
 
 
@@ -117,63 +141,112 @@ def template() -> dict[str, Any]:
 
     for queue in worker_queues(config):
         stem = base(queue, "Queue")
-        resources[f"DeadLetterQueue{stem}"] = {"Type": "AWS::SQS::Queue", "Properties": {
-            "QueueName": sub(queue + DEAD_LETTER_SUFFIX),
-            "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS}}
-        resources[f"Queue{stem}"] = {"Type": "AWS::SQS::Queue", "Properties": {
-            "QueueName": sub(queue), "VisibilityTimeout": QUEUE_VISIBILITY_SECONDS,
-            "RedrivePolicy": {
-                "deadLetterTargetArn": {"Fn::GetAtt": [f"DeadLetterQueue{stem}", "Arn"]},
-                "maxReceiveCount": MAX_RECEIVE_COUNT}}}
+        resources[f"DeadLetterQueue{stem}"] = {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": sub(queue + DEAD_LETTER_SUFFIX),
+                "MessageRetentionPeriod": DEAD_LETTER_RETENTION_SECONDS,
+            },
+        }
+        resources[f"Queue{stem}"] = {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": sub(queue),
+                "VisibilityTimeout": QUEUE_VISIBILITY_SECONDS,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": {"Fn::GetAtt": [f"DeadLetterQueue{stem}", "Arn"]},
+                    "maxReceiveCount": MAX_RECEIVE_COUNT,
+                },
+            },
+        }
     for name in topics(config):
-        resources[f"Topic{base(name, 'Topic')}"] = {"Type": "AWS::SNS::Topic",
-                                                    "Properties": {"TopicName": sub(name)}}
+        resources[f"Topic{base(name, 'Topic')}"] = {
+            "Type": "AWS::SNS::Topic",
+            "Properties": {"TopicName": sub(name)},
+        }
     for name, queue in subscriptions(config):
         stem = base(queue, "Queue")
-        resources[f"QueuePolicy{stem}"] = {"Type": "AWS::SQS::QueuePolicy", "Properties": {
-            "Queues": [{"Ref": f"Queue{stem}"}],
-            "PolicyDocument": queue_policy(arn(queue), topic(name))}}
-        resources[f"Subscription{stem}"] = {"Type": "AWS::SNS::Subscription", "Properties": {
-            "TopicArn": topic(name), "Protocol": "sqs", "Endpoint": arn(queue)}}
+        resources[f"QueuePolicy{stem}"] = {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [{"Ref": f"Queue{stem}"}],
+                "PolicyDocument": queue_policy(arn(queue), topic(name)),
+            },
+        }
+        resources[f"Subscription{stem}"] = {
+            "Type": "AWS::SNS::Subscription",
+            "Properties": {"TopicArn": topic(name), "Protocol": "sqs", "Endpoint": arn(queue)},
+        }
     thaw = f"Topic{base(gas.thaw_topic, 'Topic')}"
     resources[f"TopicPolicy{base(gas.thaw_topic, 'Topic')}"] = {
-        "Type": "AWS::SNS::TopicPolicy", "Properties": {
+        "Type": "AWS::SNS::TopicPolicy",
+        "Properties": {
             "Topics": [{"Ref": thaw}],
-            "PolicyDocument": by_backend(lambda backend: thaw_topic_policy(
-                backend, {"Ref": thaw}, sub(Arns.bucket(gas.archive_bucket)),
-                {"Ref": "AWS::AccountId"}))}}
+            "PolicyDocument": by_backend(
+                lambda backend: thaw_topic_policy(
+                    backend,
+                    {"Ref": thaw},
+                    sub(Arns.bucket(gas.archive_bucket)),
+                    {"Ref": "AWS::AccountId"},
+                )
+            ),
+        },
+    }
 
     for table in tables(config):
         resources[f"Table{base(table['TableName'], 'Table')}"] = {
-            "Type": "AWS::DynamoDB::Table", "Condition": CREATE_TABLES, "Properties": sub(table)}
+            "Type": "AWS::DynamoDB::Table",
+            "Condition": CREATE_TABLES,
+            "Properties": sub(table),
+        }
     resources[f"Bucket{base(gas.inputs_bucket, 'Bucket')}"] = {
-        "Type": "AWS::S3::Bucket", "Properties": {"BucketName": sub(gas.inputs_bucket)}}
+        "Type": "AWS::S3::Bucket",
+        "Properties": {"BucketName": sub(gas.inputs_bucket)},
+    }
     resources[f"Bucket{base(gas.results_bucket, 'Bucket')}"] = {
-        "Type": "AWS::S3::Bucket", "Properties": {
+        "Type": "AWS::S3::Bucket",
+        "Properties": {
             "BucketName": sub(gas.results_bucket),
-            "LifecycleConfiguration": {"Rules": [{
-                "Id": ABORT_INCOMPLETE_UPLOADS_RULE, "Status": "Enabled",
-                "AbortIncompleteMultipartUpload": {
-                    "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS}}]}}}
+            "LifecycleConfiguration": {
+                "Rules": [
+                    {
+                        "Id": ABORT_INCOMPLETE_UPLOADS_RULE,
+                        "Status": "Enabled",
+                        "AbortIncompleteMultipartUpload": {
+                            "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS
+                        },
+                    }
+                ]
+            },
+        },
+    }
     # S3 checks that it may publish when the notification is put: the topic policy first.
     resources[f"Bucket{base(gas.archive_bucket, 'Bucket')}"] = {
-        "Type": "AWS::S3::Bucket", "Condition": S3_BACKEND,
-        "DependsOn": f"TopicPolicy{base(gas.thaw_topic, 'Topic')}", "Properties": {
+        "Type": "AWS::S3::Bucket",
+        "Condition": S3_BACKEND,
+        "DependsOn": f"TopicPolicy{base(gas.thaw_topic, 'Topic')}",
+        "Properties": {
             "BucketName": sub(gas.archive_bucket),
-            "NotificationConfiguration": {"TopicConfigurations": [
-                {"Event": RESTORE_COMPLETED, "Topic": {"Ref": thaw}}]}}}
+            "NotificationConfiguration": {
+                "TopicConfigurations": [{"Event": RESTORE_COMPLETED, "Topic": {"Ref": thaw}}]
+            },
+        },
+    }
     # Creating it sends the verification e-mail; SES sends as the sender once it is clicked.
-    resources["SenderIdentity"] = {"Type": "AWS::SES::EmailIdentity",
-                                   "Properties": {"EmailIdentity": {"Ref": "NotifySender"}}}
+    resources["SenderIdentity"] = {
+        "Type": "AWS::SES::EmailIdentity",
+        "Properties": {"EmailIdentity": {"Ref": "NotifySender"}},
+    }
     resources.update(roles())
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "GAS utilities: queues, topics, buckets, tables, SES sender and one "
-                       "IAM role per utility (the Glacier vault is made apart: docs/deploy.md)",
+        "IAM role per utility (the Glacier vault is made apart: docs/deploy.md)",
         "Parameters": parameters(),
         "Conditions": {
             S3_BACKEND: {"Fn::Equals": [{"Ref": parameter(key("gas", "archive_backend"))}, "s3"]},
-            CREATE_TABLES: {"Fn::Equals": [{"Ref": CREATE_TABLES}, "true"]}},
+            CREATE_TABLES: {"Fn::Equals": [{"Ref": CREATE_TABLES}, "true"]},
+        },
         "Resources": resources,
         "Outputs": outputs(config),
     }
@@ -182,13 +255,19 @@ def template() -> dict[str, Any]:
 def parameters() -> dict[str, Any]:
     params: dict[str, Any] = {}
     for k in parameter_keys():
-        params[parameter(k)] = {"Type": "String", "Default": k.default,
-                                "Description": f"{env_name(k)}: {k.doc}"}
+        params[parameter(k)] = {
+            "Type": "String",
+            "Default": k.default,
+            "Description": f"{env_name(k)}: {k.doc}",
+        }
     params[parameter(key("gas", "archive_backend"))]["AllowedValues"] = list(BACKENDS)
     params["NotifySender"]["AllowedPattern"] = ADDRESS
     params[CREATE_TABLES] = {
-        "Type": "String", "Default": "true", "AllowedValues": ["true", "false"],
-        "Description": "false when the GAS web app's stack already made the two tables"}
+        "Type": "String",
+        "Default": "true",
+        "AllowedValues": ["true", "false"],
+        "Description": "false when the GAS web app's stack already made the two tables",
+    }
     return params
 
 
@@ -196,27 +275,72 @@ def roles() -> dict[str, Any]:
     """The instance role may only assume one role per utility, which holds its policy."""
     arns = Arns("${AWS::AccountId}", "${AWS::Region}")
     resources: dict[str, Any] = {
-        "InstanceRole": {"Type": "AWS::IAM::Role", "Properties": {
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole"}]}}},
-        "InstanceProfile": {"Type": "AWS::IAM::InstanceProfile",
-                            "Properties": {"Roles": [{"Ref": "InstanceRole"}]}},
+        "InstanceRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            },
+        },
+        "InstanceProfile": {
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {"Roles": [{"Ref": "InstanceRole"}]},
+        },
         # A policy of its own, not of the role: the utility roles trust the instance role.
-        "InstanceRoleAssumesUtilities": {"Type": "AWS::IAM::Policy", "Properties": {
-            "PolicyName": "gas-assume-utility-roles", "Roles": [{"Ref": "InstanceRole"}],
-            "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Action": "sts:AssumeRole",
-                "Resource": [{"Fn::GetAtt": [f"Role{camel(u)}", "Arn"]} for u in UTILITIES]}]}}},
+        "InstanceRoleAssumesUtilities": {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {
+                "PolicyName": "gas-assume-utility-roles",
+                "Roles": [{"Ref": "InstanceRole"}],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "sts:AssumeRole",
+                            "Resource": [
+                                {"Fn::GetAtt": [f"Role{camel(u)}", "Arn"]} for u in UTILITIES
+                            ],
+                        }
+                    ],
+                },
+            },
+        },
     }
     for utility in UTILITIES:
-        resources[f"Role{camel(utility)}"] = {"Type": "AWS::IAM::Role", "Properties": {
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"AWS": {"Fn::GetAtt": ["InstanceRole", "Arn"]}},
-                "Action": "sts:AssumeRole"}]},
-            "Policies": [{"PolicyName": f"gas-{utility}", "PolicyDocument": by_backend(
-                lambda backend: sub(policy(utility, placeholder_config(utility, backend),
-                                           arns)))}]}}
+        resources[f"Role{camel(utility)}"] = {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"AWS": {"Fn::GetAtt": ["InstanceRole", "Arn"]}},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                },
+                "Policies": [
+                    {
+                        "PolicyName": f"gas-{utility}",
+                        "PolicyDocument": by_backend(
+                            lambda backend, utility=utility: sub(
+                                policy(utility, placeholder_config(utility, backend), arns)
+                            )
+                        ),
+                    }
+                ],
+            },
+        }
     return resources
 
 
@@ -231,9 +355,12 @@ def outputs(config: Config) -> dict[str, Any]:
     for utility in UTILITIES:
         values[f"Role{camel(utility)}"] = {
             "Description": f"role_arn of the gas-{utility.replace('_', '-')} profile",
-            "Value": {"Fn::GetAtt": [f"Role{camel(utility)}", "Arn"]}}
-    values["InstanceProfile"] = {"Description": "the instance profile of the worker hosts",
-                                 "Value": {"Ref": "InstanceProfile"}}
+            "Value": {"Fn::GetAtt": [f"Role{camel(utility)}", "Arn"]},
+        }
+    values["InstanceProfile"] = {
+        "Description": "the instance profile of the worker hosts",
+        "Value": {"Ref": "InstanceProfile"},
+    }
     return values
 
 

@@ -12,8 +12,9 @@ TEMPLATE = Path(__file__).resolve().parent / "gas.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.cloudformation",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.cloudformation", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=["write"], help="write gas.yaml")
     parser.parse_args(argv)
     TEMPLATE.write_text(text())

@@ -37,8 +37,9 @@ class Arns:
     account: str = ACCOUNT
     region: str = REGION
 
-    def _arn(self, service: str, resource: str, region: str | None = None,
-             account: str | None = None) -> str:
+    def _arn(
+        self, service: str, resource: str, region: str | None = None, account: str | None = None
+    ) -> str:
         region = self.region if region is None else region
         return f"arn:aws:{service}:{region}:{account or self.account}:{resource}"
 
@@ -60,8 +61,10 @@ class Arns:
     def identities(self, sender: str) -> list[str]:
         """SES checks the sender's address identity, or its domain's if that is what is verified."""
         address = parseaddr(sender)[1]
-        return [self._arn("ses", f"identity/{address}"),
-                self._arn("ses", f"identity/{address.rpartition('@')[2]}")]
+        return [
+            self._arn("ses", f"identity/{address}"),
+            self._arn("ses", f"identity/{address.rpartition('@')[2]}"),
+        ]
 
     @staticmethod
     def bucket(name: str) -> str:
@@ -75,10 +78,18 @@ class Arns:
 Statement = dict[str, Any]
 
 
-def allow(sid: str, actions: list[str], resources: str | list[str],
-          condition: dict[str, Any] | None = None) -> Statement:
-    statement: Statement = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions),
-                            "Resource": resources}
+def allow(
+    sid: str,
+    actions: list[str],
+    resources: str | list[str],
+    condition: dict[str, Any] | None = None,
+) -> Statement:
+    statement: Statement = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": sorted(actions),
+        "Resource": resources,
+    }
     if condition:
         statement["Condition"] = condition
     return statement
@@ -88,11 +99,22 @@ def _queue_worker(arns: Arns, queue: str) -> list[Statement]:
     """util/worker.py: long-poll the queue, settle messages, dead-letter the invalid ones
     (the runtime finds the dead-letter queue in the queue's RedrivePolicy)."""
     return [
-        allow("ConsumeQueue", ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
-                               "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
-              arns.queue(queue)),
-        allow("DeadLetterQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"],
-              arns.queue(queue, DEAD_LETTER_SUFFIX)),
+        allow(
+            "ConsumeQueue",
+            [
+                "sqs:GetQueueUrl",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+            ],
+            arns.queue(queue),
+        ),
+        allow(
+            "DeadLetterQueue",
+            ["sqs:GetQueueUrl", "sqs:SendMessage"],
+            arns.queue(queue, DEAD_LETTER_SUFFIX),
+        ),
     ]
 
 
@@ -102,8 +124,9 @@ _CALLER_IDENTITY = allow("CallerIdentity", ["sts:GetCallerIdentity"], "*")
 
 
 def _annotations(config: Config, arns: Arns, actions: list[str]) -> Statement:
-    return allow("Annotations", [f"dynamodb:{a}" for a in actions],
-                 arns.table(config.gas.annotations_table))
+    return allow(
+        "Annotations", [f"dynamodb:{a}" for a in actions], arns.table(config.gas.annotations_table)
+    )
 
 
 def _users(config: Config, arns: Arns) -> Statement:
@@ -111,8 +134,11 @@ def _users(config: Config, arns: Arns) -> Statement:
 
 
 def _archive_objects(config: Config, arns: Arns, actions: list[str]) -> Statement:
-    return allow("ArchiveObjects", [f"s3:{a}" for a in actions],
-                 arns.objects(config.gas.archive_bucket, config.gas.archive_prefix))
+    return allow(
+        "ArchiveObjects",
+        [f"s3:{a}" for a in actions],
+        arns.objects(config.gas.archive_bucket, config.gas.archive_prefix),
+    )
 
 
 def _list_archive(config: Config, arns: Arns) -> Statement:
@@ -134,21 +160,33 @@ def archive(config: Config, arns: Arns) -> list[Statement]:
         # archive could not tell "already archived by another copy" from a real failure.
         allow("ListResults", ["s3:ListBucket"], arns.bucket(gas.results_bucket)),
         # A user who became premium meanwhile: ask restore to bring the result back.
-        allow("RestoreQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"],
-              arns.queue(config.restore.queue)),
+        allow(
+            "RestoreQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"], arns.queue(config.restore.queue)
+        ),
     ]
     if gas.archive_backend == "s3":
         # HeadObject (made already?), a (multipart) copy into the archive class; an orphan of
         # a lost race is deleted.
         statements += [
-            _archive_objects(config, arns, [
-                "GetObject", "PutObject", "AbortMultipartUpload", "DeleteObject"]),
-            _list_archive(config, arns)]
+            _archive_objects(
+                config, arns, ["GetObject", "PutObject", "AbortMultipartUpload", "DeleteObject"]
+            ),
+            _list_archive(config, arns),
+        ]
     else:
-        statements.append(allow("Vault", [
-            "glacier:InitiateMultipartUpload", "glacier:UploadMultipartPart",
-            "glacier:CompleteMultipartUpload", "glacier:AbortMultipartUpload",
-            "glacier:DeleteArchive"], arns.vault(gas.vault)))
+        statements.append(
+            allow(
+                "Vault",
+                [
+                    "glacier:InitiateMultipartUpload",
+                    "glacier:UploadMultipartPart",
+                    "glacier:CompleteMultipartUpload",
+                    "glacier:AbortMultipartUpload",
+                    "glacier:DeleteArchive",
+                ],
+                arns.vault(gas.vault),
+            )
+        )
     return statements
 
 
@@ -159,8 +197,11 @@ def restore(config: Config, arns: Arns) -> list[Statement]:
         _users(config, arns),
         # Claim, record and release each retrieval on its item.
         _annotations(config, arns, ["GetItem", "UpdateItem"]),
-        allow("UserIndex", ["dynamodb:Query"],
-              f"{arns.table(gas.annotations_table)}/index/{USER_INDEX}"),
+        allow(
+            "UserIndex",
+            ["dynamodb:Query"],
+            f"{arns.table(gas.annotations_table)}/index/{USER_INDEX}",
+        ),
     ]
     if gas.archive_backend == "s3":
         statements += [
@@ -168,13 +209,15 @@ def restore(config: Config, arns: Arns) -> list[Statement]:
             _archive_objects(config, arns, ["GetObject", "RestoreObject"]),
             # RestoreObject's 200 (restored already): announce it, as S3 does not.
             allow("ThawTopic", ["sns:Publish"], arns.topic(gas.thaw_topic)),
-            _CALLER_IDENTITY]
+            _CALLER_IDENTITY,
+        ]
     else:
         # ListJobs: before InitiateJob is sent again, or after it got no answer, whether an
         # earlier send started the job.
-        statements += [allow("Vault", ["glacier:InitiateJob", "glacier:ListJobs"],
-                             arns.vault(gas.vault)),
-                       _CALLER_IDENTITY]
+        statements += [
+            allow("Vault", ["glacier:InitiateJob", "glacier:ListJobs"], arns.vault(gas.vault)),
+            _CALLER_IDENTITY,
+        ]
     return statements
 
 
@@ -187,8 +230,11 @@ def thaw(config: Config, arns: Arns) -> list[Statement]:
     if gas.archive_backend == "s3":
         statements += [
             # Copy back (multipart above one part), compare ETags, delete a copy that differs.
-            allow("Results", ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
-                              "s3:DeleteObject"], arns.objects(gas.results_bucket)),
+            allow(
+                "Results",
+                ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"],
+                arns.objects(gas.results_bucket),
+            ),
             # HeadObject (restored?), the copy's source, delete; RestoreObject starts an
             # expired or failed restore again, announced on the thaw topic if S3 will not.
             _archive_objects(config, arns, ["GetObject", "DeleteObject", "RestoreObject"]),
@@ -199,12 +245,24 @@ def thaw(config: Config, arns: Arns) -> list[Statement]:
     else:
         statements += [
             # The job output, streamed into a multipart upload at the original key.
-            allow("Results", ["s3:PutObject", "s3:AbortMultipartUpload"],
-                  arns.objects(gas.results_bucket)),
+            allow(
+                "Results",
+                ["s3:PutObject", "s3:AbortMultipartUpload"],
+                arns.objects(gas.results_bucket),
+            ),
             # DescribeJob and GetJobOutput; InitiateJob (and ListJobs, after one that got no
             # answer) starts a failed retrieval again.
-            allow("Vault", ["glacier:DescribeJob", "glacier:GetJobOutput", "glacier:InitiateJob",
-                            "glacier:ListJobs", "glacier:DeleteArchive"], arns.vault(gas.vault)),
+            allow(
+                "Vault",
+                [
+                    "glacier:DescribeJob",
+                    "glacier:GetJobOutput",
+                    "glacier:InitiateJob",
+                    "glacier:ListJobs",
+                    "glacier:DeleteArchive",
+                ],
+                arns.vault(gas.vault),
+            ),
             _CALLER_IDENTITY,
         ]
     return statements
@@ -217,8 +275,12 @@ def notify(config: Config, arns: Arns) -> list[Statement]:
         _annotations(config, arns, ["GetItem", "UpdateItem"]),
         _users(config, arns),
         # As the configured sender only, whichever of its identities SES checks.
-        allow("SendEmail", ["ses:SendEmail"], arns.identities(config.notify.sender),
-              {"StringEquals": {"ses:FromAddress": parseaddr(config.notify.sender)[1]}}),
+        allow(
+            "SendEmail",
+            ["ses:SendEmail"],
+            arns.identities(config.notify.sender),
+            {"StringEquals": {"ses:FromAddress": parseaddr(config.notify.sender)[1]}},
+        ),
     ]
 
 
@@ -233,24 +295,46 @@ def reconcile(config: Config, arns: Arns) -> list[Statement]:
         # List the results (and HeadObject a candidate); read and write its own report.
         allow("ListResults", ["s3:ListBucket"], arns.bucket(gas.results_bucket)),
         allow("Results", ["s3:GetObject"], arns.objects(gas.results_bucket)),
-        allow("Report", ["s3:PutObject"], arns.objects(gas.results_bucket,
-                                                          config.reconcile.report_key)),
+        allow(
+            "Report",
+            ["s3:PutObject"],
+            arns.objects(gas.results_bucket, config.reconcile.report_key),
+        ),
         # The archive queue's visibility timeout; the archive and restore messages.
-        allow("ArchiveQueue", ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"],
-              arns.queue(config.archive.queue)),
-        allow("RestoreQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"],
-              arns.queue(config.restore.queue)),
+        allow(
+            "ArchiveQueue",
+            ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"],
+            arns.queue(config.archive.queue),
+        ),
+        allow(
+            "RestoreQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"], arns.queue(config.restore.queue)
+        ),
     ]
     if gas.archive_backend == "s3":
         # List the archive prefix, HeadObject an orphan again, delete it.
-        statements += [_archive_objects(config, arns, ["GetObject", "DeleteObject"]),
-                       allow("ListArchive", ["s3:ListBucket"], arns.bucket(gas.archive_bucket),
-                             {"StringLike": {"s3:prefix": [f"{gas.archive_prefix}*"]}})]
+        statements += [
+            _archive_objects(config, arns, ["GetObject", "DeleteObject"]),
+            allow(
+                "ListArchive",
+                ["s3:ListBucket"],
+                arns.bucket(gas.archive_bucket),
+                {"StringLike": {"s3:prefix": [f"{gas.archive_prefix}*"]}},
+            ),
+        ]
     else:
         # Start an inventory, find and read the latest, delete an orphan.
-        statements.append(allow("Vault", ["glacier:InitiateJob", "glacier:ListJobs",
-                                          "glacier:GetJobOutput", "glacier:DeleteArchive"],
-                                arns.vault(gas.vault)))
+        statements.append(
+            allow(
+                "Vault",
+                [
+                    "glacier:InitiateJob",
+                    "glacier:ListJobs",
+                    "glacier:GetJobOutput",
+                    "glacier:DeleteArchive",
+                ],
+                arns.vault(gas.vault),
+            )
+        )
     return statements
 
 
@@ -260,47 +344,79 @@ def ann_load(config: Config, arns: Arns) -> list[Statement]:
     statements = [
         # Submit as the web app does: input object, PENDING item, job request.
         allow("Inputs", ["s3:PutObject"], arns.objects(gas.inputs_bucket, synthetic)),
-        allow("Annotations", ["dynamodb:PutItem", "dynamodb:Scan", "dynamodb:DeleteItem"],
-              arns.table(gas.annotations_table)),
+        allow(
+            "Annotations",
+            ["dynamodb:PutItem", "dynamodb:Scan", "dynamodb:DeleteItem"],
+            arns.table(gas.annotations_table),
+        ),
         _users(config, arns),
         allow("JobRequests", ["sns:Publish"], arns.topic(gas.job_requests_topic)),
-        allow("Backlog", ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
-              arns.queue(gas.job_requests_queue)),
+        allow(
+            "Backlog",
+            ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+            arns.queue(gas.job_requests_queue),
+        ),
         # A temporary queue of its own on the job-results topic, removed at the end (and
         # those of killed runs, with --cleanup).
-        allow("ResultsTopic", ["sns:Subscribe", "sns:ListSubscriptionsByTopic"],
-              arns.topic(gas.job_results_topic)),
+        allow(
+            "ResultsTopic",
+            ["sns:Subscribe", "sns:ListSubscriptionsByTopic"],
+            arns.topic(gas.job_results_topic),
+        ),
         # Unsubscribe names a subscription: the topic's ARN, a colon and an id.
         allow("ResultsSubscription", ["sns:Unsubscribe"], f"{arns.topic(gas.job_results_topic)}:*"),
-        allow("ResultsQueue", ["sqs:CreateQueue", "sqs:GetQueueAttributes",
-                               "sqs:SetQueueAttributes", "sqs:ReceiveMessage",
-                               "sqs:DeleteMessage", "sqs:DeleteQueue"],
-              arns.queue(f"{ANN_LOAD_QUEUE_PREFIX}*")),
+        allow(
+            "ResultsQueue",
+            [
+                "sqs:CreateQueue",
+                "sqs:GetQueueAttributes",
+                "sqs:SetQueueAttributes",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:DeleteQueue",
+            ],
+            arns.queue(f"{ANN_LOAD_QUEUE_PREFIX}*"),
+        ),
         allow("ListQueues", ["sqs:ListQueues"], "*"),
         # --cleanup: the synthetic jobs' objects (input, result, log) and archives.
-        allow("Cleanup", ["s3:DeleteObject"], [arns.objects(gas.inputs_bucket, synthetic),
-                                                arns.objects(gas.results_bucket, synthetic)]),
-        allow("CleanupListing", ["s3:ListBucket"],
-              [arns.bucket(gas.inputs_bucket), arns.bucket(gas.results_bucket)],
-              {"StringLike": {"s3:prefix": [f"{synthetic}*"]}}),
+        allow(
+            "Cleanup",
+            ["s3:DeleteObject"],
+            [
+                arns.objects(gas.inputs_bucket, synthetic),
+                arns.objects(gas.results_bucket, synthetic),
+            ],
+        ),
+        allow(
+            "CleanupListing",
+            ["s3:ListBucket"],
+            [arns.bucket(gas.inputs_bucket), arns.bucket(gas.results_bucket)],
+            {"StringLike": {"s3:prefix": [f"{synthetic}*"]}},
+        ),
         _CALLER_IDENTITY,
     ]
     if gas.archive_backend == "s3":
         statements.append(_archive_objects(config, arns, ["DeleteObject"]))
     else:
-        statements.append(allow("CleanupArchives", ["glacier:DeleteArchive"],
-                                arns.vault(gas.vault)))
+        statements.append(
+            allow("CleanupArchives", ["glacier:DeleteArchive"], arns.vault(gas.vault))
+        )
     return statements
 
 
 STATEMENTS: dict[str, Callable[[Config, Arns], list[Statement]]] = {
-    "archive": archive, "restore": restore, "thaw": thaw, "notify": notify,
-    "reconcile": reconcile, "ann_load": ann_load,
+    "archive": archive,
+    "restore": restore,
+    "thaw": thaw,
+    "notify": notify,
+    "reconcile": reconcile,
+    "ann_load": ann_load,
 }
 
 
-def load_config(utility: str, files: list[str] | tuple[str, ...] = (),
-                environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    utility: str, files: list[str] | tuple[str, ...] = (), environ: Mapping[str, str] | None = None
+) -> Config:
     """The configuration `utility` runs with: its own .ini, then `files`, then GAS_* variables."""
     if utility == "ann_load":  # util/ann_load_config.ini, as util/ann_load.py reads it
         return load(None, [ANN_LOAD_CONFIG_FILE, *files], environ)
@@ -315,8 +431,10 @@ def policy(utility: str, config: Config, arns: Arns = Arns()) -> dict[str, Any]:
 # that touch archives, of the default configuration with the s3 archive back end.
 TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
     **{name: (name, {}) for name in UTILITIES},
-    **{f"{name}.s3-backend": (name, {"GAS_GAS_ARCHIVE_BACKEND": "s3"})
-       for name in ("archive", "restore", "thaw", "reconcile", "ann_load")},
+    **{
+        f"{name}.s3-backend": (name, {"GAS_GAS_ARCHIVE_BACKEND": "s3"})
+        for name in ("archive", "restore", "thaw", "reconcile", "ann_load")
+    },
 }
 
 

@@ -22,15 +22,21 @@ REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.iam",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.iam", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="print a utility's policy as JSON")
     render.add_argument("utility", choices=UTILITIES)
     render.add_argument("--account", required=True, help="12-digit AWS account id")
     render.add_argument("--region", required=True, help="e.g. us-east-1")
-    render.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="extra .ini file, as given to the utility (repeatable)")
+    render.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra .ini file, as given to the utility (repeatable)",
+    )
     commands.add_parser("write", help="regenerate the JSON files of deploy/iam")
     args = parser.parse_args(argv)
 

@@ -21,9 +21,12 @@ ANN_LOAD = [sys.executable, str(ROOT / "util" / "ann_load.py")]
 def annotator(server: Server, tmp_path: Path) -> Iterator[subprocess.Popen]:
     """The simulated annotator fleet as its own process: 5 at once, 0.2 s a job."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "util.local", "annotator", "--concurrency", "5",
-         "--seconds", "0.2"], cwd=ROOT, env={**os.environ, "GAS_WORKER_WAIT_SECONDS": "1"},
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "annotator.log", "w"))
+        [sys.executable, "-m", "util.local", "annotator", "--concurrency", "5", "--seconds", "0.2"],
+        cwd=ROOT,
+        env={**os.environ, "GAS_WORKER_WAIT_SECONDS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "annotator.log", "w"),
+    )
     yield process
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, (tmp_path / "annotator.log").read_text()
@@ -35,34 +38,48 @@ def temporary_queues(server: Server) -> list[str]:
 
 def results_subscriptions(server: Server) -> list[str]:
     topic = server.aws.topic_arn(server.config.gas.job_results_topic)
-    return [s["Endpoint"].rpartition(":")[2] for s in server.client("sns")
-            .list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]]
+    return [
+        s["Endpoint"].rpartition(":")[2]
+        for s in server.client("sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    ]
 
 
 def synthetic_items(server: Server) -> list[dict]:
     return server.client("dynamodb").scan(
-        TableName=server.config.gas.annotations_table, FilterExpression="synthetic = :t",
-        ExpressionAttributeValues={":t": {"BOOL": True}})["Items"]
+        TableName=server.config.gas.annotations_table,
+        FilterExpression="synthetic = :t",
+        ExpressionAttributeValues={":t": {"BOOL": True}},
+    )["Items"]
 
 
 def synthetic_objects(server: Server) -> list[str]:
     s3, gas = server.client("s3"), server.config.gas
-    return [o["Key"] for bucket in (gas.inputs_bucket, gas.results_bucket)
-            for o in s3.list_objects_v2(Bucket=bucket, Prefix="ann_load/").get("Contents", [])]
+    return [
+        o["Key"]
+        for bucket in (gas.inputs_bucket, gas.results_bucket)
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix="ann_load/").get("Contents", [])
+    ]
 
 
 def test_a_small_load_completes_and_cleanup_leaves_nothing(
-        server: Server, annotator: subprocess.Popen, tmp_path: Path) -> None:
+    server: Server, annotator: subprocess.Popen, tmp_path: Path
+) -> None:
     # Given the local stack with the simulated annotator running
     out = tmp_path / "out"
     # When ann_load submits 5 jobs/s for 3 s
-    run = subprocess.run([*ANN_LOAD, "--rate", "5", "--duration", "3", "--drain", "30",
-                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=90)
+    run = subprocess.run(
+        [*ANN_LOAD, "--rate", "5", "--duration", "3", "--drain", "30", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     # Then it said what it was about to load, and every job completed
     assert run.returncode == 0, run.stdout + run.stderr
-    assert (f"loading account 123456789012 at {server.env['AWS_ENDPOINT_URL']}"
-            in run.stdout.splitlines()[0])
+    assert (
+        f"loading account 123456789012 at {server.env['AWS_ENDPOINT_URL']}"
+        in run.stdout.splitlines()[0]
+    )
     assert "target 5 jobs/s, ramp 0 s: 15 jobs over 3 s" in run.stdout
     summary = json.loads((out / "summary.json").read_text())
     jobs = summary["jobs"]
@@ -84,8 +101,9 @@ def test_a_small_load_completes_and_cleanup_leaves_nothing(
     assert len(synthetic_items(server)) == 15 and len(synthetic_objects(server)) == 45
 
     # When --cleanup runs alone
-    cleanup = subprocess.run([*ANN_LOAD, "--cleanup"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
+    cleanup = subprocess.run(
+        [*ANN_LOAD, "--cleanup"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     # Then no synthetic item or object is left
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
     assert "'jobs': 15, 'objects': 45" in cleanup.stdout
@@ -93,11 +111,17 @@ def test_a_small_load_completes_and_cleanup_leaves_nothing(
 
 
 def test_an_interrupted_run_reports_what_it_saw_and_removes_its_queue(
-        server: Server, annotator: subprocess.Popen, tmp_path: Path) -> None:
+    server: Server, annotator: subprocess.Popen, tmp_path: Path
+) -> None:
     # Given a run meant to last a minute
     out = tmp_path / "out"
-    run = subprocess.Popen([*ANN_LOAD, "--rate", "5", "--duration", "60", "--out", str(out)],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [*ANN_LOAD, "--rate", "5", "--duration", "60", "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for(lambda: temporary_queues(server), timeout=30, what="the temporary queue")
     wait_for(lambda: synthetic_items(server), timeout=30, what="a first job")
     # When it is interrupted (Ctrl-C)

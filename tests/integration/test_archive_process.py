@@ -6,10 +6,20 @@ import json
 import time
 from pathlib import Path
 
-from tests.conftest import (Server, UtilityProcess, archived_bytes, dead_letter_reasons, job,
-                            put_job, result_exists, vault_archive_count, wait_for)
+from tests.conftest import (
+    Server,
+    UtilityProcess,
+    archived_bytes,
+    dead_letter_reasons,
+    job,
+    put_job,
+    result_exists,
+    vault_archive_count,
+    wait_for,
+)
 from util.glacier import MIB
 from util.helpers import ARCHIVE_ID
+
 
 class ArchiveProcess(UtilityProcess):
     """The archive worker, with 1 MiB parts so that small files are multipart uploads."""
@@ -32,8 +42,9 @@ def send(server: Server, *bodies: str | dict) -> None:
 
 
 def multipart_uploads(server: Server) -> list[dict]:
-    return server.client("glacier").list_multipart_uploads(
-        vaultName=server.config.gas.vault)["UploadsList"]
+    return server.client("glacier").list_multipart_uploads(vaultName=server.config.gas.vault)[
+        "UploadsList"
+    ]
 
 
 def test_multipart_result_is_archived_byte_identical(server: Server, tmp_path: Path) -> None:
@@ -78,11 +89,17 @@ def test_early_message_is_deferred_then_archived(server: Server, tmp_path: Path)
 
 
 def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     put_job(server)
     worker = ArchiveProcess(server, tmp_path / "archive.log")
-    send(server, "{not json", {"job_id": "nope", "user_id": "u-alice"},
-         {"job_id": "j1", "user_id": "u-mallory"}, {"job_id": "j1", "user_id": "u-alice"})
+    send(
+        server,
+        "{not json",
+        {"job_id": "nope", "user_id": "u-alice"},
+        {"job_id": "j1", "user_id": "u-mallory"},
+        {"job_id": "j1", "user_id": "u-alice"},
+    )
     wait_for(lambda: ARCHIVE_ID in job(server), timeout=60, what="the valid job archived")
     reasons = dead_letter_reasons(server, server.config.archive.queue, 3)
     assert reasons[0].startswith("body is not JSON")
@@ -92,8 +109,9 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
     assert worker.stop() == 0
 
 
-def sigterm_mid_upload(server: Server, tmp_path: Path,
-                       drain_seconds: str) -> tuple[bytes, ArchiveProcess]:
+def sigterm_mid_upload(
+    server: Server, tmp_path: Path, drain_seconds: str
+) -> tuple[bytes, ArchiveProcess]:
     """A 48 MiB result, and the archive worker systemd stopped while its multipart upload was
     under way; the worker must have exited 0 within its grace."""
     data = put_job(server, size=48 * MIB)
@@ -101,16 +119,24 @@ def sigterm_mid_upload(server: Server, tmp_path: Path,
     worker = ArchiveProcess(server, tmp_path / "first.log", worker_drain_seconds=drain_seconds)
     vault = server.config.gas.vault
     glacier = server.client("glacier")
-    wait_for(lambda: multipart_uploads(server) and glacier.list_parts(
-        vaultName=vault, uploadId=multipart_uploads(server)[0]["MultipartUploadId"])["Parts"],
-        timeout=60, what="the first uploaded part")
+    wait_for(
+        lambda: (
+            multipart_uploads(server)
+            and glacier.list_parts(
+                vaultName=vault, uploadId=multipart_uploads(server)[0]["MultipartUploadId"]
+            )["Parts"]
+        ),
+        timeout=60,
+        what="the first uploaded part",
+    )
     # stop() fails if the process outlives its grace by more than 10 s
     assert worker.stop(timeout=int(drain_seconds) + 10) == 0, worker.log
     return data, worker
 
 
 def test_sigterm_during_a_multipart_upload_finishes_it_within_the_grace(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     # Given a worker stopped mid-upload with a grace long enough to finish
     data, first = sigterm_mid_upload(server, tmp_path, "60")
     # Then that worker itself archived the result before it exited
@@ -125,7 +151,8 @@ def test_sigterm_during_a_multipart_upload_finishes_it_within_the_grace(
 
 
 def test_sigterm_during_a_multipart_upload_abandons_it_when_the_grace_is_short(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     # Given a worker stopped mid-upload with a 1 s grace, far too short for 48 MiB
     data, first = sigterm_mid_upload(server, tmp_path, "1")
     # Then it gave the upload up: aborted, nothing archived, the message handed back at once

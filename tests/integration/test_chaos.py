@@ -13,8 +13,16 @@ from tests import chaos
 def test_no_result_is_lost_whatever_happens(backend: str) -> None:
     # Given 12 jobs of 3 users (results from 0 bytes to multipart), faults on, kills every ~2 s
     # (a killed worker's messages back after 5 s, its retrieval claims lapsed after 10 s)
-    settings = chaos.Settings(backends=(backend,), jobs=12, users=3, seed=7, kill_every=2.0,
-                              timeout=45.0, visibility_seconds=5, claim_seconds=10)
+    settings = chaos.Settings(
+        backends=(backend,),
+        jobs=12,
+        users=3,
+        seed=7,
+        kill_every=2.0,
+        timeout=45.0,
+        visibility_seconds=5,
+        claim_seconds=10,
+    )
     # When they are archived, the users upgrade, and they are restored and thawed
     [summary] = chaos.run(settings)
     # Then every check passed ...

@@ -11,13 +11,20 @@ import pytest
 
 from tests.conftest import ROOT, Server
 
-BACKENDS = pytest.mark.parametrize("stack_settings", [{}, {"GAS_GAS_ARCHIVE_BACKEND": "s3"}],
-                                   ids=["vault", "s3"])
+BACKENDS = pytest.mark.parametrize(
+    "stack_settings", [{}, {"GAS_GAS_ARCHIVE_BACKEND": "s3"}], ids=["vault", "s3"]
+)
 
 
 def doctor() -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "util.doctor"], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "util.doctor"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def failures(result: subprocess.CompletedProcess) -> list[str]:
@@ -33,14 +40,18 @@ def test_the_local_stack_is_all_well(server: Server) -> None:
     assert all(line[0] in "✔-" for line in lines[:-1]) and lines[-1].endswith("all fine")
     # What moto cannot answer is said to be unchecked, not passed
     assert "- SES sandbox: skipped (not available: 404)" in lines
-    backend_line = ("✔ vault gas-archive: exists" if server.config.gas.archive_backend == "vault"
-                    else "✔ bucket gas-archive-objects: announces restores on gas-thaw")
+    backend_line = (
+        "✔ vault gas-archive: exists"
+        if server.config.gas.archive_backend == "vault"
+        else "✔ bucket gas-archive-objects: announces restores on gas-thaw"
+    )
     assert backend_line in lines
 
 
 def remove_redrive_policy(server: Server) -> None:
-    server.client("sqs").set_queue_attributes(QueueUrl=server.queue_url("gas-archive"),
-                                              Attributes={"RedrivePolicy": ""})
+    server.client("sqs").set_queue_attributes(
+        QueueUrl=server.queue_url("gas-archive"), Attributes={"RedrivePolicy": ""}
+    )
 
 
 def delete_dead_letter_queue(server: Server) -> None:
@@ -59,13 +70,15 @@ def remove_subscription(server: Server) -> None:
 
 
 def remove_queue_policy(server: Server) -> None:
-    server.client("sqs").set_queue_attributes(QueueUrl=server.queue_url("gas-thaw"),
-                                              Attributes={"Policy": ""})
+    server.client("sqs").set_queue_attributes(
+        QueueUrl=server.queue_url("gas-thaw"), Attributes={"Policy": ""}
+    )
 
 
 def remove_notification(server: Server) -> None:
     server.client("s3").put_bucket_notification_configuration(
-        Bucket="gas-archive-objects", NotificationConfiguration={})
+        Bucket="gas-archive-objects", NotificationConfiguration={}
+    )
 
 
 def unverify_sender(server: Server) -> None:
@@ -76,36 +89,73 @@ def remove_lifecycle_rule(server: Server) -> None:
     server.client("s3").delete_bucket_lifecycle(Bucket="gas-results")
 
 
-@pytest.mark.parametrize("stack_settings, damage, failure", [
-    ({}, remove_redrive_policy,
-     "✘ queue gas-archive: no dead-letter queue — fix: create gas-archive-dlq and set "
-     "gas-archive's RedrivePolicy to it, maxReceiveCount 3-20"),
-    ({}, delete_dead_letter_queue,
-     "✘ queue gas-restore: no dead-letter queue — fix: create gas-restore-dlq"),
-    ({}, delete_vault,
-     "✘ vault gas-archive: missing — fix: aws glacier create-vault --account-id - "
-     "--vault-name gas-archive"),
-    ({}, remove_subscription,
-     "✘ topic gas-job-results -> queue gas-notify: no subscription — fix: aws sns subscribe "
-     "--topic-arn arn:aws:sns:us-east-1:123456789012:gas-job-results --protocol sqs "
-     "--notification-endpoint arn:aws:sqs:us-east-1:123456789012:gas-notify"),
-    ({}, remove_queue_policy,
-     "✘ queue gas-thaw: its policy does not let topic gas-thaw deliver — fix: allow "
-     "sns.amazonaws.com sqs:SendMessage with aws:SourceArn "
-     "arn:aws:sns:us-east-1:123456789012:gas-thaw in its access policy"),
-    ({"GAS_GAS_ARCHIVE_BACKEND": "s3"}, remove_notification,
-     "✘ bucket gas-archive-objects: does not announce restores on gas-thaw — fix: add a "
-     "notification of s3:ObjectRestore:Completed to the topic"),
-    ({}, unverify_sender,
-     "✘ SES sender noreply@gas.example.com: not verified — fix: aws ses verify-email-identity "
-     "--email-address noreply@gas.example.com, then click the link"),
-    ({}, remove_lifecycle_rule,
-     "✘ bucket gas-results: no rule aborting incomplete multipart uploads — fix: add a "
-     "lifecycle rule"),
-], ids=["redrive-policy", "dead-letter-queue", "vault", "subscription", "queue-policy",
-        "notification", "sender", "lifecycle"])
+@pytest.mark.parametrize(
+    "stack_settings, damage, failure",
+    [
+        (
+            {},
+            remove_redrive_policy,
+            "✘ queue gas-archive: no dead-letter queue — fix: create gas-archive-dlq and set "
+            "gas-archive's RedrivePolicy to it, maxReceiveCount 3-20",
+        ),
+        (
+            {},
+            delete_dead_letter_queue,
+            "✘ queue gas-restore: no dead-letter queue — fix: create gas-restore-dlq",
+        ),
+        (
+            {},
+            delete_vault,
+            "✘ vault gas-archive: missing — fix: aws glacier create-vault --account-id - "
+            "--vault-name gas-archive",
+        ),
+        (
+            {},
+            remove_subscription,
+            "✘ topic gas-job-results -> queue gas-notify: no subscription — fix: aws sns subscribe "
+            "--topic-arn arn:aws:sns:us-east-1:123456789012:gas-job-results --protocol sqs "
+            "--notification-endpoint arn:aws:sqs:us-east-1:123456789012:gas-notify",
+        ),
+        (
+            {},
+            remove_queue_policy,
+            "✘ queue gas-thaw: its policy does not let topic gas-thaw deliver — fix: allow "
+            "sns.amazonaws.com sqs:SendMessage with aws:SourceArn "
+            "arn:aws:sns:us-east-1:123456789012:gas-thaw in its access policy",
+        ),
+        (
+            {"GAS_GAS_ARCHIVE_BACKEND": "s3"},
+            remove_notification,
+            "✘ bucket gas-archive-objects: does not announce restores on gas-thaw — fix: add a "
+            "notification of s3:ObjectRestore:Completed to the topic",
+        ),
+        (
+            {},
+            unverify_sender,
+            "✘ SES sender noreply@gas.example.com: not verified — fix: aws ses verify-email-identity "
+            "--email-address noreply@gas.example.com, then click the link",
+        ),
+        (
+            {},
+            remove_lifecycle_rule,
+            "✘ bucket gas-results: no rule aborting incomplete multipart uploads — fix: add a "
+            "lifecycle rule",
+        ),
+    ],
+    ids=[
+        "redrive-policy",
+        "dead-letter-queue",
+        "vault",
+        "subscription",
+        "queue-policy",
+        "notification",
+        "sender",
+        "lifecycle",
+    ],
+)
 def test_a_broken_copy_gets_one_failure_naming_its_fix(
-        server: Server, damage: Callable[[Server], None], failure: str) -> None:
+    server: Server, damage: Callable[[Server], None], failure: str
+) -> None:
     # Given a local stack with one thing broken on purpose
     damage(server)
     # When the doctor looks at it
@@ -118,14 +168,24 @@ def test_a_broken_copy_gets_one_failure_naming_its_fix(
 
 
 def test_a_bad_setting_exits_2_naming_it(server: Server) -> None:
-    result = subprocess.run([sys.executable, "-m", "util.doctor"], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, "GAS_GAS_ARCHIVE_BACKEND": "tape"})
+    result = subprocess.run(
+        [sys.executable, "-m", "util.doctor"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GAS_GAS_ARCHIVE_BACKEND": "tape"},
+    )
     assert result.returncode == 2 and "archive_backend" in result.stderr
 
 
 def test_a_role_simulation_moto_cannot_do_is_skipped(server: Server) -> None:
     role = "arn:aws:iam::123456789012:role/gas-notify"
-    result = subprocess.run([sys.executable, "-m", "util.doctor", "--role", f"notify={role}"],
-                            cwd=ROOT, env=dict(os.environ), capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "util.doctor", "--role", f"notify={role}"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "- IAM notify: skipped (not available" in result.stdout

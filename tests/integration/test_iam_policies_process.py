@@ -14,18 +14,34 @@ from tests.unit.test_iam_policies import resources
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("GAS_")}
-    return subprocess.run([sys.executable, "-m", "deploy.iam", *args], cwd=ROOT,
-                          env={**environ, **env}, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.iam", *args],
+        cwd=ROOT,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_render_names_the_resources_of_the_sites_configuration(tmp_path: Path) -> None:
     # Given a site that renamed its annotations table and gave the queue as a URL
     site = tmp_path / "site.ini"
     queue_url = "https://sqs.eu-west-1.amazonaws.com/210987654321/prod-archive"
-    site.write_text(f"[gas]\nannotations_table = prod-annotations\n[archive]\nqueue = {queue_url}\n")
+    site.write_text(
+        f"[gas]\nannotations_table = prod-annotations\n[archive]\nqueue = {queue_url}\n"
+    )
     # When the archive policy is rendered with that configuration
-    result = run_cli("render", "archive", "--account", "123456789012", "--region", "eu-west-1",
-                     "--config", str(site), GAS_GAS_RESULTS_BUCKET="prod-results")
+    result = run_cli(
+        "render",
+        "archive",
+        "--account",
+        "123456789012",
+        "--region",
+        "eu-west-1",
+        "--config",
+        str(site),
+        GAS_GAS_RESULTS_BUCKET="prod-results",
+    )
     # Then it names the site's resources, from the .ini and from the environment alike
     assert result.returncode == 0, result.stderr
     arns = resources(json.loads(result.stdout))
@@ -39,6 +55,13 @@ def test_render_names_the_resources_of_the_sites_configuration(tmp_path: Path) -
 def test_render_refuses_a_malformed_account_or_a_bad_config(tmp_path: Path) -> None:
     bad_account = run_cli("render", "notify", "--account", "12345", "--region", "us-east-1")
     assert bad_account.returncode == 2 and "12 digits" in bad_account.stderr
-    bad_config = run_cli("render", "notify", "--account", "123456789012", "--region",
-                         "us-east-1", GAS_NOTIFY_QUEU="typo")
+    bad_config = run_cli(
+        "render",
+        "notify",
+        "--account",
+        "123456789012",
+        "--region",
+        "us-east-1",
+        GAS_NOTIFY_QUEU="typo",
+    )
     assert bad_config.returncode == 2 and "GAS_NOTIFY_QUEU" in bad_config.stderr

@@ -13,11 +13,14 @@ from util.restore.restore import Restorer
 
 
 def test_initiate_job_sent_again_after_a_lost_answer_starts_no_second_retrieval(
-        server: Server, lost_answers: LostAnswers) -> None:
+    server: Server, lost_answers: LostAnswers
+) -> None:
     # Given an archived result whose user upgraded
     put_job(server)
-    assert Archiver(server.config, server.aws)(message(job_id="j1", user_id="u-alice")).reason \
+    assert (
+        Archiver(server.config, server.aws)(message(job_id="j1", user_id="u-alice")).reason
         == "archived"
+    )
     set_role(server, "u-alice", "premium_user")
     # When InitiateJob takes effect, its answer is lost, and botocore sends it again
     lost_answers.add("InitiateJob")

@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 from tests import emf
-from tests.conftest import (ROOT, Server, UtilityProcess, job, put_job, run_once, set_role,
-                            wait_for)
+from tests.conftest import ROOT, Server, UtilityProcess, job, put_job, run_once, set_role, wait_for
 from util.helpers import ARCHIVE_ID
 
 
@@ -41,17 +40,29 @@ def test_workers_and_reconcile_emit_emf(server: Server, tmp_path) -> None:
     # by tier, the bytes thawed
     archived = by_outcome(archive.log)
     assert archived["done"]["BytesArchived"] == {
-        "value": 1000, "unit": "Bytes", "namespace": "GAS",
-        "dimensions": {"Utility": "archive", "Outcome": "done"}}
+        "value": 1000,
+        "unit": "Bytes",
+        "namespace": "GAS",
+        "dimensions": {"Utility": "archive", "Outcome": "done"},
+    }
     assert archived["done"]["DeadLettered"]["value"] == 0
     assert archived["invalid"]["DeadLettered"]["value"] == 1
     assert archived["invalid"]["HandlerDuration"]["unit"] == "Milliseconds"
     assert by_outcome(restore.log)["done"]["RetrievalsExpedited"]["value"] == 1
     assert by_outcome(thaw.log)["done"]["BytesThawed"]["value"] == 1000
     # And a reconcile pass emits its findings by kind
-    passed = subprocess.run([sys.executable, "-m", "util.reconcile"], cwd=ROOT,
-                            env={**os.environ, "GAS_METRICS_EMF": "stderr"},
-                            capture_output=True, text=True, timeout=60)
+    passed = subprocess.run(
+        [sys.executable, "-m", "util.reconcile"],
+        cwd=ROOT,
+        env={**os.environ, "GAS_METRICS_EMF": "stderr"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     [line] = emf.lines(passed.stderr)
-    assert line["FindingsLost"] == {"value": 0, "unit": "Count", "namespace": "GAS",
-                                    "dimensions": {"Utility": "reconcile"}}
+    assert line["FindingsLost"] == {
+        "value": 0,
+        "unit": "Count",
+        "namespace": "GAS",
+        "dimensions": {"Utility": "reconcile"},
+    }

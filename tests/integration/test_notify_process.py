@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import (Server, UtilityProcess, dead_letter_reasons, job, put_job, run_once,
-                            wait_for)
+from tests.conftest import (
+    Server,
+    UtilityProcess,
+    dead_letter_reasons,
+    job,
+    put_job,
+    run_once,
+    wait_for,
+)
 from util.helpers import FAILED, NOTIFIED_TIME
 from util.local.ses import sent_emails
 
@@ -31,16 +38,25 @@ def test_each_finished_job_published_is_emailed_once(server: Server, tmp_path: P
     # Given three finished jobs of three users, one of them failed
     users = {"j1": "u-alice", "j2": "u-bob", "j3": "u-carol"}
     for job_id, user_id in users.items():
-        put_job(server, job_id=job_id, user_id=user_id, input_file_name=f"{job_id}.vcf",
-                **({"job_status": FAILED} if job_id == "j3" else {}))
+        put_job(
+            server,
+            job_id=job_id,
+            user_id=user_id,
+            input_file_name=f"{job_id}.vcf",
+            **({"job_status": FAILED} if job_id == "j3" else {}),
+        )
     # When the annotator publishes their results and the notify utility drains its queue
-    publish(server, results("j1", "u-alice"), results("j2", "u-bob"),
-            results("j3", "u-carol", FAILED))
+    publish(
+        server, results("j1", "u-alice"), results("j2", "u-bob"), results("j3", "u-carol", FAILED)
+    )
     worker = run_once("notify", tmp_path)
     # Then each user got one e-mail about their own job, linking to its page
     sent = {mail["to"][0]: mail for mail in emails(server)}
     assert len(emails(server)) == 3 and sorted(sent) == [
-        "alice@example.com", "bob@example.com", "carol@example.com"]
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+    ]
     for job_id, user_id in users.items():
         mail = sent[f"{user_id[2:]}@example.com"]
         assert mail["source"] == server.config.notify.sender
@@ -52,13 +68,19 @@ def test_each_finished_job_published_is_emailed_once(server: Server, tmp_path: P
 
 
 def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     # Given a running notify worker
     put_job(server)
     worker = UtilityProcess("notify", tmp_path / "notify.log")
     # When poison is published before a good message
-    publish(server, "{not json", results("nope", "u-alice"), results("j1", "u-mallory"),
-            results("j1", "u-alice"))
+    publish(
+        server,
+        "{not json",
+        results("nope", "u-alice"),
+        results("j1", "u-mallory"),
+        results("j1", "u-alice"),
+    )
     # Then the good one is e-mailed, the poison is in the dead-letter queue with its reason
     wait_for(lambda: emails(server), timeout=30, what="the e-mail of j1")
     reasons = dead_letter_reasons(server, server.config.notify.queue, 3)

@@ -14,20 +14,45 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (NOW, ROOT, Server, UtilityProcess, job, put_job, result_bytes,
-                            result_exists, run_once, set_role, wait_for)
-from util.helpers import (ARCHIVE_ID, ARCHIVE_UPLOAD, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES,
-                          RESTORE_EXPIRES, RESTORE_JOB_ID, RESULT_KEY, Annotations)
-from util.reconcile.reconcile import (ARCHIVE_NOT_REQUESTED, KINDS, LOST, ORPHAN_ARCHIVE,
-                                      RESTORE_NOT_REQUESTED, RESULT_NOT_DELETED,
-                                      RETRIEVAL_LAPSED, STALE_CLAIM)
+from tests.conftest import (
+    NOW,
+    ROOT,
+    Server,
+    UtilityProcess,
+    job,
+    put_job,
+    result_bytes,
+    result_exists,
+    run_once,
+    set_role,
+    wait_for,
+)
+from util.helpers import (
+    ARCHIVE_ID,
+    ARCHIVE_UPLOAD,
+    NOTIFY_CLAIM,
+    NOTIFY_CLAIM_EXPIRES,
+    RESTORE_EXPIRES,
+    RESTORE_JOB_ID,
+    RESULT_KEY,
+    Annotations,
+)
+from util.reconcile.reconcile import (
+    ARCHIVE_NOT_REQUESTED,
+    KINDS,
+    LOST,
+    ORPHAN_ARCHIVE,
+    RESTORE_NOT_REQUESTED,
+    RESULT_NOT_DELETED,
+    RETRIEVAL_LAPSED,
+    STALE_CLAIM,
+)
 
 # Jobs completed this long ago are past grace + slack + visibility timeout (300 + 3600 + 60).
 LONG_AGO = NOW - 10_000
 VAULT = {"GAS_LOCAL_STANDARD_SECONDS": "0"}  # inventories (Standard) finish at once
 S3 = {"GAS_GAS_ARCHIVE_BACKEND": "s3"}
-BACKENDS = pytest.mark.parametrize("stack_settings", [VAULT, {**S3, **VAULT}],
-                                   ids=["vault", "s3"])
+BACKENDS = pytest.mark.parametrize("stack_settings", [VAULT, {**S3, **VAULT}], ids=["vault", "s3"])
 
 
 @dataclass
@@ -47,8 +72,14 @@ class Pass:
 def reconcile(*args: str, **settings: str) -> Pass:
     """`python -m util.reconcile --format json` against the stack; its exit code and report."""
     env = {**os.environ, **{f"GAS_{k.upper()}": v for k, v in settings.items()}}
-    done = subprocess.run([sys.executable, "-m", "util.reconcile", "--format", "json", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "util.reconcile", "--format", "json", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.stdout, done.stderr
     return Pass(done.returncode, json.loads(done.stdout), done.stderr)
 
@@ -61,17 +92,19 @@ def set_item(stack: Server, job_id: str, **values: Any) -> None:
 def archive(stack: Server, tmp_path, *job_ids: str, user_id: str = "u-alice") -> None:
     """The archive utility archives the jobs (sent their archive messages, grace 0)."""
     for job_id in job_ids:
-        stack.client("sqs").send_message(QueueUrl=stack.queue_url(stack.config.archive.queue),
-                                         MessageBody=json.dumps({"job_id": job_id,
-                                                                 "user_id": user_id}))
+        stack.client("sqs").send_message(
+            QueueUrl=stack.queue_url(stack.config.archive.queue),
+            MessageBody=json.dumps({"job_id": job_id, "user_id": user_id}),
+        )
     run_once("archive", tmp_path, archive_grace_seconds="0")
     assert all(ARCHIVE_ID in job(stack, job_id) for job_id in job_ids)
 
 
 def queue_depth(stack: Server, queue: str) -> int:
     attributes = stack.client("sqs").get_queue_attributes(
-        QueueUrl=stack.queue_url(queue), AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        QueueUrl=stack.queue_url(queue),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
     return sum(map(int, attributes.values()))
 
 
@@ -83,14 +116,20 @@ def archive_keys(stack: Server) -> list[str]:
 def vault_orphan(stack: Server, job_id: str) -> str:
     """An archive in the vault, described as archive describes its own, that no job names."""
     return stack.client("glacier").upload_archive(
-        vaultName=stack.config.gas.vault, body=b"orphan bytes",
-        archiveDescription=json.dumps({"job_id": job_id, "user_id": "u-alice"}))["archiveId"]
+        vaultName=stack.config.gas.vault,
+        body=b"orphan bytes",
+        archiveDescription=json.dumps({"job_id": job_id, "user_id": "u-alice"}),
+    )["archiveId"]
 
 
 def s3_orphan(stack: Server, job_id: str) -> str:
     key = f"{stack.config.gas.archive_prefix}{job_id}/0123456789abcdef0123456789abcdef"
-    stack.client("s3").put_object(Bucket=stack.config.gas.archive_bucket, Key=key,
-                                  Body=b"orphan bytes", StorageClass="GLACIER")
+    stack.client("s3").put_object(
+        Bucket=stack.config.gas.archive_bucket,
+        Key=key,
+        Body=b"orphan bytes",
+        StorageClass="GLACIER",
+    )
     return key
 
 
@@ -109,19 +148,23 @@ def archive_exists(stack: Server, archive_id: str) -> bool:
 def reconcile_inventory_has(stack: Server, archive_id: str) -> bool:
     """Whether a fresh inventory of the vault lists the archive."""
     glacier, vault = stack.client("glacier"), stack.config.gas.vault
-    job_id = glacier.initiate_job(vaultName=vault, jobParameters={
-        "Type": "inventory-retrieval"})["jobId"]
-    wait_for(lambda: glacier.describe_job(vaultName=vault, jobId=job_id)["Completed"],
-             what="inventory")
+    job_id = glacier.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})[
+        "jobId"
+    ]
+    wait_for(
+        lambda: glacier.describe_job(vaultName=vault, jobId=job_id)["Completed"], what="inventory"
+    )
     output = json.load(glacier.get_job_output(vaultName=vault, jobId=job_id)["body"])
     return any(a["ArchiveId"] == archive_id for a in output["ArchiveList"])
 
 
 # -- repairs, the utilities consuming what reconcile sends -------------------------------------
 
+
 @BACKENDS
-def test_a_job_whose_archive_message_was_never_sent_ends_up_archived(server: Server,
-                                                                    tmp_path) -> None:
+def test_a_job_whose_archive_message_was_never_sent_ends_up_archived(
+    server: Server, tmp_path
+) -> None:
     # Given a free user's job finished long ago whose archive message the annotator never sent
     put_job(server, "j1", complete_time=LONG_AGO)
     # And one still inside grace + slack: its archive message may well be on its way
@@ -151,8 +194,9 @@ def test_an_archived_result_left_in_s3_is_deleted_by_archive(server: Server, tmp
     data = put_job(server, "j1", complete_time=LONG_AGO)
     archive(server, tmp_path, "j1")
     item = job(server, "j1")
-    server.client("s3").put_object(Bucket=server.config.gas.results_bucket,
-                                   Key=item[RESULT_KEY], Body=data)
+    server.client("s3").put_object(
+        Bucket=server.config.gas.results_bucket, Key=item[RESULT_KEY], Body=data
+    )
     # When reconcile repairs, and archive consumes its queue
     repaired = reconcile("--repair")
     assert repaired.kinds() == {RESULT_NOT_DELETED: ["j1"]}, repaired.report
@@ -164,15 +208,17 @@ def test_an_archived_result_left_in_s3_is_deleted_by_archive(server: Server, tmp
 
 @BACKENDS
 def test_a_premium_user_whose_restore_message_was_lost_gets_the_results_back(
-        server: Server, tmp_path) -> None:
+    server: Server, tmp_path
+) -> None:
     # Given two of a free user's results archived
     originals = {j: put_job(server, j, complete_time=LONG_AGO) for j in ("j1", "j2")}
     archive(server, tmp_path, "j1", "j2")
     # And the user upgraded, but the web app's restore message never arrived; j2 even had a
     # retrieval recorded once, long lapsed (its completion notice lost)
     set_role(server, "u-alice", "premium_user")
-    set_item(server, "j2", **{RESTORE_JOB_ID: "a-retrieval-long-gone",
-                              RESTORE_EXPIRES: int(NOW) - 60})
+    set_item(
+        server, "j2", **{RESTORE_JOB_ID: "a-retrieval-long-gone", RESTORE_EXPIRES: int(NOW) - 60}
+    )
     # When reconcile repairs, and restore and thaw do their work
     repaired = reconcile("--repair")
     assert repaired.code == 0, repaired.stderr
@@ -181,8 +227,11 @@ def test_a_premium_user_whose_restore_message_was_lost_gets_the_results_back(
     assert queue_depth(server, server.config.restore.queue) == 1
     run_once("restore", tmp_path)
     thaw = UtilityProcess("thaw", tmp_path / "thaw.log")
-    wait_for(lambda: all(ARCHIVE_ID not in job(server, j) for j in originals), timeout=60,
-             what="both results thawed")
+    wait_for(
+        lambda: all(ARCHIVE_ID not in job(server, j) for j in originals),
+        timeout=60,
+        what="both results thawed",
+    )
     assert thaw.stop() == 0, thaw.log
     # Then both results are back, byte for byte, and a later pass finds nothing
     assert {j: result_bytes(server, j) for j in originals} == originals
@@ -190,8 +239,7 @@ def test_a_premium_user_whose_restore_message_was_lost_gets_the_results_back(
 
 
 @BACKENDS
-def test_an_orphan_archive_is_deleted_only_after_the_safety_age(server: Server,
-                                                               tmp_path) -> None:
+def test_an_orphan_archive_is_deleted_only_after_the_safety_age(server: Server, tmp_path) -> None:
     # Given an archive no job names (its job is gone), one of a job whose vault upload is
     # recorded as about to be completed, and a job archived as it should be
     stray = orphan(server, "j-deleted")
@@ -231,8 +279,9 @@ def test_a_lost_result_makes_reconcile_exit_3_naming_the_job(server: Server, tmp
         # The vault: the first pass starts an inventory; the second, reading it, only suspects
         # the archive (it may be newer than the inventory); the third, reading an inventory
         # taken after the second, knows
-        server.client("glacier").delete_archive(vaultName=server.config.gas.vault,
-                                                archiveId=archive_id)
+        server.client("glacier").delete_archive(
+            vaultName=server.config.gas.vault, archiveId=archive_id
+        )
         passes = [reconcile("--repair") for _ in range(3)]
         assert [p.code for p in passes[:2]] == [0, 0], [p.report for p in passes]
         assert archive_id in passes[1].report["suspects"]
@@ -242,8 +291,13 @@ def test_a_lost_result_makes_reconcile_exit_3_naming_the_job(server: Server, tmp
     assert lost.kinds() == {LOST: ["j1"]}
     assert lost.report["findings"][0]["action"] == "none: reported"
     assert job(server, "j1")[ARCHIVE_ID] == archive_id
-    text = subprocess.run([sys.executable, "-m", "util.reconcile"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    text = subprocess.run(
+        [sys.executable, "-m", "util.reconcile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert text.returncode == 3 and "lost" in text.stdout and "job=j1" in text.stdout
 
 
@@ -252,10 +306,20 @@ def test_stale_claims_are_cleared_and_live_ones_kept(server: Server, tmp_path) -
     put_job(server, "j1", complete_time=LONG_AGO)
     archive(server, tmp_path, "j1")
     set_item(server, "j1", **{RESTORE_JOB_ID: "claim:dead", RESTORE_EXPIRES: int(NOW) - 5})
-    put_job(server, "j2", complete_time=LONG_AGO, user_id="u-bob",
-            **{NOTIFY_CLAIM: "dead", NOTIFY_CLAIM_EXPIRES: int(NOW) - 5})
-    put_job(server, "j3", complete_time=LONG_AGO, user_id="u-bob",
-            **{NOTIFY_CLAIM: "alive", NOTIFY_CLAIM_EXPIRES: int(time.time()) + 3600})
+    put_job(
+        server,
+        "j2",
+        complete_time=LONG_AGO,
+        user_id="u-bob",
+        **{NOTIFY_CLAIM: "dead", NOTIFY_CLAIM_EXPIRES: int(NOW) - 5},
+    )
+    put_job(
+        server,
+        "j3",
+        complete_time=LONG_AGO,
+        user_id="u-bob",
+        **{NOTIFY_CLAIM: "alive", NOTIFY_CLAIM_EXPIRES: int(time.time()) + 3600},
+    )
     # When reconcile repairs
     repaired = reconcile("--repair")
     # Then the stale ones are gone, the live one kept
@@ -269,6 +333,7 @@ def test_stale_claims_are_cleared_and_live_ones_kept(server: Server, tmp_path) -
 
 # -- a dry run, and two passes at once ---------------------------------------------------------
 
+
 def every_kind(server: Server, tmp_path) -> None:
     """One job (or archive) of every finding kind (backend s3, orphans of any age)."""
     put_job(server, "k1", complete_time=LONG_AGO)  # archive-not-requested
@@ -278,15 +343,25 @@ def every_kind(server: Server, tmp_path) -> None:
     put_job(server, "k4", complete_time=LONG_AGO, user_id="u-carol")
     archive(server, tmp_path, "k2", "k5")
     archive(server, tmp_path, "k3", "k4", user_id="u-carol")
-    server.client("s3").put_object(Bucket=server.config.gas.results_bucket,  # result-not-deleted
-                                   Key=job(server, "k2")[RESULT_KEY], Body=data)
+    server.client("s3").put_object(
+        Bucket=server.config.gas.results_bucket,  # result-not-deleted
+        Key=job(server, "k2")[RESULT_KEY],
+        Body=data,
+    )
     set_role(server, "u-carol", "premium_user")  # k3: restore-not-requested
     set_item(server, "k4", **{RESTORE_JOB_ID: "gone", RESTORE_EXPIRES: int(NOW) - 60})
     s3_orphan(server, "k-orphan")  # orphan-archive
-    server.client("s3").delete_object(Bucket=server.config.gas.archive_bucket,  # lost
-                                      Key=job(server, "k5")[ARCHIVE_ID])
-    put_job(server, "k7", complete_time=LONG_AGO, user_id="u-bob",  # stale-claim
-            **{NOTIFY_CLAIM: "dead", NOTIFY_CLAIM_EXPIRES: int(NOW) - 5})
+    server.client("s3").delete_object(
+        Bucket=server.config.gas.archive_bucket,  # lost
+        Key=job(server, "k5")[ARCHIVE_ID],
+    )
+    put_job(
+        server,
+        "k7",
+        complete_time=LONG_AGO,
+        user_id="u-bob",  # stale-claim
+        **{NOTIFY_CLAIM: "dead", NOTIFY_CLAIM_EXPIRES: int(NOW) - 5},
+    )
 
 
 def snapshot(server: Server) -> dict[str, Any]:
@@ -299,8 +374,11 @@ def snapshot(server: Server) -> dict[str, Any]:
             if o["Key"] != config.reconcile.report_key:
                 objects[(bucket, o["Key"])] = o["ETag"]
     queues = {q: queue_depth(server, q) for q in (config.archive.queue, config.restore.queue)}
-    return {"items": sorted(items, key=lambda i: i["job_id"]["S"]), "objects": objects,
-            "queues": queues}
+    return {
+        "items": sorted(items, key=lambda i: i["job_id"]["S"]),
+        "objects": objects,
+        "queues": queues,
+    }
 
 
 @pytest.mark.parametrize("stack_settings", [S3], ids=["s3"])
@@ -310,28 +388,38 @@ def test_a_dry_run_finds_every_kind_and_changes_nothing(server: Server, tmp_path
     dry = reconcile(reconcile_orphan_age_seconds="0")
     assert dry.code == 3  # a lost result outranks the findings left
     assert dry.kinds() == {
-        ARCHIVE_NOT_REQUESTED: ["k1"], RESULT_NOT_DELETED: ["k2"], RESTORE_NOT_REQUESTED: ["k3"],
-        RETRIEVAL_LAPSED: ["k4"], ORPHAN_ARCHIVE: ["k-orphan"], LOST: ["k5"],
-        STALE_CLAIM: ["k7"]}
+        ARCHIVE_NOT_REQUESTED: ["k1"],
+        RESULT_NOT_DELETED: ["k2"],
+        RESTORE_NOT_REQUESTED: ["k3"],
+        RETRIEVAL_LAPSED: ["k4"],
+        ORPHAN_ARCHIVE: ["k-orphan"],
+        LOST: ["k5"],
+        STALE_CLAIM: ["k7"],
+    }
     assert set(dry.kinds()) == set(KINDS)
     assert all(f["action"].startswith(("would", "none")) for f in dry.report["findings"])
     assert snapshot(server) == before
 
 
 @pytest.mark.parametrize("stack_settings", [S3], ids=["s3"])
-def test_two_passes_at_once_repair_once_and_the_pipeline_converges(server: Server,
-                                                                   tmp_path) -> None:
+def test_two_passes_at_once_repair_once_and_the_pipeline_converges(
+    server: Server, tmp_path
+) -> None:
     every_kind(server, tmp_path)
     with ThreadPoolExecutor(2) as pool:
-        passes = list(pool.map(lambda _: reconcile("--repair", reconcile_orphan_age_seconds="0"),
-                               range(2)))
+        passes = list(
+            pool.map(lambda _: reconcile("--repair", reconcile_orphan_age_seconds="0"), range(2))
+        )
     assert [p.code for p in passes] == [3, 3], [p.stderr for p in passes]
     # The utilities take both passes' messages in their stride
     run_once("archive", tmp_path)
     run_once("restore", tmp_path)
     thaw = UtilityProcess("thaw", tmp_path / "thaw.log")
-    wait_for(lambda: all(ARCHIVE_ID not in job(server, j) for j in ("k3", "k4")), timeout=60,
-             what="carol's results thawed")
+    wait_for(
+        lambda: all(ARCHIVE_ID not in job(server, j) for j in ("k3", "k4")),
+        timeout=60,
+        what="carol's results thawed",
+    )
     assert thaw.stop() == 0, thaw.log
     after = reconcile("--repair", reconcile_orphan_age_seconds="0")
     # Only the lost result is left, still reported

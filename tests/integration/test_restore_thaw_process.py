@@ -12,8 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (Server, UtilityProcess, dead_letters, job, put_job, result_bytes,
-                            run_once, set_role, vault_archive_count, wait_for)
+from tests.conftest import (
+    Server,
+    UtilityProcess,
+    dead_letters,
+    job,
+    put_job,
+    result_bytes,
+    run_once,
+    set_role,
+    vault_archive_count,
+    wait_for,
+)
 from util.glacier import MIB
 from util.helpers import ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID
 
@@ -22,16 +32,20 @@ FAST_THAW = {"thaw_part_size_mib": "8"}
 
 
 def send(server: Server, queue: str, body: dict) -> None:
-    server.client("sqs").send_message(QueueUrl=server.queue_url(queue),
-                                      MessageBody=json.dumps(body))
+    server.client("sqs").send_message(
+        QueueUrl=server.queue_url(queue), MessageBody=json.dumps(body)
+    )
 
 
 def archive_count(server: Server) -> int:
     """Archives in the configured back end: the vault, or the archive bucket."""
     if server.config.gas.archive_backend == "vault":
         return vault_archive_count(server)
-    return server.client("s3").list_objects_v2(
-        Bucket=server.config.gas.archive_bucket).get("KeyCount", 0)
+    return (
+        server.client("s3")
+        .list_objects_v2(Bucket=server.config.gas.archive_bucket)
+        .get("KeyCount", 0)
+    )
 
 
 def put_results(server: Server, sizes: dict[str, int]) -> dict[str, bytes]:
@@ -60,12 +74,15 @@ def all_thawed(server: Server, job_ids) -> bool:
 def record_requests(server: Server) -> Callable[[], list[dict]]:
     """Start moto's request recorder; the function returns what reached the server since."""
     endpoint = server.env["AWS_ENDPOINT_URL"]
-    urllib.request.urlopen(urllib.request.Request(
-        f"{endpoint}/moto-api/recorder/start-recording", method="POST"), timeout=10).read()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{endpoint}/moto-api/recorder/start-recording", method="POST"),
+        timeout=10,
+    ).read()
 
     def recorded() -> list[dict]:
-        with urllib.request.urlopen(f"{endpoint}/moto-api/recorder/download-recording",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(
+            f"{endpoint}/moto-api/recorder/download-recording", timeout=10
+        ) as response:
             text = response.read().decode()
         # One JSON object a request; the newlines of concurrent requests may come late.
         decoder, requests, position = json.JSONDecoder(), [], 0
@@ -89,26 +106,33 @@ def bytes_through_workers(requests: list[dict], buckets: tuple[str, ...]) -> lis
         if not path.startswith(tuple(f"/{b}/" for b in buckets)):
             continue
         headers = {k.lower(): v for k, v in request["headers"].items()}
-        if request["method"] == "GET" or (request["method"] == "PUT"
-                                          and "x-amz-copy-source" not in headers):
+        if request["method"] == "GET" or (
+            request["method"] == "PUT" and "x-amz-copy-source" not in headers
+        ):
             moved.append(f"{request['method']} {path}")
     return moved
 
 
-@pytest.fixture(params=[("vault", "true"), ("vault", "false"), ("s3", "true"), ("s3", "false")],
-                ids=["vault", "vault-no-expedited-capacity", "s3", "s3-no-expedited-capacity"])
+@pytest.fixture(
+    params=[("vault", "true"), ("vault", "false"), ("s3", "true"), ("s3", "false")],
+    ids=["vault", "vault-no-expedited-capacity", "s3", "s3-no-expedited-capacity"],
+)
 def stack_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     backend, expedited_capacity = request.param
-    return {"GAS_GAS_ARCHIVE_BACKEND": backend,
-            "GAS_LOCAL_EXPEDITED_CAPACITY": expedited_capacity,
-            "GAS_LOCAL_EXPEDITED_SECONDS": "1", "GAS_LOCAL_STANDARD_SECONDS": "2",
-            # 8 MiB copy parts: the large result is a multipart copy, as a 5 GB one would be
-            "GAS_GAS_COPY_PART_SIZE_MIB": "8",
-            "MOTO_RECORDER_FILEPATH": str(tmp_path / "moto-requests.jsonl")}
+    return {
+        "GAS_GAS_ARCHIVE_BACKEND": backend,
+        "GAS_LOCAL_EXPEDITED_CAPACITY": expedited_capacity,
+        "GAS_LOCAL_EXPEDITED_SECONDS": "1",
+        "GAS_LOCAL_STANDARD_SECONDS": "2",
+        # 8 MiB copy parts: the large result is a multipart copy, as a 5 GB one would be
+        "GAS_GAS_COPY_PART_SIZE_MIB": "8",
+        "MOTO_RECORDER_FILEPATH": str(tmp_path / "moto-requests.jsonl"),
+    }
 
 
-def test_every_result_comes_back_byte_identical(server: Server, tmp_path: Path,
-                                                stack_settings: dict[str, str]) -> None:
+def test_every_result_comes_back_byte_identical(
+    server: Server, tmp_path: Path, stack_settings: dict[str, str]
+) -> None:
     # Given three results of a free user in the archive
     originals = put_results(server, SIZES)
     copies = server.config.gas.archive_backend == "s3"
@@ -139,31 +163,37 @@ def test_every_result_comes_back_byte_identical(server: Server, tmp_path: Path,
         # one request: the copies' ETags differ from it), the large one in three parts
         gas = server.config.gas
         assert bytes_through_workers(requests, (gas.archive_bucket,)) == []
-        assert [m for m in bytes_through_workers(requests, (gas.results_bucket,))
-                if m.startswith("GET")] == []
+        assert [
+            m for m in bytes_through_workers(requests, (gas.results_bucket,)) if m.startswith("GET")
+        ] == []
         part_copies = [r for r in requests if r["method"] == "PUT" and "partNumber=" in r["url"]]
         assert len(part_copies) == 2 * (1 + 1 + 3), "1, 1 and 3 parts, each way"
 
 
 @pytest.mark.parametrize("stack_settings", [{"GAS_LOCAL_EXPEDITED_SECONDS": "0"}])
 def test_thaw_killed_mid_download_still_delivers_the_file_once(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     # Given a restored 64 MiB result: eight 8 MiB ranges, so the copy takes a while
     [(job_id, data)] = put_results(server, {"big": 64 * MIB}).items()
     archive(server, tmp_path, [job_id])
     upgrade_and_restore(server, tmp_path)
     # A short visibility timeout, so the killed worker's message comes back quickly
     server.client("sqs").set_queue_attributes(
-        QueueUrl=server.queue_url(server.config.thaw.queue),
-        Attributes={"VisibilityTimeout": "4"})
+        QueueUrl=server.queue_url(server.config.thaw.queue), Attributes={"VisibilityTimeout": "4"}
+    )
     # When thaw is killed (SIGKILL: no chance to clean up) while it copies the ranges
     first = UtilityProcess("thaw", tmp_path / "thaw-1.log", **FAST_THAW)
     s3 = server.client("s3")
     bucket = server.config.gas.results_bucket
-    wait_for(lambda: any(s3.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
-                         .get("Parts") for u in s3.list_multipart_uploads(Bucket=bucket)
-                         .get("Uploads", [])),
-             timeout=60, what="the first part copied to S3")
+    wait_for(
+        lambda: any(
+            s3.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
+            for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        ),
+        timeout=60,
+        what="the first part copied to S3",
+    )
     os.kill(first.process.pid, signal.SIGKILL)
     first.wait()
     assert ARCHIVE_ID in job(server, job_id), "killed before committing anything"

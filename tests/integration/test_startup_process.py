@@ -11,8 +11,11 @@ from tests.conftest import ROOT
 
 def test_bad_config_exits_non_zero_with_one_line_naming_the_key(aws_env: None) -> None:
     result = subprocess.run(
-        [sys.executable, "util/archive/archive.py", "--once"], cwd=ROOT, capture_output=True,
-        text=True, env={"GAS_ARCHIVE_GRACE_SECONDS": "later", "PATH": "/usr/bin:/bin"},
+        [sys.executable, "util/archive/archive.py", "--once"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"GAS_ARCHIVE_GRACE_SECONDS": "later", "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
     assert result.returncode == 2
@@ -24,8 +27,11 @@ def test_bad_config_exits_non_zero_with_one_line_naming_the_key(aws_env: None) -
 
 def test_a_broken_template_stops_the_worker_at_start(aws_env: None, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "util/notify/notify.py", "--once"], cwd=ROOT, capture_output=True,
-        text=True, env={"GAS_NOTIFY_TEMPLATES": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        [sys.executable, "util/notify/notify.py", "--once"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"GAS_NOTIFY_TEMPLATES": str(tmp_path), "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
     assert result.returncode == 2

@@ -11,8 +11,13 @@ from util.helpers import ARCHIVE_ID
 
 
 def status(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "util.status", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "util.status", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def send(server: Server, queue: str, body: str) -> None:
@@ -20,7 +25,8 @@ def send(server: Server, queue: str, body: str) -> None:
 
 
 def test_status_shows_queues_dead_letters_retrievals_and_the_last_reconcile(
-        server: Server, tmp_path) -> None:
+    server: Server, tmp_path
+) -> None:
     config = server.config
     # Given a result archived, then a retrieval started for it (nobody thaws it yet)
     put_job(server, "j1")
@@ -33,8 +39,12 @@ def test_status_shows_queues_dead_letters_retrievals_and_the_last_reconcile(
     run_once("restore", tmp_path)
     # And a notice waiting on the notify queue, and a reconcile pass's report
     send(server, config.notify.queue, json.dumps({"job_id": "j1", "user_id": "u-alice"}))
-    assert subprocess.run([sys.executable, "-m", "util.reconcile"], cwd=ROOT,
-                          capture_output=True, timeout=60).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "util.reconcile"], cwd=ROOT, capture_output=True, timeout=60
+        ).returncode
+        == 0
+    )
     # When an operator looks, twice
     first = status("--format", "json")
     assert first.returncode == 0, first.stderr

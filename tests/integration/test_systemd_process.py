@@ -42,8 +42,12 @@ def test_ready_watchdog_during_a_long_poll_and_stopping(server: Server, tmp_path
         sock.bind(path)
         sock.settimeout(30)
         # When a worker starts on an empty queue, blocking in 5 s long polls
-        worker = UtilityProcess("notify", tmp_path / "notify.log", worker_wait_seconds="5",
-                                env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+        worker = UtilityProcess(
+            "notify",
+            tmp_path / "notify.log",
+            worker_wait_seconds="5",
+            env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"},
+        )
         # Then it says it is ready once it consumes its queue
         ready = receive(sock)
         assert ready.startswith("READY=1\nSTATUS=consuming "), ready
@@ -83,14 +87,20 @@ def run_logging(tmp_path: Path, log_format: str, journal_stream: str | None) -> 
             journal_stream = f"{status.st_dev}:{status.st_ino}"
         if journal_stream is not None:
             env["JOURNAL_STREAM"] = journal_stream
-        subprocess.run([sys.executable, "-c", LOG_SOME_LINES.format(log_format=log_format)],
-                       cwd=ROOT, env=env, stderr=out, check=True)
+        subprocess.run(
+            [sys.executable, "-c", LOG_SOME_LINES.format(log_format=log_format)],
+            cwd=ROOT,
+            env=env,
+            stderr=out,
+            check=True,
+        )
     return stderr.read_text().splitlines()
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_log_lines_carry_priorities_when_stderr_is_the_journal(tmp_path: Path,
-                                                               log_format: str) -> None:
+def test_log_lines_carry_priorities_when_stderr_is_the_journal(
+    tmp_path: Path, log_format: str
+) -> None:
     # Given a worker whose stderr is the stream JOURNAL_STREAM names
     lines = run_logging(tmp_path, log_format, "this stderr")
     # Then each line starts with its level's priority, which journald strips
@@ -98,8 +108,9 @@ def test_log_lines_carry_priorities_when_stderr_is_the_journal(tmp_path: Path,
 
 
 @pytest.mark.parametrize("journal_stream", [None, "1:1"], ids=["unset", "another-stream"])
-def test_no_priorities_when_stderr_is_not_the_journal(tmp_path: Path,
-                                                      journal_stream: str | None) -> None:
+def test_no_priorities_when_stderr_is_not_the_journal(
+    tmp_path: Path, journal_stream: str | None
+) -> None:
     # A child whose stderr was redirected inherits JOURNAL_STREAM, but not the stream.
     lines = run_logging(tmp_path, "text", journal_stream)
     assert len(lines) == 4 and not any(line.startswith("<") for line in lines)
@@ -114,11 +125,17 @@ def run_exec_start(line: str, instance: str, variable: str, args: str) -> str:
     return subprocess.run(words, capture_output=True, text=True, check=True).stdout.strip()
 
 
-@pytest.mark.parametrize("instance, args, command", [
-    ("archive", "", "-m util.archive"),
-    ("thaw-2", "--config /etc/gas/gas.ini --log-format json",
-     "-m util.thaw --config /etc/gas/gas.ini --log-format json"),
-])
+@pytest.mark.parametrize(
+    "instance, args, command",
+    [
+        ("archive", "", "-m util.archive"),
+        (
+            "thaw-2",
+            "--config /etc/gas/gas.ini --log-format json",
+            "-m util.thaw --config /etc/gas/gas.ini --log-format json",
+        ),
+    ],
+)
 def test_exec_start_runs_the_instances_utility(instance: str, args: str, command: str) -> None:
     # When ExecStart runs as systemd expands it, with $WORKER_ARGS
     output = run_exec_start(service_section()["ExecStart"], instance, "WORKER_ARGS", args)
@@ -126,10 +143,13 @@ def test_exec_start_runs_the_instances_utility(instance: str, args: str, command
     assert output == command
 
 
-@pytest.mark.parametrize("args, command", [
-    ("", "-m util.reconcile --repair"),
-    ("--config /etc/gas/gas.ini", "-m util.reconcile --repair --config /etc/gas/gas.ini"),
-])
+@pytest.mark.parametrize(
+    "args, command",
+    [
+        ("", "-m util.reconcile --repair"),
+        ("--config /etc/gas/gas.ini", "-m util.reconcile --repair --config /etc/gas/gas.ini"),
+    ],
+)
 def test_the_reconcile_service_runs_one_repairing_pass(args: str, command: str) -> None:
     service = service_section(UNITS / "gas-reconcile.service")
     assert run_exec_start(service["ExecStart"], "", "RECONCILE_ARGS", args) == command

@@ -9,8 +9,17 @@ import pytest
 
 from tests.conftest import Stack, job, message
 from util.ann_load import SAMPLE_INPUT, Submitter, plan
-from util.helpers import (COMPLETED, FAILED, INPUT_KEY, JOB_STATUS, LOG_KEY, RESULT_KEY,
-                          RESULTS_BUCKET, RUNNING, InvalidMessage)
+from util.helpers import (
+    COMPLETED,
+    FAILED,
+    INPUT_KEY,
+    JOB_STATUS,
+    LOG_KEY,
+    RESULT_KEY,
+    RESULTS_BUCKET,
+    RUNNING,
+    InvalidMessage,
+)
 from util.local.annotator import Annotator, annotate, output_keys
 
 
@@ -23,28 +32,37 @@ def submit(stack: Stack, user_id: str = "u-alice") -> str:
 
 def received(stack: Stack, queue: str) -> list[dict]:
     """The bodies waiting on a queue, SNS envelopes opened."""
-    messages = stack.client("sqs").receive_message(
-        QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10).get("Messages", [])
+    messages = (
+        stack.client("sqs")
+        .receive_message(QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10)
+        .get("Messages", [])
+    )
     bodies = [json.loads(m["Body"]) for m in messages]
     return [json.loads(b["Message"]) if b.get("Type") == "Notification" else b for b in bodies]
 
 
 def run(stack: Stack, job_id: str, user_id: str = "u-alice"):
     return Annotator(stack.config, stack.aws, seconds=0, clock=lambda: 1_700_000_000)(
-        message(job_id=job_id, user_id=user_id))
+        message(job_id=job_id, user_id=user_id)
+    )
 
 
 def test_output_keys_sit_beside_the_input() -> None:
-    assert output_keys("p/u/j~a.vcf", "a.vcf", "j") == ("p/u/j~a.annot.vcf",
-                                                        "p/u/j~a.vcf.count.log")
-    assert output_keys("j~a.txt", "a.txt", "j") == ("j~a.txt.annot.vcf",
-                                                    "j~a.txt.vcf.count.log")
+    assert output_keys("p/u/j~a.vcf", "a.vcf", "j") == (
+        "p/u/j~a.annot.vcf",
+        "p/u/j~a.vcf.count.log",
+    )
+    assert output_keys("j~a.txt", "a.txt", "j") == ("j~a.txt.annot.vcf", "j~a.txt.vcf.count.log")
 
 
 def test_annotate_flags_every_variant() -> None:
     # Given a VCF of two header lines and two variants, one without INFO
-    vcf = [b"##fileformat=VCFv4.2\n", b"#CHROM\tPOS\n", b"1\t2\t.\tA\tG\t9\tPASS\tDP=3\n",
-           b"1\t5\t.\tC\tT\t9\tPASS\t.\n"]
+    vcf = [
+        b"##fileformat=VCFv4.2\n",
+        b"#CHROM\tPOS\n",
+        b"1\t2\t.\tA\tG\t9\tPASS\tDP=3\n",
+        b"1\t5\t.\tC\tT\t9\tPASS\t.\n",
+    ]
     # When it is annotated
     result = io.BytesIO()
     lines, variants = annotate(iter(vcf), result)
@@ -74,11 +92,15 @@ def test_a_free_users_job_is_completed_announced_and_sent_to_archive(stack: Stac
     assert b"variants 66" in log
     # And its result is published on the job-results topic, and the archive is asked
     [published] = received(stack, config.notify.queue)
-    assert published == {"job_id": job_id, "user_id": "u-alice", "job_status": COMPLETED,
-                         "complete_time": 1_700_000_000,
-                         "s3_results_bucket": item[RESULTS_BUCKET],
-                         "s3_key_result_file": item[RESULT_KEY],
-                         "s3_key_log_file": item[LOG_KEY]}
+    assert published == {
+        "job_id": job_id,
+        "user_id": "u-alice",
+        "job_status": COMPLETED,
+        "complete_time": 1_700_000_000,
+        "s3_results_bucket": item[RESULTS_BUCKET],
+        "s3_key_result_file": item[RESULT_KEY],
+        "s3_key_log_file": item[LOG_KEY],
+    }
     assert received(stack, config.archive.queue) == [{"job_id": job_id, "user_id": "u-alice"}]
 
 
@@ -115,8 +137,9 @@ def test_a_job_left_running_by_a_crashed_annotator_is_finished(stack: Stack) -> 
 def test_a_missing_input_fails_the_job(stack: Stack) -> None:
     # Given a job whose input is not in S3
     job_id = submit(stack)
-    stack.client("s3").delete_object(Bucket=stack.config.gas.inputs_bucket,
-                                     Key=job(stack, job_id)[INPUT_KEY])
+    stack.client("s3").delete_object(
+        Bucket=stack.config.gas.inputs_bucket, Key=job(stack, job_id)[INPUT_KEY]
+    )
     # When the annotator handles it, then the job FAILED and that is announced (no archive)
     assert run(stack, job_id).reason == "input file missing: job failed"
     assert job(stack, job_id)[JOB_STATUS] == FAILED
@@ -124,12 +147,16 @@ def test_a_missing_input_fails_the_job(stack: Stack) -> None:
     assert received(stack, stack.config.archive.queue) == []
 
 
-@pytest.mark.parametrize("body, reason", [
-    ({"job_id": "nope", "user_id": "u-alice"}, "unknown job nope"),
-    ({"job_id": "JOB", "user_id": "u-mallory"}, "user u-mallory does not own job JOB"),
-])
-def test_a_request_for_a_job_not_the_senders_is_invalid(stack: Stack, body: dict,
-                                                        reason: str) -> None:
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ({"job_id": "nope", "user_id": "u-alice"}, "unknown job nope"),
+        ({"job_id": "JOB", "user_id": "u-mallory"}, "user u-mallory does not own job JOB"),
+    ],
+)
+def test_a_request_for_a_job_not_the_senders_is_invalid(
+    stack: Stack, body: dict, reason: str
+) -> None:
     # Given a pending job, when a request names another job or another user
     job_id = submit(stack)
     body = {k: v.replace("JOB", job_id) for k, v in body.items()}

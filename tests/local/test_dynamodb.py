@@ -20,8 +20,13 @@ def test_of_many_racing_conditional_writers_exactly_one_wins(stack: Stack) -> No
     def claim(worker: int) -> None:
         together.wait()
         for job_id in items:
-            if jobs.update_if(job_id, "SET #c = :w", "attribute_not_exists(#c)",
-                              {"#c": "claimed_by"}, {":w": worker}).applied:
+            if jobs.update_if(
+                job_id,
+                "SET #c = :w",
+                "attribute_not_exists(#c)",
+                {"#c": "claimed_by"},
+                {":w": worker},
+            ).applied:
                 wins.append((job_id, worker))
 
     threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]

@@ -33,11 +33,17 @@ CONNECTION_ERRORS = (botocore.exceptions.ConnectionError, botocore.exceptions.HT
 def client(endpoint: str, service: str, attempts: int = 1) -> Any:
     """A botocore client of `endpoint` making `attempts` attempts (standard retry mode)."""
     return boto3.client(
-        service, endpoint_url=endpoint, region_name=REGION,
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        config=Config(retries={"mode": "standard", "total_max_attempts": attempts},
-                      read_timeout=10, connect_timeout=5))
+        config=Config(
+            retries={"mode": "standard", "total_max_attempts": attempts},
+            read_timeout=10,
+            connect_timeout=5,
+        ),
+    )
 
 
 def outcome(call: Callable[[], Any]) -> str:
@@ -52,11 +58,16 @@ def outcome(call: Callable[[], Any]) -> str:
 
 
 def received(sqs: Any, url: str) -> list[str]:
-    return [m["Body"] for m in sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])]
+    return [
+        m["Body"]
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+    ]
 
 
 # -- forwarding, faults off ---------------------------------------------------------------------
+
 
 def test_s3_bodies_pass_byte_identical(proxy: str, upstream: str) -> None:
     # Given a bucket, and a client of the proxy that never retries (a retry could hide damage)
@@ -66,8 +77,14 @@ def test_s3_bodies_pass_byte_identical(proxy: str, upstream: str) -> None:
 
     # When an object is put whole, and another uploaded in 5 MiB parts, two at a time
     s3.put_object(Bucket="faults-bodies", Key="whole", Body=data)
-    s3.upload_fileobj(io.BytesIO(data * 2), "faults-bodies", "parts", Config=TransferConfig(
-        multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=2))
+    s3.upload_fileobj(
+        io.BytesIO(data * 2),
+        "faults-bodies",
+        "parts",
+        Config=TransferConfig(
+            multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=2
+        ),
+    )
 
     # Then the server holds both byte for byte, and they come back the same way
     direct = client(upstream, "s3")
@@ -75,41 +92,54 @@ def test_s3_bodies_pass_byte_identical(proxy: str, upstream: str) -> None:
     assert s3.get_object(Bucket="faults-bodies", Key="parts")["Body"].read() == data * 2
     assert s3.head_object(Bucket="faults-bodies", Key="parts")["ContentLength"] == 2 * len(data)
     assert faults.counts(proxy)["counts"]["s3"] == {
-        "CreateBucket": {"forwarded": 1}, "PutObject": {"forwarded": 1},
-        "CreateMultipartUpload": {"forwarded": 1}, "UploadPart": {"forwarded": 3},
-        "CompleteMultipartUpload": {"forwarded": 1}, "GetObject": {"forwarded": 1},
-        "HeadObject": {"forwarded": 1}}
+        "CreateBucket": {"forwarded": 1},
+        "PutObject": {"forwarded": 1},
+        "CreateMultipartUpload": {"forwarded": 1},
+        "UploadPart": {"forwarded": 3},
+        "CompleteMultipartUpload": {"forwarded": 1},
+        "GetObject": {"forwarded": 1},
+        "HeadObject": {"forwarded": 1},
+    }
 
 
 def test_other_services_work_through_it(proxy: str) -> None:
     # SQS, SNS → SQS
     sqs, sns = client(proxy, "sqs"), client(proxy, "sns")
     url = sqs.create_queue(QueueName="faults-forward")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     topic = sns.create_topic(Name="faults-forward")["TopicArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn,
-                  Attributes={"RawMessageDelivery": "true"})
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+    )
     sqs.send_message(QueueUrl=url, MessageBody="sent")
     sns.publish(TopicArn=topic, Message="published")
     bodies: list[str] = []
-    wait_for(lambda: bodies.extend(received(sqs, url)) or len(bodies) >= 2, timeout=10,
-             what="both messages")
+    wait_for(
+        lambda: bodies.extend(received(sqs, url)) or len(bodies) >= 2,
+        timeout=10,
+        what="both messages",
+    )
     assert sorted(bodies) == ["published", "sent"]
 
     # DynamoDB
     dynamodb = client(proxy, "dynamodb")
     item = {"job_id": {"S": "faults-forward"}, "user_id": {"S": "u-alice"}}
     dynamodb.put_item(TableName="gas-annotations", Item=item)
-    assert dynamodb.get_item(TableName="gas-annotations",
-                             Key={"job_id": item["job_id"]})["Item"] == item
+    assert (
+        dynamodb.get_item(TableName="gas-annotations", Key={"job_id": item["job_id"]})["Item"]
+        == item
+    )
 
     # Glacier
     glacier = client(proxy, "glacier")
     glacier.create_vault(vaultName="faults-forward")
     archive_id = glacier.upload_archive(vaultName="faults-forward", body=b"archive")["archiveId"]
-    job_id = glacier.initiate_job(vaultName="faults-forward", jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})["jobId"]
+    job_id = glacier.initiate_job(
+        vaultName="faults-forward",
+        jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"},
+    )["jobId"]
     job = glacier.describe_job(vaultName="faults-forward", jobId=job_id)
     assert job["ArchiveId"] == archive_id
 
@@ -124,8 +154,11 @@ def test_other_services_work_through_it(proxy: str) -> None:
     assert counts["sns"]["Publish"] == {"forwarded": 1}
     assert counts["dynamodb"]["PutItem"] == {"forwarded": 1}
     assert counts["glacier"] == {
-        "CreateVault": {"forwarded": 1}, "UploadArchive": {"forwarded": 1},
-        "InitiateJob": {"forwarded": 1}, "DescribeJob": {"forwarded": 1}}
+        "CreateVault": {"forwarded": 1},
+        "UploadArchive": {"forwarded": 1},
+        "InitiateJob": {"forwarded": 1},
+        "DescribeJob": {"forwarded": 1},
+    }
     assert counts["ses"]["VerifyEmailIdentity"] == {"forwarded": 1}
     assert counts["sts"] == {"GetCallerIdentity": {"forwarded": 1}}
 
@@ -162,17 +195,19 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 def test_expect_continue_and_chunked_bodies_relayed_as_framed() -> None:
     # Given an upstream answering chunked with an extension and a trailer, then closing
-    answer_head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                   b"Transfer-Encoding: chunked\r\n")
+    answer_head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
     answer_body = b"4;name=value\r\nabcd\r\n0\r\nX-Checksum: 1\r\n\r\n"
     upstream = RecordingUpstream(answer_head + b"Connection: close\r\n\r\n" + answer_body)
     process, endpoint = faults.launch(upstream.url)
-    headers = (b"Host: bucket.example:9000\r\nx-amz-date: 20250101T000000Z\r\n"
-               b"X-Odd-Case:   spaced  value \r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKID/"
-               b"20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=abc\r\n")
+    headers = (
+        b"Host: bucket.example:9000\r\nx-amz-date: 20250101T000000Z\r\n"
+        b"X-Odd-Case:   spaced  value \r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKID/"
+        b"20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=abc\r\n"
+    )
     try:
-        with socket.create_connection(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])),
-                                      timeout=10) as sock:
+        with socket.create_connection(
+            ("127.0.0.1", int(endpoint.rsplit(":", 1)[1])), timeout=10
+        ) as sock:
             # When a PutObject with Expect: 100-continue sends its head
             head = b"PUT /bucket/key HTTP/1.1\r\n" + headers + b"Content-Length: 5\r\n"
             sock.sendall(head + b"Expect: 100-continue\r\n\r\n")
@@ -188,22 +223,27 @@ def test_expect_continue_and_chunked_bodies_relayed_as_framed() -> None:
             assert read_exactly(sock, len(answer)) == answer
 
             # When the same connection (kept alive) sends a chunked body with a trailer
-            chunked = (b"PUT /bucket/key?partNumber=1&uploadId=u HTTP/1.1\r\n" + headers
-                       + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n"
-                       + b"6\r\n world\r\n0\r\nx-amz-checksum-crc32: AAAAAA==\r\n\r\n")
+            chunked = (
+                b"PUT /bucket/key?partNumber=1&uploadId=u HTTP/1.1\r\n"
+                + headers
+                + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n"
+                + b"6\r\n world\r\n0\r\nx-amz-checksum-crc32: AAAAAA==\r\n\r\n"
+            )
             upstream.expected_sizes.put(len(chunked))
             sock.sendall(chunked)
             # Then the upstream gets it byte for byte, and the client the answer
             assert upstream.requests.get(timeout=10) == chunked
             assert read_exactly(sock, len(answer)) == answer
         assert faults.counts(endpoint)["counts"] == {
-            "s3": {"PutObject": {"forwarded": 1}, "UploadPart": {"forwarded": 1}}}
+            "s3": {"PutObject": {"forwarded": 1}, "UploadPart": {"forwarded": 1}}
+        }
     finally:
         stop(process)
         upstream.listener.close()
 
 
 # -- faults -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def erring_proxy(upstream: str) -> Iterator[str]:
@@ -217,17 +257,28 @@ JSON_CODES = {"ThrottlingException", "InternalFailure"}
 QUERY_CODES = {"Throttling", "InternalFailure"}
 S3_CODES = {"SlowDown", "InternalError"}
 ERROR_CASES = [
-    ("dynamodb", "ListTables", lambda c: c.list_tables(),
-     {"ThrottlingException", "InternalServerError"}),
+    (
+        "dynamodb",
+        "ListTables",
+        lambda c: c.list_tables(),
+        {"ThrottlingException", "InternalServerError"},
+    ),
     ("sqs", "ListQueues", lambda c: c.list_queues(), JSON_CODES),
     ("s3", "ListBuckets", lambda c: c.list_buckets(), S3_CODES),
-    ("s3", "PutObject", lambda c: c.put_object(Bucket="faults-errors", Key="k",
-                                               Body=b"x" * MiB), S3_CODES),
+    (
+        "s3",
+        "PutObject",
+        lambda c: c.put_object(Bucket="faults-errors", Key="k", Body=b"x" * MiB),
+        S3_CODES,
+    ),
     # A HEAD answer has no body: botocore reports its status as the code.
-    ("s3", "HeadObject", lambda c: c.head_object(Bucket="faults-errors", Key="k"),
-     {"503", "500"}),
-    ("glacier", "ListVaults", lambda c: c.list_vaults(),
-     {"ThrottlingException", "ServiceUnavailableException"}),
+    ("s3", "HeadObject", lambda c: c.head_object(Bucket="faults-errors", Key="k"), {"503", "500"}),
+    (
+        "glacier",
+        "ListVaults",
+        lambda c: c.list_vaults(),
+        {"ThrottlingException", "ServiceUnavailableException"},
+    ),
     ("sns", "ListTopics", lambda c: c.list_topics(), QUERY_CODES),
     ("ses", "ListIdentities", lambda c: c.list_identities(), QUERY_CODES),
     ("sts", "GetCallerIdentity", lambda c: c.get_caller_identity(), QUERY_CODES),
@@ -235,11 +286,18 @@ ERROR_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("service", "operation", "call", "codes"), ERROR_CASES,
-                         ids=[f"{case[0]}-{case[1]}" for case in ERROR_CASES])
+@pytest.mark.parametrize(
+    ("service", "operation", "call", "codes"),
+    ERROR_CASES,
+    ids=[f"{case[0]}-{case[1]}" for case in ERROR_CASES],
+)
 def test_errors_in_each_protocol_are_parsed_and_retried(
-    erring_proxy: str, no_backoff: None, service: str, operation: str,
-    call: Callable[[Any], Any], codes: set[str],
+    erring_proxy: str,
+    no_backoff: None,
+    service: str,
+    operation: str,
+    call: Callable[[Any], Any],
+    codes: set[str],
 ) -> None:
     # When a single-attempt client calls until it has seen both kinds of error
     single, seen, singles = client(erring_proxy, service), set(), 0
@@ -259,7 +317,8 @@ def test_errors_in_each_protocol_are_parsed_and_retried(
     attempts: list[str] = []  # each attempt's code
     retried.meta.events.register(
         "response-received",
-        lambda parsed_response, **_: attempts.append(parsed_response["Error"]["Code"]))
+        lambda parsed_response, **_: attempts.append(parsed_response["Error"]["Code"]),
+    )
     calls = 0
     while set(attempts[::2]) != codes and calls < 30:
         calls += 1
@@ -271,13 +330,16 @@ def test_errors_in_each_protocol_are_parsed_and_retried(
     assert set(attempts[::2]) == codes
     # and nothing reached the server
     assert faults.counts(erring_proxy)["counts"][service][operation] == {
-        "error": singles + len(attempts)}
+        "error": singles + len(attempts)
+    }
 
 
-@pytest.mark.parametrize("setting, fault, takes_effect", [("resets", "reset", False),
-                                                         ("lost", "lost", True)])
+@pytest.mark.parametrize(
+    "setting, fault, takes_effect", [("resets", "reset", False), ("lost", "lost", True)]
+)
 def test_a_reset_never_reaches_the_server_and_a_lost_answer_took_effect(
-        proxy: str, upstream: str, setting: str, fault: str, takes_effect: bool) -> None:
+    proxy: str, upstream: str, setting: str, fault: str, takes_effect: bool
+) -> None:
     # Given a queue and a bucket, and every connection reset (or every answer lost)
     name = f"faults-{fault}"
     direct_sqs, direct_s3 = client(upstream, "sqs"), client(upstream, "s3")
@@ -320,17 +382,19 @@ def test_lost_answer_fails_a_retried_conditional_write(proxy: str, no_backoff: N
 
     # When it writes an item on condition that it does not exist yet
     with pytest.raises(ClientError) as excinfo:
-        dynamodb.put_item(TableName="gas-annotations", Item=item,
-                          ConditionExpression="attribute_not_exists(job_id)",
-                          ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        dynamodb.put_item(
+            TableName="gas-annotations",
+            Item=item,
+            ConditionExpression="attribute_not_exists(job_id)",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
 
     # Then botocore's retry fails the condition against the write of its own first attempt
     error = excinfo.value.response
     assert error["Error"]["Code"] == "ConditionalCheckFailedException"
     assert error["ResponseMetadata"]["RetryAttempts"] == 1
     assert error["Item"] == item
-    assert faults.counts(proxy)["counts"]["dynamodb"] == {
-        "PutItem": {"lost": 1, "forwarded": 1}}
+    assert faults.counts(proxy)["counts"]["dynamodb"] == {"PutItem": {"lost": 1, "forwarded": 1}}
 
 
 def test_same_seed_same_decisions(upstream: str) -> None:
@@ -357,8 +421,12 @@ def test_same_seed_same_decisions(upstream: str) -> None:
 
 def test_latency_delays_what_is_forwarded_and_only_that() -> None:
     # Given 300 ms of latency, and every fault in turn
-    for fault, settings in [("forwarded", {}), ("lost", {"lost": 1.0}),
-                            ("error", {"errors": 1.0}), ("reset", {"resets": 1.0})]:
+    for fault, settings in [
+        ("forwarded", {}),
+        ("lost", {"lost": 1.0}),
+        ("error", {"errors": 1.0}),
+        ("reset", {"resets": 1.0}),
+    ]:
         decision = faults.Faults(faults.Settings(latency_ms=300, **settings), seed=1).choose()
         # Then a request that reaches the server waits 0.3 s first; one refused at once does not
         assert decision.fault == fault
@@ -370,8 +438,13 @@ def test_counts_settings_at_run_time_and_summary(upstream: str) -> None:
     process, endpoint = faults.launch(upstream, errors=1.0, services=["sqs"])
     try:
         assert faults.counts(endpoint)["settings"] == {
-            "errors": 1.0, "resets": 0.0, "lost": 0.0, "latency_ms": 0.0, "rate_mb_s": 0.0,
-            "services": ["sqs"]}
+            "errors": 1.0,
+            "resets": 0.0,
+            "lost": 0.0,
+            "latency_ms": 0.0,
+            "rate_mb_s": 0.0,
+            "services": ["sqs"],
+        }
 
         # Then SQS errs and S3, not among the services, does not
         assert outcome(client(endpoint, "sqs").list_queues) in JSON_CODES
@@ -384,8 +457,13 @@ def test_counts_settings_at_run_time_and_summary(upstream: str) -> None:
 
         # When settings are changed, any subset, then the new ones are answered
         assert faults.configure(endpoint, resets=0.0, latency_ms=300) == {
-            "errors": 0.0, "resets": 0.0, "lost": 0.0, "latency_ms": 300, "rate_mb_s": 0.0,
-            "services": None}
+            "errors": 0.0,
+            "resets": 0.0,
+            "lost": 0.0,
+            "latency_ms": 300,
+            "rate_mb_s": 0.0,
+            "services": None,
+        }
         # and bad ones refused, leaving them as they were
         with pytest.raises(urllib.error.HTTPError) as excinfo:
             faults.configure(endpoint, errors=2)
@@ -397,9 +475,11 @@ def test_counts_settings_at_run_time_and_summary(upstream: str) -> None:
 
         report = faults.counts(endpoint)
         assert report["counts"] == {
-            "sqs": {"ListQueues": {"error": 1}}, "s3": {"ListBuckets": {"forwarded": 1}},
+            "sqs": {"ListQueues": {"error": 1}},
+            "s3": {"ListBuckets": {"forwarded": 1}},
             "moto-api": {"GET /moto-api/gas/sent-emails": {"forwarded": 1}},
-            "sts": {"GetCallerIdentity": {"forwarded": 1}}}
+            "sts": {"GetCallerIdentity": {"forwarded": 1}},
+        }
         assert report["totals"] == {"forwarded": 3, "error": 1, "reset": 0, "lost": 0}
     finally:
         # When it is stopped, then it exits 0 with its totals

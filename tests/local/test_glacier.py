@@ -34,9 +34,22 @@ INSTANT = replace(DEFAULT_SETTINGS, expedited_seconds=0, standard_seconds=0, bul
 TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT}:glacier-notices"
 # Every field of Glacier's completion notice: DescribeJob's answer for the job.
 NOTICE_FIELDS = {
-    "Action", "ArchiveId", "ArchiveSHA256TreeHash", "ArchiveSizeInBytes", "Completed",
-    "CompletionDate", "CreationDate", "InventorySizeInBytes", "JobDescription", "JobId",
-    "RetrievalByteRange", "SHA256TreeHash", "SNSTopic", "StatusCode", "StatusMessage", "Tier",
+    "Action",
+    "ArchiveId",
+    "ArchiveSHA256TreeHash",
+    "ArchiveSizeInBytes",
+    "Completed",
+    "CompletionDate",
+    "CreationDate",
+    "InventorySizeInBytes",
+    "JobDescription",
+    "JobId",
+    "RetrievalByteRange",
+    "SHA256TreeHash",
+    "SNSTopic",
+    "StatusCode",
+    "StatusMessage",
+    "Tier",
     "VaultARN",
 }
 
@@ -57,8 +70,12 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     with jobs that complete at once."""
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_GLACIER"):
         monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
-                 "AWS_SESSION_TOKEN"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SECURITY_TOKEN",
+        "AWS_SESSION_TOKEN",
+    ):
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     install(INSTANT)
@@ -77,16 +94,21 @@ def error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
     return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 
-def upload_parts(client: BaseClient, data: bytes, part_size: int = MIB,
-                 description: str = "") -> str:
+def upload_parts(
+    client: BaseClient, data: bytes, part_size: int = MIB, description: str = ""
+) -> str:
     """Initiate a multipart upload and send `data` in parts; return the upload id."""
     upload_id = client.initiate_multipart_upload(
-        vaultName=VAULT, partSize=str(part_size), archiveDescription=description,
+        vaultName=VAULT,
+        partSize=str(part_size),
+        archiveDescription=description,
     )["uploadId"]
     for first in range(0, len(data), part_size):
-        part = data[first:first + part_size]
+        part = data[first : first + part_size]
         response = client.upload_multipart_part(
-            vaultName=VAULT, uploadId=upload_id, body=part,
+            vaultName=VAULT,
+            uploadId=upload_id,
+            body=part,
             range=f"bytes {first}-{first + len(part) - 1}/*",
         )
         assert response["checksum"] == tree_hash(part)
@@ -122,8 +144,9 @@ def subscribe_queue(sns: BaseClient, sqs: BaseClient) -> str:
     """A queue subscribed to TOPIC_ARN, as the local stack subscribes the thaw queue."""
     assert sns.create_topic(Name=TOPIC_ARN.rsplit(":", 1)[1])["TopicArn"] == TOPIC_ARN
     url = sqs.create_queue(QueueName="glacier-notices")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     sns.subscribe(TopicArn=TOPIC_ARN, Protocol="sqs", Endpoint=queue_arn)
     return url
 
@@ -143,8 +166,12 @@ def receive_notices(sqs: BaseClient, url: str, count: int) -> dict[str, dict]:
     wait_for(receive, timeout=15, what=f"{count} completion notices")
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
     assert len(envelopes) == count
-    assert all(e["Type"] == "Notification" and e["TopicArn"] == TOPIC_ARN
-               and e["Subject"] == NOTIFICATION_SUBJECT for e in envelopes)
+    assert all(
+        e["Type"] == "Notification"
+        and e["TopicArn"] == TOPIC_ARN
+        and e["Subject"] == NOTIFICATION_SUBJECT
+        for e in envelopes
+    )
     notices = [json.loads(e["Message"]) for e in envelopes]
     assert all(set(notice) == NOTICE_FIELDS for notice in notices)
     return {notice["JobId"]: notice for notice in notices}
@@ -159,12 +186,14 @@ def test_multipart_upload_round_trip(glacier: BaseClient) -> None:
     assert parts["PartSizeInBytes"] == MIB
     assert "Marker" not in parts  # null: everything fits in one page
     assert [(p["RangeInBytes"], p["SHA256TreeHash"]) for p in parts["Parts"]] == [
-        (f"{first}-{min(first + MIB, len(data)) - 1}", tree_hash(data[first:first + MIB]))
+        (f"{first}-{min(first + MIB, len(data)) - 1}", tree_hash(data[first : first + MIB]))
         for first in range(0, len(data), MIB)
     ]
 
     done = glacier.complete_multipart_upload(
-        vaultName=VAULT, uploadId=upload_id, archiveSize=str(len(data)),
+        vaultName=VAULT,
+        uploadId=upload_id,
+        archiveSize=str(len(data)),
         checksum=tree_hash(data),
     )
     archive_id = done["archiveId"]
@@ -174,9 +203,14 @@ def test_multipart_upload_round_trip(glacier: BaseClient) -> None:
     assert glacier.list_multipart_uploads(vaultName=VAULT)["UploadsList"] == []
 
     configure(expedited_seconds=3600)
-    pending_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited",
-    })["jobId"]
+    pending_id = glacier.initiate_job(
+        vaultName=VAULT,
+        jobParameters={
+            "Type": "archive-retrieval",
+            "ArchiveId": archive_id,
+            "Tier": "Expedited",
+        },
+    )["jobId"]
     pending = glacier.describe_job(vaultName=VAULT, jobId=pending_id)
     assert not pending["Completed"]
     assert pending["ArchiveSizeInBytes"] == len(data)
@@ -202,8 +236,13 @@ def test_multipart_upload_round_trip(glacier: BaseClient) -> None:
 def test_part_checksum_mismatch_is_rejected(glacier: BaseClient) -> None:
     upload_id = glacier.initiate_multipart_upload(vaultName=VAULT, partSize=str(MIB))["uploadId"]
     with pytest.raises(ClientError) as excinfo:
-        glacier.upload_multipart_part(vaultName=VAULT, uploadId=upload_id, body=sample(MIB),
-                                      range=f"bytes 0-{MIB - 1}/*", checksum=tree_hash(b"other"))
+        glacier.upload_multipart_part(
+            vaultName=VAULT,
+            uploadId=upload_id,
+            body=sample(MIB),
+            range=f"bytes 0-{MIB - 1}/*",
+            checksum=tree_hash(b"other"),
+        )
     assert error(excinfo) == ("InvalidParameterValueException", 400)
     assert "Checksum mismatch" in str(excinfo.value)
     assert glacier.list_parts(vaultName=VAULT, uploadId=upload_id)["Parts"] == []
@@ -213,9 +252,12 @@ def test_whole_checksum_mismatch_is_rejected(glacier: BaseClient) -> None:
     data = sample(3 * MIB)
     upload_id = upload_parts(glacier, data)
     with pytest.raises(ClientError) as excinfo:
-        glacier.complete_multipart_upload(vaultName=VAULT, uploadId=upload_id,
-                                          archiveSize=str(len(data)),
-                                          checksum=tree_hash(data[::-1]))
+        glacier.complete_multipart_upload(
+            vaultName=VAULT,
+            uploadId=upload_id,
+            archiveSize=str(len(data)),
+            checksum=tree_hash(data[::-1]),
+        )
     assert error(excinfo) == ("InvalidParameterValueException", 400)
     assert "Checksum mismatch" in str(excinfo.value)
 
@@ -232,17 +274,22 @@ def test_part_size_bounds_are_accepted(glacier: BaseClient, part_size: int) -> N
     glacier.initiate_multipart_upload(vaultName=VAULT, partSize=str(part_size))
 
 
-@pytest.mark.parametrize("size, content_range", [
-    (2 * MIB, f"bytes 0-{2 * MIB - 1}/*"),  # larger than the part size
-    (MIB, f"bytes {MIB // 2}-{MIB // 2 + MIB - 1}/*"),  # not at a multiple of the part size
-    (MIB, f"bytes 0-{MIB - 2}/*"),  # range and body lengths differ
-    (MIB, f"bytes 0-{MIB - 1}/{MIB}"),  # AWS wants "/*"
-], ids=["too-large", "unaligned", "length-mismatch", "total-instead-of-star"])
+@pytest.mark.parametrize(
+    "size, content_range",
+    [
+        (2 * MIB, f"bytes 0-{2 * MIB - 1}/*"),  # larger than the part size
+        (MIB, f"bytes {MIB // 2}-{MIB // 2 + MIB - 1}/*"),  # not at a multiple of the part size
+        (MIB, f"bytes 0-{MIB - 2}/*"),  # range and body lengths differ
+        (MIB, f"bytes 0-{MIB - 1}/{MIB}"),  # AWS wants "/*"
+    ],
+    ids=["too-large", "unaligned", "length-mismatch", "total-instead-of-star"],
+)
 def test_misshapen_part_is_rejected(glacier: BaseClient, size: int, content_range: str) -> None:
     upload_id = glacier.initiate_multipart_upload(vaultName=VAULT, partSize=str(MIB))["uploadId"]
     with pytest.raises(ClientError) as excinfo:
-        glacier.upload_multipart_part(vaultName=VAULT, uploadId=upload_id, body=sample(size),
-                                      range=content_range)
+        glacier.upload_multipart_part(
+            vaultName=VAULT, uploadId=upload_id, body=sample(size), range=content_range
+        )
     assert error(excinfo) == ("InvalidParameterValueException", 400)
 
 
@@ -258,8 +305,9 @@ def test_a_repeated_complete_answers_the_same_archive(glacier: BaseClient) -> No
     # period it answers the same archive id and makes no second archive.
     data = sample(MIB + 7)
     upload_id = upload_parts(glacier, data)
-    complete = dict(vaultName=VAULT, uploadId=upload_id, archiveSize=str(len(data)),
-                    checksum=tree_hash(data))
+    complete = dict(
+        vaultName=VAULT, uploadId=upload_id, archiveSize=str(len(data)), checksum=tree_hash(data)
+    )
     first = glacier.complete_multipart_upload(**complete)["archiveId"]
     again = glacier.complete_multipart_upload(**complete)["archiveId"]
     assert again == first
@@ -276,27 +324,44 @@ def test_a_repeated_complete_answers_the_same_archive(glacier: BaseClient) -> No
     assert error.value.response["Error"]["Code"] == "InvalidParameterValueException"
 
 
-@pytest.mark.parametrize("parts, archive_size", [
-    ([(0, MIB), (2 * MIB, MIB)], 3 * MIB),  # gap at the second part
-    ([(MIB, MIB)], 2 * MIB),  # nothing at byte 0
-    ([(0, MIB // 2), (MIB, MIB)], MIB + MIB // 2),  # short part that is not the last
-    ([(0, MIB), (MIB, MIB)], 3 * MIB),  # parts cover less than the archive size
-    ([(0, MIB), (MIB, MIB)], MIB),  # parts cover more than the archive size
-    ([], 1),  # no parts at all
-], ids=["gap", "no-first-part", "short-middle-part", "too-few-bytes", "too-many-bytes",
-        "no-parts"])
+@pytest.mark.parametrize(
+    "parts, archive_size",
+    [
+        ([(0, MIB), (2 * MIB, MIB)], 3 * MIB),  # gap at the second part
+        ([(MIB, MIB)], 2 * MIB),  # nothing at byte 0
+        ([(0, MIB // 2), (MIB, MIB)], MIB + MIB // 2),  # short part that is not the last
+        ([(0, MIB), (MIB, MIB)], 3 * MIB),  # parts cover less than the archive size
+        ([(0, MIB), (MIB, MIB)], MIB),  # parts cover more than the archive size
+        ([], 1),  # no parts at all
+    ],
+    ids=[
+        "gap",
+        "no-first-part",
+        "short-middle-part",
+        "too-few-bytes",
+        "too-many-bytes",
+        "no-parts",
+    ],
+)
 def test_incomplete_parts_are_rejected_at_complete(
     glacier: BaseClient, parts: list[tuple[int, int]], archive_size: int
 ) -> None:
     upload_id = glacier.initiate_multipart_upload(vaultName=VAULT, partSize=str(MIB))["uploadId"]
     bodies = [sample(size, seed=first) for first, size in parts]
     for (first, size), body in zip(parts, bodies, strict=True):
-        glacier.upload_multipart_part(vaultName=VAULT, uploadId=upload_id, body=body,
-                                      range=f"bytes {first}-{first + size - 1}/*")
+        glacier.upload_multipart_part(
+            vaultName=VAULT,
+            uploadId=upload_id,
+            body=body,
+            range=f"bytes {first}-{first + size - 1}/*",
+        )
     with pytest.raises(ClientError) as excinfo:  # the checksum is right for what was sent
-        glacier.complete_multipart_upload(vaultName=VAULT, uploadId=upload_id,
-                                          archiveSize=str(archive_size),
-                                          checksum=tree_hash(b"".join(bodies)))
+        glacier.complete_multipart_upload(
+            vaultName=VAULT,
+            uploadId=upload_id,
+            archiveSize=str(archive_size),
+            checksum=tree_hash(b"".join(bodies)),
+        )
     assert error(excinfo) == ("InvalidParameterValueException", 400)
     # A failed complete leaves the upload in progress, to be fixed or aborted.
     assert glacier.list_parts(vaultName=VAULT, uploadId=upload_id)["MultipartUploadId"] == upload_id
@@ -306,21 +371,27 @@ def test_resent_part_replaces_the_first(glacier: BaseClient) -> None:
     data = sample(MIB + 10)
     upload_id = upload_parts(glacier, data)
     corrected = sample(10, seed=7)
-    glacier.upload_multipart_part(vaultName=VAULT, uploadId=upload_id, body=corrected,
-                                  range=f"bytes {MIB}-{MIB + 9}/*")
+    glacier.upload_multipart_part(
+        vaultName=VAULT, uploadId=upload_id, body=corrected, range=f"bytes {MIB}-{MIB + 9}/*"
+    )
     parts = glacier.list_parts(vaultName=VAULT, uploadId=upload_id)["Parts"]
     assert [p["SHA256TreeHash"] for p in parts] == [tree_hash(data[:MIB]), tree_hash(corrected)]
     expected = data[:MIB] + corrected
-    done = glacier.complete_multipart_upload(vaultName=VAULT, uploadId=upload_id,
-                                             archiveSize=str(len(expected)),
-                                             checksum=tree_hash(expected))
+    done = glacier.complete_multipart_upload(
+        vaultName=VAULT,
+        uploadId=upload_id,
+        archiveSize=str(len(expected)),
+        checksum=tree_hash(expected),
+    )
     assert done["checksum"] == tree_hash(expected)
 
 
 def test_abort_removes_the_upload(glacier: BaseClient) -> None:
     upload_id = upload_parts(glacier, sample(MIB + 1))
-    assert [u["MultipartUploadId"] for u in
-            glacier.list_multipart_uploads(vaultName=VAULT)["UploadsList"]] == [upload_id]
+    assert [
+        u["MultipartUploadId"]
+        for u in glacier.list_multipart_uploads(vaultName=VAULT)["UploadsList"]
+    ] == [upload_id]
     response = glacier.abort_multipart_upload(vaultName=VAULT, uploadId=upload_id)
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
     assert glacier.list_multipart_uploads(vaultName=VAULT)["UploadsList"] == []
@@ -329,21 +400,28 @@ def test_abort_removes_the_upload(glacier: BaseClient) -> None:
             call(vaultName=VAULT, uploadId=upload_id)
         assert error(excinfo) == ("ResourceNotFoundException", 404)
     with pytest.raises(ClientError) as excinfo:
-        glacier.complete_multipart_upload(vaultName=VAULT, uploadId=upload_id,
-                                          archiveSize="1", checksum=tree_hash(b"x"))
+        glacier.complete_multipart_upload(
+            vaultName=VAULT, uploadId=upload_id, archiveSize="1", checksum=tree_hash(b"x")
+        )
     assert error(excinfo) == ("ResourceNotFoundException", 404)
 
 
 def test_upload_archive_tree_hash_ids_and_description(glacier: BaseClient) -> None:
     data = sample(2 * MIB + 1)  # above 1 MiB the tree hash is not a plain SHA-256
-    first, second = (glacier.upload_archive(vaultName=VAULT, body=data,
-                                            archiveDescription="twin") for _ in range(2))
+    first, second = (
+        glacier.upload_archive(vaultName=VAULT, body=data, archiveDescription="twin")
+        for _ in range(2)
+    )
     assert first["archiveId"] != second["archiveId"]
     assert first["checksum"] == second["checksum"] == tree_hash(data)
     listed = inventory(glacier)
     assert set(listed) == {first["archiveId"], second["archiveId"]}
-    assert all(a["ArchiveDescription"] == "twin" and a["Size"] == len(data)
-               and a["SHA256TreeHash"] == tree_hash(data) for a in listed.values())
+    assert all(
+        a["ArchiveDescription"] == "twin"
+        and a["Size"] == len(data)
+        and a["SHA256TreeHash"] == tree_hash(data)
+        for a in listed.values()
+    )
     assert glacier.describe_vault(vaultName=VAULT)["NumberOfArchives"] == 2
 
 
@@ -362,12 +440,14 @@ def test_unknown_ids_are_resource_not_found(glacier: BaseClient) -> None:
     glacier.delete_archive(vaultName=VAULT, archiveId=archive_id)
     calls = [
         lambda: glacier.delete_archive(vaultName=VAULT, archiveId=archive_id),
-        lambda: glacier.initiate_job(vaultName=VAULT, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id}),
+        lambda: glacier.initiate_job(
+            vaultName=VAULT, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id}
+        ),
         lambda: glacier.describe_job(vaultName=VAULT, jobId="NOSUCHJOB"),
         lambda: glacier.get_job_output(vaultName=VAULT, jobId="NOSUCHJOB"),
-        lambda: glacier.upload_multipart_part(vaultName=VAULT, uploadId="nosuchupload",
-                                              body=b"x", range="bytes 0-0/*"),
+        lambda: glacier.upload_multipart_part(
+            vaultName=VAULT, uploadId="nosuchupload", body=b"x", range="bytes 0-0/*"
+        ),
         lambda: glacier.describe_vault(vaultName="no-such-vault"),
         lambda: glacier.upload_archive(vaultName="no-such-vault", body=b"x"),
     ]
@@ -379,8 +459,9 @@ def test_unknown_ids_are_resource_not_found(glacier: BaseClient) -> None:
 
 def test_job_output_before_completion_is_rejected(glacier: BaseClient) -> None:
     configure(standard_seconds=3600)
-    job_id = glacier.initiate_job(vaultName=VAULT,
-                                  jobParameters={"Type": "inventory-retrieval"})["jobId"]
+    job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={"Type": "inventory-retrieval"})[
+        "jobId"
+    ]
     with pytest.raises(ClientError) as excinfo:
         glacier.get_job_output(vaultName=VAULT, jobId=job_id)
     assert error(excinfo) == ("InvalidParameterValueException", 400)
@@ -400,15 +481,19 @@ def test_multipart_upload_through_the_server(fake_aws: None) -> None:
     server.start()
     try:
         host, port = server.get_host_and_port()
-        client = boto3.client("glacier", region_name=REGION, config=NO_RETRIES,
-                              endpoint_url=f"http://{host}:{port}")
+        client = boto3.client(
+            "glacier", region_name=REGION, config=NO_RETRIES, endpoint_url=f"http://{host}:{port}"
+        )
         client.create_vault(vaultName=VAULT)
         data = sample(2 * MIB + 12345)
         upload_id = upload_parts(client, data)
         assert len(client.list_parts(vaultName=VAULT, uploadId=upload_id)["Parts"]) == 3
-        done = client.complete_multipart_upload(vaultName=VAULT, uploadId=upload_id,
-                                                archiveSize=str(len(data)),
-                                                checksum=tree_hash(data))
+        done = client.complete_multipart_upload(
+            vaultName=VAULT,
+            uploadId=upload_id,
+            archiveSize=str(len(data)),
+            checksum=tree_hash(data),
+        )
         assert done["checksum"] == tree_hash(data)
         assert client.describe_vault(vaultName=VAULT)["SizeInBytes"] == len(data)
         with pytest.raises(ClientError) as excinfo:
@@ -432,38 +517,59 @@ def test_jobs_keep_description_topic_tier_and_range(glacier: BaseClient) -> None
     archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
 
     # When a ranged archive retrieval and an inventory retrieval are initiated
-    retrieval_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Bulk",
-        "Description": '{"job_id": "j1"}', "SNSTopic": TOPIC_ARN,
-        "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}",
-    })["jobId"]
-    inventory_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
-        "Type": "inventory-retrieval", "Description": "stock-take",
-    })["jobId"]
+    retrieval_id = glacier.initiate_job(
+        vaultName=VAULT,
+        jobParameters={
+            "Type": "archive-retrieval",
+            "ArchiveId": archive_id,
+            "Tier": "Bulk",
+            "Description": '{"job_id": "j1"}',
+            "SNSTopic": TOPIC_ARN,
+            "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}",
+        },
+    )["jobId"]
+    inventory_id = glacier.initiate_job(
+        vaultName=VAULT,
+        jobParameters={
+            "Type": "inventory-retrieval",
+            "Description": "stock-take",
+        },
+    )["jobId"]
 
     # Then DescribeJob gives back what was asked, as AWS does (no SHA256TreeHash: 1-3 MiB is
     # not tree-hash aligned; no CompletionDate: in progress)
     retrieval = described(glacier, retrieval_id)
     assert retrieval == {
-        "Action": "ArchiveRetrieval", "ArchiveId": archive_id, "ArchiveSizeInBytes": SIZE,
-        "ArchiveSHA256TreeHash": tree_hash(data), "Completed": False,
-        "CreationDate": retrieval["CreationDate"], "JobDescription": '{"job_id": "j1"}',
-        "JobId": retrieval_id, "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}",
-        "SNSTopic": TOPIC_ARN, "StatusCode": "InProgress",
-        "StatusMessage": "Operation in progress.", "Tier": "Bulk",
+        "Action": "ArchiveRetrieval",
+        "ArchiveId": archive_id,
+        "ArchiveSizeInBytes": SIZE,
+        "ArchiveSHA256TreeHash": tree_hash(data),
+        "Completed": False,
+        "CreationDate": retrieval["CreationDate"],
+        "JobDescription": '{"job_id": "j1"}',
+        "JobId": retrieval_id,
+        "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}",
+        "SNSTopic": TOPIC_ARN,
+        "StatusCode": "InProgress",
+        "StatusMessage": "Operation in progress.",
+        "Tier": "Bulk",
         "VaultARN": f"arn:aws:glacier:{REGION}:{ACCOUNT}:vaults/{VAULT}",
     }
     # and the inventory, Standard by default (0 s here), is done with its size known
     inventory_job = described(glacier, inventory_id)
-    assert (inventory_job["Action"], inventory_job["JobDescription"], inventory_job["Tier"],
-            inventory_job["StatusCode"]) == ("InventoryRetrieval", "stock-take", "Standard",
-                                             "Succeeded")
+    assert (
+        inventory_job["Action"],
+        inventory_job["JobDescription"],
+        inventory_job["Tier"],
+        inventory_job["StatusCode"],
+    ) == ("InventoryRetrieval", "stock-take", "Standard", "Succeeded")
     output = glacier.get_job_output(vaultName=VAULT, jobId=inventory_id)["body"].read()
     assert inventory_job["InventorySizeInBytes"] == len(output)
     # and ListJobs lists both the same way
     listed = glacier.list_jobs(vaultName=VAULT)["JobList"]
     assert sorted(listed, key=lambda j: j["JobId"]) == sorted(
-        [retrieval, described(glacier, inventory_id)], key=lambda j: j["JobId"])
+        [retrieval, described(glacier, inventory_id)], key=lambda j: j["JobId"]
+    )
 
 
 def test_each_tier_takes_its_configured_time(glacier: BaseClient) -> None:
@@ -472,8 +578,10 @@ def test_each_tier_takes_its_configured_time(glacier: BaseClient) -> None:
     archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
 
     def initiate(**tier: str) -> str:
-        return glacier.initiate_job(vaultName=VAULT, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id, **tier})["jobId"]
+        return glacier.initiate_job(
+            vaultName=VAULT,
+            jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, **tier},
+        )["jobId"]
 
     # When one job of each tier is initiated
     standard, expedited, bulk = initiate(), initiate(Tier="Expedited"), initiate(Tier="Bulk")
@@ -484,8 +592,11 @@ def test_each_tier_takes_its_configured_time(glacier: BaseClient) -> None:
     assert job["CompletionDate"] == job["CreationDate"]
     # and the Expedited one is not, but is done a second after it was created
     assert not described(glacier, expedited)["Completed"]
-    job = wait_for(lambda: (j := described(glacier, expedited))["Completed"] and j,
-                   timeout=10, what="the Expedited job")
+    job = wait_for(
+        lambda: (j := described(glacier, expedited))["Completed"] and j,
+        timeout=10,
+        what="the Expedited job",
+    )
     assert utc(job["CompletionDate"]) - utc(job["CreationDate"]) == timedelta(seconds=1)
     # and the Bulk one is still in progress, its output not available
     job = described(glacier, bulk)
@@ -504,13 +615,22 @@ def test_completion_notice_reaches_a_subscribed_queue_once_per_job(glacier: Base
     archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
 
     # When an archive retrieval and an inventory retrieval that name the topic complete
-    retrieval_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "SNSTopic": TOPIC_ARN,
-        "Description": '{"job_id": "j1"}',
-    })["jobId"]
-    inventory_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
-        "Type": "inventory-retrieval", "SNSTopic": TOPIC_ARN,
-    })["jobId"]
+    retrieval_id = glacier.initiate_job(
+        vaultName=VAULT,
+        jobParameters={
+            "Type": "archive-retrieval",
+            "ArchiveId": archive_id,
+            "SNSTopic": TOPIC_ARN,
+            "Description": '{"job_id": "j1"}',
+        },
+    )["jobId"]
+    inventory_id = glacier.initiate_job(
+        vaultName=VAULT,
+        jobParameters={
+            "Type": "inventory-retrieval",
+            "SNSTopic": TOPIC_ARN,
+        },
+    )["jobId"]
 
     # Then each is announced once, with every field of DescribeJob for that job
     notices = receive_notices(sqs, url, count=2)
@@ -519,7 +639,10 @@ def test_completion_notice_reaches_a_subscribed_queue_once_per_job(glacier: Base
         assert {k: v for k, v in notice.items() if v is not None} == described(glacier, job_id)
     retrieval = notices[retrieval_id]
     assert (retrieval["Action"], retrieval["StatusCode"], retrieval["Completed"]) == (
-        "ArchiveRetrieval", "Succeeded", True)
+        "ArchiveRetrieval",
+        "Succeeded",
+        True,
+    )
     assert retrieval["JobDescription"] == '{"job_id": "j1"}'
     assert retrieval["SHA256TreeHash"] == retrieval["ArchiveSHA256TreeHash"] == tree_hash(data)
     assert retrieval["InventorySizeInBytes"] is None
@@ -536,9 +659,14 @@ def test_notice_due_after_its_context_ended_or_to_no_topic_is_dropped(fake_aws: 
         glacier = boto3.client("glacier", region_name=REGION, config=NO_RETRIES)
         glacier.create_vault(vaultName=VAULT)
         archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
-        job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id, "SNSTopic": TOPIC_ARN,
-        })["jobId"]
+        job_id = glacier.initiate_job(
+            vaultName=VAULT,
+            jobParameters={
+                "Type": "archive-retrieval",
+                "ArchiveId": archive_id,
+                "SNSTopic": TOPIC_ARN,
+            },
+        )["jobId"]
         stale = notice_timer(job_id)
 
     with mock_aws():
@@ -549,10 +677,14 @@ def test_notice_due_after_its_context_ended_or_to_no_topic_is_dropped(fake_aws: 
         glacier = boto3.client("glacier", region_name=REGION, config=NO_RETRIES)
         glacier.create_vault(vaultName=VAULT)
         archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
-        job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id,
-            "SNSTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:no-such-topic",
-        })["jobId"]
+        job_id = glacier.initiate_job(
+            vaultName=VAULT,
+            jobParameters={
+                "Type": "archive-retrieval",
+                "ArchiveId": archive_id,
+                "SNSTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:no-such-topic",
+            },
+        )["jobId"]
         orphan = notice_timer(job_id)
 
         # When both timers fire
@@ -569,23 +701,39 @@ def test_notice_due_after_its_context_ended_or_to_no_topic_is_dropped(fake_aws: 
 def notice_timer(job_id: str) -> threading.Timer:
     """The timer that is to publish the completion notice of the job `job_id`."""
     job = glacier_backends[ACCOUNT][REGION].vaults[VAULT].jobs[job_id]
-    [timer] = [t for t in threading.enumerate() if isinstance(t, threading.Timer)
-               and getattr(t, "function", None) == job._publish_notice]
+    [timer] = [
+        t
+        for t in threading.enumerate()
+        if isinstance(t, threading.Timer) and getattr(t, "function", None) == job._publish_notice
+    ]
     return timer
 
 
-@pytest.mark.parametrize("first, last, aligned", [
-    (0, MIB - 1, True),  # a 1 MiB leaf of the tree hash
-    (MIB, 2 * MIB - 1, True),  # another leaf
-    (0, 2 * MIB - 1, True),  # a 2 MiB node
-    (2 * MIB, SIZE - 1, True),  # a 2 MiB node cut short by the end
-    (3 * MIB, SIZE - 1, True),  # the last, short leaf
-    (0, SIZE - 1, True),  # the whole archive, asked for as a range
-    (0, 1023, False),  # not whole MiB
-    (MIB, 3 * MIB - 1, False),  # 2 MiB, not at a multiple of 2 MiB
-    (MIB, SIZE - 1, False),  # from 1 MiB to the end is no node of the tree
-], ids=["leaf", "second-leaf", "node", "node-to-end", "short-leaf", "whole", "partial-mib",
-        "misaligned-node", "mib-to-end"])
+@pytest.mark.parametrize(
+    "first, last, aligned",
+    [
+        (0, MIB - 1, True),  # a 1 MiB leaf of the tree hash
+        (MIB, 2 * MIB - 1, True),  # another leaf
+        (0, 2 * MIB - 1, True),  # a 2 MiB node
+        (2 * MIB, SIZE - 1, True),  # a 2 MiB node cut short by the end
+        (3 * MIB, SIZE - 1, True),  # the last, short leaf
+        (0, SIZE - 1, True),  # the whole archive, asked for as a range
+        (0, 1023, False),  # not whole MiB
+        (MIB, 3 * MIB - 1, False),  # 2 MiB, not at a multiple of 2 MiB
+        (MIB, SIZE - 1, False),  # from 1 MiB to the end is no node of the tree
+    ],
+    ids=[
+        "leaf",
+        "second-leaf",
+        "node",
+        "node-to-end",
+        "short-leaf",
+        "whole",
+        "partial-mib",
+        "misaligned-node",
+        "mib-to-end",
+    ],
+)
 def test_ranged_output_has_a_tree_hash_only_when_tree_hash_aligned(
     glacier: BaseClient, first: int, last: int, aligned: bool
 ) -> None:
@@ -595,15 +743,16 @@ def test_ranged_output_has_a_tree_hash_only_when_tree_hash_aligned(
     job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id})
 
     # When a range of its output is downloaded
-    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"],
-                                    range=f"bytes={first}-{last}")
+    output = glacier.get_job_output(
+        vaultName=VAULT, jobId=job["JobId"], range=f"bytes={first}-{last}"
+    )
 
     # Then exactly those bytes come, as partial content, with the range's tree hash if aligned
     assert output["status"] == 206
     assert output["contentRange"] == f"bytes {first}-{last}/{SIZE}"
     assert output["acceptRanges"] == "bytes"
-    assert output["body"].read() == data[first:last + 1]
-    assert output.get("checksum") == (tree_hash(data[first:last + 1]) if aligned else None)
+    assert output["body"].read() == data[first : last + 1]
+    assert output.get("checksum") == (tree_hash(data[first : last + 1]) if aligned else None)
 
 
 def test_retrieval_of_a_range_outputs_that_range(glacier: BaseClient) -> None:
@@ -612,46 +761,64 @@ def test_retrieval_of_a_range_outputs_that_range(glacier: BaseClient) -> None:
     archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
 
     # When a tree-hash aligned range of it is retrieved
-    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id,
-                                 "RetrievalByteRange": f"{2 * MIB}-{SIZE - 1}"})
+    job = finished_job(
+        glacier,
+        {
+            "Type": "archive-retrieval",
+            "ArchiveId": archive_id,
+            "RetrievalByteRange": f"{2 * MIB}-{SIZE - 1}",
+        },
+    )
 
     # Then its output is that range, with checksums for it and for aligned parts of it
-    assert job["SHA256TreeHash"] == tree_hash(data[2 * MIB:])
+    assert job["SHA256TreeHash"] == tree_hash(data[2 * MIB :])
     output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"])
-    assert (output["body"].read(), output["checksum"]) == (data[2 * MIB:],
-                                                          tree_hash(data[2 * MIB:]))
-    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"],
-                                    range=f"bytes=0-{MIB - 1}")
+    assert (output["body"].read(), output["checksum"]) == (
+        data[2 * MIB :],
+        tree_hash(data[2 * MIB :]),
+    )
+    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"], range=f"bytes=0-{MIB - 1}")
     assert output["contentRange"] == f"bytes 0-{MIB - 1}/{SIZE - 2 * MIB}"
-    part = data[2 * MIB:3 * MIB]
+    part = data[2 * MIB : 3 * MIB]
     assert (output["body"].read(), output["checksum"]) == (part, tree_hash(part))
 
     # When a megabyte-aligned range that is not tree-hash aligned is retrieved
-    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id,
-                                 "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}"})
+    job = finished_job(
+        glacier,
+        {
+            "Type": "archive-retrieval",
+            "ArchiveId": archive_id,
+            "RetrievalByteRange": f"{MIB}-{3 * MIB - 1}",
+        },
+    )
 
     # Then its output is that range, with no checksum for it or any part of it
     assert "SHA256TreeHash" not in job
     output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"])
-    assert output["body"].read() == data[MIB:3 * MIB] and "checksum" not in output
-    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"],
-                                    range=f"bytes=0-{MIB - 1}")
-    assert output["body"].read() == data[MIB:2 * MIB] and "checksum" not in output
+    assert output["body"].read() == data[MIB : 3 * MIB] and "checksum" not in output
+    output = glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"], range=f"bytes=0-{MIB - 1}")
+    assert output["body"].read() == data[MIB : 2 * MIB] and "checksum" not in output
 
 
-@pytest.mark.parametrize("parameters", [
-    {"RetrievalByteRange": "1000-2000"},  # not at a MiB
-    {"RetrievalByteRange": f"0-{MIB - 2}"},  # ends neither at a MiB nor at the end
-    {"RetrievalByteRange": f"0-{SIZE}"},  # beyond the end
-    {"RetrievalByteRange": f"{MIB}-{MIB - 1}"},  # backwards
-    {"RetrievalByteRange": "0-"},
-    {"Tier": "Glacial"},
-], ids=["unaligned-start", "unaligned-end", "beyond-end", "backwards", "open", "unknown-tier"])
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"RetrievalByteRange": "1000-2000"},  # not at a MiB
+        {"RetrievalByteRange": f"0-{MIB - 2}"},  # ends neither at a MiB nor at the end
+        {"RetrievalByteRange": f"0-{SIZE}"},  # beyond the end
+        {"RetrievalByteRange": f"{MIB}-{MIB - 1}"},  # backwards
+        {"RetrievalByteRange": "0-"},
+        {"Tier": "Glacial"},
+    ],
+    ids=["unaligned-start", "unaligned-end", "beyond-end", "backwards", "open", "unknown-tier"],
+)
 def test_malformed_retrievals_are_rejected(glacier: BaseClient, parameters: dict) -> None:
     archive_id = glacier.upload_archive(vaultName=VAULT, body=sample(SIZE))["archiveId"]
     with pytest.raises(ClientError) as excinfo:
-        glacier.initiate_job(vaultName=VAULT, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id, **parameters})
+        glacier.initiate_job(
+            vaultName=VAULT,
+            jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, **parameters},
+        )
     assert error(excinfo) == ("InvalidParameterValueException", 400)
     assert glacier.list_jobs(vaultName=VAULT)["JobList"] == []
 
@@ -672,14 +839,21 @@ def test_expedited_without_capacity_is_refused_while_standard_works(glacier: Bas
 
     # When an Expedited retrieval is initiated, then AWS's 503 error comes back
     with pytest.raises(ClientError) as excinfo:
-        glacier.initiate_job(vaultName=VAULT, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})
+        glacier.initiate_job(
+            vaultName=VAULT,
+            jobParameters={
+                "Type": "archive-retrieval",
+                "ArchiveId": archive_id,
+                "Tier": "Expedited",
+            },
+        )
     assert error(excinfo) == ("InsufficientCapacityException", 503)
     assert excinfo.value.response["type"] == "Server"
 
     # When a Standard one is, then it works, and it is the only job
-    job = finished_job(glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id,
-                                 "Tier": "Standard"})
+    job = finished_job(
+        glacier, {"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Standard"}
+    )
     assert glacier.list_jobs(vaultName=VAULT)["JobList"] == [described(glacier, job["JobId"])]
 
 
@@ -692,9 +866,17 @@ def test_failing_retrievals_end_failed_and_are_announced(glacier: BaseClient) ->
     archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
 
     # When two retrievals announced on the topic complete
-    failed_id, succeeded_id = (glacier.initiate_job(vaultName=VAULT, jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "SNSTopic": TOPIC_ARN,
-    })["jobId"] for _ in range(2))
+    failed_id, succeeded_id = (
+        glacier.initiate_job(
+            vaultName=VAULT,
+            jobParameters={
+                "Type": "archive-retrieval",
+                "ArchiveId": archive_id,
+                "SNSTopic": TOPIC_ARN,
+            },
+        )["jobId"]
+        for _ in range(2)
+    )
 
     # Then the first ends Failed, and says so in its notice as in DescribeJob
     notices = receive_notices(sqs, url, count=2)
@@ -712,10 +894,16 @@ def test_failing_retrievals_end_failed_and_are_announced(glacier: BaseClient) ->
 
 
 def test_settings_come_from_the_local_config_section() -> None:
-    config = load(environ={"GAS_LOCAL_EXPEDITED_CAPACITY": "False", "GAS_LOCAL_BULK_SECONDS": "0",
-                           "GAS_LOCAL_FAIL_RETRIEVALS": "2"})
+    config = load(
+        environ={
+            "GAS_LOCAL_EXPEDITED_CAPACITY": "False",
+            "GAS_LOCAL_BULK_SECONDS": "0",
+            "GAS_LOCAL_FAIL_RETRIEVALS": "2",
+        }
+    )
     assert Settings.from_config(config.local) == replace(
-        DEFAULT_SETTINGS, expedited_capacity=False, bulk_seconds=0, fail_retrievals=2)
+        DEFAULT_SETTINGS, expedited_capacity=False, bulk_seconds=0, fail_retrievals=2
+    )
     with pytest.raises(ConfigError, match=r"\[local\] expedited_capacity"):
         load(environ={"GAS_LOCAL_EXPEDITED_CAPACITY": "maybe"})
 
@@ -727,42 +915,56 @@ def test_notice_range_and_capacity_through_the_server(fake_aws: None) -> None:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
-        glacier, sns, sqs = (boto3.client(name, region_name=REGION, config=NO_RETRIES,
-                                          endpoint_url=endpoint)
-                             for name in ("glacier", "sns", "sqs"))
+        glacier, sns, sqs = (
+            boto3.client(name, region_name=REGION, config=NO_RETRIES, endpoint_url=endpoint)
+            for name in ("glacier", "sns", "sqs")
+        )
         glacier.create_vault(vaultName=VAULT)
         url = subscribe_queue(sns, sqs)
         data = sample(2 * MIB + 7)
         archive_id = glacier.upload_archive(vaultName=VAULT, body=data)["archiveId"]
 
         # When a retrieval announced on the topic completes
-        job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id, "SNSTopic": TOPIC_ARN,
-            "Description": "via the server",
-        })["jobId"]
+        job_id = glacier.initiate_job(
+            vaultName=VAULT,
+            jobParameters={
+                "Type": "archive-retrieval",
+                "ArchiveId": archive_id,
+                "SNSTopic": TOPIC_ARN,
+                "Description": "via the server",
+            },
+        )["jobId"]
 
         # Then its notice reaches the queue, once
         notice = receive_notices(sqs, url, count=1)[job_id]
         assert (notice["StatusCode"], notice["JobDescription"]) == ("Succeeded", "via the server")
         assert notice["SHA256TreeHash"] == tree_hash(data)
         # and a range of its output comes with the range's tree hash
-        output = glacier.get_job_output(vaultName=VAULT, jobId=job_id,
-                                        range=f"bytes={MIB}-{2 * MIB - 1}")
-        part = data[MIB:2 * MIB]
-        assert (output["status"], output["contentRange"]) == (206, f"bytes {MIB}-{2 * MIB - 1}/"
-                                                                   f"{len(data)}")
+        output = glacier.get_job_output(
+            vaultName=VAULT, jobId=job_id, range=f"bytes={MIB}-{2 * MIB - 1}"
+        )
+        part = data[MIB : 2 * MIB]
+        assert (output["status"], output["contentRange"]) == (
+            206,
+            f"bytes {MIB}-{2 * MIB - 1}/{len(data)}",
+        )
         assert (output["body"].read(), output["checksum"]) == (part, tree_hash(part))
 
         # When Expedited capacity runs out, then the server refuses Expedited retrievals
         configure(expedited_capacity=False)
         with pytest.raises(ClientError) as excinfo:
-            glacier.initiate_job(vaultName=VAULT, jobParameters={
-                "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})
+            glacier.initiate_job(
+                vaultName=VAULT,
+                jobParameters={
+                    "Type": "archive-retrieval",
+                    "ArchiveId": archive_id,
+                    "Tier": "Expedited",
+                },
+            )
         assert error(excinfo) == ("InsufficientCapacityException", 503)
     finally:
         # The server shares moto's state with the process: leave nothing for later tests.
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset",
-                                                      method="POST"))
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
         server.stop()
 
 

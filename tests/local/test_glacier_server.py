@@ -31,23 +31,42 @@ def test_serve_applies_local_settings_and_announces_on_the_thaw_queue(
 
     # When an Expedited retrieval is initiated, then it is refused
     with pytest.raises(ClientError) as excinfo:
-        glacier.initiate_job(vaultName=vault, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})
+        glacier.initiate_job(
+            vaultName=vault,
+            jobParameters={
+                "Type": "archive-retrieval",
+                "ArchiveId": archive_id,
+                "Tier": "Expedited",
+            },
+        )
     assert excinfo.value.response["Error"]["Code"] == "InsufficientCapacityException"
 
     # When a Standard one announced on the thaw topic is initiated
-    job_id = glacier.initiate_job(vaultName=vault, jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Standard",
-        "SNSTopic": server.aws.topic_arn(server.config.gas.thaw_topic),
-        "Description": json.dumps({"job_id": "j1"}),
-    })["jobId"]
+    job_id = glacier.initiate_job(
+        vaultName=vault,
+        jobParameters={
+            "Type": "archive-retrieval",
+            "ArchiveId": archive_id,
+            "Tier": "Standard",
+            "SNSTopic": server.aws.topic_arn(server.config.gas.thaw_topic),
+            "Description": json.dumps({"job_id": "j1"}),
+        },
+    )["jobId"]
 
     # Then its completion notice reaches the thaw queue through the topic's subscription
     url = server.queue_url(server.config.thaw.queue)
-    messages = wait_for(lambda: server.client("sqs").receive_message(
-        QueueUrl=url, WaitTimeSeconds=1).get("Messages"), timeout=15, what="the notice")
+    messages = wait_for(
+        lambda: (
+            server.client("sqs").receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages")
+        ),
+        timeout=15,
+        what="the notice",
+    )
     envelope = json.loads(messages[0]["Body"])
     notice = json.loads(envelope["Message"])
     assert envelope["Subject"] == NOTIFICATION_SUBJECT
     assert (notice["JobId"], notice["StatusCode"], notice["JobDescription"]) == (
-        job_id, "Succeeded", json.dumps({"job_id": "j1"}))
+        job_id,
+        "Succeeded",
+        json.dumps({"job_id": "j1"}),
+    )

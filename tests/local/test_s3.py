@@ -28,8 +28,13 @@ REGION = "us-east-1"
 BUCKET = "archive-bucket"
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 # Every tier done at once unless a test says otherwise.
-INSTANT = replace(DEFAULT_SETTINGS, expedited_seconds=0, standard_seconds=0, bulk_seconds=0,
-                  expedited_capacity=True)
+INSTANT = replace(
+    DEFAULT_SETTINGS,
+    expedited_seconds=0,
+    standard_seconds=0,
+    bulk_seconds=0,
+    expedited_capacity=True,
+)
 HOUR = 3600
 
 
@@ -45,14 +50,24 @@ def s3(aws_env: None) -> Iterator[BaseClient]:
         yield client
 
 
-def archived(s3: BaseClient, key: str = "archive/j1", body: bytes = b"result",
-             storage_class: str = "GLACIER", bucket: str = BUCKET) -> bytes:
+def archived(
+    s3: BaseClient,
+    key: str = "archive/j1",
+    body: bytes = b"result",
+    storage_class: str = "GLACIER",
+    bucket: str = BUCKET,
+) -> bytes:
     s3.put_object(Bucket=bucket, Key=key, Body=body, StorageClass=storage_class)
     return body
 
 
-def restore(s3: BaseClient, key: str = "archive/j1", tier: str | None = None, days: int = 1,
-            bucket: str = BUCKET) -> int:
+def restore(
+    s3: BaseClient,
+    key: str = "archive/j1",
+    tier: str | None = None,
+    days: int = 1,
+    bucket: str = BUCKET,
+) -> int:
     """RestoreObject's HTTP status."""
     request: dict = {"Days": days}
     if tier:
@@ -77,16 +92,19 @@ def expiry_date(header: str) -> datetime:
 
 
 def midnight_after(moment: datetime) -> datetime:
-    return datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(),
-                            tzinfo=timezone.utc)
+    return datetime.combine(
+        moment.date() + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc
+    )
 
 
 def subscribe_queue(sqs: BaseClient, topic_arn: str, name: str = "restores") -> str:
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"]
-    boto3.client("sns", region_name=REGION).subscribe(TopicArn=topic_arn, Protocol="sqs",
-                                                      Endpoint=arn)
+        "QueueArn"
+    ]
+    boto3.client("sns", region_name=REGION).subscribe(
+        TopicArn=topic_arn, Protocol="sqs", Endpoint=arn
+    )
     return url
 
 
@@ -99,8 +117,9 @@ def receive_all(sqs: BaseClient, url: str, until: int) -> list[dict]:
         response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
             body = json.loads(message["Body"])
-            bodies.append(json.loads(body["Message"]) if body.get("Type") == "Notification"
-                          else body)
+            bodies.append(
+                json.loads(body["Message"]) if body.get("Type") == "Notification" else body
+            )
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         return len(bodies) >= until
 
@@ -115,12 +134,18 @@ def event_names(bodies: list[dict]) -> list[str]:
 
 # -- RestoreObject ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("storage_class, capacity, refusal", [
-    ("DEEP_ARCHIVE", True, ("InvalidTier", 403)),
-    ("GLACIER", False, ("GlacierExpeditedRetrievalNotAvailable", 503)),
-], ids=["deep-archive", "no-capacity"])
+
+@pytest.mark.parametrize(
+    "storage_class, capacity, refusal",
+    [
+        ("DEEP_ARCHIVE", True, ("InvalidTier", 403)),
+        ("GLACIER", False, ("GlacierExpeditedRetrievalNotAvailable", 503)),
+    ],
+    ids=["deep-archive", "no-capacity"],
+)
 def test_expedited_is_refused_where_aws_refuses_it_and_standard_then_works(
-        s3: BaseClient, storage_class: str, capacity: bool, refusal: tuple[str, int]) -> None:
+    s3: BaseClient, storage_class: str, capacity: bool, refusal: tuple[str, int]
+) -> None:
     # Given an archived object, and Expedited capacity or not
     configure(expedited_capacity=capacity)
     archived(s3, storage_class=storage_class)
@@ -153,20 +178,26 @@ def test_glacier_expedited_with_capacity_and_default_tier_are_accepted(s3: BaseC
 
 @pytest.mark.parametrize("storage_class", ["STANDARD", "GLACIER_IR", "STANDARD_IA"])
 def test_restore_of_an_object_not_archived_is_invalid_object_state(
-        s3: BaseClient, storage_class: str) -> None:
+    s3: BaseClient, storage_class: str
+) -> None:
     archived(s3, storage_class=storage_class)
     with pytest.raises(ClientError) as excinfo:
         restore(s3)
     assert error(excinfo) == ("InvalidObjectState", 403)
 
 
-@pytest.mark.parametrize("request_body, refusal", [
-    ({"GlacierJobParameters": {"Tier": "Standard"}}, ("InvalidArgument", 400)),  # no Days
-    ({"Days": 0}, ("InvalidArgument", 400)),
-    ({"Days": 1, "GlacierJobParameters": {"Tier": "Slow"}}, ("MalformedXML", 400)),
-], ids=["no-days", "zero-days", "unknown-tier"])
+@pytest.mark.parametrize(
+    "request_body, refusal",
+    [
+        ({"GlacierJobParameters": {"Tier": "Standard"}}, ("InvalidArgument", 400)),  # no Days
+        ({"Days": 0}, ("InvalidArgument", 400)),
+        ({"Days": 1, "GlacierJobParameters": {"Tier": "Slow"}}, ("MalformedXML", 400)),
+    ],
+    ids=["no-days", "zero-days", "unknown-tier"],
+)
 def test_malformed_restore_requests_are_refused(
-        s3: BaseClient, request_body: dict, refusal: tuple[str, int]) -> None:
+    s3: BaseClient, request_body: dict, refusal: tuple[str, int]
+) -> None:
     archived(s3)
     with pytest.raises(ClientError) as excinfo:
         s3.restore_object(Bucket=BUCKET, Key="archive/j1", RestoreRequest=request_body)
@@ -174,17 +205,21 @@ def test_malformed_restore_requests_are_refused(
     assert restore_header(s3) is None
 
 
-def test_a_second_restore_while_one_is_in_progress_is_refused_unless_faster(
-        s3: BaseClient) -> None:
+def test_a_second_restore_while_one_is_in_progress_is_refused_unless_faster(s3: BaseClient) -> None:
     # Given a bucket that sends its restore events to a queue, and Bulk restores taking two
     # seconds while Standard ones take none
     configure(bulk_seconds=2)
     sqs = boto3.client("sqs", region_name=REGION)
     url = sqs.create_queue(QueueName="restores")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectRestore:*"]}]})
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    s3.put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectRestore:*"]}]
+        },
+    )
     archived(s3)
     # and a Bulk restore in progress
     earlier = set(restore_timers())
@@ -206,8 +241,7 @@ def test_a_second_restore_while_one_is_in_progress_is_refused_unless_faster(
     bulk_timer.join(timeout=10)
     assert not bulk_timer.is_alive()
     bodies = receive_all(sqs, url, until=3)
-    assert event_names(bodies) == ["s3:TestEvent", "ObjectRestore:Post",
-                                   "ObjectRestore:Completed"]
+    assert event_names(bodies) == ["s3:TestEvent", "ObjectRestore:Post", "ObjectRestore:Completed"]
 
 
 def test_restoring_a_restored_object_extends_its_copys_life(s3: BaseClient) -> None:
@@ -218,8 +252,10 @@ def test_restoring_a_restored_object_extends_its_copys_life(s3: BaseClient) -> N
     after = datetime.now(timezone.utc)
     # Then its copy expires at the first midnight UTC after a day from the request
     first = expiry_date(restore_header(s3))
-    assert first in {midnight_after(before + timedelta(days=1)),
-                     midnight_after(after + timedelta(days=1))}
+    assert first in {
+        midnight_after(before + timedelta(days=1)),
+        midnight_after(after + timedelta(days=1)),
+    }
 
     # When it is restored again for five days, then S3 says 200 and the expiry moves
     assert restore(s3, days=5) == 200
@@ -244,8 +280,14 @@ def test_while_a_restore_is_ongoing_the_object_cannot_be_read_or_copied(s3: Base
     assert error(excinfo) == ("ObjectNotInActiveTierError", 403)
     upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="copy")["UploadId"]
     with pytest.raises(ClientError) as excinfo:
-        s3.upload_part_copy(Bucket=BUCKET, Key="copy", UploadId=upload_id, PartNumber=1,
-                            CopySource=source, CopySourceRange=f"bytes=0-{5 * MIB - 1}")
+        s3.upload_part_copy(
+            Bucket=BUCKET,
+            Key="copy",
+            UploadId=upload_id,
+            PartNumber=1,
+            CopySource=source,
+            CopySourceRange=f"bytes=0-{5 * MIB - 1}",
+        )
     assert error(excinfo) == ("ObjectNotInActiveTierError", 403)
 
 
@@ -255,13 +297,20 @@ def test_a_restored_object_copies_back_in_parts_byte_identical(s3: BaseClient) -
     data = bytes(range(256)) * (10 * MIB // 256) + b"tail"
     archived(s3, body=data)
     assert restore(s3, tier="Expedited") == 202
-    wait_for(lambda: restore_header(s3).startswith('ongoing-request="false"'), timeout=10,
-             what="the restore")
+    wait_for(
+        lambda: restore_header(s3).startswith('ongoing-request="false"'),
+        timeout=10,
+        what="the restore",
+    )
 
     # When s3transfer copies it back into STANDARD, in 5 MiB parts (UploadPartCopy ranges)
-    s3.copy({"Bucket": BUCKET, "Key": "archive/j1"}, "results", "gas/u/j1~result.vcf",
-            ExtraArgs={"StorageClass": "STANDARD"},
-            Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB))
+    s3.copy(
+        {"Bucket": BUCKET, "Key": "archive/j1"},
+        "results",
+        "gas/u/j1~result.vcf",
+        ExtraArgs={"StorageClass": "STANDARD"},
+        Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB),
+    )
 
     # Then the copy was made of three parts, is in STANDARD and has the same bytes
     head = s3.head_object(Bucket="results", Key="gas/u/j1~result.vcf")
@@ -273,8 +322,8 @@ def test_a_restored_object_copies_back_in_parts_byte_identical(s3: BaseClient) -
 
 # -- events -------------------------------------------------------------------------------------
 
-def test_completion_after_the_tiers_time_is_announced_once_on_the_thaw_queue(
-        stack: Stack) -> None:
+
+def test_completion_after_the_tiers_time_is_announced_once_on_the_thaw_queue(stack: Stack) -> None:
     # Given the stack of the s3 back end (its archive bucket announces completed restores on
     # the thaw topic; configured twice, as a restarted stack would), and a second per
     # Standard restore
@@ -306,7 +355,10 @@ def test_completion_after_the_tiers_time_is_announced_once_on_the_thaw_queue(
     assert event_time.replace(tzinfo=timezone.utc) - before >= timedelta(seconds=0.99)
     # with the fields AWS documents
     assert (record["eventSource"], record["awsRegion"], record["eventName"]) == (
-        "aws:s3", REGION, "ObjectRestore:Completed")
+        "aws:s3",
+        REGION,
+        "ObjectRestore:Completed",
+    )
     assert record["s3"]["bucket"]["name"] == bucket
     assert record["s3"]["object"]["key"] == quote_plus(key)
     assert unquote_plus(record["s3"]["object"]["key"]) == key
@@ -315,11 +367,14 @@ def test_completion_after_the_tiers_time_is_announced_once_on_the_thaw_queue(
     assert record["s3"]["object"]["eTag"] == head["ETag"].strip('"')
     restored = record["glacierEventData"]["restoreEventData"]
     assert restored["lifecycleRestoreStorageClass"] == "GLACIER"
-    expiry = datetime.strptime(restored["lifecycleRestorationExpiryTime"],
-                               "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=timezone.utc)
+    expiry = datetime.strptime(
+        restored["lifecycleRestorationExpiryTime"], "%Y-%m-%dT%H:%M:%S.000Z"
+    ).replace(tzinfo=timezone.utc)
     assert expiry == expiry_date(head["Restore"])
-    assert expiry in {midnight_after(before + timedelta(days=3)),
-                      midnight_after(after + timedelta(days=3))}
+    assert expiry in {
+        midnight_after(before + timedelta(days=3)),
+        midnight_after(after + timedelta(days=3)),
+    }
     # and the object now reads, without announcing anything more
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
@@ -337,9 +392,14 @@ def test_an_event_due_after_its_context_ended_is_dropped(aws_env: None) -> None:
         topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="t")["TopicArn"]
         sqs = boto3.client("sqs", region_name=REGION)
         url = subscribe_queue(sqs, topic_arn)
-        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
-            "TopicConfigurations": [{"TopicArn": topic_arn,
-                                     "Events": ["s3:ObjectRestore:Completed"]}]})
+        s3.put_bucket_notification_configuration(
+            Bucket=BUCKET,
+            NotificationConfiguration={
+                "TopicConfigurations": [
+                    {"TopicArn": topic_arn, "Events": ["s3:ObjectRestore:Completed"]}
+                ]
+            },
+        )
         return s3, sqs, url
 
     with mock_aws():
@@ -363,16 +423,26 @@ def test_an_event_due_after_its_context_ended_is_dropped(aws_env: None) -> None:
 
 def restore_timers() -> list[threading.Timer]:
     """The timers that are to complete restores (earlier tests' may still be waiting)."""
-    return [t for t in threading.enumerate() if isinstance(t, threading.Timer)
-            and getattr(t, "function", None) is s3_emulation._complete]
+    return [
+        t
+        for t in threading.enumerate()
+        if isinstance(t, threading.Timer) and getattr(t, "function", None) is s3_emulation._complete
+    ]
 
 
 # -- through the server -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stack_settings", [{
-    "GAS_GAS_ARCHIVE_BACKEND": "s3", "GAS_LOCAL_EXPEDITED_CAPACITY": "false",
-    "GAS_LOCAL_STANDARD_SECONDS": "0",
-}])
+
+@pytest.mark.parametrize(
+    "stack_settings",
+    [
+        {
+            "GAS_GAS_ARCHIVE_BACKEND": "s3",
+            "GAS_LOCAL_EXPEDITED_CAPACITY": "false",
+            "GAS_LOCAL_STANDARD_SECONDS": "0",
+        }
+    ],
+)
 def test_restore_through_the_server_announces_on_the_thaw_queue(server: Server) -> None:
     # Given the stack served for the s3 back end with no Expedited capacity, and an object
     # archived in its archive bucket
@@ -399,10 +469,12 @@ def test_restore_through_the_server_announces_on_the_thaw_queue(server: Server) 
 
 
 def test_a_conditional_delete_never_deletes_a_write_that_landed_after_its_check(
-        s3: BaseClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3: BaseClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a delete on condition of the first version's ETag, slow between its check and its
     # delete, and a second version written meanwhile
     from moto.s3.models import S3Backend
+
     first = s3.put_object(Bucket=BUCKET, Key="k", Body=b"first")["ETag"]
     checked, written = threading.Event(), threading.Event()
     delete_object = S3Backend.delete_object
@@ -414,8 +486,12 @@ def test_a_conditional_delete_never_deletes_a_write_that_landed_after_its_check(
         return delete_object(self, *args, **kwargs)
 
     monkeypatch.setattr(S3Backend, "delete_object", slow_delete)
-    delete = threading.Thread(name="delete", target=lambda: _ignore_precondition(
-        lambda: s3.delete_object(Bucket=BUCKET, Key="k", IfMatch=first)))
+    delete = threading.Thread(
+        name="delete",
+        target=lambda: _ignore_precondition(
+            lambda: s3.delete_object(Bucket=BUCKET, Key="k", IfMatch=first)
+        ),
+    )
     delete.start()
     assert checked.wait(5)
     s3.put_object(Bucket=BUCKET, Key="k", Body=b"second")
@@ -459,14 +535,18 @@ def counting_reads(key_name: str) -> CountingBuffer:
 SIZE = 4 * MIB
 
 
-@pytest.mark.parametrize("header, first, last", [
-    ("bytes=1048576-2097151", MIB, 2 * MIB - 1),  # a part, as archive reads it
-    (f"bytes={SIZE - 100}-", SIZE - 100, SIZE - 1),  # open-ended
-    ("bytes=-10", SIZE - 10, SIZE - 1),  # a suffix
-    (f"bytes={SIZE - 5}-{10 * SIZE}", SIZE - 5, SIZE - 1),  # past the end: up to the end
-])
-def test_a_ranged_get_reads_only_its_range(s3: BaseClient, header: str, first: int,
-                                           last: int) -> None:
+@pytest.mark.parametrize(
+    "header, first, last",
+    [
+        ("bytes=1048576-2097151", MIB, 2 * MIB - 1),  # a part, as archive reads it
+        (f"bytes={SIZE - 100}-", SIZE - 100, SIZE - 1),  # open-ended
+        ("bytes=-10", SIZE - 10, SIZE - 1),  # a suffix
+        (f"bytes={SIZE - 5}-{10 * SIZE}", SIZE - 5, SIZE - 1),  # past the end: up to the end
+    ],
+)
+def test_a_ranged_get_reads_only_its_range(
+    s3: BaseClient, header: str, first: int, last: int
+) -> None:
     # Given a 4 MiB object
     data = bytes(range(256)) * (SIZE // 256)
     s3.put_object(Bucket=BUCKET, Key="big", Body=data)
@@ -474,7 +554,7 @@ def test_a_ranged_get_reads_only_its_range(s3: BaseClient, header: str, first: i
     # When a range of it is read
     answer = s3.get_object(Bucket=BUCKET, Key="big", Range=header)
     # Then the answer is that range, as S3 gives it, and only its bytes were read
-    assert answer["Body"].read() == data[first:last + 1]
+    assert answer["Body"].read() == data[first : last + 1]
     assert answer["ContentRange"] == f"bytes {first}-{last}/{SIZE}"
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 206
     assert buffer.read_bytes == last - first + 1

@@ -13,8 +13,19 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Stack, job, message, put_job, vault_archive_count
-from util.ann_load import (SAMPLE_INPUT, JobRecord, OpenLoop, Submitter, clean_only, cleanup,
-                           intended_times, plan, schedule_span, summarize, write_outputs)
+from util.ann_load import (
+    SAMPLE_INPUT,
+    JobRecord,
+    OpenLoop,
+    Submitter,
+    clean_only,
+    cleanup,
+    intended_times,
+    plan,
+    schedule_span,
+    summarize,
+    write_outputs,
+)
 from util.ann_load_report import distribution, percentile
 from util.helpers import COMPLETED, JOB_STATUS, PENDING, SYNTHETIC, job_request
 from util.local.annotator import Annotator
@@ -82,6 +93,7 @@ def test_lateness_is_recorded_and_a_job_too_late_is_dropped_not_sent() -> None:
 
 # -- the figures -------------------------------------------------------------------------------
 
+
 def test_percentiles_are_nearest_rank() -> None:
     ten = [7, 3, 10, 1, 5, 9, 2, 8, 6, 4]  # 1..10, unordered
     assert [percentile(ten, p) for p in (0, 10, 50, 90, 99, 100)] == [1, 1, 5, 9, 10, 10]
@@ -89,22 +101,24 @@ def test_percentiles_are_nearest_rank() -> None:
     assert [percentile(five, p) for p in (5, 30, 40, 50, 100)] == [15, 20, 20, 35, 50]
     assert percentile(range(1, 1001), 99.9) == 999  # not 1000 by a floating-point wobble
     assert percentile([], 50) is None
-    assert distribution([2.0, 1.0]) == {"count": 2, "p50": 1.0, "p90": 2.0, "p99": 2.0,
-                                        "max": 2.0}
+    assert distribution([2.0, 1.0]) == {"count": 2, "p50": 1.0, "p90": 2.0, "p99": 2.0, "max": 2.0}
     assert distribution([]) == {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
 
 
 def finished_run() -> tuple[list[JobRecord], list[dict]]:
     """Four jobs due every 0.5 s: three completed, one never; one sent 30 ms late."""
     records = plan([0.0, 0.5, 1.0, 1.5], ["u-alice", "u-bob"], "r")
-    for record, lag, e2e in zip(records, (0.001, 0.002, 0.030, 0.004), (1.0, 2.0, 3.0, None),
-                                strict=True):
+    for record, lag, e2e in zip(
+        records, (0.001, 0.002, 0.030, 0.004), (1.0, 2.0, 3.0, None), strict=True
+    ):
         record.sent = record.intended + lag
         record.submitted = record.sent + 0.010
         if e2e is not None:
             record.completed, record.status = record.intended + e2e, COMPLETED
-    timeline = [{"t": t, "backlog": b, "in_flight": 1, "sent": t, "completed": 0}
-                for t, b in enumerate([0, 2, 3, 1])]
+    timeline = [
+        {"t": t, "backlog": b, "in_flight": 1, "sent": t, "completed": 0}
+        for t, b in enumerate([0, 2, 3, 1])
+    ]
     return records, timeline
 
 
@@ -112,14 +126,27 @@ def test_summary_figures() -> None:
     records, timeline = finished_run()
     figures = summarize(records, timeline, rate=2, ramp=0, span=2.0, late_ms=10, drain=5)
     assert figures["late_sends"] == 1
-    assert figures["jobs"] == {"scheduled": 4, "sent": 4, "submitted": 4, "send_errors": 0,
-                               "not_sent": 0, "dropped": 0, "completed": 3, "failed": 0,
-                               "never_completed": 1}
+    assert figures["jobs"] == {
+        "scheduled": 4,
+        "sent": 4,
+        "submitted": 4,
+        "send_errors": 0,
+        "not_sent": 0,
+        "dropped": 0,
+        "completed": 3,
+        "failed": 0,
+        "never_completed": 1,
+    }
     assert figures["target_rate"] == 2.0
     # 4 submitted over the 2 s span stretched by the last send's 4 ms lag
     assert figures["achieved_rate"] == round(4 / 2.004, 3)
-    assert figures["end_to_end_ms"] == {"count": 3, "p50": 2000.0, "p90": 3000.0,
-                                        "p99": 3000.0, "max": 3000.0}
+    assert figures["end_to_end_ms"] == {
+        "count": 3,
+        "p50": 2000.0,
+        "p90": 3000.0,
+        "p99": 3000.0,
+        "max": 3000.0,
+    }
     assert figures["send_lag_ms"]["p50"] == 2.0 and figures["send_lag_ms"]["max"] == 30.0
     assert figures["submit_latency_ms"]["p50"] == pytest.approx(10.0)
     assert figures["backlog"] == {"max": 3, "final": 1}
@@ -137,9 +164,14 @@ class _Tags(HTMLParser):
 def test_the_report_is_written_and_well_formed(tmp_path: Path) -> None:
     # Given a finished run
     records, timeline = finished_run()
-    summary = {"run_id": "r", "started_at": "2024-01-01T00:00:00+00:00", "account": "1",
-               "endpoint": "http://x", "interrupted": False,
-               **summarize(records, timeline, rate=2, ramp=0, span=2.0, late_ms=10, drain=5)}
+    summary = {
+        "run_id": "r",
+        "started_at": "2024-01-01T00:00:00+00:00",
+        "account": "1",
+        "endpoint": "http://x",
+        "interrupted": False,
+        **summarize(records, timeline, rate=2, ramp=0, span=2.0, late_ms=10, drain=5),
+    }
     # When its outputs are written
     write_outputs(tmp_path, records, summary, timeline)
     # Then one JSON line per job, the summary with its samples, and a page of four charts
@@ -147,9 +179,23 @@ def test_the_report_is_written_and_well_formed(tmp_path: Path) -> None:
     assert [json.loads(line)["job_id"] for line in lines] == [r.job_id for r in records]
     assert json.loads(lines[0])["e2e_ms"] == 1000.0 and json.loads(lines[3])["e2e_ms"] is None
     written = json.loads((tmp_path / "summary.json").read_text())
-    assert {"run_id", "account", "endpoint", "target", "target_rate", "achieved_rate",
-            "late_sends", "jobs", "send_lag_ms", "submit_latency_ms", "end_to_end_ms",
-            "backlog", "drain_s", "percentile_method", "samples"} <= set(written)
+    assert {
+        "run_id",
+        "account",
+        "endpoint",
+        "target",
+        "target_rate",
+        "achieved_rate",
+        "late_sends",
+        "jobs",
+        "send_lag_ms",
+        "submit_latency_ms",
+        "end_to_end_ms",
+        "backlog",
+        "drain_s",
+        "percentile_method",
+        "samples",
+    } <= set(written)
     assert written["samples"] == timeline
     page = (tmp_path / "report.html").read_text()
     parser = _Tags()
@@ -158,11 +204,13 @@ def test_the_report_is_written_and_well_formed(tmp_path: Path) -> None:
     root = ElementTree.fromstring(page.split("\n", 1)[1])  # well-formed XML after the doctype
     svg = "{http://www.w3.org/2000/svg}svg"
     assert len(list(root.iter(svg))) == 4
-    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "") \
-        .replace("http://x", ""), "self-contained: nothing loaded from elsewhere"
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "").replace(
+        "http://x", ""
+    ), "self-contained: nothing loaded from elsewhere"
 
 
 # -- submitting and cleaning up (moto in process) ------------------------------------------------
+
 
 def objects(stack: Stack, bucket: str) -> list[str]:
     listing = stack.client("s3").list_objects_v2(Bucket=bucket)
@@ -189,8 +237,15 @@ def test_a_job_is_submitted_as_the_web_app_does(stack: Stack) -> None:
     url = stack.queue_url(stack.config.gas.job_requests_queue)
     [received] = sqs.receive_message(QueueUrl=url)["Messages"]
     assert json.loads(json.loads(received["Body"])["Message"]) == job_request(item)
-    assert set(job_request(item)) == {"job_id", "user_id", "input_file_name", "submit_time",
-                                      "s3_inputs_bucket", "s3_key_input_file", "job_status"}
+    assert set(job_request(item)) == {
+        "job_id",
+        "user_id",
+        "input_file_name",
+        "submit_time",
+        "s3_inputs_bucket",
+        "s3_key_input_file",
+        "job_status",
+    }
 
 
 def test_cleanup_removes_synthetic_jobs_and_nothing_else(stack: Stack) -> None:
@@ -202,12 +257,15 @@ def test_cleanup_removes_synthetic_jobs_and_nothing_else(stack: Stack) -> None:
         submit([record])
     annotator = Annotator(config, stack.aws, seconds=0)
     assert annotator(message(job_id=records[0].job_id, user_id="u-alice")).action == "done"
-    archive_id = stack.client("glacier").upload_archive(
-        vaultName=config.gas.vault, body=b"x")["archiveId"]
+    archive_id = stack.client("glacier").upload_archive(vaultName=config.gas.vault, body=b"x")[
+        "archiveId"
+    ]
     stack.client("dynamodb").update_item(
-        TableName=config.gas.annotations_table, Key={"job_id": {"S": records[2].job_id}},
+        TableName=config.gas.annotations_table,
+        Key={"job_id": {"S": records[2].job_id}},
         UpdateExpression="SET results_file_archive_id = :a",
-        ExpressionAttributeValues={":a": {"S": archive_id}})
+        ExpressionAttributeValues={":a": {"S": archive_id}},
+    )
     # ...a result left by a job whose item is already gone, and a real user's job
     orphan = f"{config.ann_load.prefix}/u-bob/load-r0-000009~sample.annot.vcf"
     stack.client("s3").put_object(Bucket=config.gas.results_bucket, Key=orphan, Body=b"x")
@@ -224,20 +282,23 @@ def test_cleanup_removes_synthetic_jobs_and_nothing_else(stack: Stack) -> None:
 
 
 def test_cleanup_alone_also_removes_temporary_queues_left_by_a_killed_run(
-        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Given the temporary queue of a run killed before it could remove it, still subscribed
     sqs, sns = stack.client("sqs"), stack.client("sns")
     url = sqs.create_queue(QueueName="ann-load-20240101-000000-abcd")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"]
+        "QueueArn"
+    ]
     topic = stack.aws.topic_arn(stack.config.gas.job_results_topic)
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
     # When cleanup runs alone
     assert clean_only(stack.config, stack.aws) == 0
     # Then the queue and its subscription are gone, the notify queue's subscription is not
     assert sqs.list_queues(QueueNamePrefix="ann-load-").get("QueueUrls", []) == []
-    endpoints = [s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)[
-        "Subscriptions"]]
+    endpoints = [
+        s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    ]
     assert endpoints == [arn.replace("ann-load-20240101-000000-abcd", stack.config.notify.queue)]
     assert "'queues': 1" in capsys.readouterr().out
 
@@ -246,8 +307,9 @@ def test_a_shared_input_is_uploaded_once_per_user_and_cleaned_up(stack: Stack) -
     config = stack.config
     # Given four jobs of two users submitted with the run's input shared
     records = plan([0.0, 0.1, 0.2, 0.3], ["u-alice", "u-bob"], "r7")
-    submit = Submitter(config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix, "r7",
-                       ["u-alice", "u-bob"])
+    submit = Submitter(
+        config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix, "r7", ["u-alice", "u-bob"]
+    )
     submit(records)
     # Then each user's input went up once, and every job of that user names it
     shared = [f"ann_load/{user}/load-r7-shared~sample.vcf" for user in ("u-alice", "u-bob")]
@@ -263,11 +325,13 @@ def test_jobs_sent_together_take_one_batch_write_and_one_publish(stack: Stack) -
     # Given ten jobs due together
     records = plan([0.0] * 10, ["u-alice", "u-bob"], "r8")
     publishes: list[int] = []
-    submit = Submitter(config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix, "r8",
-                       ["u-alice", "u-bob"])
+    submit = Submitter(
+        config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix, "r8", ["u-alice", "u-bob"]
+    )
     submit.sns.meta.events.register(
         "provide-client-params.sns.PublishBatch",
-        lambda params, **_: publishes.append(len(params["PublishBatchRequestEntries"])))
+        lambda params, **_: publishes.append(len(params["PublishBatchRequestEntries"])),
+    )
     # When they are submitted
     assert submit(records) == {}
     # Then one PublishBatch carried the ten requests, each as the web app's, after its item
@@ -277,8 +341,12 @@ def test_jobs_sent_together_take_one_batch_write_and_one_publish(stack: Stack) -
     requests = []
     while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
         requests += [json.loads(json.loads(m["Body"])["Message"]) for m in batch]
-        sqs.delete_message_batch(QueueUrl=url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
     assert sorted(r["job_id"] for r in requests) == sorted(r.job_id for r in records)
     assert all(r == job_request(job(stack, r["job_id"])) for r in requests)
 
@@ -287,8 +355,7 @@ def test_a_batch_window_sends_jobs_together_and_counts_their_wait_as_lag() -> No
     # Given 20 jobs at 50 jobs/s, each held up to 100 ms for later ones
     records = plan(intended_times(50, duration=0.4), ["u-alice"], "test")
     batches: list[int] = []
-    loop = OpenLoop(records, lambda batch: batches.append(len(batch)) or {}, 4,
-                    batch_seconds=0.1)
+    loop = OpenLoop(records, lambda batch: batches.append(len(batch)) or {}, 4, batch_seconds=0.1)
     # When they are sent
     loop.begin()
     loop.send_all()

@@ -9,9 +9,23 @@ import os
 import pytest
 from botocore.utils import calculate_tree_hash
 
-from tests.conftest import (NOW, Killed, LostAnswers, Stack, archive_job, archived_bytes, job,
-                            message, put_job, result_bytes, result_exists, set_role, sets,
-                            vault_archive_count, vault_archive_description)
+from tests.conftest import (
+    NOW,
+    Killed,
+    LostAnswers,
+    Stack,
+    archive_job,
+    archived_bytes,
+    job,
+    message,
+    put_job,
+    result_bytes,
+    result_exists,
+    set_role,
+    sets,
+    vault_archive_count,
+    vault_archive_description,
+)
 from tests.pipeline import Pipeline
 from tests.scenarios import World, use_backend
 from util.archive.archive import Archiver
@@ -27,18 +41,25 @@ def archiver(stack: Stack, part_size_mib: int = 1, clock: float = NOW) -> Archiv
 
 def etag(stack: Stack, job_id: str = "j1") -> str:
     item = job(stack, job_id)
-    return stack.client("s3").head_object(Bucket=item["s3_results_bucket"],
-                                          Key=item["s3_key_result_file"])["ETag"]
+    return stack.client("s3").head_object(
+        Bucket=item["s3_results_bucket"], Key=item["s3_key_result_file"]
+    )["ETag"]
 
 
 def restore_requests(stack: Stack) -> list[dict]:
-    messages = stack.client("sqs").receive_message(
-        QueueUrl=stack.queue_url(stack.config.restore.queue), MaxNumberOfMessages=10,
-    ).get("Messages", [])
+    messages = (
+        stack.client("sqs")
+        .receive_message(
+            QueueUrl=stack.queue_url(stack.config.restore.queue),
+            MaxNumberOfMessages=10,
+        )
+        .get("Messages", [])
+    )
     return [json.loads(m["Body"]) for m in messages]
 
 
 # -- the happy paths -----------------------------------------------------------------------
+
 
 def test_multipart_archive_is_byte_identical_then_s3_copy_deleted(stack: Stack) -> None:
     # Given a 3.5 MiB result and 1 MiB parts (four parts, the last one short)
@@ -56,8 +77,12 @@ def test_small_file_goes_up_in_one_request(stack: Stack) -> None:
     data = put_job(stack, size=10)
     assert archiver(stack)(message(job_id="j1", user_id="u-alice")).action == "done"
     assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == data
-    assert stack.client("glacier").list_multipart_uploads(
-        vaultName=stack.config.gas.vault)["UploadsList"] == []
+    assert (
+        stack.client("glacier").list_multipart_uploads(vaultName=stack.config.gas.vault)[
+            "UploadsList"
+        ]
+        == []
+    )
 
 
 def test_archive_description_names_the_job(stack: Stack) -> None:
@@ -68,6 +93,7 @@ def test_archive_description_names_the_job(stack: Stack) -> None:
 
 
 # -- branches that archive nothing -----------------------------------------------------------
+
 
 def test_premium_user_is_not_archived(stack: Stack) -> None:
     put_job(stack, job_id="jb", user_id="u-bob")
@@ -84,18 +110,29 @@ def test_early_message_is_deferred_to_the_end_of_the_grace_period(stack: Stack) 
     assert result_exists(stack) and vault_archive_count(stack) == 0
 
 
-@pytest.mark.parametrize("body, item, reason", [
-    ({"job_id": "nope", "user_id": "u-alice"}, {}, "unknown job nope"),
-    ({"job_id": "j1", "user_id": "u-carol"}, {}, "user u-carol does not own job j1"),
-    ({"job_id": "j1", "user_id": "u-alice"}, {"job_status": "RUNNING"}, "is RUNNING, not COMPLETED"),
-    ({"job_id": "j1", "user_id": "u-alice"}, {"s3_results_bucket": "elsewhere"},
-     "is not in the results bucket"),
-    ({"job_id": "j1"}, {}, "field 'user_id' missing"),
-    ({"job_id": "j1", "user_id": 7}, {}, "field 'user_id' missing or not a non-empty string"),
-    ({"job_id": "j1", "user_id": "u-ghost"}, {"user_id": "u-ghost"}, "unknown user u-ghost"),
-])
-def test_forged_or_stale_messages_are_invalid_and_touch_nothing(stack: Stack, body: dict,
-                                                                 item: dict, reason: str) -> None:
+@pytest.mark.parametrize(
+    "body, item, reason",
+    [
+        ({"job_id": "nope", "user_id": "u-alice"}, {}, "unknown job nope"),
+        ({"job_id": "j1", "user_id": "u-carol"}, {}, "user u-carol does not own job j1"),
+        (
+            {"job_id": "j1", "user_id": "u-alice"},
+            {"job_status": "RUNNING"},
+            "is RUNNING, not COMPLETED",
+        ),
+        (
+            {"job_id": "j1", "user_id": "u-alice"},
+            {"s3_results_bucket": "elsewhere"},
+            "is not in the results bucket",
+        ),
+        ({"job_id": "j1"}, {}, "field 'user_id' missing"),
+        ({"job_id": "j1", "user_id": 7}, {}, "field 'user_id' missing or not a non-empty string"),
+        ({"job_id": "j1", "user_id": "u-ghost"}, {"user_id": "u-ghost"}, "unknown user u-ghost"),
+    ],
+)
+def test_forged_or_stale_messages_are_invalid_and_touch_nothing(
+    stack: Stack, body: dict, item: dict, reason: str
+) -> None:
     put_job(stack, **item)
     with pytest.raises(InvalidMessage, match=reason):
         archiver(stack)(message(**body))
@@ -116,13 +153,15 @@ def test_a_job_without_complete_time_is_invalid(stack: Stack) -> None:
 
 def test_result_gone_and_never_archived_is_invalid(stack: Stack) -> None:
     put_job(stack)
-    stack.client("s3").delete_object(Bucket=stack.config.gas.results_bucket,
-                                     Key=job(stack)["s3_key_result_file"])
+    stack.client("s3").delete_object(
+        Bucket=stack.config.gas.results_bucket, Key=job(stack)["s3_key_result_file"]
+    )
     with pytest.raises(InvalidMessage, match="not in S3 and was never archived"):
         archiver(stack)(message(job_id="j1", user_id="u-alice"))
 
 
 # -- redelivery and races ------------------------------------------------------------------
+
 
 def test_redelivery_after_the_archive_finishes_without_a_second_archive(stack: Stack) -> None:
     put_job(stack)
@@ -149,9 +188,12 @@ def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
     def upload_while_another_copy_wins(*args):
         ours = upload(*args)
         Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-            "j1", "SET #a = :a, #e = :e", "attribute_not_exists(#a)",
+            "j1",
+            "SET #a = :a, #e = :e",
+            "attribute_not_exists(#a)",
             {"#a": ARCHIVE_ID, "#e": RESULT_ETAG},
-            {":a": "winner-archive-id", ":e": etag(stack)})
+            {":a": "winner-archive-id", ":e": etag(stack)},
+        )
         return ours
 
     handler.backend.archive = upload_while_another_copy_wins
@@ -193,23 +235,29 @@ def test_a_result_rewritten_during_the_upload_is_retried_not_archived(stack: Sta
 
     def rewritten_after_the_first_part(**kwargs):
         if not kwargs["Range"].startswith("bytes=0-"):
-            stack.client("s3").put_object(Bucket=item["s3_results_bucket"],
-                                          Key=item["s3_key_result_file"], Body=b"new content")
+            stack.client("s3").put_object(
+                Bucket=item["s3_results_bucket"],
+                Key=item["s3_key_result_file"],
+                Body=b"new content",
+            )
         return read(**kwargs)
 
     handler.s3.get_object = rewritten_after_the_first_part
     # When the message is handled
     outcome = handler(message(job_id="j1", user_id="u-alice"))
     # Then it is retried, nothing is archived, and the new result stays
-    assert (outcome.action, outcome.reason) == ("retry",
-                                                "the S3 result changed while it was archived")
+    assert (outcome.action, outcome.reason) == (
+        "retry",
+        "the S3 result changed while it was archived",
+    )
     handler.s3.get_object = read
     assert vault_archive_count(stack) == 0 and ARCHIVE_ID not in job(stack)
     assert result_bytes(stack) == b"new content"
 
 
 def test_an_upload_recorded_for_other_content_is_not_completed(
-        stack: Stack, lost_answers: LostAnswers) -> None:
+    stack: Stack, lost_answers: LostAnswers
+) -> None:
     # Given a worker killed after recording its upload, before completing it
     put_job(stack, size=3 * MIB)
     lost_answers.add("CompleteMultipartUpload", then="kill-before")
@@ -219,8 +267,9 @@ def test_an_upload_recorded_for_other_content_is_not_completed(
     # And the result rewritten since (the recorded upload holds the old bytes)
     item = job(stack)
     new = os.urandom(2 * MIB)
-    stack.client("s3").put_object(Bucket=item["s3_results_bucket"],
-                                  Key=item["s3_key_result_file"], Body=new)
+    stack.client("s3").put_object(
+        Bucket=item["s3_results_bucket"], Key=item["s3_key_result_file"], Body=new
+    )
     # When the message comes back
     outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
     # Then the archive holds the result as it is now, not the upload of the old one
@@ -229,7 +278,8 @@ def test_an_upload_recorded_for_other_content_is_not_completed(
 
 
 def test_an_archive_recorded_during_our_upload_stops_us_before_we_complete_ours(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     # Given a copy of the message that read the job, then uploaded its parts, while another
     # copy archived the result and recorded it
     put_job(stack, size=3 * MIB)
@@ -283,8 +333,12 @@ def test_cancelled_upload_is_aborted_and_retried(stack: Stack) -> None:
     handler.s3.get_object = read_then_cancel
     outcome = handler(msg)
     assert outcome.action == "retry"
-    assert stack.client("glacier").list_multipart_uploads(
-        vaultName=stack.config.gas.vault)["UploadsList"] == []
+    assert (
+        stack.client("glacier").list_multipart_uploads(vaultName=stack.config.gas.vault)[
+            "UploadsList"
+        ]
+        == []
+    )
     assert ARCHIVE_ID not in job(stack) and result_exists(stack)
 
 
@@ -305,34 +359,44 @@ def test_a_short_read_of_the_result_is_refused_and_the_upload_aborted(stack: Sta
     with pytest.raises(IOError, match=f"source returned 1000 bytes for {MIB}-{2 * MIB - 1}"):
         handler(message(job_id="j1", user_id="u-alice"))
     # Then nothing was archived and the result is still in S3
-    assert stack.client("glacier").list_multipart_uploads(
-        vaultName=stack.config.gas.vault)["UploadsList"] == []
+    assert (
+        stack.client("glacier").list_multipart_uploads(vaultName=stack.config.gas.vault)[
+            "UploadsList"
+        ]
+        == []
+    )
     assert vault_archive_count(stack) == 0
     assert ARCHIVE_ID not in job(stack) and result_exists(stack)
 
 
 # -- tree hashes and part sizes ------------------------------------------------------------
 
-@pytest.mark.parametrize("size, part_mib", [(1, 1), (MIB, 1), (3 * MIB + 5, 1),
-                                            (5 * MIB, 2), (9 * MIB + 1, 4), (0, 1)])
+
+@pytest.mark.parametrize(
+    "size, part_mib", [(1, 1), (MIB, 1), (3 * MIB + 5, 1), (5 * MIB, 2), (9 * MIB + 1, 4), (0, 1)]
+)
 def test_part_hashes_combine_to_botocores_tree_hash(size: int, part_mib: int) -> None:
     data = os.urandom(size)
     part = part_mib * MIB
-    digests = [bytes.fromhex(calculate_tree_hash(io.BytesIO(data[i:i + part])))
-               for i in range(0, size, part)]
+    digests = [
+        bytes.fromhex(calculate_tree_hash(io.BytesIO(data[i : i + part])))
+        for i in range(0, size, part)
+    ]
     assert combine_tree_hashes(digests) == calculate_tree_hash(io.BytesIO(data))
 
 
 def test_part_size_doubles_to_stay_within_ten_thousand_parts() -> None:
     assert part_size_for(100 * MIB, 16 * MIB) == 16 * MIB
     assert part_size_for(200_000 * MIB, 16 * MIB) == 32 * MIB
-    assert part_size_for(10 ** 15, 16 * MIB) == 4096 * MIB
+    assert part_size_for(10**15, 16 * MIB) == 4096 * MIB
 
 
 # -- answers lost, workers killed, messages late -------------------------------------------------
 
-def test_a_lost_answer_to_recording_the_archive_keeps_it(stack: Stack,
-                                                         lost_answers: LostAnswers) -> None:
+
+def test_a_lost_answer_to_recording_the_archive_keeps_it(
+    stack: Stack, lost_answers: LostAnswers
+) -> None:
     # Given the write of the archive id takes effect but its answer is lost, so botocore's
     # retry fails its condition against that first attempt
     data = put_job(stack)
@@ -347,7 +411,8 @@ def test_a_lost_answer_to_recording_the_archive_keeps_it(stack: Stack,
 
 
 def test_a_lost_answer_to_completing_the_upload_makes_no_second_archive(
-        stack: Stack, lost_answers: LostAnswers) -> None:
+    stack: Stack, lost_answers: LostAnswers
+) -> None:
     # Whatever call creates the archive, its answer is lost and botocore makes it again
     data = put_job(stack, size=10)
     lost_answers.add("UploadArchive")
@@ -359,7 +424,8 @@ def test_a_lost_answer_to_completing_the_upload_makes_no_second_archive(
 
 
 def test_a_worker_killed_between_archiving_and_recording_leaves_no_orphan(
-        stack: Stack, lost_answers: LostAnswers) -> None:
+    stack: Stack, lost_answers: LostAnswers
+) -> None:
     # Given a worker killed just before it records the archive Glacier made
     data = put_job(stack)
     lost_answers.add("UpdateItem", when=sets(ARCHIVE_ID), then="kill-before")
@@ -378,14 +444,15 @@ def test_an_empty_result_stays_in_s3(stack: Stack) -> None:
     # Glacier takes no empty archive; an empty file costs nothing in S3
     put_job(stack, size=0)
     outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
-    assert (outcome.action, outcome.reason) == ("done", "empty result: nothing to archive, "
-                                                        "it stays in S3")
+    assert (outcome.action, outcome.reason) == (
+        "done",
+        "empty result: nothing to archive, it stays in S3",
+    )
     assert result_exists(stack) and ARCHIVE_ID not in job(stack)
     assert vault_archive_count(stack) == 0
 
 
-def test_a_late_copy_of_the_message_never_deletes_a_result_put_back_by_thaw(
-        stack: Stack) -> None:
+def test_a_late_copy_of_the_message_never_deletes_a_result_put_back_by_thaw(stack: Stack) -> None:
     # Given an archived result whose user upgraded: restore started its retrieval
     data = archive_job(stack, size=3 * MIB)
     glacier_emulation.configure(expedited_seconds=0)
@@ -402,10 +469,13 @@ def test_a_late_copy_of_the_message_never_deletes_a_result_put_back_by_thaw(
         assert late.action == "done", late
 
     thaw.backend.copy_back = copy_back_then_a_late_archive_message
-    pipeline.handler = lambda utility: thaw if utility == "thaw" else Pipeline.handler(
-        pipeline, utility)
-    stack.client("sqs").send_message(QueueUrl=stack.queue_url(stack.config.restore.queue),
-                                     MessageBody=json.dumps({"user_id": "u-alice"}))
+    pipeline.handler = lambda utility: (
+        thaw if utility == "thaw" else Pipeline.handler(pipeline, utility)
+    )
+    stack.client("sqs").send_message(
+        QueueUrl=stack.queue_url(stack.config.restore.queue),
+        MessageBody=json.dumps({"user_id": "u-alice"}),
+    )
     # When restore and thaw run to the end
     pipeline.settle(until=lambda: ARCHIVE_ID not in job(stack))
     # Then the result is in S3, byte-identical, and only then was the archive deleted
@@ -415,7 +485,8 @@ def test_a_late_copy_of_the_message_never_deletes_a_result_put_back_by_thaw(
 
 @pytest.mark.parametrize("backend", ["vault", "s3"])
 def test_a_stale_worker_never_records_an_archive_thaw_has_deleted(
-        stack: Stack, lost_answers: LostAnswers, backend: str) -> None:
+    stack: Stack, lost_answers: LostAnswers, backend: str
+) -> None:
     # Given a worker killed between making the archive and recording it
     use_backend(stack, backend)
     world = World(stack)

@@ -49,13 +49,17 @@ class Resolved:
 
     def __init__(self, template: dict[str, Any], **parameters: str):
         self.parameters = {name: p["Default"] for name, p in template["Parameters"].items()}
-        self.parameters.update(parameters, **{"AWS::AccountId": ACCOUNT, "AWS::Region": REGION,
-                                              "AWS::Partition": "aws"})
+        self.parameters.update(
+            parameters,
+            **{"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": "aws"},
+        )
         self.raw = template["Resources"]
         self.conditions = {n: self.eval(c) for n, c in template["Conditions"].items()}
-        self.resources = {n: {"Type": r["Type"], "Properties": self.eval(r["Properties"])}
-                          for n, r in self.raw.items()
-                          if self.conditions.get(r.get("Condition"), True)}
+        self.resources = {
+            n: {"Type": r["Type"], "Properties": self.eval(r["Properties"])}
+            for n, r in self.raw.items()
+            if self.conditions.get(r.get("Condition"), True)
+        }
 
     def of(self, kind: str) -> Iterator[dict[str, Any]]:
         return (r["Properties"] for r in self.resources.values() if r["Type"] == kind)
@@ -65,10 +69,11 @@ class Resolved:
             return self.parameters[name]
         resource = self.raw[name]
         properties = self.eval(resource["Properties"])
-        return {"AWS::SNS::Topic": lambda: self.arn("sns", properties["TopicName"]),
-                "AWS::SQS::Queue": lambda: properties["QueueName"],
-                "AWS::S3::Bucket": lambda: properties["BucketName"]}.get(
-            resource["Type"], lambda: name)()
+        return {
+            "AWS::SNS::Topic": lambda: self.arn("sns", properties["TopicName"]),
+            "AWS::SQS::Queue": lambda: properties["QueueName"],
+            "AWS::S3::Bucket": lambda: properties["BucketName"],
+        }.get(resource["Type"], lambda: name)()
 
     def get_att(self, name: str, attribute: str) -> str:
         assert attribute == "Arn"
@@ -88,7 +93,7 @@ class Resolved:
             return value
         if len(value) != 1 or not next(iter(value)).startswith(("Ref", "Fn::")):
             return {k: self.eval(v) for k, v in value.items()}
-        (function, argument), = value.items()
+        ((function, argument),) = value.items()
         if function == "Ref":
             return self.ref(argument)
         if function == "Fn::GetAtt":
@@ -104,8 +109,11 @@ class Resolved:
         if function == "Fn::Sub":
             string, names = (argument, {}) if isinstance(argument, str) else argument
             names = {k: self.eval(v) for k, v in names.items()}
-            return re.sub(r"\$\{([\w:]+)\}", lambda m: str(
-                names[m[1]] if m[1] in names else self.ref(m[1])), string)
+            return re.sub(
+                r"\$\{([\w:]+)\}",
+                lambda m: str(names[m[1]] if m[1] in names else self.ref(m[1])),
+                string,
+            )
         raise AssertionError(f"intrinsic function {function} not resolved here")
 
     def describe(self) -> dict[str, Any]:
@@ -121,30 +129,51 @@ class Resolved:
             queues[q["QueueName"]] = {
                 **{k: int(q.get(k, v)) for k, v in SQS_DEFAULTS.items()},
                 "Arn": self.arn("sqs", q["QueueName"]),
-                "RedrivePolicy": redrive and {
+                "RedrivePolicy": redrive
+                and {
                     "deadLetterQueue": name(redrive["deadLetterTargetArn"]),
-                    "maxReceiveCount": int(redrive["maxReceiveCount"])},
-                "Policy": sorted(set(policies.get(q["QueueName"], [])))}
-        topics = {t["TopicName"]: self.arn("sns", t["TopicName"])
-                  for t in self.of("AWS::SNS::Topic")}
+                    "maxReceiveCount": int(redrive["maxReceiveCount"]),
+                },
+                "Policy": sorted(set(policies.get(q["QueueName"], []))),
+            }
+        topics = {
+            t["TopicName"]: self.arn("sns", t["TopicName"]) for t in self.of("AWS::SNS::Topic")
+        }
         thaw = self.parameters["GasThawTopic"]
-        buckets = {b["BucketName"]: {
-            "AbortIncompleteUploadDays": sorted(
-                r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-                for r in b.get("LifecycleConfiguration", {}).get("Rules", [])
-                if r["Status"] == "Enabled" and not r.get("Prefix")),
-            "RestoreNotices": sorted(
-                c["Topic"] for c in b.get("NotificationConfiguration", {}).get(
-                    "TopicConfigurations", []) if c["Event"] == RESTORE_COMPLETED)}
-            for b in self.of("AWS::S3::Bucket")}
+        buckets = {
+            b["BucketName"]: {
+                "AbortIncompleteUploadDays": sorted(
+                    r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+                    for r in b.get("LifecycleConfiguration", {}).get("Rules", [])
+                    if r["Status"] == "Enabled" and not r.get("Prefix")
+                ),
+                "RestoreNotices": sorted(
+                    c["Topic"]
+                    for c in b.get("NotificationConfiguration", {}).get("TopicConfigurations", [])
+                    if c["Event"] == RESTORE_COMPLETED
+                ),
+            }
+            for b in self.of("AWS::S3::Bucket")
+        }
         return {
-            "queues": queues, "topics": topics,
-            "thaw_topic_policy": sorted({g for p in self.of("AWS::SNS::TopicPolicy")
-                                         if topics[thaw] in p["Topics"]
-                                         for g in grants(p["PolicyDocument"])}),
-            "subscriptions": sorted([name(s["TopicArn"]), name(s["Endpoint"]),
-                                     str(s.get("RawMessageDelivery", "false")).lower() == "true"]
-                                    for s in self.of("AWS::SNS::Subscription")),
+            "queues": queues,
+            "topics": topics,
+            "thaw_topic_policy": sorted(
+                {
+                    g
+                    for p in self.of("AWS::SNS::TopicPolicy")
+                    if topics[thaw] in p["Topics"]
+                    for g in grants(p["PolicyDocument"])
+                }
+            ),
+            "subscriptions": sorted(
+                [
+                    name(s["TopicArn"]),
+                    name(s["Endpoint"]),
+                    str(s.get("RawMessageDelivery", "false")).lower() == "true",
+                ]
+                for s in self.of("AWS::SNS::Subscription")
+            ),
             "buckets": buckets,
             "tables": {t["TableName"]: table_shape(t) for t in self.of("AWS::DynamoDB::Table")},
             "sender": sorted(i["EmailIdentity"] for i in self.of("AWS::SES::EmailIdentity")),
@@ -199,41 +228,52 @@ def delete_queue(local: Local) -> None:
 
 
 def delete_queue_policy(local: Local) -> None:
-    local.aws.client("sqs").set_queue_attributes(QueueUrl=local.aws.queue_url("gas-thaw"),
-                                                 Attributes={"Policy": ""})
+    local.aws.client("sqs").set_queue_attributes(
+        QueueUrl=local.aws.queue_url("gas-thaw"), Attributes={"Policy": ""}
+    )
 
 
 def delete_notification(local: Local) -> None:
     local.aws.client("s3").put_bucket_notification_configuration(
-        Bucket="gas-archive-objects", NotificationConfiguration={})
+        Bucket="gas-archive-objects", NotificationConfiguration={}
+    )
 
 
 def lengthen_visibility(local: Local) -> None:
-    local.aws.client("sqs").set_queue_attributes(QueueUrl=local.aws.queue_url("gas-archive"),
-                                                 Attributes={"VisibilityTimeout": "300"})
+    local.aws.client("sqs").set_queue_attributes(
+        QueueUrl=local.aws.queue_url("gas-archive"), Attributes={"VisibilityTimeout": "300"}
+    )
 
 
 @pytest.mark.parametrize("local", ["s3"], indirect=True)
-@pytest.mark.parametrize("change", [delete_queue, delete_queue_policy, delete_notification,
-                                    lengthen_visibility], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "change",
+    [delete_queue, delete_queue_policy, delete_notification, lengthen_visibility],
+    ids=lambda f: f.__name__,
+)
 def test_something_changed_on_the_local_stack_only_is_drift(
-        local: Local, change: Callable[[Local], None]) -> None:
+    local: Local, change: Callable[[Local], None]
+) -> None:
     change(local)
     assert local.template_state(template()) != local.state()
 
 
 @pytest.mark.parametrize("local", ["s3"], indirect=True)
-@pytest.mark.parametrize("removed", [
-    ["QueueArchive"],
-    ["DeadLetterQueueNotify", "QueueNotify.RedrivePolicy"],
-    ["QueuePolicyThaw"],
-    ["SubscriptionNotify"],
-    ["TopicPolicyThaw"],
-    ["BucketArchive.NotificationConfiguration"],
-    ["BucketResults.LifecycleConfiguration"],
-    ["TableAnnotations.GlobalSecondaryIndexes"],
-    ["SenderIdentity"],
-], ids=lambda removed: removed[0])
+@pytest.mark.parametrize(
+    "removed",
+    [
+        ["QueueArchive"],
+        ["DeadLetterQueueNotify", "QueueNotify.RedrivePolicy"],
+        ["QueuePolicyThaw"],
+        ["SubscriptionNotify"],
+        ["TopicPolicyThaw"],
+        ["BucketArchive.NotificationConfiguration"],
+        ["BucketResults.LifecycleConfiguration"],
+        ["TableAnnotations.GlobalSecondaryIndexes"],
+        ["SenderIdentity"],
+    ],
+    ids=lambda removed: removed[0],
+)
 def test_something_missing_from_the_template_is_drift(local: Local, removed: list[str]) -> None:
     damaged = copy.deepcopy(template())
     for path in removed:  # a resource, or one property of one

@@ -31,15 +31,18 @@ def test_environment_overrides_a_queue_by_url() -> None:
     assert load("archive", environ={"GAS_ARCHIVE_QUEUE": url}).archive.queue == url
 
 
-@pytest.mark.parametrize("environ, named", [
-    ({"GAS_ARCHIVE_GRACE_SECONDS": "soon"}, "[archive] grace_seconds"),
-    ({"GAS_ARCHIVE_GRACE_SECONDS": "-1"}, "[archive] grace_seconds"),
-    ({"GAS_ARCHIVE_PART_SIZE_MIB": "3"}, "[archive] part_size_mib"),
-    ({"GAS_WORKER_WAIT_SECONDS": "21"}, "[worker] wait_seconds"),
-    ({"GAS_WORKER_LOG_FORMAT": "xml"}, "[worker] log_format"),
-    ({"GAS_GAS_RESULTS_BUCKET": " "}, "[gas] results_bucket"),
-    ({"GAS_ARCHIVE_GRACE_SECOND": "1"}, "GAS_ARCHIVE_GRACE_SECOND"),
-])
+@pytest.mark.parametrize(
+    "environ, named",
+    [
+        ({"GAS_ARCHIVE_GRACE_SECONDS": "soon"}, "[archive] grace_seconds"),
+        ({"GAS_ARCHIVE_GRACE_SECONDS": "-1"}, "[archive] grace_seconds"),
+        ({"GAS_ARCHIVE_PART_SIZE_MIB": "3"}, "[archive] part_size_mib"),
+        ({"GAS_WORKER_WAIT_SECONDS": "21"}, "[worker] wait_seconds"),
+        ({"GAS_WORKER_LOG_FORMAT": "xml"}, "[worker] log_format"),
+        ({"GAS_GAS_RESULTS_BUCKET": " "}, "[gas] results_bucket"),
+        ({"GAS_ARCHIVE_GRACE_SECOND": "1"}, "GAS_ARCHIVE_GRACE_SECOND"),
+    ],
+)
 def test_a_malformed_setting_is_named(environ: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
         load("archive", environ=environ)
@@ -64,5 +67,6 @@ def test_the_configuration_page_holds_the_generated_table_of_every_key() -> None
     table = page.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
     assert table == markdown_table(), "paste `python -m util.util_config` between the markers"
     # and the generated table has one row per key, each naming its environment variable
-    assert [line.split(" | ")[3] for line in table.splitlines()[2:]] == \
-        [f"`{env_name(key)}`" for key in KEYS]
+    assert [line.split(" | ")[3] for line in table.splitlines()[2:]] == [
+        f"`{env_name(key)}`" for key in KEYS
+    ]

@@ -52,13 +52,18 @@ def notify(world: World) -> tuple[str, dict[str, Any]]:
 
 
 SCENARIOS: dict[str, Callable[[World], tuple[str, dict[str, Any]]]] = {
-    "archive": archive, "archive-multipart": archive_multipart, "restore": restore,
-    "thaw": thaw, "notify": notify}
+    "archive": archive,
+    "archive-multipart": archive_multipart,
+    "restore": restore,
+    "thaw": thaw,
+    "notify": notify,
+}
 FAULTS = ("before", "after", "lost")
 
 
-def run_with_fault(stack: Stack, setup: Callable[[World], tuple[str, dict[str, Any]]],
-                   k: int, fault: str) -> int:
+def run_with_fault(
+    stack: Stack, setup: Callable[[World], tuple[str, dict[str, Any]]], k: int, fault: str
+) -> int:
     """Run the scenario with the fault at the handler's k-th call, deliver again, check;
     how many calls the faulted handler reached."""
     world = World(stack)
@@ -98,9 +103,14 @@ def run_with_fault(stack: Stack, setup: Callable[[World], tuple[str, dict[str, A
     return interleave.calls(session)
 
 
-@pytest.mark.parametrize("scenario, backend", [
-    (name, backend) for name in SCENARIOS
-    for backend in (("vault",) if name == "notify" else ("vault", "s3"))])
+@pytest.mark.parametrize(
+    "scenario, backend",
+    [
+        (name, backend)
+        for name in SCENARIOS
+        for backend in (("vault",) if name == "notify" else ("vault", "s3"))
+    ],
+)
 def test_a_fault_at_any_call_loses_nothing(stack: Stack, scenario: str, backend: str) -> None:
     use_backend(stack, backend)
     for fault in FAULTS:

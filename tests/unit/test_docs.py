@@ -1,4 +1,5 @@
 """The documentation's links resolve, and nothing in the repository points outside it."""
+
 import re
 import subprocess
 from pathlib import Path

@@ -20,8 +20,11 @@ def test_every_json_file_is_a_template() -> None:
 
 
 def resources(policy: dict) -> list[str]:
-    return [r for s in policy["Statement"]
-            for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])]
+    return [
+        r
+        for s in policy["Statement"]
+        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

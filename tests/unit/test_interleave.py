@@ -19,9 +19,22 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from tests import interleave
-from tests.interleave import (Actor, Crashed, Result, Scenario, ScheduleError, Step,
-                              assert_all_pass, calls, crash_at, exhaustive, explore, lose_answer,
-                              preemption_bounded, replay)
+from tests.interleave import (
+    Actor,
+    Crashed,
+    Result,
+    Scenario,
+    ScheduleError,
+    Step,
+    assert_all_pass,
+    calls,
+    crash_at,
+    exhaustive,
+    explore,
+    lose_answer,
+    preemption_bounded,
+    replay,
+)
 
 TABLE = "counters"
 KEY = {"k": {"S": "c"}}
@@ -33,9 +46,12 @@ def ddb(aws_env: None) -> Iterator[BaseClient]:
     """A table in moto, and a plain client (not gated) to set it up and look at it."""
     with mock_aws():
         client = boto3.client("dynamodb")
-        client.create_table(TableName=TABLE, KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-                            AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-                            BillingMode="PAY_PER_REQUEST")
+        client.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
         yield client
 
 
@@ -44,6 +60,7 @@ def item(ddb: BaseClient, key: str = "c") -> dict | None:
 
 
 # -- lost update --------------------------------------------------------------------------------
+
 
 def increment(session: boto3.session.Session, conditional: bool) -> int:
     """Read the counter, write it plus one; `conditional`: only if it is still what was read."""
@@ -55,8 +72,12 @@ def increment(session: boto3.session.Session, conditional: bool) -> int:
             client.put_item(TableName=TABLE, Item=new)
             return n + 1
         try:
-            client.put_item(TableName=TABLE, Item=new, ConditionExpression="n = :n",
-                            ExpressionAttributeValues={":n": {"N": str(n)}})
+            client.put_item(
+                TableName=TABLE,
+                Item=new,
+                ConditionExpression="n = :n",
+                ExpressionAttributeValues={":n": {"N": str(n)}},
+            )
             return n + 1
         except client.exceptions.ConditionalCheckFailedException:
             continue  # someone else incremented it first: read again
@@ -66,8 +87,10 @@ def counter(ddb: BaseClient, conditional: bool) -> Scenario:
     def scenario() -> tuple[list[Actor], Callable[[Result], None]]:
         ddb.put_item(TableName=TABLE, Item={**KEY, "n": {"N": "0"}})
         sessions = {name: interleave.session() for name in ("a", "b")}
-        actors = [Actor(name, functools.partial(increment, s, conditional), [s])
-                  for name, s in sessions.items()]
+        actors = [
+            Actor(name, functools.partial(increment, s, conditional), [s])
+            for name, s in sessions.items()
+        ]
 
         def check(result: Result) -> None:
             for name in sessions:
@@ -94,8 +117,11 @@ def test_exhaustive_finds_the_lost_update_and_replays_it(ddb: BaseClient) -> Non
     again = replay(scenario, failure.result.choices)
     assert again.result.trace == failure.result.trace
     assert "lost update: the counter is 1" in str(again.error)
-    with pytest.raises(AssertionError, match=r"(?s)4 of 6 schedules failed.*lost update.*"
-                       r"1\. a: dynamodb.GetItem.*replay it with: interleave.replay\(scenario"):
+    with pytest.raises(
+        AssertionError,
+        match=r"(?s)4 of 6 schedules failed.*lost update.*"
+        r"1\. a: dynamodb.GetItem.*replay it with: interleave.replay\(scenario",
+    ):
         assert_all_pass(report)
 
 
@@ -109,6 +135,7 @@ def test_a_conditional_write_with_retry_passes_every_schedule(ddb: BaseClient) -
 
 # -- counts -------------------------------------------------------------------------------------
 
+
 def sends() -> Scenario:
     """Actor a sends 2 messages, b sends 3: no conflicts, only orders."""
     url = boto3.client("sqs").create_queue(QueueName="q")["QueueUrl"]
@@ -120,8 +147,13 @@ def sends() -> Scenario:
                 client.send_message(QueueUrl=url, MessageBody=str(i))
 
         a, b = interleave.session(), interleave.session()
-        return ([Actor("a", functools.partial(send, a, 2), [a]),
-                 Actor("b", functools.partial(send, b, 3), [b])], lambda result: None)
+        return (
+            [
+                Actor("a", functools.partial(send, a, 2), [a]),
+                Actor("b", functools.partial(send, b, 3), [b]),
+            ],
+            lambda result: None,
+        )
 
     return scenario
 
@@ -155,6 +187,7 @@ def test_schedule_counts(ddb: BaseClient) -> None:
 
 # -- threads inside an actor --------------------------------------------------------------------
 
+
 def test_calls_from_a_thread_pool_are_gated_and_attributed(ddb: BaseClient) -> None:
     url = boto3.client("sqs").create_queue(QueueName="q")["QueueUrl"]
     ran_in: set[str] = set()
@@ -170,22 +203,34 @@ def test_calls_from_a_thread_pool_are_gated_and_attributed(ddb: BaseClient) -> N
                 dynamodb.get_item(TableName=TABLE, Key=KEY)
 
             with ThreadPoolExecutor(2) as pool:  # both calls wait at their gates at once
-                for future in [pool.submit(get),
-                               pool.submit(sqs.send_message, QueueUrl=url, MessageBody="m")]:
+                for future in [
+                    pool.submit(get),
+                    pool.submit(sqs.send_message, QueueUrl=url, MessageBody="m"),
+                ]:
                     future.result()
 
-        return ([Actor("pool", fan_out, [pooled]),
-                 Actor("solo", lambda: solo.client("dynamodb").get_item(TableName=TABLE, Key=KEY),
-                       [solo])],
-                lambda result: (result.outcome("pool"), result.outcome("solo")))
+        return (
+            [
+                Actor("pool", fan_out, [pooled]),
+                Actor(
+                    "solo",
+                    lambda: solo.client("dynamodb").get_item(TableName=TABLE, Key=KEY),
+                    [solo],
+                ),
+            ],
+            lambda result: (result.outcome("pool"), result.outcome("solo")),
+        )
 
     report = explore(scenario, exhaustive())
     assert_all_pass(report)
     # Three calls, all candidates at the first step: 3! orders.
     assert (report.schedules, report.distinct, report.exhausted) == (6, 6, True)
     assert {letters(t) for t in report.traces} == {"pps", "psp", "spp"}
-    assert all({str(s) for s in t if s.actor == "pool"} ==
-               {"pool: dynamodb.GetItem", "pool: sqs.SendMessage"} for t in report.traces)
+    assert all(
+        {str(s) for s in t if s.actor == "pool"}
+        == {"pool: dynamodb.GetItem", "pool: sqs.SendMessage"}
+        for t in report.traces
+    )
     assert ran_in and all(name.startswith("ThreadPoolExecutor") for name in ran_in)
 
 
@@ -211,10 +256,15 @@ def test_s3transfer_worker_threads_are_gated(ddb: BaseClient) -> None:
     assert_all_pass(report)
     assert (report.schedules, report.distinct) == (2, 1)  # the two parts, in either order
     assert [s.operation for s in report.traces[0]] == [
-        "CreateMultipartUpload", "UploadPart", "UploadPart", "CompleteMultipartUpload"]
+        "CreateMultipartUpload",
+        "UploadPart",
+        "UploadPart",
+        "CompleteMultipartUpload",
+    ]
 
 
 # -- an actor that makes no progress ------------------------------------------------------------
+
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["event", "sleep"])
@@ -233,9 +283,13 @@ def test_a_stuck_actor_is_named_within_the_timeout(ddb: BaseClient, how: str) ->
             else:
                 time.sleep(1)  # the subject of the test: a handler that sleeps
 
-        return ([Actor("stuck", hang, [stuck]),
-                 Actor("fine", lambda: fine_client.get_item(TableName=TABLE, Key=KEY), [fine])],
-                lambda result: None)
+        return (
+            [
+                Actor("stuck", hang, [stuck]),
+                Actor("fine", lambda: fine_client.get_item(TableName=TABLE, Key=KEY), [fine]),
+            ],
+            lambda result: None,
+        )
 
     try:
         with pytest.raises(ScheduleError) as caught:
@@ -246,8 +300,10 @@ def test_a_stuck_actor_is_named_within_the_timeout(ddb: BaseClient, how: str) ->
     # actor instead, "event" would hang until the test's timeout, "sleep" would pass and not raise
     message = str(caught.value)
     assert "no progress within 0.5s after step" in message
-    assert ("actor 'stuck' has neither reached an AWS call nor finished "
-            "(last step: stuck: dynamodb.GetItem)") in message
+    assert (
+        "actor 'stuck' has neither reached an AWS call nor finished "
+        "(last step: stuck: dynamodb.GetItem)"
+    ) in message
     assert "test_interleave.py" in message and "in hang" in message
     if how == "sleep":
         assert "thread 'stuck' (actor 'stuck') is still running" in message
@@ -261,11 +317,16 @@ def test_sessions_must_come_from_interleave(ddb: BaseClient) -> None:
         explore(lambda: ([Actor("a", lambda: None, [plain])], lambda result: None))
     shared = interleave.session()
     with pytest.raises(ValueError, match="new sessions of its own"):
-        explore(lambda: ([Actor("a", lambda: None, [shared]), Actor("b", lambda: None, [shared])],
-                         lambda result: None))
+        explore(
+            lambda: (
+                [Actor("a", lambda: None, [shared]), Actor("b", lambda: None, [shared])],
+                lambda result: None,
+            )
+        )
 
 
 # -- crashes ------------------------------------------------------------------------------------
+
 
 def put(client: BaseClient, key: str) -> None:
     client.put_item(TableName=TABLE, Item={"k": {"S": key}})
@@ -322,9 +383,17 @@ def test_a_crashed_actor_finishes_with_crashed(ddb: BaseClient) -> None:
             assert (item(ddb, "first"), item(ddb, "cleanup")) == ({"k": {"S": "first"}}, None)
             assert result.outcome("reader") is not None
 
-        return ([Actor("writer", functools.partial(write_two, writer), [writer]),
-                 Actor("reader", lambda: reader.client("dynamodb").get_item(
-                     TableName=TABLE, Key=KEY), [reader])], check)
+        return (
+            [
+                Actor("writer", functools.partial(write_two, writer), [writer]),
+                Actor(
+                    "reader",
+                    lambda: reader.client("dynamodb").get_item(TableName=TABLE, Key=KEY),
+                    [reader],
+                ),
+            ],
+            check,
+        )
 
     report = explore(scenario, exhaustive())
     assert_all_pass(report)
@@ -349,9 +418,17 @@ def test_a_crash_in_one_thread_stops_the_actors_other_threads(ddb: BaseClient) -
             assert (item(ddb, "x"), item(ddb, "y")) == (None, None)  # neither call was made
             result.outcome("other")
 
-        return ([Actor("pool", fan_out, [pooled]),
-                 Actor("other", lambda: other.client("dynamodb").get_item(
-                     TableName=TABLE, Key=KEY), [other])], check)
+        return (
+            [
+                Actor("pool", fan_out, [pooled]),
+                Actor(
+                    "other",
+                    lambda: other.client("dynamodb").get_item(TableName=TABLE, Key=KEY),
+                    [other],
+                ),
+            ],
+            check,
+        )
 
     report = explore(scenario, exhaustive())
     assert_all_pass(report)
@@ -362,21 +439,28 @@ def test_a_crash_in_one_thread_stops_the_actors_other_threads(ddb: BaseClient) -
 
 # -- lost answers -------------------------------------------------------------------------------
 
+
 def claim(client: BaseClient, operation: str) -> None:
     """Create the item only if it does not exist, as a worker claims a job."""
-    common = {"TableName": TABLE, "ConditionExpression": "attribute_not_exists(k)",
-              "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+    common = {
+        "TableName": TABLE,
+        "ConditionExpression": "attribute_not_exists(k)",
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
     if operation == "PutItem":
         client.put_item(Item={**KEY, "owner": {"S": "me"}}, **common)
     else:
-        client.update_item(Key=KEY, UpdateExpression="SET #o = :o",
-                           ExpressionAttributeNames={"#o": "owner"},
-                           ExpressionAttributeValues={":o": {"S": "me"}}, **common)
+        client.update_item(
+            Key=KEY,
+            UpdateExpression="SET #o = :o",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues={":o": {"S": "me"}},
+            **common,
+        )
 
 
 @pytest.mark.parametrize("operation", ["PutItem", "UpdateItem"])
-def test_a_lost_answer_makes_a_claim_fail_against_itself(ddb: BaseClient,
-                                                         operation: str) -> None:
+def test_a_lost_answer_makes_a_claim_fail_against_itself(ddb: BaseClient, operation: str) -> None:
     s = interleave.session()
     lose_answer(s, 1)
     with pytest.raises(ClientError) as caught:

@@ -46,18 +46,25 @@ class Part:
 
 def upgrade(world: World, user_id: str) -> Part:
     """The web app on an upgrade: the user's role, then the restore message."""
+
     def run(aws: Aws) -> None:
         aws.client("dynamodb").update_item(
-            TableName=world.stack.config.gas.users_table, Key={"user_id": {"S": user_id}},
-            UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "role"},
-            ExpressionAttributeValues={":r": {"S": PREMIUM}})
+            TableName=world.stack.config.gas.users_table,
+            Key={"user_id": {"S": user_id}},
+            UpdateExpression="SET #r = :r",
+            ExpressionAttributeNames={"#r": "role"},
+            ExpressionAttributeValues={":r": {"S": PREMIUM}},
+        )
         aws.client("sqs").send_message(
             QueueUrl=world.stack.queue_url(world.stack.config.restore.queue),
-            MessageBody=f'{{"user_id": "{user_id}"}}')
+            MessageBody=f'{{"user_id": "{user_id}"}}',
+        )
+
     return Part("upgrade", run=run)
 
 
 # -- the pairs: each makes fresh state and says who runs -------------------------------------
+
 
 def archive_archive(world: World) -> list[Part]:
     job = world.job(world.user(FREE))
@@ -69,14 +76,18 @@ def archive_thaw(world: World) -> list[Part]:
     # A late copy of the archive message while thaw puts the result back
     job = upgraded(world)
     notice = world.retrieved(job)
-    return [Part("archive", "archive", {"job_id": job.job_id, "user_id": job.user_id}),
-            Part("thaw", "thaw", notice)]
+    return [
+        Part("archive", "archive", {"job_id": job.job_id, "user_id": job.user_id}),
+        Part("thaw", "thaw", notice),
+    ]
 
 
 def archive_restore(world: World) -> list[Part]:
     job = upgraded(world)
-    return [Part("archive", "archive", {"job_id": job.job_id, "user_id": job.user_id}),
-            Part("restore", "restore", {"user_id": job.user_id})]
+    return [
+        Part("archive", "archive", {"job_id": job.job_id, "user_id": job.user_id}),
+        Part("restore", "restore", {"user_id": job.user_id}),
+    ]
 
 
 def restore_restore(world: World) -> list[Part]:
@@ -107,8 +118,10 @@ def notify_notify(world: World) -> list[Part]:
 
 def archive_upgrade(world: World) -> list[Part]:
     job = world.job(world.user(FREE))
-    return [Part("archive", "archive", {"job_id": job.job_id, "user_id": job.user_id}),
-            upgrade(world, job.user_id)]
+    return [
+        Part("archive", "archive", {"job_id": job.job_id, "user_id": job.user_id}),
+        upgrade(world, job.user_id),
+    ]
 
 
 def restore_upgrade(world: World) -> list[Part]:
@@ -147,8 +160,11 @@ def scenario(stack: Stack, pair: str) -> interleave.Scenario:
         for part in parts:
             session = interleave.session()
             aws = Aws(stack.config, session)
-            run = partial(part.run, aws) if part.run else partial(
-                world.handler(part.utility, aws), message(part.body))
+            run = (
+                partial(part.run, aws)
+                if part.run
+                else partial(world.handler(part.utility, aws), message(part.body))
+            )
             actors.append(Actor(part.name, run, [session]))
 
         def check(result: Result) -> None:
@@ -157,13 +173,16 @@ def scenario(stack: Stack, pair: str) -> interleave.Scenario:
                 raised = result.raised.get(part.name)
                 if isinstance(raised, InvalidMessage):
                     pipeline.dead.setdefault(part.utility, []).append(str(raised))
-                elif part.utility and (raised is not None
-                                       or result.returned[part.name].action != "done"):
+                elif part.utility and (
+                    raised is not None or result.returned[part.name].action != "done"
+                ):
                     world.pending.append((part.utility, part.body))
             world.redeliver(pipeline)
             allowed = ALLOWED_DEAD.get(pair)
-            pipeline.dead = {u: [r for r in reasons if not (allowed and allowed in r)]
-                             for u, reasons in pipeline.dead.items()}
+            pipeline.dead = {
+                u: [r for r in reasons if not (allowed and allowed in r)]
+                for u, reasons in pipeline.dead.items()
+            }
             pipeline.dead = {u: reasons for u, reasons in pipeline.dead.items() if reasons}
             world.check(pipeline)
             if pair == "notify-notify":
@@ -176,15 +195,21 @@ def scenario(stack: Stack, pair: str) -> interleave.Scenario:
     return make
 
 
-@pytest.mark.parametrize("pair, backend", [(pair, backend) for pair, (_, backends)
-                                           in PAIRS.items() for backend in backends])
-def test_every_schedule_of_a_pair_keeps_every_result(stack: Stack, pair: str,
-                                                      backend: str) -> None:
+@pytest.mark.parametrize(
+    "pair, backend",
+    [(pair, backend) for pair, (_, backends) in PAIRS.items() for backend in backends],
+)
+def test_every_schedule_of_a_pair_keeps_every_result(stack: Stack, pair: str, backend: str) -> None:
     use_backend(stack, backend)
     make = scenario(stack, pair)
-    reports = ([interleave.explore(make, interleave.exhaustive(2000))] if pair in SMALL else
-               [interleave.explore(make, interleave.preemption_bounded(1)),
-                interleave.explore(make, interleave.random(RANDOM, seed=1))])
+    reports = (
+        [interleave.explore(make, interleave.exhaustive(2000))]
+        if pair in SMALL
+        else [
+            interleave.explore(make, interleave.preemption_bounded(1)),
+            interleave.explore(make, interleave.random(RANDOM, seed=1)),
+        ]
+    )
     EXPLORED[f"{pair} [{backend}]"] = sum(r.schedules for r in reports)
     for report in reports:
         interleave.assert_all_pass(report)

@@ -19,17 +19,24 @@ def test_metrics_are_off_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr() == ("", "")
 
 
-def test_a_message_line_is_emf_with_utility_and_outcome(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    metrics.emit_message(config(emf="stdout", namespace="GAS-test"), "archive", "invalid",
-                         0.25, {"BytesArchived": 1000, "RetrievalsStandard": 2})
+def test_a_message_line_is_emf_with_utility_and_outcome(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics.emit_message(
+        config(emf="stdout", namespace="GAS-test"),
+        "archive",
+        "invalid",
+        0.25,
+        {"BytesArchived": 1000, "RetrievalsStandard": 2},
+    )
     out, err = capsys.readouterr()
     assert err == ""
     [line] = emf.lines(out)
     assert {name: (m["value"], m["unit"]) for name, m in line.items()} == {
-        "Messages": (1, "Count"), "HandlerDuration": (250.0, "Milliseconds"),
-        "DeadLettered": (1, "Count"), "BytesArchived": (1000, "Bytes"),
-        "RetrievalsStandard": (2, "Count")}
+        "Messages": (1, "Count"),
+        "HandlerDuration": (250.0, "Milliseconds"),
+        "DeadLettered": (1, "Count"),
+        "BytesArchived": (1000, "Bytes"),
+        "RetrievalsStandard": (2, "Count"),
+    }
     assert {m["namespace"] for m in line.values()} == {"GAS-test"}
     assert line["Messages"]["dimensions"] == {"Utility": "archive", "Outcome": "invalid"}
 

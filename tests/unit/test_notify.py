@@ -15,8 +15,14 @@ from botocore.retries.standard import ExponentialBackoff
 from moto.core.models import botocore_stubber
 
 from tests.conftest import LostAnswers, Stack, job, put_job, sets
-from util.helpers import (FAILED, NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES, Annotations, InvalidMessage,
-                          decode_body)
+from util.helpers import (
+    FAILED,
+    NOTIFIED_TIME,
+    NOTIFY_CLAIM_EXPIRES,
+    Annotations,
+    InvalidMessage,
+    decode_body,
+)
 from util.local.ses import sent_emails_in_process
 from util.notify.notify import HERE, Notifier
 from util.util_config import ConfigError
@@ -32,16 +38,31 @@ def message(envelope: bool = True, **body: Any) -> Message:
     """A job-results message as the notify queue receives it: in its SNS envelope by default."""
     text = json.dumps(body)
     if envelope:
-        text = json.dumps({"Type": "Notification", "MessageId": "sns-1", "Message": text,
-                           "TopicArn": "arn:aws:sns:us-east-1:123456789012:gas-job-results"})
+        text = json.dumps(
+            {
+                "Type": "Notification",
+                "MessageId": "sns-1",
+                "Message": text,
+                "TopicArn": "arn:aws:sns:us-east-1:123456789012:gas-job-results",
+            }
+        )
     data = decode_body(text)
-    return Message(message_id="m1", receipt_handle="r", body=text, receive_count=1,
-                   attributes={}, received_at=0, visible_until=0, data=data,
-                   job_id=data.get("job_id"))
+    return Message(
+        message_id="m1",
+        receipt_handle="r",
+        body=text,
+        receive_count=1,
+        attributes={},
+        received_at=0,
+        visible_until=0,
+        data=data,
+        job_id=data.get("job_id"),
+    )
 
 
-def results_message(job_id: str = "j1", user_id: str = "u-alice",
-                    status: str = "COMPLETED") -> Message:
+def results_message(
+    job_id: str = "j1", user_id: str = "u-alice", status: str = "COMPLETED"
+) -> Message:
     return message(job_id=job_id, user_id=user_id, job_status=status)
 
 
@@ -52,10 +73,16 @@ def notifier(stack: Stack, **settings: str) -> Notifier:
 
 
 def set_user(stack: Stack, user_id: str, **attributes: str) -> None:
-    item = {"user_id": user_id, "name": "Someone", "email": f"{user_id}@example.com",
-            "role": "free_user", **attributes}
-    stack.client("dynamodb").put_item(TableName=stack.config.gas.users_table,
-                                      Item={k: {"S": v} for k, v in item.items()})
+    item = {
+        "user_id": user_id,
+        "name": "Someone",
+        "email": f"{user_id}@example.com",
+        "role": "free_user",
+        **attributes,
+    }
+    stack.client("dynamodb").put_item(
+        TableName=stack.config.gas.users_table, Item={k: {"S": v} for k, v in item.items()}
+    )
 
 
 @pytest.fixture
@@ -63,18 +90,24 @@ def requests(stack: Stack) -> list[dict[str, Any]]:
     """Every SendEmail the handler makes, as sent: moto keeps only one body of each e-mail."""
     made: list[dict[str, Any]] = []
     stack.client("ses").meta.events.register(
-        "provide-client-params.ses.SendEmail", lambda params, **_: made.append(params))
+        "provide-client-params.ses.SendEmail", lambda params, **_: made.append(params)
+    )
     return made
 
 
 def parts(request: dict[str, Any]) -> tuple[list[str], str, str, str]:
     """(to, subject, text, html) of one SendEmail request."""
     content = request["Message"]
-    return (request["Destination"]["ToAddresses"], content["Subject"]["Data"],
-            content["Body"]["Text"]["Data"], content["Body"]["Html"]["Data"])
+    return (
+        request["Destination"]["ToAddresses"],
+        content["Subject"]["Data"],
+        content["Body"]["Text"]["Data"],
+        content["Body"]["Html"]["Data"],
+    )
 
 
 # -- injected SES errors, in SES's own wire format ---------------------------------------------
+
 
 class _Body:
     def __init__(self, data: bytes):
@@ -84,13 +117,16 @@ class _Body:
         yield self.data
 
 
-def inject_ses_error(stack: Stack, code: str, text: str, status: int = 400,
-                     times: int | None = None) -> list[str]:
+def inject_ses_error(
+    stack: Stack, code: str, text: str, status: int = 400, times: int | None = None
+) -> list[str]:
     """Make SendEmail fail with `code` (`times` times, or always); returns one entry per failure."""
     failures: list[str] = []
-    xml = (f'<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/"><Error>'
-           f'<Type>Sender</Type><Code>{code}</Code><Message>{text}</Message></Error>'
-           f'<RequestId>r-1</RequestId></ErrorResponse>').encode()
+    xml = (
+        f'<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/"><Error>'
+        f"<Type>Sender</Type><Code>{code}</Code><Message>{text}</Message></Error>"
+        f"<RequestId>r-1</RequestId></ErrorResponse>"
+    ).encode()
 
     def before_send(event_name: str, request: Any, **_: Any) -> AWSResponse | None:
         if not event_name.endswith(".SendEmail") or (times is not None and len(failures) >= times):
@@ -117,14 +153,17 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # -- the e-mails -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("envelope", [True, False], ids=["sns-envelope", "raw"])
-def test_completed_job_is_emailed_to_its_user_and_recorded(stack: Stack, requests: list,
-                                                           envelope: bool) -> None:
+def test_completed_job_is_emailed_to_its_user_and_recorded(
+    stack: Stack, requests: list, envelope: bool
+) -> None:
     # Given a completed job of Alice's
     put_job(stack, complete_time=COMPLETE)
     # When its job-results message is handled
-    outcome = notifier(stack)(message(envelope, job_id="j1", user_id="u-alice",
-                                      job_status="COMPLETED"))
+    outcome = notifier(stack)(
+        message(envelope, job_id="j1", user_id="u-alice", job_status="COMPLETED")
+    )
     # Then SES sent Alice one e-mail from the configured sender, and the job records it
     assert (outcome.action, outcome.reason) == ("done", "e-mailed (COMPLETED)")
     [sent] = sent_emails_in_process()
@@ -159,8 +198,7 @@ def test_failed_job_gets_its_own_wording(stack: Stack, requests: list) -> None:
 def test_hostile_file_and_user_names_are_escaped_in_html(stack: Stack, requests: list) -> None:
     # Given a file name and a user name that are HTML
     put_job(stack, input_file_name=HOSTILE)
-    set_user(stack, "u-alice", name='Eve <img src=x onerror="steal()">',
-             email="alice@example.com")
+    set_user(stack, "u-alice", name='Eve <img src=x onerror="steal()">', email="alice@example.com")
     # When the job is e-mailed
     notifier(stack)(results_message())
     # Then the HTML part shows them as text, never as markup
@@ -180,12 +218,16 @@ def test_subject_stays_one_line_whatever_the_file_name(stack: Stack, requests: l
     assert to == ["alice@example.com"]
 
 
-@pytest.mark.parametrize("web_url, link", [
-    ("https://gas.example.com/", "https://gas.example.com/annotations/j%2F1"),
-    ("https://example.com/gas", "https://example.com/gas/annotations/j%2F1"),
-])
-def test_link_is_the_job_page_of_the_web_app(stack: Stack, requests: list, web_url: str,
-                                             link: str) -> None:
+@pytest.mark.parametrize(
+    "web_url, link",
+    [
+        ("https://gas.example.com/", "https://gas.example.com/annotations/j%2F1"),
+        ("https://example.com/gas", "https://example.com/gas/annotations/j%2F1"),
+    ],
+)
+def test_link_is_the_job_page_of_the_web_app(
+    stack: Stack, requests: list, web_url: str, link: str
+) -> None:
     put_job(stack, job_id="j/1")
     stack.config.gas.web_url = web_url
     notifier(stack)(results_message(job_id="j/1"))
@@ -195,15 +237,18 @@ def test_link_is_the_job_page_of_the_web_app(stack: Stack, requests: list, web_u
 
 def test_missing_times_and_file_name_still_give_an_email(stack: Stack, requests: list) -> None:
     put_job(stack, job_status=FAILED)
-    stack.client("dynamodb").update_item(TableName=stack.config.gas.annotations_table,
-                                         Key={"job_id": {"S": "j1"}},
-                                         UpdateExpression="REMOVE complete_time, input_file_name")
+    stack.client("dynamodb").update_item(
+        TableName=stack.config.gas.annotations_table,
+        Key={"job_id": {"S": "j1"}},
+        UpdateExpression="REMOVE complete_time, input_file_name",
+    )
     assert notifier(stack)(results_message(status=FAILED)).action == "done"
     [(to, subject, text, html)] = [parts(r) for r in requests]
     assert subject == "GAS: your annotation of j1 failed" and "Failed:    unknown" in text
 
 
 # -- no duplicates -----------------------------------------------------------------------------
+
 
 def test_redelivery_after_success_sends_no_second_email(stack: Stack) -> None:
     put_job(stack)
@@ -265,8 +310,9 @@ def test_a_crash_between_send_and_record_gives_a_second_email(stack: Stack) -> N
     assert job(stack)[NOTIFIED_TIME] == NOTIFY_AT + claim_seconds + 1
 
 
-def test_a_lost_answer_to_the_claim_still_sends_at_once(stack: Stack,
-                                                        lost_answers: LostAnswers) -> None:
+def test_a_lost_answer_to_the_claim_still_sends_at_once(
+    stack: Stack, lost_answers: LostAnswers
+) -> None:
     # The claim is written, its answer lost; botocore's retry finds our own claim there
     put_job(stack)
     lost_answers.add("UpdateItem", when=sets(NOTIFY_CLAIM_EXPIRES))
@@ -276,8 +322,9 @@ def test_a_lost_answer_to_the_claim_still_sends_at_once(stack: Stack,
     assert len(sent_emails_in_process()) == 1
 
 
-def test_a_lost_answer_to_the_record_is_our_own_e_mail(stack: Stack,
-                                                      lost_answers: LostAnswers) -> None:
+def test_a_lost_answer_to_the_record_is_our_own_e_mail(
+    stack: Stack, lost_answers: LostAnswers
+) -> None:
     put_job(stack)
     lost_answers.add("UpdateItem", when=sets(NOTIFIED_TIME))
     outcome = notifier(stack)(results_message())
@@ -308,8 +355,12 @@ def test_two_copies_handled_at_the_same_moment_send_one_email(stack: Stack) -> N
 
 def test_a_send_that_failed_lets_go_of_its_claim(stack: Stack, no_backoff: None) -> None:
     put_job(stack)
-    inject_ses_error(stack, "Throttling", "Maximum sending rate exceeded.",
-                     times=stack.config.worker.aws_max_attempts)
+    inject_ses_error(
+        stack,
+        "Throttling",
+        "Maximum sending rate exceeded.",
+        times=stack.config.worker.aws_max_attempts,
+    )
     assert notifier(stack)(results_message()).action == "retry"
     # The redelivery need not wait for a claim to lapse
     assert notifier(stack)(results_message()).action == "done"
@@ -324,8 +375,12 @@ def test_a_copy_that_recorded_first_is_noted(stack: Stack) -> None:
     def send_while_another_copy_records(address, email):
         send(address, email)
         Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-            "j1", "SET #n = :n, #c = :c", "attribute_not_exists(#n)",
-            {"#n": NOTIFIED_TIME, "#c": "notify_claim"}, {":n": 1, ":c": "another-copy"})
+            "j1",
+            "SET #n = :n, #c = :c",
+            "attribute_not_exists(#n)",
+            {"#n": NOTIFIED_TIME, "#c": "notify_claim"},
+            {":n": 1, ":c": "another-copy"},
+        )
 
     handler.send = send_while_another_copy_records
     outcome = handler(results_message())
@@ -335,31 +390,81 @@ def test_a_copy_that_recorded_first_is_noted(stack: Stack) -> None:
 
 # -- messages that can never be e-mailed -------------------------------------------------------
 
-@pytest.mark.parametrize("body, item, user, reason", [
-    ({"job_id": "nope", "user_id": "u-alice"}, {}, None, "unknown job nope"),
-    ({"job_id": "j1", "user_id": "u-carol"}, {}, None, "user u-carol does not own job j1"),
-    ({"job_id": "j1", "user_id": "u-alice"}, {"job_status": "RUNNING"}, None,
-     "job j1 is RUNNING, not COMPLETED or FAILED"),
-    ({"job_id": "j1", "user_id": "u-alice", "job_status": "COMPLETED"},
-     {"job_status": "PENDING"}, None, "job j1 is PENDING, not COMPLETED or FAILED"),
-    ({"job_id": "j1"}, {}, None, "field 'user_id' missing"),
-    ({"user_id": "u-alice"}, {}, None, "field 'job_id' missing"),
-    ({"job_id": "j1", "user_id": "u-ghost"}, {"user_id": "u-ghost"}, None, "unknown user u-ghost"),
-    ({"job_id": "j1", "user_id": "u-alice"}, {}, "",
-     "user u-alice has no usable e-mail address"),
-    ({"job_id": "j1", "user_id": "u-alice"}, {}, "alice",
-     "user u-alice has no usable e-mail address"),
-    ({"job_id": "j1", "user_id": "u-alice"}, {}, "alice@example.com\r\nBcc: eve@example.com",
-     "user u-alice has no usable e-mail address"),
-    ({"job_id": "j1", "user_id": "u-alice"}, {}, "alice@example.com, eve@example.com",
-     "user u-alice has no usable e-mail address"),
-    ({"job_id": "j1", "user_id": "u-alice"}, {}, "Alice <alice@example.com>",
-     "user u-alice has no usable e-mail address"),
-], ids=["unknown-job", "wrong-user", "running", "pending", "no-user-id", "no-job-id",
-        "unknown-user", "no-address", "not-an-address", "header-injection", "two-addresses",
-        "display-name"])
-def test_messages_that_cannot_be_emailed_are_invalid(stack: Stack, body: dict, item: dict,
-                                                     user: str | None, reason: str) -> None:
+
+@pytest.mark.parametrize(
+    "body, item, user, reason",
+    [
+        ({"job_id": "nope", "user_id": "u-alice"}, {}, None, "unknown job nope"),
+        ({"job_id": "j1", "user_id": "u-carol"}, {}, None, "user u-carol does not own job j1"),
+        (
+            {"job_id": "j1", "user_id": "u-alice"},
+            {"job_status": "RUNNING"},
+            None,
+            "job j1 is RUNNING, not COMPLETED or FAILED",
+        ),
+        (
+            {"job_id": "j1", "user_id": "u-alice", "job_status": "COMPLETED"},
+            {"job_status": "PENDING"},
+            None,
+            "job j1 is PENDING, not COMPLETED or FAILED",
+        ),
+        ({"job_id": "j1"}, {}, None, "field 'user_id' missing"),
+        ({"user_id": "u-alice"}, {}, None, "field 'job_id' missing"),
+        (
+            {"job_id": "j1", "user_id": "u-ghost"},
+            {"user_id": "u-ghost"},
+            None,
+            "unknown user u-ghost",
+        ),
+        (
+            {"job_id": "j1", "user_id": "u-alice"},
+            {},
+            "",
+            "user u-alice has no usable e-mail address",
+        ),
+        (
+            {"job_id": "j1", "user_id": "u-alice"},
+            {},
+            "alice",
+            "user u-alice has no usable e-mail address",
+        ),
+        (
+            {"job_id": "j1", "user_id": "u-alice"},
+            {},
+            "alice@example.com\r\nBcc: eve@example.com",
+            "user u-alice has no usable e-mail address",
+        ),
+        (
+            {"job_id": "j1", "user_id": "u-alice"},
+            {},
+            "alice@example.com, eve@example.com",
+            "user u-alice has no usable e-mail address",
+        ),
+        (
+            {"job_id": "j1", "user_id": "u-alice"},
+            {},
+            "Alice <alice@example.com>",
+            "user u-alice has no usable e-mail address",
+        ),
+    ],
+    ids=[
+        "unknown-job",
+        "wrong-user",
+        "running",
+        "pending",
+        "no-user-id",
+        "no-job-id",
+        "unknown-user",
+        "no-address",
+        "not-an-address",
+        "header-injection",
+        "two-addresses",
+        "display-name",
+    ],
+)
+def test_messages_that_cannot_be_emailed_are_invalid(
+    stack: Stack, body: dict, item: dict, user: str | None, reason: str
+) -> None:
     put_job(stack, **item)
     if user is not None:
         set_user(stack, "u-alice", email=user)
@@ -371,17 +476,24 @@ def test_messages_that_cannot_be_emailed_are_invalid(stack: Stack, body: dict, i
 
 def test_an_unverified_sender_is_rejected_by_ses_and_invalid(stack: Stack) -> None:
     put_job(stack)
-    with pytest.raises(InvalidMessage,
-                       match="SES MessageRejected: Email address not verified other@example.com"):
+    with pytest.raises(
+        InvalidMessage, match="SES MessageRejected: Email address not verified other@example.com"
+    ):
         notifier(stack, sender="other@example.com")(results_message())
     assert NOTIFIED_TIME not in job(stack)
 
 
-@pytest.mark.parametrize("code, text", [
-    ("MessageRejected", "Email address is not verified. The following identities failed the "
-                        "check in region US-EAST-1: alice@example.com"),
-    ("InvalidParameterValue", "Missing final '@domain'"),
-])
+@pytest.mark.parametrize(
+    "code, text",
+    [
+        (
+            "MessageRejected",
+            "Email address is not verified. The following identities failed the "
+            "check in region US-EAST-1: alice@example.com",
+        ),
+        ("InvalidParameterValue", "Missing final '@domain'"),
+    ],
+)
 def test_an_address_ses_refuses_for_good_is_invalid(stack: Stack, code: str, text: str) -> None:
     put_job(stack)
     failures = inject_ses_error(stack, code, text)
@@ -393,6 +505,7 @@ def test_an_address_ses_refuses_for_good_is_invalid(stack: Stack, code: str, tex
 
 # -- transient SES errors ----------------------------------------------------------------------
 
+
 def test_throttling_is_retried_by_botocore_then_sent(stack: Stack, no_backoff: None) -> None:
     put_job(stack)
     failures = inject_ses_error(stack, "Throttling", "Maximum sending rate exceeded.", times=2)
@@ -401,13 +514,17 @@ def test_throttling_is_retried_by_botocore_then_sent(stack: Stack, no_backoff: N
     assert len(sent_emails_in_process()) == 1 and NOTIFIED_TIME in job(stack)
 
 
-@pytest.mark.parametrize("code, text, status", [
-    ("Throttling", "Maximum sending rate exceeded.", 400),
-    ("ServiceUnavailable", "Service is unavailable", 503),
-    ("connection", "", 0),
-])
-def test_lasting_transient_errors_retry_the_message(stack: Stack, no_backoff: None, code: str,
-                                                    text: str, status: int) -> None:
+@pytest.mark.parametrize(
+    "code, text, status",
+    [
+        ("Throttling", "Maximum sending rate exceeded.", 400),
+        ("ServiceUnavailable", "Service is unavailable", 503),
+        ("connection", "", 0),
+    ],
+)
+def test_lasting_transient_errors_retry_the_message(
+    stack: Stack, no_backoff: None, code: str, text: str, status: int
+) -> None:
     put_job(stack)
     failures = inject_ses_error(stack, code, text, status)
     outcome = notifier(stack)(results_message())
@@ -418,6 +535,7 @@ def test_lasting_transient_errors_retry_the_message(stack: Stack, no_backoff: No
 
 
 # -- templates -----------------------------------------------------------------------------------
+
 
 def copy_templates(tmp_path: Path) -> Path:
     directory = tmp_path / "templates"
@@ -437,7 +555,8 @@ def test_operator_templates_are_used(stack: Stack, requests: list, tmp_path: Pat
 
 
 def test_a_relative_template_directory_is_the_utilitys_whatever_the_working_directory(
-        stack: Stack, requests: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: Stack, requests: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a worker started elsewhere (systemd's working directory is /), with the default
     monkeypatch.chdir(tmp_path)
     put_job(stack)
@@ -447,14 +566,17 @@ def test_a_relative_template_directory_is_the_utilitys_whatever_the_working_dire
     assert subject == "GAS: your annotation of sample.vcf is ready"
 
 
-@pytest.mark.parametrize("file, text, error", [
-    ("failed.txt", "Hello $nmae", r"failed.txt uses unknown placeholder\(s\) \$nmae"),
-    ("completed.html", "<p>costs $5</p>", "completed.html has a '\\$' that is no placeholder"),
-    ("failed_subject.txt", None, "cannot read .*failed_subject.txt: No such file"),
-])
-def test_a_broken_template_is_a_config_error_naming_the_file(stack: Stack, tmp_path: Path,
-                                                             file: str, text: str | None,
-                                                             error: str) -> None:
+@pytest.mark.parametrize(
+    "file, text, error",
+    [
+        ("failed.txt", "Hello $nmae", r"failed.txt uses unknown placeholder\(s\) \$nmae"),
+        ("completed.html", "<p>costs $5</p>", "completed.html has a '\\$' that is no placeholder"),
+        ("failed_subject.txt", None, "cannot read .*failed_subject.txt: No such file"),
+    ],
+)
+def test_a_broken_template_is_a_config_error_naming_the_file(
+    stack: Stack, tmp_path: Path, file: str, text: str | None, error: str
+) -> None:
     directory = copy_templates(tmp_path)
     if text is None:
         (directory / file).unlink()

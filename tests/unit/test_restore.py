@@ -8,11 +8,16 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import (NOW, LostAnswers, Stack, archive_job, job, message, put_job,
-                            set_role)
+from tests.conftest import NOW, LostAnswers, Stack, archive_job, job, message, put_job, set_role
 from tests.pipeline import Pipeline
-from util.helpers import (ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER, Annotations,
-                          InvalidMessage)
+from util.helpers import (
+    ARCHIVE_ID,
+    RESTORE_EXPIRES,
+    RESTORE_JOB_ID,
+    RESTORE_TIER,
+    Annotations,
+    InvalidMessage,
+)
 from util.local import glacier as glacier_emulation
 from util.restore.restore import Restorer
 
@@ -50,8 +55,13 @@ def fail_calls(client, method: str, code: str, times: int, status: int = 400) ->
     def call(**kwargs):
         if left[0] > 0:
             left[0] -= 1
-            raise ClientError({"Error": {"Code": code, "Message": "injected"},
-                               "ResponseMetadata": {"HTTPStatusCode": status}}, method)
+            raise ClientError(
+                {
+                    "Error": {"Code": code, "Message": "injected"},
+                    "ResponseMetadata": {"HTTPStatusCode": status},
+                },
+                method,
+            )
         return real(**kwargs)
 
     setattr(client, method, call)
@@ -59,8 +69,10 @@ def fail_calls(client, method: str, code: str, times: int, status: int = 400) ->
 
 # -- starting retrievals ----------------------------------------------------------------------
 
+
 def test_every_archived_result_gets_an_expedited_retrieval_that_names_its_job(
-        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     # Given a premium user with three archived results and one that was never archived
     put_job(stack, job_id="j4")
     # When the restore message is handled
@@ -83,7 +95,8 @@ def test_every_archived_result_gets_an_expedited_retrieval_that_names_its_job(
 
 
 def test_no_expedited_capacity_falls_back_to_standard(
-        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     glacier_emulation.configure(expedited_capacity=False)
     outcome = restore(stack)
     assert (outcome.action, outcome.reason) == ("done", "3 started Standard")
@@ -91,11 +104,16 @@ def test_no_expedited_capacity_falls_back_to_standard(
 
 
 def test_any_other_expedited_error_is_a_retry_not_a_downgrade(
-        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     handler = restorer(stack)
-    fail_calls(handler.retrievals.backend.vault.glacier, "initiate_job",
-               "ServiceUnavailableException", status=503,
-               times=3)
+    fail_calls(
+        handler.retrievals.backend.vault.glacier,
+        "initiate_job",
+        "ServiceUnavailableException",
+        status=503,
+        times=3,
+    )
     outcome = restore(stack, handler)
     assert outcome.action == "retry" and "3 not started" in outcome.reason
     assert glacier_jobs(stack) == []
@@ -105,12 +123,13 @@ def test_any_other_expedited_error_is_a_retry_not_a_downgrade(
 
 
 def test_a_crash_half_way_is_finished_by_the_redelivery(
-        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     # Given a first attempt that started only some retrievals
     handler = restorer(stack)
-    fail_calls(handler.retrievals.backend.vault.glacier, "initiate_job",
-               "ThrottlingException",
-               times=1)
+    fail_calls(
+        handler.retrievals.backend.vault.glacier, "initiate_job", "ThrottlingException", times=1
+    )
     assert restore(stack, handler).reason.startswith("1 not started")
     assert len(glacier_jobs(stack)) == 2
     # When the message is delivered again
@@ -120,8 +139,9 @@ def test_a_crash_half_way_is_finished_by_the_redelivery(
     assert len(glacier_jobs(stack)) == 3
 
 
-def test_a_second_message_starts_no_duplicate(stack: Stack,
-                                              premium_alice: dict[str, bytes]) -> None:
+def test_a_second_message_starts_no_duplicate(
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     restore(stack)
     outcome = restore(stack)
     assert (outcome.action, outcome.reason) == ("done", "3 in progress")
@@ -129,7 +149,8 @@ def test_a_second_message_starts_no_duplicate(stack: Stack,
 
 
 def test_two_workers_at_once_start_one_retrieval_per_result(
-        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     outcomes = []
     together = threading.Barrier(2)
 
@@ -147,13 +168,16 @@ def test_two_workers_at_once_start_one_retrieval_per_result(
 
 
 def test_a_result_another_worker_is_starting_is_looked_at_again_when_its_claim_lapses(
-        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     # Given another worker that claimed j1 and died before starting its retrieval
     stack.client("dynamodb").update_item(
-        TableName=stack.config.gas.annotations_table, Key={"job_id": {"S": "j1"}},
+        TableName=stack.config.gas.annotations_table,
+        Key={"job_id": {"S": "j1"}},
         UpdateExpression="SET #j = :c, #e = :e",
         ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
-        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}})
+        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}},
+    )
     # When restore runs (and has waited for that claim as long as it waits)
     handler = restorer(stack)
     handler.retrievals.claim_wait_seconds = 0
@@ -165,8 +189,7 @@ def test_a_result_another_worker_is_starting_is_looked_at_again_when_its_claim_l
     assert later.reason == "2 in progress, 1 started Expedited"
 
 
-def test_a_lapsed_retrieval_is_started_again(stack: Stack,
-                                             premium_alice: dict[str, bytes]) -> None:
+def test_a_lapsed_retrieval_is_started_again(stack: Stack, premium_alice: dict[str, bytes]) -> None:
     restore(stack)
     lifetime = stack.config.restore.retrieval_lifetime_seconds
     outcome = restore(stack, restorer(stack, clock=NOW + lifetime + 1))
@@ -188,6 +211,7 @@ def test_a_user_with_nothing_archived_is_done(stack: Stack) -> None:
 
 # -- messages that must not start paid retrievals ----------------------------------------------
 
+
 def test_a_free_user_is_invalid_and_nothing_is_started(stack: Stack) -> None:
     archive_job(stack)
     with pytest.raises(InvalidMessage, match="user u-alice is not premium"):
@@ -195,11 +219,14 @@ def test_a_free_user_is_invalid_and_nothing_is_started(stack: Stack) -> None:
     assert glacier_jobs(stack) == []
 
 
-@pytest.mark.parametrize("body, reason", [
-    ({"user_id": "u-nobody"}, "unknown user u-nobody"),
-    ({"job_id": "j1"}, "field 'user_id' missing"),
-    ({"user_id": 7}, "field 'user_id' missing"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ({"user_id": "u-nobody"}, "unknown user u-nobody"),
+        ({"job_id": "j1"}, "field 'user_id' missing"),
+        ({"user_id": 7}, "field 'user_id' missing"),
+    ],
+)
 def test_malformed_or_unknown_is_invalid(stack: Stack, body: dict, reason: str) -> None:
     with pytest.raises(InvalidMessage, match=reason):
         restorer(stack)(message(**body))
@@ -207,11 +234,14 @@ def test_malformed_or_unknown_is_invalid(stack: Stack, body: dict, reason: str) 
 
 # -- answers lost ------------------------------------------------------------------------------
 
+
 def test_a_lost_answer_to_the_claim_still_starts_the_retrieval(
-        stack: Stack, premium_alice: dict[str, bytes], lost_answers: LostAnswers) -> None:
+    stack: Stack, premium_alice: dict[str, bytes], lost_answers: LostAnswers
+) -> None:
     # The claim is written, its answer lost, and botocore's retry finds our own claim there
-    lost_answers.add("UpdateItem", when=lambda p: p["UpdateExpression"].startswith(
-        "SET #job = :claim"))
+    lost_answers.add(
+        "UpdateItem", when=lambda p: p["UpdateExpression"].startswith("SET #job = :claim")
+    )
     handler = restorer(stack)
     handler.retrievals.claim_wait_seconds = 0
     outcome = restore(stack, handler)
@@ -221,10 +251,14 @@ def test_a_lost_answer_to_the_claim_still_starts_the_retrieval(
 
 
 def test_a_lost_answer_to_the_record_is_not_a_lapsed_claim(
-        stack: Stack, premium_alice: dict[str, bytes], lost_answers: LostAnswers,
-        caplog: pytest.LogCaptureFixture) -> None:
-    lost_answers.add("UpdateItem", when=lambda p: p["UpdateExpression"].startswith(
-        "SET #job = :retrieval"))
+    stack: Stack,
+    premium_alice: dict[str, bytes],
+    lost_answers: LostAnswers,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lost_answers.add(
+        "UpdateItem", when=lambda p: p["UpdateExpression"].startswith("SET #job = :retrieval")
+    )
     outcome = restore(stack)
     assert (outcome.action, outcome.reason) == ("done", "3 started Expedited")
     assert "lapsed" not in caplog.text
@@ -233,7 +267,8 @@ def test_a_lost_answer_to_the_record_is_not_a_lapsed_claim(
 
 
 def test_a_lost_answer_to_initiate_job_starts_no_second_retrieval(
-        stack: Stack, premium_alice: dict[str, bytes], lost_answers: LostAnswers) -> None:
+    stack: Stack, premium_alice: dict[str, bytes], lost_answers: LostAnswers
+) -> None:
     # Given InitiateJob takes effect but its answer is lost, and botocore gives up (its
     # attempts used up). (When botocore sends it again, see tests/integration: in process,
     # moto carries out a request whatever answers it first.)
@@ -241,8 +276,10 @@ def test_a_lost_answer_to_initiate_job_starts_no_second_retrieval(
     lost_answers.add("InitiateJob", then=then)
     # When restore runs until it is done
     pipeline = Pipeline(stack)
-    stack.client("sqs").send_message(QueueUrl=stack.queue_url(stack.config.restore.queue),
-                                     MessageBody=json.dumps({"user_id": "u-alice"}))
+    stack.client("sqs").send_message(
+        QueueUrl=stack.queue_url(stack.config.restore.queue),
+        MessageBody=json.dumps({"user_id": "u-alice"}),
+    )
     pipeline.settle(utilities=("restore",))
     # Then each result has exactly one retrieval, the one its item records
     assert lost_answers.hits == [("InitiateJob", then)]
@@ -253,8 +290,10 @@ def test_a_lost_answer_to_initiate_job_starts_no_second_retrieval(
 
 # -- the retrieval record: only for an archived result, only over our own claim ----------------
 
-def test_a_stopping_worker_starts_no_more_retrievals(stack: Stack,
-                                                     premium_alice: dict[str, bytes]) -> None:
+
+def test_a_stopping_worker_starts_no_more_retrievals(
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     msg = message(user_id="u-alice")
     msg.cancelled.set()  # the drain grace is ending
     outcome = restorer(stack)(msg)
@@ -265,12 +304,16 @@ def test_a_stopping_worker_starts_no_more_retrievals(stack: Stack,
 def thaw_record(stack: Stack, job_id: str) -> None:
     """What thaw's record leaves: the item no longer names an archive or a retrieval."""
     Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-        job_id, "REMOVE #a, #j, #t, #e", "attribute_exists(#a)",
-        {"#a": ARCHIVE_ID, "#j": RESTORE_JOB_ID, "#t": RESTORE_TIER, "#e": RESTORE_EXPIRES})
+        job_id,
+        "REMOVE #a, #j, #t, #e",
+        "attribute_exists(#a)",
+        {"#a": ARCHIVE_ID, "#j": RESTORE_JOB_ID, "#t": RESTORE_TIER, "#e": RESTORE_EXPIRES},
+    )
 
 
 def test_a_result_thawed_since_the_index_was_read_is_not_retrieved_again(
-        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     # Given j1 as the index still shows it (archived), though another retrieval has thawed it
     stale = job(stack, "j1")
     thaw_record(stack, "j1")
@@ -283,7 +326,8 @@ def test_a_result_thawed_since_the_index_was_read_is_not_retrieved_again(
 
 
 def test_a_retrieval_is_not_recorded_on_a_result_thawed_while_it_was_started(
-        stack: Stack, premium_alice: dict[str, bytes]) -> None:
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
     # Given a result thawed (by an earlier retrieval) while ours is being started
     handler = restorer(stack)
     backend = handler.retrievals.backend
@@ -301,4 +345,3 @@ def test_a_retrieval_is_not_recorded_on_a_result_thawed_while_it_was_started(
     assert start.status == "started"
     item = job(stack, "j1")
     assert RESTORE_JOB_ID not in item and RESTORE_EXPIRES not in item
-

@@ -7,14 +7,30 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from tests.conftest import (NOW, LostAnswers, Stack, job, message, put_job, result_bytes,
-                            result_exists, set_role, wait_for)
+from tests.conftest import (
+    NOW,
+    LostAnswers,
+    Stack,
+    job,
+    message,
+    put_job,
+    result_bytes,
+    result_exists,
+    set_role,
+    wait_for,
+)
 from tests.pipeline import Pipeline
 from util import backends
 from util.archive.archive import Archiver
 from util.glacier import MIB
-from util.helpers import (ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID, InvalidMessage,
-                          decode_body)
+from util.helpers import (
+    ARCHIVE_ID,
+    RESTORE_JOB_ID,
+    RESTORE_TIER,
+    THAW_JOB_ID,
+    InvalidMessage,
+    decode_body,
+)
 from util.local import glacier as glacier_emulation
 from util.local.stack import announce_restores
 from util.restore.restore import Restorer
@@ -35,7 +51,8 @@ def s3_calls(handler) -> list[str]:
     """Every S3 operation the handler's client makes from now on (the process shares it)."""
     calls: list[str] = []
     handler.backend.s3.meta.events.register(
-        "before-call.s3", lambda model, **_: calls.append(model.name))
+        "before-call.s3", lambda model, **_: calls.append(model.name)
+    )
     return calls
 
 
@@ -47,8 +64,9 @@ def archive(stack: Stack, size: int = 12 * MIB) -> bytes:
 
 
 def archived_object(stack: Stack) -> dict:
-    return stack.client("s3").head_object(Bucket=stack.config.gas.archive_bucket,
-                                          Key=job(stack)[ARCHIVE_ID])
+    return stack.client("s3").head_object(
+        Bucket=stack.config.gas.archive_bucket, Key=job(stack)[ARCHIVE_ID]
+    )
 
 
 def restore(stack: Stack) -> None:
@@ -77,6 +95,7 @@ def completion_events(stack: Stack) -> list[dict]:
 
 # -- archive -------------------------------------------------------------------------------------
 
+
 def test_archive_is_a_server_side_copy_into_the_archive_class(s3_backend: Stack) -> None:
     # Given a 12 MiB result: three 5 MiB copy parts
     data = put_job(s3_backend, size=12 * MIB)
@@ -104,20 +123,24 @@ def test_an_archive_made_again_lands_on_the_same_object(s3_backend: Stack) -> No
     source = handler.source(job(s3_backend))
     first = handler.backend.archive(job(s3_backend), source, message().cancelled, print)
     second = handler.backend.archive(job(s3_backend), source, message().cancelled, print)
-    assert first == second == (f"{s3_backend.config.gas.archive_prefix}j1/"
-                               f"{source.etag.strip(chr(34))}")
+    assert (
+        first
+        == second
+        == (f"{s3_backend.config.gas.archive_prefix}j1/{source.etag.strip(chr(34))}")
+    )
     listing = s3_backend.client("s3").list_objects_v2(Bucket=s3_backend.config.gas.archive_bucket)
     assert [o["Key"] for o in listing["Contents"]] == [first]
 
 
 # -- restore -------------------------------------------------------------------------------------
 
+
 def test_restore_asks_for_expedited(s3_backend: Stack) -> None:
     archive(s3_backend)
     restore(s3_backend)
     item = job(s3_backend)
     assert item[RESTORE_TIER] == "Expedited" and item[RESTORE_JOB_ID] == item[ARCHIVE_ID]
-    assert 'ongoing-request' in archived_object(s3_backend)["Restore"]
+    assert "ongoing-request" in archived_object(s3_backend)["Restore"]
 
 
 def test_no_expedited_capacity_falls_back_to_standard(s3_backend: Stack) -> None:
@@ -140,13 +163,16 @@ def test_a_restore_already_in_progress_is_not_an_error(s3_backend: Stack) -> Non
     glacier_emulation.configure(expedited_seconds=3600)
     item = job(s3_backend)
     s3_backend.client("s3").restore_object(
-        Bucket=s3_backend.config.gas.archive_bucket, Key=item[ARCHIVE_ID],
-        RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}})
+        Bucket=s3_backend.config.gas.archive_bucket,
+        Key=item[ARCHIVE_ID],
+        RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}},
+    )
     restore(s3_backend)
     assert job(s3_backend)[RESTORE_JOB_ID] == item[ARCHIVE_ID]
 
 
 # -- thaw ----------------------------------------------------------------------------------------
+
 
 def test_thaw_copies_the_restored_object_back_and_deletes_the_archive(s3_backend: Stack) -> None:
     # Given a result archived in the Glacier class and restored
@@ -164,8 +190,9 @@ def test_thaw_copies_the_restored_object_back_and_deletes_the_archive(s3_backend
     assert "UploadPartCopy" in made and "GetObject" not in made
     assert result_bytes(s3_backend) == data
     item = job(s3_backend)
-    head = s3_backend.client("s3").head_object(Bucket=item["s3_results_bucket"],
-                                               Key=item["s3_key_result_file"])
+    head = s3_backend.client("s3").head_object(
+        Bucket=item["s3_results_bucket"], Key=item["s3_key_result_file"]
+    )
     assert head.get("StorageClass", "STANDARD") == "STANDARD"
     # And the item no longer names an archive, and the archive object is gone
     assert ARCHIVE_ID not in item and RESTORE_JOB_ID not in item
@@ -201,9 +228,17 @@ def test_a_copy_whose_etag_differs_commits_nothing(s3_backend: Stack) -> None:
 
 def restore_event(stack: Stack) -> dict:
     """The archive bucket's ObjectRestore:Completed event for the job's archive object."""
-    return {"Records": [{"eventName": "ObjectRestore:Completed", "s3": {
-        "bucket": {"name": stack.config.gas.archive_bucket},
-        "object": {"key": quote_plus(job(stack)[ARCHIVE_ID])}}}]}
+    return {
+        "Records": [
+            {
+                "eventName": "ObjectRestore:Completed",
+                "s3": {
+                    "bucket": {"name": stack.config.gas.archive_bucket},
+                    "object": {"key": quote_plus(job(stack)[ARCHIVE_ID])},
+                },
+            }
+        ]
+    }
 
 
 def test_an_event_while_the_restore_is_still_in_progress_is_retried(s3_backend: Stack) -> None:
@@ -222,30 +257,35 @@ def test_an_event_for_an_archive_object_that_is_gone_is_invalid(s3_backend: Stac
     # Given an archive object deleted although the item still names it
     archive(s3_backend)
     event = restore_event(s3_backend)
-    s3_backend.client("s3").delete_object(Bucket=s3_backend.config.gas.archive_bucket,
-                                          Key=job(s3_backend)[ARCHIVE_ID])
+    s3_backend.client("s3").delete_object(
+        Bucket=s3_backend.config.gas.archive_bucket, Key=job(s3_backend)[ARCHIVE_ID]
+    )
     # Then its event is for an operator to look at, not retried forever
     with pytest.raises(InvalidMessage, match="its archive .* is gone"):
         Thawer(s3_backend.config, s3_backend.aws)(message(**event))
 
 
 def test_an_event_for_an_archive_object_never_restored_restarts_its_retrieval(
-        s3_backend: Stack) -> None:
+    s3_backend: Stack,
+) -> None:
     # Given an event for an archive object that is not restored (forged, or its copy expired)
     archive(s3_backend)
     # When thaw handles it, it copies nothing from an object it cannot read, and starts a
     # retrieval instead (Standard, as after any failed one)
     outcome = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)(
-        message(**restore_event(s3_backend)))
+        message(**restore_event(s3_backend))
+    )
     assert outcome.action == "done", outcome
-    assert outcome.reason == ("retrieval failed (not restored (or its copy expired)); "
-                              "started Standard")
+    assert outcome.reason == (
+        "retrieval failed (not restored (or its copy expired)); started Standard"
+    )
     assert not result_exists(s3_backend)
     assert job(s3_backend)[RESTORE_JOB_ID] == job(s3_backend)[ARCHIVE_ID]
 
 
 def test_stopping_abandons_the_copy_back_and_commits_nothing(
-        s3_backend: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3_backend: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive(s3_backend)
     restore(s3_backend)
     [event] = completion_events(s3_backend)
@@ -257,17 +297,26 @@ def test_stopping_abandons_the_copy_back_and_commits_nothing(
     outcome = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)(msg)
     assert (outcome.action, outcome.reason) == ("retry", "worker stopping: copy abandoned")
     assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)
-    assert s3_backend.client("s3").list_multipart_uploads(
-        Bucket=s3_backend.config.gas.results_bucket).get("Uploads", []) == []
+    assert (
+        s3_backend.client("s3")
+        .list_multipart_uploads(Bucket=s3_backend.config.gas.results_bucket)
+        .get("Uploads", [])
+        == []
+    )
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda r: r.update(eventName="ObjectRestore:Post"), "is not ObjectRestore:Completed"),
-    (lambda r: r["s3"]["bucket"].update(name="gas-results"), "is not in the archive"),
-    (lambda r: r["s3"]["object"].update(key="elsewhere/j1/x"), "is not in the archive"),
-], ids=["post-event", "other-bucket", "outside-prefix"])
-def test_events_that_are_not_archive_completions_are_invalid(s3_backend: Stack, change,
-                                                            reason: str) -> None:
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda r: r.update(eventName="ObjectRestore:Post"), "is not ObjectRestore:Completed"),
+        (lambda r: r["s3"]["bucket"].update(name="gas-results"), "is not in the archive"),
+        (lambda r: r["s3"]["object"].update(key="elsewhere/j1/x"), "is not in the archive"),
+    ],
+    ids=["post-event", "other-bucket", "outside-prefix"],
+)
+def test_events_that_are_not_archive_completions_are_invalid(
+    s3_backend: Stack, change, reason: str
+) -> None:
     archive(s3_backend)
     restore(s3_backend)
     [event] = completion_events(s3_backend)
@@ -279,14 +328,18 @@ def test_events_that_are_not_archive_completions_are_invalid(s3_backend: Stack, 
 
 # -- answers lost, messages late ------------------------------------------------------------------
 
+
 def send_restore_request(stack: Stack) -> None:
     set_role(stack, "u-alice", "premium_user")
-    stack.client("sqs").send_message(QueueUrl=stack.queue_url(stack.config.restore.queue),
-                                     MessageBody=json.dumps({"user_id": "u-alice"}))
+    stack.client("sqs").send_message(
+        QueueUrl=stack.queue_url(stack.config.restore.queue),
+        MessageBody=json.dumps({"user_id": "u-alice"}),
+    )
 
 
 def test_a_lost_restore_object_answer_still_brings_the_result_back(
-        s3_backend: Stack, lost_answers: LostAnswers) -> None:
+    s3_backend: Stack, lost_answers: LostAnswers
+) -> None:
     # Given an archived result, and an Expedited RestoreObject that takes effect while its
     # answer is lost (the Expedited call is made once)
     data = archive(s3_backend)
@@ -308,10 +361,14 @@ def test_a_result_restored_already_is_announced_by_restore(s3_backend: Stack) ->
     data = archive(s3_backend)
     archive_key = job(s3_backend)[ARCHIVE_ID]
     s3_backend.client("s3").restore_object(
-        Bucket=s3_backend.config.gas.archive_bucket, Key=archive_key,
-        RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}})
-    wait_for(lambda: 'ongoing-request="false"' in archived_object(s3_backend).get("Restore", ""),
-             what="the restore")
+        Bucket=s3_backend.config.gas.archive_bucket,
+        Key=archive_key,
+        RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}},
+    )
+    wait_for(
+        lambda: 'ongoing-request="false"' in archived_object(s3_backend).get("Restore", ""),
+        what="the restore",
+    )
     completion_events(s3_backend)  # S3's own event, consumed: as if it was lost
     send_restore_request(s3_backend)
     pipeline = Pipeline(s3_backend)
@@ -320,7 +377,8 @@ def test_a_result_restored_already_is_announced_by_restore(s3_backend: Stack) ->
 
 
 def test_a_late_copy_of_the_archive_message_never_deletes_the_thawed_result(
-        s3_backend: Stack) -> None:
+    s3_backend: Stack,
+) -> None:
     # Given a result archived, then restored for a user who upgraded
     data = archive(s3_backend, size=3)
     pipeline = Pipeline(s3_backend)
@@ -331,13 +389,13 @@ def test_a_late_copy_of_the_archive_message_never_deletes_the_thawed_result(
         copy_back(*args)
         # Thaw has put the result back, and not yet recorded it on the item, when a late
         # copy of the original archive message reaches an archive worker
-        late = Archiver(s3_backend.config, s3_backend.aws)(message(job_id="j1",
-                                                                   user_id="u-alice"))
+        late = Archiver(s3_backend.config, s3_backend.aws)(message(job_id="j1", user_id="u-alice"))
         assert late.action == "done", late
 
     thaw.backend.copy_back = copy_back_then_a_late_archive_message
-    pipeline.handler = lambda utility: thaw if utility == "thaw" else Pipeline.handler(
-        pipeline, utility)
+    pipeline.handler = lambda utility: (
+        thaw if utility == "thaw" else Pipeline.handler(pipeline, utility)
+    )
     send_restore_request(s3_backend)
     # When restore and thaw run to the end
     pipeline.settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
@@ -350,12 +408,16 @@ def test_a_late_copy_of_the_archive_message_never_deletes_the_thawed_result(
 def test_the_thawed_copy_never_has_the_original_etag(s3_backend: Stack, size: int) -> None:
     data = put_job(s3_backend, size=size)
     original = s3_backend.client("s3").head_object(
-        Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"])
-    assert Archiver(s3_backend.config, s3_backend.aws)(
-        message(job_id="j1", user_id="u-alice")).action == "done"
+        Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"]
+    )
+    assert (
+        Archiver(s3_backend.config, s3_backend.aws)(message(job_id="j1", user_id="u-alice")).action
+        == "done"
+    )
     send_restore_request(s3_backend)
     Pipeline(s3_backend).settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
     thawed = s3_backend.client("s3").head_object(
-        Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"])
+        Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"]
+    )
     assert result_bytes(s3_backend) == data
     assert thawed["ETag"] != original["ETag"]

@@ -56,8 +56,9 @@ def test_without_notify_socket_nothing_is_sent_and_nothing_fails() -> None:
     assert watchdog._thread is None
 
 
-def test_a_vanished_socket_is_reported_not_raised(tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_a_vanished_socket_is_reported_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="gas"):
         assert Notifier(str(tmp_path / "gone")).send("WATCHDOG=1") is False
     assert "sd_notify WATCHDOG=1 failed" in caplog.text
@@ -77,26 +78,31 @@ def test_a_socket_nobody_reads_does_not_block_the_sender(notify_socket) -> None:
     assert sent > 0
 
 
-@pytest.mark.parametrize("environ, interval", [
-    ({"WATCHDOG_USEC": "30000000"}, 15.0),
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # another process's watchdog
-    ({"WATCHDOG_USEC": "0"}, None),
-    ({"WATCHDOG_USEC": "soon"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "environ, interval",
+    [
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # another process's watchdog
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({}, None),
+    ],
+)
 def test_watchdog_interval_is_half_the_timeout_for_this_process(environ, interval) -> None:
     notifier = Notifier.from_environ({"NOTIFY_SOCKET": "/run/x", **environ})
     assert notifier.watchdog_interval == interval
 
 
 def test_watchdog_pings_while_the_loop_beats_and_stops_when_it_stalls(
-        notify_socket, caplog: pytest.LogCaptureFixture) -> None:
+    notify_socket, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a watchdog pinging every 50 ms, with a clock the test moves
     sock, path = notify_socket
     now = [0.0]
-    watchdog = Watchdog(Notifier(path, watchdog_interval=0.05), stall_seconds=10,
-                        clock=lambda: now[0])
+    watchdog = Watchdog(
+        Notifier(path, watchdog_interval=0.05), stall_seconds=10, clock=lambda: now[0]
+    )
     watchdog.start()
     try:
         # Then it pings while the loop beats
@@ -104,8 +110,11 @@ def test_watchdog_pings_while_the_loop_beats_and_stops_when_it_stalls(
         # When the loop has not come round for longer than it may block
         with caplog.at_level(logging.ERROR, logger="gas"):
             now[0] = 11.0
-            wait_for(lambda: "main loop stalled for 11s" in caplog.text, timeout=5,
-                     what="the stall noticed")
+            wait_for(
+                lambda: "main loop stalled for 11s" in caplog.text,
+                timeout=5,
+                what="the stall noticed",
+            )
         # Then the pings stop (any sent before the stall was noticed are drained first)
         sock.setblocking(False)
         while True:
@@ -124,18 +133,26 @@ def test_watchdog_pings_while_the_loop_beats_and_stops_when_it_stalls(
         watchdog.stop()
 
 
-@pytest.mark.parametrize("level, priority", [
-    (logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6),
-    (logging.DEBUG, 7), (5, 7),
-])
+@pytest.mark.parametrize(
+    "level, priority",
+    [
+        (logging.CRITICAL, 2),
+        (logging.ERROR, 3),
+        (logging.WARNING, 4),
+        (logging.INFO, 6),
+        (logging.DEBUG, 7),
+        (5, 7),
+    ],
+)
 def test_journal_priorities_are_sd_daemon_levels(level: int, priority: int) -> None:
     assert journal_priority(level) == priority
 
 
 def test_every_line_of_a_record_carries_its_priority() -> None:
     # A traceback is several lines; journald would store unprefixed ones as info.
-    record = logging.LogRecord("gas", logging.ERROR, __file__, 1, "failed\nTraceback: x", None,
-                               None)
+    record = logging.LogRecord(
+        "gas", logging.ERROR, __file__, 1, "failed\nTraceback: x", None, None
+    )
     text = JournalFormatter(logging.Formatter("%(levelname)s %(message)s")).format(record)
     assert text == "<3>ERROR failed\n<3>Traceback: x"
 
@@ -144,7 +161,8 @@ def test_stderr_is_journal_compares_device_and_inode(tmp_path: Path) -> None:
     with open(tmp_path / "f", "w") as stream:
         status = os.fstat(stream.fileno())
         assert stderr_is_journal({"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}, stream)
-        assert not stderr_is_journal({"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino + 1}"},
-                                     stream)
+        assert not stderr_is_journal(
+            {"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino + 1}"}, stream
+        )
         assert not stderr_is_journal({"JOURNAL_STREAM": "garbage"}, stream)
         assert not stderr_is_journal({}, stream)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 from util.util_config import KEYS
 
@@ -25,8 +23,11 @@ def service_section(unit: Path = TEMPLATE, section: str = "Service") -> dict[str
 
 
 def test_stop_timeout_covers_a_long_poll_and_the_drain() -> None:
-    defaults = {(k.section, k.name): int(k.default) for k in KEYS
-                if (k.section, k.name) in {("worker", "wait_seconds"), ("worker", "drain_seconds")}}
+    defaults = {
+        (k.section, k.name): int(k.default)
+        for k in KEYS
+        if (k.section, k.name) in {("worker", "wait_seconds"), ("worker", "drain_seconds")}
+    }
     service = service_section()
     assert int(service["TimeoutStopSec"]) > sum(defaults.values())
     assert service["Type"] == "notify" and int(service["WatchdogSec"]) > 0
@@ -48,8 +49,16 @@ def test_the_reconcile_timer_starts_it_daily() -> None:
 
 
 def test_reconcile_is_hardened_as_the_workers_are() -> None:
-    hardening = {"NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp",
-                 "SystemCallFilter", "RestrictAddressFamilies", "MemoryDenyWriteExecute",
-                 "CapabilityBoundingSet", "UMask"}
+    hardening = {
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "SystemCallFilter",
+        "RestrictAddressFamilies",
+        "MemoryDenyWriteExecute",
+        "CapabilityBoundingSet",
+        "UMask",
+    }
     worker, reconcile = service_section(), service_section(RECONCILE)
     assert {k: worker[k] for k in hardening} == {k: reconcile[k] for k in hardening}

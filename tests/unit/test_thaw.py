@@ -8,12 +8,32 @@ import json
 import pytest
 from botocore.utils import calculate_tree_hash
 
-from tests.conftest import (NOW, Stack, archive_job, job, message, put_job, result_bytes,
-                            result_exists, set_role, vault_archive_count, wait_for)
+from tests.conftest import (
+    NOW,
+    Stack,
+    archive_job,
+    job,
+    message,
+    put_job,
+    result_bytes,
+    result_exists,
+    set_role,
+    vault_archive_count,
+    wait_for,
+)
 from tests.pipeline import Pipeline
 from util.glacier import MIB
-from util.helpers import (ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER, RESULTS_BUCKET,
-                          THAW_JOB_ID, Annotations, InvalidMessage, decode_body)
+from util.helpers import (
+    ARCHIVE_ID,
+    RESTORE_EXPIRES,
+    RESTORE_JOB_ID,
+    RESTORE_TIER,
+    RESULTS_BUCKET,
+    THAW_JOB_ID,
+    Annotations,
+    InvalidMessage,
+    decode_body,
+)
 from util.local import glacier as glacier_emulation
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
@@ -71,8 +91,10 @@ def restored(stack: Stack, fast_glacier: None) -> tuple[bytes, dict]:
 
 # -- the way back ------------------------------------------------------------------------------
 
+
 def test_result_is_put_back_verified_and_the_archive_deleted(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # Given a finished retrieval of a three-range result
     data, notice = restored
     glacier_job_id = job(stack)[RESTORE_JOB_ID]
@@ -89,7 +111,8 @@ def test_result_is_put_back_verified_and_the_archive_deleted(
 
 
 def test_a_notice_delivered_again_after_success_changes_nothing(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     data, notice = restored
     handler = thawer(stack)
     handler(notice_message(notice))
@@ -99,7 +122,8 @@ def test_a_notice_delivered_again_after_success_changes_nothing(
 
 
 def test_a_notice_delivered_again_after_glacier_forgot_its_job_changes_nothing(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # Glacier keeps a job a day; a very late copy of its notice names a job it no longer has
     data, notice = restored
     handler = thawer(stack)
@@ -111,7 +135,8 @@ def test_a_notice_delivered_again_after_glacier_forgot_its_job_changes_nothing(
 
 
 def test_a_crash_before_the_archive_delete_is_finished_by_the_redelivery(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     _, notice = restored
     handler = thawer(stack)
     handler.backend.delete = lambda archive_id: (_ for _ in ()).throw(ConnectionError("crash"))
@@ -123,8 +148,7 @@ def test_a_crash_before_the_archive_delete_is_finished_by_the_redelivery(
     assert vault_archive_count(stack) == 0
 
 
-def test_a_tree_hash_mismatch_commits_nothing(stack: Stack,
-                                             restored: tuple[bytes, dict]) -> None:
+def test_a_tree_hash_mismatch_commits_nothing(stack: Stack, restored: tuple[bytes, dict]) -> None:
     # Given Glacier output that arrives with one byte changed in the second range
     _, notice = restored
     handler = thawer(stack)
@@ -145,16 +169,22 @@ def test_a_tree_hash_mismatch_commits_nothing(stack: Stack,
     # Then that range is refused as it is read (not only the whole at the end), the message is
     # retried, and neither S3, the item nor the vault changed
     assert outcome.action == "retry"
-    assert outcome.reason.startswith(f"nothing committed: range {8 * MIB}-{16 * MIB - 1}: "
-                                     f"tree hash ")
+    assert outcome.reason.startswith(
+        f"nothing committed: range {8 * MIB}-{16 * MIB - 1}: tree hash "
+    )
     assert not result_exists(stack)
-    assert stack.client("s3").list_multipart_uploads(
-        Bucket=stack.config.gas.results_bucket).get("Uploads", []) == []
+    assert (
+        stack.client("s3")
+        .list_multipart_uploads(Bucket=stack.config.gas.results_bucket)
+        .get("Uploads", [])
+        == []
+    )
     assert ARCHIVE_ID in job(stack) and vault_archive_count(stack) == 1
 
 
-def test_a_whole_archive_mismatch_commits_nothing(stack: Stack,
-                                                 restored: tuple[bytes, dict]) -> None:
+def test_a_whole_archive_mismatch_commits_nothing(
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # Given a Glacier job whose ranges are each intact but not the archive it names
     _, notice = restored
     handler = thawer(stack)
@@ -189,19 +219,20 @@ def test_a_short_range_commits_nothing(stack: Stack, restored: tuple[bytes, dict
     outcome = handler(notice_message(notice))
     # Then the short range itself is refused, and nothing is committed
     assert outcome.action == "retry"
-    assert outcome.reason == (f"nothing committed: range {8 * MIB}-{16 * MIB - 1}: "
-                              f"got {MIB} bytes")
+    assert outcome.reason == (f"nothing committed: range {8 * MIB}-{16 * MIB - 1}: got {MIB} bytes")
     assert not result_exists(stack) and ARCHIVE_ID in job(stack)
     assert vault_archive_count(stack) == 1
 
 
 def test_an_item_whose_result_is_outside_the_results_bucket_is_invalid(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # Given an item tampered with after the restore: its result now points at another bucket
     _, notice = restored
     stack.client("s3").create_bucket(Bucket="elsewhere")
     Annotations(stack.aws, stack.config.gas.annotations_table).put(
-        {**job(stack), RESULTS_BUCKET: "elsewhere"})
+        {**job(stack), RESULTS_BUCKET: "elsewhere"}
+    )
     # When its notice is handled
     with pytest.raises(InvalidMessage, match="not in the results bucket gas-results"):
         thawer(stack)(notice_message(notice))
@@ -211,7 +242,8 @@ def test_an_item_whose_result_is_outside_the_results_bucket_is_invalid(
 
 
 def test_stopping_abandons_the_copy_and_commits_nothing(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     _, notice = restored
     msg = notice_message(notice)
     msg.cancelled.set()
@@ -221,6 +253,7 @@ def test_stopping_abandons_the_copy_and_commits_nothing(
 
 
 # -- failed retrievals -------------------------------------------------------------------------
+
 
 def test_a_failed_retrieval_is_started_again_standard(stack: Stack, fast_glacier: None) -> None:
     # Given a retrieval that Glacier reports as failed
@@ -242,7 +275,8 @@ def test_a_failed_retrieval_is_started_again_standard(stack: Stack, fast_glacier
 
 
 def test_a_failed_retrieval_is_not_restarted_over_one_another_worker_just_recorded(
-        stack: Stack, fast_glacier: None) -> None:
+    stack: Stack, fast_glacier: None
+) -> None:
     # Given a failed retrieval's notice, and another worker recording a new retrieval of the
     # job just after thaw read the item
     archive_job(stack, size=1000)
@@ -254,8 +288,12 @@ def test_a_failed_retrieval_is_not_restarted_over_one_another_worker_just_record
 
     def another_worker_records_first(job_id: str, retrieval_id: str) -> None:
         Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-            job_id, "SET #j = :j, #e = :e", "attribute_exists(#j)",
-            {"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES}, {":j": "R2", ":e": int(NOW) + 3600})
+            job_id,
+            "SET #j = :j, #e = :e",
+            "attribute_exists(#j)",
+            {"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
+            {":j": "R2", ":e": int(NOW) + 3600},
+        )
         clear(job_id, retrieval_id)
 
     handler.retrievals.clear = another_worker_records_first
@@ -276,23 +314,30 @@ def failed_notice_while(stack: Stack, restore_job_id: str, expires: int) -> dict
     restore(stack)
     [failed] = notices(stack)
     Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-        "j1", "SET #j = :j, #e = :e", "attribute_exists(#j)",
-        {"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES}, {":j": restore_job_id, ":e": expires})
+        "j1",
+        "SET #j = :j, #e = :e",
+        "attribute_exists(#j)",
+        {"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
+        {":j": restore_job_id, ":e": expires},
+    )
     return failed
 
 
 def test_a_failed_retrieval_leaves_the_one_recorded_since_alone(
-        stack: Stack, fast_glacier: None) -> None:
+    stack: Stack, fast_glacier: None
+) -> None:
     failed = failed_notice_while(stack, "R2", int(NOW) - 1)  # lapsed, even: not ours to redo
     jobs_before = len(glacier_jobs(stack))
     outcome = thawer(stack)(notice_message(failed))
     assert outcome.action == "done" and outcome.reason.endswith(
-        "retrieval R2 is the one under way"), outcome
+        "retrieval R2 is the one under way"
+    ), outcome
     assert job(stack)[RESTORE_JOB_ID] == "R2" and len(glacier_jobs(stack)) == jobs_before
 
 
 def test_a_restart_another_worker_is_claiming_is_looked_at_again_later(
-        stack: Stack, fast_glacier: None) -> None:
+    stack: Stack, fast_glacier: None
+) -> None:
     # Given a failed retrieval's notice, and another worker claiming the job's restart just
     # after thaw forgot the failed retrieval
     archive_job(stack, size=1000)
@@ -306,9 +351,12 @@ def test_a_restart_another_worker_is_claiming_is_looked_at_again_later(
     def another_worker_claims(job_id: str, retrieval_id: str) -> None:
         clear(job_id, retrieval_id)
         Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-            job_id, "SET #j = :j, #e = :e", "attribute_exists(#a)",
+            job_id,
+            "SET #j = :j, #e = :e",
+            "attribute_exists(#a)",
             {"#a": ARCHIVE_ID, "#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
-            {":j": "claim:other", ":e": int(NOW) + 120})
+            {":j": "claim:other", ":e": int(NOW) + 120},
+        )
 
     handler.retrievals.clear = another_worker_claims
     # When thaw handles the notice
@@ -319,7 +367,8 @@ def test_a_restart_another_worker_is_claiming_is_looked_at_again_later(
 
 
 def test_a_result_another_retrieval_thawed_meanwhile_has_its_archive_deleted(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # Given another retrieval of the same archive that brought the result back and recorded
     # it while ours was copying, then stopped before deleting the archive
     data, notice = restored
@@ -338,7 +387,8 @@ def test_a_result_another_retrieval_thawed_meanwhile_has_its_archive_deleted(
 
 
 def test_a_result_archived_anew_while_it_was_copied_back_keeps_its_new_archive(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # Given an item that names another archive by the time the copy back is done
     _, notice = restored
     handler = thawer(stack)
@@ -347,71 +397,85 @@ def test_a_result_archived_anew_while_it_was_copied_back_keeps_its_new_archive(
     def archived_anew_meanwhile(*args) -> None:
         copy_back(*args)
         Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-            "j1", "SET #a = :a", "attribute_exists(#a)", {"#a": ARCHIVE_ID},
-            {":a": "NEWARCHIVE"})
+            "j1", "SET #a = :a", "attribute_exists(#a)", {"#a": ARCHIVE_ID}, {":a": "NEWARCHIVE"}
+        )
 
     handler.backend.copy_back = archived_anew_meanwhile
     outcome = handler(notice_message(notice))
     # Then thaw records nothing over it and deletes no archive
-    assert (outcome.action, outcome.reason) == ("done",
-                                                "superseded: job j1 now names another archive")
+    assert (outcome.action, outcome.reason) == (
+        "done",
+        "superseded: job j1 now names another archive",
+    )
     assert job(stack)[ARCHIVE_ID] == "NEWARCHIVE" and vault_archive_count(stack) == 1
 
 
 # -- notices that must not be trusted ----------------------------------------------------------
 
+
 def test_a_succeeded_retrieval_the_item_does_not_record_still_brings_the_result_back(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # Any retrieval of the archive the item names brings the same verified bytes: one whose
     # start was never recorded (its answer was lost) must not strand the result.
     data, notice = restored
     Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-        "j1", "SET #r = :r", "attribute_exists(#r)", {"#r": RESTORE_JOB_ID},
-        {":r": "ANOTHERJOB"})
+        "j1", "SET #r = :r", "attribute_exists(#r)", {"#r": RESTORE_JOB_ID}, {":r": "ANOTHERJOB"}
+    )
     outcome = thawer(stack)(notice_message(notice))
     assert (outcome.action, outcome.reason) == ("done", "thawed")
     assert result_bytes(stack) == data and vault_archive_count(stack) == 0
 
 
 def test_a_notice_of_a_retrieval_of_another_archive_is_stale_and_dropped(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # A duplicate after the thaw, or a retrieval of an archive the item no longer names:
     # nothing to do, and no reason for an operator to look at it in the dead-letter queue.
     _, notice = restored
     Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-        "j1", "SET #a = :a", "attribute_exists(#a)", {"#a": ARCHIVE_ID}, {":a": "OTHERARCHIVE"})
+        "j1", "SET #a = :a", "attribute_exists(#a)", {"#a": ARCHIVE_ID}, {":a": "OTHERARCHIVE"}
+    )
     outcome = thawer(stack)(notice_message(notice))
     assert outcome.action == "done" and outcome.reason.startswith("stale notice")
     assert not result_exists(stack) and vault_archive_count(stack) == 1
 
 
 def test_a_notice_whose_job_glacier_does_not_know_is_invalid(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     _, notice = restored
     with pytest.raises(InvalidMessage, match="Glacier has no such job: NOSUCHJOB"):
         thawer(stack)(notice_message({**notice, "JobId": "NOSUCHJOB"}))
 
 
 def test_a_notice_arriving_before_restore_recorded_its_job_is_thawed(
-        stack: Stack, restored: tuple[bytes, dict]) -> None:
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
     # Restore holds a claim while it records the retrieval; thaw need not wait for it.
     data, notice = restored
     Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
-        "j1", "SET #r = :r, #e = :e", "attribute_exists(#r)",
-        {"#r": RESTORE_JOB_ID, "#e": "restore_expires"}, {":r": "claim:x", ":e": int(NOW) + 300})
+        "j1",
+        "SET #r = :r, #e = :e",
+        "attribute_exists(#r)",
+        {"#r": RESTORE_JOB_ID, "#e": "restore_expires"},
+        {":r": "claim:x", ":e": int(NOW) + 300},
+    )
     outcome = thawer(stack)(notice_message(notice))
     assert (outcome.action, outcome.reason) == ("done", "thawed")
     assert result_bytes(stack) == data
 
 
-@pytest.mark.parametrize("notice, reason", [
-    ({"JobId": "J", "JobDescription": "not json"}, "names no job"),
-    ({"JobId": "J", "JobDescription": json.dumps({"job": "j1"})}, "names no job"),
-    ({"JobId": "J"}, "field 'JobDescription' missing"),
-    ({"JobId": "J", "JobDescription": json.dumps({"job_id": "nope"})}, "unknown job nope"),
-])
-def test_malformed_or_unknown_notices_are_invalid(stack: Stack, notice: dict,
-                                                  reason: str) -> None:
+@pytest.mark.parametrize(
+    "notice, reason",
+    [
+        ({"JobId": "J", "JobDescription": "not json"}, "names no job"),
+        ({"JobId": "J", "JobDescription": json.dumps({"job": "j1"})}, "names no job"),
+        ({"JobId": "J"}, "field 'JobDescription' missing"),
+        ({"JobId": "J", "JobDescription": json.dumps({"job_id": "nope"})}, "unknown job nope"),
+    ],
+)
+def test_malformed_or_unknown_notices_are_invalid(stack: Stack, notice: dict, reason: str) -> None:
     with pytest.raises(InvalidMessage, match=reason):
         thawer(stack)(notice_message(notice))
 
@@ -423,33 +487,46 @@ class _Body:
         self.data = data
 
     def read(self, amount: int | None = None) -> bytes:
-        data, self.data = (self.data, b"") if amount is None else \
-            (self.data[:amount], self.data[amount:])
+        data, self.data = (
+            (self.data, b"") if amount is None else (self.data[:amount], self.data[amount:])
+        )
         return data
 
 
 # -- the copy put back can be told from the original --------------------------------------------
+
 
 def upload_in_parts(stack: Stack, data: bytes, part_size: int) -> str:
     """Replace j1's result with `data` uploaded in parts of `part_size`; its ETag."""
     s3, item = stack.client("s3"), job(stack)
     where = {"Bucket": item["s3_results_bucket"], "Key": item["s3_key_result_file"]}
     upload_id = s3.create_multipart_upload(**where)["UploadId"]
-    parts = [{"PartNumber": n, "ETag": s3.upload_part(
-        **where, UploadId=upload_id, PartNumber=n, Body=data[first:first + part_size])["ETag"]}
-        for n, first in enumerate(range(0, len(data), part_size), 1)]
-    return s3.complete_multipart_upload(**where, UploadId=upload_id,
-                                        MultipartUpload={"Parts": parts})["ETag"]
+    parts = [
+        {
+            "PartNumber": n,
+            "ETag": s3.upload_part(
+                **where, UploadId=upload_id, PartNumber=n, Body=data[first : first + part_size]
+            )["ETag"],
+        }
+        for n, first in enumerate(range(0, len(data), part_size), 1)
+    ]
+    return s3.complete_multipart_upload(
+        **where, UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )["ETag"]
 
 
-@pytest.mark.parametrize("size, original_part_size", [
-    (1, None),             # uploaded in one request: thaw's copy is multipart
-    (20 * MIB, 8 * MIB),   # three parts, as thaw's 8 MiB parts would make: thaw uses 16 MiB
-    (3 * MIB, 8 * MIB),    # one part: thaw's copy goes up in one request
-], ids=["single", "same-parts", "one-part"])
-def test_the_copy_put_back_never_has_the_original_etag(stack: Stack, fast_glacier: None,
-                                                       size: int,
-                                                       original_part_size: int | None) -> None:
+@pytest.mark.parametrize(
+    "size, original_part_size",
+    [
+        (1, None),  # uploaded in one request: thaw's copy is multipart
+        (20 * MIB, 8 * MIB),  # three parts, as thaw's 8 MiB parts would make: thaw uses 16 MiB
+        (3 * MIB, 8 * MIB),  # one part: thaw's copy goes up in one request
+    ],
+    ids=["single", "same-parts", "one-part"],
+)
+def test_the_copy_put_back_never_has_the_original_etag(
+    stack: Stack, fast_glacier: None, size: int, original_part_size: int | None
+) -> None:
     data = put_job(stack, size=size)
     if original_part_size is not None:
         upload_in_parts(stack, data, original_part_size)

@@ -41,9 +41,9 @@ def reader(data: bytes, in_memory: Concurrency, fail_at: int | None = None):
 
     def read_range(first: int, last: int) -> bytes:
         if first == fail_at:
-            raise IOError("the source went away")
+            raise OSError("the source went away")
         in_memory.enter()
-        return data[first:last + 1]
+        return data[first : last + 1]
 
     return read_range
 
@@ -104,13 +104,20 @@ def test_a_failed_part_commits_nothing(stack: Stack, failure: str) -> None:
 
 
 def finished_retrieval(stack: Stack, store: Vault, data: bytes) -> dict:
-    archive_id = store.complete(store.upload_parts(lambda a, b: data[a:b + 1], len(data), "d",
-                                                   MIB))
-    job_id = store.glacier.initiate_job(vaultName=store.name, jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})["jobId"]
-    return wait_for(lambda: (lambda j: j if j["Completed"] else None)(
-        store.glacier.describe_job(vaultName=store.name, jobId=job_id)),
-        timeout=30, what="the retrieval")
+    archive_id = store.complete(
+        store.upload_parts(lambda a, b: data[a : b + 1], len(data), "d", MIB)
+    )
+    job_id = store.glacier.initiate_job(
+        vaultName=store.name,
+        jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"},
+    )["jobId"]
+    return wait_for(
+        lambda: (lambda j: j if j["Completed"] else None)(
+            store.glacier.describe_job(vaultName=store.name, jobId=job_id)
+        ),
+        timeout=30,
+        what="the retrieval",
+    )
 
 
 def test_a_job_output_is_fetched_ranges_ahead_in_parallel_and_verified(stack: Stack) -> None:

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import os
+import random
 import signal
 import threading
 import time
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import sqs_backends
 
 from tests.conftest import Stack, wait_for
 from util.helpers import InvalidMessage
 from util.util_config import ConfigError
-from util.worker import (JsonFormatter, Message, Outcome, Worker, defer, done, invalid,
-                         receive_backoff, retry, retry_delay)
+from util.worker import (
+    JsonFormatter,
+    Message,
+    Outcome,
+    Worker,
+    defer,
+    done,
+    invalid,
+    receive_backoff,
+    retry,
+    retry_delay,
+)
 
 QUEUE = "gas-archive"
 
@@ -38,10 +47,16 @@ def send(stack: Stack, *bodies: str) -> None:
 
 
 def receive_all(stack: Stack, queue: str = QUEUE) -> list[dict]:
-    return stack.client("sqs").receive_message(
-        QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10, WaitTimeSeconds=0,
-        MessageAttributeNames=["All"],
-    ).get("Messages", [])
+    return (
+        stack.client("sqs")
+        .receive_message(
+            QueueUrl=stack.queue_url(queue),
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            MessageAttributeNames=["All"],
+        )
+        .get("Messages", [])
+    )
 
 
 def counts(stack: Stack, queue: str = QUEUE) -> tuple[int, int]:
@@ -50,8 +65,10 @@ def counts(stack: Stack, queue: str = QUEUE) -> tuple[int, int]:
         QueueUrl=stack.queue_url(queue),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
-    return (int(attributes["ApproximateNumberOfMessages"]),
-            int(attributes["ApproximateNumberOfMessagesNotVisible"]))
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
 
 
 def test_done_deletes_the_message(stack: Stack) -> None:
@@ -97,7 +114,8 @@ def hidden_for(stack: Stack, queue: str = QUEUE) -> list[float]:
 
 
 def test_a_defer_past_twelve_hours_hides_the_message_as_long_as_sqs_allows(
-        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a handler that wants its message back in 13 h, past SQS's 12 h limit
     send(stack, '{"job_id": "j1"}')
     # When the worker defers it
@@ -130,8 +148,9 @@ def test_a_receive_that_keeps_failing_pauses_before_each_new_attempt(stack: Stac
         attempts.append(kwargs)
         if len(attempts) == 3:
             worker.request_stop(signal.SIGTERM)
-        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}},
-                          "ReceiveMessage")
+        raise ClientError(
+            {"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "ReceiveMessage"
+        )
 
     worker.sqs.receive_message = refused
     worker.stopped = RecordedPauses()
@@ -143,14 +162,22 @@ def test_a_receive_that_keeps_failing_pauses_before_each_new_attempt(stack: Stac
     assert worker.stopped.pauses == [5, 5, 5]
 
 
-@pytest.mark.parametrize("body, handler, reason", [
-    ("not json", lambda m: done(), "body is not JSON"),
-    ("[1, 2]", lambda m: done(), "body is not a JSON object"),
-    ('{"job_id": "j1"}', lambda m: invalid("forged"), "forged"),
-    ('{"job_id": "j1"}', lambda m: (_ for _ in ()).throw(InvalidMessage("bad field")), "bad field"),
-])
-def test_invalid_goes_to_the_dead_letter_queue_with_its_reason(stack: Stack, body, handler,
-                                                               reason) -> None:
+@pytest.mark.parametrize(
+    "body, handler, reason",
+    [
+        ("not json", lambda m: done(), "body is not JSON"),
+        ("[1, 2]", lambda m: done(), "body is not a JSON object"),
+        ('{"job_id": "j1"}', lambda m: invalid("forged"), "forged"),
+        (
+            '{"job_id": "j1"}',
+            lambda m: (_ for _ in ()).throw(InvalidMessage("bad field")),
+            "bad field",
+        ),
+    ],
+)
+def test_invalid_goes_to_the_dead_letter_queue_with_its_reason(
+    stack: Stack, body, handler, reason
+) -> None:
     send(stack, body)
     make_worker(stack, handler).work(once=True)
     assert counts(stack) == (0, 0)
@@ -161,7 +188,8 @@ def test_invalid_goes_to_the_dead_letter_queue_with_its_reason(stack: Stack, bod
 
 
 def test_handler_exception_is_logged_retried_and_the_worker_goes_on(
-        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     send(stack, '{"job_id": "boom"}', '{"job_id": "fine"}')
 
     def handler(message: Message) -> Outcome:
@@ -188,8 +216,7 @@ def test_messages_of_one_receive_run_concurrently(stack: Stack) -> None:
 
 def test_visibility_is_extended_while_a_long_handler_runs(stack: Stack) -> None:
     sqs = stack.client("sqs")
-    sqs.set_queue_attributes(QueueUrl=stack.queue_url(QUEUE),
-                             Attributes={"VisibilityTimeout": "2"})
+    sqs.set_queue_attributes(QueueUrl=stack.queue_url(QUEUE), Attributes={"VisibilityTimeout": "2"})
     send(stack, '{"job_id": "slow"}')
     seen_by_others = []
 
@@ -252,7 +279,8 @@ def no_process_exit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_work_abandoned_at_the_end_of_the_drain_grace_is_handed_back(
-        stack: Stack, no_process_exit: None) -> None:
+    stack: Stack, no_process_exit: None
+) -> None:
     # Given a handler still running when the drain grace nears its end
     send(stack, '{"job_id": "long"}')
 
@@ -273,7 +301,8 @@ def record_receives(worker: Worker) -> list[tuple[int, int]]:
     asked: list[tuple[int, int]] = []
     worker.sqs.meta.events.register(
         "provide-client-params.sqs.ReceiveMessage",
-        lambda params, **_: asked.append((params["MaxNumberOfMessages"], len(worker.in_flight))))
+        lambda params, **_: asked.append((params["MaxNumberOfMessages"], len(worker.in_flight))),
+    )
     return asked
 
 
@@ -314,28 +343,37 @@ def test_retry_delay_doubles_per_receive_with_jitter_up_to_the_cap() -> None:
             return b if self.high else a
 
     low, high = Edge(False), Edge(True)
-    assert [retry_delay(n, 120, 3600, low) for n in range(1, 7)] == [120, 240, 480, 960, 1920,
-                                                                        3600]
-    assert [retry_delay(n, 120, 3600, high) for n in range(1, 7)] == [150, 300, 600, 1200, 2400,
-                                                                         3600]
+    assert [retry_delay(n, 120, 3600, low) for n in range(1, 7)] == [120, 240, 480, 960, 1920, 3600]
+    assert [retry_delay(n, 120, 3600, high) for n in range(1, 7)] == [
+        150,
+        300,
+        600,
+        1200,
+        2400,
+        3600,
+    ]
     assert retry_delay(1000, 120, 3600, high) == 3600
 
 
 def test_a_retry_hides_the_message_longer_on_each_receive(
-        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a message received twice before (as after two earlier retries)
     send(stack, '{"job_id": "j1"}')
     sqs = stack.client("sqs")
     for _ in range(2):
         [m] = receive_all(stack)
-        sqs.change_message_visibility(QueueUrl=stack.queue_url(QUEUE),
-                                      ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
-    worker = make_worker(stack, lambda m: retry("SES throttled"), retry_base_seconds=120,
-                         retry_max_seconds=3600)
+        sqs.change_message_visibility(
+            QueueUrl=stack.queue_url(QUEUE), ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+        )
+    worker = make_worker(
+        stack, lambda m: retry("SES throttled"), retry_base_seconds=120, retry_max_seconds=3600
+    )
     visibilities: list[int] = []
     worker.sqs.meta.events.register(
         "provide-client-params.sqs.ChangeMessageVisibilityBatch",
-        lambda params, **_: visibilities.extend(e["VisibilityTimeout"] for e in params["Entries"]))
+        lambda params, **_: visibilities.extend(e["VisibilityTimeout"] for e in params["Entries"]),
+    )
     # When its third receive is retried
     with caplog.at_level(logging.INFO, logger="gas"):
         worker.work(once=True)
@@ -365,15 +403,17 @@ def test_failed_receives_back_off_exponentially(stack: Stack) -> None:
     # When the worker drains the queue
     worker.work(once=True)
     # Then each pause doubled (its upper half random), and the message was handled after
-    assert [(1 / 2 <= p <= 1, 1 <= q <= 2, 2 <= r <= 4, 4 <= s <= 8)
-            for p, q, r, s in [pauses]] == [(True, True, True, True)], pauses
+    assert [
+        (1 / 2 <= p <= 1, 1 <= q <= 2, 2 <= r <= 4, 4 <= s <= 8) for p, q, r, s in [pauses]
+    ] == [(True, True, True, True)], pauses
     assert handled == ["j1"]
     # And a long outage pauses at most a minute between receives
     assert 30 <= receive_backoff(50, random.Random(1)) <= 60
 
 
 def test_a_handler_past_its_time_limit_is_cancelled_and_its_message_handed_back(
-        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a handler that runs until it is told to give up
     send(stack, '{"job_id": "stuck"}')
     told = []
@@ -403,7 +443,8 @@ def test_deletes_of_messages_finished_apart_share_batches(stack: Stack) -> None:
     batches: list[int] = []
     worker.sqs.meta.events.register(
         "provide-client-params.sqs.DeleteMessageBatch",
-        lambda params, **_: batches.append(len(params["Entries"])))
+        lambda params, **_: batches.append(len(params["Entries"])),
+    )
     # When the worker drains the queue
     worker.work(once=True)
     # Then every message is deleted, in batches of several messages

@@ -50,15 +50,34 @@ from botocore.exceptions import ClientError
 from util import worker
 from util.backends import Source, backend_for
 from util.glacier import UploadCancelled
-from util.helpers import (ARCHIVE_ID, ARCHIVE_UPLOAD, COMPLETE_TIME, COMPLETED, JOB_STATUS,
-                          RESULT_ETAG, RESULT_KEY, RESULTS_BUCKET, S3_NOT_FOUND,
-                          S3_PRECONDITION_FAILED, THAW_JOB_ID, USER_ID, Annotations, Aws,
-                          InvalidMessage, Users, require_str)
+from util.helpers import (
+    ARCHIVE_ID,
+    ARCHIVE_UPLOAD,
+    COMPLETE_TIME,
+    COMPLETED,
+    JOB_STATUS,
+    RESULT_ETAG,
+    RESULT_KEY,
+    RESULTS_BUCKET,
+    S3_NOT_FOUND,
+    S3_PRECONDITION_FAILED,
+    THAW_JOB_ID,
+    USER_ID,
+    Annotations,
+    Aws,
+    InvalidMessage,
+    Users,
+    require_str,
+)
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
 
-_NAMES = {"#archive": ARCHIVE_ID, "#etag": RESULT_ETAG, "#upload": ARCHIVE_UPLOAD,
-          "#thaw": THAW_JOB_ID}
+_NAMES = {
+    "#archive": ARCHIVE_ID,
+    "#etag": RESULT_ETAG,
+    "#upload": ARCHIVE_UPLOAD,
+    "#thaw": THAW_JOB_ID,
+}
 
 
 class ArchivedMeanwhile(Exception):
@@ -152,14 +171,19 @@ class Archiver:
             archive_id = self.backend.resume(pending["upload"])
             if archive_id is not None:
                 return archive_id
-        return self.backend.archive(job, source, message.cancelled,
-                                    lambda upload: self.save_upload(job, source, upload))
+        return self.backend.archive(
+            job, source, message.cancelled, lambda upload: self.save_upload(job, source, upload)
+        )
 
     def save_upload(self, job: dict[str, Any], source: Source, upload: dict[str, Any]) -> None:
         """Record an upload about to be completed, unless an archive is recorded already."""
-        write = self.jobs.update_if(job["job_id"], "SET #upload = :upload",
-                                    "attribute_not_exists(#archive)", _NAMES,
-                                    {":upload": {"etag": source.etag, "upload": upload}})
+        write = self.jobs.update_if(
+            job["job_id"],
+            "SET #upload = :upload",
+            "attribute_not_exists(#archive)",
+            _NAMES,
+            {":upload": {"etag": source.etag, "upload": upload}},
+        )
         if not write.applied:
             if not write.item:
                 raise InvalidMessage(f"job {job['job_id']} was deleted while it was archived")
@@ -175,13 +199,17 @@ class Archiver:
         job_id = job["job_id"]
         thawed = job.get(THAW_JOB_ID)
         write = self.jobs.update_if(
-            job_id, "SET #archive = :archive, #etag = :etag REMOVE #upload",
+            job_id,
+            "SET #archive = :archive, #etag = :etag REMOVE #upload",
             "attribute_not_exists(#archive) AND "
             + ("attribute_not_exists(#thaw)" if thawed is None else "#thaw = :thaw"),
-            _NAMES, {":archive": archive_id, ":etag": source.etag, ":thaw": thawed})
+            _NAMES,
+            {":archive": archive_id, ":etag": source.etag, ":thaw": thawed},
+        )
         if write.holds(ARCHIVE_ID, archive_id):
-            return self.finish({**job, ARCHIVE_ID: archive_id, RESULT_ETAG: source.etag},
-                               "archived")
+            return self.finish(
+                {**job, ARCHIVE_ID: archive_id, RESULT_ETAG: source.etag}, "archived"
+            )
         self.backend.delete(archive_id)  # an orphan: the job records another archive, or none
         if not write.item:
             raise InvalidMessage(f"job {job_id} was deleted while its result was archived")
@@ -201,8 +229,10 @@ class Archiver:
         reason += self.delete_result(job)
         user = self.users.get(job[USER_ID])
         if user is not None and user.is_premium:
-            self.aws.client("sqs").send_message(QueueUrl=self.aws.queue_url(self.restore_queue),
-                                                MessageBody=json.dumps({"user_id": user.user_id}))
+            self.aws.client("sqs").send_message(
+                QueueUrl=self.aws.queue_url(self.restore_queue),
+                MessageBody=json.dumps({"user_id": user.user_id}),
+            )
             reason += "; user is premium now, restore requested"
         return done(reason)
 

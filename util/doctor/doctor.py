@@ -26,17 +26,31 @@ from botocore.parsers import ResponseParserError
 
 from deploy.iam import UTILITIES, Arns, policy
 from util.helpers import Aws
-from util.resources import (ABORT_INCOMPLETE_UPLOADS_RULE, DEAD_LETTER_SUFFIX,
-                            MAX_RECEIVE_COUNT_RANGE, RESTORE_COMPLETED, SNS_SERVICE,
-                            THAW_PUBLISHERS, subscriptions, tables, topics,
-                            utility_config_files, worker_queues)
+from util.resources import (
+    ABORT_INCOMPLETE_UPLOADS_RULE,
+    DEAD_LETTER_SUFFIX,
+    MAX_RECEIVE_COUNT_RANGE,
+    RESTORE_COMPLETED,
+    SNS_SERVICE,
+    THAW_PUBLISHERS,
+    subscriptions,
+    tables,
+    topics,
+    utility_config_files,
+    worker_queues,
+)
 from util.util_config import Config, ConfigError, load
 
 TEMPLATE = "deploy/cloudformation/gas.yaml"
 # The AWS defaults of what a template leaves out, so that both sides read alike.
 SQS_DEFAULTS = {"VisibilityTimeout": 30, "MessageRetentionPeriod": 345600}
-NOT_FOUND = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound",
-             "ResourceNotFoundException", "404"}
+NOT_FOUND = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "NotFound",
+    "ResourceNotFoundException",
+    "404",
+}
 
 # How a call the account (or an emulator) does not offer fails: an error, an unparsable
 # answer (moto's HTML 500), or, in process, moto's own exception.
@@ -61,21 +75,24 @@ def grants(document: str | dict[str, Any] | None) -> list[Grant]:
     """An access policy's Allow statements as (principal, action, source ARN) triples."""
     if not document:
         return []
-    if isinstance(document, str):
-        document = json.loads(document)
+    parsed: dict[str, Any] = json.loads(document) if isinstance(document, str) else document
     found = set()
-    for statement in document.get("Statement", []):
+    for statement in parsed.get("Statement", []):
         if statement.get("Effect") != "Allow":
             continue
         principal = statement.get("Principal", "*")
-        principals = ([principal] if isinstance(principal, str) else
-                      [p for v in principal.values() for p in ([v] if isinstance(v, str) else v)])
+        principals = (
+            [principal]
+            if isinstance(principal, str)
+            else [p for v in principal.values() for p in ([v] if isinstance(v, str) else v)]
+        )
         actions = statement.get("Action", [])
         source = ""
         for operator, values in statement.get("Condition", {}).items():
             if operator in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
-                source = next((v for k, v in values.items() if k.lower() == "aws:sourcearn"),
-                              source)
+                source = next(
+                    (v for k, v in values.items() if k.lower() == "aws:sourcearn"), source
+                )
         for p in principals:
             for a in [actions] if isinstance(actions, str) else actions:
                 found.add((p, a.lower(), source))
@@ -84,8 +101,10 @@ def grants(document: str | dict[str, Any] | None) -> list[Grant]:
 
 def allows(granted: list[Grant], principal: str, action: str, source: str) -> bool:
     """Whether one grant lets `principal` do `action` for `source` (wildcards as IAM's)."""
-    return any(fnmatchcase(principal, p) and fnmatchcase(action, a)
-               and (not s or fnmatchcase(source, s)) for p, a, s in granted)
+    return any(
+        fnmatchcase(principal, p) and fnmatchcase(action, a) and (not s or fnmatchcase(source, s))
+        for p, a, s in granted
+    )
 
 
 def _missing(exc: ClientError) -> bool:
@@ -121,11 +140,16 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
             for subscription in page["Subscriptions"]:
                 if subscription["Protocol"] != "sqs" or ":" not in subscription["SubscriptionArn"]:
                     continue  # pending confirmation: delivers nothing
-                raw = sns.get_subscription_attributes(
-                    SubscriptionArn=subscription["SubscriptionArn"])["Attributes"].get(
-                    "RawMessageDelivery", "false") == "true"
-                queue = next((q for q, v in queues.items()
-                              if v["Arn"] == subscription["Endpoint"]), subscription["Endpoint"])
+                raw = (
+                    sns.get_subscription_attributes(
+                        SubscriptionArn=subscription["SubscriptionArn"]
+                    )["Attributes"].get("RawMessageDelivery", "false")
+                    == "true"
+                )
+                queue = next(
+                    (q for q, v in queues.items() if v["Arn"] == subscription["Endpoint"]),
+                    subscription["Endpoint"],
+                )
                 delivered.append([name, queue, raw])
 
     buckets: dict[str, Any] = {}
@@ -137,21 +161,34 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
             if _missing(exc):
                 continue
             raise
-        buckets[bucket] = {"AbortIncompleteUploadDays": _abort_days(s3, bucket),
-                           "RestoreNotices": sorted(
-            c["TopicArn"] for c in s3.get_bucket_notification_configuration(
-                Bucket=bucket).get("TopicConfigurations", []) if RESTORE_COMPLETED in c["Events"])}
+        buckets[bucket] = {
+            "AbortIncompleteUploadDays": _abort_days(s3, bucket),
+            "RestoreNotices": sorted(
+                c["TopicArn"]
+                for c in s3.get_bucket_notification_configuration(Bucket=bucket).get(
+                    "TopicConfigurations", []
+                )
+                if RESTORE_COMPLETED in c["Events"]
+            ),
+        }
 
-    return {"queues": queues, "topics": topic_arns, "thaw_topic_policy": thaw_policy,
-            "subscriptions": sorted(delivered), "buckets": buckets,
-            "tables": _tables(aws, config), "sender": _sender(aws, config.notify.sender)}
+    return {
+        "queues": queues,
+        "topics": topic_arns,
+        "thaw_topic_policy": thaw_policy,
+        "subscriptions": sorted(delivered),
+        "buckets": buckets,
+        "tables": _tables(aws, config),
+        "sender": _sender(aws, config.notify.sender),
+    }
 
 
 def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
     """Add queue `name` (or URL) to `queues`, if it exists."""
     try:
         attributes = aws.client("sqs").get_queue_attributes(
-            QueueUrl=aws.queue_url(name), AttributeNames=["All"])["Attributes"]
+            QueueUrl=aws.queue_url(name), AttributeNames=["All"]
+        )["Attributes"]
     except ClientError as exc:
         if _missing(exc):
             return
@@ -160,10 +197,13 @@ def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
     queues[name] = {
         **{k: int(attributes.get(k, v)) for k, v in SQS_DEFAULTS.items()},
         "Arn": attributes["QueueArn"],
-        "RedrivePolicy": redrive and {
+        "RedrivePolicy": redrive
+        and {
             "deadLetterQueue": redrive["deadLetterTargetArn"].rsplit(":", 1)[1],
-            "maxReceiveCount": int(redrive["maxReceiveCount"])},
-        "Policy": grants(attributes.get("Policy"))}
+            "maxReceiveCount": int(redrive["maxReceiveCount"]),
+        },
+        "Policy": grants(attributes.get("Policy")),
+    }
 
 
 def _abort_days(s3: Any, bucket: str) -> list[int]:
@@ -173,9 +213,13 @@ def _abort_days(s3: Any, bucket: str) -> list[int]:
         if exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration":
             return []
         raise
-    return sorted(r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] for r in rules
-                  if r.get("Status") == "Enabled" and "AbortIncompleteMultipartUpload" in r
-                  and not (r.get("Filter", {}).get("Prefix") or r.get("Prefix")))
+    return sorted(
+        r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+        for r in rules
+        if r.get("Status") == "Enabled"
+        and "AbortIncompleteMultipartUpload" in r
+        and not (r.get("Filter", {}).get("Prefix") or r.get("Prefix"))
+    )
 
 
 def table_shape(table: dict[str, Any]) -> dict[str, Any]:
@@ -185,10 +229,16 @@ def table_shape(table: dict[str, Any]) -> dict[str, Any]:
     def keys(schema: list[dict[str, str]]) -> list[str]:
         return [f"{k['AttributeName']} {k['KeyType']} {types[k['AttributeName']]}" for k in schema]
 
-    return {"keys": keys(table["KeySchema"]),
-            "indexes": {i["IndexName"]: {"keys": keys(i["KeySchema"]),
-                                         "projection": i["Projection"]["ProjectionType"]}
-                        for i in table.get("GlobalSecondaryIndexes", [])}}
+    return {
+        "keys": keys(table["KeySchema"]),
+        "indexes": {
+            i["IndexName"]: {
+                "keys": keys(i["KeySchema"]),
+                "projection": i["Projection"]["ProjectionType"],
+            }
+            for i in table.get("GlobalSecondaryIndexes", [])
+        },
+    }
 
 
 def _tables(aws: Aws, config: Config) -> dict[str, Any]:
@@ -209,7 +259,8 @@ def _sender(aws: Aws, sender: str) -> dict[str, Any]:
     address = parseaddr(sender)[1]
     identities = [address, address.rpartition("@")[2]]
     found = aws.client("ses").get_identity_verification_attributes(Identities=identities)[
-        "VerificationAttributes"]
+        "VerificationAttributes"
+    ]
     return {i: found[i]["VerificationStatus"] for i in identities if i in found}
 
 
@@ -225,21 +276,33 @@ def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
         if queue is None:
             yield Check(False, f"queue {name}: missing", f"create it ({TEMPLATE})")
         elif not redrive or redrive["deadLetterQueue"] not in queues:
-            yield Check(False, f"queue {name}: no dead-letter queue",
-                        f"create {dead_letter} and set {name}'s RedrivePolicy to "
-                        f"it, maxReceiveCount {low}-{high} ({TEMPLATE})")
+            yield Check(
+                False,
+                f"queue {name}: no dead-letter queue",
+                f"create {dead_letter} and set {name}'s RedrivePolicy to "
+                f"it, maxReceiveCount {low}-{high} ({TEMPLATE})",
+            )
         elif redrive["deadLetterQueue"] != dead_letter:
             # The worker sends invalid messages there itself, as its IAM policy allows.
-            yield Check(False, f"queue {name}: dead-letter queue {redrive['deadLetterQueue']} "
-                               f"is not {dead_letter}",
-                        f"point {name}'s RedrivePolicy at {dead_letter}, the queue the "
-                        "workers' IAM policies let them send to")
+            yield Check(
+                False,
+                f"queue {name}: dead-letter queue {redrive['deadLetterQueue']} "
+                f"is not {dead_letter}",
+                f"point {name}'s RedrivePolicy at {dead_letter}, the queue the "
+                "workers' IAM policies let them send to",
+            )
         elif not low <= redrive["maxReceiveCount"] <= high:
-            yield Check(False, f"queue {name}: maxReceiveCount {redrive['maxReceiveCount']}",
-                        f"set it to {low}-{high} in {name}'s RedrivePolicy")
+            yield Check(
+                False,
+                f"queue {name}: maxReceiveCount {redrive['maxReceiveCount']}",
+                f"set it to {low}-{high} in {name}'s RedrivePolicy",
+            )
         else:
-            yield Check(True, f"queue {name}: dead-letter queue {redrive['deadLetterQueue']}, "
-                              f"maxReceiveCount {redrive['maxReceiveCount']}")
+            yield Check(
+                True,
+                f"queue {name}: dead-letter queue {redrive['deadLetterQueue']}, "
+                f"maxReceiveCount {redrive['maxReceiveCount']}",
+            )
     for topic, name in subscriptions(config):
         if topic not in state["topics"]:
             yield Check(False, f"topic {topic}: missing", f"create it ({TEMPLATE})")
@@ -250,36 +313,54 @@ def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
         if any(s[:2] == [topic, name] for s in state["subscriptions"]):
             yield Check(True, f"topic {topic} -> queue {name}: subscribed")
         else:
-            yield Check(False, f"topic {topic} -> queue {name}: no subscription",
-                        f"aws sns subscribe --topic-arn {arn} --protocol sqs "
-                        f"--notification-endpoint {queues[name]['Arn']}")
+            yield Check(
+                False,
+                f"topic {topic} -> queue {name}: no subscription",
+                f"aws sns subscribe --topic-arn {arn} --protocol sqs "
+                f"--notification-endpoint {queues[name]['Arn']}",
+            )
         if allows(queues[name]["Policy"], SNS_SERVICE, "sqs:sendmessage", arn):
             yield Check(True, f"queue {name}: its policy lets topic {topic} deliver")
         else:
-            yield Check(False, f"queue {name}: its policy does not let topic {topic} deliver",
-                        f"allow {SNS_SERVICE} sqs:SendMessage with aws:SourceArn {arn} in its "
-                        f"access policy ({TEMPLATE}, QueuePolicy)")
+            yield Check(
+                False,
+                f"queue {name}: its policy does not let topic {topic} deliver",
+                f"allow {SNS_SERVICE} sqs:SendMessage with aws:SourceArn {arn} in its "
+                f"access policy ({TEMPLATE}, QueuePolicy)",
+            )
     yield from _archive_checks(aws, config, state)
     days = state["buckets"].get(gas.results_bucket, {}).get("AbortIncompleteUploadDays")
     if days is None:
         yield Check(False, f"bucket {gas.results_bucket}: missing", f"create it ({TEMPLATE})")
     elif days:
-        yield Check(True, f"bucket {gas.results_bucket}: incomplete uploads aborted after "
-                          f"{days[0]} day(s)")
+        yield Check(
+            True, f"bucket {gas.results_bucket}: incomplete uploads aborted after {days[0]} day(s)"
+        )
     else:
-        yield Check(False, f"bucket {gas.results_bucket}: no rule aborting incomplete multipart "
-                           "uploads", f"add a lifecycle rule ({ABORT_INCOMPLETE_UPLOADS_RULE} in "
-                                      f"{TEMPLATE}): a killed worker's parts are billed forever")
+        yield Check(
+            False,
+            f"bucket {gas.results_bucket}: no rule aborting incomplete multipart uploads",
+            f"add a lifecycle rule ({ABORT_INCOMPLETE_UPLOADS_RULE} in "
+            f"{TEMPLATE}): a killed worker's parts are billed forever",
+        )
     for wanted in tables(config):
         name, shape = wanted["TableName"], table_shape(wanted)
         found = state["tables"].get(name)
         if found == shape:
-            yield Check(True, f"table {name}: keys {', '.join(shape['keys'])}" + "".join(
-                f"; index {i} {', '.join(v['keys'])}" for i, v in shape["indexes"].items()))
+            yield Check(
+                True,
+                f"table {name}: keys {', '.join(shape['keys'])}"
+                + "".join(
+                    f"; index {i} {', '.join(v['keys'])}" for i, v in shape["indexes"].items()
+                ),
+            )
         else:
-            yield Check(False, f"table {name}: " + ("missing" if found is None else
-                                                    f"keys or indexes differ: {found}"),
-                        f"create it as {TEMPLATE} does: {shape}")
+            yield Check(
+                False,
+                f"table {name}: "
+                + ("missing" if found is None else f"keys or indexes differ: {found}"),
+                f"create it as {TEMPLATE} does: {shape}",
+            )
     yield from _ses_checks(aws, config, state["sender"])
 
 
@@ -294,20 +375,26 @@ def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator
             yield Check(True, f"topic {gas.thaw_topic}: {publisher} may publish")
         else:
             condition = f" with aws:SourceArn {bucket_arn}" if gas.archive_backend == "s3" else ""
-            yield Check(False, f"topic {gas.thaw_topic}: {publisher} may not publish",
-                        f"allow {publisher} sns:Publish{condition} in its access policy "
-                        f"({TEMPLATE}, TopicPolicy)")
+            yield Check(
+                False,
+                f"topic {gas.thaw_topic}: {publisher} may not publish",
+                f"allow {publisher} sns:Publish{condition} in its access policy "
+                f"({TEMPLATE}, TopicPolicy)",
+            )
     if gas.archive_backend == "s3":
         bucket = state["buckets"].get(gas.archive_bucket)
         if bucket is None:
             yield Check(False, f"bucket {gas.archive_bucket}: missing", f"create it ({TEMPLATE})")
         elif thaw is not None and thaw in bucket["RestoreNotices"]:
-            yield Check(True, f"bucket {gas.archive_bucket}: announces restores on "
-                              f"{gas.thaw_topic}")
+            yield Check(
+                True, f"bucket {gas.archive_bucket}: announces restores on {gas.thaw_topic}"
+            )
         else:
-            yield Check(False, f"bucket {gas.archive_bucket}: does not announce restores on "
-                               f"{gas.thaw_topic}", f"add a notification of {RESTORE_COMPLETED} "
-                                                    f"to the topic ({TEMPLATE})")
+            yield Check(
+                False,
+                f"bucket {gas.archive_bucket}: does not announce restores on {gas.thaw_topic}",
+                f"add a notification of {RESTORE_COMPLETED} to the topic ({TEMPLATE})",
+            )
         return
     try:
         aws.client("glacier").describe_vault(vaultName=gas.vault)
@@ -315,8 +402,11 @@ def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator
     except ClientError as exc:
         if not _missing(exc):
             raise
-        yield Check(False, f"vault {gas.vault}: missing",
-                    f"aws glacier create-vault --account-id - --vault-name {gas.vault}")
+        yield Check(
+            False,
+            f"vault {gas.vault}: missing",
+            f"aws glacier create-vault --account-id - --vault-name {gas.vault}",
+        )
 
 
 def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterator[Check]:
@@ -325,8 +415,11 @@ def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterato
     if verified:
         yield Check(True, f"SES sender {sender}: verified ({verified[0]})")
     else:
-        yield Check(False, f"SES sender {sender}: not verified",
-                    f"aws ses verify-email-identity --email-address {sender}, then click the link")
+        yield Check(
+            False,
+            f"SES sender {sender}: not verified",
+            f"aws ses verify-email-identity --email-address {sender}, then click the link",
+        )
     try:
         account = _probe(aws, "sesv2").get_account()
     except UNAVAILABLE as exc:
@@ -335,8 +428,11 @@ def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterato
     if account.get("ProductionAccessEnabled"):
         yield Check(True, "SES: out of the sandbox")
     else:
-        yield Check(False, "SES: in the sandbox, mail only to verified addresses",
-                    "request production access (SES console, Account dashboard)")
+        yield Check(
+            False,
+            "SES: in the sandbox, mail only to verified addresses",
+            "request production access (SES console, Account dashboard)",
+        )
 
 
 def _probe(aws: Aws, service: str) -> Any:
@@ -366,18 +462,25 @@ def simulate(aws: Aws, config: Config, roles: dict[str, str]) -> Iterator[Check]
             resources = statement["Resource"]
             try:
                 results = iam.simulate_principal_policy(
-                    PolicySourceArn=role, ActionNames=statement["Action"],
+                    PolicySourceArn=role,
+                    ActionNames=statement["Action"],
                     ResourceArns=[resources] if isinstance(resources, str) else resources,
                 )["EvaluationResults"]
             except UNAVAILABLE as exc:
                 yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
                 break
-            denied += [f"{r['EvalActionName']} on {r['EvalResourceName']}" for r in results
-                       if r["EvalDecision"] != "allowed"]
+            denied += [
+                f"{r['EvalActionName']} on {r['EvalResourceName']}"
+                for r in results
+                if r["EvalDecision"] != "allowed"
+            ]
         else:
             if denied:
-                yield Check(False, f"IAM {utility} ({role}): denied {'; '.join(denied)}",
-                            f"attach `python -m deploy.iam render {utility} ...` to the role")
+                yield Check(
+                    False,
+                    f"IAM {utility} ({role}): denied {'; '.join(denied)}",
+                    f"attach `python -m deploy.iam render {utility} ...` to the role",
+                )
             else:
                 yield Check(True, f"IAM {utility} ({role}): every action allowed")
 
@@ -390,12 +493,24 @@ def role_argument(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
-    parser = argparse.ArgumentParser(prog="python -m util.doctor",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="extra .ini file, as given to the workers (repeatable)")
-    parser.add_argument("--role", action="append", default=[], type=role_argument,
-                        metavar="UTILITY=ARN", help="simulate this role's policy (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="python -m util.doctor", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra .ini file, as given to the workers (repeatable)",
+    )
+    parser.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        type=role_argument,
+        metavar="UTILITY=ARN",
+        help="simulate this role's policy (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load(None, [*utility_config_files(), *args.config])
@@ -404,8 +519,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         return 2
     aws = Aws(config)
     try:
-        checks = [*check(aws, config, describe(aws, config)),
-                  *simulate(aws, config, dict(args.role))]
+        checks = [
+            *check(aws, config, describe(aws, config)),
+            *simulate(aws, config, dict(args.role)),
+        ]
     except (BotoCoreError, ClientError) as exc:
         print(f"doctor: cannot look at the account: {exc}", file=sys.stderr)
         return 1

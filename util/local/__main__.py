@@ -19,8 +19,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from util.helpers import Aws
-from util.local import (announce_and_wait, annotator, demo, dynamodb, faults, glacier, iam, s3,
-                        ses)
+from util.local import annotator, announce_and_wait, demo, dynamodb, faults, glacier, iam, s3, ses
 from util.local.stack import CREDENTIALS, REGION, create_resources, utility_config_files
 from util.util_config import ConfigError, load
 
@@ -44,7 +43,8 @@ def serve(port: int, config_files: list[str]) -> int:
     env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{host}:{bound_port}"}
     session = boto3.session.Session(
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=REGION,
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=REGION,
     )
     os.environ["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL"]  # for the clients made below
     create_resources(Aws(config, session), config)
@@ -55,16 +55,24 @@ def serve(port: int, config_files: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m util.local", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m util.local", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the local AWS stack")
     serve_parser.add_argument("--port", type=int, default=4566, help="0 picks a free port")
     serve_parser.add_argument("--config", action="append", default=[], metavar="FILE")
     commands.add_parser("demo", help="run the archive utility end to end on the local stack")
-    annotator.add_arguments(commands.add_parser(
-        "annotator", help="run the simulated annotator fleet on the job-requests queue"))
-    faults.add_arguments(commands.add_parser(
-        "faults", help="run a fault-injecting proxy in front of the local stack"))
+    annotator.add_arguments(
+        commands.add_parser(
+            "annotator", help="run the simulated annotator fleet on the job-requests queue"
+        )
+    )
+    faults.add_arguments(
+        commands.add_parser(
+            "faults", help="run a fault-injecting proxy in front of the local stack"
+        )
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo.run()

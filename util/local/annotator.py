@@ -35,10 +35,29 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from util.helpers import (COMPLETE_TIME, COMPLETED, FAILED, INPUT_FILE_NAME, INPUT_KEY,
-                          INPUTS_BUCKET, JOB_ID, JOB_STATUS, LOG_KEY, PENDING, RESULT_KEY,
-                          RESULTS_BUCKET, RUNNING, S3_NOT_FOUND, USER_ID, Annotations, Aws,
-                          InvalidMessage, User, Users, require_str)
+from util.helpers import (
+    COMPLETE_TIME,
+    COMPLETED,
+    FAILED,
+    INPUT_FILE_NAME,
+    INPUT_KEY,
+    INPUTS_BUCKET,
+    JOB_ID,
+    JOB_STATUS,
+    LOG_KEY,
+    PENDING,
+    RESULT_KEY,
+    RESULTS_BUCKET,
+    RUNNING,
+    S3_NOT_FOUND,
+    USER_ID,
+    Annotations,
+    Aws,
+    InvalidMessage,
+    User,
+    Users,
+    require_str,
+)
 from util.local.stack import utility_config_files
 from util.util_config import Config, load
 from util.worker import Message, Outcome, Worker, configure_logging, done, retry, run
@@ -48,8 +67,10 @@ UTILITY = "annotator"
 # N / 10 of them side by side.
 MESSAGES_PER_LOOP = 10
 SPOOL_BYTES = 1024 * 1024  # outputs larger than this spill from memory to a temporary file
-INFO_HEADER = ('##INFO=<ID=GAS_SIM,Number=0,Type=Flag,'
-               'Description="Annotated by the GAS simulated annotator">\n')
+INFO_HEADER = (
+    "##INFO=<ID=GAS_SIM,Number=0,Type=Flag,"
+    'Description="Annotated by the GAS simulated annotator">\n'
+)
 # The job-results message: what notify and ann_load read (docs/design.md).
 RESULT_FIELDS = (JOB_ID, USER_ID, JOB_STATUS, COMPLETE_TIME, RESULTS_BUCKET, RESULT_KEY, LOG_KEY)
 
@@ -131,23 +152,27 @@ class Annotator:
         if job.get(USER_ID) != user_id:
             raise InvalidMessage(f"user {user_id} does not own job {job_id}")
         if job.get(INPUTS_BUCKET) != self.inputs_bucket or not job.get(INPUT_KEY):
-            raise InvalidMessage(f"job {job_id} input s3://{job.get(INPUTS_BUCKET)}/"
-                                 f"{job.get(INPUT_KEY)} is not in the inputs bucket "
-                                 f"{self.inputs_bucket}")
+            raise InvalidMessage(
+                f"job {job_id} input s3://{job.get(INPUTS_BUCKET)}/"
+                f"{job.get(INPUT_KEY)} is not in the inputs bucket "
+                f"{self.inputs_bucket}"
+            )
         if not job.get(INPUT_FILE_NAME):
             raise InvalidMessage(f"job {job_id} has no input_file_name")
         return job
 
-    def set_status(self, job_id: str, status: str, expected: str,
-                   attributes: dict[str, Any] | None = None) -> bool:
+    def set_status(
+        self, job_id: str, status: str, expected: str, attributes: dict[str, Any] | None = None
+    ) -> bool:
         """Move the job from `expected` to `status`, setting `attributes` too; False if the
         job was not in `expected` (or is gone) and is not what this very write made of it."""
         sets = {JOB_STATUS: status, **(attributes or {})}
         names = {f"#a{i}": name for i, name in enumerate(sets)}
         values = {f":a{i}": value for i, value in enumerate(sets.values())}
         update = "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(sets)))
-        write = self.jobs.update_if(job_id, update, "#a0 = :expected", names,
-                                    {**values, ":expected": expected})
+        write = self.jobs.update_if(
+            job_id, update, "#a0 = :expected", names, {**values, ":expected": expected}
+        )
         return write.applied or all(write.item.get(k) == v for k, v in sets.items())
 
     def run(self, job: dict[str, Any]) -> tuple[str, str]:
@@ -158,14 +183,17 @@ class Annotator:
             lines, variants = annotate(body.iter_lines(keepends=True), result)
             result.seek(0)
             self.s3.put_object(Bucket=self.results_bucket, Key=result_key, Body=result)
-        log_text = (f"job {job[JOB_ID]}: {job[INPUT_FILE_NAME]}\n"
-                    f"lines {lines}\nvariants {variants}\n"
-                    f"annotated by the GAS simulated annotator in {self.seconds:g} s\n")
+        log_text = (
+            f"job {job[JOB_ID]}: {job[INPUT_FILE_NAME]}\n"
+            f"lines {lines}\nvariants {variants}\n"
+            f"annotated by the GAS simulated annotator in {self.seconds:g} s\n"
+        )
         self.s3.put_object(Bucket=self.results_bucket, Key=log_key, Body=log_text.encode())
         return result_key, log_key
 
-    def finish(self, job: dict[str, Any], user: User, status: str, outputs: dict[str, Any],
-               reason: str) -> Outcome:
+    def finish(
+        self, job: dict[str, Any], user: User, status: str, outputs: dict[str, Any], reason: str
+    ) -> Outcome:
         """RUNNING → `status`; announce it if this copy was the one that got it there."""
         values = {COMPLETE_TIME: int(self.clock()), **outputs}
         if not self.set_status(job[JOB_ID], status, RUNNING, values):
@@ -179,18 +207,21 @@ class Annotator:
     def announce(self, job: dict[str, Any], user: User) -> None:
         """The job-results message, and for a free user the archive request."""
         message = {field: job[field] for field in RESULT_FIELDS if field in job}
-        self.aws.client("sns").publish(TopicArn=self.aws.topic_arn(self.results_topic),
-                                       Message=json.dumps(message))
+        self.aws.client("sns").publish(
+            TopicArn=self.aws.topic_arn(self.results_topic), Message=json.dumps(message)
+        )
         if job[JOB_STATUS] == COMPLETED and not user.is_premium:
             self.aws.client("sqs").send_message(
                 QueueUrl=self.aws.queue_url(self.archive_queue),
-                MessageBody=json.dumps({JOB_ID: job[JOB_ID], USER_ID: job[USER_ID]}))
+                MessageBody=json.dumps({JOB_ID: job[JOB_ID], USER_ID: job[USER_ID]}),
+            )
 
 
 def loop_config(config: Config, concurrency: int) -> Config:
     """The config with the worker runtime set to handle `concurrency` messages per receive."""
-    worker = SimpleNamespace(**{**vars(config.worker), "concurrency": concurrency,
-                                "max_messages": concurrency})
+    worker = SimpleNamespace(
+        **{**vars(config.worker), "concurrency": concurrency, "max_messages": concurrency}
+    )
     return Config(**{**vars(config), "worker": worker})
 
 
@@ -207,8 +238,10 @@ def main(concurrency: int | None, seconds: float | None, config_files: list[str]
         shares = [MESSAGES_PER_LOOP] * (fleet // MESSAGES_PER_LOOP)
         shares += [fleet % MESSAGES_PER_LOOP] if fleet % MESSAGES_PER_LOOP else []
         log.info("%s: fleet of %d, %g s per job", UTILITY, fleet, pause)
-        return [Worker(UTILITY, handler, loop_config(config, share), aws,
-                       config.gas.job_requests_queue) for share in shares]
+        return [
+            Worker(UTILITY, handler, loop_config(config, share), aws, config.gas.job_requests_queue)
+            for share in shares
+        ]
 
     return run(UTILITY, start)
 
@@ -229,8 +262,16 @@ def _seconds(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command line of ``python -m util.local annotator``."""
-    parser.add_argument("--concurrency", type=_positive_int, metavar="N",
-                        help="jobs run at once (default: [local] annotator_concurrency)")
-    parser.add_argument("--seconds", type=_seconds, metavar="S",
-                        help="time each job takes (default: [local] annotator_seconds)")
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="jobs run at once (default: [local] annotator_concurrency)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_seconds,
+        metavar="S",
+        help="time each job takes (default: [local] annotator_seconds)",
+    )
     parser.add_argument("--config", action="append", default=[], metavar="FILE")

@@ -20,8 +20,15 @@ __all__ = ["install"]
 
 _LOCK = threading.RLock()
 # Every operation that reads or writes items: a read must not see half an update either.
-_OPERATIONS = ("put_item", "get_item", "update_item", "delete_item", "query", "scan",
-               "transact_write_items")
+_OPERATIONS = (
+    "put_item",
+    "get_item",
+    "update_item",
+    "delete_item",
+    "query",
+    "scan",
+    "transact_write_items",
+)
 
 
 def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:

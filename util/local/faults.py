@@ -76,8 +76,11 @@ Write = Callable[[bytes], Any]
 class Pacer:
     """Paces the bytes written through it to `rate` bytes per second (0: no pacing)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = time.sleep):
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = time.sleep,
+    ):
         self.clock, self.sleep = clock, sleep
         self.free_at = 0.0  # when the bytes written so far have gone out at the rate
 
@@ -97,6 +100,7 @@ class Pacer:
 
 # -- settings and decisions ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Settings:
     """What the proxy does to the requests of the services it faults (all: `services` None)."""
@@ -109,11 +113,19 @@ class Settings:
     services: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
-        for name, most in (("errors", 1), ("resets", 1), ("lost", 1), ("latency_ms", 3.6e6),
-                           ("rate_mb_s", 1e6)):
+        for name, most in (
+            ("errors", 1),
+            ("resets", 1),
+            ("lost", 1),
+            ("latency_ms", 3.6e6),
+            ("rate_mb_s", 1e6),
+        ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not 0 <= value <= most:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value <= most
+            ):
                 raise ValueError(f"{name} must be a number from 0 to {most:g}, not {value!r}")
 
     def changed(self, changes: dict[str, Any]) -> Settings:
@@ -192,6 +204,7 @@ class Faults:
 
 # -- HTTP messages ------------------------------------------------------------------------------
 
+
 class BadMessage(Exception):
     """The peer sent something that is not HTTP/1.1 as this proxy reads it."""
 
@@ -241,10 +254,14 @@ class Head:
         """The head as received, less its hop-by-hop headers and those named in `without`;
         with ``Connection: close`` if the connection it goes on ends after it."""
         dropped = HOP_BY_HOP | without | set(self.tokens("connection"))
-        kept = [line for line in self.lines
-                if line.split(b":", 1)[0].strip().lower().decode("latin-1") not in dropped]
-        return b"".join([self.start, CRLF, *kept, *([b"Connection: close\r\n"] if close else []),
-                         CRLF])
+        kept = [
+            line
+            for line in self.lines
+            if line.split(b":", 1)[0].strip().lower().decode("latin-1") not in dropped
+        ]
+        return b"".join(
+            [self.start, CRLF, *kept, *([b"Connection: close\r\n"] if close else []), CRLF]
+        )
 
 
 def read_head(rfile: io.BufferedReader) -> Head | None:
@@ -338,12 +355,12 @@ def _has_body(response: Head, method: str) -> bool:
 
 def runs_to_close(response: Head, method: str) -> bool:
     """Whether a response's body ends only when its connection does."""
-    return (_has_body(response, method) and not response.chunked()
-            and response.content_length() is None)
+    return (
+        _has_body(response, method) and not response.chunked() and response.content_length() is None
+    )
 
 
-def copy_response_body(response: Head, method: str, rfile: io.BufferedReader,
-                       write: Write) -> None:
+def copy_response_body(response: Head, method: str, rfile: io.BufferedReader, write: Write) -> None:
     if not _has_body(response, method):
         return
     if response.chunked():
@@ -365,8 +382,21 @@ _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 
 # S3 (path-style, as botocore addresses a local endpoint): (method, level, marker) → operation,
 # the marker being the request's first significant query key, "+copy" with x-amz-copy-source.
-_S3_MARKERS = ("uploadId", "uploads", "restore", "tagging", "list-type", "versions", "delete",
-               "location", "lifecycle", "notification", "versioning", "policy", "attributes")
+_S3_MARKERS = (
+    "uploadId",
+    "uploads",
+    "restore",
+    "tagging",
+    "list-type",
+    "versions",
+    "delete",
+    "location",
+    "lifecycle",
+    "notification",
+    "versioning",
+    "policy",
+    "attributes",
+)
 _S3 = {
     ("GET", "service", ""): "ListBuckets",
     ("GET", "bucket", ""): "ListObjects",
@@ -445,8 +475,11 @@ def service_of(request: Request) -> str:
 def is_form(request: Request) -> bool:
     """A query-protocol request (SNS, SES, STS, IAM): its Action is in a form body."""
     content_type = request.head.header("content-type").lower()
-    return (content_type.startswith("application/x-www-form-urlencoded")
-            and not request.head.chunked() and bool(request.head.content_length()))
+    return (
+        content_type.startswith("application/x-www-form-urlencoded")
+        and not request.head.chunked()
+        and bool(request.head.content_length())
+    )
 
 
 def _s3_operation(request: Request) -> str:
@@ -456,7 +489,8 @@ def _s3_operation(request: Request) -> str:
     if request.head.header("x-amz-copy-source"):
         marker += "+copy"
     unknown = f"{request.method} {_S3_SHAPES[level]}" + (
-        "?" + "&".join(sorted(request.query)) if request.query else "")
+        "?" + "&".join(sorted(request.query)) if request.query else ""
+    )
     return _S3.get((request.method, level, marker), unknown)
 
 
@@ -500,26 +534,34 @@ def _json_error(service: str, throttle: bool, request_id: str) -> Rendered:
 
 def _query_error(service: str, throttle: bool, request_id: str) -> Rendered:
     """Query protocol (SNS, SES, STS, IAM): an XML ErrorResponse."""
-    status, code, kind = (400, "Throttling", "Sender") if throttle else (
-        500, "InternalFailure", "Receiver")
-    body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code>"
-            f"<Message>{code}: {_MESSAGE}</Message></Error>"
-            f"<RequestId>{request_id}</RequestId></ErrorResponse>")
+    status, code, kind = (
+        (400, "Throttling", "Sender") if throttle else (500, "InternalFailure", "Receiver")
+    )
+    body = (
+        f"<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code>"
+        f"<Message>{code}: {_MESSAGE}</Message></Error>"
+        f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
     return status, "text/xml", "x-amzn-RequestId", body.encode()
 
 
 def _s3_error(service: str, throttle: bool, request_id: str) -> Rendered:
     """S3's REST-XML: an XML Error; SlowDown is S3's throttling, with status 503."""
     status, code = (503, "SlowDown") if throttle else (500, "InternalError")
-    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-            f"<Message>{code}: {_MESSAGE}</Message><RequestId>{request_id}</RequestId></Error>")
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{code}: {_MESSAGE}</Message><RequestId>{request_id}</RequestId></Error>"
+    )
     return status, "application/xml", "x-amz-request-id", body.encode()
 
 
 def _rest_json_error(service: str, throttle: bool, request_id: str) -> Rendered:
     """REST-JSON (Glacier, and any other REST service): ``code`` names the error."""
-    status, code, kind = (400, "ThrottlingException", "Client") if throttle else (
-        500, "ServiceUnavailableException", "Server")
+    status, code, kind = (
+        (400, "ThrottlingException", "Client")
+        if throttle
+        else (500, "ServiceUnavailableException", "Server")
+    )
     body = {"code": code, "message": f"{code}: {_MESSAGE}", "type": kind}
     return status, "application/json", "x-amzn-RequestId", json.dumps(body).encode()
 
@@ -535,18 +577,26 @@ def render_error(request: Request, service: str, throttle: bool) -> bytes:
         renderer = _s3_error if service == "s3" else _rest_json_error
     request_id = str(uuid.uuid4())
     status, content_type, id_header, body = renderer(service, throttle, request_id)
-    return _response(status, {"Content-Type": content_type, id_header: request_id},
-                     b"" if request.method == "HEAD" else body, close=request.head.wants_close())
+    return _response(
+        status,
+        {"Content-Type": content_type, id_header: request_id},
+        b"" if request.method == "HEAD" else body,
+        close=request.head.wants_close(),
+    )
 
 
 def _response(status: int, headers: dict[str, str], body: bytes, close: bool) -> bytes:
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-             *(f"{name}: {value}" for name, value in headers.items()),
-             f"Content-Length: {len(body)}", *(["Connection: close"] if close else [])]
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+        f"Content-Length: {len(body)}",
+        *(["Connection: close"] if close else []),
+    ]
     return "\r\n".join([*lines, "", ""]).encode("latin-1") + body
 
 
 # -- the proxy ----------------------------------------------------------------------------------
+
 
 class FaultProxy(socketserver.ThreadingTCPServer):
     """Listens on 127.0.0.1; one thread per client connection, each with its upstream one."""
@@ -640,8 +690,9 @@ class _Connection(socketserver.BaseRequestHandler):
         close = to_close or request.head.wants_close()
         write = _discard if lost else self.request.sendall
         write(response.relayed(close=close))
-        copy_response_body(response, request.method, upstream_rfile,
-                           self.pacers[1].paced(write, rate))
+        copy_response_body(
+            response, request.method, upstream_rfile, self.pacers[1].paced(write, rate)
+        )
         if to_close or response.wants_close():  # moto's server closes after every answer
             self._close_upstream()
         return not (lost or close)
@@ -663,9 +714,14 @@ class _Connection(socketserver.BaseRequestHandler):
                 status, answer = 400, {"error": str(exc)}
         elif request.method != "GET":
             status, answer = 405, {"error": "GET or POST"}
-        self.request.sendall(_response(status, {"Content-Type": "application/json"},
-                                       json.dumps(answer).encode(),
-                                       close=request.head.wants_close()))
+        self.request.sendall(
+            _response(
+                status,
+                {"Content-Type": "application/json"},
+                json.dumps(answer).encode(),
+                close=request.head.wants_close(),
+            )
+        )
         return not request.head.wants_close()
 
     def reset(self) -> None:
@@ -690,64 +746,144 @@ class _Connection(socketserver.BaseRequestHandler):
 
 # -- the command and its Python helpers ---------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command line of ``python -m util.local faults``."""
-    parser.add_argument("--upstream", required=True, metavar="URL",
-                        help="where requests go: the local stack's AWS_ENDPOINT_URL")
+    parser.add_argument(
+        "--upstream",
+        required=True,
+        metavar="URL",
+        help="where requests go: the local stack's AWS_ENDPOINT_URL",
+    )
     parser.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the fault decisions (default: 0)")
-    parser.add_argument("--errors", type=float, default=0.0, metavar="P",
-                        help="answer a throttling error or a 5xx instead of forwarding")
-    parser.add_argument("--resets", type=float, default=0.0, metavar="P",
-                        help="reset the connection before forwarding")
-    parser.add_argument("--lost", type=float, default=0.0, metavar="P",
-                        help="forward, then drop the answer and close the connection")
-    parser.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
-                        help="delay before forwarding each request")
-    parser.add_argument("--rate-mb-s", type=float, default=0.0, metavar="R",
-                        help="cap each connection's bodies at R MB/s each way (0: no cap)")
-    parser.add_argument("--services", metavar="s3,glacier,...",
-                        help="fault only these services' requests (default: all)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the fault decisions (default: 0)"
+    )
+    parser.add_argument(
+        "--errors",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="answer a throttling error or a 5xx instead of forwarding",
+    )
+    parser.add_argument(
+        "--resets",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="reset the connection before forwarding",
+    )
+    parser.add_argument(
+        "--lost",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="forward, then drop the answer and close the connection",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="delay before forwarding each request",
+    )
+    parser.add_argument(
+        "--rate-mb-s",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="cap each connection's bodies at R MB/s each way (0: no cap)",
+    )
+    parser.add_argument(
+        "--services",
+        metavar="s3,glacier,...",
+        help="fault only these services' requests (default: all)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM, then print the totals."""
-    services = None if args.services is None else frozenset(
-        s.strip() for s in args.services.split(",") if s.strip())
+    services = (
+        None
+        if args.services is None
+        else frozenset(s.strip() for s in args.services.split(",") if s.strip())
+    )
     try:
-        faults = Faults(Settings(errors=args.errors, resets=args.resets, lost=args.lost,
-                                 latency_ms=args.latency_ms, rate_mb_s=args.rate_mb_s,
-                                 services=services), args.seed)
+        faults = Faults(
+            Settings(
+                errors=args.errors,
+                resets=args.resets,
+                lost=args.lost,
+                latency_ms=args.latency_ms,
+                rate_mb_s=args.rate_mb_s,
+                services=services,
+            ),
+            args.seed,
+        )
         proxy = FaultProxy(args.port, args.upstream, faults)
     except (ValueError, OSError) as exc:
         print(f"faults: {exc}", file=sys.stderr)
         return 2
-    threading.Thread(target=proxy.serve_forever, args=(0.05,), name="faults-proxy",
-                     daemon=True).start()
+    threading.Thread(
+        target=proxy.serve_forever, args=(0.05,), name="faults-proxy", daemon=True
+    ).start()
     announce_and_wait({"AWS_ENDPOINT_URL": proxy.endpoint})
     proxy.shutdown()
     proxy.server_close()
     totals = faults.report()["totals"]
-    print(f"faults: {sum(totals.values())} requests: "
-          + ", ".join(f"{n} {fault}" for fault, n in totals.items()), flush=True)
+    print(
+        f"faults: {sum(totals.values())} requests: "
+        + ", ".join(f"{n} {fault}" for fault, n in totals.items()),
+        flush=True,
+    )
     return 0
 
 
-def launch(upstream: str, port: int = 0, seed: int = 0, errors: float = 0.0,
-           resets: float = 0.0, lost: float = 0.0, latency_ms: float = 0.0,
-           services: list[str] | None = None,
-           rate_mb_s: float = 0.0) -> tuple[subprocess.Popen, str]:
+def launch(
+    upstream: str,
+    port: int = 0,
+    seed: int = 0,
+    errors: float = 0.0,
+    resets: float = 0.0,
+    lost: float = 0.0,
+    latency_ms: float = 0.0,
+    services: list[str] | None = None,
+    rate_mb_s: float = 0.0,
+) -> tuple[subprocess.Popen, str]:
     """Start `python -m util.local faults` and return it with its endpoint URL."""
-    command = [sys.executable, "-m", "util.local", "faults", "--upstream", upstream,
-               "--port", str(port), "--seed", str(seed), "--errors", str(errors),
-               "--resets", str(resets), "--lost", str(lost), "--latency-ms", str(latency_ms),
-               "--rate-mb-s", str(rate_mb_s)]
+    command = [
+        sys.executable,
+        "-m",
+        "util.local",
+        "faults",
+        "--upstream",
+        upstream,
+        "--port",
+        str(port),
+        "--seed",
+        str(seed),
+        "--errors",
+        str(errors),
+        "--resets",
+        str(resets),
+        "--lost",
+        str(lost),
+        "--latency-ms",
+        str(latency_ms),
+        "--rate-mb-s",
+        str(rate_mb_s),
+    ]
     if services is not None:
         command += ["--services", ",".join(services)]
     # stderr goes to a file, not a pipe: an unread pipe fills up and blocks the proxy.
     errors_file = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2],
-                               stdout=subprocess.PIPE, stderr=errors_file, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=errors_file,
+        text=True,
+    )
     assert process.stdout is not None
     endpoint = ""
     for line in process.stdout:
@@ -763,8 +899,9 @@ def launch(upstream: str, port: int = 0, seed: int = 0, errors: float = 0.0,
 
 def _call(endpoint: str, body: dict[str, Any] | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(endpoint + CONTROL_PATH, data=data,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        endpoint + CONTROL_PATH, data=data, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 

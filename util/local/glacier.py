@@ -84,8 +84,14 @@ from moto.utilities.utils import get_partition
 
 from util.util_config import load
 
-__all__ = ["DEFAULT_SETTINGS", "NOTIFICATION_SUBJECT", "Settings", "configure", "current_settings",
-           "install"]
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "NOTIFICATION_SUBJECT",
+    "Settings",
+    "configure",
+    "current_settings",
+    "install",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +116,7 @@ COMPLETE_REPEAT_SECONDS = 3600  # how long a repeated Complete answers the same 
 
 # -- settings -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Settings:
     """How emulated jobs behave: the ``[local]`` section of util.util_config."""
@@ -126,8 +133,11 @@ class Settings:
         return cls(**{f.name: getattr(local, f.name) for f in fields(cls)})
 
     def seconds(self, tier: str) -> int:
-        return {"Expedited": self.expedited_seconds, "Standard": self.standard_seconds,
-                "Bulk": self.bulk_seconds}[tier]
+        return {
+            "Expedited": self.expedited_seconds,
+            "Standard": self.standard_seconds,
+            "Bulk": self.bulk_seconds,
+        }[tier]
 
 
 # The defaults of util_config's KEYS, read without files or environment: one source of truth.
@@ -175,6 +185,7 @@ def configure(settings: Settings | None = None, **changes: Any) -> Settings:
 
 
 # -- errors, as Glacier sends them ------------------------------------------------------------
+
 
 class _GlacierError(JsonRESTError):
     """A Glacier error: AWS's JSON body and HTTP status (its Error Responses table)."""
@@ -246,8 +257,13 @@ def _retrieval_range(text: str | None, size: int) -> tuple[int, int]:
         return 0, size - 1
     match = _RETRIEVAL_RANGE.fullmatch(text)
     first, last = (int(match[1]), int(match[2])) if match else (-1, -1)
-    if (not match or first % MIB or last < first or last >= size
-            or ((last + 1) % MIB and last != size - 1)):
+    if (
+        not match
+        or first % MIB
+        or last < first
+        or last >= size
+        or ((last + 1) % MIB and last != size - 1)
+    ):
         raise InvalidParameterValue(
             f"Invalid RetrievalByteRange: {text}. It must be StartByte-EndByte within the "
             f"archive ({size} bytes), StartByte a multiple of 1 MiB and EndByte + 1 a "
@@ -275,6 +291,7 @@ def _stamp(moment: datetime) -> str:
 
 
 # -- model --------------------------------------------------------------------------------------
+
 
 @dataclass
 class Archive:
@@ -367,8 +384,10 @@ class MultipartUpload:
         return {
             **self.to_dict(),
             "Parts": [
-                {"RangeInBytes": f"{first}-{first + len(part.body) - 1}",
-                 "SHA256TreeHash": part.tree_hash}
+                {
+                    "RangeInBytes": f"{first}-{first + len(part.body) - 1}",
+                    "SHA256TreeHash": part.tree_hash,
+                }
                 for first, part in sorted(self.parts.items())
             ],
             "Marker": None,
@@ -380,8 +399,15 @@ class _Job(moto_models.Job):
 
     action: ClassVar[str]
 
-    def __init__(self, job_id: str, vault: Vault, tier: str, seconds: int,
-                 description: str | None, sns_topic: str | None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        vault: Vault,
+        tier: str,
+        seconds: int,
+        description: str | None,
+        sns_topic: str | None,
+    ) -> None:
         # moto's Job.__init__ is not called: it fixes the timing by tier.
         self.job_id = job_id
         self.vault = vault
@@ -448,8 +474,12 @@ class _Job(moto_models.Job):
                 message, arn=self.sns_topic, subject=NOTIFICATION_SUBJECT
             )
         except Exception:  # noqa: BLE001 - a notice no topic takes is dropped, as by AWS
-            log.debug("Glacier job %s: no completion notice to %s", self.job_id,
-                      self.sns_topic, exc_info=True)
+            log.debug(
+                "Glacier job %s: no completion notice to %s",
+                self.job_id,
+                self.sns_topic,
+                exc_info=True,
+            )
 
 
 class InventoryJob(_Job):
@@ -460,11 +490,13 @@ class InventoryJob(_Job):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.snapshot = json.dumps({
-            "VaultARN": self.vault.arn,
-            "InventoryDate": _stamp(self.created),
-            "ArchiveList": self.vault.get_archive_list(),
-        }).encode()
+        self.snapshot = json.dumps(
+            {
+                "VaultARN": self.vault.arn,
+                "InventoryDate": _stamp(self.created),
+                "ArchiveList": self.vault.get_archive_list(),
+            }
+        ).encode()
 
     def output(self) -> bytes:
         return self.snapshot
@@ -481,9 +513,18 @@ class ArchiveJob(_Job):
 
     action = "ArchiveRetrieval"
 
-    def __init__(self, job_id: str, vault: Vault, tier: str, seconds: int,
-                 description: str | None, sns_topic: str | None, archive: Archive,
-                 first: int, last: int) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        vault: Vault,
+        tier: str,
+        seconds: int,
+        description: str | None,
+        sns_topic: str | None,
+        archive: Archive,
+        first: int,
+        last: int,
+    ) -> None:
         super().__init__(job_id, vault, tier, seconds, description, sns_topic)
         self.archive = archive  # kept even if the archive is deleted, as AWS keeps the output
         self.archive_id = archive.archive_id
@@ -494,7 +535,7 @@ class ArchiveJob(_Job):
         return self.first == 0 and self.last == self.archive.size - 1
 
     def output(self) -> bytes:
-        return self.archive.body if self.whole else self.archive.body[self.first:self.last + 1]
+        return self.archive.body if self.whole else self.archive.body[self.first : self.last + 1]
 
     @cached_property
     def output_tree_hash(self) -> str | None:
@@ -513,7 +554,7 @@ class ArchiveJob(_Job):
             return None
         if first == 0 and last == size - 1:
             return self.output_tree_hash
-        return _tree_hash(self.output()[first:last + 1])
+        return _tree_hash(self.output()[first : last + 1])
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
         d = super().to_dict(now)
@@ -531,8 +572,9 @@ class ArchiveJob(_Job):
 class Vault(moto_models.Vault):
     """moto's vault with Archive objects, multipart uploads and AWS's not-found errors."""
 
-    def __init__(self, vault_name: str, account_id: str, region: str,
-                 backend: moto_models.GlacierBackend):
+    def __init__(
+        self, vault_name: str, account_id: str, region: str, backend: moto_models.GlacierBackend
+    ):
         super().__init__(vault_name, account_id, region)
         self.backend = backend
         self.archives: dict[str, Archive] = {}  # type: ignore[assignment]
@@ -546,8 +588,7 @@ class Vault(moto_models.Vault):
 
         moto's reset (leaving mock_aws, POST /moto-api/reset) empties the backend.
         """
-        return (self.backend.vaults.get(self.vault_name) is self
-                and self.jobs.get(job.job_id) is job)
+        return self.backend.vaults.get(self.vault_name) is self and self.jobs.get(job.job_id) is job
 
     def to_dict(self) -> dict[str, Any]:
         stamp = self.st.strftime("%Y-%m-%dT%H:%M:%S.000Z")  # moto's format for vault dates
@@ -604,9 +645,16 @@ class Vault(moto_models.Vault):
 
     # jobs
 
-    def initiate_job(self, job_type: str, tier: str, archive_id: str | None, *,
-                     description: str | None = None, sns_topic: str | None = None,
-                     byte_range: str | None = None) -> str:
+    def initiate_job(
+        self,
+        job_type: str,
+        tier: str,
+        archive_id: str | None,
+        *,
+        description: str | None = None,
+        sns_topic: str | None = None,
+        byte_range: str | None = None,
+    ) -> str:
         """InitiateJob for an archive or inventory retrieval, timed by the settings."""
         if tier not in TIERS:
             raise InvalidParameterValue(
@@ -616,8 +664,7 @@ class Vault(moto_models.Vault):
         job_id = moto_models.get_job_id()
         job: _Job
         if job_type == "inventory-retrieval":
-            job = InventoryJob(job_id, self, tier, settings.seconds(tier), description,
-                               sns_topic)
+            job = InventoryJob(job_id, self, tier, settings.seconds(tier), description, sns_topic)
         elif job_type == "archive-retrieval":
             archive = self.get_archive(archive_id)
             first, last = _retrieval_range(byte_range, archive.size)
@@ -625,8 +672,17 @@ class Vault(moto_models.Vault):
                 raise InsufficientCapacity(
                     "There is insufficient capacity to process this expedited request."
                 )
-            job = ArchiveJob(job_id, self, tier, settings.seconds(tier), description,
-                             sns_topic, archive, first, last)
+            job = ArchiveJob(
+                job_id,
+                self,
+                tier,
+                settings.seconds(tier),
+                description,
+                sns_topic,
+                archive,
+                first,
+                last,
+            )
             if _state.take_failure():
                 job.failure = FAILED_MESSAGE
         else:
@@ -658,19 +714,24 @@ class Vault(moto_models.Vault):
     ) -> Archive:
         repeated = self.completed.get(upload_id)
         if repeated is not None and _now() - repeated[3] < timedelta(
-                seconds=COMPLETE_REPEAT_SECONDS):
+            seconds=COMPLETE_REPEAT_SECONDS
+        ):
             size, tree_hash, archive, _ = repeated
             if (archive_size, checksum.lower()) != (size, tree_hash):
                 raise InvalidParameterValue(
-                    f"The upload {upload_id} was completed with another size or tree hash")
+                    f"The upload {upload_id} was completed with another size or tree hash"
+                )
             return archive
         upload = self.get_upload(upload_id)
         body, tree_hash = upload.assemble(archive_size, checksum)
         del self.uploads[upload_id]  # frees the parts: only the joined archive stays
         archive = self._add_archive(body, upload.description, tree_hash)
         now = _now()
-        self.completed = {k: v for k, v in self.completed.items()
-                          if now - v[3] < timedelta(seconds=COMPLETE_REPEAT_SECONDS)}
+        self.completed = {
+            k: v
+            for k, v in self.completed.items()
+            if now - v[3] < timedelta(seconds=COMPLETE_REPEAT_SECONDS)
+        }
         answer = Archive(archive.archive_id, b"", tree_hash, archive.description)
         self.completed[upload_id] = (archive_size, tree_hash, answer, now)
         return archive
@@ -697,6 +758,7 @@ def _describe_vault(self: moto_models.GlacierBackend, vault_name: str) -> moto_m
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
+
 
 def _respond(status: int, headers: dict[str, Any], body: str | bytes = "") -> TYPE_RESPONSE:
     # moto takes the status from the "status" header, not from the tuple's first item.
@@ -738,11 +800,14 @@ class GlacierResponse(moto_responses.GlacierResponse):
         return "/".join(["", self.current_account, "vaults", self.uri_match["vaultName"], *path])
 
     def _archive_created(self, archive: Archive) -> TYPE_RESPONSE:
-        return _respond(201, {
-            "Location": self._location("archives", archive.archive_id),
-            "x-amz-archive-id": archive.archive_id,
-            "x-amz-sha256-tree-hash": archive.tree_hash,
-        })
+        return _respond(
+            201,
+            {
+                "Location": self._location("archives", archive.archive_id),
+                "x-amz-archive-id": archive.archive_id,
+                "x-amz-sha256-tree-hash": archive.tree_hash,
+            },
+        )
 
     def upload_archive(self) -> TYPE_RESPONSE:
         archive = self._vault().create_archive(
@@ -782,24 +847,27 @@ class GlacierResponse(moto_responses.GlacierResponse):
             headers["Content-Range"] = f"bytes {first}-{last}/{len(output)}"
         if not isinstance(job, ArchiveJob):
             headers["content-type"] = "application/json"
-            return _respond(status, headers, output[first:last + 1])
+            return _respond(status, headers, output[first : last + 1])
         headers["content-type"] = "application/octet-stream"
         tree_hash = job.range_tree_hash(first, last)
         if tree_hash is not None:
             headers["x-amz-sha256-tree-hash"] = tree_hash
         if job.archive.description:
             headers["x-amz-archive-description"] = job.archive.description
-        return _respond(status, headers, output[first:last + 1])
+        return _respond(status, headers, output[first : last + 1])
 
     def initiate_multipart_upload(self) -> TYPE_RESPONSE:
         upload = self._vault().initiate_multipart_upload(
             _part_size(self.headers.get("x-amz-part-size")),
             self.headers.get("x-amz-archive-description") or "",
         )
-        return _respond(201, {
-            "Location": self._location("multipart-uploads", upload.upload_id),
-            "x-amz-multipart-upload-id": upload.upload_id,
-        })
+        return _respond(
+            201,
+            {
+                "Location": self._location("multipart-uploads", upload.upload_id),
+                "x-amz-multipart-upload-id": upload.upload_id,
+            },
+        )
 
     def upload_multipart_part(self) -> TYPE_RESPONSE:
         upload = self._vault().get_upload(self.uri_match["uploadId"])

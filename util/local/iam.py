@@ -41,8 +41,12 @@ from xml.etree import ElementTree
 
 from moto import settings
 from moto.core.authorization import ActionAuthenticatorMixin
-from moto.core.exceptions import (AccessDeniedError, InvalidClientTokenIdError, JsonRESTError,
-                                  SignatureDoesNotMatchError)
+from moto.core.exceptions import (
+    AccessDeniedError,
+    InvalidClientTokenIdError,
+    JsonRESTError,
+    SignatureDoesNotMatchError,
+)
 from moto.dynamodb.responses import DynamoHandler
 from moto.glacier.responses import GlacierResponse
 from moto.iam.access_control import IAMRequest
@@ -56,8 +60,10 @@ from util.helpers import Aws
 __all__ = ["ADMINISTRATOR", "enforce", "grant", "install"]
 
 # Allows everything, as AWS's AdministratorAccess managed policy does.
-ADMINISTRATOR = {"Version": "2012-10-17",
-                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+ADMINISTRATOR = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
 
 # API operations whose IAM action has another name.
 IAM_ACTIONS = {
@@ -72,8 +78,10 @@ _VAULT_PATH = re.compile(r"/[^/]+/vaults/([^/]+)")
 
 
 def _arn(response: Any, service: str, resource: str, account: str | None = None) -> str:
-    return (f"arn:{response.partition}:{service}:{response.region}:"
-            f"{account or response.current_account}:{resource}")
+    return (
+        f"arn:{response.partition}:{service}:{response.region}:"
+        f"{account or response.current_account}:{resource}"
+    )
 
 
 def _sqs_resource(response: SQSResponse) -> str | None:
@@ -124,8 +132,9 @@ _MOTO_RESOURCE_HOOKS: dict[type, Callable[[Any], str]] = {
 }
 
 
-def _resource_hook(resolve: Callable[[Any], str | None],
-                   moto_default: Callable[[Any], str] | None) -> Callable[[Any], str]:
+def _resource_hook(
+    resolve: Callable[[Any], str | None], moto_default: Callable[[Any], str] | None
+) -> Callable[[Any], str]:
     """A `_determine_resource` for moto's call_action: AWS's resource, while enforcing."""
 
     def determine_resource(response: Any) -> str:
@@ -159,8 +168,9 @@ def _sign_what_was_sent(request: IAMRequest) -> Any:
 _authorize_s3 = S3Response._authenticate_and_authorize_s3_action
 
 
-def _authorize_s3_per_key(response: S3Response, bucket_name: str | None = None,
-                          key_name: str | None = None) -> None:
+def _authorize_s3_per_key(
+    response: S3Response, bucket_name: str | None = None, key_name: str | None = None
+) -> None:
     if _enforcing() and key_name is None and response.is_delete_keys():
         # <Delete><Object><Key>…</Key></Object>…</Delete>, in S3's XML namespace
         for element in ElementTree.fromstring(response.body).iter():
@@ -191,9 +201,10 @@ def _in_json(raise_error: Callable[..., None]) -> Callable[..., None]:
 def _deny(request: IAMRequest) -> None:
     action = f"{request._action} on resource: {getattr(request, '_gas_resource', '*')}"
     if request._service in JSON_SERVICES:
-        raise _JsonAccessDenied("AccessDeniedException",
-                                f"User: {request._access_key.arn} is not authorized to "
-                                f"perform: {action}")
+        raise _JsonAccessDenied(
+            "AccessDeniedException",
+            f"User: {request._access_key.arn} is not authorized to perform: {action}",
+        )
     raise AccessDeniedError(user_arn=request._access_key.arn, action=action)
 
 
@@ -202,9 +213,13 @@ def install() -> None:
 
     Until `enforce` is called nothing changes: moto authorises no request at all.
     """
-    hooks = [(SQSResponse, _sqs_resource), (DynamoHandler, _dynamodb_resource),
-             (SNSResponse, _sns_resource), (EmailResponse, _ses_resource),
-             (GlacierResponse, _glacier_resource)]
+    hooks = [
+        (SQSResponse, _sqs_resource),
+        (DynamoHandler, _dynamodb_resource),
+        (SNSResponse, _sns_resource),
+        (EmailResponse, _ses_resource),
+        (GlacierResponse, _glacier_resource),
+    ]
     for response_class, resolve in hooks:
         moto_default = _MOTO_RESOURCE_HOOKS.get(response_class)
         hook = _resource_hook(resolve, moto_default)  # type: ignore[arg-type]
@@ -214,9 +229,11 @@ def install() -> None:
     IAMRequest._create_aws_request = _sign_what_was_sent  # type: ignore[method-assign,assignment]
     IAMRequest._raise_access_denied = _deny  # type: ignore[method-assign,assignment]
     IAMRequest._raise_invalid_access_key = _in_json(  # type: ignore[method-assign]
-        _raise_invalid_access_key)
+        _raise_invalid_access_key
+    )
     IAMRequest._raise_signature_does_not_match = _in_json(  # type: ignore[method-assign]
-        _raise_signature_does_not_match)
+        _raise_signature_does_not_match
+    )
     S3Response._authenticate_and_authorize_s3_action = _authorize_s3_per_key  # type: ignore[method-assign,assignment]
 
 
@@ -227,8 +244,10 @@ def grant(aws: Aws, user: str, policy: dict[str, Any]) -> dict[str, str]:
     iam.create_user(UserName=user)
     iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=user)["AccessKey"]
-    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
 
 
 def enforce(endpoint_url: str) -> None:
@@ -237,8 +256,11 @@ def enforce(endpoint_url: str) -> None:
     moto's own switch (``/moto-api/reset-auth``, what ``set_initial_no_auth_action_count``
     uses in server mode): the number of requests still let through unchecked becomes 0.
     """
-    request = urllib.request.Request(f"{endpoint_url.rstrip('/')}/moto-api/reset-auth",
-                                     data=b"0", method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        f"{endpoint_url.rstrip('/')}/moto-api/reset-auth",
+        data=b"0",
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()

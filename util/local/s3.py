@@ -119,10 +119,12 @@ class _RestoreError(Exception):
         self.status, self.code, self.message = status, code, message
 
     def response(self, key_name: str) -> TYPE_RESPONSE:
-        body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                f"<Error><Code>{self.code}</Code><Message>{escape(self.message)}</Message>"
-                f"<Key>{escape(key_name)}</Key>"
-                "<RequestId>set-by-moto</RequestId></Error>")  # moto puts its request id in
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{self.code}</Code><Message>{escape(self.message)}</Message>"
+            f"<Key>{escape(key_name)}</Key>"
+            "<RequestId>set-by-moto</RequestId></Error>"
+        )  # moto puts its request id in
         return self.status, {"content-type": "application/xml"}, body
 
 
@@ -144,27 +146,38 @@ def _parse(body: bytes) -> tuple[int, str]:
     try:
         request = xmltodict.parse(body)["RestoreRequest"] or {}
     except Exception:  # noqa: BLE001 - any unparsable body is malformed, as AWS says
-        raise _RestoreError(400, "MalformedXML", "The XML you provided was not well-formed "
-                           "or did not validate against our published schema") from None
+        raise _RestoreError(
+            400,
+            "MalformedXML",
+            "The XML you provided was not well-formed "
+            "or did not validate against our published schema",
+        ) from None
     tier = (request.get("GlacierJobParameters") or {}).get("Tier") or "Standard"
     if tier not in TIERS:
-        raise _RestoreError(400, "MalformedXML", f"Invalid Tier: {tier}. Valid values are: "
-                           f"{', '.join(TIERS)}")
+        raise _RestoreError(
+            400, "MalformedXML", f"Invalid Tier: {tier}. Valid values are: {', '.join(TIERS)}"
+        )
     days = request.get("Days") or ""
     if not days.isdigit() or int(days) < 1:
-        raise _RestoreError(400, "InvalidArgument", "Days, a whole number of at least 1, "
-                           f"is required to restore an archived object (given: {days})")
+        raise _RestoreError(
+            400,
+            "InvalidArgument",
+            "Days, a whole number of at least 1, "
+            f"is required to restore an archived object (given: {days})",
+        )
     return int(days), tier
 
 
-def _restore_object(backend: S3Backend, bucket: FakeBucket, key: FakeKey, days: int,
-                   tier: str) -> int:
+def _restore_object(
+    backend: S3Backend, bucket: FakeBucket, key: FakeKey, days: int, tier: str
+) -> int:
     """RestoreObject of `key`: the HTTP status of the answer, or _RestoreError."""
     if key.storage_class not in ARCHIVE_STORAGE_CLASSES:
         raise InvalidObjectState(storage_class=key.storage_class)
     if tier == "Expedited" and key.storage_class == "DEEP_ARCHIVE":
-        raise _RestoreError(403, "InvalidTier",
-                           "Retrieval option is not supported by this storage class")
+        raise _RestoreError(
+            403, "InvalidTier", "Retrieval option is not supported by this storage class"
+        )
     settings = current_settings()
     now = utcnow()
     with _LOCK:
@@ -173,15 +186,21 @@ def _restore_object(backend: S3Backend, bucket: FakeBucket, key: FakeKey, days: 
             restore.days, restore.expiry = days, _expiry(now, days)
             key.set_expiry(restore.expiry)
             return 200
-        upgrade = (restore is not None and days == restore.days
-                   and TIERS.index(tier) < TIERS.index(restore.tier))
+        upgrade = (
+            restore is not None
+            and days == restore.days
+            and TIERS.index(tier) < TIERS.index(restore.tier)
+        )
         if restore is not None and not upgrade:
-            raise _RestoreError(409, "RestoreAlreadyInProgress",
-                               "Object restore is already in progress")
+            raise _RestoreError(
+                409, "RestoreAlreadyInProgress", "Object restore is already in progress"
+            )
         if tier == "Expedited" and not settings.expedited_capacity:
-            raise _RestoreError(503, "GlacierExpeditedRetrievalNotAvailable",
-                               "Glacier expedited retrievals are currently not available, "
-                               "please try again later")
+            raise _RestoreError(
+                503,
+                "GlacierExpeditedRetrievalNotAvailable",
+                "Glacier expedited retrievals are currently not available, please try again later",
+            )
         due = now + timedelta(seconds=settings.seconds(tier))
         if restore is not None:  # the upgrade: the faster tier's time counts from now
             restore.tier, restore.due = tier, min(restore.due, due)
@@ -190,10 +209,12 @@ def _restore_object(backend: S3Backend, bucket: FakeBucket, key: FakeKey, days: 
             setattr(key, _ATTRIBUTE, restore)
             key.set_expiry(restore.expiry)  # moto shows x-amz-restore only with an expiry
     if not upgrade:
-        notifications.send_event(key.account_id, S3NotificationEvent.OBJECT_RESTORE_POST_EVENT,
-                                 bucket, key)
-    timer = threading.Timer((restore.due - utcnow()).total_seconds(), _complete,
-                            (backend, bucket, key, restore))
+        notifications.send_event(
+            key.account_id, S3NotificationEvent.OBJECT_RESTORE_POST_EVENT, bucket, key
+        )
+    timer = threading.Timer(
+        (restore.due - utcnow()).total_seconds(), _complete, (backend, bucket, key, restore)
+    )
     timer.daemon = True  # a pending event must not keep a test run or server alive
     timer.start()
     return 202
@@ -205,31 +226,43 @@ def _complete(backend: S3Backend, bucket: FakeBucket, key: FakeKey, restore: Res
         # A key whose mock_aws context ended (or whose server was reset, or that was
         # overwritten) is gone from moto's live state: its event would reach a later
         # test's topic of the same name. An upgraded restore has two timers: one sends.
-        live = (backend.buckets.get(bucket.name) is bucket
-                and any(k is key for k in bucket.keys.getlist(key.name, []))
-                and _restore_of(key) is restore)
+        live = (
+            backend.buckets.get(bucket.name) is bucket
+            and any(k is key for k in bucket.keys.getlist(key.name, []))
+            and _restore_of(key) is restore
+        )
         if not live or restore.completed:
             return
         restore.completed = True
-    notifications.send_event(key.account_id,
-                             S3NotificationEvent.OBJECT_RESTORE_COMPLETED_EVENT, bucket, key)
+    notifications.send_event(
+        key.account_id, S3NotificationEvent.OBJECT_RESTORE_COMPLETED_EVENT, bucket, key
+    )
 
 
-def _s3_event(event_name: str, bucket: FakeBucket, key: FakeKey,
-              notification_id: str) -> dict[str, Any]:
+def _s3_event(
+    event_name: str, bucket: FakeBucket, key: FakeKey, notification_id: str
+) -> dict[str, Any]:
     """moto's event record, plus glacierEventData in ObjectRestore:Completed (only there)."""
     event = _moto_s3_event(event_name, bucket, key, notification_id)
     restore = _restore_of(key)
     if event_name == S3NotificationEvent.OBJECT_RESTORE_COMPLETED_EVENT and restore:
-        event["Records"][0]["glacierEventData"] = {"restoreEventData": {
-            "lifecycleRestorationExpiryTime": _stamp(restore.expiry),
-            "lifecycleRestoreStorageClass": key.storage_class,
-        }}
+        event["Records"][0]["glacierEventData"] = {
+            "restoreEventData": {
+                "lifecycleRestorationExpiryTime": _stamp(restore.expiry),
+                "lifecycleRestoreStorageClass": key.storage_class,
+            }
+        }
     return event
 
 
-def _key_response_post(self: S3Response, request: Any, body: bytes, bucket_name: str,
-                       query: dict[str, Any], key_name: str) -> TYPE_RESPONSE:
+def _key_response_post(
+    self: S3Response,
+    request: Any,
+    body: bytes,
+    bucket_name: str,
+    query: dict[str, Any],
+    key_name: str,
+) -> TYPE_RESPONSE:
     """RestoreObject (POST ?restore) here; every other POST of a key is moto's."""
     if "restore" not in query:
         return _moto_key_response_post(self, request, body, bucket_name, query, key_name)
@@ -241,25 +274,45 @@ def _key_response_post(self: S3Response, request: Any, body: bytes, bucket_name:
         raise MissingKey(key=key_name)
     try:
         days, tier = _parse(body)
-        status = _restore_object(self.backend, self.backend.get_bucket(bucket_name), key,
-                                 days, tier)
+        status = _restore_object(
+            self.backend, self.backend.get_bucket(bucket_name), key, days, tier
+        )
     except _RestoreError as error:
         return error.response(key_name)
     return status, {}, ""
 
 
-def _upload_part_copy(self: S3Backend, dest_bucket_name: str, multipart_id: str,
-                      part_id: int, src_bucket_name: str, src_key_name: str,
-                      src_version_id: str | None, start_byte: int, end_byte: int) -> FakeKey:
+def _upload_part_copy(
+    self: S3Backend,
+    dest_bucket_name: str,
+    multipart_id: str,
+    part_id: int,
+    src_bucket_name: str,
+    src_key_name: str,
+    src_version_id: str | None,
+    start_byte: int,
+    end_byte: int,
+) -> FakeKey:
     """moto's UploadPartCopy, refusing an archived source that is not restored."""
     source = self.get_object(src_bucket_name, src_key_name, version_id=src_version_id)
     # As for CopyObject: an archived source is readable only once a restore completed.
-    if (source is not None and source.storage_class in ARCHIVE_STORAGE_CLASSES
-            and _key_status(source) != "RESTORED"):
+    if (
+        source is not None
+        and source.storage_class in ARCHIVE_STORAGE_CLASSES
+        and _key_status(source) != "RESTORED"
+    ):
         raise ObjectNotInActiveTierError(src_key_name)
-    return _moto_upload_part_copy(self, dest_bucket_name, multipart_id, part_id,
-                                  src_bucket_name, src_key_name, src_version_id, start_byte,
-                                  end_byte)
+    return _moto_upload_part_copy(
+        self,
+        dest_bucket_name,
+        multipart_id,
+        part_id,
+        src_bucket_name,
+        src_key_name,
+        src_version_id,
+        start_byte,
+        end_byte,
+    )
 
 
 def _key_status(key: FakeKey) -> str | None:
@@ -310,10 +363,12 @@ def _get_object(self: S3Response) -> TYPE_RESPONSE:
     return status, headers, body
 
 
-def _handle_range_header(self: S3Response, request: Any, response_headers: dict[str, Any],
-                         response_content: Any) -> TYPE_RESPONSE:
-    status, headers, body = _moto_handle_range_header(self, request, response_headers,
-                                                      response_content)
+def _handle_range_header(
+    self: S3Response, request: Any, response_headers: dict[str, Any], response_content: Any
+) -> TYPE_RESPONSE:
+    status, headers, body = _moto_handle_range_header(
+        self, request, response_headers, response_content
+    )
     if isinstance(body, _KeyBytes):  # a range moto answers with the whole object
         body = body.whole()
     return status, headers, body

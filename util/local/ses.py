@@ -34,11 +34,16 @@ def sent_emails(endpoint_url: str) -> list[dict[str, Any]]:
 def sent_emails_in_process() -> list[dict[str, Any]]:
     """What moto in this process (``mock_aws``, or the server's own thread) sent."""
     return [
-        {"source": m.source, "to": list(m.destinations.get("ToAddresses", [])),
-         "subject": m.subject, "body": m.body}
+        {
+            "source": m.source,
+            "to": list(m.destinations.get("ToAddresses", [])),
+            "subject": m.subject,
+            "body": m.body,
+        }
         for _, _, backend in ses_backends.iter_backends()
         # sent_messages also holds raw and templated e-mails, which have no subject of their own.
-        for m in cast(Any, backend).sent_messages if isinstance(m, Message)
+        for m in cast(Any, backend).sent_messages
+        if isinstance(m, Message)
     ]
 
 

@@ -9,19 +9,40 @@ import tempfile
 from dataclasses import dataclass
 
 from util.helpers import FREE, PREMIUM, Aws
-from util.resources import (ABORT_INCOMPLETE_UPLOAD_DAYS, ABORT_INCOMPLETE_UPLOADS_RULE,
-                            DEAD_LETTER_RETENTION_SECONDS, DEAD_LETTER_SUFFIX, MAX_RECEIVE_COUNT,
-                            QUEUE_VISIBILITY_SECONDS, RESTORE_COMPLETED, queue_policy,
-                            subscriptions, tables, thaw_topic_policy, topics,
-                            utility_config_files, worker_queues)
+from util.resources import (
+    ABORT_INCOMPLETE_UPLOAD_DAYS,
+    ABORT_INCOMPLETE_UPLOADS_RULE,
+    DEAD_LETTER_RETENTION_SECONDS,
+    DEAD_LETTER_SUFFIX,
+    MAX_RECEIVE_COUNT,
+    QUEUE_VISIBILITY_SECONDS,
+    RESTORE_COMPLETED,
+    queue_policy,
+    subscriptions,
+    tables,
+    thaw_topic_policy,
+    topics,
+    utility_config_files,
+    worker_queues,
+)
 from util.util_config import UTILITY_DIR, Config
 
-__all__ = ["CREDENTIALS", "REGION", "SAMPLE_USERS", "announce_restores", "create_resources",
-           "launch", "utility_config_files"]
+__all__ = [
+    "CREDENTIALS",
+    "REGION",
+    "SAMPLE_USERS",
+    "announce_restores",
+    "create_resources",
+    "launch",
+    "utility_config_files",
+]
 
 REGION = "us-east-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": REGION}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 @dataclass(frozen=True)
@@ -49,19 +70,34 @@ def create_resources(aws: Aws, config: Config) -> None:
     for table in tables(config):
         dynamodb.create_table(**table)
     for user in SAMPLE_USERS:
-        dynamodb.put_item(TableName=gas.users_table, Item={
-            "user_id": {"S": user.user_id}, "name": {"S": user.name},
-            "email": {"S": user.email}, "role": {"S": user.role},
-        })
+        dynamodb.put_item(
+            TableName=gas.users_table,
+            Item={
+                "user_id": {"S": user.user_id},
+                "name": {"S": user.name},
+                "email": {"S": user.email},
+                "role": {"S": user.role},
+            },
+        )
 
     s3 = aws.client("s3")
     for bucket in (gas.inputs_bucket, gas.results_bucket, gas.archive_bucket):
         s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_lifecycle_configuration(Bucket=gas.results_bucket, LifecycleConfiguration={
-        "Rules": [{"ID": ABORT_INCOMPLETE_UPLOADS_RULE, "Status": "Enabled",
-                   "Filter": {"Prefix": ""},
-                   "AbortIncompleteMultipartUpload": {
-                       "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS}}]})
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=gas.results_bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": ABORT_INCOMPLETE_UPLOADS_RULE,
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "AbortIncompleteMultipartUpload": {
+                        "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS
+                    },
+                }
+            ]
+        },
+    )
     aws.client("glacier").create_vault(vaultName=gas.vault)
 
     sns = aws.client("sns")
@@ -69,13 +105,24 @@ def create_resources(aws: Aws, config: Config) -> None:
     queue_arns = {name: create_queue(aws, name) for name in worker_queues(config)}
     sqs = aws.client("sqs")
     for topic, queue in subscriptions(config):
-        sqs.set_queue_attributes(QueueUrl=aws.queue_url(queue), Attributes={
-            "Policy": json.dumps(queue_policy(queue_arns[queue], topic_arns[topic]))})
+        sqs.set_queue_attributes(
+            QueueUrl=aws.queue_url(queue),
+            Attributes={"Policy": json.dumps(queue_policy(queue_arns[queue], topic_arns[topic]))},
+        )
         sns.subscribe(TopicArn=topic_arns[topic], Protocol="sqs", Endpoint=queue_arns[queue])
     thaw_topic = topic_arns[gas.thaw_topic]
-    sns.set_topic_attributes(TopicArn=thaw_topic, AttributeName="Policy", AttributeValue=json.dumps(
-        thaw_topic_policy(gas.archive_backend, thaw_topic, f"arn:aws:s3:::{gas.archive_bucket}",
-                          aws.account_id())))
+    sns.set_topic_attributes(
+        TopicArn=thaw_topic,
+        AttributeName="Policy",
+        AttributeValue=json.dumps(
+            thaw_topic_policy(
+                gas.archive_backend,
+                thaw_topic,
+                f"arn:aws:s3:::{gas.archive_bucket}",
+                aws.account_id(),
+            )
+        ),
+    )
     if gas.archive_backend == "s3":
         announce_restores(aws, config, thaw_topic)
 
@@ -93,11 +140,14 @@ def announce_restores(aws: Aws, config: Config, topic_arn: str) -> None:
     bucket = config.gas.archive_bucket
     wanted = [{"TopicArn": topic_arn, "Events": [RESTORE_COMPLETED]}]
     current = s3.get_bucket_notification_configuration(Bucket=bucket)
-    topics = [{"TopicArn": c["TopicArn"], "Events": c["Events"]}
-              for c in current.get("TopicConfigurations", [])]
+    topics = [
+        {"TopicArn": c["TopicArn"], "Events": c["Events"]}
+        for c in current.get("TopicConfigurations", [])
+    ]
     if topics != wanted:
         s3.put_bucket_notification_configuration(
-            Bucket=bucket, NotificationConfiguration={"TopicConfigurations": wanted})
+            Bucket=bucket, NotificationConfiguration={"TopicConfigurations": wanted}
+        )
 
 
 def create_queue(aws: Aws, name: str) -> str:
@@ -105,25 +155,38 @@ def create_queue(aws: Aws, name: str) -> str:
     sqs = aws.client("sqs")
     dlq_url = sqs.create_queue(
         QueueName=name + DEAD_LETTER_SUFFIX,
-        Attributes={"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)})["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName=name, Attributes={
-        "VisibilityTimeout": str(QUEUE_VISIBILITY_SECONDS),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                     "maxReceiveCount": str(MAX_RECEIVE_COUNT)}),
-    })["QueueUrl"]
+        Attributes={"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)},
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(QUEUE_VISIBILITY_SECONDS),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+            ),
+        },
+    )["QueueUrl"]
     return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"]
+        "QueueArn"
+    ]
 
 
-def launch(port: int = 0, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, dict[str, str]]:
+def launch(
+    port: int = 0, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, dict[str, str]]:
     """Start `python -m util.local serve` and return it with the exports it printed."""
     # stderr goes to a file, not a pipe: an unread pipe fills up and blocks the server.
     errors = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "util.local", "serve", "--port", str(port)],
-        cwd=UTILITY_DIR.parent, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
+        cwd=UTILITY_DIR.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
     )
     exports: dict[str, str] = {}
     assert process.stdout is not None
@@ -132,7 +195,7 @@ def launch(port: int = 0, env: dict[str, str] | None = None) -> tuple[subprocess
         if line == "ready":
             return process, exports
         if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
+            name, _, value = line[len("export ") :].partition("=")
             exports[name] = value
     process.wait()
     errors.seek(0)

@@ -43,9 +43,25 @@ if __package__ in (None, ""):  # run as `python util/notify/notify.py`
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util import worker
-from util.helpers import (COMPLETE_TIME, COMPLETED, FAILED, INPUT_FILE_NAME, JOB_ID, JOB_STATUS,
-                          NOTIFIED_TIME, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, SUBMIT_TIME,
-                          Annotations, Aws, InvalidMessage, User, Users, Write, require_str)
+from util.helpers import (
+    COMPLETE_TIME,
+    COMPLETED,
+    FAILED,
+    INPUT_FILE_NAME,
+    JOB_ID,
+    JOB_STATUS,
+    NOTIFIED_TIME,
+    NOTIFY_CLAIM,
+    NOTIFY_CLAIM_EXPIRES,
+    SUBMIT_TIME,
+    Annotations,
+    Aws,
+    InvalidMessage,
+    User,
+    Users,
+    Write,
+    require_str,
+)
 from util.util_config import Config, ConfigError
 from util.worker import Message, Outcome, defer, done, retry
 
@@ -77,8 +93,12 @@ class Templates:
     @classmethod
     def load(cls, directory: Path, state: str) -> Templates:
         """`<state>_subject.txt`, `<state>.txt` and `<state>.html` from `directory`."""
-        return cls(*(_template(directory / f"{state}{suffix}")
-                     for suffix in ("_subject.txt", ".txt", ".html")))
+        return cls(
+            *(
+                _template(directory / f"{state}{suffix}")
+                for suffix in ("_subject.txt", ".txt", ".html")
+            )
+        )
 
     def render(self, values: dict[str, str]) -> Email:
         escaped = {name: html.escape(value, quote=True) for name, value in values.items()}
@@ -98,13 +118,17 @@ def _template(path: Path) -> Template:
     except UnicodeDecodeError:
         raise ConfigError(f"[notify] templates: {path} is not UTF-8") from None
     if not template.is_valid():
-        raise ConfigError(f"[notify] templates: {path} has a '$' that is no placeholder "
-                          f"(write $$ for a dollar sign)")
+        raise ConfigError(
+            f"[notify] templates: {path} has a '$' that is no placeholder "
+            f"(write $$ for a dollar sign)"
+        )
     unknown = set(template.get_identifiers()) - PLACEHOLDERS
     if unknown:
-        raise ConfigError(f"[notify] templates: {path} uses unknown placeholder(s) "
-                          f"{', '.join('$' + name for name in sorted(unknown))}; "
-                          f"known: {', '.join('$' + name for name in sorted(PLACEHOLDERS))}")
+        raise ConfigError(
+            f"[notify] templates: {path} uses unknown placeholder(s) "
+            f"{', '.join('$' + name for name in sorted(unknown))}; "
+            f"known: {', '.join('$' + name for name in sorted(PLACEHOLDERS))}"
+        )
     return template
 
 
@@ -127,8 +151,9 @@ class Notifier:
     def __init__(self, config: Config, aws: Aws, clock: Callable[[], float] = time.time):
         # Templates first: a broken one stops the worker at start (exit 2), before any AWS call.
         directory = template_directory(config.notify.templates)
-        self.templates = {state: Templates.load(directory, state.lower())
-                          for state in (COMPLETED, FAILED)}
+        self.templates = {
+            state: Templates.load(directory, state.lower()) for state in (COMPLETED, FAILED)
+        }
         self.clock = clock
         self.sender = config.notify.sender
         self.claim_seconds = config.notify.claim_seconds
@@ -177,10 +202,13 @@ class Notifier:
         """Take the sending for `claim_seconds`, unless it is done or another copy holds it."""
         now = int(self.clock())
         return self.jobs.update_if(
-            job_id, "SET #claim = :token, #expires = :expires",
+            job_id,
+            "SET #claim = :token, #expires = :expires",
             "attribute_not_exists(#notified) AND "
             "(attribute_not_exists(#expires) OR #expires < :now)",
-            _NAMES, {":token": token, ":expires": now + self.claim_seconds, ":now": now})
+            _NAMES,
+            {":token": token, ":expires": now + self.claim_seconds, ":now": now},
+        )
 
     def claimed_elsewhere(self, job_id: str, job: dict[str, Any]) -> Outcome:
         """Why the claim failed, from the item as the claim found it."""
@@ -192,38 +220,48 @@ class Notifier:
             return retry("another copy of the message gave up e-mailing")
         # Look again once that copy's claim has lapsed: by then it has recorded its e-mail,
         # or it crashed and this message sends it.
-        return defer(job[NOTIFY_CLAIM_EXPIRES] - self.clock() + 1,
-                     "another copy of the message is being e-mailed")
+        return defer(
+            job[NOTIFY_CLAIM_EXPIRES] - self.clock() + 1,
+            "another copy of the message is being e-mailed",
+        )
 
     def release(self, job_id: str, token: str) -> None:
         """Give up our claim (only ours) after a failed send."""
-        self.jobs.update_if(job_id, "REMOVE #claim, #expires", "#claim = :token", _NAMES,
-                            {":token": token})
+        self.jobs.update_if(
+            job_id, "REMOVE #claim, #expires", "#claim = :token", _NAMES, {":token": token}
+        )
 
     def record(self, job_id: str) -> Write:
         """Record the e-mail, unless one is recorded already."""
-        return self.jobs.update_if(job_id, "SET #notified = :now REMOVE #expires",
-                                   "attribute_not_exists(#notified)", _NAMES,
-                                   {":now": int(self.clock())})
+        return self.jobs.update_if(
+            job_id,
+            "SET #notified = :now REMOVE #expires",
+            "attribute_not_exists(#notified)",
+            _NAMES,
+            {":now": int(self.clock())},
+        )
 
     def load_job(self, job_id: str, user_id: str) -> dict[str, Any]:
         """The job the message names, or InvalidMessage saying why no e-mail is due."""
         job = self.jobs.get_owned(job_id, user_id)
         if job.get(JOB_STATUS) not in self.templates:
-            raise InvalidMessage(f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED} "
-                                 f"or {FAILED}")
+            raise InvalidMessage(
+                f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED} or {FAILED}"
+            )
         return job
 
     def render(self, job: dict[str, Any], user: User) -> Email:
         job_id = job[JOB_ID]
-        return self.templates[job[JOB_STATUS]].render({
-            "name": user.name or user.email,
-            "job_id": job_id,
-            "input_file": str(job.get(INPUT_FILE_NAME) or job_id),
-            "submitted": utc(job.get(SUBMIT_TIME)),
-            "completed": utc(job.get(COMPLETE_TIME)),
-            "job_url": f"{self.web_url}/annotations/{quote(job_id, safe='')}",
-        })
+        return self.templates[job[JOB_STATUS]].render(
+            {
+                "name": user.name or user.email,
+                "job_id": job_id,
+                "input_file": str(job.get(INPUT_FILE_NAME) or job_id),
+                "submitted": utc(job.get(SUBMIT_TIME)),
+                "completed": utc(job.get(COMPLETE_TIME)),
+                "job_url": f"{self.web_url}/annotations/{quote(job_id, safe='')}",
+            }
+        )
 
     def send(self, address: str, email: Email) -> None:
         self.ses.send_email(
@@ -231,8 +269,10 @@ class Notifier:
             Destination={"ToAddresses": [address]},
             Message={
                 "Subject": {"Data": email.subject, "Charset": "UTF-8"},
-                "Body": {"Text": {"Data": email.text, "Charset": "UTF-8"},
-                         "Html": {"Data": email.html, "Charset": "UTF-8"}},
+                "Body": {
+                    "Text": {"Data": email.text, "Charset": "UTF-8"},
+                    "Html": {"Data": email.html, "Charset": "UTF-8"},
+                },
             },
         )
 

@@ -61,10 +61,28 @@ from botocore.exceptions import BotoCoreError, ClientError
 from util import metrics
 from util.backends import S3Backend
 from util.glacier import Vault
-from util.helpers import (ARCHIVE_ID, ARCHIVE_UPLOAD, COMPLETE_TIME, COMPLETED, JOB_ID,
-                          JOB_STATUS, NOTIFIED_TIME, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, PREMIUM,
-                          RESTORE_EXPIRES, RESTORE_JOB_ID, RESULT_ETAG, RESULT_KEY,
-                          RESULTS_BUCKET, S3_NOT_FOUND, USER_ID, Annotations, Aws, Users)
+from util.helpers import (
+    ARCHIVE_ID,
+    ARCHIVE_UPLOAD,
+    COMPLETE_TIME,
+    COMPLETED,
+    JOB_ID,
+    JOB_STATUS,
+    NOTIFIED_TIME,
+    NOTIFY_CLAIM,
+    NOTIFY_CLAIM_EXPIRES,
+    PREMIUM,
+    RESTORE_EXPIRES,
+    RESTORE_JOB_ID,
+    RESULT_ETAG,
+    RESULT_KEY,
+    RESULTS_BUCKET,
+    S3_NOT_FOUND,
+    USER_ID,
+    Annotations,
+    Aws,
+    Users,
+)
 from util.retrieval import is_claim
 from util.util_config import Config, ConfigError, load
 from util.worker import configure_logging
@@ -78,8 +96,15 @@ RETRIEVAL_LAPSED = "retrieval-lapsed"
 ORPHAN_ARCHIVE = "orphan-archive"
 LOST = "lost"
 STALE_CLAIM = "stale-claim"
-KINDS = (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED, RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED,
-         ORPHAN_ARCHIVE, LOST, STALE_CLAIM)
+KINDS = (
+    ARCHIVE_NOT_REQUESTED,
+    RESULT_NOT_DELETED,
+    RESTORE_NOT_REQUESTED,
+    RETRIEVAL_LAPSED,
+    ORPHAN_ARCHIVE,
+    LOST,
+    STALE_CLAIM,
+)
 EXIT_OK, EXIT_AWS, EXIT_CONFIG, EXIT_LOST, EXIT_FINDINGS = 0, 1, 2, 3, 4
 SQS_BATCH = 10
 
@@ -129,8 +154,9 @@ def _epoch(stamp: str) -> float:
 class Reconciler:
     """One pass (see module docstring)."""
 
-    def __init__(self, config: Config, aws: Aws, repair: bool,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self, config: Config, aws: Aws, repair: bool, clock: Callable[[], float] = time.time
+    ):
         self.config = config
         self.aws = aws
         self.repair = repair
@@ -156,19 +182,24 @@ class Reconciler:
         self.roles = {u.user_id: u.role for u in self.users.all(self.settings.page_size)}
         self.results = self.list_objects(self.results_bucket, "")
         self.archives, inventory_date = self.list_archives()
-        visibility = int(self.sqs.get_queue_attributes(
-            QueueUrl=self.aws.queue_url(self.config.archive.queue),
-            AttributeNames=["VisibilityTimeout"])["Attributes"]["VisibilityTimeout"])
-        self.overdue = (self.config.archive.grace_seconds + self.settings.slack_seconds
-                        + visibility)
+        visibility = int(
+            self.sqs.get_queue_attributes(
+                QueueUrl=self.aws.queue_url(self.config.archive.queue),
+                AttributeNames=["VisibilityTimeout"],
+            )["Attributes"]["VisibilityTimeout"]
+        )
+        self.overdue = self.config.archive.grace_seconds + self.settings.slack_seconds + visibility
         self.named: set[str] = set()
         self.candidates: list[tuple[str, dict[str, Any]]] = []
         segments = self.settings.scan_segments
         with ThreadPoolExecutor(segments, thread_name_prefix="scan") as pool:
             counts = list(pool.map(self.scan_segment, range(segments)))
-        report.scanned = {"items": sum(counts), "users": len(self.roles),
-                          "results": len(self.results),
-                          "archives": None if self.archives is None else len(self.archives)}
+        report.scanned = {
+            "items": sum(counts),
+            "users": len(self.roles),
+            "results": len(self.results),
+            "archives": None if self.archives is None else len(self.archives),
+        }
 
         previous = self.previous_suspects()
         restore_users: dict[str, list[Finding]] = {}
@@ -193,11 +224,15 @@ class Reconciler:
         """key -> {"etag", "size", "modified"} of every object under the prefix."""
         objects = {}
         pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self.settings.page_size})
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self.settings.page_size}
+        )
         for page in pages:
             for o in page.get("Contents", []):
-                objects[o["Key"]] = {"etag": o["ETag"], "size": o["Size"],
-                                     "modified": o["LastModified"].timestamp()}
+                objects[o["Key"]] = {
+                    "etag": o["ETag"],
+                    "size": o["Size"],
+                    "modified": o["LastModified"].timestamp(),
+                }
         return objects
 
     def list_archives(self) -> tuple[dict[str, dict[str, Any]] | None, float]:
@@ -205,12 +240,17 @@ class Reconciler:
         if self.backend_name == "s3":
             prefix = self.config.gas.archive_prefix
             listed = self.list_objects(self.config.gas.archive_bucket, prefix)
-            return {key: {"job_id": key[len(prefix):].rsplit("/", 1)[0], **o}
-                    for key, o in listed.items() if "/" in key[len(prefix):]}, self.now
+            return {
+                key: {"job_id": key[len(prefix) :].rsplit("/", 1)[0], **o}
+                for key, o in listed.items()
+                if "/" in key[len(prefix) :]
+            }, self.now
         finished = [j for j in self.vault.inventory_jobs() if j["StatusCode"] == "Succeeded"]
         if not finished:
-            self.report.notes.append("no finished vault inventory yet: orphans and lost "
-                                     "archives not looked for (one was started)")
+            self.report.notes.append(
+                "no finished vault inventory yet: orphans and lost "
+                "archives not looked for (one was started)"
+            )
             return None, 0.0
         inventory = self.vault.inventory(finished[-1]["JobId"])
         archives = {}
@@ -219,15 +259,17 @@ class Reconciler:
                 job_id = json.loads(entry["ArchiveDescription"])["job_id"]
             except (ValueError, TypeError, KeyError):
                 continue  # not an archive of this pipeline's: never touched
-            archives[entry["ArchiveId"]] = {"job_id": job_id,
-                                            "modified": _epoch(entry["CreationDate"])}
+            archives[entry["ArchiveId"]] = {
+                "job_id": job_id,
+                "modified": _epoch(entry["CreationDate"]),
+            }
         self.report.notes.append(f"vault inventory of {inventory.date}")
-        return archives, _epoch(inventory.date)
+        # No InventoryDate: taken as covering nothing, so nothing is suspected from it.
+        return archives, _epoch(inventory.date) if inventory.date else 0.0
 
     def scan_segment(self, segment: int) -> int:
         seen = 0
-        for item in self.jobs.scan(segment, self.settings.scan_segments,
-                                   self.settings.page_size):
+        for item in self.jobs.scan(segment, self.settings.scan_segments, self.settings.page_size):
             seen += 1
             kinds = list(self.classify(item))
             with self.lock:
@@ -242,16 +284,24 @@ class Reconciler:
         now = self.now
         if self.stale_claims(item):
             yield STALE_CLAIM
-        if (item.get(JOB_STATUS) != COMPLETED or item.get(RESULTS_BUCKET) != self.results_bucket
-                or not isinstance(item.get(COMPLETE_TIME), (int, float))):
+        if (
+            item.get(JOB_STATUS) != COMPLETED
+            or item.get(RESULTS_BUCKET) != self.results_bucket
+            or not isinstance(item.get(COMPLETE_TIME), (int, float))
+        ):
             return
         result = self.results.get(item.get(RESULT_KEY, ""))
         overdue = item[COMPLETE_TIME] + self.overdue < now
-        premium = self.roles.get(item.get(USER_ID)) == PREMIUM
+        premium = self.roles.get(str(item.get(USER_ID, ""))) == PREMIUM
         archive_id = item.get(ARCHIVE_ID)
         if archive_id is None:
-            if overdue and not premium and item.get(USER_ID) in self.roles \
-                    and result and result["size"] > 0:
+            if (
+                overdue
+                and not premium
+                and item.get(USER_ID) in self.roles
+                and result
+                and result["size"] > 0
+            ):
                 yield ARCHIVE_NOT_REQUESTED
             return
         if overdue and result and result["etag"] == item.get(RESULT_ETAG):
@@ -267,8 +317,13 @@ class Reconciler:
 
     # -- confirmed by point reads ---------------------------------------------------------
 
-    def confirm(self, kind: str, seen: dict[str, Any], inventory_date: float,
-                previous: dict[str, dict[str, Any]]) -> Finding | None:
+    def confirm(
+        self,
+        kind: str,
+        seen: dict[str, Any],
+        inventory_date: float,
+        previous: dict[str, dict[str, Any]],
+    ) -> Finding | None:
         """The finding, if the item (read again, consistently) and S3 still show it."""
         job_id, user_id = seen[JOB_ID], seen.get(USER_ID, "")
         item = self.jobs.get(job_id)
@@ -277,8 +332,12 @@ class Reconciler:
         archive_id = item.get(ARCHIVE_ID)
         if kind == STALE_CLAIM:
             return self.stale_claim(item)
-        if kind in (RESULT_NOT_DELETED, RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED, LOST) \
-                and archive_id != seen.get(ARCHIVE_ID):
+        if kind in (
+            RESULT_NOT_DELETED,
+            RESTORE_NOT_REQUESTED,
+            RETRIEVAL_LAPSED,
+            LOST,
+        ) and archive_id != seen.get(ARCHIVE_ID):
             return None  # moved on since the Scan
         if kind == ARCHIVE_NOT_REQUESTED:
             head = self.head(item[RESULTS_BUCKET], item[RESULT_KEY])
@@ -287,18 +346,25 @@ class Reconciler:
         elif kind == RESULT_NOT_DELETED:
             head = self.head(item[RESULTS_BUCKET], item[RESULT_KEY])
             if head and head["ETag"] == item.get(RESULT_ETAG):
-                return Finding(kind, job_id, user_id, f"archived as {archive_id[:40]}, the "
-                               "archived S3 result still there")
+                return Finding(
+                    kind,
+                    job_id,
+                    user_id,
+                    f"archived as {str(archive_id)[:40]}, the archived S3 result still there",
+                )
         elif kind in (RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED):
             recorded = item.get(RESTORE_JOB_ID)
             lapsed = item.get(RESTORE_EXPIRES, self.now) < self.now
-            if kind == RESTORE_NOT_REQUESTED and (recorded is None or is_claim(recorded)
-                                                  and lapsed):
-                return Finding(kind, job_id, user_id, "premium user's result archived, "
-                               "no retrieval")
+            if kind == RESTORE_NOT_REQUESTED and (
+                recorded is None or is_claim(recorded) and lapsed
+            ):
+                return Finding(
+                    kind, job_id, user_id, "premium user's result archived, no retrieval"
+                )
             if kind == RETRIEVAL_LAPSED and recorded and not is_claim(recorded) and lapsed:
-                return Finding(kind, job_id, user_id, f"retrieval {recorded[:40]} lapsed, "
-                               "result not back")
+                return Finding(
+                    kind, job_id, user_id, f"retrieval {recorded[:40]} lapsed, result not back"
+                )
         elif kind == LOST:
             return self.lost(item, inventory_date, previous)
         return None
@@ -318,8 +384,9 @@ class Reconciler:
             return self.archive_store.head(archive_id) is not None
         return None
 
-    def lost(self, item: dict[str, Any], inventory_date: float,
-             previous: dict[str, dict[str, Any]]) -> Finding | None:
+    def lost(
+        self, item: dict[str, Any], inventory_date: float, previous: dict[str, dict[str, Any]]
+    ) -> Finding | None:
         job_id, archive_id = item[JOB_ID], item[ARCHIVE_ID]
         if self.archive_exists(archive_id) or self.head(item[RESULTS_BUCKET], item[RESULT_KEY]):
             return None
@@ -333,20 +400,27 @@ class Reconciler:
             self.report.suspects[archive_id] = {"job_id": job_id, "since": since}
             if since >= inventory_date:
                 return None  # perhaps made after the inventory was taken: the next one says
-            detail = (f"names archive {archive_id[:40]}, absent from an inventory taken after "
-                      f"{datetime.fromtimestamp(since).isoformat()}; S3 result gone")
+            detail = (
+                f"names archive {archive_id[:40]}, absent from an inventory taken after "
+                f"{datetime.fromtimestamp(since).isoformat()}; S3 result gone"
+            )
         return Finding(LOST, job_id, item.get(USER_ID, ""), detail, "none: reported")
 
     def stale_claims(self, item: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
         """The item's lapsed claims: (what, the attribute names of the claim and its expiry)."""
         claims = []
         if is_claim(item.get(RESTORE_JOB_ID)) and item.get(RESTORE_EXPIRES, self.now) < self.now:
-            claims.append(("retrieval claim", {"#claim": RESTORE_JOB_ID,
-                                               "#expires": RESTORE_EXPIRES}))
-        if (NOTIFY_CLAIM_EXPIRES in item and NOTIFIED_TIME not in item
-                and item[NOTIFY_CLAIM_EXPIRES] < self.now):
-            claims.append(("e-mail claim", {"#claim": NOTIFY_CLAIM,
-                                            "#expires": NOTIFY_CLAIM_EXPIRES}))
+            claims.append(
+                ("retrieval claim", {"#claim": RESTORE_JOB_ID, "#expires": RESTORE_EXPIRES})
+            )
+        if (
+            NOTIFY_CLAIM_EXPIRES in item
+            and NOTIFIED_TIME not in item
+            and item[NOTIFY_CLAIM_EXPIRES] < self.now
+        ):
+            claims.append(
+                ("e-mail claim", {"#claim": NOTIFY_CLAIM, "#expires": NOTIFY_CLAIM_EXPIRES})
+            )
         return claims
 
     def stale_claim(self, item: dict[str, Any]) -> Finding | None:
@@ -354,17 +428,27 @@ class Reconciler:
         claims = self.stale_claims(item)
         if not claims:
             return None
-        finding = Finding(STALE_CLAIM, item[JOB_ID], item.get(USER_ID, ""), ", ".join(
-            f"{what} expired at {datetime.fromtimestamp(item[names['#expires']]).isoformat()}"
-            for what, names in claims), "would clear it")
+        finding = Finding(
+            STALE_CLAIM,
+            item[JOB_ID],
+            item.get(USER_ID, ""),
+            ", ".join(
+                f"{what} expired at {datetime.fromtimestamp(item[names['#expires']]).isoformat()}"
+                for what, names in claims
+            ),
+            "would clear it",
+        )
         if self.repair:
             for _, names in claims:
                 # Not applied: gone already (this write's own first attempt, or its holder
                 # moved on): either way no longer stale.
-                self.jobs.update_if(item[JOB_ID], "REMOVE #claim, #expires",
-                                    "#claim = :claim AND #expires = :expires", names,
-                                    {":claim": item.get(names["#claim"]),
-                                     ":expires": item[names["#expires"]]})
+                self.jobs.update_if(
+                    item[JOB_ID],
+                    "REMOVE #claim, #expires",
+                    "#claim = :claim AND #expires = :expires",
+                    names,
+                    {":claim": item.get(names["#claim"]), ":expires": item[names["#expires"]]},
+                )
             finding.action = "done: cleared"
         return finding
 
@@ -372,32 +456,50 @@ class Reconciler:
 
     def act(self, report: Report, restore_users: dict[str, list[Finding]]) -> None:
         """Send the archive and restore messages the findings call for."""
-        archive = [f for f in report.findings
-                   if f.kind in (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED)]
-        self.send(self.config.archive.queue, archive,
-                  lambda f: {JOB_ID: f.job_id, USER_ID: f.user_id}, "archive message")
+        archive = [
+            f for f in report.findings if f.kind in (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED)
+        ]
+        self.send(
+            self.config.archive.queue,
+            archive,
+            lambda f: {JOB_ID: f.job_id, USER_ID: f.user_id},
+            "archive message",
+        )
         firsts = [findings[0] for findings in restore_users.values()]
-        self.send(self.config.restore.queue, firsts, lambda f: {USER_ID: f.user_id},
-                  "restore message")
+        self.send(
+            self.config.restore.queue, firsts, lambda f: {USER_ID: f.user_id}, "restore message"
+        )
         for findings in restore_users.values():
             for finding in findings[1:]:
                 finding.action = findings[0].action
 
-    def send(self, queue: str, findings: list[Finding],
-             body: Callable[[Finding], dict[str, str]], what: str) -> None:
+    def send(
+        self,
+        queue: str,
+        findings: list[Finding],
+        body: Callable[[Finding], dict[str, str]],
+        what: str,
+    ) -> None:
         if not self.repair:
             for finding in findings:
                 finding.action = f"would send the {what}"
             return
         url = self.aws.queue_url(queue)
         for start in range(0, len(findings), SQS_BATCH):
-            chunk = findings[start:start + SQS_BATCH]
-            response = self.sqs.send_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "MessageBody": json.dumps(body(f))} for i, f in enumerate(chunk)])
+            chunk = findings[start : start + SQS_BATCH]
+            response = self.sqs.send_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "MessageBody": json.dumps(body(f))} for i, f in enumerate(chunk)
+                ],
+            )
             failed = {int(f["Id"]): f.get("Message", "") for f in response.get("Failed", [])}
             for i, finding in enumerate(chunk):
-                finding.action = (f"failed to send the {what}: {failed[i]}" if i in failed
-                                  else f"done: sent the {what}")
+                finding.action = (
+                    f"failed to send the {what}: {failed[i]}"
+                    if i in failed
+                    else f"done: sent the {what}"
+                )
 
     def orphans(self) -> list[Finding]:
         """Archives no job names, old enough, checked again right before each delete."""
@@ -410,12 +512,15 @@ class Reconciler:
             if not self.still_orphan(archive_id, archive["job_id"], oldest):
                 continue
             made = datetime.fromtimestamp(archive["modified"]).isoformat()
-            finding = Finding(ORPHAN_ARCHIVE, archive["job_id"], "",
-                              f"archive {archive_id[:40]} of {made} named by no job",
-                              "would delete it")
+            finding = Finding(
+                ORPHAN_ARCHIVE,
+                archive["job_id"],
+                "",
+                f"archive {archive_id[:40]} of {made} named by no job",
+                "would delete it",
+            )
             if self.repair:
-                (self.archive_store if self.backend_name == "s3" else self.vault).delete(
-                    archive_id)
+                (self.archive_store if self.backend_name == "s3" else self.vault).delete(archive_id)
                 finding.action = "done: deleted"
             findings.append(finding)
         return findings
@@ -451,9 +556,12 @@ class Reconciler:
         return (previous or {}).get("suspects", {})
 
     def save(self, report: Report) -> None:
-        self.s3.put_object(Bucket=self.results_bucket, Key=self.settings.report_key,
-                           Body=json.dumps(report.to_json(), indent=1).encode(),
-                           ContentType="application/json")
+        self.s3.put_object(
+            Bucket=self.results_bucket,
+            Key=self.settings.report_key,
+            Body=json.dumps(report.to_json(), indent=1).encode(),
+            ContentType="application/json",
+        )
 
 
 def load_report(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
@@ -467,27 +575,39 @@ def load_report(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
 
 
 def render_text(report: Report) -> str:
-    lines = [f"reconcile ({'repair' if report.repair else 'dry run'}, backend "
-             f"{report.backend}): scanned {report.scanned}"]
+    lines = [
+        f"reconcile ({'repair' if report.repair else 'dry run'}, backend "
+        f"{report.backend}): scanned {report.scanned}"
+    ]
     lines += [f"note: {note}" for note in report.notes]
     for f in report.findings:
-        lines.append(f"{f.kind:22} job={f.job_id} user={f.user_id or '-'}  {f.detail}  "
-                     f"-> {f.action}")
+        lines.append(
+            f"{f.kind:22} job={f.job_id} user={f.user_id or '-'}  {f.detail}  -> {f.action}"
+        )
     if report.suspects:
-        lines.append(f"{len(report.suspects)} archive(s) missing from the inventory, to "
-                     "look at again on the next inventory")
+        lines.append(
+            f"{len(report.suspects)} archive(s) missing from the inventory, to "
+            "look at again on the next inventory"
+        )
     counts = report.counts()
-    lines.append("findings: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-                                 or "none"))
+    lines.append(
+        "findings: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none")
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reconcile", description="GAS anti-entropy pass")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="extra .ini file (repeatable; later files win)")
-    parser.add_argument("--repair", action="store_true",
-                        help="act on what is found (default: report only)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra .ini file (repeatable; later files win)",
+    )
+    parser.add_argument(
+        "--repair", action="store_true", help="act on what is found (default: report only)"
+    )
     parser.add_argument("--format", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
     try:
@@ -497,13 +617,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(config.worker.log_format, config.worker.log_level)
     try:
-        report = Reconciler(config, Aws(config, connections=config.reconcile.scan_segments * 2),
-                            args.repair).run()
+        report = Reconciler(
+            config, Aws(config, connections=config.reconcile.scan_segments * 2), args.repair
+        ).run()
     except (BotoCoreError, ClientError) as exc:
         print(f"reconcile: AWS failed: {exc}", file=sys.stderr)
         return EXIT_AWS
-    print(json.dumps(report.to_json(), indent=1) if args.format == "json"
-          else render_text(report))
+    print(json.dumps(report.to_json(), indent=1) if args.format == "json" else render_text(report))
     return report.exit_code()
 
 

@@ -28,9 +28,8 @@ if __package__ in (None, ""):  # run as `python util/restore/restore.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from util import worker
-from util.helpers import (JOB_ID, RESTORE_TIER, Annotations, Aws, InvalidMessage, Users,
-                          require_str)
 from util.backends import backend_for
+from util.helpers import JOB_ID, RESTORE_TIER, Annotations, Aws, InvalidMessage, Users, require_str
 from util.retrieval import Retrievals, Start, under_way
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
@@ -57,8 +56,10 @@ class Restorer:
         if not user.is_premium:
             raise InvalidMessage(f"user {user_id} is not premium: no retrieval started")
 
-        results = self.pool.map(lambda job: self.start(job, message),
-                                self.jobs.archived_results(user_id, self.page_size))
+        results = self.pool.map(
+            lambda job: self.start(job, message),
+            self.jobs.archived_results(user_id, self.page_size),
+        )
         starts: list[Start] = []
         failures: list[str] = []
         for result in results:
@@ -88,10 +89,11 @@ class Restorer:
             return f"job {job[JOB_ID]}: {type(exc).__name__}: {exc}"
 
     def outcome(self, starts: list[Start], failures: list[str]) -> Outcome:
-        counts = Counter(s.status if s.status != "started" else f"started {s.tier}"
-                         for s in starts)
-        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or \
-            "no archived results"
+        counts = Counter(s.status if s.status != "started" else f"started {s.tier}" for s in starts)
+        summary = (
+            ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            or "no archived results"
+        )
         if failures:
             return retry(f"{len(failures)} not started ({failures[0]}); {summary}")
         pending = [s.retry_at for s in starts if s.status == "claimed elsewhere"]

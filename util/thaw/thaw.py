@@ -40,8 +40,18 @@ if __package__ in (None, ""):  # run as `python util/thaw/thaw.py`
 from util import worker
 from util.backends import FAILED, GONE, STANDARD, SUCCEEDED, Completion, backend_for
 from util.glacier import ChecksumMismatch, UploadCancelled
-from util.helpers import (ARCHIVE_ID, JOB_ID, RESTORE_JOB_ID, RESULT_ETAG, RESULT_KEY,
-                          RESULTS_BUCKET, THAW_JOB_ID, Annotations, Aws, InvalidMessage)
+from util.helpers import (
+    ARCHIVE_ID,
+    JOB_ID,
+    RESTORE_JOB_ID,
+    RESULT_ETAG,
+    RESULT_KEY,
+    RESULTS_BUCKET,
+    THAW_JOB_ID,
+    Annotations,
+    Aws,
+    InvalidMessage,
+)
 from util.retrieval import Retrievals
 from util.util_config import Config
 from util.worker import Message, Outcome, defer, done, retry
@@ -67,29 +77,40 @@ class Thawer:
             raise InvalidMessage(f"unknown job {job_id}")
         archive_id = job.get(ARCHIVE_ID)
         if job.get(THAW_JOB_ID) == notice.retrieval_id and (
-                notice.archive_id is None or notice.archive_id != archive_id):
+            notice.archive_id is None or notice.archive_id != archive_id
+        ):
             return self.delete_archive(notice.archive_id, "already thawed")
         if notice.status == GONE:
             if notice.archive_id is not None and notice.archive_id == archive_id:
-                raise InvalidMessage(f"job {job_id}: its archive {archive_id} is gone "
-                                     f"({notice.detail})")
+                raise InvalidMessage(
+                    f"job {job_id}: its archive {archive_id} is gone ({notice.detail})"
+                )
             if notice.archive_id is None:
                 raise InvalidMessage(f"{notice.detail}: {notice.retrieval_id}")
         if archive_id is None or notice.archive_id != archive_id:
-            return done(f"stale notice: job {job_id} is not archived as retrieval "
-                        f"{notice.retrieval_id} says")
+            return done(
+                f"stale notice: job {job_id} is not archived as retrieval "
+                f"{notice.retrieval_id} says"
+            )
         if notice.status == FAILED:
             return self.restart(job, notice, message)
         if notice.status != SUCCEEDED:
             return retry(f"retrieval is {notice.status}")
 
         if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):
-            raise InvalidMessage(f"job {job_id} result s3://{job.get(RESULTS_BUCKET)}/"
-                                 f"{job.get(RESULT_KEY)} is not in the results bucket "
-                                 f"{self.results_bucket}")
+            raise InvalidMessage(
+                f"job {job_id} result s3://{job.get(RESULTS_BUCKET)}/"
+                f"{job.get(RESULT_KEY)} is not in the results bucket "
+                f"{self.results_bucket}"
+            )
         try:
-            self.backend.copy_back(notice, job[RESULTS_BUCKET], job[RESULT_KEY],
-                                   job.get(RESULT_ETAG), message.cancelled)
+            self.backend.copy_back(
+                notice,
+                job[RESULTS_BUCKET],
+                job[RESULT_KEY],
+                job.get(RESULT_ETAG),
+                message.cancelled,
+            )
         except UploadCancelled:
             return retry("worker stopping: copy abandoned")
         except ChecksumMismatch as exc:

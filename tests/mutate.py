@@ -560,10 +560,10 @@ MUTANTS: list[Mutant] = [
         (T_WORKER,),
     ),
     M(
-        "worker: unstarted messages not handed back on stop",
+        "worker: messages received after the stop not handed back",
         WORKER,
-        "self.hand_back([m for _, m in unstarted])",
-        "pass",
+        "                    self.hand_back(messages)\n                    break",
+        "                    break",
         (T_WORKER,),
     ),
     M(
@@ -626,8 +626,8 @@ MUTANTS: list[Mutant] = [
     M(
         "glacier: an upload not cancelled",
         GLACIER,
-        "                if cancelled is not None and cancelled.is_set():\n                    raise UploadCancelled(",
-        "                if False:\n                    raise UploadCancelled(",
+        "            if cancelled is not None and cancelled.is_set():\n                raise UploadCancelled(",
+        "            if False:\n                raise UploadCancelled(",
         (T_ARCHIVE,),
     ),
     M(

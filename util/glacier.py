@@ -203,8 +203,6 @@ class Vault:
             for start in starts:
                 while len(sent) - len(digests) >= self.threads:
                     self._collect(sent, digests)
-                if cancelled is not None and cancelled.is_set():
-                    raise UploadCancelled(f"cancelled after {len(digests)} parts of {size} bytes")
                 sent[self.pool.submit(send, start)] = start
             while len(digests) < len(sent):
                 self._collect(sent, digests)

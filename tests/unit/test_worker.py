@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import sqs_backends
 
@@ -127,41 +127,6 @@ def test_a_defer_past_twelve_hours_hides_the_message_as_long_as_sqs_allows(
     assert "visibility change" not in caplog.text
 
 
-class RecordedPauses(threading.Event):
-    """The worker's stop event, recording each pause instead of waiting it out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pauses: list[float | None] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.pauses.append(timeout)
-        return self.is_set()
-
-
-def test_a_receive_that_keeps_failing_pauses_before_each_new_attempt(stack: Stack) -> None:
-    # Given an SQS that refuses every receive (after botocore's own retries)
-    worker = make_worker(stack, lambda m: done())
-    attempts = []
-
-    def refused(**kwargs):
-        attempts.append(kwargs)
-        if len(attempts) == 3:
-            worker.request_stop(signal.SIGTERM)
-        raise ClientError(
-            {"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "ReceiveMessage"
-        )
-
-    worker.sqs.receive_message = refused
-    worker.stopped = RecordedPauses()
-    # When the worker runs until stopped
-    worker.work()
-    # Then it paused 5 s after each failure rather than looping at once (a busy loop in an
-    # outage), each pause ended by a stop
-    assert len(attempts) == 3
-    assert worker.stopped.pauses == [5, 5, 5]
-
-
 @pytest.mark.parametrize(
     "body, handler, reason",
     [
@@ -246,6 +211,28 @@ def test_stop_hands_back_unstarted_messages_and_finishes_the_running_one(stack: 
     assert len(handled) == 1
     # The two that never started are visible again at once, not after 60 s.
     assert len(receive_all(stack)) == 2
+
+
+def test_messages_that_arrive_after_the_stop_are_handed_back_unhandled(stack: Stack) -> None:
+    # Given a SIGTERM that comes while a long poll is under way, and the poll then returns
+    # a message
+    send(stack, '{"job_id": "j1"}')
+    handled = []
+    worker = make_worker(stack, lambda m: handled.append(m.job_id) or done())
+    real_receive = worker.sqs.receive_message
+
+    def receive_then_stop(**params):
+        answer = real_receive(**params)
+        worker.request_stop(signal.SIGTERM)
+        return answer
+
+    worker.sqs.receive_message = receive_then_stop
+    # When the worker runs until stopped
+    worker.work()
+    # Then the message was not handled, and is visible at once to the other copies instead of
+    # hidden for the queue's visibility timeout
+    assert handled == []
+    assert [round(hidden) for hidden in hidden_for(stack)] == [0]
 
 
 def test_per_message_log_line_as_json(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:

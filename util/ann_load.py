@@ -75,7 +75,7 @@ from util.helpers import (
     decode_body,
     job_request,
 )
-from util.util_config import UTILITY_DIR, Config, ConfigError, load
+from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
 
 SYNTHETIC_JOB_PREFIX = "load-"  # every synthetic job id starts with it: load-<run id>-<n>
 TEMP_QUEUE_PREFIX = "ann-load-"  # the run's temporary job-results queue: ann-load-<run id>
@@ -1005,13 +1005,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="after the run, remove its jobs; alone, remove every synthetic job",
     )
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="extra .ini file (repeatable; later files win)",
-    )
+    add_config_option(parser)
     args = parser.parse_args(argv)
     if args.rate is None and (args.duration or args.jobs or not args.cleanup):
         parser.error("--rate is required, with --duration or --jobs (or --cleanup alone)")

@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from util.helpers import JOB_ID, RESTORE_JOB_ID, RESTORE_TIER, RESTORE_TIME, Annotations, Aws
 from util.reconcile.reconcile import load_report
 from util.retrieval import is_claim
-from util.util_config import UTILITY_DIR, Config, ConfigError, load
+from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
 
 UTILITIES = ("archive", "restore", "thaw", "notify")
 DEAD_LETTER_SUFFIX = "-dlq"  # the local stack's convention; the queue's RedrivePolicy wins
@@ -195,13 +195,7 @@ def render_text(status: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="status", description="GAS status, one screen")
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="extra .ini file (repeatable; later files win)",
-    )
+    add_config_option(parser)
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument(
         "--reasons", type=int, default=5, help="latest dead-letter reasons shown per queue"

@@ -9,6 +9,7 @@ AWS chain (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, profiles, instance prof
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -532,6 +533,17 @@ def _reject_unknown_env(environ: Mapping[str, str]) -> None:
     for name in environ:
         if name.startswith(prefixes) and name not in known:
             raise ConfigError(f"environment variable {name}: no such setting")
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """The `--config FILE` option every command shares: .ini files over the defaults."""
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra .ini file (repeatable; later files win)",
+    )
 
 
 def markdown_table() -> str:

@@ -39,7 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from util import metrics, systemd
 from util.helpers import Aws, InvalidMessage, decode_body
-from util.util_config import Config, ConfigError, load
+from util.util_config import Config, ConfigError, add_config_option, load
 
 SQS_MAX_VISIBILITY = 43200  # 12 h, counted from the receive
 HEARTBEAT_TICK = 0.25  # how often the loop looks at deadlines while handlers run
@@ -641,13 +641,7 @@ def main(
 ) -> int:
     """The command line every utility shares; returns the process exit code."""
     parser = argparse.ArgumentParser(prog=utility, description=f"GAS {utility} worker")
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="extra .ini file (repeatable; later files win)",
-    )
+    add_config_option(parser)
     parser.add_argument(
         "--once",
         action="store_true",

@@ -15,7 +15,7 @@ import re
 import sys
 
 from deploy.iam import HERE, TEMPLATES, UTILITIES, Arns, load_config, policy, template
-from util.util_config import ConfigError
+from util.util_config import ConfigError, add_config_option
 
 ACCOUNT_ID = re.compile(r"\d{12}")
 REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
@@ -30,13 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("utility", choices=UTILITIES)
     render.add_argument("--account", required=True, help="12-digit AWS account id")
     render.add_argument("--region", required=True, help="e.g. us-east-1")
-    render.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="extra .ini file, as given to the utility (repeatable)",
-    )
+    add_config_option(render)
     commands.add_parser("write", help="regenerate the JSON files of deploy/iam")
     args = parser.parse_args(argv)
 

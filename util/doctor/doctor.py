@@ -39,7 +39,7 @@ from util.resources import (
     utility_config_files,
     worker_queues,
 )
-from util.util_config import Config, ConfigError, load
+from util.util_config import Config, ConfigError, add_config_option, load
 
 TEMPLATE = "deploy/cloudformation/gas.yaml"
 # The AWS defaults of what a template leaves out, so that both sides read alike.
@@ -496,13 +496,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser = argparse.ArgumentParser(
         prog="python -m util.doctor", description=__doc__.split("\n")[0]
     )
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="extra .ini file, as given to the workers (repeatable)",
-    )
+    add_config_option(parser)
     parser.add_argument(
         "--role",
         action="append",

@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from util.helpers import Aws
 from util.local import annotator, announce_and_wait, demo, dynamodb, faults, glacier, iam, s3, ses
 from util.local.stack import CREDENTIALS, REGION, create_resources, utility_config_files
-from util.util_config import ConfigError, load
+from util.util_config import ConfigError, add_config_option, load
 
 
 def serve(port: int, config_files: list[str]) -> int:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the local AWS stack")
     serve_parser.add_argument("--port", type=int, default=4566, help="0 picks a free port")
-    serve_parser.add_argument("--config", action="append", default=[], metavar="FILE")
+    add_config_option(serve_parser)
     commands.add_parser("demo", help="run the archive utility end to end on the local stack")
     annotator.add_arguments(
         commands.add_parser(

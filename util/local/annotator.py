@@ -59,7 +59,7 @@ from util.helpers import (
     require_str,
 )
 from util.local.stack import utility_config_files
-from util.util_config import Config, load
+from util.util_config import Config, add_config_option, load
 from util.worker import Message, Outcome, Worker, configure_logging, done, retry, run
 
 UTILITY = "annotator"
@@ -274,4 +274,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="time each job takes (default: [local] annotator_seconds)",
     )
-    parser.add_argument("--config", action="append", default=[], metavar="FILE")
+    add_config_option(parser)

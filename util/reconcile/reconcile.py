@@ -84,7 +84,7 @@ from util.helpers import (
     Users,
 )
 from util.retrieval import is_claim
-from util.util_config import Config, ConfigError, load
+from util.util_config import Config, ConfigError, add_config_option, load
 from util.worker import configure_logging
 
 log = logging.getLogger("gas")
@@ -598,13 +598,7 @@ def render_text(report: Report) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reconcile", description="GAS anti-entropy pass")
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="extra .ini file (repeatable; later files win)",
-    )
+    add_config_option(parser)
     parser.add_argument(
         "--repair", action="store_true", help="act on what is found (default: report only)"
     )

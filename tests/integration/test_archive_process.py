@@ -19,6 +19,7 @@ from tests.conftest import (
 )
 from util.glacier import MIB
 from util.helpers import ARCHIVE_ID
+from util.local import faults
 
 
 class ArchiveProcess(UtilityProcess):
@@ -110,13 +111,15 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_worker_goes_on(
 
 
 def sigterm_mid_upload(
-    server: Server, tmp_path: Path, drain_seconds: str
+    server: Server, tmp_path: Path, drain_seconds: str, **settings: str
 ) -> tuple[bytes, ArchiveProcess]:
     """A 48 MiB result, and the archive worker systemd stopped while its multipart upload was
     under way; the worker must have exited 0 within its grace."""
     data = put_job(server, size=48 * MIB)
     send(server, {"job_id": "j1", "user_id": "u-alice"})
-    worker = ArchiveProcess(server, tmp_path / "first.log", worker_drain_seconds=drain_seconds)
+    worker = ArchiveProcess(
+        server, tmp_path / "first.log", worker_drain_seconds=drain_seconds, **settings
+    )
     vault = server.config.gas.vault
     glacier = server.client("glacier")
     wait_for(
@@ -153,8 +156,18 @@ def test_sigterm_during_a_multipart_upload_finishes_it_within_the_grace(
 def test_sigterm_during_a_multipart_upload_abandons_it_when_the_grace_is_short(
     server: Server, tmp_path: Path
 ) -> None:
-    # Given a worker stopped mid-upload with a 1 s grace, far too short for 48 MiB
-    data, first = sigterm_mid_upload(server, tmp_path, "1")
+    # Given a worker stopped mid-upload with a 1 s grace, far too short for 48 parts sent one
+    # at a time, each 100 ms late (a proxy between the worker and Glacier)
+    proxy, endpoint = faults.launch(
+        server.env["AWS_ENDPOINT_URL"], latency_ms=100, services=["glacier"]
+    )
+    try:
+        data, first = sigterm_mid_upload(
+            server, tmp_path, "1", gas_transfer_threads="1", env={"AWS_ENDPOINT_URL": endpoint}
+        )
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
     # Then it gave the upload up: aborted, nothing archived, the message handed back at once
     assert "reason='worker stopping: upload abandoned'" in first.log, first.log
     assert "outcome=done" not in first.log

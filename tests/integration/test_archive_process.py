@@ -156,14 +156,15 @@ def test_sigterm_during_a_multipart_upload_finishes_it_within_the_grace(
 def test_sigterm_during_a_multipart_upload_abandons_it_when_the_grace_is_short(
     server: Server, tmp_path: Path
 ) -> None:
-    # Given a worker stopped mid-upload with a 1 s grace, far too short for 48 parts sent one
-    # at a time, each 100 ms late (a proxy between the worker and Glacier)
+    # Given a worker stopped mid-upload with a 5 s grace, far too short for 48 parts sent one
+    # at a time, each 200 ms late (a proxy between the worker and Glacier), yet long enough
+    # for the part under way and the abort after the cancel (the grace's last second)
     proxy, endpoint = faults.launch(
-        server.env["AWS_ENDPOINT_URL"], latency_ms=100, services=["glacier"]
+        server.env["AWS_ENDPOINT_URL"], latency_ms=200, services=["glacier"]
     )
     try:
         data, first = sigterm_mid_upload(
-            server, tmp_path, "1", gas_transfer_threads="1", env={"AWS_ENDPOINT_URL": endpoint}
+            server, tmp_path, "5", gas_transfer_threads="1", env={"AWS_ENDPOINT_URL": endpoint}
         )
     finally:
         proxy.terminate()

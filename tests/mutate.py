@@ -284,10 +284,17 @@ MUTANTS: list[Mutant] = [
         (T_RESTORE, T_THAW),
     ),
     M(
+        "retrieval: a release removes another worker's claim",
+        RETRIEVAL,
+        '"REMOVE #job, #expires", "#job = :claim", _NAMES',
+        '"REMOVE #job, #expires", "attribute_exists(#job)", _NAMES',
+        (T_RESTORE,),
+    ),
+    M(
         "retrieval: the record does not check the claim",
         RETRIEVAL,
-        '"#job = :claim", _NAMES,',
-        '"attribute_exists(#job_id)", _NAMES,',
+        '"#job = :claim",\n            _NAMES,\n            {\n                ":retrieval": retrieval_id,',
+        '"attribute_exists(#job_id)",\n            _NAMES,\n            {\n                ":retrieval": retrieval_id,',
         (T_RESTORE,),
     ),
     M(

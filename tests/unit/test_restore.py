@@ -189,6 +189,23 @@ def test_a_result_another_worker_is_starting_is_looked_at_again_when_its_claim_l
     assert later.reason == "2 in progress, 1 started Expedited"
 
 
+def test_a_failed_start_releases_only_its_own_claim(
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
+    # Given a worker whose claim on j1 lapsed, and another worker's claim on it since
+    stack.client("dynamodb").update_item(
+        TableName=stack.config.gas.annotations_table,
+        Key={"job_id": {"S": "j1"}},
+        UpdateExpression="SET #j = :c, #e = :e",
+        ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
+        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}},
+    )
+    # When the first worker's InitiateJob fails and it lets go of its claim
+    restorer(stack).retrievals.release("j1", "claim:mine")
+    # Then the other worker's claim stands: its retrieval is not started a second time
+    assert job(stack, "j1")[RESTORE_JOB_ID] == "claim:other"
+
+
 def test_a_lapsed_retrieval_is_started_again(stack: Stack, premium_alice: dict[str, bytes]) -> None:
     restore(stack)
     lifetime = stack.config.restore.retrieval_lifetime_seconds

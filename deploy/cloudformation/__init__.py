@@ -271,24 +271,21 @@ def parameters() -> dict[str, Any]:
     return params
 
 
+def trusting(principal: dict[str, Any]) -> dict[str, Any]:
+    """A role's trust policy: `principal` may assume it."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}],
+    }
+
+
 def roles() -> dict[str, Any]:
     """The instance role may only assume one role per utility, which holds its policy."""
     arns = Arns("${AWS::AccountId}", "${AWS::Region}")
     resources: dict[str, Any] = {
         "InstanceRole": {
             "Type": "AWS::IAM::Role",
-            "Properties": {
-                "AssumeRolePolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ec2.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            },
+            "Properties": {"AssumeRolePolicyDocument": trusting({"Service": "ec2.amazonaws.com"})},
         },
         "InstanceProfile": {
             "Type": "AWS::IAM::InstanceProfile",
@@ -319,16 +316,9 @@ def roles() -> dict[str, Any]:
         resources[f"Role{camel(utility)}"] = {
             "Type": "AWS::IAM::Role",
             "Properties": {
-                "AssumeRolePolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"AWS": {"Fn::GetAtt": ["InstanceRole", "Arn"]}},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                },
+                "AssumeRolePolicyDocument": trusting(
+                    {"AWS": {"Fn::GetAtt": ["InstanceRole", "Arn"]}}
+                ),
                 "Policies": [
                     {
                         "PolicyName": f"gas-{utility}",

@@ -291,48 +291,43 @@ def check_restore(demo: Demo, jobs: dict[str, str], digests: dict[str, str]) -> 
     )
 
 
-def check_reconcile(demo: Demo) -> None:
-    """A reconcile pass over what the pipeline left: nothing to repair; then the status
-    screen an operator would look at."""
-    demo.say("reconcile looks for anything the pipeline missed; util.status shows the state")
-    for command in (["-m", "util.reconcile"], ["-m", "util.status"]):
-        print(f"   $ python {' '.join(command[1:])}")
-        run = subprocess.run(
-            [sys.executable, *command],
-            cwd=ROOT,
-            env={**os.environ, **WORKER_SETTINGS},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        for line in (run.stdout + run.stderr).strip().splitlines():
-            print(f"   {line}")
-        if command[1] == "util.reconcile":
-            demo.check(
-                run.returncode == 0 and "findings: none" in run.stdout,
-                f"reconcile finds nothing to repair (exit {run.returncode})",
-            )
-        else:
-            demo.check(
-                run.returncode == 0,
-                "util.status shows queues, dead letters, retrievals and the last reconcile",
-            )
-
-
-def check_doctor(demo: Demo) -> None:
-    demo.say("the doctor looks at the stack as at an AWS account")
-    print("   $ python -m util.doctor")
-    doctor = subprocess.run(
-        [sys.executable, "-m", "util.doctor"],
+def run_command(module: str) -> subprocess.CompletedProcess:
+    """`python -m <module>` against the stack, as an operator types it; its output shown."""
+    print(f"   $ python -m {module}")
+    run = subprocess.run(
+        [sys.executable, "-m", module],
         cwd=ROOT,
-        env=dict(os.environ),
+        env={**os.environ, **WORKER_SETTINGS},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    for line in (doctor.stdout + doctor.stderr).splitlines():
+    for line in (run.stdout + run.stderr).strip().splitlines():
         print(f"   {line}")
-    demo.check(doctor.returncode == 0, "util.doctor: every resource the utilities need is right")
+    return run
+
+
+def check_reconcile(demo: Demo) -> None:
+    """A reconcile pass over what the pipeline left: nothing to repair; then the status
+    screen an operator would look at."""
+    demo.say("reconcile looks for anything the pipeline missed; util.status shows the state")
+    run = run_command("util.reconcile")
+    demo.check(
+        run.returncode == 0 and "findings: none" in run.stdout,
+        f"reconcile finds nothing to repair (exit {run.returncode})",
+    )
+    demo.check(
+        run_command("util.status").returncode == 0,
+        "util.status shows queues, dead letters, retrievals and the last reconcile",
+    )
+
+
+def check_doctor(demo: Demo) -> None:
+    demo.say("the doctor looks at the stack as at an AWS account")
+    demo.check(
+        run_command("util.doctor").returncode == 0,
+        "util.doctor: every resource the utilities need is right",
+    )
 
 
 def print_table(demo: Demo) -> None:

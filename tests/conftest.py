@@ -235,6 +235,7 @@ class _Rule:
     when: Callable[[dict], bool]
     then: str
     times: int
+    meanwhile: Callable[[], None] | None = None
 
 
 class LostAnswers:
@@ -250,6 +251,8 @@ class LostAnswers:
     - ``kill``: the process dies just after it (``Killed``);
     - ``kill-before``: the process dies just before it: the call is not made.
 
+    ``meanwhile``: what else happens after the call took effect, before the caller goes on.
+
     In process, a fault must be injected around the client's call (MOTO-NOTES: moto carries
     out a call whatever a before-send hook does), so this wraps BaseClient._make_api_call.
     """
@@ -264,8 +267,9 @@ class LostAnswers:
         when: Callable[[dict], bool] = lambda params: True,
         then: str = "retry",
         times: int = 1,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
-        self.rules.append(_Rule(operation, when, then, times))
+        self.rules.append(_Rule(operation, when, then, times, meanwhile))
 
     def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def call(client: BaseClient, operation: str, params: dict) -> Any:
@@ -287,6 +291,8 @@ class LostAnswers:
                 original(client, operation, params)
             except ClientError:
                 pass  # its answer is lost too
+            if rule.meanwhile is not None:
+                rule.meanwhile()
             if rule.then == "retry":
                 return original(client, operation, params)
             if rule.then == "raise":
@@ -304,14 +310,19 @@ def lost_answers(monkeypatch: pytest.MonkeyPatch) -> LostAnswers:
 
 
 def sets(attribute: str) -> Callable[[dict], bool]:
-    """`when` for an UpdateItem whose SET clause writes `attribute`."""
+    """`when` for an UpdateItem, or a TransactWriteItems with an Update, whose SET clause
+    writes `attribute`."""
 
-    def match(params: dict) -> bool:
+    def writes(params: dict) -> bool:
         update = params.get("UpdateExpression", "")
         placeholders = [
             p for p, name in params.get("ExpressionAttributeNames", {}).items() if name == attribute
         ]
         return any(f"SET {p} =" in update or f", {p} =" in update for p in placeholders)
+
+    def match(params: dict) -> bool:
+        updates = [item["Update"] for item in params.get("TransactItems", []) if "Update" in item]
+        return any(map(writes, [params, *updates]))
 
     return match
 

@@ -41,6 +41,7 @@ NOTIFY = "util/notify/notify.py"
 WORKER = "util/worker.py"
 GLACIER = "util/glacier.py"
 BACKENDS = "util/backends.py"
+HELPERS = "util/helpers.py"
 
 T_ARCHIVE = "tests/unit/test_archive.py"
 T_RESTORE = "tests/unit/test_restore.py"
@@ -166,8 +167,8 @@ MUTANTS: list[Mutant] = [
     M(
         "archive: archive recorded over another",
         ARCHIVE,
-        '"attribute_not_exists(#archive) AND "\n            + (',
-        '"attribute_exists(#job_id) AND "\n            + (',
+        '"attribute_not_exists(#archive) AND "\n                + (',
+        '"attribute_exists(#job_id) AND "\n                + (',
         (T_ARCHIVE,),
     ),
     M(
@@ -178,10 +179,24 @@ MUTANTS: list[Mutant] = [
         (T_ARCHIVE,),
     ),
     M(
-        "archive: no restore request for a user who became premium",
+        "archive: recorded although the user became premium",
         ARCHIVE,
-        "if user is not None and user.is_premium:",
-        "if False:",
+        "while_free=(self.users, job[USER_ID]),",
+        "while_free=None,",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: a refused archive's upload stays recorded",
+        ARCHIVE,
+        'self.jobs.update_if(job_id, "REMOVE #upload", "attribute_exists(#upload)", _NAMES)',
+        "pass",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "archive: the archive of a user who became premium is kept",
+        ARCHIVE,
+        '        self.backend.delete(archive_id)\n        return done("user became premium',
+        '        return done("user became premium',
         (T_ARCHIVE,),
     ),
     M(
@@ -197,6 +212,27 @@ MUTANTS: list[Mutant] = [
         'if ARCHIVE_ID in job:\n            return self.finish(job, "archived by another worker")',
         'if False:\n            return self.finish(job, "archived by another worker")',
         (T_ARCHIVE,),
+    ),
+    M(
+        "helpers: a cancelled record's item not looked at",
+        HELPERS,
+        'if item.get("Code") == "ConditionalCheckFailed":',
+        "if False:",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "helpers: a premium user passes the free check",
+        HELPERS,
+        '"attribute_exists(#user) AND #role <> :premium"',
+        '"attribute_exists(#user)"',
+        (T_ARCHIVE,),
+    ),
+    M(
+        "backends: a redelivered S3 archive copied again over the first",
+        BACKENDS,
+        "if again and self.head(key) is not None:",
+        "if False:",
+        (T_S3,),
     ),
     # -- restore and the retrieval record ---------------------------------------------------
     M(

@@ -67,14 +67,34 @@ MAX_SINGLE_COPY = 5 * 1024 * MIB  # S3's largest CopyObject
 RESTORED_ALREADY = "gas.restore"  # eventSource of restore's own ObjectRestore:Completed
 
 
-@dataclass(frozen=True)
+@dataclass
 class Source:
-    """The S3 result being archived, as one HeadObject saw it."""
+    """The S3 result being archived, as the back end's first look saw it (`Backend.source`).
+
+    `first_part`: bytes already read from its start (the vault's look is the first ranged
+    GET of the upload), handed over once by `take_first_part`.
+    """
 
     bucket: str
     key: str
     size: int
     etag: str
+    first_part: bytes = b""
+
+    def take_first_part(self) -> bytes:
+        first, self.first_part = self.first_part, b""
+        return first
+
+
+def head_source(s3: BaseClient, bucket: str, key: str) -> Source | None:
+    """The result's size and ETag from a HeadObject; None if there is no such object."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in S3_NOT_FOUND:
+            return None
+        raise
+    return Source(bucket, key, head["ContentLength"], head["ETag"])
 
 
 def etag_parts(etag: str) -> int:
@@ -173,17 +193,22 @@ class Completion:
 class Backend(Protocol):
     """What archive, restore and thaw need from where archives live."""
 
+    def source(self, bucket: str, key: str) -> Source | None:
+        """The S3 result about to be archived, or None if there is no such object."""
+
     def archive(
         self,
         job: dict[str, Any],
         source: Source,
         cancelled: threading.Event,
         save: Callable[[dict[str, Any]], None],
+        again: bool,
     ) -> str:
         """Copy the result into an archive; its id. Nothing is deleted.
 
         A back end whose archive cannot be made again under the same id calls `save` with
-        what `resume` needs to finish it, before it is committed.
+        what `resume` needs to finish it, before it is committed. `again`: an earlier
+        delivery of the message may have made it already.
         """
 
     def resume(self, pending: dict[str, Any]) -> str | None:
@@ -244,16 +269,38 @@ class VaultBackend:
         self.thaw_ahead = max(1, config.gas.transfer_threads - self.thaw_uploads)
         self.transfers = _Managers(self.s3, self.thaw_uploads)
 
+    def source(self, bucket: str, key: str) -> Source | None:
+        """The first part's ranged GET: the size (``Content-Range``) and the ETag every other
+        part is read pinned to, and the part itself, kept for the upload."""
+        try:
+            first = self.s3.get_object(
+                Bucket=bucket, Key=key, Range=f"bytes=0-{self.archive_part_size - 1}"
+            )
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code in S3_NOT_FOUND:
+                return None
+            if code == "InvalidRange":  # no byte 0: an empty object, which has no range
+                return head_source(self.s3, bucket, key)
+            raise
+        size = int(first["ContentRange"].rpartition("/")[2])
+        return Source(bucket, key, size, first["ETag"], first["Body"].read())
+
     def archive(
         self,
         job: dict[str, Any],
         source: Source,
         cancelled: threading.Event,
         save: Callable[[dict[str, Any]], None],
+        again: bool,
     ) -> str:
         """Stream the result into the vault, one ranged GET per part, pinned to its ETag."""
 
         def read_range(first: int, last: int) -> bytes:
+            if first == 0:
+                part = source.take_first_part()  # read by `source` already
+                if last < len(part):
+                    return part[: last + 1]
             return self.s3.get_object(
                 Bucket=source.bucket,
                 Key=source.key,
@@ -352,21 +399,26 @@ class S3Backend:
         self.progress_seconds = config.gas.progress_seconds
         self.transfers = _Managers(self.s3, config.gas.transfer_threads)
 
+    def source(self, bucket: str, key: str) -> Source | None:
+        return head_source(self.s3, bucket, key)
+
     def archive(
         self,
         job: dict[str, Any],
         source: Source,
         cancelled: threading.Event,
         save: Callable[[dict[str, Any]], None],
+        again: bool,
     ) -> str:
         """A server-side copy into the archive class: no byte passes through the worker.
 
         The key is the job's and the content's: a copy made again after a crash, or by a
-        racing worker, lands on the same object, so none is left orphaned.
+        racing worker, lands on the same object, so none is left orphaned. Delivered again,
+        it looks first, as a copy made anew would replace (and so delete early) the archive.
         """
         content = source.etag.strip('"')
         key = f"{self.prefix}{job['job_id']}/{content}"
-        if self.head(key) is not None:  # made before, in full (S3 commits a copy at once)
+        if again and self.head(key) is not None:  # made before, in full (copies are atomic)
             return key
         part_size = distinct_layout(source.size, source.etag, self.part_size)
         self.copy(

@@ -251,12 +251,27 @@ class Annotations:
 
     def get_owned(self, job_id: str, user_id: str) -> dict[str, Any]:
         """The job, if it exists and is the user's; InvalidMessage (forged or stale) if not."""
-        job = self.get(job_id)
-        if job is None:
-            raise InvalidMessage(f"unknown job {job_id}")
-        if job.get(USER_ID) != user_id:
-            raise InvalidMessage(f"user {user_id} does not own job {job_id}")
-        return job
+        return _owned(self.get(job_id), job_id, user_id)
+
+    def get_owned_with_user(
+        self, job_id: str, user_id: str, users: Users
+    ) -> tuple[dict[str, Any], User | None]:
+        """`get_owned`, and the user (None if unknown), both read in one BatchGetItem."""
+        keys = {
+            self.table: _to_dynamo({JOB_ID: job_id}),
+            users.table: _to_dynamo({USER_ID: user_id}),
+        }
+        response = self.dynamodb.batch_get_item(
+            RequestItems={t: {"Keys": [k], "ConsistentRead": True} for t, k in keys.items()}
+        )
+        found = {t: _from_dynamo(items[0]) for t, items in response["Responses"].items() if items}
+        # What DynamoDB left unprocessed (throttling) is read on its own.
+        unprocessed = response.get("UnprocessedKeys") or {}
+        job = self.get(job_id) if self.table in unprocessed else found.get(self.table)
+        if users.table in unprocessed:
+            return _owned(job, job_id, user_id), users.get(user_id)
+        user = found.get(users.table)
+        return _owned(job, job_id, user_id), None if user is None else _user(user)
 
     def put(self, item: Mapping[str, Any]) -> None:
         self.dynamodb.put_item(TableName=self.table, Item=_to_dynamo(item))
@@ -275,11 +290,15 @@ class Annotations:
         condition: str,
         names: Mapping[str, str],
         values: Mapping[str, Any] | None = None,
+        while_free: tuple[Users, str] | None = None,
     ) -> Write:
         """Apply `update` to an existing item if `condition` holds (see `Write`).
 
         `names` and `values` may hold more than the expressions use (DynamoDB refuses
         unused ones, so they are left out): callers can share one table of names.
+
+        `while_free` (the users, a user id): only while that user is free, checked in the
+        same transaction; UserNotFree if the item's condition held but the user's did not.
         """
         condition = f"attribute_exists(#job_id) AND ({condition})"
         used = set(re.findall(r"[#:]\w+", update + " " + condition))
@@ -296,11 +315,34 @@ class Annotations:
         values = {k: v for k, v in (values or {}).items() if k in used}
         if values:
             request["ExpressionAttributeValues"] = _to_dynamo(values)
+        if while_free is not None:
+            users, user_id = while_free
+            return self._transact(request, users.free_check(user_id), user_id)
         try:
             self.dynamodb.update_item(**request)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return Write(False, _from_dynamo(exc.response.get("Item") or {}))
+            raise
+        return Write(True, {})
+
+    def _transact(self, update: dict[str, Any], check: dict[str, Any], user_id: str) -> Write:
+        """The update and the user's check as one TransactWriteItems.
+
+        The item's answer comes first: if its condition failed, the item as it is says what
+        happened (our own first attempt, maybe, whatever the user is now). Any other reason
+        to cancel (a conflicting transaction) is raised, to be tried again.
+        """
+        try:
+            self.dynamodb.transact_write_items(TransactItems=[{"Update": update}, check])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            item, user = exc.response.get("CancellationReasons") or [{}, {}]
+            if item.get("Code") == "ConditionalCheckFailed":
+                return Write(False, _from_dynamo(item.get("Item") or {}))
+            if item.get("Code") in (None, "None") and user.get("Code") == "ConditionalCheckFailed":
+                raise UserNotFree(f"user {user_id} is not a free user any more") from None
             raise
         return Write(True, {})
 
@@ -347,6 +389,18 @@ class Annotations:
             yield from map(_from_dynamo, page["Items"])
 
 
+def _owned(job: dict[str, Any] | None, job_id: str, user_id: str) -> dict[str, Any]:
+    if job is None:
+        raise InvalidMessage(f"unknown job {job_id}")
+    if job.get(USER_ID) != user_id:
+        raise InvalidMessage(f"user {user_id} does not own job {job_id}")
+    return job
+
+
+class UserNotFree(Exception):
+    """A write made only while its user is free found the user premium, or gone."""
+
+
 @dataclass(frozen=True)
 class User:
     user_id: str
@@ -360,8 +414,9 @@ class User:
 
 
 class Users:
-    """Who is free or premium, and their address. Here a DynamoDB table; the real GAS keeps
-    them in its accounts database, which would plug in behind this same `get`."""
+    """Who is free or premium, and their address: a DynamoDB table. Archive reads a user
+    with the job (`Annotations.get_owned_with_user`) and records an archive only while the
+    user is free (`free_check`, in the same transaction): both need the users in DynamoDB."""
 
     def __init__(self, aws: Aws, table: str):
         self.dynamodb = aws.client("dynamodb")
@@ -372,6 +427,18 @@ class Users:
             TableName=self.table, Key=_to_dynamo({USER_ID: user_id}), ConsistentRead=True
         )
         return _user(_from_dynamo(response["Item"])) if "Item" in response else None
+
+    def free_check(self, user_id: str) -> dict[str, Any]:
+        """A TransactWriteItems ConditionCheck: the user exists and is not premium."""
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": _to_dynamo({USER_ID: user_id}),
+                "ConditionExpression": "attribute_exists(#user) AND #role <> :premium",
+                "ExpressionAttributeNames": {"#user": USER_ID, "#role": "role"},
+                "ExpressionAttributeValues": _to_dynamo({":premium": PREMIUM}),
+            }
+        }
 
     def all(self, page_size: int) -> Iterator[User]:
         """Every user, page by page."""

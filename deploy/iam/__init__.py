@@ -129,8 +129,8 @@ def _annotations(config: Config, arns: Arns, actions: list[str]) -> Statement:
     )
 
 
-def _users(config: Config, arns: Arns) -> Statement:
-    return allow("Users", ["dynamodb:GetItem"], arns.table(config.gas.users_table))
+def _users(config: Config, arns: Arns, actions: tuple[str, ...] = ("GetItem",)) -> Statement:
+    return allow("Users", [f"dynamodb:{a}" for a in actions], arns.table(config.gas.users_table))
 
 
 def _archive_objects(config: Config, arns: Arns, actions: list[str]) -> Statement:
@@ -151,18 +151,16 @@ def archive(config: Config, arns: Arns) -> list[Statement]:
     gas = config.gas
     statements = [
         *_queue_worker(arns, config.archive.queue),
-        _annotations(config, arns, ["GetItem", "UpdateItem"]),
-        _users(config, arns),
+        # The job and its user in one BatchGetItem (GetItem: what DynamoDB left unprocessed);
+        # the archive recorded in a transaction with a ConditionCheck that the user is free.
+        _annotations(config, arns, ["BatchGetItem", "GetItem", "UpdateItem"]),
+        _users(config, arns, ("BatchGetItem", "GetItem", "ConditionCheckItem")),
         # Read (HeadObject, ranged GetObject or a server-side copy's source), then delete
         # while it has the archived ETag (a conditional delete needs GetObject too).
         allow("Results", ["s3:GetObject", "s3:DeleteObject"], arns.objects(gas.results_bucket)),
         # Not called: without it S3 answers a missing result with 403 instead of 404, and
         # archive could not tell "already archived by another copy" from a real failure.
         allow("ListResults", ["s3:ListBucket"], arns.bucket(gas.results_bucket)),
-        # A user who became premium meanwhile: ask restore to bring the result back.
-        allow(
-            "RestoreQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"], arns.queue(config.restore.queue)
-        ),
     ]
     if gas.archive_backend == "s3":
         # HeadObject (made already?), a (multipart) copy into the archive class; an orphan of
@@ -271,9 +269,9 @@ def thaw(config: Config, arns: Arns) -> list[Statement]:
 def notify(config: Config, arns: Arns) -> list[Statement]:
     return [
         *_queue_worker(arns, config.notify.queue),
-        # Read the job, claim the sending, record it.
-        _annotations(config, arns, ["GetItem", "UpdateItem"]),
-        _users(config, arns),
+        # Read the job with its user (one BatchGetItem), claim the sending, record it.
+        _annotations(config, arns, ["BatchGetItem", "GetItem", "UpdateItem"]),
+        _users(config, arns, ("BatchGetItem", "GetItem")),
         # As the configured sender only, whichever of its identities SES checks.
         allow(
             "SendEmail",
@@ -344,9 +342,10 @@ def ann_load(config: Config, arns: Arns) -> list[Statement]:
     statements = [
         # Submit as the web app does: input object, PENDING item, job request.
         allow("Inputs", ["s3:PutObject"], arns.objects(gas.inputs_bucket, synthetic)),
+        # Due jobs' items go in one BatchWriteItem; one job alone in a PutItem.
         allow(
             "Annotations",
-            ["dynamodb:PutItem", "dynamodb:Scan", "dynamodb:DeleteItem"],
+            ["dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Scan", "dynamodb:DeleteItem"],
             arns.table(gas.annotations_table),
         ),
         _users(config, arns),

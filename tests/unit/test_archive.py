@@ -97,8 +97,13 @@ def test_archive_description_names_the_job(stack: Stack) -> None:
 
 def test_premium_user_is_not_archived(stack: Stack) -> None:
     put_job(stack, job_id="jb", user_id="u-bob")
-    outcome = archiver(stack)(message(job_id="jb", user_id="u-bob"))
-    assert outcome.action == "done" and "premium" in outcome.reason
+    handler = archiver(stack)
+    uploads = []
+    handler.backend.archive = lambda *args, **kwargs: uploads.append(args)
+    outcome = handler(message(job_id="jb", user_id="u-bob"))
+    # Nothing is even copied: the user's role is known before any transfer
+    assert (outcome.action, outcome.reason) == ("done", "premium user: result stays in S3")
+    assert uploads == []
     assert ARCHIVE_ID not in job(stack, "jb") and result_exists(stack, "jb")
     assert vault_archive_count(stack) == 0
 
@@ -185,8 +190,8 @@ def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
     handler = archiver(stack)
     upload = handler.backend.archive
 
-    def upload_while_another_copy_wins(*args):
-        ours = upload(*args)
+    def upload_while_another_copy_wins(*args, **kwargs):
+        ours = upload(*args, **kwargs)
         Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
             "j1",
             "SET #a = :a, #e = :e",
@@ -209,14 +214,14 @@ def test_a_result_gone_because_another_copy_archived_it_is_done(stack: Stack) ->
     # result and deleted it from S3
     data = put_job(stack)
     ours = archiver(stack)
-    source = ours.source
+    source = ours.backend.source
 
-    def another_copy_finishes_first(item):
+    def another_copy_finishes_first(bucket, key):
         other = archiver(stack)(message(job_id="j1", user_id="u-alice"))
         assert (other.action, other.reason) == ("done", "archived")
-        return source(item)
+        return source(bucket, key)
 
-    ours.source = another_copy_finishes_first
+    ours.backend.source = another_copy_finishes_first
     # When ours finds no S3 result
     outcome = ours(message(job_id="j1", user_id="u-alice"))
     # Then that is no invalid message: the result is in the archive, once
@@ -303,21 +308,54 @@ def test_an_archive_recorded_during_our_upload_stops_us_before_we_complete_ours(
     assert not result_exists(stack)
 
 
-def test_user_who_became_premium_during_the_upload_gets_a_restore_request(stack: Stack) -> None:
-    put_job(stack)
+@pytest.mark.parametrize("size", [1000, 3 * MIB])
+def test_a_user_who_became_premium_during_the_upload_keeps_the_result_in_s3(
+    stack: Stack, size: int
+) -> None:
+    # Given a user who upgrades while their result is being archived, before it is recorded
+    data = put_job(stack, size=size)
     handler = archiver(stack)
     upload = handler.backend.archive
 
-    def upload_while_user_upgrades(*args):
-        archive_id = upload(*args)
+    def upload_while_user_upgrades(*args, **kwargs):
+        archive_id = upload(*args, **kwargs)
         set_role(stack, "u-alice", "premium_user")
         return archive_id
 
     handler.backend.archive = upload_while_user_upgrades
+    # When the archive is about to be recorded
     outcome = handler(message(job_id="j1", user_id="u-alice"))
-    assert outcome.action == "done" and "restore requested" in outcome.reason
-    assert restore_requests(stack) == [{"user_id": "u-alice"}]
-    assert ARCHIVE_ID in job(stack)
+    # Then it is not: the result stays in S3 as it was, the archive made for it is deleted,
+    # and the item keeps no trace of it (nor of its upload, which a later message could
+    # otherwise complete again and record)
+    assert (outcome.action, outcome.reason) == (
+        "done",
+        "user became premium: result stays in S3, this archive deleted",
+    )
+    assert result_bytes(stack) == data
+    assert ARCHIVE_ID not in job(stack) and ARCHIVE_UPLOAD not in job(stack)
+    assert vault_archive_count(stack) == 0
+    assert restore_requests(stack) == []
+
+
+def test_an_upgrade_between_the_record_and_its_lost_answer_keeps_the_archive(
+    stack: Stack, lost_answers: LostAnswers
+) -> None:
+    # Given the record of the archive takes effect, the user upgrades, and only then does
+    # botocore's retry of the record arrive: both its conditions fail against what is there
+    data = put_job(stack)
+    lost_answers.add(
+        "TransactWriteItems",
+        when=sets(ARCHIVE_ID),
+        meanwhile=lambda: set_role(stack, "u-alice", "premium_user"),
+    )
+    outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
+    # Then the archive recorded by the first attempt is ours, kept, and the S3 copy deleted
+    # (the web app's restore after the upgrade finds it there)
+    assert lost_answers.hits == [("TransactWriteItems", "retry")]
+    assert (outcome.action, outcome.reason) == ("done", "archived")
+    assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == data
+    assert vault_archive_count(stack) == 1 and not result_exists(stack)
 
 
 def test_cancelled_upload_is_aborted_and_retried(stack: Stack) -> None:
@@ -400,11 +438,11 @@ def test_a_lost_answer_to_recording_the_archive_keeps_it(
     # Given the write of the archive id takes effect but its answer is lost, so botocore's
     # retry fails its condition against that first attempt
     data = put_job(stack)
-    lost_answers.add("UpdateItem", when=sets(ARCHIVE_ID))
+    lost_answers.add("TransactWriteItems", when=sets(ARCHIVE_ID))
     # When the message is handled
     outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))
     # Then it is recognised as our own write: the archive it names is kept, with the bytes
-    assert lost_answers.hits == [("UpdateItem", "retry")]
+    assert lost_answers.hits == [("TransactWriteItems", "retry")]
     assert (outcome.action, outcome.reason) == ("done", "archived")
     assert archived_bytes(stack, job(stack)[ARCHIVE_ID]) == data
     assert vault_archive_count(stack) == 1 and not result_exists(stack)
@@ -428,7 +466,7 @@ def test_a_worker_killed_between_archiving_and_recording_leaves_no_orphan(
 ) -> None:
     # Given a worker killed just before it records the archive Glacier made
     data = put_job(stack)
-    lost_answers.add("UpdateItem", when=sets(ARCHIVE_ID), then="kill-before")
+    lost_answers.add("TransactWriteItems", when=sets(ARCHIVE_ID), then="kill-before")
     with pytest.raises(Killed):
         archiver(stack)(message(job_id="j1", user_id="u-alice"))
     assert ARCHIVE_ID not in job(stack) and result_exists(stack)
@@ -492,21 +530,23 @@ def test_a_stale_worker_never_records_an_archive_thaw_has_deleted(
     world = World(stack)
     job_ = world.job(world.user("free_user"), size=3)
     body = {"job_id": job_.job_id, "user_id": job_.user_id}
-    lost_answers.add("UpdateItem", when=sets(ARCHIVE_ID), then="kill-before")
+    lost_answers.add("TransactWriteItems", when=sets(ARCHIVE_ID), then="kill-before")
     with pytest.raises(Killed):
         archiver(stack)(message(**body))
     # And a stale copy of its message that finds that archive, then stalls while the whole
     # cycle runs: the redelivery records it and deletes the S3 copy, the user upgrades,
-    # restore and thaw bring the result back and delete the archive
+    # restore and thaw bring the result back and delete the archive, and the user is free
+    # again
     stale = Archiver(stack.config, stack.aws, clock=lambda: NOW)
     found = stale.backend.resume if backend == "vault" else stale.backend.archive
 
-    def found_then_stall(*args):
-        archive_id = found(*args)
+    def found_then_stall(*args, **kwargs):
+        archive_id = found(*args, **kwargs)
         assert archiver(stack)(message(**body)).reason == "archived"
         world.upgrade(job_.user_id)
         world.redeliver_after(("restore", {"user_id": job_.user_id}))
         assert not world.archive_exists(archive_id)
+        set_role(stack, job_.user_id, "free_user")
         return archive_id
 
     if backend == "vault":

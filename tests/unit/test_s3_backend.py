@@ -115,21 +115,26 @@ def test_archive_is_a_server_side_copy_into_the_archive_class(s3_backend: Stack)
     assert not result_exists(s3_backend)
 
 
-def test_an_archive_made_again_lands_on_the_same_object(s3_backend: Stack) -> None:
-    # A copy made again (a redelivery after a crash, a racing duplicate) leaves no orphan:
+@pytest.mark.parametrize("again", [False, True])
+def test_an_archive_made_again_lands_on_the_same_object(s3_backend: Stack, again: bool) -> None:
+    # A copy made again (a racing duplicate; a redelivery after a crash) leaves no orphan:
     # the archive key is the job's and the content's.
     put_job(s3_backend)
     handler = Archiver(s3_backend.config, s3_backend.aws)
-    source = handler.source(job(s3_backend))
-    first = handler.backend.archive(job(s3_backend), source, message().cancelled, print)
-    second = handler.backend.archive(job(s3_backend), source, message().cancelled, print)
+    item = job(s3_backend)
+    source = handler.backend.source(item["s3_results_bucket"], item["s3_key_result_file"])
+    first = handler.backend.archive(item, source, message().cancelled, print, again=False)
+    copies = []
+    copy = handler.backend.copy
+    handler.backend.copy = lambda *args: copies.append(args) or copy(*args)
+    second = handler.backend.archive(item, source, message().cancelled, print, again=again)
     assert (
-        first
-        == second
-        == (f"{s3_backend.config.gas.archive_prefix}j1/{source.etag.strip(chr(34))}")
+        first == second == f"{s3_backend.config.gas.archive_prefix}j1/{source.etag.strip(chr(34))}"
     )
     listing = s3_backend.client("s3").list_objects_v2(Bucket=s3_backend.config.gas.archive_bucket)
     assert [o["Key"] for o in listing["Contents"]] == [first]
+    # A redelivery looks first and finds it: no second copy replaces (deletes) the first
+    assert len(copies) == (0 if again else 1)
 
 
 # -- restore -------------------------------------------------------------------------------------

@@ -2,19 +2,21 @@
 
 For each message ``{"job_id", "user_id"}``:
 
-1. load the job: it alone says where the result lives, and it must be the sender's,
-   COMPLETED, with its result in the configured results bucket;
+1. load the job and its user (one read): the job alone says where the result lives, and it
+   must be the sender's, COMPLETED, with its result in the configured results bucket;
 2. a premium user keeps the file in S3: nothing to do;
 3. inside the grace period after completion: come back when it is over;
-4. look at the S3 result (HeadObject): its size and ETag. An empty result stays in S3
-   (nothing to archive; Glacier takes no empty archive);
-5. copy it into the archive, pinned to that ETag (util/backends.py: streamed into the Glacier
-   vault, or copied server-side into an S3 Glacier storage class);
-6. record the archive id and the ETag on the job, only if no archive is recorded yet and no
+4. look at the S3 result (util/backends.py: the vault's first ranged GET, or a HeadObject):
+   its size and ETag. An empty result stays in S3 (Glacier takes no empty archive);
+5. copy it into the archive, pinned to that ETag (streamed into the Glacier vault, or copied
+   server-side into an S3 Glacier storage class);
+6. record the archive id and the ETag on the job, only if no archive is recorded yet, no
    thaw happened since the job was read (a stalled worker must not record an archive that a
-   thaw has meanwhile brought back and deleted);
-7. delete the S3 result, only if it still has the recorded ETag;
-8. if the user became premium meanwhile, ask the restore utility to bring it back.
+   thaw has meanwhile brought back and deleted), and the user is still free, in one
+   transaction. A user who became premium meanwhile keeps the file in S3, and this archive is
+   deleted: the upgrade (and the restore the web app asks for after it) comes either after
+   the record, and finds the archive, or before, and the record is refused;
+7. delete the S3 result, only if it still has the recorded ETag.
 
 A redelivered message for a job already archived resumes at step 7.
 
@@ -36,7 +38,6 @@ upload again, which answers the same archive id, instead of an orphan archive.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,7 @@ from util.helpers import (
     Annotations,
     Aws,
     InvalidMessage,
+    UserNotFree,
     Users,
     require_str,
 )
@@ -96,7 +98,6 @@ class Archiver:
         self.clock = clock
         self.grace_seconds = config.archive.grace_seconds
         self.results_bucket = config.gas.results_bucket
-        self.restore_queue = config.restore.queue
         self.jobs = Annotations(aws, config.gas.annotations_table)
         self.users = Users(aws, config.gas.users_table)
         self.s3 = aws.client("s3")
@@ -104,11 +105,10 @@ class Archiver:
 
     def __call__(self, message: Message) -> Outcome:
         job_id, user_id = require_str(message.data, "job_id", "user_id")
-        job = self.load_job(job_id, user_id)
+        job, user = self.jobs.get_owned_with_user(job_id, user_id, self.users)
+        self.check_job(job)
         if ARCHIVE_ID in job:
             return self.finish(job, "already archived")
-
-        user = self.users.get(user_id)
         if user is None:
             raise InvalidMessage(f"unknown user {user_id}")
         if user.is_premium:
@@ -118,7 +118,7 @@ class Archiver:
         if wait > 0:
             return defer(wait, "grace period")
 
-        source = self.source(job)
+        source = self.backend.source(job[RESULTS_BUCKET], job[RESULT_KEY])
         if source is None:
             return self.result_missing(job_id)
         if source.size == 0:
@@ -139,9 +139,9 @@ class Archiver:
         message.metrics["BytesArchived"] = source.size
         return self.record(job, source, archive_id)
 
-    def load_job(self, job_id: str, user_id: str) -> dict[str, Any]:
-        """The job the message names, or InvalidMessage saying why it cannot be archived."""
-        job = self.jobs.get_owned(job_id, user_id)
+    def check_job(self, job: dict[str, Any]) -> None:
+        """InvalidMessage saying why the job's result cannot be archived, if it cannot."""
+        job_id = job["job_id"]
         if job.get(JOB_STATUS) != COMPLETED:
             raise InvalidMessage(f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED}")
         if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):
@@ -151,18 +151,6 @@ class Archiver:
             )
         if not isinstance(job.get(COMPLETE_TIME), (int, float)):
             raise InvalidMessage(f"job {job_id} has no complete_time")
-        return job
-
-    def source(self, job: dict[str, Any]) -> Source | None:
-        """The S3 result as it is now, or None if it is not there."""
-        bucket, key = job[RESULTS_BUCKET], job[RESULT_KEY]
-        try:
-            head = self.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in S3_NOT_FOUND:
-                return None
-            raise
-        return Source(bucket, key, head["ContentLength"], head["ETag"])
 
     def archive(self, job: dict[str, Any], source: Source, message: Message) -> str:
         """Step 5: complete the upload an earlier copy recorded, or make the archive."""
@@ -172,7 +160,11 @@ class Archiver:
             if archive_id is not None:
                 return archive_id
         return self.backend.archive(
-            job, source, message.cancelled, lambda upload: self.save_upload(job, source, upload)
+            job,
+            source,
+            message.cancelled,
+            lambda upload: self.save_upload(job, source, upload),
+            again=message.receive_count > 1,
         )
 
     def save_upload(self, job: dict[str, Any], source: Source, upload: dict[str, Any]) -> None:
@@ -190,22 +182,27 @@ class Archiver:
             raise ArchivedMeanwhile(write.item)
 
     def record(self, job: dict[str, Any], source: Source, archive_id: str) -> Outcome:
-        """Step 6; then 7 and 8.
+        """Step 6; then 7.
 
-        Only if no archive is recorded, and no thaw has happened since the job was read: a
-        worker that stalled (or read the job before another recorded this same archive) must
-        not record an archive a thaw has meanwhile brought back and deleted.
+        Only if no archive is recorded, no thaw has happened since the job was read (a
+        worker that stalled, or read the job before another recorded this same archive, must
+        not record an archive a thaw has meanwhile brought back and deleted), and the user is
+        still free.
         """
         job_id = job["job_id"]
         thawed = job.get(THAW_JOB_ID)
-        write = self.jobs.update_if(
-            job_id,
-            "SET #archive = :archive, #etag = :etag REMOVE #upload",
-            "attribute_not_exists(#archive) AND "
-            + ("attribute_not_exists(#thaw)" if thawed is None else "#thaw = :thaw"),
-            _NAMES,
-            {":archive": archive_id, ":etag": source.etag, ":thaw": thawed},
-        )
+        try:
+            write = self.jobs.update_if(
+                job_id,
+                "SET #archive = :archive, #etag = :etag REMOVE #upload",
+                "attribute_not_exists(#archive) AND "
+                + ("attribute_not_exists(#thaw)" if thawed is None else "#thaw = :thaw"),
+                _NAMES,
+                {":archive": archive_id, ":etag": source.etag, ":thaw": thawed},
+                while_free=(self.users, job[USER_ID]),
+            )
+        except UserNotFree:
+            return self.keep_in_s3(job_id, archive_id)
         if write.holds(ARCHIVE_ID, archive_id):
             return self.finish(
                 {**job, ARCHIVE_ID: archive_id, RESULT_ETAG: source.etag}, "archived"
@@ -217,6 +214,14 @@ class Archiver:
             return done("restored from the archive meanwhile: this archive deleted")
         return self.finish(write.item, "archived by another worker")
 
+    def keep_in_s3(self, job_id: str, archive_id: str) -> Outcome:
+        """The user became premium before the record: the result stays in S3, and the
+        archive made for it goes. Its recorded upload goes first: left behind, it would let a
+        later message complete that upload again and record the archive deleted here."""
+        self.jobs.update_if(job_id, "REMOVE #upload", "attribute_exists(#upload)", _NAMES)
+        self.backend.delete(archive_id)
+        return done("user became premium: result stays in S3, this archive deleted")
+
     def result_missing(self, job_id: str) -> Outcome:
         """The S3 result is gone: fine if a racing copy archived it, invalid otherwise."""
         job = self.jobs.get(job_id) or {}
@@ -225,16 +230,8 @@ class Archiver:
         raise InvalidMessage(f"result of job {job_id} is not in S3 and was never archived")
 
     def finish(self, job: dict[str, Any], reason: str) -> Outcome:
-        """Steps 7 and 8: both safe to repeat."""
-        reason += self.delete_result(job)
-        user = self.users.get(job[USER_ID])
-        if user is not None and user.is_premium:
-            self.aws.client("sqs").send_message(
-                QueueUrl=self.aws.queue_url(self.restore_queue),
-                MessageBody=json.dumps({"user_id": user.user_id}),
-            )
-            reason += "; user is premium now, restore requested"
-        return done(reason)
+        """Step 7: safe to repeat."""
+        return done(reason + self.delete_result(job))
 
     def delete_result(self, job: dict[str, Any]) -> str:
         """Delete the S3 result if it is still the one archived; what happened, for the log."""

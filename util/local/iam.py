@@ -12,6 +12,9 @@ stack's resources and IAM users can be created first). Its checks are thinner th
   They are now checked against what AWS checks: the table (the index, for a Query or Scan
   of one), the topic (the subscription, for Unsubscribe), the sender's identity, the vault,
   the queue named.
+- DynamoDB's batches are authorised on each table they name (moto checked them against
+  ``*``), and a transaction by each item's own action on its table (UpdateItem,
+  ConditionCheckItem, …), as in AWS.
 - Actions: SQS's batch operations are authorised by their single-message action
   (DeleteMessageBatch by ``sqs:DeleteMessage``, …) and SNS PublishBatch by ``sns:Publish``,
   as in AWS; moto asked for ``sqs:DeleteMessageBatch``, an action IAM does not have. S3's
@@ -54,6 +57,7 @@ from moto.s3.responses import S3Response
 from moto.ses.responses import EmailResponse
 from moto.sns.responses import SNSResponse
 from moto.sqs.responses import SQSResponse
+from moto.utilities.utils import get_partition
 
 from util.helpers import Aws
 
@@ -71,6 +75,22 @@ IAM_ACTIONS = {
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
     "sqs:SendMessageBatch": "sqs:SendMessage",
     "sns:PublishBatch": "sns:Publish",
+}
+# DynamoDB operations authorised per table, and the action of each kind of transaction item.
+_MULTI_TABLE = frozenset(
+    {
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:TransactGetItems",
+        "dynamodb:TransactWriteItems",
+    }
+)
+_TRANSACT_ACTIONS = {
+    "Get": "GetItem",
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
 }
 # Services botocore reads errors of as JSON.
 JSON_SERVICES = frozenset({"sqs", "dynamodb", "glacier"})
@@ -152,9 +172,35 @@ _raise_signature_does_not_match = IAMRequest._raise_signature_does_not_match
 
 
 def _check_with_iam_action(request: IAMRequest, resource: str) -> None:
-    request._action = IAM_ACTIONS.get(request._action, request._action)
-    request._gas_resource = resource  # type: ignore[attr-defined]  # for the denial's message
-    _check_action_permitted(request, resource)
+    for action, each in _authorisations(
+        request, IAM_ACTIONS.get(request._action, request._action), resource
+    ):
+        request._action = action
+        request._gas_resource = each  # type: ignore[attr-defined]  # for the denial's message
+        _check_action_permitted(request, each)
+
+
+def _authorisations(request: IAMRequest, action: str, resource: str) -> list[tuple[str, str]]:
+    """What AWS authorises a request by: its action on its resource, but for DynamoDB's
+    batches (their action on each table named) and transactions (each item's own action,
+    ConditionCheckItem for a ConditionCheck, on its table)."""
+    if action not in _MULTI_TABLE:
+        return [(action, resource)]
+    body = json.loads(request._body or b"{}")
+    region = request._region
+
+    def table(name: str) -> str:
+        if name.startswith("arn:"):
+            return name
+        return f"arn:{get_partition(region)}:dynamodb:{region}:{request.account_id}:table/{name}"
+
+    if action in ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"):
+        return [(action, table(name)) for name in body.get("RequestItems", {})]
+    return [
+        (f"dynamodb:{_TRANSACT_ACTIONS[kind]}", table(details["TableName"]))
+        for item in body.get("TransactItems", [])
+        for kind, details in item.items()
+    ]
 
 
 def _sign_what_was_sent(request: IAMRequest) -> Any:

@@ -164,11 +164,11 @@ class Notifier:
 
     def __call__(self, message: Message) -> Outcome:
         job_id, user_id = require_str(message.data, "job_id", "user_id")
-        job = self.load_job(job_id, user_id)
+        job, user = self.jobs.get_owned_with_user(job_id, user_id, self.users)
+        self.check_job(job)
         if NOTIFIED_TIME in job:
             return done("already notified")
 
-        user = self.users.get(user_id)
         if user is None:
             raise InvalidMessage(f"unknown user {user_id}")
         if not ADDRESS.fullmatch(user.email):
@@ -241,14 +241,12 @@ class Notifier:
             {":now": int(self.clock())},
         )
 
-    def load_job(self, job_id: str, user_id: str) -> dict[str, Any]:
-        """The job the message names, or InvalidMessage saying why no e-mail is due."""
-        job = self.jobs.get_owned(job_id, user_id)
+    def check_job(self, job: dict[str, Any]) -> None:
+        """InvalidMessage saying why no e-mail is due for the job, if none is."""
         if job.get(JOB_STATUS) not in self.templates:
             raise InvalidMessage(
-                f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED} or {FAILED}"
+                f"job {job[JOB_ID]} is {job.get(JOB_STATUS)}, not {COMPLETED} or {FAILED}"
             )
-        return job
 
     def render(self, job: dict[str, Any], user: User) -> Email:
         job_id = job[JOB_ID]

@@ -42,6 +42,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -626,6 +627,25 @@ class ResultsQueue:
                     pass  # a message seen twice counts once; the queue goes at the end anyway
 
 
+class Requests:
+    """The requests this process sends to AWS, by operation, retries included: botocore's
+    `before-send` event of every client made after this counter."""
+
+    def __init__(self, aws: Aws):
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        aws.session.events.register("before-send", self._count)
+
+    def _count(self, event_name: str, **_: Any) -> None:
+        # Returns None: a before-send handler's answer would stand in for the request's.
+        with self._lock:
+            self._counts[event_name.rpartition(".")[2]] += 1
+
+    def so_far(self) -> Counter[str]:
+        with self._lock:
+            return self._counts.copy()
+
+
 class Sampler:
     """The job-requests queue's backlog into the timeline every `every` seconds (a call each),
     and, if `show`, the progress line every second (no call: the last backlog sampled)."""
@@ -854,6 +874,7 @@ def new_run_id() -> str:
 
 def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     """One run: print what is about to be loaded, send, drain, report, optionally clean up."""
+    requests = Requests(aws)  # before the first client is made
     users = args.user or list(config.ann_load.users)
     known = Users(aws, config.gas.users_table)
     unknown = [user for user in users if known.get(user) is None]
@@ -906,11 +927,12 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         aws, results_topic, f"{TEMP_QUEUE_PREFIX}{run_id}", receivers, loop.on_result, loop.clock
     ):
         loop.begin()
-        cpu_started = time.process_time()
+        cpu_started, requests_before = time.process_time(), requests.so_far()
         with Sampler(loop, aws, requests_queue, show, args.sample_every) as sampler:
             loop.send_all()
             loop.wait_drained(drain)
         cpu = time.process_time() - cpu_started
+        made = requests.so_far() - requests_before
     summary = {
         "run_id": run_id,
         "started_at": datetime.fromtimestamp(loop.started_at, timezone.utc).isoformat(
@@ -931,8 +953,14 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
             args.sample_every,
         ),
     }
-    # ann_load's own cost, sending, receiving results and sampling, from the schedule's start.
-    summary["cpu_ms_per_job"] = round(1000 * cpu / max(summary["jobs"]["submitted"], 1), 3)
+    # ann_load's own cost, sending, receiving results and sampling, from the schedule's start:
+    # its CPU, and the AWS requests that most of it goes to.
+    per_job = max(summary["jobs"]["submitted"], 1)
+    summary["cpu_ms_per_job"] = round(1000 * cpu / per_job, 3)
+    summary["aws_requests"] = {
+        "per_job": round(made.total() / per_job, 3),
+        "by_operation": dict(sorted(made.items())),
+    }
     write_outputs(out, records, summary, sampler.timeline)
     print_summary(summary, out)
     if args.cleanup:
@@ -972,6 +1000,8 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"completed {jobs['completed']}, failed {jobs['failed']}, never completed "
         f"{jobs['never_completed']} (drain {summary['drain_s']:g} s); job-requests backlog "
         f"max {summary['backlog']['max']}, at the end {summary['backlog']['final']}\n"
+        f"ann_load's own CPU {summary['cpu_ms_per_job']:g} ms per job, "
+        f"{summary['aws_requests']['per_job']:g} AWS requests per job\n"
         f"report: {out / 'report.html'}",
         flush=True,
     )

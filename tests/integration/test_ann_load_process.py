@@ -95,6 +95,12 @@ def test_a_small_load_completes_and_cleanup_leaves_nothing(
     assert summary["backlog"]["max"] is not None and summary["backlog"]["every_s"] == 5
     times = [sample["t"] for sample in summary["samples"]]
     assert times[0] == 0 and all(t % 5 == 0 for t in times[:-1]) and times[-1] >= 3, times
+    # And its own cost: CPU and AWS requests per job, by operation (an input upload each)
+    requests = summary["aws_requests"]
+    assert summary["cpu_ms_per_job"] > 0 and requests["by_operation"]["PutObject"] == 15
+    assert requests["per_job"] == pytest.approx(
+        sum(requests["by_operation"].values()) / 15, abs=1e-3
+    )
     records = [json.loads(line) for line in (out / "jobs.jsonl").read_text().splitlines()]
     assert len(records) == 15 and {r["status"] for r in records} == {"COMPLETED"}
     assert (out / "report.html").read_text().count("<svg") == 4

@@ -20,6 +20,7 @@ from util.ann_load import (
     SAMPLE_INPUT,
     JobRecord,
     OpenLoop,
+    Requests,
     ResultsQueue,
     Sampler,
     Submitter,
@@ -33,7 +34,7 @@ from util.ann_load import (
     write_outputs,
 )
 from util.ann_load_report import distribution, percentile
-from util.helpers import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, job_request
+from util.helpers import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, Aws, job_request
 from util.local.annotator import Annotator
 
 # -- the schedule ------------------------------------------------------------------------------
@@ -514,3 +515,18 @@ def test_a_sample_records_the_backlog_and_the_progress_line_shows_it(stack: Stac
     # Then the timeline has the backlog, and the progress line shows it until the next sample
     assert sampler.timeline == [{"t": 5.0, "backlog": 1, "in_flight": 0, "sent": 0, "completed": 0}]
     assert "backlog 1 " in sampler.progress() and "late 0" in sampler.progress()
+
+
+def test_the_requests_made_are_counted_by_operation(stack: Stack) -> None:
+    # Given a counter on a process's AWS clients, made before them
+    aws = Aws(stack.config)
+    requests = Requests(aws)
+    url = stack.queue_url(stack.config.gas.job_requests_queue)
+    # When two kinds of request are made, one of them twice
+    aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    before = requests.so_far()
+    aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    aws.client("dynamodb").describe_table(TableName=stack.config.gas.annotations_table)
+    # Then each is counted, and the requests of a stretch are the difference
+    assert requests.so_far() == {"GetQueueAttributes": 2, "DescribeTable": 1}
+    assert requests.so_far() - before == {"GetQueueAttributes": 1, "DescribeTable": 1}

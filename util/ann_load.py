@@ -22,12 +22,13 @@ A job: its input is uploaded to the inputs bucket as ``<prefix>/<user_id>/<job_i
 its PENDING item put (marked ``synthetic = true``), its job request published on the
 job-requests topic. With ``--shared-input`` the input is uploaded once per user for the run
 (``<prefix>/<user_id>/load-<run id>-shared~<name>``) and every job of that user names it,
-which takes a third of the AWS calls, and most of ann_load's own CPU, off each job.
-Completions are seen on the job-results topic through a temporary queue subscribed for the
-run and removed at its end, received by 20 s long polls and deleted ten at a time; the
+which takes a third of the AWS calls, and so about a third of ann_load's own CPU, off each
+job. Completions are seen on the job-results topic through a temporary queue subscribed for
+the run and removed at its end, received by 20 s long polls and deleted ten at a time; the
 job-requests backlog is sampled every ``--sample-every`` seconds (5): a run that sends
 nothing costs a few calls a minute. ``--out DIR`` gets jobs.jsonl, summary.json (with
-ann_load's own CPU per submitted job, ``cpu_ms_per_job``) and report.html.
+ann_load's own CPU and AWS requests per submitted job, ``cpu_ms_per_job`` and
+``aws_requests``) and report.html.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ RESULTS_PER_RECEIVER = 100  # job results per second one receiving thread keeps 
 # SQS's longest poll: an idle queue costs one receive per 20 s, and a result ends the wait at
 # once. Stopping does not wait for a poll under way (ResultsQueue.__exit__).
 RESULTS_WAIT_SECONDS = 20
-# SQS's longest visibility timeout: a result received is not delivered again within a run, so
+# SQS's longest visibility timeout: a result received is not delivered again for 12 h, so
 # deletes wait to fill a DeleteMessageBatch; the few left at the end go with the queue.
 RESULTS_VISIBILITY_SECONDS = 12 * 3600
 DELETE_BATCH = 10  # SQS's limit

@@ -433,7 +433,6 @@ class Submitter:
         self.prefix = prefix
         self.bucket = config.gas.inputs_bucket
         self.jobs = Annotations(aws, config.gas.annotations_table)
-        self.dynamodb = aws.client("dynamodb")
         self.s3 = aws.client("s3")
         self.body = (
             input_path.read_bytes()
@@ -490,7 +489,7 @@ class Submitter:
         else:
             # boto3's batch writer (it sends again what DynamoDB leaves unprocessed) on the
             # process's client: Annotations.put_all would make a client for every batch.
-            with BatchWriter(self.jobs.table, self.dynamodb) as batch:
+            with BatchWriter(self.jobs.table, self.jobs.dynamodb) as batch:
                 for item in items:
                     batch.put_item(
                         {key: SERIALIZER.serialize(value) for key, value in item.items()}

@@ -1,15 +1,16 @@
 """ann_load at a high rate against the local stack and the simulated annotator.
 
     python -m bench.ann_load_rate [--rate 200] [--duration 30] [--max-lag 5] [--drain 30]
-                                  [--concurrency 50] [--seconds 0.1]
+                                  [--concurrency 50] [--seconds 0.1] [--shared-input]
 
 Starts the local stack (``util.local.stack.launch``) and the simulated annotator fleet, each
 its own process, runs ``util/ann_load.py`` as its own process at the target rate, and prints
-from its summary.json: achieved and target rate, send lag p50/p99 and end-to-end latency
-p50/p99. The figures are those of this machine: the stack, the annotator and ann_load share
-its cores, so where they fall short of the target the send lag shows by how much; jobs that
-could not be sent within ``--max-lag`` seconds are dropped and counted, so the run ends on
-time however far the stack falls behind.
+from its summary.json: achieved and target rate, send lag p50/p99, end-to-end latency
+p50/p99, and ann_load's own CPU per job (here with every job's result to receive). The
+figures are those of this machine: the stack, the annotator and ann_load share its cores, so
+where they fall short of the target the send lag shows by how much; jobs that could not be
+sent within ``--max-lag`` seconds are dropped and counted, so the run ends on time however
+far the stack falls behind.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=30)
     parser.add_argument("--concurrency", type=int, default=50, help="annotator fleet size")
     parser.add_argument("--seconds", type=float, default=0.1, help="annotator time per job")
+    parser.add_argument("--shared-input", action="store_true", help="ann_load's --shared-input")
     args = parser.parse_args()
 
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GAS_"))}
@@ -77,6 +79,7 @@ def main() -> int:
                 str(args.drain),
                 "--out",
                 str(out),
+                *(["--shared-input"] if args.shared_input else []),
             ],
             cwd=UTILITY_DIR.parent,
             env=environment,
@@ -104,6 +107,9 @@ def main() -> int:
         f"send lag     p50 {ms(lag['p50'])}  p99 {ms(lag['p99'])}  max {ms(lag['max'])}\n"
         f"end to end   p50 {s(e2e['p50'])}  p99 {s(e2e['p99'])}  "
         f"({jobs['completed']} completed, {jobs['never_completed']} not within the drain)\n"
+        f"ann_load's own CPU {summary['cpu_ms_per_job']:.1f} ms per job, "
+        f"{summary['aws_requests']['per_job']:.2f} AWS requests per job (sending, receiving "
+        "results, sampling)\n"
         f"backlog max {summary['backlog']['max']}; report: {out / 'report.html'}"
     )
     # Jobs not sent or not completed are figures here, not a failure of the benchmark.

@@ -17,7 +17,8 @@ stack directly. Sections:
   restore starts and per thaw, over ``--jobs`` 100 KB results, and each worker's CPU per job;
 - ``ann_load``: ann_load's own CPU per submitted job at 5 and 50 jobs/s, its input uploaded
   per job, shared (``--shared-input``), and shared with 200 ms batches (``--batch-ms``); it
-  goes straight to the stack.
+  goes straight to the stack. No annotator runs, so no result comes back: receiving costs
+  only its idle polls here (``bench.ann_load_rate`` measures it with every result).
 """
 
 from __future__ import annotations
@@ -319,8 +320,8 @@ def calls(bench: Bench, jobs: int) -> None:
 
 def ann_load(bench: Bench) -> None:
     print(
-        "\n== ann_load: its own CPU per submitted job (from its summary: sending, receiving "
-        "results, sampling; start-up not included)",
+        "\n== ann_load: its own CPU per submitted job (from its summary: sending, polling for "
+        "results, sampling; start-up not included; no annotator, so no result to receive)",
         flush=True,
     )
     variants: list[tuple[str, list[str]]] = [
@@ -353,7 +354,8 @@ def ann_load(bench: Bench) -> None:
             summary = json.loads((out / "summary.json").read_text())
             print(
                 f"  {rate:3} jobs/s, {label}: {summary['jobs']['submitted']} jobs, "
-                f"{summary['cpu_ms_per_job']:.1f} ms CPU per job, send lag p99 "
+                f"{summary['cpu_ms_per_job']:.1f} ms CPU per job, "
+                f"{summary['aws_requests']['per_job']:.2f} AWS requests per job, send lag p99 "
                 f"{summary['send_lag_ms']['p99']:.0f} ms",
                 flush=True,
             )

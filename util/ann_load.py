@@ -3,7 +3,7 @@
     python util/ann_load.py --rate R (--duration S | --jobs N) [--ramp S] [--drain S]
                             [--input FILE] [--user ID]... [--out DIR] [--late-ms MS]
                             [--max-lag S] [--senders N] [--shared-input] [--batch-ms MS]
-                            [--cleanup] [--config FILE]...
+                            [--sample-every S] [--cleanup] [--config FILE]...
     python util/ann_load.py --cleanup [--config FILE]...   # remove every synthetic job
     python -m util.ann_load ...                            # the same
 
@@ -22,15 +22,20 @@ A job: its input is uploaded to the inputs bucket as ``<prefix>/<user_id>/<job_i
 its PENDING item put (marked ``synthetic = true``), its job request published on the
 job-requests topic. With ``--shared-input`` the input is uploaded once per user for the run
 (``<prefix>/<user_id>/load-<run id>-shared~<name>``) and every job of that user names it,
-which takes a third of the AWS calls, and most of ann_load's own CPU, off each job.
-Completions are seen on the job-results topic through a temporary queue subscribed for the
-run and removed at its end. ``--out DIR`` gets jobs.jsonl, summary.json (with ann_load's own
-CPU per submitted job, ``cpu_ms_per_job``) and report.html.
+which takes a third of the AWS calls, and so about a third of ann_load's own CPU, off each
+job. Completions are seen on the job-results topic through a temporary queue subscribed for
+the run and removed at its end, received by 20 s long polls and deleted ten at a time; the
+job-requests backlog is sampled every ``--sample-every`` seconds (5): a run that sends
+nothing costs a few calls a minute. ``--out DIR`` gets jobs.jsonl, summary.json (with
+ann_load's own CPU and AWS requests per submitted job, ``cpu_ms_per_job`` and
+``aws_requests``) and report.html.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import json
 import math
 import secrets
@@ -38,6 +43,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,9 +54,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python util/ann_load.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from boto3.dynamodb.table import BatchWriter
+from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util.ann_load_report import distribution, percentile, render
+from util.ann_load_report import distribution, ranked, render
 from util.backends import backend_for
 from util.helpers import (
     ARCHIVE_ID,
@@ -86,11 +94,22 @@ SEND_HEADROOM_SECONDS = 0.5
 MIN_SENDERS = 8
 BATCH_MAX = 10  # jobs sent together at most (SNS PublishBatch's limit)
 RESULTS_PER_RECEIVER = 100  # job results per second one receiving thread keeps up with
-RESULTS_WAIT_SECONDS = 1  # long poll of the temporary queue; short, so stopping is prompt
+# SQS's longest poll: an idle queue costs one receive per 20 s, and a result ends the wait at
+# once. Stopping does not wait for a poll under way (ResultsQueue.__exit__).
+RESULTS_WAIT_SECONDS = 20
+# SQS's longest visibility timeout: a result received is not delivered again for 12 h, so
+# deletes wait to fill a DeleteMessageBatch; the few left at the end go with the queue.
+RESULTS_VISIBILITY_SECONDS = 12 * 3600
+DELETE_BATCH = 10  # SQS's limit
+SAMPLE_EVERY_SECONDS = 5  # default interval of the job-requests backlog samples
+# An input up to this size is read once and sent from memory; a larger one is streamed from
+# its file for each job.
+INPUT_HELD_MAX_BYTES = 1024 * 1024
 CLEANUP_THREADS = 16
 PERCENTILE_METHOD = "nearest rank (the smallest value with at least p % of values at or below it)"
 EXIT_INCOMPLETE = 3  # the run ended, but some jobs were not sent, failed or never completed
 EXIT_INTERRUPTED = 130
+SERIALIZER = TypeSerializer()
 
 
 class CleanupError(Exception):
@@ -203,7 +222,9 @@ class OpenLoop:
 
     `submit` submits jobs together; the schedule never waits for it. A job the senders cannot
     start on time waits in the pool's queue, and its lateness is recorded; with `max_lag`, one
-    that would start more than `max_lag` seconds late is dropped instead.
+    that would start more than `max_lag` seconds late is dropped instead. The running figures
+    of the progress line (late sends, end-to-end latencies so far) are kept as jobs go, so
+    that showing them costs the same an hour into a run as at its start.
     """
 
     def __init__(
@@ -214,6 +235,7 @@ class OpenLoop:
         max_lag: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         batch_seconds: float = 0.0,
+        late_ms: float = math.inf,
     ):
         self.records = records
         self.by_id = {record.job_id: record for record in records}
@@ -221,12 +243,14 @@ class OpenLoop:
         self.senders = senders
         self.max_lag = max_lag
         self.batch_seconds = batch_seconds
+        self.late_ms = late_ms
         self.clock = clock
         self.stop = threading.Event()
         self.start = clock()
         self.started_at = time.time()
         self._lock = threading.Lock()
-        self.sent = self.submitted = self.finished = 0
+        self.sent = self.submitted = self.finished = self.late_sends = 0
+        self.end_to_end: list[float] = []  # of the jobs COMPLETED so far, ascending (seconds)
 
     def begin(self) -> None:
         """Time zero of the schedule: now."""
@@ -269,8 +293,10 @@ class OpenLoop:
                 live.append(record)
         if not live:
             return
+        late = sum((now - record.intended) * 1000 > self.late_ms for record in live)
         with self._lock:
             self.sent += len(live)
+            self.late_sends += late
         try:
             failed = self.submit(live)
         except Exception as exc:  # botocore has retried; a failed send is a figure, not a crash
@@ -293,6 +319,13 @@ class OpenLoop:
             if record.completed is None:
                 record.completed, record.status = arrived - self.start, status
                 self.finished += 1
+                if (end_to_end := record.end_to_end) is not None:
+                    bisect.insort(self.end_to_end, end_to_end)
+
+    def end_to_end_so_far(self, p: float) -> float | None:
+        """The `p`th percentile of the end-to-end latencies seen so far, in seconds."""
+        with self._lock:
+            return ranked(self.end_to_end, p)
 
     def wait_drained(self, seconds: float) -> bool:
         """Wait up to `seconds` for every submitted job to finish; True if all did."""
@@ -305,11 +338,6 @@ class OpenLoop:
             self.stop.wait(0.1)
         return False
 
-    def late(self, threshold_ms: float) -> int:
-        return sum(
-            1 for r in self.records if (lag := r.lag) is not None and lag * 1000 > threshold_ms
-        )
-
 
 def summarize(
     records: Sequence[JobRecord],
@@ -319,6 +347,7 @@ def summarize(
     span: float,
     late_ms: float,
     drain: float,
+    sample_every: int = SAMPLE_EVERY_SECONDS,
 ) -> dict[str, Any]:
     """The run's figures (times in ms). Achieved rate: jobs submitted per second of the
     schedule's span, stretched by how late the last job was sent (on time, it is the target)."""
@@ -352,7 +381,11 @@ def summarize(
         ),
         "end_to_end_ms": distribution(end_to_end),
         "drain_s": drain,
-        "backlog": {"max": max(backlog, default=None), "final": backlog[-1] if backlog else None},
+        "backlog": {
+            "max": max(backlog, default=None),
+            "final": backlog[-1] if backlog else None,
+            "every_s": sample_every,
+        },
         "percentile_method": PERCENTILE_METHOD,
     }
 
@@ -382,7 +415,9 @@ class Submitter:
     items of several jobs in one BatchWriteItem, their requests in one PublishBatch.
 
     `shared_run_id`: the input goes up once per user of `users`, now (before the schedule
-    starts, so that no job waits for it), for every job of the run.
+    starts, so that no job waits for it), for every job of the run. An input of up to
+    INPUT_HELD_MAX_BYTES is read once and sent from memory: no file to open and read again,
+    and no `Expect: 100-continue` exchange, for each job.
     """
 
     def __init__(
@@ -399,6 +434,11 @@ class Submitter:
         self.bucket = config.gas.inputs_bucket
         self.jobs = Annotations(aws, config.gas.annotations_table)
         self.s3 = aws.client("s3")
+        self.body = (
+            input_path.read_bytes()
+            if input_path.stat().st_size <= INPUT_HELD_MAX_BYTES
+            else None  # streamed from the file for each job
+        )
         self.sns = aws.client("sns")
         self.topic_arn = aws.topic_arn(config.gas.job_requests_topic)
         # user id -> the run's input of that user, named like the run's jobs so that cleanup
@@ -416,8 +456,11 @@ class Submitter:
         )
 
     def upload(self, key: str) -> str:
-        with open(self.input_path, "rb") as body:  # streamed: an input may be large
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        if self.body is not None:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=self.body)
+        else:
+            with open(self.input_path, "rb") as body:
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
         return key
 
     def input_key(self, record: JobRecord) -> str:
@@ -444,7 +487,13 @@ class Submitter:
         if len(items) == 1:
             self.jobs.put(items[0])
         else:
-            self.jobs.put_all(items)
+            # boto3's batch writer (it sends again what DynamoDB leaves unprocessed) on the
+            # process's client: Annotations.put_all would make a client for every batch.
+            with BatchWriter(self.jobs.table, self.jobs.dynamodb) as batch:
+                for item in items:
+                    batch.put_item(
+                        {key: SERIALIZER.serialize(value) for key, value in item.items()}
+                    )
         answer = self.sns.publish_batch(
             TopicArn=self.topic_arn,
             PublishBatchRequestEntries=[
@@ -460,7 +509,13 @@ class Submitter:
 
 class ResultsQueue:
     """A temporary queue subscribed to the job-results topic for one run; removed on exit,
-    interrupted or not. Receiving threads pass each message and its arrival time on."""
+    interrupted or not. Receiving threads pass each message and its arrival time on.
+
+    Each receive is a 20 s long poll, which returns as soon as a result is there: arrival
+    times are those of a short poll, without a receive a second while nothing arrives. No
+    message is passed on once the context has exited (the run's figures are final then); the
+    receive under way is not waited for, its thread ends when it returns.
+    """
 
     def __init__(
         self,
@@ -475,6 +530,7 @@ class ResultsQueue:
         self.topic_arn, self.name = topic_arn, name
         self.on_message, self.clock = on_message, clock
         self.closing = threading.Event()
+        self._passing_on = threading.Lock()  # held while messages are passed on
         self.threads = [
             threading.Thread(target=self._receive, name=f"results-{i}", daemon=True)
             for i in range(receivers)
@@ -505,7 +561,8 @@ class ResultsQueue:
                                 }
                             ],
                         }
-                    )
+                    ),
+                    "VisibilityTimeout": str(RESULTS_VISIBILITY_SECONDS),
                 },
             )
             self.subscription = self.sns.subscribe(
@@ -523,10 +580,8 @@ class ResultsQueue:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self.closing.set()
-        for thread in self.threads:
-            if thread.is_alive():
-                thread.join(timeout=RESULTS_WAIT_SECONDS + 10)
+        with self._passing_on:
+            self.closing.set()
         self.remove()
 
     def remove(self) -> None:
@@ -536,41 +591,77 @@ class ResultsQueue:
             self.sqs.delete_queue(QueueUrl=self.url)
 
     def _receive(self) -> None:
+        receipts: list[str] = []  # of messages passed on and not deleted yet
         while not self.closing.is_set():
             try:
                 messages = self.sqs.receive_message(
                     QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=RESULTS_WAIT_SECONDS
                 ).get("Messages", [])
             except (BotoCoreError, ClientError) as exc:
+                if self.closing.is_set():
+                    return  # the queue is gone
                 print(f"\nann_load: receiving job results failed: {exc}", file=sys.stderr)
                 self.closing.wait(1)  # botocore has retried; do not spin on an outage
                 continue
             arrived = self.clock()
-            for message in messages:
-                try:
-                    self.on_message(decode_body(message["Body"]), arrived)
-                except InvalidMessage:
-                    pass  # not a job-results message: nothing of ours
-            if messages:
+            with self._passing_on:
+                if self.closing.is_set():
+                    return
+                for message in messages:
+                    try:
+                        self.on_message(decode_body(message["Body"]), arrived)
+                    except InvalidMessage:
+                        pass  # not a job-results message: nothing of ours
+            receipts += [message["ReceiptHandle"] for message in messages]
+            while len(receipts) >= DELETE_BATCH:
+                batch, receipts = receipts[:DELETE_BATCH], receipts[DELETE_BATCH:]
                 try:
                     self.sqs.delete_message_batch(
                         QueueUrl=self.url,
                         Entries=[
-                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                            for i, m in enumerate(messages)
+                            {"Id": str(i), "ReceiptHandle": receipt}
+                            for i, receipt in enumerate(batch)
                         ],
                     )
                 except (BotoCoreError, ClientError):
                     pass  # a message seen twice counts once; the queue goes at the end anyway
 
 
-class Sampler:
-    """Every second: the job-requests queue backlog into the timeline, and the progress line."""
+class Requests:
+    """The requests this process sends to AWS, by operation, retries included: botocore's
+    `before-send` event of every client made after this counter."""
 
-    def __init__(self, loop: OpenLoop, aws: Aws, queue_url: str, late_ms: float, show: bool):
-        self.loop, self.queue_url, self.late_ms, self.show = loop, queue_url, late_ms, show
+    def __init__(self, aws: Aws):
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        aws.session.events.register("before-send", self._count)
+
+    def _count(self, event_name: str, **_: Any) -> None:
+        # Returns None: a before-send handler's answer would stand in for the request's.
+        with self._lock:
+            self._counts[event_name.rpartition(".")[2]] += 1
+
+    def so_far(self) -> Counter[str]:
+        with self._lock:
+            return self._counts.copy()
+
+
+class Sampler:
+    """The job-requests queue's backlog into the timeline every `every` seconds (a call each),
+    and, if `show`, the progress line every second (no call: the last backlog sampled)."""
+
+    def __init__(
+        self,
+        loop: OpenLoop,
+        aws: Aws,
+        queue_url: str,
+        show: bool,
+        every: int = SAMPLE_EVERY_SECONDS,
+    ):
+        self.loop, self.queue_url, self.show, self.every = loop, queue_url, show, every
         self.sqs = aws.client("sqs")
         self.timeline: list[dict[str, Any]] = []
+        self.backlog: int | None = None  # the last sampled
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
@@ -586,10 +677,13 @@ class Sampler:
             print(file=sys.stderr)
 
     def _run(self) -> None:
-        tick = 0.0
-        while not self.done.wait(max(0.0, tick - self.loop.now())):
-            self.sample(tick)
-            tick += 1
+        for tick, sample in wake_ups(self.every, self.show):
+            if self.done.wait(max(0.0, tick - self.loop.now())):
+                return
+            if sample:
+                self.sample(float(tick))
+            else:
+                self.print_progress()
 
     def sample(self, tick: float) -> None:
         try:
@@ -604,6 +698,7 @@ class Sampler:
             in_flight: int | None = int(attributes["ApproximateNumberOfMessagesNotVisible"])
         except (BotoCoreError, ClientError):
             backlog = in_flight = None  # a gap in the chart, not the end of the run
+        self.backlog = backlog
         self.timeline.append(
             {
                 "t": tick,
@@ -613,19 +708,28 @@ class Sampler:
                 "completed": self.loop.finished,
             }
         )
-        if self.show:
-            print(f"\r{self.progress(backlog)}\x1b[K", end="", file=sys.stderr, flush=True)
+        self.print_progress()
 
-    def progress(self, backlog: int | None) -> str:
+    def print_progress(self) -> None:
+        if self.show:
+            print(f"\r{self.progress()}\x1b[K", end="", file=sys.stderr, flush=True)
+
+    def progress(self) -> str:
         loop = self.loop
-        e2e = [e2e for r in loop.records if (e2e := r.end_to_end) is not None]
-        p50, p99 = percentile(e2e, 50), percentile(e2e, 99)
+        p50, p99 = loop.end_to_end_so_far(50), loop.end_to_end_so_far(99)
         latency = "-" if p50 is None else f"{p50:.2f}s p99 {p99:.2f}s"
         return (
             f"{loop.now():6.0f}s  sent {loop.sent}/{len(loop.records)}  "
-            f"completed {loop.finished}  backlog {'-' if backlog is None else backlog}  "
-            f"e2e p50 {latency}  late {loop.late(self.late_ms)}"
+            f"completed {loop.finished}  backlog {'-' if self.backlog is None else self.backlog}  "
+            f"e2e p50 {latency}  late {loop.late_sends}"
         )
+
+
+def wake_ups(every: int, show: bool) -> Iterator[tuple[int, bool]]:
+    """The sampler's wake-ups: (seconds after the start, whether to sample the backlog then).
+    A sample every `every` seconds from 0; shown, a progress line in every second between."""
+    for tick in itertools.count(0, 1 if show else every):
+        yield tick, tick % every == 0
 
 
 def _page_of_items(aws: Aws, table: str, job_prefix: str) -> Iterator[list[dict[str, str]]]:
@@ -770,6 +874,7 @@ def new_run_id() -> str:
 
 def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     """One run: print what is about to be loaded, send, drain, report, optionally clean up."""
+    requests = Requests(aws)  # before the first client is made
     users = args.user or list(config.ann_load.users)
     known = Users(aws, config.gas.users_table)
     unknown = [user for user in users if known.get(user) is None]
@@ -813,6 +918,7 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         args.senders or _senders(args.rate),
         args.max_lag,
         batch_seconds=args.batch_ms / 1000,
+        late_ms=late_ms,
     )
     _stop_on_signals(loop.stop)
     receivers = min(8, math.ceil(args.rate / RESULTS_PER_RECEIVER))
@@ -821,11 +927,12 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         aws, results_topic, f"{TEMP_QUEUE_PREFIX}{run_id}", receivers, loop.on_result, loop.clock
     ):
         loop.begin()
-        cpu_started = time.process_time()
-        with Sampler(loop, aws, requests_queue, late_ms, show) as sampler:
+        cpu_started, requests_before = time.process_time(), requests.so_far()
+        with Sampler(loop, aws, requests_queue, show, args.sample_every) as sampler:
             loop.send_all()
             loop.wait_drained(drain)
         cpu = time.process_time() - cpu_started
+        made = requests.so_far() - requests_before
     summary = {
         "run_id": run_id,
         "started_at": datetime.fromtimestamp(loop.started_at, timezone.utc).isoformat(
@@ -835,10 +942,25 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         "endpoint": endpoint,
         "interrupted": loop.stop.is_set(),
         "shared_input": args.shared_input,
-        **summarize(records, sampler.timeline, args.rate, args.ramp, span, late_ms, drain),
+        **summarize(
+            records,
+            sampler.timeline,
+            args.rate,
+            args.ramp,
+            span,
+            late_ms,
+            drain,
+            args.sample_every,
+        ),
     }
-    # ann_load's own cost, sending, receiving results and sampling, from the schedule's start.
-    summary["cpu_ms_per_job"] = round(1000 * cpu / max(summary["jobs"]["submitted"], 1), 3)
+    # ann_load's own cost, sending, receiving results and sampling, from the schedule's start:
+    # its CPU, and the AWS requests that most of it goes to.
+    per_job = max(summary["jobs"]["submitted"], 1)
+    summary["cpu_ms_per_job"] = round(1000 * cpu / per_job, 3)
+    summary["aws_requests"] = {
+        "per_job": round(made.total() / per_job, 3),
+        "by_operation": dict(sorted(made.items())),
+    }
     write_outputs(out, records, summary, sampler.timeline)
     print_summary(summary, out)
     if args.cleanup:
@@ -878,6 +1000,8 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"completed {jobs['completed']}, failed {jobs['failed']}, never completed "
         f"{jobs['never_completed']} (drain {summary['drain_s']:g} s); job-requests backlog "
         f"max {summary['backlog']['max']}, at the end {summary['backlog']['final']}\n"
+        f"ann_load's own CPU {summary['cpu_ms_per_job']:g} ms per job, "
+        f"{summary['aws_requests']['per_job']:g} AWS requests per job\n"
         f"report: {out / 'report.html'}",
         flush=True,
     )
@@ -999,6 +1123,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="MS",
         help="hold a due job up to MS for later ones to be sent with it "
         f"(up to {BATCH_MAX}; default 0: only jobs already due)",
+    )
+    parser.add_argument(
+        "--sample-every",
+        type=_positive(int),
+        default=SAMPLE_EVERY_SECONDS,
+        metavar="S",
+        help="sample the job-requests backlog every S seconds, one call each "
+        f"(default {SAMPLE_EVERY_SECONDS})",
     )
     parser.add_argument(
         "--cleanup",

@@ -91,7 +91,16 @@ def test_a_small_load_completes_and_cleanup_leaves_nothing(
     assert summary["send_lag_ms"]["count"] == summary["submit_latency_ms"]["count"] == 15
     e2e = summary["end_to_end_ms"]
     assert e2e["count"] == 15 and 200 <= e2e["p50"] <= e2e["p90"] <= e2e["p99"] <= e2e["max"]
-    assert summary["backlog"]["max"] is not None and len(summary["samples"]) >= 3
+    # And the backlog was sampled at the start, every 5 s after, and as the run ended
+    assert summary["backlog"]["max"] is not None and summary["backlog"]["every_s"] == 5
+    times = [sample["t"] for sample in summary["samples"]]
+    assert times[0] == 0 and all(t % 5 == 0 for t in times[:-1]) and times[-1] >= 3, times
+    # And its own cost: CPU and AWS requests per job, by operation (an input upload each)
+    requests = summary["aws_requests"]
+    assert summary["cpu_ms_per_job"] > 0 and requests["by_operation"]["PutObject"] == 15
+    assert requests["per_job"] == pytest.approx(
+        sum(requests["by_operation"].values()) / 15, abs=1e-3
+    )
     records = [json.loads(line) for line in (out / "jobs.jsonl").read_text().splitlines()]
     assert len(records) == 15 and {r["status"] for r in records} == {"COMPLETED"}
     assert (out / "report.html").read_text().count("<svg") == 4

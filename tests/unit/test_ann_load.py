@@ -12,11 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, job, message, put_job, vault_archive_count
+from tests.conftest import Stack, job, message, put_job, vault_archive_count, wait_for
 from util.ann_load import (
+    INPUT_HELD_MAX_BYTES,
+    RESULTS_VISIBILITY_SECONDS,
+    RESULTS_WAIT_SECONDS,
     SAMPLE_INPUT,
     JobRecord,
     OpenLoop,
+    Requests,
+    ResultsQueue,
+    Sampler,
     Submitter,
     clean_only,
     cleanup,
@@ -24,10 +30,11 @@ from util.ann_load import (
     plan,
     schedule_span,
     summarize,
+    wake_ups,
     write_outputs,
 )
 from util.ann_load_report import distribution, percentile
-from util.helpers import COMPLETED, JOB_STATUS, PENDING, SYNTHETIC, job_request
+from util.helpers import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, Aws, job_request
 from util.local.annotator import Annotator
 
 # -- the schedule ------------------------------------------------------------------------------
@@ -75,7 +82,7 @@ def test_lateness_is_recorded_and_a_job_too_late_is_dropped_not_sent() -> None:
         submitted.extend(record.job_id for record in batch)
         return {}
 
-    loop = OpenLoop(records, submit, senders=1, max_lag=0.15, clock=clock)
+    loop = OpenLoop(records, submit, senders=1, max_lag=0.15, clock=clock, late_ms=100)
     loop.begin()
     # When the senders get to them at 0.05 s, 0.25 s (150 ms late: still within) and 0.36 s
     for record, now in zip(records, (0.05, 0.25, 0.36), strict=True):
@@ -89,6 +96,41 @@ def test_lateness_is_recorded_and_a_job_too_late_is_dropped_not_sent() -> None:
     figures = summarize(records, [], rate=10, ramp=0, span=0.3, late_ms=100, drain=0)
     assert figures["jobs"]["dropped"] == 1 and figures["jobs"]["submitted"] == 2
     assert figures["late_sends"] == 1  # 150 ms is late, 50 ms is not
+    assert loop.late_sends == 1, "the progress line's count, kept as jobs are sent"
+
+
+def test_the_progress_line_keeps_its_figures_as_results_arrive() -> None:
+    # Given four sent jobs, due every second
+    clock = Clock()
+    records = plan([0.0, 1.0, 2.0, 3.0], ["u-alice"], "test")
+    loop = OpenLoop(records, lambda batch: {}, senders=1, clock=clock)
+    loop.begin()
+    # When their results arrive out of order, one twice, one FAILED, and one not ours
+    for seq, status, arrived in ((2, COMPLETED, 2.5), (0, COMPLETED, 3.0), (2, COMPLETED, 9.0)):
+        loop.on_result({"job_id": records[seq].job_id, "job_status": status}, arrived)
+    loop.on_result({"job_id": records[1].job_id, "job_status": FAILED}, 4.0)
+    loop.on_result({"job_id": "load-other-000000", "job_status": COMPLETED}, 4.0)
+    # Then the latencies so far are those of the first COMPLETED result of each job
+    assert sorted(loop.end_to_end) == loop.end_to_end == [0.5, 3.0]
+    assert (loop.end_to_end_so_far(50), loop.end_to_end_so_far(99)) == (0.5, 3.0)
+    assert loop.finished == 3
+
+
+def test_the_backlog_is_sampled_every_few_seconds_and_progress_shown_every_second() -> None:
+    # Not shown (stderr not a terminal): a wake-up only to sample, every 5 s
+    assert list(itertools.islice(wake_ups(5, show=False), 3)) == [(0, True), (5, True), (10, True)]
+    # Shown: a progress line every second, the backlog sampled every 5 s
+    shown = list(itertools.islice(wake_ups(5, show=True), 7))
+    assert shown == [
+        (0, True),
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, False),
+        (5, True),
+        (6, False),
+    ]
+    assert list(itertools.islice(wake_ups(1, show=True), 2)) == [(0, True), (1, True)]
 
 
 # -- the figures -------------------------------------------------------------------------------
@@ -124,7 +166,9 @@ def finished_run() -> tuple[list[JobRecord], list[dict]]:
 
 def test_summary_figures() -> None:
     records, timeline = finished_run()
-    figures = summarize(records, timeline, rate=2, ramp=0, span=2.0, late_ms=10, drain=5)
+    figures = summarize(
+        records, timeline, rate=2, ramp=0, span=2.0, late_ms=10, drain=5, sample_every=1
+    )
     assert figures["late_sends"] == 1
     assert figures["jobs"] == {
         "scheduled": 4,
@@ -149,7 +193,7 @@ def test_summary_figures() -> None:
     }
     assert figures["send_lag_ms"]["p50"] == 2.0 and figures["send_lag_ms"]["max"] == 30.0
     assert figures["submit_latency_ms"]["p50"] == pytest.approx(10.0)
-    assert figures["backlog"] == {"max": 3, "final": 1}
+    assert figures["backlog"] == {"max": 3, "final": 1, "every_s": 1}
 
 
 class _Tags(HTMLParser):
@@ -332,9 +376,18 @@ def test_jobs_sent_together_take_one_batch_write_and_one_publish(stack: Stack) -
         "provide-client-params.sns.PublishBatch",
         lambda params, **_: publishes.append(len(params["PublishBatchRequestEntries"])),
     )
+    writes: list[int] = []
+    stack.client("dynamodb").meta.events.register(
+        "provide-client-params.dynamodb.BatchWriteItem",
+        lambda params, **_: writes.append(
+            len(params["RequestItems"][config.gas.annotations_table])
+        ),
+    )
     # When they are submitted
     assert submit(records) == {}
-    # Then one PublishBatch carried the ten requests, each as the web app's, after its item
+    # Then one BatchWriteItem, on the process's client (no client made for the batch), put
+    # the ten items, and one PublishBatch carried the ten requests, each as the web app's
+    assert writes == [10]
     assert publishes == [10]
     sqs = stack.client("sqs")
     url = stack.queue_url(config.gas.job_requests_queue)
@@ -363,3 +416,117 @@ def test_a_batch_window_sends_jobs_together_and_counts_their_wait_as_lag() -> No
     # its lag
     assert sum(batches) == 20 and max(batches) <= 10 and len(batches) < 20, batches
     assert all(r.submitted is not None and r.lag is not None and r.lag >= 0 for r in records)
+
+
+def test_a_small_input_is_read_once_a_large_one_streamed_for_each_job(
+    stack: Stack, tmp_path: Path
+) -> None:
+    config = stack.config
+    # Given an input just over the size held in memory, and the bundled small one
+    large = tmp_path / "large.vcf"
+    large.write_bytes(bytes(range(256)) * (INPUT_HELD_MAX_BYTES // 256) + b"x")
+    small_job, large_job = plan([0.0, 0.1], ["u-alice"], "r9")
+    # When a job of each is submitted
+    small = Submitter(config, stack.aws, SAMPLE_INPUT, config.ann_load.prefix)
+    small([small_job])
+    streamed = Submitter(config, stack.aws, large, config.ann_load.prefix)
+    streamed([large_job])
+    # Then the small one was read once and is sent from memory, the large one from its file,
+    # and each job's input is its file's bytes
+    assert small.body == SAMPLE_INPUT.read_bytes() and streamed.body is None
+    for record, path in ((small_job, SAMPLE_INPUT), (large_job, large)):
+        key = job(stack, record.job_id)["s3_key_input_file"]
+        got = stack.client("s3").get_object(Bucket=config.gas.inputs_bucket, Key=key)
+        assert got["Body"].read() == path.read_bytes()
+
+
+# -- watching: the results queue and the backlog (moto in process) -------------------------------
+
+
+def results_message(job_id: str) -> str:
+    return json.dumps({"job_id": job_id, "user_id": "u-alice", "job_status": COMPLETED})
+
+
+def test_results_arrive_by_long_polls_and_are_deleted_ten_at_a_time(stack: Stack) -> None:
+    # Given the run's temporary queue on the job-results topic, and the receiver's calls seen
+    topic = stack.aws.topic_arn(stack.config.gas.job_results_topic)
+    sqs, sns = stack.client("sqs"), stack.client("sns")
+    waits: list[int] = []
+    deletes: list[int] = []
+    sqs.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage",
+        lambda params, **_: waits.append(params["WaitTimeSeconds"]),
+    )
+    sqs.meta.events.register(
+        "provide-client-params.sqs.DeleteMessageBatch",
+        lambda params, **_: deletes.append(len(params["Entries"])),
+    )
+    seen: list[str] = []
+    job_ids = [f"load-test-{n:06d}" for n in range(25)]
+    with ResultsQueue(
+        stack.aws, topic, "ann-load-test", 1, lambda body, _arrived: seen.append(body["job_id"])
+    ) as results:
+        # When 25 job results are published
+        for job_id in job_ids:
+            sns.publish(TopicArn=topic, Message=results_message(job_id))
+        # Then each is passed on once, received by the longest polls SQS has
+        wait_for(lambda: len(seen) == 25 and len(deletes) == 2, what="25 results, 2 deletes")
+        assert sorted(seen) == job_ids
+        assert set(waits) == {RESULTS_WAIT_SECONDS} == {20}
+        # And deleted ten at a time; the last five stay hidden for the rest of the run
+        assert deletes == [10, 10]
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=results.url,
+            AttributeNames=["VisibilityTimeout", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        assert attributes == {
+            "VisibilityTimeout": str(RESULTS_VISIBILITY_SECONDS),
+            "ApproximateNumberOfMessagesNotVisible": "5",
+        }
+    # And at the end the queue is gone without waiting for the poll under way to return
+    assert sqs.list_queues(QueueNamePrefix="ann-load-").get("QueueUrls", []) == []
+    assert results.threads[0].is_alive(), "the end of the run waited for a 20 s poll"
+
+
+def test_a_result_received_once_the_run_is_ending_is_not_passed_on(stack: Stack) -> None:
+    # Given the run's temporary queue with one result in it, and no receiving thread
+    topic = stack.aws.topic_arn(stack.config.gas.job_results_topic)
+    seen: list[dict] = []
+    results = ResultsQueue(stack.aws, topic, "ann-load-test", 0, lambda body, _: seen.append(body))
+    with results:
+        stack.client("sns").publish(TopicArn=topic, Message=results_message("load-test-000000"))
+        # When the run ends (its figures final) while a receive is under way
+        stack.client("sqs").meta.events.register(
+            "after-call.sqs.ReceiveMessage", lambda **_: results.closing.set()
+        )
+        results._receive()
+    # Then the result it brings back is not passed on
+    assert seen == []
+
+
+def test_a_sample_records_the_backlog_and_the_progress_line_shows_it(stack: Stack) -> None:
+    # Given a job request waiting in the job-requests queue
+    url = stack.queue_url(stack.config.gas.job_requests_queue)
+    stack.client("sqs").send_message(QueueUrl=url, MessageBody="{}")
+    loop = OpenLoop(plan([0.0], ["u-alice"], "test"), lambda batch: {}, senders=1, clock=Clock())
+    sampler = Sampler(loop, stack.aws, url, show=False, every=5)
+    # When the sampler samples at 5 s
+    sampler.sample(5.0)
+    # Then the timeline has the backlog, and the progress line shows it until the next sample
+    assert sampler.timeline == [{"t": 5.0, "backlog": 1, "in_flight": 0, "sent": 0, "completed": 0}]
+    assert "backlog 1 " in sampler.progress() and "late 0" in sampler.progress()
+
+
+def test_the_requests_made_are_counted_by_operation(stack: Stack) -> None:
+    # Given a counter on a process's AWS clients, made before them
+    aws = Aws(stack.config)
+    requests = Requests(aws)
+    url = stack.queue_url(stack.config.gas.job_requests_queue)
+    # When two kinds of request are made, one of them twice
+    aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    before = requests.so_far()
+    aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    aws.client("dynamodb").describe_table(TableName=stack.config.gas.annotations_table)
+    # Then each is counted, and the requests of a stretch are the difference
+    assert requests.so_far() == {"GetQueueAttributes": 2, "DescribeTable": 1}
+    assert requests.so_far() - before == {"GetQueueAttributes": 1, "DescribeTable": 1}

@@ -104,6 +104,11 @@ def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
     faulthandler.cancel_dump_traceback_later()
 
 
+def pytest_enter_pdb() -> None:
+    """Someone is debugging: pytest-timeout stands down, and so does the watchdog."""
+    faulthandler.cancel_dump_traceback_later()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_service_models() -> Iterator[None]:
     """One botocore loader for every session the tests make.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -61,6 +62,51 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kind = Path(item.fspath).parent.name
         if kind in KINDS:
             item.add_marker(getattr(pytest.mark, kind))
+
+
+# -- a test that hangs beyond pytest-timeout's reach ------------------------------------------
+
+# pytest-timeout fails a test from Python code, a SIGALRM handler or a timer thread; a process
+# stuck in C with the GIL held (tests/interleave.py: `_frames`) runs neither and would hang
+# the run for good. So each test also arms faulthandler's watchdog, a C thread that needs no
+# GIL: `timeout_grace` seconds after the test's timeout it writes every thread's stack to the
+# terminal and ends the process (pytest-xdist reports the test's worker as crashed).
+_TERMINAL = pytest.StashKey[int]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "timeout_grace",
+        "seconds past a test's timeout (and its teardown) before the watchdog dumps every "
+        "thread's stack and ends the process",
+        default="60",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_TERMINAL] = os.dup(sys.stderr.fileno())  # not a test's captured stderr
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    os.close(config.stash[_TERMINAL])
+
+
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """Arm the watchdog; pytest-timeout arms its own timer too (this returns None)."""
+    faulthandler.dump_traceback_later(
+        settings.timeout + float(item.config.getini("timeout_grace")),
+        exit=True,
+        file=item.config.stash[_TERMINAL],
+    )
+
+
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_enter_pdb() -> None:
+    """Someone is debugging: pytest-timeout stands down, and so does the watchdog."""
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -43,6 +43,7 @@ thread inspection relies on CPython 3.11's threading and concurrent.futures code
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import random as _random
@@ -348,6 +349,24 @@ _START = threading.Thread.start.__code__
 _POLL = 0.001  # seconds between looks at threads that are neither at a gate nor finished
 
 
+def _frames() -> dict[int, Any]:
+    """Every thread's innermost frame (`sys._current_frames()`), with the collector off.
+
+    On CPython 3.11 that call holds the runtime's lock on the list of threads while it makes
+    frame objects, and an allocation may run the collector there. A finalizer it runs may then
+    give the GIL to a thread that starts or ends a thread, which waits for that lock holding
+    the GIL: the process hangs in C, where no timeout can stop it (python/cpython#106883).
+    The scheduler looks every millisecond while handlers start and drop thread pools.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _parked(frame: Any, frames: dict[int, Any]) -> bool:
     """Whether a thread whose innermost frame is `frame` waits for another thread to act."""
     if frame is None:
@@ -526,7 +545,7 @@ class _Schedule:
 
     def _running(self) -> Iterator[tuple[threading.Thread, Any]]:
         """Threads of the run that are neither at a gate, finished, parked, nor a dead actor's."""
-        frames = sys._current_frames()
+        frames = _frames()
         gated = {c.thread for c in self.pending}
         ignored = self.baseline | gated | {threading.current_thread()}
         for state in self.actors:
@@ -553,7 +572,7 @@ class _Schedule:
         lines = [f"no progress within {self.timeout}s {after}:"]
         owner = {t: s.actor.name for s in self.actors for t in s.threads}
         waiting = {c.state for c in self.pending}
-        frames = sys._current_frames()
+        frames = _frames()
         for s in self.actors:
             if not s.done and s not in waiting:
                 places = ", ".join(

@@ -6,6 +6,8 @@ import functools
 import io
 import itertools
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from tests import interleave
+from tests.conftest import ROOT
 from tests.interleave import (
     Actor,
     Crashed,
@@ -307,6 +310,59 @@ def test_a_stuck_actor_is_named_within_the_timeout(ddb: BaseClient, how: str) ->
     assert "test_interleave.py" in message and "in hang" in message
     if how == "sleep":
         assert "thread 'stuck' (actor 'stuck') is still running" in message
+
+
+# -- the scheduler's look at threads, while a collection runs finalizers -------------------------
+
+# Garbage whose finalizer starts a thread and leaves the next such garbage: every collection
+# does what one freeing handlers' thread pools may do, run Python code (their weakref
+# callbacks) while threads start and end. Then the scheduler's look at every thread, which
+# makes frame objects for the threads that wait.
+LOOK_WHILE_COLLECTING = """
+import gc, threading
+from tests import interleave
+
+class Garbage:
+    armed = True
+
+    def __init__(self):
+        self.cycle = self  # only the collector frees it
+
+    def __del__(self):
+        if Garbage.armed:
+            Garbage()
+            started = threading.Thread(target=lambda: None)
+            started.start()
+            started.join()
+
+release = threading.Event()
+for _ in range(3):
+    threading.Thread(target=release.wait, daemon=True).start()
+gc.collect()
+gc.set_threshold(1)  # every allocation of a tracked object collects
+Garbage()
+interleave._frames()
+Garbage.armed = False
+release.set()
+print("looked")
+"""
+
+
+def test_looking_at_threads_while_a_collection_starts_one_does_not_deadlock() -> None:
+    # In a process of its own: before the fix, sys._current_frames() ran the collection while
+    # holding the runtime's list of threads, and the new thread waited for that lock forever
+    # with the GIL held, where no timeout of this process could end it.
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", LOOK_WHILE_COLLECTING],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlocked: the look at threads ran the collector")
+    assert (done.returncode, done.stdout) == (0, "looked\n"), done.stderr
 
 
 def test_sessions_must_come_from_interleave(ddb: BaseClient) -> None:

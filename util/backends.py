@@ -327,9 +327,9 @@ class VaultBackend:
         output = self.vault.job_output(completion.source, cancelled)
         part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)
         if part_size == 0:  # at most 5 MiB (distinct_layout): one verified read, one request
-            body = output.read(0, size - 1)
-            output.verify()
-            self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+            with output.read(0, size - 1) as body:
+                output.verify()
+                self.s3.put_object(Bucket=bucket, Key=key, Body=body)
             return
         part_size = ChunksizeAdjuster().adjust_chunksize(part_size, size)  # as `parts` counts
         starts = range(0, size, part_size)
@@ -338,9 +338,9 @@ class VaultBackend:
         where = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
 
         def move(first: int) -> str:
-            body = output.read(first, min(first + part_size, size) - 1)
-            etag = self.s3.upload_part(**where, PartNumber=first // part_size + 1, Body=body)
-            progress.add(len(body))
+            with output.read(first, min(first + part_size, size) - 1) as body:
+                etag = self.s3.upload_part(**where, PartNumber=first // part_size + 1, Body=body)
+                progress.add(len(body))
             return etag["ETag"]
 
         try:

@@ -12,7 +12,8 @@ stack directly. Sections:
 - ``head-of-line``: one ``--big-mib`` result and ``--jobs`` 100 KB ones on one archive
   worker (concurrency 4); when each finishes, from the worker's log as it is written;
 - ``transfer``: a ``--transfer-mib`` result archived, restored and thawed with 1 and with 8
-  transfer threads: rate, peak RSS (VmHWM) of each worker, and the bytes back identical;
+  transfer threads: rate, peak RSS (VmHWM) of each worker, the CPU seconds of the worker, the
+  stack and the proxy meanwhile (all share the machine's cores), and the bytes back identical;
 - ``calls``: AWS calls by operation (the proxy's counts) per archived job, per result a
   restore starts and per thaw, over ``--jobs`` 100 KB results, and each worker's CPU per job;
 - ``ann_load``: ann_load's own CPU per submitted job at 5 and 50 jobs/s, its input uploaded
@@ -176,8 +177,10 @@ class Bench:
         )
 
     def once(self, utility: str, **settings: str) -> dict[str, float]:
-        """One ``--once`` run: seconds, peak RSS (MiB) and CPU seconds of the worker."""
+        """One ``--once`` run: seconds, peak RSS (MiB) and CPU seconds of the worker, and
+        the CPU seconds the stack and the proxy spent meanwhile."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stack_before, proxy_before = cpu_seconds(self.stack), cpu_seconds(self.proxy)
         started = time.monotonic()
         process = self.start(utility, "--once", **settings)
         log: list[str] = []
@@ -196,7 +199,15 @@ class Bench:
             "seconds": seconds,
             "rss": peak,
             "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            "stack_cpu": cpu_seconds(self.stack) - stack_before,
+            "proxy_cpu": cpu_seconds(self.proxy) - proxy_before,
         }
+
+
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """User and system CPU seconds of a running process (/proc/PID/stat)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def head_of_line(bench: Bench, big_mib: int, jobs: int) -> None:
@@ -248,7 +259,9 @@ def head_of_line(bench: Bench, big_mib: int, jobs: int) -> None:
 
 def transfer(bench: Bench, size_mib: int) -> None:
     print(
-        f"\n== transfer: {size_mib} MiB archived (16 MiB parts) and thawed (8 MiB ranges)",
+        f"\n== transfer: {size_mib} MiB archived (16 MiB parts) and thawed ([thaw] "
+        f"part_size_mib 8: 16 MiB parts, the original's being 8 MiB); CPU seconds of the "
+        f"worker, the stack and the proxy on {os.cpu_count()} cores",
         flush=True,
     )
     rates: dict[tuple[str, int], float] = {}
@@ -274,7 +287,8 @@ def transfer(bench: Bench, size_mib: int) -> None:
             rates[(utility, threads)] = size_mib / run["seconds"]
             print(
                 f"  {threads} thread(s) {utility:8} {run['seconds']:6.1f} s "
-                f"{rates[(utility, threads)]:6.1f} MiB/s  peak RSS {run['rss']:5.0f} MiB",
+                f"{rates[(utility, threads)]:6.1f} MiB/s  peak RSS {run['rss']:5.0f} MiB  "
+                f"CPU {run['cpu']:5.1f} / {run['stack_cpu']:5.1f} / {run['proxy_cpu']:5.1f} s",
                 flush=True,
             )
         print(f"  back in S3 byte-identical: {identical}")

@@ -49,6 +49,7 @@ T_THAW = "tests/unit/test_thaw.py"
 T_NOTIFY = "tests/unit/test_notify.py"
 T_WORKER = "tests/unit/test_worker.py"
 T_S3 = "tests/unit/test_s3_backend.py"
+T_TRANSFERS = "tests/unit/test_transfers.py"
 
 
 @dataclass(frozen=True)
@@ -662,8 +663,8 @@ MUTANTS: list[Mutant] = [
     M(
         "glacier: a failed upload is not aborted",
         GLACIER,
-        "            wait(sent)  # no part may land after the abort\n            self.abort(upload_id)\n",
-        "            wait(sent)  # no part may land after the abort\n",
+        "            self.abort(upload_id)  # no part is under way any more (in_parts)\n",
+        "",
         (T_ARCHIVE,),
     ),
     M(
@@ -735,6 +736,20 @@ MUTANTS: list[Mutant] = [
         BACKENDS,
         "part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)",
         "part_size = self.thaw_part_size",
+        (T_THAW,),
+    ),
+    M(
+        "backends: a failed thaw copy is not aborted",
+        BACKENDS,
+        "                self.s3.abort_multipart_upload(**where)\n",
+        "                pass\n",
+        (T_THAW, T_TRANSFERS),
+    ),
+    M(
+        "backends: a thaw copy completed before it is verified whole",
+        BACKENDS,
+        "            output.verify()\n            self.s3.complete_multipart_upload(",
+        "            self.s3.complete_multipart_upload(",
         (T_THAW,),
     ),
     M(

@@ -151,8 +151,8 @@ class _Managers:
         self.lock = threading.Lock()
 
     def for_parts(self, part_size: int) -> TransferManager:
-        """Transfers in parts of `part_size`, always multipart; 0: in one request (a copy
-        of up to 5 GiB). A non-seekable upload holds `threads` parts in memory."""
+        """Copies in parts of `part_size`, always multipart; 0: in one request (up to
+        5 GiB)."""
         with self.lock:
             if part_size not in self.made:
                 config = (
@@ -160,7 +160,6 @@ class _Managers:
                         multipart_threshold=1,
                         multipart_chunksize=part_size,
                         max_request_concurrency=self.threads,
-                        max_in_memory_upload_chunks=self.threads,
                     )
                     if part_size
                     else TransferConfig(
@@ -263,11 +262,6 @@ class VaultBackend:
         self.s3 = aws.client("s3")
         self.archive_part_size = config.archive.part_size_mib * MIB
         self.thaw_part_size = config.thaw.part_size_mib * MIB
-        # Thaw moves `transfer_threads` parts at once: half of them ranges fetched from
-        # Glacier ahead of the upload, half parts uploaded to S3; so many in memory.
-        self.thaw_uploads = max(1, config.gas.transfer_threads // 2)
-        self.thaw_ahead = max(1, config.gas.transfer_threads - self.thaw_uploads)
-        self.transfers = _Managers(self.s3, self.thaw_uploads)
 
     def source(self, bucket: str, key: str) -> Source | None:
         """The first part's ranged GET: the size (``Content-Range``) and the ETag every other
@@ -367,21 +361,50 @@ class VaultBackend:
         avoid_etag: str | None,
         cancelled: threading.Event,
     ) -> None:
+        """The job output into an S3 multipart upload, completed only once verified whole.
+
+        Each part is one thread's from start to end: its range fetched from Glacier and
+        checked, then uploaded, `transfer_threads` parts at once on the vault's pool
+        (`Vault.in_parts`), so at most that many are in memory and every thread moves bytes
+        all the time. (s3transfer reads a stream in one thread, so fetching in parallel would
+        need ranges buffered ahead of it, besides its own parts.) Anything failing aborts
+        the upload once no part is under way: nothing is committed.
+        """
         size = int(completion.source["ArchiveSizeInBytes"])
-        output = self.vault.job_output(
-            completion.source, self.thaw_part_size, cancelled, self.thaw_ahead
-        )
+        output = self.vault.job_output(completion.source, cancelled)
         part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)
+        if part_size == 0:  # at most 5 MiB (distinct_layout): one verified read, one request
+            with output.read(0, size - 1) as body:
+                output.verify()
+                self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+            return
+        part_size = ChunksizeAdjuster().adjust_chunksize(part_size, size)  # as `parts` counts
+        starts = range(0, size, part_size)
+        progress = Progress(f"thaw to s3://{bucket}/{key}", size, self.vault.progress_seconds)
+        upload_id = self.s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        where = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+
+        def move(first: int) -> str:
+            with output.read(first, min(first + part_size, size) - 1) as body:
+                etag = self.s3.upload_part(**where, PartNumber=first // part_size + 1, Body=body)
+                progress.add(len(body))
+            return etag["ETag"]
+
         try:
-            if part_size == 0:  # at most 5 MiB (distinct_layout): one verified read, one request
-                self.s3.put_object(Bucket=bucket, Key=key, Body=output.read())
-                return
-            progress = Progress(f"upload to s3://{bucket}/{key}", size, self.vault.progress_seconds)
-            self.transfers.for_parts(part_size).upload(
-                output, bucket, key, subscribers=[_Transfer(size, progress)]
-            ).result()
-        finally:
-            output.close()
+            etags = self.vault.in_parts(starts, move)
+            output.verify()
+            self.s3.complete_multipart_upload(
+                **where,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": etags[s]} for n, s in enumerate(starts, 1)]
+                },
+            )
+        except BaseException:
+            try:
+                self.s3.abort_multipart_upload(**where)
+            except ClientError:
+                pass  # best effort: an upload nobody completes commits nothing
+            raise
 
 
 class S3Backend:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 import boto3
@@ -17,6 +19,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.s3.models import FakeMultipart
 
 from tests.conftest import Server, Stack, wait_for
 from util.local import s3 as s3_emulation
@@ -575,3 +578,97 @@ def test_ranges_s3_answers_otherwise_are_answered_as_before(s3: BaseClient) -> N
     with pytest.raises(ClientError) as excinfo:
         s3.get_object(Bucket=BUCKET, Key="small", Range="bytes=0-1", IfMatch='"other"')
     assert error(excinfo) == ("PreconditionFailed", 412)
+
+
+# -- CompleteMultipartUpload --------------------------------------------------------------------
+
+
+def upload_in_parts(s3: BaseClient, key: str, parts: list[bytes], **checksum: str) -> dict:
+    """Complete an upload of `parts`, each with its checksum if the upload has an algorithm;
+    the object's HeadObject (checksums included)."""
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key, **checksum)["UploadId"]
+    where = {"Bucket": BUCKET, "Key": key, "UploadId": upload_id}
+    algorithm = {k: v for k, v in checksum.items() if k == "ChecksumAlgorithm"}
+    listed = []
+    for number, body in enumerate(parts, 1):
+        answer = s3.upload_part(**where, PartNumber=number, Body=body, **algorithm)
+        sums = {k: v for k, v in answer.items() if k.startswith("Checksum") and algorithm}
+        listed.append({"PartNumber": number, "ETag": answer["ETag"], **sums})
+    s3.complete_multipart_upload(**where, MultipartUpload={"Parts": listed})
+    return s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+
+
+@pytest.mark.parametrize(
+    "checksum",
+    [
+        {},
+        {"ChecksumAlgorithm": "CRC32"},
+        {"ChecksumAlgorithm": "SHA256"},
+        {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"},
+    ],
+    ids=["default", "crc32", "sha256", "crc32-full-object"],
+)
+def test_a_completed_upload_is_the_object_moto_makes(
+    s3: BaseClient, monkeypatch: pytest.MonkeyPatch, checksum: dict[str, str]
+) -> None:
+    # Given three parts (two of 5 MiB, the smallest S3 takes but the last, and one byte)
+    parts = [os.urandom(5 * MIB), os.urandom(5 * MIB), b"!"]
+    # When they are uploaded and completed, here and by moto's own CompleteMultipartUpload
+    ours = upload_in_parts(s3, "ours", parts, **checksum)
+    monkeypatch.setattr(FakeMultipart, "complete", s3_emulation._moto_complete)
+    theirs = upload_in_parts(s3, "theirs", parts, **checksum)
+    # Then the objects have the same bytes, ETag, size and checksums
+    for key in ("ours", "theirs"):
+        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"".join(parts)
+
+    def described(head: dict) -> dict:
+        return {k: v for k, v in head.items() if k.startswith(("Checksum", "ETag", "Content"))}
+
+    assert described(ours) == described(theirs)
+    assert ours["ETag"].endswith('-3"') and ours["ContentLength"] == 10 * MIB + 1
+
+
+@pytest.mark.parametrize(
+    "parts, listed, code",
+    [
+        ([b"a" * MIB, b"b"], lambda etags: [(1, etags[0]), (2, etags[1])], "EntityTooSmall"),
+        ([b"a"], lambda etags: [(1, '"0123"')], "InvalidPart"),
+        ([b"a"], lambda etags: [(2, etags[0])], "InvalidPart"),
+    ],
+    ids=["small-part", "wrong-etag", "no-such-part"],
+)
+def test_a_completion_moto_refuses_is_refused_alike(
+    s3: BaseClient, monkeypatch: pytest.MonkeyPatch, parts: list, listed: Any, code: str
+) -> None:
+    def complete(key: str) -> str:
+        upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        where = {"Bucket": BUCKET, "Key": key, "UploadId": upload_id}
+        etags = [
+            s3.upload_part(**where, PartNumber=n, Body=body)["ETag"]
+            for n, body in enumerate(parts, 1)
+        ]
+        entries = [{"PartNumber": n, "ETag": e} for n, e in listed(etags)]
+        with pytest.raises(ClientError) as excinfo:
+            s3.complete_multipart_upload(**where, MultipartUpload={"Parts": entries})
+        return error(excinfo)[0]
+
+    assert complete("ours") == code
+    monkeypatch.setattr(FakeMultipart, "complete", s3_emulation._moto_complete)
+    assert complete("theirs") == code
+
+
+def test_a_completed_upload_outlives_a_deleted_copy_that_shares_its_parts(s3: BaseClient) -> None:
+    # Given an object completed from two parts, and a CopyObject copy of it (moto's copy
+    # shares the original's upload, parts included)
+    parts = [os.urandom(5 * MIB), os.urandom(MIB)]
+    upload_in_parts(s3, "original", parts)
+    s3.copy_object(Bucket=BUCKET, Key="copy", CopySource={"Bucket": BUCKET, "Key": "original"})
+    # When the copy is deleted
+    s3.delete_object(Bucket=BUCKET, Key="copy")
+    # Then the original still reads, whole and by range
+    read = s3.get_object(Bucket=BUCKET, Key="original")["Body"].read()
+    assert read == b"".join(parts)
+    ranged = s3.get_object(
+        Bucket=BUCKET, Key="original", Range=f"bytes={5 * MIB - 2}-{5 * MIB + 1}"
+    )
+    assert ranged["Body"].read() == parts[0][-2:] + parts[1][:2]

@@ -1,8 +1,9 @@
 """Parallel vault transfers: parts `threads` at a time, memory bounded, nothing committed on a
-failure; ranges of a job output fetched ahead in parallel, verified; progress lines."""
+failure, for archive's upload and thaw's copy back alike; progress lines."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -10,7 +11,8 @@ import threading
 import pytest
 
 from tests.conftest import Stack, archived_bytes, vault_archive_count, wait_for
-from util.glacier import MIB, JobOutput, Progress, Vault
+from util.backends import SUCCEEDED, Completion, VaultBackend
+from util.glacier import MIB, Progress, Vault
 
 THREADS = 4
 
@@ -120,29 +122,90 @@ def finished_retrieval(stack: Stack, store: Vault, data: bytes) -> dict:
     )
 
 
-def test_a_job_output_is_fetched_ranges_ahead_in_parallel_and_verified(stack: Stack) -> None:
+def retrieved(stack: Stack, size: int) -> tuple[VaultBackend, Completion, bytes]:
+    """A thaw back end moving THREADS parts at once in 8 MiB parts, and a finished retrieval
+    of `size` random bytes."""
     from util.local import glacier as glacier_emulation
 
     glacier_emulation.configure(expedited_seconds=0)
-    store = vault(stack)
-    data = os.urandom(8 * MIB)
-    job = finished_retrieval(stack, store, data)
-    fetching = Concurrency()
-    together = threading.Barrier(THREADS, timeout=10)
+    stack.config.gas.transfer_threads = THREADS
+    stack.config.thaw.part_size_mib = 8
+    backend = VaultBackend(stack.config, stack.aws)
+    data = os.urandom(size)
+    job = finished_retrieval(stack, backend.vault, data)
+    return backend, Completion(job["JobId"], "j1", job["ArchiveId"], SUCCEEDED, "", job), data
 
-    def before(**_) -> None:
-        fetching.enter()
-        together.wait()
 
-    events = store.glacier.meta.events
-    events.register("before-call.glacier.GetJobOutput", before)
-    events.register("after-call.glacier.GetJobOutput", lambda **_: fetching.leave())
-    # When its output is read in 1 MiB ranges, in small reads
-    output = JobOutput(store, job, MIB, ahead=THREADS)
-    chunks = iter(lambda: output.read(300_000), b"")
-    # Then it is the archive's bytes, 4 ranges were fetched at once (as asked) and never more
-    assert b"".join(chunks) == data
-    assert fetching.most == THREADS
+def copy_back(stack: Stack, backend: VaultBackend, completion: Completion) -> None:
+    backend.copy_back(completion, stack.config.gas.results_bucket, "back", None, threading.Event())
+
+
+def uploads_left(stack: Stack) -> list:
+    s3 = stack.client("s3")
+    return s3.list_multipart_uploads(Bucket=stack.config.gas.results_bucket).get("Uploads", [])
+
+
+def test_thaw_moves_threads_parts_at_once_each_fetched_only_when_its_thread_is_free(
+    stack: Stack,
+) -> None:
+    # Given a retrieval of five 8 MiB parts and a back end moving 4 at once
+    backend, completion, data = retrieved(stack, 5 * 8 * MIB)
+    fetched, uploading, in_memory = Concurrency(), Concurrency(), Concurrency()
+    # The first 4 uploads wait until all 4 are on the wire: only parallel ones get past.
+    together, arrivals = threading.Barrier(THREADS, timeout=10), itertools.count()
+
+    def before_upload(**_) -> None:
+        uploading.enter()
+        if next(arrivals) < THREADS:
+            together.wait()
+
+    def uploaded(**_) -> None:
+        uploading.leave()
+        in_memory.leave()
+
+    backend.vault.glacier.meta.events.register(
+        "after-call.glacier.GetJobOutput", lambda **_: (fetched.enter(), in_memory.enter())
+    )
+    backend.s3.meta.events.register("before-call.s3.UploadPart", before_upload)
+    backend.s3.meta.events.register("after-call.s3.UploadPart", uploaded)
+    # When it is copied back
+    copy_back(stack, backend, completion)
+    # Then 4 parts went up at once, never more than 4 were held between their fetch and the
+    # end of their upload, every range was fetched once, and the bytes are back
+    assert uploading.most == THREADS and in_memory.most == THREADS
+    assert fetched.now == 5
+    back = stack.client("s3").get_object(Bucket=stack.config.gas.results_bucket, Key="back")
+    assert back["Body"].read() == data and back["ETag"].endswith('-5"')
+
+
+@pytest.mark.parametrize("failure", ["fetch", "upload"])
+def test_a_failed_thaw_part_commits_nothing(stack: Stack, failure: str) -> None:
+    # Given a five-part copy back whose last part fails (Glacier's range, or S3 refusing it)
+    backend, completion, _ = retrieved(stack, 5 * 8 * MIB)
+    calls: list[str] = []
+
+    def fetch(params, **_) -> None:
+        if failure == "fetch" and params["range"].startswith(f"bytes={4 * 8 * MIB}-"):
+            raise ConnectionError("connection reset")
+
+    def upload(params, **_) -> None:
+        calls.append("part")
+        if failure == "upload" and params["PartNumber"] == 5:
+            raise ConnectionError("connection reset")
+
+    backend.vault.glacier.meta.events.register("provide-client-params.glacier.GetJobOutput", fetch)
+    events = backend.s3.meta.events
+    events.register("provide-client-params.s3.UploadPart", upload)
+    events.register("after-call.s3.UploadPart", lambda **_: calls.append("done"))
+    events.register("before-call.s3.AbortMultipartUpload", lambda **_: calls.append("abort"))
+    # When it is copied back
+    with pytest.raises(ConnectionError):
+        copy_back(stack, backend, completion)
+    # Then the upload was aborted after every part under way had ended, and nothing is there
+    assert calls[-1] == "abort" and calls.count("abort") == 1
+    assert uploads_left(stack) == []
+    listing = stack.client("s3").list_objects_v2(Bucket=stack.config.gas.results_bucket)
+    assert listing.get("KeyCount", 0) == 0
 
 
 def test_a_long_transfer_logs_its_progress(caplog: pytest.LogCaptureFixture) -> None:

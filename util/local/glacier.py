@@ -544,17 +544,19 @@ class ArchiveJob(_Job):
             return None
         return self.archive.tree_hash if self.whole else _tree_hash(self.output())
 
-    def range_tree_hash(self, first: int, last: int) -> str | None:
-        """x-amz-sha256-tree-hash for bytes first..last of the output, if AWS sends one.
+    def range_tree_hash(self, first: int, body: bytes) -> str | None:
+        """x-amz-sha256-tree-hash for `body`, the output's bytes from `first`, if AWS sends
+        one.
 
         AWS sends it when the retrieved range and the downloaded one are both aligned.
         """
         size = self.last - self.first + 1
+        last = first + len(body) - 1
         if self.output_tree_hash is None or not _tree_hash_aligned(first, last, size):
             return None
         if first == 0 and last == size - 1:
             return self.output_tree_hash
-        return _tree_hash(self.output()[first : last + 1])
+        return _tree_hash(body)
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
         d = super().to_dict(now)
@@ -845,16 +847,17 @@ class GlacierResponse(moto_responses.GlacierResponse):
             first, last = _download_range(requested, len(output))
             status = 206  # AWS answers any ranged request so, even for the whole output
             headers["Content-Range"] = f"bytes {first}-{last}/{len(output)}"
+        body = output[first : last + 1]
         if not isinstance(job, ArchiveJob):
             headers["content-type"] = "application/json"
-            return _respond(status, headers, output[first : last + 1])
+            return _respond(status, headers, body)
         headers["content-type"] = "application/octet-stream"
-        tree_hash = job.range_tree_hash(first, last)
+        tree_hash = job.range_tree_hash(first, body)
         if tree_hash is not None:
             headers["x-amz-sha256-tree-hash"] = tree_hash
         if job.archive.description:
             headers["x-amz-archive-description"] = job.archive.description
-        return _respond(status, headers, output[first : last + 1])
+        return _respond(status, headers, body)
 
     def initiate_multipart_upload(self) -> TYPE_RESPONSE:
         upload = self._vault().initiate_multipart_upload(

@@ -52,6 +52,13 @@ it (archiving a large result in parts read it once per part). A GetObject with a
 now hands moto's range handling a view of the key that reads the bytes it slices, and nothing
 else; every other answer (no range, several ranges, an unsatisfiable one) is moto's.
 
+CompleteMultipartUpload leaves the object's bytes in its parts, which moto keeps with the
+object anyway, and reads them from there. moto joined them in memory several times over, then
+wrote them to disk: 35 to 42 s and 4 GiB for 1 GiB on the development machine, against 1.1 s
+and nothing now. Its checks, ETag and checksum are moto's; an upload whose whole-object
+checksum moto computes other than with CRC-32 (``awscrt`` or ``crc32c`` installed, or a SHA)
+is left to moto. An object larger than moto keeps in memory is written straight to its file.
+
 Not emulated: a restored copy never expires (no ``s3:ObjectRestore:Delete``), DEEP_ARCHIVE
 restores take the same time as GLACIER ones of the same tier, SELECT restores, versioned
 restores' ``versionId`` in events, and the records' ``userIdentity``,
@@ -60,7 +67,14 @@ restores' ``versionId`` in events, and the records' ``userIdentity``,
 
 from __future__ import annotations
 
+import base64
+import binascii
+import bisect
+import hashlib
+import io
+import itertools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -68,13 +82,28 @@ from xml.sax.saxutils import escape
 
 import xmltodict
 from moto.core.common_types import TYPE_RESPONSE
+from moto.core.compat import HAS_CRC32C, HAS_CRT
 from moto.core.utils import utcnow
 from moto.s3 import notifications
-from moto.s3.exceptions import InvalidObjectState, MissingKey, ObjectNotInActiveTierError
-from moto.s3.models import FakeBucket, FakeKey, S3Backend
+from moto.s3.exceptions import (
+    EntityTooSmall,
+    InvalidObjectState,
+    InvalidPart,
+    MalformedXML,
+    MissingKey,
+    ObjectNotInActiveTierError,
+)
+from moto.s3.models import (
+    FakeBucket,
+    FakeKey,
+    FakeMultipart,
+    MultipartChecksumBuilder,
+    S3Backend,
+)
 from moto.s3.notifications import S3NotificationEvent
 from moto.s3.responses import S3Response
 from moto.s3.utils import ARCHIVE_STORAGE_CLASSES
+from moto.settings import S3_UPLOAD_PART_MIN_SIZE
 
 from util.local.glacier import TIERS, current_settings
 
@@ -90,11 +119,14 @@ _moto_s3_event = notifications._get_s3_event
 _moto_get_object = S3Response.get_object
 _moto_handle_range_header = S3Response._handle_range_header
 _moto_key_value: property = FakeKey.value  # type: ignore[assignment]
+_moto_complete = FakeMultipart.complete
+_moto_dispose_multipart = FakeMultipart.dispose
 
 _ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
 _LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
 _WRITES = threading.RLock()  # conditional check-then-act of a key, and every object write
 _RANGED = threading.local()  # set while this thread answers a GetObject with a Range header
+_JOINED = "gas_joined"  # where a completed upload keeps the buffer its object reads from
 
 
 @dataclass
@@ -374,6 +406,119 @@ def _handle_range_header(
     return status, headers, body
 
 
+class _Joined(io.RawIOBase):
+    """A completed upload's bytes, read from its parts, which moto keeps with the object: the
+    object's buffer. While it is open, a copy that shares the upload (moto's CopyObject
+    shares it) being deleted does not dispose of the parts (`_dispose_multipart`)."""
+
+    def __init__(self, parts: list[FakeKey]) -> None:
+        self.parts = parts
+        self.ends = list(itertools.accumulate(part.contentsize for part in parts))
+        self.size = self.ends[-1]
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        """As many bytes as fit, across parts (moto's readers expect a full read)."""
+        view, done = memoryview(buffer).cast("B"), 0
+        while done < len(view) and self.position < self.size:
+            index = bisect.bisect_right(self.ends, self.position)
+            part = self.parts[index]
+            offset = self.position - (self.ends[index] - part.contentsize)
+            wanted = min(len(view) - done, part.contentsize - offset)
+            with part.lock:
+                part._value_buffer.seek(offset)
+                got = part._value_buffer.readinto(view[done : done + wanted])
+            if not got:
+                break
+            done += got
+            self.position += got
+        return done
+
+    def readall(self) -> bytes:
+        whole = bytearray(max(0, self.size - self.position))
+        return bytes(whole[: self.readinto(whole)])
+
+
+def _crc32_whole(algorithm: str) -> bool:
+    """Whether moto computes this whole-object checksum as a CRC-32 (`compute_checksum`):
+    CRC32 itself, and its stand-in for CRC64NVME without awscrt and CRC32C without crc32c."""
+    return (
+        algorithm == "CRC32"
+        or (algorithm == "CRC64NVME" and not HAS_CRT)
+        or (algorithm == "CRC32C" and not HAS_CRC32C)
+    )
+
+
+def _complete_multipart(
+    self: FakeMultipart, body: Iterator[tuple[int, str]]
+) -> tuple[bytes | _Joined, str, tuple[str, str, int] | None]:
+    """moto's FakeMultipart.complete (the same checks, ETag and checksum), the object's bytes
+    left in its parts instead of joined in memory."""
+    checksum = MultipartChecksumBuilder(
+        self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
+    )
+    whole = checksum.checksum_type != "COMPOSITE"
+    if whole and not _crc32_whole(checksum.checksum_algorithm):
+        return _moto_complete(self, body)
+    parts: list[FakeKey] = []
+    for number, etag in body:
+        part = self.parts.get(number)
+        if part is None or part.etag.replace('"', "") != etag.replace('"', ""):
+            raise InvalidPart()
+        if parts and parts[-1].contentsize < S3_UPLOAD_PART_MIN_SIZE:
+            raise EntityTooSmall()
+        parts.append(part)
+    if not parts:
+        raise MalformedXML
+    md5s = b"".join(bytes.fromhex(part.etag.replace('"', "")) for part in parts)
+    etag = f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"
+    crc = 0
+    for part in parts:
+        if whole:
+            crc = binascii.crc32(part.value, crc)
+        else:
+            checksum.addPart(part.value)
+    joined = _Joined(parts)
+    setattr(self, _JOINED, joined)
+    if whole:
+        crc32 = base64.b64encode(crc.to_bytes(4, "big")).decode()
+        return joined, etag, (checksum.checksum_type, crc32, 1)
+    return joined, etag, checksum.build()
+
+
+def _dispose_multipart(self: FakeMultipart) -> None:
+    """moto's FakeMultipart.dispose, unless its parts are an object's bytes still in use."""
+    joined = getattr(self, _JOINED, None)
+    if joined is None or joined.closed:
+        _moto_dispose_multipart(self)
+
+
+def _set_key_value(key: FakeKey, value: bytes | _Joined) -> None:
+    """moto's FakeKey.value setter, writing a large value straight to the file it spools to
+    (not to memory first); a completed upload's bytes become the buffer as they are."""
+    if isinstance(value, _Joined):
+        key._value_buffer.close()
+        key._value_buffer, key.contentsize = value, value.size  # type: ignore[assignment]
+        return
+    if len(value) > key._max_buffer_size:
+        key._value_buffer.rollover()
+    _moto_key_value.fset(key, value)  # type: ignore[misc]
+
+
 def _atomic(method: Any) -> Any:
     def call(*args: Any, **kwargs: Any) -> Any:
         with _WRITES:
@@ -395,4 +540,6 @@ def install() -> None:
     notifications._get_s3_event = _s3_event
     S3Response.get_object = _get_object  # type: ignore[method-assign]
     S3Response._handle_range_header = _handle_range_header  # type: ignore[method-assign]
-    FakeKey.value = property(_key_value, _moto_key_value.fset)  # type: ignore[assignment]
+    FakeKey.value = property(_key_value, _set_key_value)  # type: ignore[assignment]
+    FakeMultipart.complete = _complete_multipart  # type: ignore[method-assign,assignment]
+    FakeMultipart.dispose = _dispose_multipart  # type: ignore[method-assign]

@@ -642,7 +642,7 @@ MUTANTS: list[Mutant] = [
     M(
         "glacier: no short-range check",
         GLACIER,
-        "if len(body) != last - first + 1:",
+        "if got != len(body):",
         "if False:",
         (T_THAW,),
     ),

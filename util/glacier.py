@@ -460,7 +460,8 @@ class JobOutput:
         self.lock = threading.Lock()
 
     def read(self, first: int, last: int) -> Part:
-        """Bytes `first`..`last` (inclusive; `first` a multiple of 1 MiB), checked."""
+        """Bytes `first`..`last` (inclusive; `first` a multiple of 1 MiB), checked, in a part
+        of their own for the caller to close."""
         if first % MIB:
             raise ValueError(f"range {first}-{last} does not start at a whole MiB")
         if self.cancelled is not None and self.cancelled.is_set():

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import Stack, archived_bytes, vault_archive_count, wait_for
 from util.backends import SUCCEEDED, Completion, VaultBackend
-from util.glacier import MIB, Progress, Vault
+from util.glacier import MIB, Part, Progress, Vault
 
 THREADS = 4
 
@@ -206,6 +206,39 @@ def test_a_failed_thaw_part_commits_nothing(stack: Stack, failure: str) -> None:
     assert uploads_left(stack) == []
     listing = stack.client("s3").list_objects_v2(Bucket=stack.config.gas.results_bucket)
     assert listing.get("KeyCount", 0) == 0
+
+
+class Stream:
+    """A response body that records how much each read asked for."""
+
+    def __init__(self, data: bytes):
+        self.data, self.asked = data, []
+
+    def read(self, amount: int) -> bytes:
+        self.asked.append(amount)
+        chunk, self.data = self.data[:amount], self.data[amount:]
+        return chunk
+
+
+def test_a_part_is_filled_in_small_reads_and_read_back_as_views_of_its_mapping() -> None:
+    # Given a 3 MiB range arriving from Glacier
+    data = os.urandom(3 * MIB)
+    stream = Stream(data)
+    # When a part of that size is filled from it, then read as botocore and urllib3 read it
+    with Part(len(data)) as part:
+        got = part.fill(stream)
+        chunks = [part.read(MIB) for _ in range(4)]
+        part.seek(0)
+        again = part.read()
+        # Then no read asked for more than a small chunk (no buffer of the part's size is
+        # made), every read back is a view of the part's own memory, and the bytes are whole
+        assert got == len(data) == len(part)
+        assert max(stream.asked) <= Part.CHUNK
+        assert all(isinstance(chunk, memoryview) for chunk in [*chunks, again])
+        assert b"".join(chunks) == bytes(again) == data and len(chunks[-1]) == 0
+    # A body longer than the range is told apart from a whole one
+    with Part(MIB) as part:
+        assert part.fill(Stream(os.urandom(MIB + 5))) == MIB + 1
 
 
 def test_a_long_transfer_logs_its_progress(caplog: pytest.LogCaptureFixture) -> None:

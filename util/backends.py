@@ -52,7 +52,7 @@ from util.glacier import (
     UploadCancelled,
     Vault,
 )
-from util.helpers import S3_NOT_FOUND, USER_ID, Aws, InvalidMessage, require_str
+from util.helpers import S3_NOT_FOUND, USER_ID, Aws, InvalidMessage, head_object, require_str
 from util.util_config import Config
 
 EXPEDITED, STANDARD = "Expedited", "Standard"
@@ -88,13 +88,8 @@ class Source:
 
 def head_source(s3: BaseClient, bucket: str, key: str) -> Source | None:
     """The result's size and ETag from a HeadObject; None if there is no such object."""
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in S3_NOT_FOUND:
-            return None
-        raise
-    return Source(bucket, key, head["ContentLength"], head["ETag"])
+    head = head_object(s3, bucket, key)
+    return None if head is None else Source(bucket, key, head["ContentLength"], head["ETag"])
 
 
 def etag_parts(etag: str) -> int:
@@ -466,12 +461,7 @@ class S3Backend:
 
     def head(self, key: str) -> dict[str, Any] | None:
         """The archive object's HeadObject, or None if there is no such object."""
-        try:
-            return self.s3.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in S3_NOT_FOUND:
-                return None
-            raise
+        return head_object(self.s3, self.bucket, key)
 
     def delete(self, archive_id: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=archive_id)

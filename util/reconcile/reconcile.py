@@ -82,6 +82,7 @@ from util.helpers import (
     Annotations,
     Aws,
     Users,
+    head_object,
 )
 from util.retrieval import is_claim
 from util.util_config import Config, ConfigError, add_config_option, load
@@ -370,12 +371,7 @@ class Reconciler:
         return None
 
     def head(self, bucket: str, key: str) -> dict[str, Any] | None:
-        try:
-            return self.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in S3_NOT_FOUND:
-                return None
-            raise
+        return head_object(self.s3, bucket, key)
 
     def archive_exists(self, archive_id: str) -> bool | None:
         """The S3 back end asks the object itself; the vault can only be asked through an

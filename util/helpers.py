@@ -279,9 +279,10 @@ class Annotations:
         unprocessed = response.get("UnprocessedKeys") or {}
         job = self.get(job_id) if self.table in unprocessed else found.get(self.table)
         if users.table in unprocessed:
-            return _owned(job, job_id, user_id), users.get(user_id)
-        user = found.get(users.table)
-        return _owned(job, job_id, user_id), None if user is None else _user(user)
+            user = users.get(user_id)
+        else:
+            user = _user(found[users.table]) if users.table in found else None
+        return _owned(job, job_id, user_id), user
 
     def put(self, item: Mapping[str, Any]) -> None:
         self.dynamodb.put_item(TableName=self.table, Item=_to_dynamo(item))

@@ -54,8 +54,6 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python util/ann_load.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boto3.dynamodb.table import BatchWriter
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util.ann_load_report import distribution, ranked, render
@@ -109,7 +107,6 @@ CLEANUP_THREADS = 16
 PERCENTILE_METHOD = "nearest rank (the smallest value with at least p % of values at or below it)"
 EXIT_INCOMPLETE = 3  # the run ended, but some jobs were not sent, failed or never completed
 EXIT_INTERRUPTED = 130
-SERIALIZER = TypeSerializer()
 
 
 class CleanupError(Exception):
@@ -487,13 +484,7 @@ class Submitter:
         if len(items) == 1:
             self.jobs.put(items[0])
         else:
-            # boto3's batch writer (it sends again what DynamoDB leaves unprocessed) on the
-            # process's client: Annotations.put_all would make a client for every batch.
-            with BatchWriter(self.jobs.table, self.jobs.dynamodb) as batch:
-                for item in items:
-                    batch.put_item(
-                        {key: SERIALIZER.serialize(value) for key, value in item.items()}
-                    )
+            self.jobs.put_all(items)
         answer = self.sns.publish_batch(
             TopicArn=self.topic_arn,
             PublishBatchRequestEntries=[

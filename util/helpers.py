@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
+from boto3.dynamodb.table import BatchWriter
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.client import BaseClient
 from botocore.config import Config as BotoConfig
@@ -159,12 +160,6 @@ class Aws:
                 self._clients[service] = self.session.client(service, config=self._config)
             return self._clients[service]
 
-    def resource(self, service: str) -> Any:
-        """A boto3 resource of `service` with the clients' settings (for its helpers, such as
-        DynamoDB's batch writer)."""
-        with self._lock:
-            return self.session.resource(service, config=self._config)
-
     def account_id(self) -> str:
         return self._once("account", lambda: self.client("sts").get_caller_identity()["Account"])
 
@@ -289,10 +284,11 @@ class Annotations:
 
     def put_all(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Put items 25 to a BatchWriteItem; boto3's batch writer sends again whatever
-        DynamoDB leaves unprocessed."""
-        with self.aws.resource("dynamodb").Table(self.table).batch_writer() as batch:
+        DynamoDB leaves unprocessed. It writes through this table's client: a boto3 resource
+        would make a client for every call."""
+        with BatchWriter(self.table, self.dynamodb) as batch:
             for item in items:
-                batch.put_item(Item=dict(item))
+                batch.put_item(_to_dynamo(item))
 
     def update_if(
         self,

@@ -5,7 +5,8 @@ chooses between the vault the original GAS used and S3 storage classes. Archive,
 thaw speak only to the `Backend` interface; everything that differs is here:
 
 - archive: the vault streams the result into a multipart upload, tree-hash checked; s3 makes
-  a server-side copy into the archive bucket, storage class GLACIER or DEEP_ARCHIVE;
+  a server-side copy into the archive bucket, storage class GLACIER or DEEP_ARCHIVE (one
+  CopyObject up to 5 GiB, only onto a free key; multipart above);
 - archive id: Glacier's archive id; the archive object's key, ``<prefix><job_id>/<ETag>``
   (one key per job and content, so a copy made again after a crash lands on itself);
 - retrieval: InitiateJob (archive-retrieval); RestoreObject;
@@ -14,18 +15,22 @@ thaw speak only to the `Backend` interface; everything that differs is here:
   ``s3:ObjectRestore:Completed`` event, or restore's own announcement when RestoreObject
   answers 200 (the object is restored already, and S3 sends no second event);
 - copy back: ranged job output, tree-hash checked, into an S3 upload; a server-side copy into
-  STANDARD, ETag checked.
+  STANDARD, its ETag checked against the one the archive object's ETag makes it expect.
 
 Copies told apart by their ETags. Archive deletes the S3 result only while it still has the
 ETag that was archived (``DeleteObject`` with ``If-Match``), so that a late or duplicate archive
 message never deletes a copy thaw has put back. Equal bytes uploaded with an equal part layout
 get equal ETags (an MD5 of the bytes, or of the parts' MD5s with ``-<parts>``), so every copy
 that may come back to the result's key is made with a different number of parts than the
-original: thaw's upload (vault), and the archive object thaw copies back from (s3).
+original: thaw's upload (vault); with s3, thaw's copy of the archive object, made with the
+archive copy's part layout (its ETag is then the archive's), except when that layout gives the
+original's ETag: a result made in one request and copied in one request (any object copied in
+one request has the MD5 of its bytes as ETag). That copy back is one part (`one_part_etag`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
@@ -39,6 +44,7 @@ from urllib.parse import quote_plus, unquote_plus
 
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
+from s3transfer.exceptions import S3CopyFailedError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
@@ -49,10 +55,19 @@ from util.glacier import (
     ExpeditedUnavailable,
     PendingArchive,
     Progress,
+    SourceChanged,
     UploadCancelled,
     Vault,
 )
-from util.helpers import S3_NOT_FOUND, USER_ID, Aws, InvalidMessage, head_object, require_str
+from util.helpers import (
+    S3_NOT_FOUND,
+    S3_PRECONDITION_FAILED,
+    USER_ID,
+    Aws,
+    InvalidMessage,
+    head_object,
+    require_str,
+)
 from util.util_config import Config
 
 EXPEDITED, STANDARD = "Expedited", "Standard"
@@ -101,6 +116,12 @@ def etag_parts(etag: str) -> int:
 def parts(size: int, part_size: int) -> int:
     """How many parts s3transfer makes of `size` bytes with `part_size` (it may enlarge it)."""
     return max(1, math.ceil(size / ChunksizeAdjuster().adjust_chunksize(part_size, size)))
+
+
+def one_part_etag(md5_etag: str) -> str:
+    """The ETag of a one-part multipart copy of an object whose ETag is the MD5 `md5_etag`."""
+    md5 = bytes.fromhex(md5_etag.strip('"'))
+    return f'"{hashlib.md5(md5).hexdigest()}-1"'
 
 
 def distinct_layout(size: int, avoid: str | None, part_size: int) -> int:
@@ -431,11 +452,14 @@ class S3Backend:
         """A server-side copy into the archive class: no byte passes through the worker.
 
         The key is the job's and the content's: a copy made again after a crash, or by a
-        racing worker, lands on the same object, so none is left orphaned. Delivered again,
-        it looks first, as a copy made anew would replace (and so delete early) the archive.
+        racing worker, lands on the same object, so none is left orphaned. None replaces one
+        there (which would delete that archive early): a copy in one request is made only onto
+        a free key, and a copy in parts looks first when the message comes again.
         """
         content = source.etag.strip('"')
         key = f"{self.prefix}{job['job_id']}/{content}"
+        if source.size <= MAX_SINGLE_COPY:
+            return self.copy_once(source, key)
         if again and self.head(key) is not None:  # made before, in full (copies are atomic)
             return key
         part_size = distinct_layout(source.size, source.etag, self.part_size)
@@ -448,12 +472,35 @@ class S3Backend:
                 "StorageClass": self.storage_class,
                 "MetadataDirective": "REPLACE",
                 "Metadata": {PART_SIZE_METADATA: str(part_size)},
-                "CopySourceIfMatch": source.etag,
             },
             part_size,
             source.size,
-            source.etag,
+            source.etag,  # s3transfer pins every part to it
         )
+        return key
+
+    def copy_once(self, source: Source, key: str) -> str:
+        """One CopyObject, pinned to the result's ETag, onto a free key only.
+
+        A refused condition is looked at: an object at the key is this archive (our own
+        first attempt, whose answer was lost, or a racing copy's); none means the result
+        changed, and the error goes up.
+        """
+        try:
+            self.s3.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": source.bucket, "Key": source.key},
+                CopySourceIfMatch=source.etag,
+                IfNoneMatch="*",
+                StorageClass=self.storage_class,
+                MetadataDirective="REPLACE",
+                Metadata={PART_SIZE_METADATA: "0"},
+            )
+        except ClientError as exc:
+            refused = exc.response["Error"]["Code"] in S3_PRECONDITION_FAILED
+            if not refused or self.head(key) is None:
+                raise
         return key
 
     def resume(self, pending: dict[str, Any]) -> str | None:
@@ -559,10 +606,15 @@ class S3Backend:
 
         Copied with the part layout of the archive copy, the two objects' ETags (MD5s, of the
         whole or of the parts) are equal exactly when the bytes are, and differ from the
-        original's (`archive`). A mismatch deletes that copy, and only it, before raising.
+        original's (`archive`). An archive copied in one request with the original's ETag
+        (`avoid_etag`; unknown counts as that) is copied back as one part, whose ETag follows
+        from the archive's. A mismatch deletes that copy, and only it, before raising.
         """
         archived = completion.source
         part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
+        expected = archived["ETag"]
+        if part_size == 0 and avoid_etag in (None, expected):
+            part_size, expected = MAX_SINGLE_COPY, one_part_etag(expected)
         # An S3 restore is named by the archive object's key (`completion`).
         self.copy(
             {"Bucket": self.bucket, "Key": completion.retrieval_id},
@@ -579,14 +631,12 @@ class S3Backend:
             archived["ETag"],
         )
         copied = self.s3.head_object(Bucket=bucket, Key=key)
-        if copied["ETag"] != archived["ETag"]:
+        if copied["ETag"] != expected:
             try:
                 self.s3.delete_object(Bucket=bucket, Key=key, IfMatch=copied["ETag"])
             except ClientError:
                 pass  # replaced meanwhile: whatever is there now is not ours to delete
-            raise ChecksumMismatch(
-                f"copy's ETag {copied['ETag']} is not the archive's {archived['ETag']}"
-            )
+            raise ChecksumMismatch(f"copy's ETag {copied['ETag']} is not {expected}")
 
     def copy(
         self,
@@ -600,7 +650,7 @@ class S3Backend:
         etag: str,
     ) -> None:
         """s3transfer's copy in parts of `part_size` (0: one CopyObject), abandoned if
-        `cancelled` is set."""
+        `cancelled` is set; `SourceChanged` if the source no longer has the ETag `etag`."""
         progress = Progress(f"copy to s3://{bucket}/{key}", size, self.progress_seconds)
         transfer_state = _Transfer(size, progress, etag)
         future = self.transfers.for_parts(part_size).copy(
@@ -614,3 +664,5 @@ class S3Backend:
             future.result()
         except CancelledError:
             raise UploadCancelled(f"copy to s3://{bucket}/{key} abandoned") from None
+        except S3CopyFailedError as exc:  # s3transfer's word for a part's failed pin
+            raise SourceChanged(str(exc)) from None

@@ -75,6 +75,10 @@ class UploadCancelled(Exception):
     """The transfer was abandoned on request; nothing of it was committed."""
 
 
+class SourceChanged(Exception):
+    """The object being copied no longer has the ETag the copy was pinned to."""
+
+
 class ExpeditedUnavailable(Exception):
     """Glacier has no Expedited capacity now (InsufficientCapacityException)."""
 

@@ -672,3 +672,53 @@ def test_a_completed_upload_outlives_a_deleted_copy_that_shares_its_parts(s3: Ba
         Bucket=BUCKET, Key="original", Range=f"bytes={5 * MIB - 2}-{5 * MIB + 1}"
     )
     assert ranged["Body"].read() == parts[0][-2:] + parts[1][:2]
+
+
+# -- conditional copies ----------------------------------------------------------------------------
+
+
+def test_a_copy_pinned_to_an_etag_the_source_no_longer_has_is_refused(s3: BaseClient) -> None:
+    # Given a source rewritten since its ETag was read
+    first = s3.put_object(Bucket=BUCKET, Key="src", Body=b"first")["ETag"]
+    second = s3.put_object(Bucket=BUCKET, Key="src", Body=b"second")["ETag"]
+    source = {"Bucket": BUCKET, "Key": "src"}
+    # Then a copy pinned to the old ETag is refused, as a copy in parts is
+    with pytest.raises(ClientError) as refused:
+        s3.copy_object(Bucket=BUCKET, Key="dst", CopySource=source, CopySourceIfMatch=first)
+    assert error(refused) == ("PreconditionFailed", 412)
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="dst")["UploadId"]
+    with pytest.raises(ClientError) as refused:
+        s3.upload_part_copy(
+            Bucket=BUCKET,
+            Key="dst",
+            UploadId=upload,
+            PartNumber=1,
+            CopySource=source,
+            CopySourceIfMatch=first,
+        )
+    assert error(refused) == ("PreconditionFailed", 412)
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="dst")
+    # And one pinned to the ETag it has copies it
+    s3.copy_object(Bucket=BUCKET, Key="dst", CopySource=source, CopySourceIfMatch=second)
+    assert s3.get_object(Bucket=BUCKET, Key="dst")["Body"].read() == b"second"
+    part = s3.upload_part_copy(
+        Bucket=BUCKET,
+        Key="dst",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource=source,
+        CopySourceIfMatch=second,
+    )
+    assert part["CopyPartResult"]["ETag"] == second
+
+
+def test_a_copy_only_if_none_never_replaces_an_object(s3: BaseClient) -> None:
+    s3.put_object(Bucket=BUCKET, Key="src", Body=b"new")
+    s3.put_object(Bucket=BUCKET, Key="dst", Body=b"there before")
+    source = {"Bucket": BUCKET, "Key": "src"}
+    with pytest.raises(ClientError) as refused:
+        s3.copy_object(Bucket=BUCKET, Key="dst", CopySource=source, IfNoneMatch="*")
+    assert error(refused) == ("PreconditionFailed", 412)
+    assert s3.get_object(Bucket=BUCKET, Key="dst")["Body"].read() == b"there before"
+    s3.copy_object(Bucket=BUCKET, Key="free", CopySource=source, IfNoneMatch="*")
+    assert s3.get_object(Bucket=BUCKET, Key="free")["Body"].read() == b"new"

@@ -96,16 +96,30 @@ def completion_events(stack: Stack) -> list[dict]:
 # -- archive -------------------------------------------------------------------------------------
 
 
-def test_archive_is_a_server_side_copy_into_the_archive_class(s3_backend: Stack) -> None:
-    # Given a 12 MiB result: three 5 MiB copy parts
+@pytest.fixture(params=["one request", "in parts"])
+def copy_in(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How a 12 MiB result is copied: one CopyObject (S3's limit, 5 GiB, as it is), or
+    multipart (the limit lowered to 10 MiB, so that 12 MiB are more than it)."""
+    if request.param == "in parts":
+        monkeypatch.setattr(backends, "MAX_SINGLE_COPY", 10 * MIB)
+    return request.param
+
+
+def test_archive_is_a_server_side_copy_into_the_archive_class(
+    s3_backend: Stack, copy_in: str
+) -> None:
+    # Given a 12 MiB result
     data = put_job(s3_backend, size=12 * MIB)
     handler = Archiver(s3_backend.config, s3_backend.aws)
     calls = s3_calls(handler)
     # When it is archived
     outcome = handler(message(job_id="j1", user_id="u-alice"))
-    # Then it was copied part by part inside S3: not one byte went through the worker
+    # Then it was copied inside S3: not one byte went through the worker
     assert (outcome.action, outcome.reason) == ("done", "archived")
-    assert calls.count("UploadPartCopy") == 3
+    if copy_in == "one request":  # a look, one copy, the delete
+        assert calls == ["HeadObject", "CopyObject", "DeleteObject"]
+    else:  # three 5 MiB parts
+        assert calls.count("UploadPartCopy") == 3 and "CopyObject" not in calls
     assert "GetObject" not in calls and "UploadPart" not in calls and "PutObject" not in calls
     # And the archive copy is in the Glacier class, under the prefix, and the result is gone
     key = job(s3_backend)[ARCHIVE_ID]
@@ -115,26 +129,95 @@ def test_archive_is_a_server_side_copy_into_the_archive_class(s3_backend: Stack)
     assert not result_exists(s3_backend)
 
 
+MARKER = b"the first copy"
+
+
+def mark(stack: Stack, key: str) -> None:
+    """Put a marker where the archive object is: a copy that replaced it would remove it."""
+    stack.client("s3").put_object(
+        Bucket=stack.config.gas.archive_bucket, Key=key, Body=MARKER, StorageClass="GLACIER"
+    )
+
+
+def marked(stack: Stack, key: str) -> bool:
+    head = stack.client("s3").head_object(Bucket=stack.config.gas.archive_bucket, Key=key)
+    return head["ContentLength"] == len(MARKER)
+
+
 @pytest.mark.parametrize("again", [False, True])
-def test_an_archive_made_again_lands_on_the_same_object(s3_backend: Stack, again: bool) -> None:
+def test_an_archive_made_again_lands_on_the_same_object_and_never_replaces_it(
+    s3_backend: Stack, copy_in: str, again: bool
+) -> None:
     # A copy made again (a racing duplicate; a redelivery after a crash) leaves no orphan:
     # the archive key is the job's and the content's.
-    put_job(s3_backend)
+    put_job(s3_backend, size=12 * MIB)
     handler = Archiver(s3_backend.config, s3_backend.aws)
     item = job(s3_backend)
     source = handler.backend.source(item["s3_results_bucket"], item["s3_key_result_file"])
     first = handler.backend.archive(item, source, message().cancelled, print, again=False)
-    copies = []
-    copy = handler.backend.copy
-    handler.backend.copy = lambda *args: copies.append(args) or copy(*args)
+    mark(s3_backend, first)
     second = handler.backend.archive(item, source, message().cancelled, print, again=again)
     assert (
         first == second == f"{s3_backend.config.gas.archive_prefix}j1/{source.etag.strip(chr(34))}"
     )
     listing = s3_backend.client("s3").list_objects_v2(Bucket=s3_backend.config.gas.archive_bucket)
     assert [o["Key"] for o in listing["Contents"]] == [first]
-    # A redelivery looks first and finds it: no second copy replaces (deletes) the first
-    assert len(copies) == (0 if again else 1)
+    # And the second copy did not replace (and so delete early) the first: one request is
+    # made only if the key is free; a copy in parts looks first when the message comes again
+    if copy_in == "one request" or again:
+        assert marked(s3_backend, first)
+
+
+def test_a_copy_whose_answer_was_lost_is_the_archive(
+    s3_backend: Stack, lost_answers: LostAnswers
+) -> None:
+    # Given a CopyObject that lands and whose answer is lost: botocore's retry finds the key
+    # taken, and the first copy is marked before the retry
+    put_job(s3_backend, size=3)
+    lost_answers.add("CopyObject", meanwhile=lambda: mark(s3_backend, archive_key(s3_backend)))
+    # When the result is archived
+    outcome = Archiver(s3_backend.config, s3_backend.aws)(message(job_id="j1", user_id="u-alice"))
+    # Then the refused retry is looked at: the copy there is this archive, and it is recorded
+    assert (outcome.action, outcome.reason) == ("done", "archived"), outcome
+    assert lost_answers.hits == [("CopyObject", "retry")]
+    key = job(s3_backend)[ARCHIVE_ID]
+    assert marked(s3_backend, key) and not result_exists(s3_backend)
+
+
+def test_a_result_rewritten_before_its_copy_is_not_archived(
+    s3_backend: Stack, copy_in: str
+) -> None:
+    # Given a result rewritten, as long as it was, between the look at it and its copy
+    put_job(s3_backend, size=12 * MIB)
+    rewritten = bytes(12 * MIB)
+    handler = Archiver(s3_backend.config, s3_backend.aws)
+    source = handler.backend.source
+
+    def look_then_rewrite(bucket, key):
+        looked = source(bucket, key)
+        s3_backend.client("s3").put_object(Bucket=bucket, Key=key, Body=rewritten)
+        return looked
+
+    handler.backend.source = look_then_rewrite
+    # Then the copy, pinned to the ETag seen, is refused and nothing is archived
+    outcome = handler(message(job_id="j1", user_id="u-alice"))
+    assert (outcome.action, outcome.reason) == (
+        "retry",
+        "the S3 result changed while it was archived",
+    )
+    assert ARCHIVE_ID not in job(s3_backend)
+    assert result_bytes(s3_backend) == rewritten
+    listing = s3_backend.client("s3").list_objects_v2(Bucket=s3_backend.config.gas.archive_bucket)
+    assert listing.get("KeyCount", 0) == 0
+
+
+def archive_key(stack: Stack) -> str:
+    """The key the job's result is archived at (its ETag as the results bucket has it)."""
+    item = job(stack)
+    head = stack.client("s3").head_object(
+        Bucket=item["s3_results_bucket"], Key=item["s3_key_result_file"]
+    )
+    return f"{stack.config.gas.archive_prefix}j1/{head['ETag'].strip(chr(34))}"
 
 
 # -- restore -------------------------------------------------------------------------------------
@@ -409,9 +492,40 @@ def test_a_late_copy_of_the_archive_message_never_deletes_the_thawed_result(
     assert not pipeline.dead
 
 
-@pytest.mark.parametrize("size", [1, 3 * MIB, 12 * MIB])
-def test_the_thawed_copy_never_has_the_original_etag(s3_backend: Stack, size: int) -> None:
+def upload_in_two_parts(stack: Stack, data: bytes) -> None:
+    """Put the job's result again as a two-part upload (a multipart ETag, ``-2``)."""
+    s3, bucket, key = (
+        stack.client("s3"),
+        stack.config.gas.results_bucket,
+        job(stack)["s3_key_result_file"],
+    )
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    halves = [data[: 5 * MIB], data[5 * MIB :]]
+    parts = [
+        {
+            "PartNumber": n,
+            "ETag": s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload, PartNumber=n, Body=half
+            )["ETag"],
+        }
+        for n, half in enumerate(halves, start=1)
+    ]
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+
+
+@pytest.mark.parametrize(
+    "size, two_parts",
+    [(1, False), (3 * MIB, False), (12 * MIB, False), (12 * MIB, True)],
+    ids=["1 B", "3 MiB", "12 MiB", "12 MiB in two parts"],
+)
+def test_the_thawed_copy_never_has_the_original_etag(
+    s3_backend: Stack, copy_in: str, size: int, two_parts: bool
+) -> None:
     data = put_job(s3_backend, size=size)
+    if two_parts:
+        upload_in_two_parts(s3_backend, data)
     original = s3_backend.client("s3").head_object(
         Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"]
     )

@@ -50,7 +50,7 @@ from botocore.exceptions import ClientError
 
 from util import worker
 from util.backends import Source, backend_for
-from util.glacier import UploadCancelled
+from util.glacier import SourceChanged, UploadCancelled
 from util.helpers import (
     ARCHIVE_ID,
     ARCHIVE_UPLOAD,
@@ -129,6 +129,8 @@ class Archiver:
             return retry("worker stopping: upload abandoned")
         except ArchivedMeanwhile as exc:
             return self.finish(exc.item, "archived by another worker")
+        except SourceChanged:
+            return retry("the S3 result changed while it was archived")
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code in S3_NOT_FOUND:

@@ -41,11 +41,18 @@ Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
   moto's live state (its ``mock_aws`` context ended, the server was reset, the key was
   overwritten or deleted) sends nothing.
 
+Conditional copies: moto ignored ``x-amz-copy-source-if-match`` on CopyObject and
+UploadPartCopy, and ``If-None-Match: *`` on CopyObject. A copy pinned to an ETag its source no
+longer has, or an ``If-None-Match: *`` copy onto a key that holds an object, is now refused
+with ``PreconditionFailed``, 412, as AWS documents (CopyObject's ``If-Match`` on the
+destination and the other ``x-amz-copy-source-if-*`` conditions are not emulated).
+
 Conditional writes and deletes are atomic, as in AWS: moto checks ``If-Match`` /
 ``If-None-Match`` and then writes or deletes, so a write landing in between (another request
 thread of the server) could be deleted by a delete whose condition it no longer meets. Every
-conditional check-then-act of a key, and every write of an object (PutObject, CopyObject,
-CompleteMultipartUpload all end in ``S3Backend.put_object``), now holds one lock.
+conditional check-then-act of a key (copies included), and every write of an object
+(PutObject, CopyObject, CompleteMultipartUpload all end in ``S3Backend.put_object``), now
+holds one lock.
 
 A ranged GET reads only its range: moto read the whole object for every range and sliced
 it (archiving a large result in parts read it once per part). A GetObject with a Range header
@@ -78,6 +85,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
 from xml.sax.saxutils import escape
 
 import xmltodict
@@ -92,6 +100,7 @@ from moto.s3.exceptions import (
     MalformedXML,
     MissingKey,
     ObjectNotInActiveTierError,
+    PreconditionFailed,
 )
 from moto.s3.models import (
     FakeBucket,
@@ -115,6 +124,8 @@ _moto_delete_object = S3Response.delete_object
 _moto_put_object_response = S3Response.put_object
 _moto_put_object = S3Backend.put_object
 _moto_upload_part_copy = S3Backend.upload_part_copy
+_moto_copy_object_response = S3Response.copy_object
+_moto_upload_part_copy_response = S3Response.upload_part_copy
 _moto_s3_event = notifications._get_s3_event
 _moto_get_object = S3Response.get_object
 _moto_handle_range_header = S3Response._handle_range_header
@@ -347,6 +358,45 @@ def _upload_part_copy(
     )
 
 
+def _copy_source(response: S3Response) -> FakeKey | None:
+    """The object an ``x-amz-copy-source`` header names, parsed as moto parses it."""
+    header = response.headers.get("x-amz-copy-source")
+    if isinstance(header, bytes):
+        header = header.decode("utf-8")
+    parsed = urlparse(header)
+    bucket, key = unquote(parsed.path).lstrip("/").split("/", 1)
+    version = parse_qs(parsed.query).get("versionId", [None])[0]
+    return response.backend.get_object(bucket, key, version_id=version)
+
+
+def _check_pin(response: S3Response) -> None:
+    """``x-amz-copy-source-if-match``: the source must still have that ETag."""
+    pinned = response.headers.get("x-amz-copy-source-if-match")
+    source = None if pinned is None else _copy_source(response)
+    if source is not None and source.etag.strip('"') != pinned.strip('"'):
+        raise PreconditionFailed("x-amz-copy-source-If-Match")
+
+
+def _copy_object(self: S3Response) -> TYPE_RESPONSE:
+    """moto's CopyObject, pinned to the source's ETag and, with ``If-None-Match: *``, never
+    replacing an object; checked and copied under the write lock."""
+    with _WRITES:
+        _check_pin(self)
+        if (
+            self.headers.get("If-None-Match") == "*"
+            and self.backend.get_object(self.bucket_name, self.parse_key_name()) is not None
+        ):
+            raise PreconditionFailed("If-None-Match")
+        return _moto_copy_object_response(self)
+
+
+def _upload_part_copy_response(self: S3Response) -> TYPE_RESPONSE:
+    """moto's UploadPartCopy, pinned to the source's ETag."""
+    with _WRITES:
+        _check_pin(self)
+        return _moto_upload_part_copy_response(self)
+
+
 def _key_status(key: FakeKey) -> str | None:
     """moto's restore status, from the key's Restore instead of moto's read-driven state."""
     restore = _restore_of(key)
@@ -535,6 +585,8 @@ def install() -> None:
     S3Backend.put_object = _atomic(_moto_put_object)  # type: ignore[method-assign]
     S3Response._key_response_post = _key_response_post  # type: ignore[method-assign]
     S3Backend.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
+    S3Response.copy_object = _copy_object  # type: ignore[method-assign]
+    S3Response.upload_part_copy = _upload_part_copy_response  # type: ignore[method-assign]
     # moto's status advanced, and sent the Completed event, when the key was read.
     FakeKey.status = property(_key_status, FakeKey.status.fset)  # type: ignore[assignment,attr-defined]
     notifications._get_s3_event = _s3_event

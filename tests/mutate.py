@@ -222,6 +222,20 @@ MUTANTS: list[Mutant] = [
         (T_ARCHIVE,),
     ),
     M(
+        "helpers: a job DynamoDB left unprocessed read as missing",
+        HELPERS,
+        "job = self.get(job_id) if self.table in unprocessed else found.get(self.table)",
+        "job = found.get(self.table)",
+        (T_ARCHIVE,),
+    ),
+    M(
+        "helpers: a user DynamoDB left unprocessed read as unknown",
+        HELPERS,
+        "        if users.table in unprocessed:\n",
+        "        if False:\n",
+        (T_ARCHIVE,),
+    ),
+    M(
         "helpers: a premium user passes the free check",
         HELPERS,
         '"attribute_exists(#user) AND #role <> :premium"',

@@ -108,6 +108,45 @@ def test_premium_user_is_not_archived(stack: Stack) -> None:
     assert vault_archive_count(stack) == 0
 
 
+def leave_unprocessed(handler: Archiver, table: str) -> None:
+    """Make the handler's BatchGetItems answer as DynamoDB does when it throttles `table`:
+    its keys come back in UnprocessedKeys, read by nobody."""
+    client = handler.jobs.dynamodb
+    batch_get_item = client.batch_get_item
+
+    def throttled(RequestItems: dict, **kwargs) -> dict:
+        keys = {table: RequestItems.pop(table)}
+        response = batch_get_item(RequestItems=RequestItems, **kwargs)
+        response["Responses"].pop(table, None)
+        return {**response, "UnprocessedKeys": keys}
+
+    client.batch_get_item = throttled
+
+
+@pytest.mark.parametrize("throttled", ["annotations", "users"])
+@pytest.mark.parametrize("user_id, archived", [("u-alice", True), ("u-bob", False)])
+def test_a_job_or_user_dynamodb_leaves_unprocessed_is_read_on_its_own(
+    stack: Stack, throttled: str, user_id: str, archived: bool
+) -> None:
+    # Given a job of a free user (alice) or a premium one (bob), and a DynamoDB that leaves
+    # the job's or the user's key unprocessed
+    put_job(stack, user_id=user_id)
+    handler = archiver(stack)
+    tables = {
+        "annotations": stack.config.gas.annotations_table,
+        "users": stack.config.gas.users_table,
+    }
+    leave_unprocessed(handler, tables[throttled])
+    # Then the decision is the one the whole read would give
+    outcome = handler(message(job_id="j1", user_id=user_id))
+    if archived:
+        assert (outcome.action, outcome.reason) == ("done", "archived")
+        assert not result_exists(stack)
+    else:
+        assert (outcome.action, outcome.reason) == ("done", "premium user: result stays in S3")
+        assert result_exists(stack) and ARCHIVE_ID not in job(stack)
+
+
 def test_early_message_is_deferred_to_the_end_of_the_grace_period(stack: Stack) -> None:
     put_job(stack, complete_time=NOW - 100)
     outcome = archiver(stack)(message(job_id="j1", user_id="u-alice"))

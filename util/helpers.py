@@ -133,9 +133,11 @@ class Aws:
         config: Config,
         session: boto3.session.Session | None = None,
         connections: int | None = None,
+        botocore_config: BotoConfig | None = None,
     ):
         """`connections`: HTTP connections per client, for callers with more threads than
-        the worker's `concurrency` (a connection pool smaller than that makes threads queue)."""
+        the worker's `concurrency` (a connection pool smaller than that makes threads queue).
+        `botocore_config`: a caller's own client settings, over these."""
         self.session = session or boto3.session.Session()
         self._config = BotoConfig(
             retries={"mode": "standard", "total_max_attempts": config.worker.aws_max_attempts},
@@ -148,7 +150,7 @@ class Aws:
                 config.worker.concurrency * 2,
                 config.worker.concurrency + 2 * config.gas.transfer_threads,
             ),
-        )
+        ).merge(botocore_config or BotoConfig())
         self._clients: dict[str, BaseClient] = {}
         self._looked_up: dict[Any, str] = {}
         self._lock = threading.Lock()  # boto3 sessions do not make clients thread-safely

@@ -10,7 +10,9 @@ from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
+import botocore
 import pytest
+from botocore.exceptions import ClientError, ParamValidationError
 
 from tests.conftest import Stack, job, message, put_job, vault_archive_count, wait_for
 from util.ann_load import (
@@ -28,6 +30,7 @@ from util.ann_load import (
     cleanup,
     intended_times,
     plan,
+    process_aws,
     schedule_span,
     summarize,
     wake_ups,
@@ -530,3 +533,32 @@ def test_the_requests_made_are_counted_by_operation(stack: Stack) -> None:
     # Then each is counted, and the requests of a stretch are the difference
     assert requests.so_far() == {"GetQueueAttributes": 2, "DescribeTable": 1}
     assert requests.so_far() - before == {"GetQueueAttributes": 1, "DescribeTable": 1}
+
+
+def test_ann_loads_clients_leave_checking_the_parameters_to_aws(stack: Stack) -> None:
+    # Given a process's clients as the workers make them, and as ann_load does
+    checked, unchecked = Aws(stack.config), process_aws(stack.config, threads=8)
+    requests = Requests(unchecked)
+    # When a call breaks its operation's constraints (a table name is 1 to 1024 characters)
+    # Then botocore refuses it before sending for the workers; for ann_load it is sent, and
+    # AWS refuses it
+    with pytest.raises(ParamValidationError):
+        checked.client("dynamodb").describe_table(TableName="")
+    with pytest.raises(ClientError):
+        unchecked.client("dynamodb").describe_table(TableName="")
+    assert requests.so_far() == {"DescribeTable": 1}
+
+
+def test_ann_loads_requests_carry_a_user_agent_of_their_own(stack: Stack) -> None:
+    # Given ann_load's clients, and the requests they send
+    aws = process_aws(stack.config, threads=8)
+    agents: list[bytes] = []
+    aws.session.events.register(
+        "before-send", lambda request, **_: agents.append(request.headers["User-Agent"])
+    )
+    # When it sends requests of two services
+    aws.client("sqs").list_queues()
+    aws.client("sns").list_topics()
+    # Then each names ann_load, and botocore's version, not botocore's User-Agent rebuilt for
+    # every request
+    assert agents == [f"gas-ann_load Botocore/{botocore.__version__}".encode()] * 2

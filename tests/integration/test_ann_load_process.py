@@ -27,6 +27,12 @@ def annotator(server: Server, tmp_path: Path) -> Iterator[subprocess.Popen]:
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "annotator.log", "w"),
     )
+    # Running, its signal handlers set: a SIGTERM before then ends it as signals do (-15)
+    wait_for(
+        lambda: "consuming" in (tmp_path / "annotator.log").read_text(),
+        timeout=60,
+        what="the annotator fleet consuming",
+    )
     yield process
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, (tmp_path / "annotator.log").read_text()

@@ -253,6 +253,13 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "worker",
+        "max_retries",
+        "10",
+        _int_range(0, 1000),
+        "a message its handler asked to retry this many times goes to the dead-letter queue with its last reason",
+    ),
+    Key(
+        "worker",
         "log_format",
         "text",
         _choice("text", "json"),
@@ -286,6 +293,13 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("restore", "queue", "gas-restore", _name, "queue of restore requests {user_id}"),
     Key("restore", "concurrency", "8", _positive_int, "retrievals of one user started at once"),
+    Key(
+        "restore",
+        "index_settle_seconds",
+        "15",
+        _non_negative_int,
+        "a restore message younger than this is looked at again once it is this old: the user_id_index may not yet show an archive recorded just before the upgrade",
+    ),
     Key("restore", "page_size", "100", _int_range(1, 1000), "jobs per query of the user_id_index"),
     Key(
         "restore",
@@ -371,6 +385,13 @@ KEYS: tuple[Key, ...] = (
         _name,
         "key in results_bucket where each pass leaves its report (read by util.status)",
     ),
+    Key(
+        "reconcile",
+        "restore_grace_seconds",
+        "900",
+        _non_negative_int,
+        "a premium user sent a restore message less than this long ago is not sent another",
+    ),
     # Metrics in CloudWatch Embedded Metric Format (util/metrics.py).
     Key(
         "metrics",
@@ -445,6 +466,41 @@ KEYS: tuple[Key, ...] = (
         "0",
         _non_negative_int,
         "local stack: the next N archive-retrieval jobs end Failed",
+    ),
+    Key(
+        "local",
+        "day_seconds",
+        "86400",
+        _positive_int,
+        "local stack: seconds in a day, for the Days of restored S3 copies and the 24 h Glacier keeps job output (shorten to see them expire)",
+    ),
+    Key(
+        "local",
+        "inventory_delay_seconds",
+        "0",
+        _non_negative_int,
+        "local stack: a new vault has no inventory until this long after its creation (AWS: up to a day)",
+    ),
+    Key(
+        "local",
+        "index_lag_seconds",
+        "0",
+        _non_negative_float,
+        "local stack: a Query of a global secondary index sees the table as it was this many seconds ago (DynamoDB's index reads are eventually consistent)",
+    ),
+    Key(
+        "local",
+        "ses_sandbox",
+        "false",
+        _bool,
+        "local stack: true refuses e-mail to recipients that are not verified, as SES's sandbox does",
+    ),
+    Key(
+        "local",
+        "bucket_encryption",
+        "AES256",
+        _choice("AES256", "aws:kms", "aws:kms:dsse"),
+        "local stack: default encryption of the buckets it creates (AES256 is SSE-S3, AWS's default; aws:kms objects have ETags that are not MD5 digests)",
     ),
     # The simulated annotator (util/local/annotator.py).
     Key(

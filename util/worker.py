@@ -119,6 +119,7 @@ class Message:
     attributes: dict[str, Any]
     received_at: float
     visible_until: float
+    sent_at: float = 0.0  # when SQS accepted it (SentTimestamp), epoch seconds
     data: dict[str, Any] = field(default_factory=dict)
     job_id: str | None = None  # handlers may set it; it goes into the log line
     # Set when the drain grace is nearly over: a long handler should give up cleanly.
@@ -319,7 +320,7 @@ class Worker:
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=count,
             WaitTimeSeconds=self.settings.wait_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             MessageAttributeNames=["All"],
         )
         now = time.monotonic()
@@ -332,6 +333,8 @@ class Worker:
                 attributes=m.get("MessageAttributes", {}),
                 received_at=now,
                 visible_until=now + self.visibility_timeout,
+                sent_at=int(m.get("Attributes", {}).get("SentTimestamp", time.time() * 1000))
+                / 1000,
             )
             for m in response.get("Messages", [])
         ]

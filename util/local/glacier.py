@@ -126,6 +126,11 @@ class Settings:
     bulk_seconds: int
     expedited_capacity: bool
     fail_retrievals: int
+    day_seconds: int
+    inventory_delay_seconds: int
+    index_lag_seconds: float
+    ses_sandbox: bool
+    bucket_encryption: str
 
     @classmethod
     def from_config(cls, local: Any) -> Settings:

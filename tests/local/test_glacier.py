@@ -439,7 +439,7 @@ def test_unknown_ids_are_resource_not_found(glacier: BaseClient) -> None:
     archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
     glacier.delete_archive(vaultName=VAULT, archiveId=archive_id)
     calls = [
-        lambda: glacier.delete_archive(vaultName=VAULT, archiveId=archive_id),
+        lambda: glacier.delete_archive(vaultName=VAULT, archiveId="NOSUCHARCHIVE"),
         lambda: glacier.initiate_job(
             vaultName=VAULT, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id}
         ),
@@ -455,6 +455,15 @@ def test_unknown_ids_are_resource_not_found(glacier: BaseClient) -> None:
         with pytest.raises(ClientError) as excinfo:
             call()
         assert error(excinfo) == ("ResourceNotFoundException", 404)
+
+
+def test_deleting_an_archive_again_succeeds(glacier: BaseClient) -> None:
+    # AWS: "Attempting to delete an already-deleted archive does not result in an error."
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
+    for _ in range(2):
+        response = glacier.delete_archive(vaultName=VAULT, archiveId=archive_id)
+        assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert glacier.describe_vault(vaultName=VAULT)["NumberOfArchives"] == 0
 
 
 def test_job_output_before_completion_is_rejected(glacier: BaseClient) -> None:

@@ -24,6 +24,9 @@ Gaps in moto it closes:
 - Unknown archive, job, upload or vault ids gave HTTP 500 (KeyError/AttributeError) or a
   ``VaultNotFound`` code; they now give ``ResourceNotFoundException`` (404). GetJobOutput
   before the job finished gave a bare 404; it now gives ``InvalidParameterValueException``.
+- DeleteArchive of an archive already deleted failed (KeyError); it succeeds (204), as AWS
+  documents it idempotent. The vault keeps the ids it deleted; an id it never had is still
+  ``ResourceNotFoundException`` (AWS documents nothing for it).
 - CreateVault replaced an existing vault, dropping its archives; AWS's is idempotent.
 - InitiateJob kept only the type, tier and archive id. Jobs now keep ``Description``,
   ``SNSTopic``, ``Tier`` (Standard if absent; anything but Expedited, Standard or Bulk is
@@ -585,6 +588,7 @@ class Vault(moto_models.Vault):
         super().__init__(vault_name, account_id, region)
         self.backend = backend
         self.archives: dict[str, Archive] = {}  # type: ignore[assignment]
+        self.deleted: set[str] = set()  # ids of deleted archives: deleting again succeeds
         self.uploads: dict[str, MultipartUpload] = {}
         # Completed uploads: (size, tree hash, the archive without its body, when), for a
         # repeated Complete.
@@ -647,8 +651,12 @@ class Vault(moto_models.Vault):
             for a in self.archives.values()
         ]
 
-    def delete_archive(self, archive_id: str) -> Archive:  # type: ignore[override]
-        return self.archives.pop(self.get_archive(archive_id).archive_id)
+    def delete_archive(self, archive_id: str) -> None:  # type: ignore[override]
+        """DeleteArchive, idempotent as AWS documents: an archive deleted before is no
+        error; an id this vault never had is ResourceNotFoundException."""
+        if archive_id not in self.deleted:
+            del self.archives[self.get_archive(archive_id).archive_id]
+            self.deleted.add(archive_id)
 
     # jobs
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -474,6 +475,40 @@ def test_job_output_before_completion_is_rejected(glacier: BaseClient) -> None:
     with pytest.raises(ClientError) as excinfo:
         glacier.get_job_output(vaultName=VAULT, jobId=job_id)
     assert error(excinfo) == ("InvalidParameterValueException", 400)
+
+
+def test_a_job_is_forgotten_a_day_after_it_completes(glacier: BaseClient) -> None:
+    # Given a day of one second, and a retrieval that takes one
+    configure(day_seconds=1, expedited_seconds=1)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
+    job_id = glacier.initiate_job(
+        vaultName=VAULT,
+        jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"},
+    )["jobId"]
+    started = time.monotonic()
+
+    def listed() -> list[str]:
+        return [j["JobId"] for j in glacier.list_jobs(vaultName=VAULT)["JobList"]]
+
+    # When it completes, then its output can be downloaded
+    wait_for(lambda: described(glacier, job_id)["Completed"], timeout=10, what="the job")
+    assert glacier.get_job_output(vaultName=VAULT, jobId=job_id)["body"].read() == b"data"
+    assert listed() == [job_id]
+
+    # When a day has passed since it completed (not since it started), then it is gone
+    def forgotten() -> bool:
+        try:
+            glacier.describe_job(vaultName=VAULT, jobId=job_id)
+        except ClientError as exc:
+            return exc.response["Error"]["Code"] == "ResourceNotFoundException"
+        return False
+
+    wait_for(forgotten, timeout=10, what="the job to be forgotten")
+    assert time.monotonic() - started >= 2
+    with pytest.raises(ClientError) as excinfo:
+        glacier.get_job_output(vaultName=VAULT, jobId=job_id)
+    assert error(excinfo) == ("ResourceNotFoundException", 404)
+    assert listed() == []
 
 
 def test_create_vault_again_keeps_archives_and_install_is_idempotent(

@@ -42,6 +42,10 @@ Gaps in moto it closes:
   the job.
 - Job timing was fixed in moto (Expedited 2 s, Standard 5 s, Bulk 10 s); it is now each
   tier's ``*_seconds`` setting (0: complete at once).
+- Jobs lived for ever. AWS keeps a job, and its output, for at least 24 hours after it
+  completes; here a job is forgotten ``day_seconds`` after it completes (both fixed when it
+  is initiated): DescribeJob and GetJobOutput answer ``ResourceNotFoundException``, ListJobs
+  leaves it out, and the vault drops it.
 - Capacity: with ``expedited_capacity`` false, an Expedited archive retrieval is refused with
   ``InsufficientCapacityException``, HTTP 503, type Server, as AWS does when it has none
   (botocore's standard retry mode retries that 503 as it would AWS's).
@@ -412,7 +416,7 @@ class _Job(moto_models.Job):
         job_id: str,
         vault: Vault,
         tier: str,
-        seconds: int,
+        settings: Settings,
         description: str | None,
         sns_topic: str | None,
     ) -> None:
@@ -424,7 +428,9 @@ class _Job(moto_models.Job):
         self.sns_topic = sns_topic
         self.failure: str | None = None  # the StatusMessage of a job that is to fail
         self.created = _now()
-        self.due = self.created + timedelta(seconds=seconds)
+        self.due = self.created + timedelta(seconds=settings.seconds(tier))
+        # AWS keeps a job "for at least 24 hours" after it completes: here a day exactly.
+        self.forgotten_at = self.due + timedelta(seconds=settings.day_seconds)
 
     def completed(self, now: datetime | None = None) -> bool:
         return (now or _now()) >= self.due
@@ -526,14 +532,14 @@ class ArchiveJob(_Job):
         job_id: str,
         vault: Vault,
         tier: str,
-        seconds: int,
+        settings: Settings,
         description: str | None,
         sns_topic: str | None,
         archive: Archive,
         first: int,
         last: int,
     ) -> None:
-        super().__init__(job_id, vault, tier, seconds, description, sns_topic)
+        super().__init__(job_id, vault, tier, settings, description, sns_topic)
         self.archive = archive  # kept even if the archive is deleted, as AWS keeps the output
         self.archive_id = archive.archive_id
         self.first, self.last = first, last
@@ -587,6 +593,7 @@ class Vault(moto_models.Vault):
     ):
         super().__init__(vault_name, account_id, region)
         self.backend = backend
+        self.lock = threading.Lock()  # request threads share the vault's jobs
         self.archives: dict[str, Archive] = {}  # type: ignore[assignment]
         self.deleted: set[str] = set()  # ids of deleted archives: deleting again succeeds
         self.uploads: dict[str, MultipartUpload] = {}
@@ -679,7 +686,7 @@ class Vault(moto_models.Vault):
         job_id = moto_models.get_job_id()
         job: _Job
         if job_type == "inventory-retrieval":
-            job = InventoryJob(job_id, self, tier, settings.seconds(tier), description, sns_topic)
+            job = InventoryJob(job_id, self, tier, settings, description, sns_topic)
         elif job_type == "archive-retrieval":
             archive = self.get_archive(archive_id)
             first, last = _retrieval_range(byte_range, archive.size)
@@ -691,7 +698,7 @@ class Vault(moto_models.Vault):
                 job_id,
                 self,
                 tier,
-                settings.seconds(tier),
+                settings,
                 description,
                 sns_topic,
                 archive,
@@ -702,14 +709,30 @@ class Vault(moto_models.Vault):
                 job.failure = FAILED_MESSAGE
         else:
             raise InvalidParameterValue(f"Invalid job type: {job_type}")
-        self.jobs[job_id] = job
+        with self.lock:
+            self._forget_old_jobs()
+            self.jobs[job_id] = job
         job.schedule_notice()
         return job_id
 
+    def _forget_old_jobs(self) -> None:
+        """Drop the jobs kept their day after completion (the caller holds the lock)."""
+        now = _now()
+        for job_id in [i for i, job in self.jobs.items() if now >= cast(_Job, job).forgotten_at]:
+            del self.jobs[job_id]
+
     def describe_job(self, job_id: str) -> _Job:
-        if job_id not in self.jobs:
+        with self.lock:
+            self._forget_old_jobs()
+            job = self.jobs.get(job_id)
+        if job is None:
             raise ResourceNotFound(f"The job ID was not found: {job_id}")
-        return cast(_Job, self.jobs[job_id])
+        return cast(_Job, job)
+
+    def list_jobs(self) -> list[moto_models.Job]:
+        with self.lock:
+            self._forget_old_jobs()
+            return list(self.jobs.values())
 
     # multipart uploads
 

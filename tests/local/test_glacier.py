@@ -1023,3 +1023,62 @@ def test_an_inventory_is_the_vault_as_of_the_jobs_start(glacier: BaseClient) -> 
     output = json.load(glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"])["body"])
     assert sorted(a["ArchiveId"] for a in output["ArchiveList"]) == sorted([kept, deleted])
     assert output["InventoryDate"] == job["CreationDate"]
+
+
+def test_a_new_vault_has_no_inventory_until_the_delay_then_one_a_day(glacier: BaseClient) -> None:
+    # Given a vault made when inventories come a second after creation, then once a second
+    configure(inventory_delay_seconds=1, day_seconds=1)
+    glacier.create_vault(vaultName="new-vault")
+    started = time.monotonic()
+    created = utc(glacier.describe_vault(vaultName="new-vault")["CreationDate"])
+    first = glacier.upload_archive(vaultName="new-vault", body=b"first")["archiveId"]
+
+    def start_inventory() -> str:
+        return glacier.initiate_job(
+            vaultName="new-vault", jobParameters={"Type": "inventory-retrieval"}
+        )["jobId"]
+
+    def inventory_output() -> dict:
+        output = glacier.get_job_output(vaultName="new-vault", jobId=start_inventory())
+        return json.load(output["body"])
+
+    # Then, before its first inventory, an inventory retrieval is refused, and the vault
+    # says it has none
+    with pytest.raises(ClientError) as excinfo:
+        start_inventory()
+    assert error(excinfo) == ("ResourceNotFoundException", 404)
+    vault = glacier.describe_vault(vaultName="new-vault")
+    assert not {"LastInventoryDate", "NumberOfArchives", "SizeInBytes"} & set(vault)
+
+    # When the first inventory is due, then it lists the vault as it was then, dated then
+    def first_inventory() -> dict | None:
+        try:
+            return inventory_output()
+        except ClientError:
+            return None
+
+    output = wait_for(first_inventory, timeout=10, what="the first inventory")
+    assert time.monotonic() - started >= 1
+    assert [a["ArchiveId"] for a in output["ArchiveList"]] == [first]
+    dated = utc(output["InventoryDate"])
+    assert timedelta(seconds=1) <= dated - created < timedelta(seconds=2)
+    vault = glacier.describe_vault(vaultName="new-vault")
+    assert (vault["LastInventoryDate"], vault["NumberOfArchives"], vault["SizeInBytes"]) == (
+        output["InventoryDate"],
+        1,
+        5,
+    )
+    # and an archive made now is not in it, but in the next day's
+    second = glacier.upload_archive(vaultName="new-vault", body=b"second")["archiveId"]
+    assert inventory_output() == output
+    output = wait_for(
+        lambda: (o := inventory_output())["InventoryDate"] != output["InventoryDate"] and o,
+        timeout=10,
+        what="the next inventory",
+    )
+    assert sorted(a["ArchiveId"] for a in output["ArchiveList"]) == sorted([first, second])
+    assert utc(output["InventoryDate"]) - dated == timedelta(seconds=1)
+
+    # When a day passes with no archive made or deleted, then the inventory keeps its date
+    wait_for(lambda: time.monotonic() - started >= 3.1, timeout=10, what="another day")
+    assert inventory_output() == output

@@ -266,6 +266,41 @@ def test_an_orphan_archive_is_deleted_only_after_the_safety_age(server: Server, 
     assert archive_exists(server, named) and archive_exists(server, pending)
 
 
+@pytest.mark.parametrize("stack_settings", [VAULT], ids=["vault"])
+def test_archives_thawed_since_the_inventory_are_not_reported_as_orphans(
+    server: Server, tmp_path
+) -> None:
+    # Given two results archived in the vault, an archive no job names, and an inventory
+    # taken then (the first pass starts it)
+    originals = {j: put_job(server, j, complete_time=LONG_AGO) for j in ("j1", "j2")}
+    archive(server, tmp_path, "j1", "j2")
+    stray = vault_orphan(server, "j-gone")
+    assert reconcile("--repair", reconcile_orphan_age_seconds="0").kinds() == {}
+    # When the user upgrades, and restore and thaw bring both results back, deleting their
+    # archives
+    set_role(server, "u-alice", "premium_user")
+    server.client("sqs").send_message(
+        QueueUrl=server.queue_url(server.config.restore.queue),
+        MessageBody=json.dumps({"user_id": "u-alice"}),
+    )
+    run_once("restore", tmp_path)
+    thaw = UtilityProcess("thaw", tmp_path / "thaw.log")
+    wait_for(
+        lambda: all(ARCHIVE_ID not in job(server, j) for j in originals),
+        timeout=60,
+        what="both results thawed",
+    )
+    assert thaw.stop() == 0, thaw.log
+    assert {j: result_bytes(server, j) for j in originals} == originals
+    # And a pass reads the inventory taken before, which still lists their archives
+    swept = reconcile("--repair", reconcile_orphan_age_seconds="0")
+    # Then only the archive no job names is reported as an orphan, and deleted
+    assert (swept.code, swept.kinds()) == (0, {ORPHAN_ARCHIVE: ["j-gone"]}), swept.report
+    assert swept.report["counts"] == {ORPHAN_ARCHIVE: 1}
+    assert any("2 thawed" in note for note in swept.report["notes"]), swept.report["notes"]
+    assert not reconcile_inventory_has(server, stray)
+
+
 @BACKENDS
 def test_a_lost_result_makes_reconcile_exit_3_naming_the_job(server: Server, tmp_path) -> None:
     # Given a job archived, whose archive then vanished (deleted by hand)

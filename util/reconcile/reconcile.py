@@ -13,8 +13,9 @@ annotations table (parallel Scan segments), and finds:
    message is sent (one per user);
 4. ``retrieval-lapsed``: a recorded retrieval past its lifetime, the result not back: the
    restore message is sent;
-5. ``orphan-archive``: an archive no job names, older than ``orphan_age_seconds``: checked
-   again (the archive, then the job, consistently) right before it is deleted;
+5. ``orphan-archive``: an archive no job names, older than ``orphan_age_seconds`` when the
+   listing was taken, and not deleted since (`Reconciler.orphans`): checked again (the
+   archive, then the job, consistently) right before it is deleted;
 6. ``lost``: a job naming an archive that does not exist while its S3 result is gone. Never
    repaired: reported, and the exit status is 3;
 7. ``stale-claim``: a retrieval or e-mail claim past its expiry: cleared by a conditional
@@ -78,6 +79,7 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     S3_NOT_FOUND,
+    THAW_TIME,
     USER_ID,
     Annotations,
     Aws,
@@ -106,6 +108,7 @@ KINDS = (
     LOST,
     STALE_CLAIM,
 )
+THAWED = "thawed since the listing"
 EXIT_OK, EXIT_AWS, EXIT_CONFIG, EXIT_LOST, EXIT_FINDINGS = 0, 1, 2, 3, 4
 SQS_BATCH = 10
 
@@ -131,6 +134,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # Vault only: archive id -> {"job_id", "since"}: named by a job, missing from the inventory.
     suspects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Archive id -> when a pass deleted it as an orphan, while the listing read is older.
+    deleted: dict[str, float] = field(default_factory=dict)
     finished: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -180,6 +185,7 @@ class Reconciler:
         report = Report(now, self.backend_name, self.repair)
         self.report = report
         self.now = now
+        previous = load_report(self.s3, self.results_bucket, self.settings.report_key) or {}
         self.roles = {u.user_id: u.role for u in self.users.all(self.settings.page_size)}
         self.results = self.list_objects(self.results_bucket, "")
         self.archives, inventory_date = self.list_archives()
@@ -202,10 +208,9 @@ class Reconciler:
             "archives": None if self.archives is None else len(self.archives),
         }
 
-        previous = self.previous_suspects()
         restore_users: dict[str, list[Finding]] = {}
         for kind, item in self.candidates:
-            finding = self.confirm(kind, item, inventory_date, previous)
+            finding = self.confirm(kind, item, inventory_date, previous.get("suspects", {}))
             if finding is None:
                 continue
             report.findings.append(finding)
@@ -213,7 +218,7 @@ class Reconciler:
                 restore_users.setdefault(finding.user_id, []).append(finding)
         self.act(report, restore_users)
         if self.archives is not None:
-            report.findings += self.orphans()
+            report.findings += self.orphans(inventory_date, previous.get("deleted", {}))
         if self.backend_name == "vault":
             self.start_inventory()
         report.finished = self.clock()
@@ -497,15 +502,27 @@ class Reconciler:
                     else f"done: sent the {what}"
                 )
 
-    def orphans(self) -> list[Finding]:
-        """Archives no job names, old enough, checked again right before each delete."""
+    def orphans(self, taken: float, deleted: dict[str, float]) -> list[Finding]:
+        """Archives no job names, old enough, checked again right before each delete.
+
+        The listing is a snapshot as of `taken` (the vault's inventory: up to a day old), so
+        it may list an archive deleted since: by an earlier pass (`deleted`, from its report);
+        by a racing copy of archive right after making it (its record lost), so the age that
+        counts is the archive's when the listing was taken; or by thaw right after the thaw
+        its job shows.
+        """
         assert self.archives is not None
         findings = []
-        oldest = self.now - self.settings.orphan_age_seconds
+        thawed = 0
+        gone = {archive_id: when for archive_id, when in deleted.items() if when >= taken}
+        self.report.deleted = dict(gone)  # the next pass may read the same listing
+        oldest = taken - self.settings.orphan_age_seconds
         for archive_id, archive in self.archives.items():
-            if archive_id in self.named or archive["modified"] > oldest:
+            if archive_id in self.named or archive_id in gone or archive["modified"] > oldest:
                 continue
-            if not self.still_orphan(archive_id, archive["job_id"], oldest):
+            kept = self.kept(archive_id, archive["job_id"], oldest, taken)
+            thawed += kept == THAWED
+            if kept:
                 continue
             made = datetime.fromtimestamp(archive["modified"]).isoformat()
             finding = Finding(
@@ -518,26 +535,37 @@ class Reconciler:
             if self.repair:
                 (self.archive_store if self.backend_name == "s3" else self.vault).delete(archive_id)
                 finding.action = "done: deleted"
+                self.report.deleted[archive_id] = self.clock()
             findings.append(finding)
+        earlier = len(gone.keys() & self.archives.keys())
+        if thawed or earlier:
+            self.report.notes.append(
+                f"archives listed but deleted since: {thawed} thawed, {earlier} deleted by an "
+                "earlier pass; not orphans"
+            )
         return findings
 
-    def still_orphan(self, archive_id: str, job_id: str, oldest: float) -> bool:
-        """Read the archive (S3) and then its job again: no job may name it or be about to."""
+    def kept(self, archive_id: str, job_id: str, oldest: float, taken: float) -> str | None:
+        """Why the archive is no orphan, from the archive (S3) and then its job, read again;
+        None if it is one."""
         if self.backend_name == "s3":
             head = self.archive_store.head(archive_id)
             if head is None or head["LastModified"].timestamp() > oldest:
-                return False
+                return "gone, or made again"
         item = self.jobs.get(job_id)
         if item is None:
-            return True
+            return None
         if item.get(ARCHIVE_ID) == archive_id or ARCHIVE_UPLOAD in item:
-            return False  # named now, or a vault upload a redelivery will complete and record
+            return "named"  # now, or a vault upload a redelivery will complete and record
+        # thaw_time is in whole seconds: a thaw in the listing's second may be after it.
+        if item.get(THAW_TIME, 0) + 1 > taken:
+            return THAWED
         if self.backend_name == "s3" and ARCHIVE_ID not in item:
             # archive adopts an object of the result's content it finds made already
             head = self.head(item.get(RESULTS_BUCKET, ""), item.get(RESULT_KEY, ""))
             if head and archive_id.endswith("/" + head["ETag"].strip('"')):
-                return False
-        return True
+                return "adopted"
+        return None
 
     def start_inventory(self) -> None:
         """A new vault inventory for a later pass, unless one is under way."""
@@ -546,10 +574,6 @@ class Reconciler:
         self.vault.start_inventory()
 
     # -- the report ------------------------------------------------------------------------
-
-    def previous_suspects(self) -> dict[str, dict[str, Any]]:
-        previous = load_report(self.s3, self.results_bucket, self.settings.report_key)
-        return (previous or {}).get("suspects", {})
 
     def save(self, report: Report) -> None:
         self.s3.put_object(

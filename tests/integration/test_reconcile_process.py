@@ -238,6 +238,32 @@ def test_a_premium_user_whose_restore_message_was_lost_gets_the_results_back(
     assert reconcile().kinds() == {}
 
 
+def test_passes_in_a_row_send_one_restore_message_until_its_grace_is_over(
+    server: Server, tmp_path
+) -> None:
+    # Given a premium user's archived result whose restore message never arrived
+    put_job(server, "j1", complete_time=LONG_AGO)
+    archive(server, tmp_path, "j1")
+    set_role(server, "u-alice", "premium_user")
+    # When two passes repair in a row, restore not yet at the first one's message
+    first, second = reconcile("--repair"), reconcile("--repair")
+    # Then one restore message was sent, the second pass waits for it, and both exit 0
+    assert queue_depth(server, server.config.restore.queue) == 1
+    assert [f["action"] for f in first.report["findings"]] == ["done: sent the restore message"]
+    [waiting] = second.report["findings"]
+    assert (waiting["kind"], waiting["job_id"]) == (RESTORE_NOT_REQUESTED, "j1")
+    assert waiting["action"].startswith("waits until "), waiting
+    assert (first.code, second.code) == (0, 0), second.stderr
+    # When that message is lost, a pass once the grace is over sends another, which restore
+    # takes: its retrieval is started, and the next pass finds nothing
+    server.client("sqs").purge_queue(QueueUrl=server.queue_url(server.config.restore.queue))
+    again = reconcile("--repair", reconcile_restore_grace_seconds="0")
+    assert [f["action"] for f in again.report["findings"]] == ["done: sent the restore message"]
+    run_once("restore", tmp_path)
+    assert RESTORE_JOB_ID in job(server, "j1")
+    assert reconcile().kinds() == {}
+
+
 @BACKENDS
 def test_an_orphan_archive_is_deleted_only_after_the_safety_age(server: Server, tmp_path) -> None:
     # Given an archive no job names (its job is gone), one of a job whose vault upload is

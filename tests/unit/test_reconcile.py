@@ -1,11 +1,13 @@
-"""Reconcile in process: what changes between its Scan and its repair is looked at again, and
-what changed since its listings were taken is not taken for an orphan."""
+"""Reconcile in process: what changes between its Scan and its repair is looked at again; what
+changed since its listings were taken is not taken for an orphan; a restore message is given
+its grace."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 
@@ -31,7 +33,10 @@ from util.helpers import (
 from util.local import glacier as glacier_emulation
 from util.reconcile.reconcile import (
     ARCHIVE_NOT_REQUESTED,
+    EXIT_FINDINGS,
+    EXIT_OK,
     ORPHAN_ARCHIVE,
+    RESTORE_NOT_REQUESTED,
     STALE_CLAIM,
     Reconciler,
 )
@@ -226,3 +231,97 @@ def test_an_orphan_a_pass_deleted_is_not_found_again_in_the_same_inventory(
     assert [(f.kind, f.action) for f in first.findings] == [(ORPHAN_ARCHIVE, "done: deleted")]
     assert second.findings == [], second
     assert any("1 deleted by an earlier pass" in note for note in second.notes), second.notes
+
+
+# -- a restore message is given time to arrive ----------------------------------------------
+
+
+def premium_with_an_archive(stack: Stack) -> None:
+    """A premium user's result archived, no retrieval recorded: the restore message lost."""
+    archive_job(stack, "j1", user_id="u-carol")
+    set_role(stack, "u-carol", "premium_user")
+
+
+def restore_actions(report) -> list[str]:
+    assert {f.kind for f in report.findings} == {RESTORE_NOT_REQUESTED}, report
+    return [f.action for f in report.findings]
+
+
+def later(stack: Stack) -> Callable[[], float]:
+    """The clock of a pass run once the grace is over."""
+    return lambda: time.time() + stack.config.reconcile.restore_grace_seconds + 1
+
+
+def until(since: float, stack: Stack) -> str:
+    grace = stack.config.reconcile.restore_grace_seconds
+    return datetime.fromtimestamp(since + grace).isoformat(timespec="seconds")
+
+
+def test_a_pass_within_the_grace_of_the_restore_message_it_sent_sends_no_other(
+    stack: Stack,
+) -> None:
+    premium_with_an_archive(stack)
+    # When two passes run in a row
+    first, second = run(stack), run(stack)
+    # Then the first sends the restore message, and the second waits for it to be handled
+    assert restore_actions(first) == ["done: sent the restore message"]
+    assert queue_depth(stack, stack.config.restore.queue) == 1
+    [waits] = restore_actions(second)
+    assert waits.startswith(f"waits until {until(first.restores['u-carol']['since'], stack)}: ")
+    # And neither leaves findings to repair
+    assert first.exit_code() == second.exit_code() == EXIT_OK
+    # When that message is lost (dead-lettered, say), a pass after the grace sends another
+    stack.client("sqs").purge_queue(QueueUrl=stack.queue_url(stack.config.restore.queue))
+    assert restore_actions(run(stack, clock=later(stack))) == ["done: sent the restore message"]
+    assert queue_depth(stack, stack.config.restore.queue) == 1
+
+
+def test_a_restore_message_waiting_in_the_queue_is_given_the_grace(stack: Stack) -> None:
+    premium_with_an_archive(stack)
+    # And a restore message in the queue, restore not at it yet (the web app's, perhaps)
+    stack.client("sqs").send_message(
+        QueueUrl=stack.queue_url(stack.config.restore.queue),
+        MessageBody=json.dumps({"user_id": "u-carol"}),
+    )
+    # When a pass runs, it sends none, and says until when it waits
+    report = run(stack)
+    assert queue_depth(stack, stack.config.restore.queue) == 1
+    [waits] = restore_actions(report)
+    since = report.restores["u-carol"]["since"]
+    assert waits.startswith(f"waits until {until(since, stack)}: the restore queue"), waits
+    assert report.exit_code() == EXIT_OK
+    # When the grace is over and the user still has no retrieval, a pass sends one (what
+    # waited was not this user's, or was lost)
+    assert restore_actions(run(stack, clock=later(stack))) == ["done: sent the restore message"]
+    assert queue_depth(stack, stack.config.restore.queue) == 2
+
+
+def test_a_dry_run_holds_no_restore_message_back(stack: Stack) -> None:
+    premium_with_an_archive(stack)
+    dry = run(stack, repair=False)
+    assert restore_actions(dry) == ["would send the restore message"]
+    assert dry.exit_code() == EXIT_FINDINGS
+    assert restore_actions(run(stack)) == ["done: sent the restore message"]
+    assert queue_depth(stack, stack.config.restore.queue) == 1
+
+
+def test_a_restore_message_that_failed_to_send_is_sent_by_the_next_pass(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    premium_with_an_archive(stack)
+    # Given a pass whose restore message SQS refused
+    monkeypatch.setattr(
+        stack.client("sqs"),
+        "send_message_batch",
+        lambda **_: {
+            "Successful": [],
+            "Failed": [{"Id": "0", "SenderFault": False, "Code": "InternalError", "Message": "x"}],
+        },
+    )
+    failed = run(stack)
+    assert restore_actions(failed) == ["failed to send the restore message: x"]
+    assert failed.exit_code() == EXIT_FINDINGS
+    monkeypatch.undo()
+    # When the next pass runs, it sends it
+    assert restore_actions(run(stack)) == ["done: sent the restore message"]
+    assert queue_depth(stack, stack.config.restore.queue) == 1

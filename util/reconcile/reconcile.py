@@ -10,9 +10,10 @@ annotations table (parallel Scan segments), and finds:
 2. ``result-not-deleted``: an archive recorded and the archived S3 result (its recorded ETag)
    still there, as long past: the archive message is sent (archive finishes the deletion);
 3. ``restore-not-requested``: a premium user's archived result with no retrieval: the restore
-   message is sent (one per user);
+   message is sent (one per user), unless one may still be on its way: then the finding
+   says until when it waits for it (`Reconciler.restore_wait`);
 4. ``retrieval-lapsed``: a recorded retrieval past its lifetime, the result not back: the
-   restore message is sent;
+   restore message is sent, as for 3;
 5. ``orphan-archive``: an archive no job names, older than ``orphan_age_seconds`` when the
    listing was taken, and not deleted since (`Reconciler.orphans`): checked again (the
    archive, then the job, consistently) right before it is deleted;
@@ -35,7 +36,8 @@ report). Without a finished inventory, orphans and lost archives are not looked 
 
 Each pass leaves its report (JSON) at ``s3://<results_bucket>/<report_key>``; util.status
 shows it. Exit status: 0 nothing wrong (or, with --repair, everything repaired); 1 AWS
-failed; 2 bad configuration; 3 a result is lost; 4 repairable findings left (a dry run).
+failed; 2 bad configuration; 3 a result is lost; 4 repairable findings left (a dry run, or a
+message not sent; a restore message waited for is not left).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,12 @@ KINDS = (
 )
 THAWED = "thawed since the listing"
 EXIT_OK, EXIT_AWS, EXIT_CONFIG, EXIT_LOST, EXIT_FINDINGS = 0, 1, 2, 3, 4
+# A queue's messages: visible, received and not yet deleted, and delayed (or deferred).
+QUEUED = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
 SQS_BATCH = 10
 
 
@@ -136,6 +144,9 @@ class Report:
     suspects: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Archive id -> when a pass deleted it as an orphan, while the listing read is older.
     deleted: dict[str, float] = field(default_factory=dict)
+    # User id -> {"since", "sent"}: no restore message for the user before since + the grace
+    # (sent: a pass sent one then; else the restore queue held messages then).
+    restores: dict[str, dict[str, Any]] = field(default_factory=dict)
     finished: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -147,7 +158,7 @@ class Report:
     def exit_code(self) -> int:
         if any(f.kind == LOST for f in self.findings):
             return EXIT_LOST
-        if any(not f.action.startswith("done") for f in self.findings):
+        if any(not f.action.startswith(("done", "waits")) for f in self.findings):
             return EXIT_FINDINGS
         return EXIT_OK
 
@@ -189,13 +200,17 @@ class Reconciler:
         self.roles = {u.user_id: u.role for u in self.users.all(self.settings.page_size)}
         self.results = self.list_objects(self.results_bucket, "")
         self.archives, inventory_date = self.list_archives()
-        visibility = int(
-            self.sqs.get_queue_attributes(
-                QueueUrl=self.aws.queue_url(self.config.archive.queue),
-                AttributeNames=["VisibilityTimeout"],
-            )["Attributes"]["VisibilityTimeout"]
+        visibility = self.queue_attributes(self.config.archive.queue, "VisibilityTimeout")
+        self.overdue = (
+            self.config.archive.grace_seconds
+            + self.settings.slack_seconds
+            + visibility["VisibilityTimeout"]
         )
-        self.overdue = self.config.archive.grace_seconds + self.settings.slack_seconds + visibility
+        # Before the items are read: a restore message handled (and deleted) before this has
+        # its retrievals recorded when they are.
+        self.restores_queued = sum(
+            self.queue_attributes(self.config.restore.queue, *QUEUED).values()
+        )
         self.named: set[str] = set()
         self.candidates: list[tuple[str, dict[str, Any]]] = []
         segments = self.settings.scan_segments
@@ -216,7 +231,7 @@ class Reconciler:
             report.findings.append(finding)
             if kind in (RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED):
                 restore_users.setdefault(finding.user_id, []).append(finding)
-        self.act(report, restore_users)
+        self.act(report, restore_users, previous.get("restores", {}))
         if self.archives is not None:
             report.findings += self.orphans(inventory_date, previous.get("deleted", {}))
         if self.backend_name == "vault":
@@ -225,6 +240,12 @@ class Reconciler:
         self.save(report)
         metrics.emit_findings(self.config, report.counts(), KINDS)
         return report
+
+    def queue_attributes(self, queue: str, *names: str) -> dict[str, int]:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.aws.queue_url(queue), AttributeNames=list(names)
+        )["Attributes"]
+        return {name: int(attributes[name]) for name in names}
 
     def list_objects(self, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
         """key -> {"etag", "size", "modified"} of every object under the prefix."""
@@ -455,8 +476,14 @@ class Reconciler:
 
     # -- repairs ---------------------------------------------------------------------------
 
-    def act(self, report: Report, restore_users: dict[str, list[Finding]]) -> None:
-        """Send the archive and restore messages the findings call for."""
+    def act(
+        self,
+        report: Report,
+        restore_users: dict[str, list[Finding]],
+        restores: dict[str, dict[str, Any]],
+    ) -> None:
+        """Send the archive and restore messages the findings call for; `restores`: the
+        restore messages the previous pass waited for or sent (its report)."""
         archive = [
             f for f in report.findings if f.kind in (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED)
         ]
@@ -466,13 +493,56 @@ class Reconciler:
             lambda f: {JOB_ID: f.job_id, USER_ID: f.user_id},
             "archive message",
         )
-        firsts = [findings[0] for findings in restore_users.values()]
+        sending = []
+        for user_id, findings in restore_users.items():
+            wait = self.restore_wait(restores.get(user_id))
+            if wait is None:
+                sending.append(findings)
+                continue
+            report.restores[user_id] = wait
+            for finding in findings:
+                finding.action = self.waits(wait)
         self.send(
-            self.config.restore.queue, firsts, lambda f: {USER_ID: f.user_id}, "restore message"
+            self.config.restore.queue,
+            [findings[0] for findings in sending],
+            lambda f: {USER_ID: f.user_id},
+            "restore message",
         )
-        for findings in restore_users.values():
-            for finding in findings[1:]:
-                finding.action = findings[0].action
+        for first, *others in sending:
+            if first.action.startswith("done"):
+                report.restores[first.user_id] = {"since": self.clock(), "sent": True}
+            for finding in others:
+                finding.action = first.action
+
+    def restore_wait(self, previous: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Whether a user's restore message may still be on its way, so none is sent now:
+        {"since", "sent"}, the grace running from "since"; None: send one.
+
+        On its way: the one a pass sent (`previous`, from its report), or, where no pass sent
+        or waited for one yet, any restore message queued (the web app's after the upgrade,
+        perhaps: a queue does not say for whom its messages are). Once the grace is over, one
+        is sent whatever the queue holds.
+        """
+        wait = previous
+        if wait is None and self.restores_queued:
+            wait = {"since": self.now, "sent": False}
+        if wait is not None and self.now < wait["since"] + self.settings.restore_grace_seconds:
+            return wait
+        return None
+
+    def waits(self, wait: dict[str, Any]) -> str:
+        """The action of a finding whose restore message is waited for."""
+        since = datetime.fromtimestamp(wait["since"])
+        until = since + timedelta(seconds=self.settings.restore_grace_seconds)
+        why = (
+            "a restore message was sent"
+            if wait["sent"]
+            else "the restore queue held messages, perhaps this user's,"
+        )
+        return (
+            f"waits until {until.isoformat(timespec='seconds')}: {why} at "
+            f"{since.isoformat(timespec='seconds')}"
+        )
 
     def send(
         self,

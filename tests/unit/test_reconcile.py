@@ -252,9 +252,12 @@ def later(stack: Stack) -> Callable[[], float]:
     return lambda: time.time() + stack.config.reconcile.restore_grace_seconds + 1
 
 
+def at(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).isoformat(timespec="seconds")
+
+
 def until(since: float, stack: Stack) -> str:
-    grace = stack.config.reconcile.restore_grace_seconds
-    return datetime.fromtimestamp(since + grace).isoformat(timespec="seconds")
+    return at(since + stack.config.reconcile.restore_grace_seconds)
 
 
 def test_a_pass_within_the_grace_of_the_restore_message_it_sent_sends_no_other(
@@ -266,8 +269,10 @@ def test_a_pass_within_the_grace_of_the_restore_message_it_sent_sends_no_other(
     # Then the first sends the restore message, and the second waits for it to be handled
     assert restore_actions(first) == ["done: sent the restore message"]
     assert queue_depth(stack, stack.config.restore.queue) == 1
-    [waits] = restore_actions(second)
-    assert waits.startswith(f"waits until {until(first.restores['u-carol']['since'], stack)}: ")
+    sent = first.restores["u-carol"]["since"]
+    assert restore_actions(second) == [
+        f"waits until {until(sent, stack)}: a restore message was sent at {at(sent)}"
+    ]
     # And neither leaves findings to repair
     assert first.exit_code() == second.exit_code() == EXIT_OK
     # When that message is lost (dead-lettered, say), a pass after the grace sends another
@@ -288,7 +293,10 @@ def test_a_restore_message_waiting_in_the_queue_is_given_the_grace(stack: Stack)
     assert queue_depth(stack, stack.config.restore.queue) == 1
     [waits] = restore_actions(report)
     since = report.restores["u-carol"]["since"]
-    assert waits.startswith(f"waits until {until(since, stack)}: the restore queue"), waits
+    assert waits == (
+        f"waits until {until(since, stack)}: the restore queue held messages at {at(since)}, "
+        "perhaps this user's"
+    )
     assert report.exit_code() == EXIT_OK
     # When the grace is over and the user still has no retrieval, a pass sends one (what
     # waited was not this user's, or was lost)

@@ -534,15 +534,13 @@ class Reconciler:
         """The action of a finding whose restore message is waited for."""
         since = datetime.fromtimestamp(wait["since"])
         until = since + timedelta(seconds=self.settings.restore_grace_seconds)
+        at = since.isoformat(timespec="seconds")
         why = (
-            "a restore message was sent"
+            f"a restore message was sent at {at}"
             if wait["sent"]
-            else "the restore queue held messages, perhaps this user's,"
+            else f"the restore queue held messages at {at}, perhaps this user's"
         )
-        return (
-            f"waits until {until.isoformat(timespec='seconds')}: {why} at "
-            f"{since.isoformat(timespec='seconds')}"
-        )
+        return f"waits until {until.isoformat(timespec='seconds')}: {why}"
 
     def send(
         self,

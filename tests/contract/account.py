@@ -103,6 +103,7 @@ class Account:
     waits: float = 30  # seconds to allow for an Expedited restore or retrieval
     cleanups: list[Callable[[], Any]] = field(default_factory=list)
     _clients: dict[tuple[str, int], BaseClient] = field(default_factory=dict)
+    _account_id: str = ""
 
     @property
     def local(self) -> bool:
@@ -119,19 +120,22 @@ class Account:
         return self._clients[service, attempts]
 
     def account_id(self) -> str:
-        return str(self.client("sts").get_caller_identity()["Account"])
+        if not self._account_id:
+            self._account_id = str(self.client("sts").get_caller_identity()["Account"])
+        return self._account_id
 
-    def topic_arn(self, name: str) -> str:
-        return f"arn:aws:sns:{self.session.region_name}:{self.account_id()}:{name}"
+    def topic_arn(self, name_or_arn: str) -> str:
+        """A topic's ARN (the stack's outputs give ARNs, the local stack's settings names)."""
+        if name_or_arn.startswith("arn:"):
+            return name_or_arn
+        return f"arn:aws:sns:{self.session.region_name}:{self.account_id()}:{name_or_arn}"
 
     def queue_url(self, name: str) -> str:
         return str(self.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
 
-    def queue(self, **attributes: str) -> str:
+    def queue(self) -> str:
         """A queue of the test's own, deleted at the end of the session: its URL."""
-        url = str(
-            self.client("sqs").create_queue(QueueName=unique(), Attributes=attributes)["QueueUrl"]
-        )
+        url = str(self.client("sqs").create_queue(QueueName=unique())["QueueUrl"])
         self.cleanups.append(lambda: self.client("sqs").delete_queue(QueueUrl=url))
         return url
 
@@ -345,7 +349,11 @@ def create_stack(
         ]
         raise RuntimeError(f"stack {name} was not created: {reasons}") from None
     [stack] = cloudformation.describe_stacks(StackName=name)["Stacks"]
-    return {o["Description"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return {
+        o["Description"]: o["OutputValue"]
+        for o in stack.get("Outputs", [])
+        if o["Description"].startswith("GAS_")
+    }
 
 
 def delete_stack(session: boto3.session.Session, name: str, parameters: dict[str, str]) -> None:
@@ -443,6 +451,8 @@ def create_key(account: AwsAccount, prefix: str) -> str:
     """A customer managed KMS key (its default key policy leaves its use to IAM policies),
     scheduled for deletion after the run (7 days, KMS's shortest wait)."""
     kms = account.client("kms")
-    key = str(kms.create_key(Description=f"{prefix}: GAS contract suite")["KeyMetadata"]["Arn"])
-    account.cleanups.append(lambda: kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=7))
-    return key
+    key = kms.create_key(Description=f"{prefix}: GAS contract suite")["KeyMetadata"]
+    account.cleanups.append(
+        lambda: kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
+    )
+    return str(key["Arn"])

@@ -6,6 +6,7 @@ items and queues of its own (`account.unique`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +27,8 @@ from tests.contract.account import (
 def account() -> Iterator[Account]:
     """AWS as the tests see it: the local stack, or with ``GAS_TEST_AWS=1`` a real account."""
     if AWS_RUN:
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            raise pytest.UsageError("GAS_TEST_AWS=1 runs in one process (-n 0): one stack")
         with aws_account() as real:
             yield real
         return

@@ -1,12 +1,7 @@
-"""The "AWS" a contract test runs against, written once for two kinds of account.
-
-- **local** (the default): ``python -m util.local serve`` launched with `LIKE_AWS`'s settings,
-  slow where AWS is slow; `FAST`'s server shortens what AWS takes hours or days to do, for
-  the rows only the local stack can show; `enforced` adds IAM checks and users to a server.
-- **aws** (``GAS_TEST_AWS=1``, credentials and region from the standard chain): a disposable
-  stack created from deploy/cloudformation/gas.yaml with unique names, a vault made by API when
-  the account still has the vault API, an IAM role whose sessions carry the policies under test,
-  a KMS key; all deleted after, even on failure (docs/testing.md, "The contract suite").
+"""The "AWS" a contract test runs against, written once for two kinds of account: the local
+stack (`local_stack`, with `LIKE_AWS` or `FAST` settings; `enforced` for IAM), or with
+``GAS_TEST_AWS=1`` a disposable stack in a real account (`aws_account`). What each makes and
+deletes, and why: docs/testing.md, "The contract suite".
 """
 
 from __future__ import annotations

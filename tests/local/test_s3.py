@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -722,3 +723,43 @@ def test_a_copy_only_if_none_never_replaces_an_object(s3: BaseClient) -> None:
     assert s3.get_object(Bucket=BUCKET, Key="dst")["Body"].read() == b"there before"
     s3.copy_object(Bucket=BUCKET, Key="free", CopySource=source, IfNoneMatch="*")
     assert s3.get_object(Bucket=BUCKET, Key="free")["Body"].read() == b"new"
+
+
+# -- ETags ----------------------------------------------------------------------------------------
+
+
+def md5_etag(data: bytes) -> str:
+    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+
+
+def test_etags_read_while_large_objects_are_copied_are_their_md5s(s3: BaseClient) -> None:
+    # Given an object above 16 MiB (moto read its ETag lazily, in 16 MiB chunks, from a buffer
+    # other readers seek), and a listing and HEADs of the bucket running all the time
+    data = os.urandom(16 * MIB + 512 * 1024)
+    s3.put_object(Bucket=BUCKET, Key="big", Body=data)
+    copies = 8
+    done = threading.Event()
+
+    def read_etags() -> None:
+        while not done.is_set():
+            for listed in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+                s3.head_object(Bucket=BUCKET, Key=listed["Key"])
+
+    readers = [threading.Thread(target=read_etags) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        # When it is copied, again and again
+        for n in range(copies):
+            s3.copy_object(
+                Bucket=BUCKET, Key=f"copy{n}", CopySource={"Bucket": BUCKET, "Key": "big"}
+            )
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join(10)
+    # Then every copy's ETag, however it is read, is the MD5 of its bytes
+    expected = md5_etag(data)
+    listed = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert listed == {"big": expected, **{f"copy{n}": expected for n in range(copies)}}
+    assert {s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in listed} == {expected}

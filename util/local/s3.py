@@ -66,6 +66,11 @@ and nothing now. Its checks, ETag and checksum are moto's; an upload whose whole
 checksum moto computes other than with CRC-32 (``awscrt`` or ``crc32c`` installed, or a SHA)
 is left to moto. An object larger than moto keeps in memory is written straight to its file.
 
+Every object's and part's ETag is fixed when its bytes are written, from those bytes: moto
+computed it on its first read, in 16 MiB reads of the buffer other readers seek, without the
+key's lock, so a listing or HEAD racing a copy of an object above 16 MiB could cache a wrong
+ETag for good.
+
 Not emulated: a restored copy never expires (no ``s3:ObjectRestore:Delete``), DEEP_ARCHIVE
 restores take the same time as GLACIER ones of the same tier, SELECT restores, versioned
 restores' ``versionId`` in events, and the records' ``userIdentity``,
@@ -558,15 +563,27 @@ def _dispose_multipart(self: FakeMultipart) -> None:
 
 
 def _set_key_value(key: FakeKey, value: bytes | _Joined) -> None:
-    """moto's FakeKey.value setter, writing a large value straight to the file it spools to
-    (not to memory first); a completed upload's bytes become the buffer as they are."""
+    """moto's FakeKey.value setter (which FakeKey's constructor runs), writing a large value
+    straight to the file it spools to (not to memory first); a completed upload's bytes become
+    the buffer as they are. The ETag is fixed here, from the bytes as written: moto computed
+    it on first read, from the buffer other readers seek, without the key's lock, so a reader
+    racing another could cache a wrong one."""
     if isinstance(value, _Joined):
         key._value_buffer.close()
         key._value_buffer, key.contentsize = value, value.size  # type: ignore[assignment]
-        return
-    if len(value) > key._max_buffer_size:
-        key._value_buffer.rollover()
-    _moto_key_value.fset(key, value)  # type: ignore[misc]
+    else:
+        if len(value) > key._max_buffer_size:
+            key._value_buffer.rollover()
+        _moto_key_value.fset(key, value)  # type: ignore[misc]
+    key._etag = _new_etag(key._etag, value)
+
+
+def _new_etag(given: str | None, value: bytes | _Joined) -> str | None:
+    """A new key's ETag, unquoted: the given one (a completed upload's) or the MD5 of the
+    bytes."""
+    if given is None and isinstance(value, bytes):
+        return hashlib.md5(value, usedforsecurity=False).hexdigest()
+    return given
 
 
 def _atomic(method: Any) -> Any:

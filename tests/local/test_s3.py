@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -763,3 +764,117 @@ def test_etags_read_while_large_objects_are_copied_are_their_md5s(s3: BaseClient
     listed = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert listed == {"big": expected, **{f"copy{n}": expected for n in range(copies)}}
     assert {s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in listed} == {expected}
+
+
+def multipart_etag(parts: list[bytes]) -> str:
+    """S3's ETag of an unencrypted object uploaded in `parts`: the MD5 of their MD5s, "-N"."""
+    md5s = b"".join(hashlib.md5(part, usedforsecurity=False).digest() for part in parts)
+    return f'"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"'
+
+
+def encrypt_by_default(s3: BaseClient, algorithm: str, bucket: str = BUCKET) -> None:
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": algorithm}}]
+        },
+    )
+
+
+def write_every_way(s3: BaseClient, data: bytes, asked: dict[str, str]) -> dict[str, Any]:
+    """`data` put twice at "put", copied to "copy", and uploaded to "parts" as a part of its
+    first 5 MiB and a part copied from "put" (its rest), each asking for the encryption
+    `asked`: the ETags each write answered."""
+    sse_c = {k: v for k, v in asked.items() if k.startswith("SSECustomer")}
+    source = {"Bucket": BUCKET, "Key": "put"}
+    puts = [s3.put_object(Bucket=BUCKET, Key="put", Body=data, **asked)["ETag"] for _ in "12"]
+    copy_sse_c = {f"CopySource{k}": v for k, v in sse_c.items()}
+    copied = s3.copy_object(Bucket=BUCKET, Key="copy", CopySource=source, **asked, **copy_sse_c)
+    upload = {"Bucket": BUCKET, "Key": "parts"}
+    upload["UploadId"] = s3.create_multipart_upload(**upload, **asked)["UploadId"]
+    first = s3.upload_part(**upload, PartNumber=1, Body=data[: 5 * MIB], **sse_c)["ETag"]
+    second = s3.upload_part_copy(
+        **upload,
+        PartNumber=2,
+        CopySource=source,
+        CopySourceRange=f"bytes={5 * MIB}-{len(data) - 1}",
+        CopySourceIfMatch=puts[1],
+        **sse_c,
+        **copy_sse_c,
+    )["CopyPartResult"]["ETag"]
+    parts = [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]
+    completed = s3.complete_multipart_upload(**upload, MultipartUpload={"Parts": parts}, **sse_c)
+    return {
+        "puts": puts,
+        "copy": copied["CopyObjectResult"]["ETag"],
+        "part etags": [first, second],
+        "parts": completed["ETag"],
+    }
+
+
+SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32}
+
+
+@pytest.mark.parametrize(
+    "default, asked",
+    [
+        (None, {"ServerSideEncryption": "aws:kms"}),
+        (None, {"ServerSideEncryption": "aws:kms:dsse"}),
+        (None, SSE_C),
+        ("aws:kms", {}),
+        ("aws:kms:dsse", {}),
+    ],
+    ids=["sse-kms", "dsse-kms", "sse-c", "sse-kms-by-default", "dsse-kms-by-default"],
+)
+def test_objects_under_kms_or_sse_c_have_new_etags_that_are_not_md5s_read_alike_everywhere(
+    s3: BaseClient, default: str | None, asked: dict[str, str]
+) -> None:
+    # Given a bucket encrypting with SSE-KMS or DSSE-KMS by default, or requests asking for
+    # SSE-KMS, DSSE-KMS or SSE-C
+    if default:
+        encrypt_by_default(s3, default)
+    data = os.urandom(5 * MIB) + b"tail"
+    # When an object is put (twice), copied, and uploaded in parts (one of them copied)
+    etags = write_every_way(s3, data, asked)
+    # Then no ETag is an MD5 digest of the bytes, and every write made a new one
+    puts, parts = etags["puts"], [data[: 5 * MIB], data[5 * MIB :]]
+    assert len({*puts, etags["copy"], md5_etag(data)}) == 4
+    assert etags["part etags"] != [md5_etag(part) for part in parts]
+    assert etags["parts"] != multipart_etag(parts) and etags["parts"].endswith('-2"')
+    assert all(re.fullmatch(r'"[0-9a-f]{32}(-2)?"', etag) for etag in [*puts, etags["copy"]])
+    # And every read sees the ETag the write answered
+    sse_c = {k: v for k, v in asked.items() if k.startswith("SSECustomer")}
+    written = {"put": puts[1], "copy": etags["copy"], "parts": etags["parts"]}
+    listed = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    assert {o["Key"]: o["ETag"] for o in listed} == written
+    for key, etag in written.items():
+        assert s3.head_object(Bucket=BUCKET, Key=key, **sse_c)["ETag"] == etag
+        got = s3.get_object(Bucket=BUCKET, Key=key, IfMatch=etag, **sse_c)
+        assert got["ETag"] == etag and got["Body"].read() == data
+        with pytest.raises(ClientError) as not_modified:
+            s3.get_object(Bucket=BUCKET, Key=key, IfNoneMatch=etag, **sse_c)
+        assert error(not_modified) == ("304", 304)
+    # and conditions on an earlier write's ETag fail, on this one's succeed
+    with pytest.raises(ClientError) as refused:
+        s3.delete_object(Bucket=BUCKET, Key="put", IfMatch=puts[0])
+    assert error(refused) == ("PreconditionFailed", 412)
+    s3.delete_object(Bucket=BUCKET, Key="put", IfMatch=puts[1])
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["copy", "parts"]
+
+
+@pytest.mark.parametrize(
+    "default, asked",
+    [(None, {}), (None, {"ServerSideEncryption": "AES256"}), ("AES256", {})],
+    ids=["unencrypted", "sse-s3", "sse-s3-by-default"],
+)
+def test_objects_unencrypted_or_under_sse_s3_have_md5_etags(
+    s3: BaseClient, default: str | None, asked: dict[str, str]
+) -> None:
+    if default:
+        encrypt_by_default(s3, default)
+    data = os.urandom(5 * MIB) + b"tail"
+    etags = write_every_way(s3, data, asked)
+    parts = [data[: 5 * MIB], data[5 * MIB :]]
+    assert etags["puts"] == [md5_etag(data)] * 2 and etags["copy"] == md5_etag(data)
+    assert etags["part etags"] == [md5_etag(part) for part in parts]
+    assert etags["parts"] == multipart_etag(parts)

@@ -69,7 +69,14 @@ is left to moto. An object larger than moto keeps in memory is written straight 
 Every object's and part's ETag is fixed when its bytes are written, from those bytes: moto
 computed it on its first read, in 16 MiB reads of the buffer other readers seek, without the
 key's lock, so a listing or HEAD racing a copy of an object above 16 MiB could cache a wrong
-ETag for good.
+ETag for good. An object written under SSE-KMS or DSSE-KMS (asked for, or the bucket's
+default encryption) or SSE-C (the ``x-amz-server-side-encryption-customer-*`` headers), by
+PutObject, CopyObject or CompleteMultipartUpload, gets an ETag that is not an MD5 digest of
+its bytes, as AWS documents (moto gave the MD5): 32 random hex digits, new for every write, a
+multipart object's with its ``-N``. So do the parts of such an upload (its encryption is
+settled by CreateMultipartUpload), by UploadPart and UploadPartCopy alike; moto's check of
+them at completion holds. Unencrypted and SSE-S3 objects keep MD5 ETags. Whatever reads an
+ETag (HEAD, GET, listings, events, ``If-Match`` and the other conditions) reads that one.
 
 Not emulated: a restored copy never expires (no ``s3:ObjectRestore:Delete``), DEEP_ARCHIVE
 restores take the same time as GLACIER ones of the same tier, SELECT restores, versioned
@@ -85,8 +92,10 @@ import bisect
 import hashlib
 import io
 import itertools
+import secrets
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -137,12 +146,21 @@ _moto_handle_range_header = S3Response._handle_range_header
 _moto_key_value: property = FakeKey.value  # type: ignore[assignment]
 _moto_complete = FakeMultipart.complete
 _moto_dispose_multipart = FakeMultipart.dispose
+_moto_set_part = FakeMultipart.set_part
+_moto_key_response = S3Response._key_response
+_moto_create_multipart_upload = S3Backend.create_multipart_upload
+_moto_complete_multipart_upload = S3Backend.complete_multipart_upload
 
 _ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
 _LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
 _WRITES = threading.RLock()  # conditional check-then-act of a key, and every object write
 _RANGED = threading.local()  # set while this thread answers a GetObject with a Range header
 _JOINED = "gas_joined"  # where a completed upload keeps the buffer its object reads from
+_WRITING = threading.local()  # what this thread's S3 request writes: SSE-C; ETags not MD5s
+_NOT_MD5 = "gas_etags_not_md5"  # where an upload keeps whether its ETags are not MD5 digests
+# Encryptions whose objects have ETags that are not MD5 digests of their bytes (SSE-C too).
+_NOT_MD5_ENCRYPTIONS = frozenset({"aws:kms", "aws:kms:dsse"})
+_SSE_C = "x-amz-server-side-encryption-customer-algorithm"
 
 
 @dataclass
@@ -579,11 +597,80 @@ def _set_key_value(key: FakeKey, value: bytes | _Joined) -> None:
 
 
 def _new_etag(given: str | None, value: bytes | _Joined) -> str | None:
-    """A new key's ETag, unquoted: the given one (a completed upload's) or the MD5 of the
-    bytes."""
+    """A new key's ETag, unquoted: a random one for a write whose ETags are not MD5 digests
+    (a multipart object's keeps its "-N"), else the given one (a completed upload's) or the MD5
+    of the bytes."""
+    if getattr(_WRITING, "not_md5", False):
+        parts = given[given.index("-") :] if given and "-" in given else ""
+        return secrets.token_hex(16) + parts
     if given is None and isinstance(value, bytes):
         return hashlib.md5(value, usedforsecurity=False).hexdigest()
     return given
+
+
+def _not_md5(backend: S3Backend, bucket_name: str, encryption: str | None) -> bool:
+    """Whether what is written now gets ETags that are not MD5 digests of its bytes: under
+    SSE-KMS or DSSE-KMS (asked for, or the bucket's default encryption, as moto applies it)
+    or SSE-C (asked for by the request)."""
+    if getattr(_WRITING, "sse_c", False):
+        return True
+    default = backend.get_bucket(bucket_name).encryption
+    if not encryption and default:
+        encryption = default["Rule"]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+    return encryption in _NOT_MD5_ENCRYPTIONS
+
+
+@contextmanager
+def _etags_not_md5(not_md5: bool) -> Iterator[None]:
+    """Within: keys this thread makes get ETags that are not MD5 digests if `not_md5` (or an
+    enclosing scope said so)."""
+    outer = getattr(_WRITING, "not_md5", False)
+    _WRITING.not_md5 = outer or not_md5
+    try:
+        yield
+    finally:
+        _WRITING.not_md5 = outer
+
+
+def _key_response(self: S3Response, request: Any, full_url: str) -> TYPE_RESPONSE:
+    """moto's answer to a request on an object, noting whether it asks for SSE-C."""
+    _WRITING.sse_c = bool(self.headers.get(_SSE_C))
+    try:
+        return _moto_key_response(self, request, full_url)
+    finally:
+        _WRITING.sse_c = False
+
+
+def _put_object(
+    self: S3Backend, bucket_name: str, key_name: str, value: Any, **kwargs: Any
+) -> FakeKey:
+    """moto's S3Backend.put_object, where every object write ends (PutObject, CopyObject,
+    CompleteMultipartUpload): under the write lock, its ETag chosen by its encryption."""
+    with _WRITES, _etags_not_md5(_not_md5(self, bucket_name, kwargs.get("encryption"))):
+        return _moto_put_object(self, bucket_name, key_name, value, **kwargs)
+
+
+def _create_multipart_upload(self: S3Backend, bucket_name: str, *args: Any) -> FakeMultipart:
+    """moto's CreateMultipartUpload, the upload noting whether its parts and object get ETags
+    that are not MD5 digests (its encryption is settled when it is created)."""
+    multipart = _moto_create_multipart_upload(self, bucket_name, *args)
+    setattr(multipart, _NOT_MD5, _not_md5(self, bucket_name, multipart.sse_encryption))
+    return multipart
+
+
+def _set_part(self: FakeMultipart, part_id: int, value: bytes) -> FakeKey:
+    """moto's FakeMultipart.set_part (UploadPart, UploadPartCopy), its ETag as its upload's."""
+    with _etags_not_md5(getattr(self, _NOT_MD5, False)):
+        return _moto_set_part(self, part_id, value)
+
+
+def _complete_multipart_upload(
+    self: S3Backend, bucket_name: str, multipart_id: str, body: Iterator[tuple[int, str]]
+) -> FakeKey | None:
+    """moto's CompleteMultipartUpload, the object's ETag as its upload's."""
+    multipart = self.get_bucket(bucket_name).multiparts.get(multipart_id)
+    with _etags_not_md5(getattr(multipart, _NOT_MD5, False)):
+        return _moto_complete_multipart_upload(self, bucket_name, multipart_id, body)
 
 
 def _atomic(method: Any) -> Any:
@@ -599,7 +686,11 @@ def install() -> None:
     nothing."""
     S3Response.delete_object = _atomic(_moto_delete_object)  # type: ignore[method-assign]
     S3Response.put_object = _atomic(_moto_put_object_response)  # type: ignore[method-assign]
-    S3Backend.put_object = _atomic(_moto_put_object)  # type: ignore[method-assign]
+    S3Backend.put_object = _put_object  # type: ignore[method-assign,assignment]
+    S3Response._key_response = _key_response  # type: ignore[method-assign]
+    S3Backend.create_multipart_upload = _create_multipart_upload  # type: ignore[method-assign,assignment]
+    FakeMultipart.set_part = _set_part  # type: ignore[method-assign]
+    S3Backend.complete_multipart_upload = _complete_multipart_upload  # type: ignore[method-assign]
     S3Response._key_response_post = _key_response_post  # type: ignore[method-assign]
     S3Backend.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
     S3Response.copy_object = _copy_object  # type: ignore[method-assign]

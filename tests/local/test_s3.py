@@ -26,7 +26,7 @@ from moto.s3.models import FakeMultipart
 from tests.conftest import Server, Stack, wait_for
 from util.local import s3 as s3_emulation
 from util.local.glacier import DEFAULT_SETTINGS, configure
-from util.local.stack import announce_restores
+from util.local.stack import announce_restores, encrypt_by_default
 
 MIB = 1024 * 1024
 REGION = "us-east-1"
@@ -772,15 +772,6 @@ def multipart_etag(parts: list[bytes]) -> str:
     return f'"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"'
 
 
-def encrypt_by_default(s3: BaseClient, algorithm: str, bucket: str = BUCKET) -> None:
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": algorithm}}]
-        },
-    )
-
-
 def write_every_way(s3: BaseClient, data: bytes, asked: dict[str, str]) -> dict[str, Any]:
     """`data` put twice at "put", copied to "copy", and uploaded to "parts" as a part of its
     first 5 MiB and a part copied from "put" (its rest), each asking for the encryption
@@ -832,7 +823,7 @@ def test_objects_under_kms_or_sse_c_have_new_etags_that_are_not_md5s_read_alike_
     # Given a bucket encrypting with SSE-KMS or DSSE-KMS by default, or requests asking for
     # SSE-KMS, DSSE-KMS or SSE-C
     if default:
-        encrypt_by_default(s3, default)
+        encrypt_by_default(s3, BUCKET, default)
     data = os.urandom(5 * MIB) + b"tail"
     # When an object is put (twice), copied, and uploaded in parts (one of them copied)
     etags = write_every_way(s3, data, asked)
@@ -871,10 +862,42 @@ def test_objects_unencrypted_or_under_sse_s3_have_md5_etags(
     s3: BaseClient, default: str | None, asked: dict[str, str]
 ) -> None:
     if default:
-        encrypt_by_default(s3, default)
+        encrypt_by_default(s3, BUCKET, default)
     data = os.urandom(5 * MIB) + b"tail"
     etags = write_every_way(s3, data, asked)
     parts = [data[: 5 * MIB], data[5 * MIB :]]
     assert etags["puts"] == [md5_etag(data)] * 2 and etags["copy"] == md5_etag(data)
     assert etags["part etags"] == [md5_etag(part) for part in parts]
     assert etags["parts"] == multipart_etag(parts)
+
+
+def stack_buckets(stack: Stack) -> list[str]:
+    gas = stack.config.gas
+    return [gas.inputs_bucket, gas.results_bucket, gas.archive_bucket]
+
+
+def default_encryption(s3: BaseClient, bucket: str) -> str:
+    [rule] = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    return rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+
+
+def test_the_stacks_buckets_encrypt_with_sse_s3_by_default_and_objects_keep_md5_etags(
+    stack: Stack,
+) -> None:
+    s3 = stack.client("s3")
+    for bucket in stack_buckets(stack):
+        assert default_encryption(s3, bucket) == "AES256"
+        put = s3.put_object(Bucket=bucket, Key="k", Body=b"result")
+        assert (put["ETag"], put["ServerSideEncryption"]) == (md5_etag(b"result"), "AES256")
+
+
+@pytest.mark.parametrize("stack_settings", [{"GAS_LOCAL_BUCKET_ENCRYPTION": "aws:kms"}])
+def test_a_stack_served_with_kms_buckets_gives_objects_etags_that_are_not_md5s(
+    server: Server,
+) -> None:
+    s3 = server.client("s3")
+    for bucket in stack_buckets(server):
+        assert default_encryption(s3, bucket) == "aws:kms"
+        put = s3.put_object(Bucket=bucket, Key="k", Body=b"result")
+        assert put["ServerSideEncryption"] == "aws:kms"
+        assert s3.head_object(Bucket=bucket, Key="k")["ETag"] == put["ETag"] != md5_etag(b"result")

@@ -901,3 +901,108 @@ def test_a_stack_served_with_kms_buckets_gives_objects_etags_that_are_not_md5s(
         put = s3.put_object(Bucket=bucket, Key="k", Body=b"result")
         assert put["ServerSideEncryption"] == "aws:kms"
         assert s3.head_object(Bucket=bucket, Key="k")["ETag"] == put["ETag"] != md5_etag(b"result")
+
+
+# -- checksums S3 computes on copies ------------------------------------------------------------
+
+IN_5_MIB_PARTS = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+CRC64NVME = {"ChecksumAlgorithm": "CRC64NVME"}
+
+
+def full_object_crc64nvme(s3: BaseClient, key: str, bucket: str = BUCKET) -> str:
+    """The CRC64NVME S3 keeps for the whole object (HeadObject, ChecksumMode ENABLED)."""
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    assert head["ChecksumType"] == "FULL_OBJECT", head
+    return head["ChecksumCRC64NVME"]
+
+
+def copy_in_parts(s3: BaseClient, source: str, key: str, config: TransferConfig) -> None:
+    """s3transfer's multipart copy with S3 computing CRC64NVME checksums (the archive's above
+    5 GiB: CreateMultipartUpload with the algorithm, UploadPartCopy, Complete with the parts'
+    checksums)."""
+    s3.copy({"Bucket": BUCKET, "Key": source}, BUCKET, key, ExtraArgs=CRC64NVME, Config=config)
+
+
+@pytest.mark.parametrize("encryption", [None, "aws:kms"], ids=["unencrypted", "sse-kms"])
+def test_copies_have_equal_full_object_checksums_exactly_when_their_bytes_are_equal(
+    s3: BaseClient, encryption: str | None
+) -> None:
+    # Given a bucket (encrypting with SSE-KMS or not), a result and another that differs from
+    # it in one byte
+    if encryption:
+        encrypt_by_default(s3, BUCKET, encryption)
+    data = os.urandom(12 * MIB)
+    s3.put_object(Bucket=BUCKET, Key="result", Body=data)
+    s3.put_object(Bucket=BUCKET, Key="other", Body=data[:-1] + bytes([data[-1] ^ 1]))
+    # When each is archived, in one CopyObject or in 5 MiB parts, and the first archive is
+    # copied back in 6 MiB parts and in one request
+    s3.copy_object(
+        Bucket=BUCKET, Key="archive", CopySource={"Bucket": BUCKET, "Key": "result"}, **CRC64NVME
+    )
+    copy_in_parts(s3, "result", "archive-in-parts", IN_5_MIB_PARTS)
+    copy_in_parts(s3, "other", "other-in-parts", IN_5_MIB_PARTS)
+    in_6_mib_parts = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=6 * MIB)
+    copy_in_parts(s3, "archive", "back-in-parts", in_6_mib_parts)
+    s3.copy_object(
+        Bucket=BUCKET, Key="back", CopySource={"Bucket": BUCKET, "Key": "archive"}, **CRC64NVME
+    )
+    # Then the copies of the result, whatever their part layout, have one full-object
+    # checksum, and the copy of the other result another
+    assert s3.head_object(Bucket=BUCKET, Key="archive-in-parts")["ETag"].endswith('-3"')
+    assert s3.head_object(Bucket=BUCKET, Key="back-in-parts")["ETag"].endswith('-2"')
+    copies = ["archive", "archive-in-parts", "back-in-parts", "back"]
+    [checksum] = {full_object_crc64nvme(s3, key) for key in copies}
+    assert full_object_crc64nvme(s3, "other-in-parts") != checksum
+
+
+def test_a_part_copied_into_an_upload_with_a_checksum_algorithm_has_its_checksum(
+    s3: BaseClient,
+) -> None:
+    # Given an object, one holding its last 5 MiB alone with the checksum S3 computes on a
+    # copy, and an upload created with CRC64NVME
+    data = os.urandom(7 * MIB)
+    s3.put_object(Bucket=BUCKET, Key="source", Body=data)
+    s3.put_object(Bucket=BUCKET, Key="tail-bytes", Body=data[2 * MIB :])
+    tail = {"Bucket": BUCKET, "Key": "tail-bytes"}
+    s3.copy_object(Bucket=BUCKET, Key="tail", CopySource=tail, **CRC64NVME)
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="copy", **CRC64NVME)["UploadId"]
+    # When that range is copied into the upload as a part
+    part = s3.upload_part_copy(
+        Bucket=BUCKET,
+        Key="copy",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource={"Bucket": BUCKET, "Key": "source"},
+        CopySourceRange=f"bytes={2 * MIB}-{7 * MIB - 1}",
+    )["CopyPartResult"]
+    # Then CopyPartResult has the part's checksum: the one S3 gives those bytes
+    assert part["ChecksumCRC64NVME"] == full_object_crc64nvme(s3, "tail")
+
+
+def test_a_copy_back_from_a_restored_archive_has_the_archives_checksum(s3: BaseClient) -> None:
+    # Given a result archived into GLACIER by a CopyObject computing CRC64NVME, then restored
+    data = os.urandom(11 * MIB)
+    s3.put_object(Bucket=BUCKET, Key="result", Body=data)
+    s3.copy_object(
+        Bucket=BUCKET,
+        Key="archive",
+        CopySource={"Bucket": BUCKET, "Key": "result"},
+        StorageClass="GLACIER",
+        **CRC64NVME,
+    )
+    assert restore(s3, key="archive") == 202
+    # When it is copied back into STANDARD in 5 MiB parts, and in one request
+    s3.copy(
+        {"Bucket": BUCKET, "Key": "archive"},
+        BUCKET,
+        "back-in-parts",
+        ExtraArgs={"StorageClass": "STANDARD", **CRC64NVME},
+        Config=IN_5_MIB_PARTS,
+    )
+    s3.copy_object(
+        Bucket=BUCKET, Key="back", CopySource={"Bucket": BUCKET, "Key": "archive"}, **CRC64NVME
+    )
+    # Then both copies have the archive's checksum
+    checksum = full_object_crc64nvme(s3, "archive")
+    assert full_object_crc64nvme(s3, "back-in-parts") == full_object_crc64nvme(s3, "back")
+    assert full_object_crc64nvme(s3, "back") == checksum

@@ -66,6 +66,16 @@ and nothing now. Its checks, ETag and checksum are moto's; an upload whose whole
 checksum moto computes other than with CRC-32 (``awscrt`` or ``crc32c`` installed, or a SHA)
 is left to moto. An object larger than moto keeps in memory is written straight to its file.
 
+Checksums S3 computes on copies: a CopyObject with ``x-amz-checksum-algorithm`` gives the
+copy a full-object checksum (``FULL_OBJECT``; moto left the type unset, and a copy keeping
+its source's checksum now keeps its type too). In an upload created with a checksum
+algorithm, UploadPartCopy's CopyPartResult has the part's checksum (moto left it out;
+s3transfer passes it on to CompleteMultipartUpload, which does not check it, as moto's did
+not). HeadObject with ChecksumMode ENABLED gives ``x-amz-checksum-type``, and a composite
+checksum with its ``-N``, as GetObject does. Without ``awscrt`` moto computes CRC64NVME as
+a CRC-32, of a copy in one request and of an upload's parts in order (`_complete_multipart`),
+so equal bytes have equal full-object checksums whatever their part layout and encryption.
+
 Every object's and part's ETag is fixed when its bytes are written, from those bytes: moto
 computed it on its first read, in 16 MiB reads of the buffer other readers seek, without the
 key's lock, so a listing or HEAD racing a copy of an object above 16 MiB could cache a wrong
@@ -125,7 +135,7 @@ from moto.s3.models import (
 )
 from moto.s3.notifications import S3NotificationEvent
 from moto.s3.responses import S3Response
-from moto.s3.utils import ARCHIVE_STORAGE_CLASSES
+from moto.s3.utils import ARCHIVE_STORAGE_CLASSES, compute_checksum
 from moto.settings import S3_UPLOAD_PART_MIN_SIZE
 
 from util.local.glacier import TIERS, current_settings
@@ -150,6 +160,7 @@ _moto_set_part = FakeMultipart.set_part
 _moto_key_response = S3Response._key_response
 _moto_create_multipart_upload = S3Backend.create_multipart_upload
 _moto_complete_multipart_upload = S3Backend.complete_multipart_upload
+_moto_head_object = S3Response.head_object
 
 _ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
 _LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
@@ -402,7 +413,8 @@ def _check_pin(response: S3Response) -> None:
 
 def _copy_object(self: S3Response) -> TYPE_RESPONSE:
     """moto's CopyObject, pinned to the source's ETag and, with ``If-None-Match: *``, never
-    replacing an object; checked and copied under the write lock."""
+    replacing an object; checked and copied under the write lock. The copy's checksum has a
+    type, which moto left unset (`_copy_checksum_type`)."""
     with _WRITES:
         _check_pin(self)
         if (
@@ -410,14 +422,65 @@ def _copy_object(self: S3Response) -> TYPE_RESPONSE:
             and self.backend.get_object(self.bucket_name, self.parse_key_name()) is not None
         ):
             raise PreconditionFailed("If-None-Match")
-        return _moto_copy_object_response(self)
+        source = _copy_source(self)
+        answer = _moto_copy_object_response(self)
+        _copy_checksum_type(self, source)
+        return answer
+
+
+def _copy_checksum_type(response: S3Response, source: FakeKey | None) -> None:
+    """A checksum S3 computes on a copy (``x-amz-checksum-algorithm``) is of the whole object;
+    one copied from the source keeps the source's type and part count."""
+    copy = response.backend.get_object(response.bucket_name, response.parse_key_name())
+    if copy is None or source is None:
+        return
+    if response.headers.get("x-amz-checksum-algorithm"):
+        copy.checksum_type, copy.checksum_parts = "FULL_OBJECT", None
+    elif copy.checksum_value:
+        copy.checksum_type, copy.checksum_parts = source.checksum_type, source.checksum_parts
 
 
 def _upload_part_copy_response(self: S3Response) -> TYPE_RESPONSE:
-    """moto's UploadPartCopy, pinned to the source's ETag."""
+    """moto's UploadPartCopy, pinned to the source's ETag. In an upload created with a
+    checksum algorithm, CopyPartResult has the part's checksum (moto left it out), which
+    s3transfer passes on to CompleteMultipartUpload."""
     with _WRITES:
         _check_pin(self)
-        return _moto_upload_part_copy_response(self)
+        status, headers, body = _moto_upload_part_copy_response(self)
+        if status != 200:
+            return status, headers, body
+        multipart = self.backend.get_bucket(self.bucket_name).multiparts[
+            self._get_param("uploadId")
+        ]
+        algorithm = multipart.metadata.get("x-amz-checksum-algorithm")
+        if algorithm:
+            part = multipart.parts[self._get_int_param("partNumber")]
+            element = f"Checksum{algorithm.upper()}"
+            checksum = compute_checksum(part.value, algorithm).decode()
+            text = body.decode() if isinstance(body, bytes) else body
+            body = text.replace(
+                "</CopyPartResult>", f"<{element}>{checksum}</{element}></CopyPartResult>"
+            )
+            headers["content-length"] = str(len(body))
+        return status, headers, body
+
+
+def _head_object(
+    self: S3Response, bucket_name: str, query: dict[str, Any], key_name: str, headers: Any
+) -> TYPE_RESPONSE:
+    """moto's HeadObject; with ChecksumMode ENABLED, the checksum as GetObject gives it:
+    with its type, a composite one with its part count (moto gave neither)."""
+    status, answer, body = _moto_head_object(self, bucket_name, query, key_name, headers)
+    if status != 200 or headers.get("x-amz-checksum-mode") != "ENABLED" or "partNumber" in query:
+        return status, answer, body
+    key = self.backend.get_object(bucket_name, key_name, query.get("versionId", [None])[0])
+    if key is not None and key.checksum_algorithm and key.checksum_type:
+        composite = f"-{key.checksum_parts}" if key.checksum_type == "COMPOSITE" else ""
+        answer[f"x-amz-checksum-{key.checksum_algorithm.lower()}"] = (
+            f"{key.checksum_value}{composite}"
+        )
+        answer["x-amz-checksum-type"] = key.checksum_type
+    return status, answer, body
 
 
 def _key_status(key: FakeKey) -> str | None:
@@ -695,6 +758,7 @@ def install() -> None:
     S3Backend.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
     S3Response.copy_object = _copy_object  # type: ignore[method-assign]
     S3Response.upload_part_copy = _upload_part_copy_response  # type: ignore[method-assign]
+    S3Response.head_object = _head_object  # type: ignore[method-assign]
     # moto's status advanced, and sent the Completed event, when the key was read.
     FakeKey.status = property(_key_status, FakeKey.status.fset)  # type: ignore[assignment,attr-defined]
     notifications._get_s3_event = _s3_event

@@ -267,6 +267,109 @@ def test_restoring_a_restored_object_extends_its_copys_life(s3: BaseClient) -> N
     assert expiry_date(restore_header(s3)) == first + timedelta(days=4)
 
 
+def restore_events_to_queue(s3: BaseClient) -> tuple[BaseClient, str]:
+    """The bucket sends its restore events (started, completed, copy expired) to a queue."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="restores")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events = ["s3:ObjectRestore:Post", "s3:ObjectRestore:Completed", "s3:ObjectRestore:Delete"]
+    s3.put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": events}]
+        },
+    )
+    return sqs, url
+
+
+def expired(s3: BaseClient) -> bool:
+    return restore_header(s3) is None
+
+
+def assert_neither_read_nor_copied(s3: BaseClient) -> None:
+    """GetObject, CopyObject and UploadPartCopy of the archived object are refused."""
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=BUCKET, Key="archive/j1")
+    assert error(excinfo) == ("InvalidObjectState", 403)
+    source = {"Bucket": BUCKET, "Key": "archive/j1"}
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=BUCKET, Key="copy", CopySource=source)
+    assert error(excinfo) == ("ObjectNotInActiveTierError", 403)
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="copy")["UploadId"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(
+            Bucket=BUCKET, Key="copy", UploadId=upload_id, PartNumber=1, CopySource=source
+        )
+    assert error(excinfo) == ("ObjectNotInActiveTierError", 403)
+
+
+def test_a_restored_copy_expires_after_its_days_and_can_be_restored_again(
+    s3: BaseClient,
+) -> None:
+    # Given days of a second, and an archived object whose restore events go to a queue
+    configure(day_seconds=1)
+    sqs, url = restore_events_to_queue(s3)
+    archived(s3)
+    # When it is restored for two days
+    before = datetime.now(timezone.utc)
+    assert restore(s3, days=2) == 202
+    after = datetime.now(timezone.utc)
+    # Then its copy expires two (short) days after the request, not rounded
+    expiry = expiry_date(restore_header(s3))
+    assert before.replace(microsecond=0) + timedelta(seconds=2) <= expiry
+    assert expiry <= after + timedelta(seconds=2)
+    assert s3.get_object(Bucket=BUCKET, Key="archive/j1")["Body"].read() == b"result"
+
+    # When that time has passed, then HEAD shows no restore, the object neither reads nor
+    # copies, and S3 announced the copy's end after its start and completion
+    wait_for(lambda: expired(s3), timeout=10, what="the restored copy to expire")
+    assert datetime.now(timezone.utc) >= expiry
+    assert_neither_read_nor_copied(s3)
+    events = event_names(receive_all(sqs, url, until=4))
+    assert events == [
+        "s3:TestEvent",
+        "ObjectRestore:Post",
+        "ObjectRestore:Completed",
+        "ObjectRestore:Delete",
+    ]
+
+    # When it is restored again, then that is a new restore, announced as the first was
+    assert restore(s3, days=2) == 202
+    assert restore_header(s3).startswith('ongoing-request="false"')
+    assert s3.get_object(Bucket=BUCKET, Key="archive/j1")["Body"].read() == b"result"
+    again = event_names(receive_all(sqs, url, until=2))
+    assert again == ["ObjectRestore:Post", "ObjectRestore:Completed"]
+
+
+def test_an_extension_moves_the_expiry_of_the_restored_copy(s3: BaseClient) -> None:
+    # Given days of a second, and an object restored for one, whose events go to a queue
+    configure(day_seconds=1)
+    sqs, url = restore_events_to_queue(s3)
+    archived(s3)
+    assert restore(s3, days=1) == 202
+    first = expiry_date(restore_header(s3))
+    # When its copy's life is extended to two days from now, before it expired
+    assert restore(s3, days=2) == 200
+    extended = expiry_date(restore_header(s3))
+    assert extended > first
+    # Then it is still there when the first expiry has passed
+    wait_for(lambda: datetime.now(timezone.utc) > first + timedelta(seconds=1), timeout=10)
+    assert expiry_date(restore_header(s3)) == extended
+    assert s3.get_object(Bucket=BUCKET, Key="archive/j1")["Body"].read() == b"result"
+    # and expires at the new one, announced once
+    wait_for(lambda: expired(s3), timeout=10, what="the restored copy to expire")
+    assert datetime.now(timezone.utc) >= extended
+    events = event_names(receive_all(sqs, url, until=4))
+    assert events == [
+        "s3:TestEvent",
+        "ObjectRestore:Post",
+        "ObjectRestore:Completed",
+        "ObjectRestore:Delete",
+    ]
+
+
 def test_while_a_restore_is_ongoing_the_object_cannot_be_read_or_copied(s3: BaseClient) -> None:
     # Given a restore that takes an hour
     configure(standard_seconds=HOUR)

@@ -1,9 +1,10 @@
-"""Restores of archived S3 objects on top of moto 5.2.5, as AWS documents them.
+"""S3 on top of moto 5.2.5 as AWS documents it: restores of archived objects, ETags,
+checksums of copies, conditional requests.
 
 ``install()`` patches moto in place, so it serves ``mock_aws`` and a ``ThreadedMotoServer``
 in the same process alike; calling it again changes nothing. Timing and capacity are the
 Glacier emulation's settings (``util.local.glacier.configure``, the ``[local]`` section),
-shared, not copied: ``*_seconds`` per tier and ``expedited_capacity``.
+shared, not copied: ``*_seconds`` per tier, ``expedited_capacity`` and ``day_seconds``.
 
 Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
 
@@ -28,11 +29,16 @@ Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
   which then completes by the faster tier's time, as AWS's "restore speed upgrade" does.
 - A RestoreObject of a restored object extends its copy's life, 200, without a new restore.
   The expiry date is the request time plus ``Days``, rounded up to the next midnight UTC
-  (AWS's rule, for the first restore and for an extension alike).
+  (AWS's rule, for the first restore and for an extension alike); with ``day_seconds``
+  other than 86400, the request time plus ``Days`` of that many seconds, not rounded.
+- A restored copy expired: moto's never did. From its expiry on, HEAD has no
+  ``x-amz-restore``, GetObject is ``InvalidObjectState`` and CopyObject and UploadPartCopy
+  ``ObjectNotInActiveTierError`` again, and a RestoreObject starts a new restore (202).
 - RestoreObject of an object in any other class is ``InvalidObjectState``, 403 (moto's).
-- Events: ``s3:ObjectRestore:Post`` when a restore starts (moto sent one for every request)
-  and ``s3:ObjectRestore:Completed`` once when it completes, from a daemon timer, not when
-  something next reads the key. They go through moto's notification machinery to whatever
+- Events: ``s3:ObjectRestore:Post`` when a restore starts (moto sent one for every request),
+  ``s3:ObjectRestore:Completed`` once when it completes, from a daemon timer, not when
+  something next reads the key, and ``s3:ObjectRestore:Delete`` once when its copy expires
+  (at the expiry an extension moved it to), from another. They go through moto's notification machinery to whatever
   the bucket's notification configuration names (SNS topics, SQS queues). The Completed
   record carries ``glacierEventData.restoreEventData``: ``lifecycleRestorationExpiryTime``
   (ISO 8601, milliseconds, Z) and ``lifecycleRestoreStorageClass`` (the object's class);
@@ -88,10 +94,10 @@ settled by CreateMultipartUpload), by UploadPart and UploadPartCopy alike; moto'
 them at completion holds. Unencrypted and SSE-S3 objects keep MD5 ETags. Whatever reads an
 ETag (HEAD, GET, listings, events, ``If-Match`` and the other conditions) reads that one.
 
-Not emulated: a restored copy never expires (no ``s3:ObjectRestore:Delete``), DEEP_ARCHIVE
-restores take the same time as GLACIER ones of the same tier, SELECT restores, versioned
-restores' ``versionId`` in events, and the records' ``userIdentity``,
-``requestParameters``, ``responseElements`` and ``sequencer``, which moto leaves out.
+Not emulated: DEEP_ARCHIVE restores take the same time as GLACIER ones of the same tier,
+SELECT restores, versioned restores' ``versionId`` in events, and the records'
+``userIdentity``, ``requestParameters``, ``responseElements`` and ``sequencer``, which moto
+leaves out.
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ import io
 import itertools
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -161,8 +167,10 @@ _moto_key_response = S3Response._key_response
 _moto_create_multipart_upload = S3Backend.create_multipart_upload
 _moto_complete_multipart_upload = S3Backend.complete_multipart_upload
 _moto_head_object = S3Response.head_object
+_moto_response_dict = FakeKey.response_dict
 
 _ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
+_DAY_SECONDS = 86400  # a day as AWS counts it; [local] day_seconds may shorten it
 _LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
 _WRITES = threading.RLock()  # conditional check-then-act of a key, and every object write
 _RANGED = threading.local()  # set while this thread answers a GetObject with a Range header
@@ -183,9 +191,14 @@ class Restore:
     due: datetime
     expiry: datetime
     completed: bool = False  # set by the timer just before the Completed event
+    deleted: bool = False  # set by the timer just before the Delete event
 
     def done(self) -> bool:
         return self.completed or utcnow() >= self.due
+
+    def expired(self) -> bool:
+        """Whether its restored copy is gone (a copy done after its expiry, gone at once)."""
+        return self.done() and (self.deleted or utcnow() >= self.expiry)
 
 
 class _RestoreError(Exception):
@@ -210,7 +223,11 @@ def _restore_of(key: FakeKey) -> Restore | None:
 
 
 def _expiry(requested: datetime, days: int) -> datetime:
-    """AWS's rule: the request time plus `days`, rounded up to the next midnight UTC."""
+    """AWS's rule: the request time plus `days`, rounded up to the next midnight UTC; with
+    days shortened (``day_seconds``), the request time plus `days` of them, not rounded."""
+    day_seconds = current_settings().day_seconds
+    if day_seconds != _DAY_SECONDS:
+        return requested + timedelta(seconds=days * day_seconds)
     return datetime.combine((requested + timedelta(days=days)).date() + timedelta(days=1), time())
 
 
@@ -259,9 +276,12 @@ def _restore_object(
     now = utcnow()
     with _LOCK:
         restore = _restore_of(key)
+        if restore is not None and restore.expired():
+            restore = None  # its copy is gone: this is a new restore
         if restore is not None and restore.done():  # a restored copy: extend its life
             restore.days, restore.expiry = days, _expiry(now, days)
             key.set_expiry(restore.expiry)
+            _at(restore.expiry, _expire, backend, bucket, key, restore, restore.expiry)
             return 200
         upgrade = (
             restore is not None
@@ -289,30 +309,52 @@ def _restore_object(
         notifications.send_event(
             key.account_id, S3NotificationEvent.OBJECT_RESTORE_POST_EVENT, bucket, key
         )
-    timer = threading.Timer(
-        (restore.due - utcnow()).total_seconds(), _complete, (backend, bucket, key, restore)
-    )
-    timer.daemon = True  # a pending event must not keep a test run or server alive
-    timer.start()
+    _at(restore.due, _complete, backend, bucket, key, restore)
     return 202
 
 
+def _at(moment: datetime, function: Callable[..., None], *args: Any) -> None:
+    """Call `function(*args)` at `moment` (naive UTC), from a timer thread."""
+    timer = threading.Timer((moment - utcnow()).total_seconds(), function, args)
+    timer.daemon = True  # a pending event must not keep a test run or server alive
+    timer.start()
+
+
+def _live(backend: S3Backend, bucket: FakeBucket, key: FakeKey, restore: Restore) -> bool:
+    """Whether `restore` is still the restore of a key in moto's live state. One whose
+    mock_aws context ended (or whose server was reset, or that was overwritten) is not: its
+    event would reach a later test's topic of the same name."""
+    return (
+        backend.buckets.get(bucket.name) is bucket
+        and any(k is key for k in bucket.keys.getlist(key.name, []))
+        and _restore_of(key) is restore
+    )
+
+
 def _complete(backend: S3Backend, bucket: FakeBucket, key: FakeKey, restore: Restore) -> None:
-    """The timer's end of a restore: mark it completed and send the Completed event, once."""
+    """The timer's end of a restore: mark it completed and send the Completed event, once
+    (an upgraded restore has two timers); then wait for its copy's expiry."""
     with _LOCK:
-        # A key whose mock_aws context ended (or whose server was reset, or that was
-        # overwritten) is gone from moto's live state: its event would reach a later
-        # test's topic of the same name. An upgraded restore has two timers: one sends.
-        live = (
-            backend.buckets.get(bucket.name) is bucket
-            and any(k is key for k in bucket.keys.getlist(key.name, []))
-            and _restore_of(key) is restore
-        )
-        if not live or restore.completed:
+        if not _live(backend, bucket, key, restore) or restore.completed:
             return
         restore.completed = True
     notifications.send_event(
         key.account_id, S3NotificationEvent.OBJECT_RESTORE_COMPLETED_EVENT, bucket, key
+    )
+    _at(restore.expiry, _expire, backend, bucket, key, restore, restore.expiry)
+
+
+def _expire(
+    backend: S3Backend, bucket: FakeBucket, key: FakeKey, restore: Restore, expiry: datetime
+) -> None:
+    """The timer's end of a restored copy due to expire at `expiry`: unless its life was
+    extended meanwhile, mark it deleted and send the Delete event, once."""
+    with _LOCK:
+        if not _live(backend, bucket, key, restore) or restore.deleted or restore.expiry != expiry:
+            return
+        restore.deleted = True
+    notifications.send_event(
+        key.account_id, S3NotificationEvent.OBJECT_RESTORE_DELETE_EVENT, bucket, key
     )
 
 
@@ -486,9 +528,19 @@ def _head_object(
 def _key_status(key: FakeKey) -> str | None:
     """moto's restore status, from the key's Restore instead of moto's read-driven state."""
     restore = _restore_of(key)
-    if restore is None:
+    if restore is None or restore.expired():
         return None
     return "RESTORED" if restore.done() else "IN_PROGRESS"
+
+
+def _response_dict(key: FakeKey) -> dict[str, Any]:
+    """moto's headers of a key, without ``x-amz-restore`` once its restored copy expired:
+    moto's reads and copies of an archived object look there for a restored copy."""
+    headers = _moto_response_dict.fget(key)  # type: ignore[attr-defined]
+    restore = _restore_of(key)
+    if restore is not None and restore.expired():
+        headers.pop("x-amz-restore", None)
+    return headers
 
 
 class _KeyBytes:
@@ -761,6 +813,7 @@ def install() -> None:
     S3Response.head_object = _head_object  # type: ignore[method-assign]
     # moto's status advanced, and sent the Completed event, when the key was read.
     FakeKey.status = property(_key_status, FakeKey.status.fset)  # type: ignore[assignment,attr-defined]
+    FakeKey.response_dict = property(_response_dict)  # type: ignore[assignment,method-assign]
     notifications._get_s3_event = _s3_event
     S3Response.get_object = _get_object  # type: ignore[method-assign]
     S3Response._handle_range_header = _handle_range_header  # type: ignore[method-assign]

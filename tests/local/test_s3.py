@@ -210,21 +210,28 @@ def test_malformed_restore_requests_are_refused(
     assert restore_header(s3) is None
 
 
-def test_a_second_restore_while_one_is_in_progress_is_refused_unless_faster(s3: BaseClient) -> None:
-    # Given a bucket that sends its restore events to a queue, and Bulk restores taking two
-    # seconds while Standard ones take none
-    configure(bulk_seconds=2)
+def restore_events_to_queue(s3: BaseClient) -> tuple[BaseClient, str]:
+    """The bucket sends its restore events (started, completed, copy expired) to a queue."""
     sqs = boto3.client("sqs", region_name=REGION)
     url = sqs.create_queue(QueueName="restores")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
+    events = ["s3:ObjectRestore:Post", "s3:ObjectRestore:Completed", "s3:ObjectRestore:Delete"]
     s3.put_bucket_notification_configuration(
         Bucket=BUCKET,
         NotificationConfiguration={
-            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectRestore:*"]}]
+            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": events}]
         },
     )
+    return sqs, url
+
+
+def test_a_second_restore_while_one_is_in_progress_is_refused_unless_faster(s3: BaseClient) -> None:
+    # Given a bucket that sends its restore events to a queue, and Bulk restores taking two
+    # seconds while Standard ones take none
+    configure(bulk_seconds=2)
+    sqs, url = restore_events_to_queue(s3)
     archived(s3)
     # and a Bulk restore in progress
     earlier = set(restore_timers())
@@ -265,23 +272,6 @@ def test_restoring_a_restored_object_extends_its_copys_life(s3: BaseClient) -> N
     # When it is restored again for five days, then S3 says 200 and the expiry moves
     assert restore(s3, days=5) == 200
     assert expiry_date(restore_header(s3)) == first + timedelta(days=4)
-
-
-def restore_events_to_queue(s3: BaseClient) -> tuple[BaseClient, str]:
-    """The bucket sends its restore events (started, completed, copy expired) to a queue."""
-    sqs = boto3.client("sqs", region_name=REGION)
-    url = sqs.create_queue(QueueName="restores")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events = ["s3:ObjectRestore:Post", "s3:ObjectRestore:Completed", "s3:ObjectRestore:Delete"]
-    s3.put_bucket_notification_configuration(
-        Bucket=BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": events}]
-        },
-    )
-    return sqs, url
 
 
 def expired(s3: BaseClient) -> bool:

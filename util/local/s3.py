@@ -31,21 +31,22 @@ Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
   The expiry date is the request time plus ``Days``, rounded up to the next midnight UTC
   (AWS's rule, for the first restore and for an extension alike); with ``day_seconds``
   other than 86400, the request time plus ``Days`` of that many seconds, not rounded.
-- A restored copy expired: moto's never did. From its expiry on, HEAD has no
+- A restored copy expires (moto's never did): from its expiry on, HEAD has no
   ``x-amz-restore``, GetObject is ``InvalidObjectState`` and CopyObject and UploadPartCopy
   ``ObjectNotInActiveTierError`` again, and a RestoreObject starts a new restore (202).
 - RestoreObject of an object in any other class is ``InvalidObjectState``, 403 (moto's).
 - Events: ``s3:ObjectRestore:Post`` when a restore starts (moto sent one for every request),
   ``s3:ObjectRestore:Completed`` once when it completes, from a daemon timer, not when
   something next reads the key, and ``s3:ObjectRestore:Delete`` once when its copy expires
-  (at the expiry an extension moved it to), from another. They go through moto's notification machinery to whatever
-  the bucket's notification configuration names (SNS topics, SQS queues). The Completed
-  record carries ``glacierEventData.restoreEventData``: ``lifecycleRestorationExpiryTime``
-  (ISO 8601, milliseconds, Z) and ``lifecycleRestoreStorageClass`` (the object's class);
-  moto's record gives ``eventName``, ``s3.bucket.name``, ``s3.object.key`` (URL-encoded as a
-  form value, ``quote_plus``), ``size`` and ``eTag``. A timer whose object is no longer in
-  moto's live state (its ``mock_aws`` context ended, the server was reset, the key was
-  overwritten or deleted) sends nothing.
+  (at the expiry an extension moved it to), from another. They go through moto's
+  notification machinery to whatever the bucket's notification configuration names (SNS
+  topics, SQS queues). The Completed record carries ``glacierEventData.restoreEventData``:
+  ``lifecycleRestorationExpiryTime`` (ISO 8601, milliseconds, Z) and
+  ``lifecycleRestoreStorageClass`` (the object's class); moto's record gives ``eventName``,
+  ``s3.bucket.name``, ``s3.object.key`` (URL-encoded as a form value, ``quote_plus``),
+  ``size`` and ``eTag``. A timer whose object is no longer in moto's live state (its
+  ``mock_aws`` context ended, the server was reset, the key was overwritten or deleted)
+  sends nothing.
 
 Conditional copies: moto ignored ``x-amz-copy-source-if-match`` on CopyObject and
 UploadPartCopy, and ``If-None-Match: *`` on CopyObject. A copy pinned to an ETag its source no
@@ -474,8 +475,7 @@ def _copy_checksum_type(response: S3Response, source: FakeKey | None) -> None:
     """A checksum S3 computes on a copy (``x-amz-checksum-algorithm``) is of the whole object;
     one copied from the source keeps the source's type and part count."""
     copy = response.backend.get_object(response.bucket_name, response.parse_key_name())
-    if copy is None or source is None:
-        return
+    assert copy is not None and source is not None  # moto copied one onto the other
     if response.headers.get("x-amz-checksum-algorithm"):
         copy.checksum_type, copy.checksum_parts = "FULL_OBJECT", None
     elif copy.checksum_value:

@@ -19,13 +19,13 @@ from typing import Any
 
 from deploy.iam import UTILITIES, Arns, load_config, policy
 from util.resources import (
-    ABORT_INCOMPLETE_UPLOAD_DAYS,
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_RETENTION_SECONDS,
     DEAD_LETTER_SUFFIX,
     MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_SECONDS,
     RESTORE_COMPLETED,
+    lifecycle_rule,
     queue_policy,
     subscriptions,
     tables,
@@ -203,22 +203,20 @@ def template() -> dict[str, Any]:
         "Type": "AWS::S3::Bucket",
         "Properties": {"BucketName": sub(gas.inputs_bucket)},
     }
+    # Workers upload (thaw) and copy (archive, backend s3) into these two in parts.
+    abort = lifecycle_rule(ABORT_INCOMPLETE_UPLOADS_RULE)
+    lifecycle = {
+        "Rules": [
+            {
+                "Id": abort["ID"],
+                "Status": abort["Status"],
+                "AbortIncompleteMultipartUpload": abort["AbortIncompleteMultipartUpload"],
+            }
+        ]
+    }
     resources[f"Bucket{base(gas.results_bucket, 'Bucket')}"] = {
         "Type": "AWS::S3::Bucket",
-        "Properties": {
-            "BucketName": sub(gas.results_bucket),
-            "LifecycleConfiguration": {
-                "Rules": [
-                    {
-                        "Id": ABORT_INCOMPLETE_UPLOADS_RULE,
-                        "Status": "Enabled",
-                        "AbortIncompleteMultipartUpload": {
-                            "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS
-                        },
-                    }
-                ]
-            },
-        },
+        "Properties": {"BucketName": sub(gas.results_bucket), "LifecycleConfiguration": lifecycle},
     }
     # S3 checks that it may publish when the notification is put: the topic policy first.
     resources[f"Bucket{base(gas.archive_bucket, 'Bucket')}"] = {
@@ -227,6 +225,7 @@ def template() -> dict[str, Any]:
         "DependsOn": f"TopicPolicy{base(gas.thaw_topic, 'Topic')}",
         "Properties": {
             "BucketName": sub(gas.archive_bucket),
+            "LifecycleConfiguration": lifecycle,
             "NotificationConfiguration": {
                 "TopicConfigurations": [{"Event": RESTORE_COMPLETED, "Topic": {"Ref": thaw}}]
             },

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -40,12 +42,16 @@ def test_the_local_stack_is_all_well(server: Server) -> None:
     assert all(line[0] in "✔-" for line in lines[:-1]) and lines[-1].endswith("all fine")
     # What moto cannot answer is said to be unchecked, not passed
     assert "- SES sandbox: skipped (not available: 404)" in lines
-    backend_line = (
-        "✔ vault gas-archive: exists"
+    backend_lines = (
+        ["✔ vault gas-archive: exists"]
         if server.config.gas.archive_backend == "vault"
-        else "✔ bucket gas-archive-objects: announces restores on gas-thaw"
+        else [
+            "✔ bucket gas-archive-objects: announces restores on gas-thaw",
+            "✔ bucket gas-archive-objects: incomplete uploads aborted after 1 day(s)",
+        ]
     )
-    assert backend_line in lines
+    assert "✔ bucket gas-results: incomplete uploads aborted after 1 day(s)" in lines
+    assert set(backend_lines) <= set(lines)
 
 
 def remove_redrive_policy(server: Server) -> None:
@@ -87,6 +93,10 @@ def unverify_sender(server: Server) -> None:
 
 def remove_lifecycle_rule(server: Server) -> None:
     server.client("s3").delete_bucket_lifecycle(Bucket="gas-results")
+
+
+def remove_archive_lifecycle_rule(server: Server) -> None:
+    server.client("s3").delete_bucket_lifecycle(Bucket="gas-archive-objects")
 
 
 @pytest.mark.parametrize(
@@ -138,8 +148,16 @@ def remove_lifecycle_rule(server: Server) -> None:
         (
             {},
             remove_lifecycle_rule,
-            "✘ bucket gas-results: no rule aborting incomplete multipart uploads — fix: add a "
-            "lifecycle rule",
+            "✘ bucket gas-results: no rule aborting incomplete multipart uploads: a killed "
+            "worker's parts are billed forever — fix: add abort-incomplete-uploads: aws s3api "
+            "put-bucket-lifecycle-configuration --bucket gas-results --lifecycle-configuration ",
+        ),
+        (
+            {"GAS_GAS_ARCHIVE_BACKEND": "s3"},
+            remove_archive_lifecycle_rule,
+            "✘ bucket gas-archive-objects: no rule aborting incomplete multipart uploads: a "
+            "killed worker's parts are billed forever — fix: add abort-incomplete-uploads: aws "
+            "s3api put-bucket-lifecycle-configuration --bucket gas-archive-objects ",
         ),
     ],
     ids=[
@@ -151,6 +169,7 @@ def remove_lifecycle_rule(server: Server) -> None:
         "notification",
         "sender",
         "lifecycle",
+        "archive-lifecycle",
     ],
 )
 def test_a_broken_copy_gets_one_failure_naming_its_fix(
@@ -165,6 +184,57 @@ def test_a_broken_copy_gets_one_failure_naming_its_fix(
     assert len(failures(result)) == 1, result.stdout
     assert failures(result)[0].startswith(failure), result.stdout
     assert result.stdout.splitlines()[-1].endswith("1 to fix")
+
+
+def apply_lifecycle_fix(server: Server, line: str) -> dict:
+    """Do what a ✘ line's `aws s3api put-bucket-lifecycle-configuration` says; its rules."""
+    command = shlex.split(line[line.index("aws s3api ") :])
+    configuration = json.loads(command[command.index("--lifecycle-configuration") + 1])
+    server.client("s3").put_bucket_lifecycle_configuration(
+        Bucket=command[command.index("--bucket") + 1], LifecycleConfiguration=configuration
+    )
+    return configuration
+
+
+def test_a_rule_for_some_keys_only_is_not_enough_and_the_fix_keeps_the_others(
+    server: Server,
+) -> None:
+    # Given a results bucket whose only abort rule covers one prefix, beside a rule of its own
+    others = [
+        {
+            "ID": "abort-some",
+            "Status": "Enabled",
+            "Filter": {"Prefix": "gas/"},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 3},
+        },
+        {
+            "ID": "expire-logs",
+            "Status": "Enabled",
+            "Filter": {"Prefix": "logs/"},
+            "Expiration": {"Days": 30},
+        },
+    ]
+    server.client("s3").put_bucket_lifecycle_configuration(
+        Bucket="gas-results", LifecycleConfiguration={"Rules": others}
+    )
+    # When the doctor looks at it
+    result = doctor()
+    # Then the bucket has no rule for every key, and the fix keeps the rules it has
+    [line] = failures(result)
+    assert line.startswith("✘ bucket gas-results: no rule aborting incomplete multipart uploads"), (
+        result.stdout
+    )
+    assert "keeping its 2 other rule(s) (the call replaces the whole configuration)" in line
+    fixed = apply_lifecycle_fix(server, line)
+    assert [r["ID"] for r in fixed["Rules"]] == [
+        "abort-some",
+        "expire-logs",
+        "abort-incomplete-uploads",
+    ]
+    # And once it is done, the doctor finds the bucket well
+    again = doctor()
+    assert again.returncode == 0, again.stdout
+    assert "✔ bucket gas-results: incomplete uploads aborted after 1 day(s)" in again.stdout
 
 
 def test_a_bad_setting_exits_2_naming_it(server: Server) -> None:

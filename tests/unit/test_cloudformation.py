@@ -29,7 +29,7 @@ from util.local import dynamodb as dynamodb_emulation
 from util.local import glacier as glacier_emulation
 from util.local import s3 as s3_emulation
 from util.local.stack import REGION, create_resources
-from util.resources import RESTORE_COMPLETED, utility_config_files
+from util.resources import RESTORE_COMPLETED, applies_to_every_key, utility_config_files
 from util.util_config import Config, load
 
 ACCOUNT = "123456789012"  # moto's
@@ -144,8 +144,8 @@ class Resolved:
             b["BucketName"]: {
                 "AbortIncompleteUploadDays": sorted(
                     r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-                    for r in b.get("LifecycleConfiguration", {}).get("Rules", [])
-                    if r["Status"] == "Enabled" and not r.get("Prefix")
+                    for r in lifecycle_rules(b)
+                    if "AbortIncompleteMultipartUpload" in r
                 ),
                 "RestoreNotices": sorted(
                     c["Topic"]
@@ -178,6 +178,24 @@ class Resolved:
             "tables": {t["TableName"]: table_shape(t) for t in self.of("AWS::DynamoDB::Table")},
             "sender": sorted(i["EmailIdentity"] for i in self.of("AWS::SES::EmailIdentity")),
         }
+
+
+def lifecycle_rules(bucket: dict[str, Any]) -> list[dict[str, Any]]:
+    """A bucket's lifecycle rules that apply to every key, each as S3's API names it."""
+    as_api = (
+        {
+            **rule,
+            "Filter": {
+                "Prefix": rule.get("Prefix", ""),
+                "Tags": rule.get("TagFilters", []),
+                **{
+                    k: rule[k] for k in ("ObjectSizeGreaterThan", "ObjectSizeLessThan") if k in rule
+                },
+            },
+        }
+        for rule in bucket.get("LifecycleConfiguration", {}).get("Rules", [])
+    )
+    return [r for r in as_api if applies_to_every_key(r)]
 
 
 def template() -> dict[str, Any]:
@@ -221,6 +239,17 @@ BACKENDS = pytest.mark.parametrize("local", ["vault", "s3"], indirect=True)
 @BACKENDS
 def test_the_template_makes_what_the_local_stack_makes(local: Local) -> None:
     assert local.template_state(template()) == local.state()
+
+
+@BACKENDS
+def test_the_buckets_workers_upload_to_abort_incomplete_uploads(local: Local) -> None:
+    # A worker killed mid-upload (thaw into the results bucket) or mid-copy (archive into the
+    # archive bucket, s3 back end) leaves parts that are billed until they are aborted.
+    uploaded_to = ["gas-results"] + (["gas-archive-objects"] if local.backend == "s3" else [])
+    for state in (local.template_state(template()), local.state()):
+        assert {b: state["buckets"][b]["AbortIncompleteUploadDays"] for b in uploaded_to} == {
+            b: [1] for b in uploaded_to
+        }
 
 
 def delete_queue(local: Local) -> None:
@@ -269,6 +298,7 @@ def test_something_changed_on_the_local_stack_only_is_drift(
         ["TopicPolicyThaw"],
         ["BucketArchive.NotificationConfiguration"],
         ["BucketResults.LifecycleConfiguration"],
+        ["BucketArchive.LifecycleConfiguration"],
         ["TableAnnotations.GlobalSecondaryIndexes"],
         ["SenderIdentity"],
     ],

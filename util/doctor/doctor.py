@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,11 +34,14 @@ from util.resources import (
     RESTORE_COMPLETED,
     SNS_SERVICE,
     THAW_PUBLISHERS,
+    applies_to_every_key,
+    lifecycle_rule,
     subscriptions,
     tables,
     topics,
     utility_config_files,
     worker_queues,
+    written_buckets,
 )
 from util.util_config import Config, ConfigError, add_config_option, load
 
@@ -161,8 +165,13 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
             if _missing(exc):
                 continue
             raise
+        rules = [r for r in _lifecycle_rules(s3, bucket) if applies_to_every_key(r)]
         buckets[bucket] = {
-            "AbortIncompleteUploadDays": _abort_days(s3, bucket),
+            "AbortIncompleteUploadDays": sorted(
+                r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+                for r in rules
+                if "AbortIncompleteMultipartUpload" in r
+            ),
             "RestoreNotices": sorted(
                 c["TopicArn"]
                 for c in s3.get_bucket_notification_configuration(Bucket=bucket).get(
@@ -206,20 +215,14 @@ def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
     }
 
 
-def _abort_days(s3: Any, bucket: str) -> list[int]:
+def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
     try:
-        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        rules: list[dict[str, Any]] = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration":
             return []
         raise
-    return sorted(
-        r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-        for r in rules
-        if r.get("Status") == "Enabled"
-        and "AbortIncompleteMultipartUpload" in r
-        and not (r.get("Filter", {}).get("Prefix") or r.get("Prefix"))
-    )
+    return rules
 
 
 def table_shape(table: dict[str, Any]) -> dict[str, Any]:
@@ -329,20 +332,11 @@ def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
                 f"access policy ({TEMPLATE}, QueuePolicy)",
             )
     yield from _archive_checks(aws, config, state)
-    days = state["buckets"].get(gas.results_bucket, {}).get("AbortIncompleteUploadDays")
-    if days is None:
+    if gas.results_bucket not in state["buckets"]:
         yield Check(False, f"bucket {gas.results_bucket}: missing", f"create it ({TEMPLATE})")
-    elif days:
-        yield Check(
-            True, f"bucket {gas.results_bucket}: incomplete uploads aborted after {days[0]} day(s)"
-        )
-    else:
-        yield Check(
-            False,
-            f"bucket {gas.results_bucket}: no rule aborting incomplete multipart uploads",
-            f"add a lifecycle rule ({ABORT_INCOMPLETE_UPLOADS_RULE} in "
-            f"{TEMPLATE}): a killed worker's parts are billed forever",
-        )
+    for name in written_buckets(config):
+        if name in state["buckets"]:  # a missing archive bucket is reported above
+            yield from _bucket_checks(aws, name, state["buckets"][name])
     for wanted in tables(config):
         name, shape = wanted["TableName"], table_shape(wanted)
         found = state["tables"].get(name)
@@ -407,6 +401,41 @@ def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator
             f"vault {gas.vault}: missing",
             f"aws glacier create-vault --account-id - --vault-name {gas.vault}",
         )
+
+
+def _bucket_checks(aws: Aws, name: str, bucket: dict[str, Any]) -> Iterator[Check]:
+    """A bucket workers upload to and delete from: nothing billed may stay behind."""
+    days = bucket["AbortIncompleteUploadDays"]
+    if days:
+        yield Check(True, f"bucket {name}: incomplete uploads aborted after {days[0]} day(s)")
+    else:
+        yield Check(
+            False,
+            f"bucket {name}: no rule aborting incomplete multipart uploads: a killed worker's "
+            "parts are billed forever",
+            _lifecycle_fix(aws, name, [ABORT_INCOMPLETE_UPLOADS_RULE]),
+        )
+
+
+def _lifecycle_fix(aws: Aws, bucket: str, missing: list[str]) -> str:
+    """The command adding the `missing` rules (util/resources.py) to a bucket's lifecycle.
+
+    PutBucketLifecycleConfiguration replaces the whole configuration: the command carries the
+    bucket's other rules too (one of the same ID is replaced)."""
+    kept = [r for r in _lifecycle_rules(aws.client("s3"), bucket) if r.get("ID") not in missing]
+    document = json.dumps(
+        {"Rules": [*kept, *map(lifecycle_rule, missing)]},
+        default=lambda value: value.isoformat(),  # a rule's Date
+    )
+    keeping = (
+        f", keeping its {len(kept)} other rule(s) (the call replaces the whole configuration)"
+        if kept
+        else ""
+    )
+    return (
+        f"add {', '.join(missing)}{keeping}: aws s3api put-bucket-lifecycle-configuration "
+        f"--bucket {bucket} --lifecycle-configuration {shlex.quote(document)}"
+    )
 
 
 def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterator[Check]:

@@ -31,6 +31,11 @@ RESTORE_COMPLETED = "s3:ObjectRestore:Completed"
 # are billed until it is aborted: this rule of both buckets lets S3 abort it.
 ABORT_INCOMPLETE_UPLOADS_RULE = "abort-incomplete-uploads"
 ABORT_INCOMPLETE_UPLOAD_DAYS = 1
+# In a versioned bucket a delete only adds a delete marker: the bytes stay, billed, as a
+# noncurrent version. A bucket an organisation keeps versioned needs this rule, which expires
+# them and then the delete markers left alone (docs/deploy.md).
+NONCURRENT_VERSIONS_RULE = "expire-noncurrent-versions"
+NONCURRENT_VERSION_DAYS = 1
 # Who publishes retrieval notices on the thaw topic, per archive back end.
 THAW_PUBLISHERS = {"vault": "glacier.amazonaws.com", "s3": "s3.amazonaws.com"}
 SNS_SERVICE = "sns.amazonaws.com"
@@ -38,12 +43,16 @@ SNS_SERVICE = "sns.amazonaws.com"
 
 def lifecycle_rule(rule_id: str) -> dict[str, Any]:
     """A lifecycle rule of the buckets, for every key, as PutBucketLifecycleConfiguration takes it."""
-    actions = {
+    actions: dict[str, dict[str, Any]] = {
         ABORT_INCOMPLETE_UPLOADS_RULE: {
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS}
         },
-    }[rule_id]
-    return {"ID": rule_id, "Status": "Enabled", "Filter": {"Prefix": ""}, **actions}
+        NONCURRENT_VERSIONS_RULE: {
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_VERSION_DAYS},
+            "Expiration": {"ExpiredObjectDeleteMarker": True},
+        },
+    }
+    return {"ID": rule_id, "Status": "Enabled", "Filter": {"Prefix": ""}, **actions[rule_id]}
 
 
 def applies_to_every_key(rule: dict[str, Any]) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import ROOT, Server
+from util.resources import ABORT_INCOMPLETE_UPLOADS_RULE, lifecycle_rule
 
 BACKENDS = pytest.mark.parametrize(
     "stack_settings", [{}, {"GAS_GAS_ARCHIVE_BACKEND": "s3"}], ids=["vault", "s3"]
@@ -48,9 +49,11 @@ def test_the_local_stack_is_all_well(server: Server) -> None:
         else [
             "✔ bucket gas-archive-objects: announces restores on gas-thaw",
             "✔ bucket gas-archive-objects: incomplete uploads aborted after 1 day(s)",
+            "✔ bucket gas-archive-objects: not versioned: a delete frees the bytes",
         ]
     )
     assert "✔ bucket gas-results: incomplete uploads aborted after 1 day(s)" in lines
+    assert "✔ bucket gas-results: not versioned: a delete frees the bytes" in lines
     assert set(backend_lines) <= set(lines)
 
 
@@ -235,6 +238,119 @@ def test_a_rule_for_some_keys_only_is_not_enough_and_the_fix_keeps_the_others(
     again = doctor()
     assert again.returncode == 0, again.stdout
     assert "✔ bucket gas-results: incomplete uploads aborted after 1 day(s)" in again.stdout
+
+
+def version(server: Server, bucket: str, status: str) -> None:
+    server.client("s3").put_bucket_versioning(
+        Bucket=bucket, VersioningConfiguration={"Status": status}
+    )
+
+
+@pytest.mark.parametrize(
+    "stack_settings, bucket, status",
+    [
+        ({}, "gas-results", "Enabled"),
+        ({"GAS_GAS_ARCHIVE_BACKEND": "s3"}, "gas-archive-objects", "Suspended"),
+    ],
+    ids=["results-enabled", "archive-suspended"],
+)
+def test_a_versioned_bucket_needs_a_rule_expiring_what_deletes_leave(
+    server: Server, bucket: str, status: str
+) -> None:
+    # Given a bucket the organisation keeps versioned: a delete leaves the bytes behind, as a
+    # noncurrent version (suspended: the versions made while it was enabled)
+    version(server, bucket, status)
+    # When the doctor looks at it
+    result = doctor()
+    # Then it says so, and how to expire them
+    [line] = failures(result)
+    assert line.startswith(
+        f"✘ bucket {bucket}: versioning {status} and no rule expiring noncurrent versions and "
+        "expired delete markers: what the utilities delete stays, billed — fix: add "
+        "expire-noncurrent-versions, keeping its 1 other rule(s) (the call replaces the whole "
+        "configuration): aws s3api put-bucket-lifecycle-configuration "
+    ), result.stdout
+    fixed = apply_lifecycle_fix(server, line)
+    assert fixed["Rules"][-1]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    # And once the rule is there, it says how long a deleted object's bytes stay billed
+    again = doctor()
+    assert again.returncode == 0, again.stdout
+    assert (
+        f"✔ bucket {bucket}: versioning {status}: noncurrent versions expire after 1 day(s), "
+        "and expired delete markers: what the utilities delete is billed 1 day(s) longer"
+    ) in again.stdout.splitlines()
+
+
+def test_a_versioned_bucket_whose_rule_leaves_delete_markers_needs_the_rule(
+    server: Server,
+) -> None:
+    # Given a versioned results bucket whose rule expires noncurrent versions only
+    version(server, "gas-results", "Enabled")
+    server.client("s3").put_bucket_lifecycle_configuration(
+        Bucket="gas-results",
+        LifecycleConfiguration={
+            "Rules": [
+                lifecycle_rule(ABORT_INCOMPLETE_UPLOADS_RULE),
+                {
+                    "ID": "noncurrent-30",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                },
+            ]
+        },
+    )
+    # When the doctor looks at it, then the bucket's two rules are kept beside the one it lacks
+    [line] = failures(doctor())
+    assert "no rule expiring noncurrent versions and expired delete markers" in line
+    assert [r["ID"] for r in apply_lifecycle_fix(server, line)["Rules"]] == [
+        "abort-incomplete-uploads",
+        "noncurrent-30",
+        "expire-noncurrent-versions",
+    ]
+    # And the bytes are billed as long as the soonest rule says
+    assert (
+        "✔ bucket gas-results: versioning Enabled: noncurrent versions expire after 1 day(s), "
+        "and expired delete markers: what the utilities delete is billed 1 day(s) longer"
+    ) in doctor().stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    "stack_settings, bucket",
+    [({}, "gas-results"), ({"GAS_GAS_ARCHIVE_BACKEND": "s3"}, "gas-archive-objects")],
+    ids=["results", "archive"],
+)
+def test_object_lock_with_a_default_retention_is_refused(server: Server, bucket: str) -> None:
+    # Given a bucket with Object Lock (on a versioned bucket) and a default retention: what
+    # archive (or thaw, reconcile) deletes gets a delete marker, its locked version stays
+    s3 = server.client("s3")
+    version(server, bucket, "Enabled")
+    s3.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}},
+        },
+    )
+    # When the doctor looks at it
+    lines = failures(doctor())
+    # Then it refuses the retention, with its fix, and asks for the versions' rule
+    assert (
+        f"✘ bucket {bucket}: Object Lock with default retention GOVERNANCE 30 day(s): what the "
+        "utilities delete stays, locked and billed, until its retention ends — fix: remove the "
+        "default retention (Object Lock itself cannot be turned off), or use a bucket without "
+        f"it: aws s3api put-object-lock-configuration --bucket {bucket} "
+        """--object-lock-configuration '{"ObjectLockEnabled": "Enabled"}'"""
+    ) in lines
+    [versions] = [line for line in lines if "no rule expiring noncurrent versions" in line]
+    assert len(lines) == 2, lines
+    # And with Object Lock left on but no default retention, and the rule, all is well
+    s3.put_object_lock_configuration(
+        Bucket=bucket, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"}
+    )
+    apply_lifecycle_fix(server, versions)
+    again = doctor()
+    assert again.returncode == 0, again.stdout
 
 
 def test_a_bad_setting_exits_2_naming_it(server: Server) -> None:

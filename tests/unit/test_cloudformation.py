@@ -23,13 +23,20 @@ from moto import mock_aws
 
 from deploy.cloudformation import text
 from deploy.cloudformation.__main__ import TEMPLATE
-from util.doctor.doctor import SQS_DEFAULTS, describe, grants, table_shape
+from util.doctor.doctor import (
+    SQS_DEFAULTS,
+    default_retention,
+    describe,
+    grants,
+    lifecycle_facts,
+    table_shape,
+)
 from util.helpers import Aws
 from util.local import dynamodb as dynamodb_emulation
 from util.local import glacier as glacier_emulation
 from util.local import s3 as s3_emulation
 from util.local.stack import REGION, create_resources
-from util.resources import RESTORE_COMPLETED, applies_to_every_key, utility_config_files
+from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load
 
 ACCOUNT = "123456789012"  # moto's
@@ -142,10 +149,10 @@ class Resolved:
         thaw = self.parameters["GasThawTopic"]
         buckets = {
             b["BucketName"]: {
-                "AbortIncompleteUploadDays": sorted(
-                    r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-                    for r in lifecycle_rules(b)
-                    if "AbortIncompleteMultipartUpload" in r
+                **lifecycle_facts(lifecycle_rules(b)),
+                "Versioning": b.get("VersioningConfiguration", {}).get("Status", ""),
+                "DefaultRetention": default_retention(
+                    b.get("ObjectLockConfiguration", {}).get("Rule", {}).get("DefaultRetention")
                 ),
                 "RestoreNotices": sorted(
                     c["Topic"]
@@ -181,10 +188,11 @@ class Resolved:
 
 
 def lifecycle_rules(bucket: dict[str, Any]) -> list[dict[str, Any]]:
-    """A bucket's lifecycle rules that apply to every key, each as S3's API names it."""
-    as_api = (
+    """A bucket's lifecycle rules as S3's API answers them (ID, Filter, Expiration)."""
+    return [
         {
             **rule,
+            "ID": rule.get("Id"),
             "Filter": {
                 "Prefix": rule.get("Prefix", ""),
                 "Tags": rule.get("TagFilters", []),
@@ -192,10 +200,12 @@ def lifecycle_rules(bucket: dict[str, Any]) -> list[dict[str, Any]]:
                     k: rule[k] for k in ("ObjectSizeGreaterThan", "ObjectSizeLessThan") if k in rule
                 },
             },
+            "Expiration": {
+                "ExpiredObjectDeleteMarker": rule.get("ExpiredObjectDeleteMarker", False)
+            },
         }
         for rule in bucket.get("LifecycleConfiguration", {}).get("Rules", [])
-    )
-    return [r for r in as_api if applies_to_every_key(r)]
+    ]
 
 
 def template() -> dict[str, Any]:
@@ -274,10 +284,16 @@ def lengthen_visibility(local: Local) -> None:
     )
 
 
+def version_results(local: Local) -> None:
+    local.aws.client("s3").put_bucket_versioning(
+        Bucket="gas-results", VersioningConfiguration={"Status": "Enabled"}
+    )
+
+
 @pytest.mark.parametrize("local", ["s3"], indirect=True)
 @pytest.mark.parametrize(
     "change",
-    [delete_queue, delete_queue_policy, delete_notification, lengthen_visibility],
+    [delete_queue, delete_queue_policy, delete_notification, lengthen_visibility, version_results],
     ids=lambda f: f.__name__,
 )
 def test_something_changed_on_the_local_stack_only_is_drift(

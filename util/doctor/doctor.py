@@ -31,6 +31,7 @@ from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_SUFFIX,
     MAX_RECEIVE_COUNT_RANGE,
+    NONCURRENT_VERSIONS_RULE,
     RESTORE_COMPLETED,
     SNS_SERVICE,
     THAW_PUBLISHERS,
@@ -165,13 +166,10 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
             if _missing(exc):
                 continue
             raise
-        rules = [r for r in _lifecycle_rules(s3, bucket) if applies_to_every_key(r)]
         buckets[bucket] = {
-            "AbortIncompleteUploadDays": sorted(
-                r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-                for r in rules
-                if "AbortIncompleteMultipartUpload" in r
-            ),
+            **lifecycle_facts(_lifecycle_rules(s3, bucket)),
+            "Versioning": s3.get_bucket_versioning(Bucket=bucket).get("Status", ""),
+            "DefaultRetention": _default_retention(s3, bucket),
             "RestoreNotices": sorted(
                 c["TopicArn"]
                 for c in s3.get_bucket_notification_configuration(Bucket=bucket).get(
@@ -213,6 +211,47 @@ def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
         },
         "Policy": grants(attributes.get("Policy")),
     }
+
+
+def lifecycle_facts(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a bucket's lifecycle rules (S3's answer) do for every key: the days after which
+    incomplete uploads are aborted and noncurrent versions expire, whether expired delete
+    markers go. A rule keeping NewerNoncurrentVersions never expires a deleted object's one."""
+    every = [r for r in rules if applies_to_every_key(r)]
+    return {
+        "AbortIncompleteUploadDays": sorted(
+            r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+            for r in every
+            if "AbortIncompleteMultipartUpload" in r
+        ),
+        "NoncurrentVersionDays": sorted(
+            r["NoncurrentVersionExpiration"]["NoncurrentDays"]
+            for r in every
+            if "NoncurrentDays" in r.get("NoncurrentVersionExpiration", {})
+            and "NewerNoncurrentVersions" not in r["NoncurrentVersionExpiration"]
+        ),
+        "ExpiresDeleteMarkers": any(
+            r.get("Expiration", {}).get("ExpiredObjectDeleteMarker") for r in every
+        ),
+    }
+
+
+def default_retention(rule: dict[str, Any] | None) -> str:
+    """An Object Lock default retention (``Rule.DefaultRetention``) as text, "" for none."""
+    if not rule:
+        return ""
+    period = f"{rule['Days']} day(s)" if rule.get("Days") else f"{rule['Years']} year(s)"
+    return f"{rule['Mode']} {period}"
+
+
+def _default_retention(s3: Any, bucket: str) -> str:
+    try:
+        lock = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ObjectLockConfigurationNotFoundError":
+            return ""
+        raise
+    return default_retention(lock.get("Rule", {}).get("DefaultRetention"))
 
 
 def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
@@ -404,8 +443,17 @@ def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator
 
 
 def _bucket_checks(aws: Aws, name: str, bucket: dict[str, Any]) -> Iterator[Check]:
-    """A bucket workers upload to and delete from: nothing billed may stay behind."""
+    """A bucket workers upload to and delete from: nothing billed may stay behind.
+
+    Archive deletes a result once archived, thaw and reconcile an archive: in a versioned
+    bucket that leaves the bytes, as a noncurrent version, and Object Lock keeps a locked one
+    whatever the lifecycle says (docs/deploy.md)."""
     days = bucket["AbortIncompleteUploadDays"]
+    status = bucket["Versioning"]  # "", Enabled, or Suspended (versions made while enabled)
+    expiring = bucket["NoncurrentVersionDays"] and bucket["ExpiresDeleteMarkers"]
+    missing = [ABORT_INCOMPLETE_UPLOADS_RULE] if not days else []
+    missing += [NONCURRENT_VERSIONS_RULE] if status and not expiring else []
+    fix = _lifecycle_fix(aws, name, missing) if missing else ""  # one command adds them all
     if days:
         yield Check(True, f"bucket {name}: incomplete uploads aborted after {days[0]} day(s)")
     else:
@@ -413,7 +461,34 @@ def _bucket_checks(aws: Aws, name: str, bucket: dict[str, Any]) -> Iterator[Chec
             False,
             f"bucket {name}: no rule aborting incomplete multipart uploads: a killed worker's "
             "parts are billed forever",
-            _lifecycle_fix(aws, name, [ABORT_INCOMPLETE_UPLOADS_RULE]),
+            fix,
+        )
+    if not status:
+        yield Check(True, f"bucket {name}: not versioned: a delete frees the bytes")
+    elif expiring:
+        noncurrent = bucket["NoncurrentVersionDays"][0]
+        yield Check(
+            True,
+            f"bucket {name}: versioning {status}: noncurrent versions expire after "
+            f"{noncurrent} day(s), and expired delete markers: what the utilities delete is "
+            f"billed {noncurrent} day(s) longer",
+        )
+    else:
+        yield Check(
+            False,
+            f"bucket {name}: versioning {status} and no rule expiring noncurrent versions and "
+            "expired delete markers: what the utilities delete stays, billed",
+            fix,
+        )
+    if bucket["DefaultRetention"]:
+        unlocked = json.dumps({"ObjectLockEnabled": "Enabled"})
+        yield Check(
+            False,
+            f"bucket {name}: Object Lock with default retention {bucket['DefaultRetention']}: "
+            "what the utilities delete stays, locked and billed, until its retention ends",
+            "remove the default retention (Object Lock itself cannot be turned off), or use a "
+            f"bucket without it: aws s3api put-object-lock-configuration --bucket {name} "
+            f"--object-lock-configuration {shlex.quote(unlocked)}",
         )
 
 

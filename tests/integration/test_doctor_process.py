@@ -11,17 +11,20 @@ from collections.abc import Callable
 
 import pytest
 
+from deploy.iam import Arns, kms_statement, policy
 from tests.conftest import ROOT, Server
+from util.local.stack import REGION
 from util.resources import ABORT_INCOMPLETE_UPLOADS_RULE, lifecycle_rule
 
+ACCOUNT = "123456789012"  # moto's
 BACKENDS = pytest.mark.parametrize(
     "stack_settings", [{}, {"GAS_GAS_ARCHIVE_BACKEND": "s3"}], ids=["vault", "s3"]
 )
 
 
-def doctor() -> subprocess.CompletedProcess:
+def doctor(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "util.doctor"],
+        [sys.executable, "-m", "util.doctor", *args],
         cwd=ROOT,
         env=dict(os.environ),
         capture_output=True,
@@ -353,6 +356,109 @@ def test_object_lock_with_a_default_retention_is_refused(server: Server, bucket:
     assert again.returncode == 0, again.stdout
 
 
+def encrypt(server: Server, bucket: str, key: str) -> None:
+    """Make `key` the bucket's default encryption (SSE-KMS)."""
+    server.client("s3").put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": key,
+                    }
+                }
+            ]
+        },
+    )
+
+
+def utility_role(server: Server, utility: str) -> str:
+    """A role holding `utility`'s deploy/iam policy for the stack's account and region."""
+    iam = server.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    role = iam.create_role(RoleName=f"gas-{utility}", AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(
+        RoleName=f"gas-{utility}",
+        PolicyName=f"gas-{utility}",
+        PolicyDocument=json.dumps(policy(utility, server.config, Arns(ACCOUNT, REGION))),
+    )
+    return role["Role"]["Arn"]
+
+
+@pytest.mark.parametrize("stack_settings", [{"GAS_GAS_ARCHIVE_BACKEND": "s3"}], ids=["s3"])
+def test_a_customer_managed_key_the_roles_may_not_use_is_named_with_them(server: Server) -> None:
+    # Given buckets encrypted by default with customer-managed KMS keys: the results bucket's
+    # named by its id, the archive bucket's a key of another account (which the doctor may not
+    # describe); the inputs bucket with the AWS managed aws/s3 key, which needs no grant
+    key = server.client("kms").create_key(Description="acme-s3")["KeyMetadata"]
+    foreign = "arn:aws:kms:us-east-1:210987654321:key/0000abcd-12ab-34cd-56ef-1234567890ab"
+    encrypt(server, "gas-results", key["KeyId"])
+    encrypt(server, "gas-archive-objects", foreign)
+    encrypt(server, "gas-inputs", "alias/aws/s3")
+    # When the doctor looks without roles, then it says which roles it would check
+    unchecked = doctor()
+    assert unchecked.returncode == 0, unchecked.stdout
+    assert (
+        f"- bucket gas-results: KMS key {key['Arn']}: not checked (give --role UTILITY=ARN of "
+        "archive, thaw, reconcile)"
+    ) in unchecked.stdout.splitlines()
+    # Given roles of archive and thaw with their deploy/iam policies, which grant no key
+    roles = {u: utility_role(server, u) for u in ("archive", "thaw")}
+    given = [f"--role={u}={arn}" for u, arn in roles.items()]
+    # When the doctor checks them
+    result = doctor(*given)
+    # Then each bucket names its key and the roles that may not use it, with the fix
+    lines = failures(result)
+    assert [line.split(" — fix: ")[0] for line in lines] == [
+        f"✘ bucket gas-results: KMS key {key['Arn']}: archive ({roles['archive']}) may not "
+        f"kms:Decrypt; thaw ({roles['thaw']}) may not kms:Decrypt, kms:GenerateDataKey (not "
+        "checked: reconcile: give --role) (read from its policies: IAM's simulation is not "
+        "available)",
+        f"✘ bucket gas-archive-objects: KMS key {foreign}: archive ({roles['archive']}) may not "
+        f"kms:Decrypt, kms:GenerateDataKey; thaw ({roles['thaw']}) may not kms:Decrypt (not "
+        "checked: restore, reconcile: give --role) (read from its policies: IAM's simulation is "
+        "not available)",
+    ], result.stdout
+    assert (
+        lines[0]
+        .split(" — fix: ")[1]
+        .startswith(
+            f"allow them on the key in those roles' policies: the template's KmsKeyArn={key['Arn']}, "
+            f"or python -m deploy.iam render UTILITY --kms-key {key['Arn']}"
+        )
+    )
+    assert "gas-inputs: KMS" not in result.stdout
+    # When each role is given the key's use as deploy.iam renders it, for both keys
+    iam = server.client("iam")
+    for utility in roles:
+        statements = [
+            {**kms_statement(utility, server.config, Arns(ACCOUNT, REGION), k), "Sid": f"Key{i}"}
+            for i, k in enumerate((key["Arn"], foreign))
+        ]
+        iam.put_role_policy(
+            RoleName=f"gas-{utility}",
+            PolicyName="gas-kms",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+        )
+    # Then the doctor finds them able to
+    fixed = doctor(*given)
+    assert fixed.returncode == 0, fixed.stdout
+    assert (
+        f"✔ bucket gas-results: KMS key {key['Arn']}: archive, thaw may use it (not checked: "
+        "reconcile: give --role) (read from its policies: IAM's simulation is not available)"
+    ) in fixed.stdout.splitlines()
+
+
 def test_a_bad_setting_exits_2_naming_it(server: Server) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "util.doctor"],
@@ -364,14 +470,23 @@ def test_a_bad_setting_exits_2_naming_it(server: Server) -> None:
     assert result.returncode == 2 and "archive_backend" in result.stderr
 
 
-def test_a_role_simulation_moto_cannot_do_is_skipped(server: Server) -> None:
-    role = "arn:aws:iam::123456789012:role/gas-notify"
-    result = subprocess.run(
-        [sys.executable, "-m", "util.doctor", "--role", f"notify={role}"],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
+def test_a_role_is_checked_by_its_policies_where_it_cannot_be_simulated(server: Server) -> None:
+    # Given a notify role whose policy lacks the statement that lets it consume its queue, and
+    # a role the account does not have (moto offers no IAM simulation: its policies are read)
+    role = utility_role(server, "notify")
+    document = policy("notify", server.config, Arns(ACCOUNT, REGION))
+    document["Statement"] = [s for s in document["Statement"] if s["Sid"] != "ConsumeQueue"]
+    server.client("iam").put_role_policy(
+        RoleName="gas-notify", PolicyName="gas-notify", PolicyDocument=json.dumps(document)
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "- IAM notify: skipped (not available" in result.stdout
+    absent = "arn:aws:iam::123456789012:role/gas-nobody"
+    # When the doctor checks both
+    result = doctor(f"--role=notify={role}", f"--role=thaw={absent}")
+    # Then the role is denied what its policy lacks, and the other one is not checked
+    [line] = failures(result)
+    assert line.startswith(
+        f"✘ IAM notify ({role}): denied sqs:ChangeMessageVisibility on "
+        "arn:aws:sqs:us-east-1:123456789012:gas-notify; sqs:DeleteMessage on"
+    ), result.stdout
+    assert "(read from its policies: IAM's simulation is not available)" in line
+    assert "- IAM thaw: skipped (not available: NoSuchEntity)" in result.stdout.splitlines()

@@ -15,7 +15,7 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from fnmatch import fnmatchcase
@@ -25,7 +25,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from deploy.iam import UTILITIES, Arns, policy
+from deploy.iam import KMS_KEY_PARAMETER, UTILITIES, Arns, kms_actions, policy
 from util.helpers import Aws
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
@@ -170,6 +170,7 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
             **lifecycle_facts(_lifecycle_rules(s3, bucket)),
             "Versioning": s3.get_bucket_versioning(Bucket=bucket).get("Status", ""),
             "DefaultRetention": _default_retention(s3, bucket),
+            **_encryption(aws, bucket),
             "RestoreNotices": sorted(
                 c["TopicArn"]
                 for c in s3.get_bucket_notification_configuration(Bucket=bucket).get(
@@ -252,6 +253,30 @@ def _default_retention(s3: Any, bucket: str) -> str:
             return ""
         raise
     return default_retention(lock.get("Rule", {}).get("DefaultRetention"))
+
+
+def _encryption(aws: Aws, bucket: str) -> dict[str, str]:
+    """A bucket's default encryption, and the ARN of its KMS key if customer-managed ("" for
+    SSE-S3 or the AWS managed key aws/s3, which no policy of a role has to grant)."""
+    try:
+        rules = aws.client("s3").get_bucket_encryption(Bucket=bucket)[
+            "ServerSideEncryptionConfiguration"
+        ]["Rules"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ServerSideEncryptionConfigurationNotFoundError":
+            rules = []  # moto's answer for a bucket given none; S3 has SSE-S3 by default
+        else:
+            raise
+    default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
+    key = default.get("KMSMasterKeyID", "")
+    if not key or key.endswith("alias/aws/s3"):
+        return {"Encryption": default.get("SSEAlgorithm", "AES256"), "KmsKey": ""}
+    try:  # an id or alias becomes the key's ARN, which IAM policies name
+        metadata = _probe(aws, "kms").describe_key(KeyId=key)["KeyMetadata"]
+    except UNAVAILABLE:  # another account's key, say: as the bucket names it
+        return {"Encryption": default["SSEAlgorithm"], "KmsKey": key}
+    managed = metadata["KeyManager"] == "AWS"
+    return {"Encryption": default["SSEAlgorithm"], "KmsKey": "" if managed else metadata["Arn"]}
 
 
 def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
@@ -550,43 +575,178 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class RoleDecisions:
+    """Which actions a role may not do: by iam:SimulatePrincipalPolicy or, where the caller
+    may not simulate (or the local stack's moto cannot), by reading the role's inline and
+    attached policies once. Read, a statement's conditions are taken as met (a Deny with
+    conditions as not), and permissions boundaries and SCPs are not seen."""
+
+    READ = " (read from its policies: IAM's simulation is not available)"
+
+    def __init__(self, aws: Aws, role: str):
+        self.iam = _probe(aws, "iam")
+        self.role = role
+        self.statements: list[dict[str, Any]] | None = None  # None: simulate
+        self.how = ""  # how the answers were found: "" (simulated) or READ
+
+    def denied(
+        self, actions: list[str], resources: list[str], context: Sequence[dict[str, Any]] = ()
+    ) -> list[tuple[str, str]]:
+        """The (action, resource) pairs denied; raises an UNAVAILABLE error if neither way
+        is open to the caller (or the role does not exist)."""
+        if self.statements is None:
+            try:
+                results = self.iam.simulate_principal_policy(
+                    PolicySourceArn=self.role,
+                    ActionNames=actions,
+                    ResourceArns=resources,
+                    ContextEntries=list(context),
+                )["EvaluationResults"]
+                return [
+                    (r["EvalActionName"], r["EvalResourceName"])
+                    for r in results
+                    if r["EvalDecision"] != "allowed"
+                ]
+            except UNAVAILABLE:
+                self.statements = self._read()
+                self.how = self.READ
+        statements = self.statements
+        return [(a, r) for a in actions for r in resources if not _allowed(statements, a, r)]
+
+    def _read(self) -> list[dict[str, Any]]:
+        name = self.role.rsplit("/", 1)[1]
+        documents = [
+            self.iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
+            for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=name)
+            for policy_name in page["PolicyNames"]
+        ]
+        for page in self.iam.get_paginator("list_attached_role_policies").paginate(RoleName=name):
+            for attached in page["AttachedPolicies"]:
+                arn = attached["PolicyArn"]
+                version = self.iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+                documents.append(
+                    self.iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"][
+                        "Document"
+                    ]
+                )
+        return [
+            s
+            for d in documents
+            for s in ([d["Statement"]] if isinstance(d["Statement"], dict) else d["Statement"])
+        ]
+
+
+def _allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+    """IAM's evaluation of identity-policy statements for one request: an explicit Deny wins,
+    then any Allow; actions match case-insensitively, both with IAM's wildcards."""
+
+    def matches(statement: dict[str, Any]) -> bool:
+        return _element(statement, "Action", action.lower(), str.lower) and _element(
+            statement, "Resource", resource, str
+        )
+
+    if any(s["Effect"] == "Deny" and "Condition" not in s and matches(s) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and matches(s) for s in statements)
+
+
+def _element(
+    statement: dict[str, Any], element: str, value: str, fold: Callable[[str], str]
+) -> bool:
+    """Whether `value` is in a statement's Action (Resource), or not in its NotAction."""
+    negated = element not in statement
+    patterns = statement.get(f"Not{element}" if negated else element, [])
+    hit = any(
+        fnmatchcase(value, fold(p)) for p in ([patterns] if isinstance(patterns, str) else patterns)
+    )
+    return hit != negated
+
+
 def simulate(aws: Aws, config: Config, roles: dict[str, str]) -> Iterator[Check]:
-    """iam:SimulatePrincipalPolicy of each utility's actions, for the roles given."""
+    """Whether each role given may do each action of its utility's policy (RoleDecisions)."""
     if not roles:
         yield Check(None, "IAM: skipped (give --role UTILITY=ARN to simulate a role's policy)")
         return
     arns = Arns(aws.account_id(), aws.client("sns").meta.region_name)
-    iam = _probe(aws, "iam")
     for utility, role in roles.items():
+        decisions = RoleDecisions(aws, role)
         denied = []
-        # Statements with conditions would need their context; the others say enough.
-        for statement in policy(utility, config, arns)["Statement"]:
-            if "Condition" in statement:
-                continue
-            resources = statement["Resource"]
-            try:
-                results = iam.simulate_principal_policy(
-                    PolicySourceArn=role,
-                    ActionNames=statement["Action"],
-                    ResourceArns=[resources] if isinstance(resources, str) else resources,
-                )["EvaluationResults"]
-            except UNAVAILABLE as exc:
-                yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
-                break
-            denied += [
-                f"{r['EvalActionName']} on {r['EvalResourceName']}"
-                for r in results
-                if r["EvalDecision"] != "allowed"
-            ]
+        try:
+            # Statements with conditions would need their context; the others say enough.
+            for statement in policy(utility, config, arns)["Statement"]:
+                if "Condition" not in statement:
+                    resources = statement["Resource"]
+                    denied += decisions.denied(
+                        statement["Action"],
+                        [resources] if isinstance(resources, str) else resources,
+                    )
+        except UNAVAILABLE as exc:
+            yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
+            continue
+        if denied:
+            yield Check(
+                False,
+                f"IAM {utility} ({role}): denied "
+                + "; ".join(f"{a} on {r}" for a, r in denied)
+                + decisions.how,
+                f"attach `python -m deploy.iam render {utility} ...` to the role",
+            )
         else:
-            if denied:
-                yield Check(
-                    False,
-                    f"IAM {utility} ({role}): denied {'; '.join(denied)}",
-                    f"attach `python -m deploy.iam render {utility} ...` to the role",
-                )
-            else:
-                yield Check(True, f"IAM {utility} ({role}): every action allowed")
+            yield Check(True, f"IAM {utility} ({role}): every action allowed{decisions.how}")
+
+
+def key_checks(
+    aws: Aws, config: Config, state: dict[str, Any], roles: dict[str, str]
+) -> Iterator[Check]:
+    """For each bucket whose default encryption is a customer-managed KMS key: may the roles
+    given of the utilities reading or writing its objects use the key (deploy/iam
+    kms_actions), as S3 does on their behalf?"""
+    needs = {utility: kms_actions(utility, config) for utility in UTILITIES}
+    region = aws.client("sns").meta.region_name
+    via_s3 = [
+        {"ContextKeyName": name, "ContextKeyValues": [value], "ContextKeyType": "string"}
+        for name, value in (
+            ("kms:ViaService", f"s3.{region}.amazonaws.com"),
+            ("kms:CallerAccount", aws.account_id()),
+        )
+    ]
+    decisions = {utility: RoleDecisions(aws, role) for utility, role in roles.items()}
+    for name, bucket in state["buckets"].items():
+        key = bucket["KmsKey"]
+        users = {u: n[name] for u, n in needs.items() if name in n}
+        if not key or not users:
+            continue
+        checked = [u for u in users if u in roles]
+        unchecked = [u for u in users if u not in roles]
+        what = f"bucket {name}: KMS key {key}"
+        if not checked:
+            yield Check(
+                None, f"{what}: not checked (give --role UTILITY=ARN of {', '.join(unchecked)})"
+            )
+            continue
+        try:
+            denied = {u: decisions[u].denied(users[u], [key], via_s3) for u in checked}
+        except UNAVAILABLE as exc:
+            yield Check(None, f"{what}: skipped (not available: {_reason(exc)})")
+            continue
+        rest = f" (not checked: {', '.join(unchecked)}: give --role)" if unchecked else ""
+        how = next((decisions[u].how for u in checked if decisions[u].how), "")
+        refused = [
+            f"{u} ({roles[u]}) may not {', '.join(a for a, _ in pairs)}"
+            for u, pairs in denied.items()
+            if pairs
+        ]
+        if refused:
+            yield Check(
+                False,
+                f"{what}: {'; '.join(refused)}{rest}{how}",
+                f"allow them on the key in those roles' policies: the template's "
+                f"{KMS_KEY_PARAMETER}={key}, or python -m deploy.iam render UTILITY --kms-key "
+                f"{key} ...; the key's policy must let IAM policies grant its use (its "
+                "default policy does)",
+            )
+        else:
+            yield Check(True, f"{what}: {', '.join(checked)} may use it{rest}{how}")
 
 
 def role_argument(text: str) -> tuple[str, str]:
@@ -607,7 +767,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         default=[],
         type=role_argument,
         metavar="UTILITY=ARN",
-        help="simulate this role's policy (repeatable)",
+        help="check this role's policy, and its use of the buckets' KMS keys (repeatable)",
     )
     args = parser.parse_args(argv)
     try:
@@ -616,10 +776,13 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         print(f"doctor: config error: {exc}", file=sys.stderr)
         return 2
     aws = Aws(config)
+    roles = dict(args.role)
     try:
+        state = describe(aws, config)
         checks = [
-            *check(aws, config, describe(aws, config)),
-            *simulate(aws, config, dict(args.role)),
+            *check(aws, config, state),
+            *simulate(aws, config, roles),
+            *key_checks(aws, config, state, roles),
         ]
     except (BotoCoreError, ClientError) as exc:
         print(f"doctor: cannot look at the account: {exc}", file=sys.stderr)

@@ -34,6 +34,9 @@ class Need:
     actions: tuple[tuple[str, str], ...]
     call: Call
     prepare: Prepare = lambda admin, names: None
+    # What a call that was made leaves and the run must remove (as the administrator), given
+    # its answer: S3 objects go with their buckets, Glacier's must be deleted one by one.
+    undo: Callable[[Account, Any], Any] = lambda admin, answer: None
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +119,24 @@ def archive(admin: Account, names: dict[str, Any]) -> str:
 
 def vault_upload(admin: Account, names: dict[str, Any]) -> str:
     needs_vault(admin, names)
-    return str(
-        admin.client("glacier").initiate_multipart_upload(vaultName=admin.vault, partSize=str(MIB))[
-            "uploadId"
-        ]
+    upload = admin.client("glacier").initiate_multipart_upload(
+        vaultName=admin.vault, partSize=str(MIB)
     )
+    admin.cleanups.append(lambda: abort_upload(admin, upload))
+    return str(upload["uploadId"])
+
+
+def abort_upload(admin: Account, upload: dict[str, Any]) -> None:
+    """Abort a vault upload, unless a test completed or aborted it already."""
+    try:
+        glacier(admin).abort_multipart_upload(vaultName=admin.vault, uploadId=upload["uploadId"])
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+
+
+def delete_archive(admin: Account, answer: dict[str, Any]) -> None:
+    glacier(admin).delete_archive(vaultName=admin.vault, archiveId=answer["archiveId"])
 
 
 def vault_part(admin: Account, names: dict[str, Any]) -> tuple[str, str]:
@@ -438,6 +454,7 @@ NEEDS: dict[str, Need] = {
         (("glacier:InitiateMultipartUpload", "vault"),),
         lambda p, n, o: glacier(p).initiate_multipart_upload(vaultName=p.vault, partSize=str(MIB)),
         needs_vault,
+        abort_upload,
     ),
     "glacier UploadMultipartPart": Need(
         (("glacier:UploadMultipartPart", "vault"),),
@@ -452,6 +469,7 @@ NEEDS: dict[str, Need] = {
             vaultName=p.vault, uploadId=o[0], archiveSize="7", checksum=o[1]
         ),
         vault_part,
+        delete_archive,
     ),
     "glacier AbortMultipartUpload": Need(
         (("glacier:AbortMultipartUpload", "vault"),),
@@ -510,14 +528,16 @@ def policy(actions: list[tuple[str, str]], names: dict[str, Any]) -> dict[str, A
     }
 
 
-def denied(need: Need, principal: Account, names: dict[str, Any], prepared: Any) -> str | None:
+def denied(
+    need: Need, admin: Account, principal: Account, names: dict[str, Any], prepared: Any
+) -> str | None:
     """The denial's code if IAM refused the call, else None (it ran, or failed for another
     reason: a condition, a missing item, an unverified sender)."""
     try:
-        need.call(principal, names, prepared)
+        answer = need.call(principal, names, prepared)
     except ClientError as exc:
-        if error_code(exc) in DENIED:
-            return error_code(exc)
+        return error_code(exc) if error_code(exc) in DENIED else None
+    need.undo(admin, answer)
     return None
 
 
@@ -529,8 +549,9 @@ def test_a_call_is_allowed_by_its_actions_and_denied_without_any_of_them(
 
     def refused(actions: tuple[tuple[str, str], ...]) -> str | None:
         """The call's denial, made by a principal allowed exactly `actions`."""
+        prepared = need.prepare(iam, resources)  # first: it skips a vault call without a vault
         principal = iam.principal(policy(list(actions), resources))
-        return denied(need, principal, resources, need.prepare(iam, resources))
+        return denied(need, iam, principal, resources, prepared)
 
     # Given a principal allowed exactly the call's actions
     # Then the call is authorised

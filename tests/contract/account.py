@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -179,19 +178,22 @@ def empty_bucket(s3: BaseClient, bucket: str) -> None:
 
 @dataclass
 class LocalAccount(Account):
-    process: subprocess.Popen | None = None
     _users: int = 0
 
     def principal(self, policy: dict[str, Any]) -> Account:
         """An IAM user of the stack with `policy` inline (the stack must be `enforced`)."""
         self._users += 1
-        keys = local_iam.grant(self, f"contract-{self._users}", policy)  # type: ignore[arg-type]
-        session = boto3.session.Session(
-            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-            region_name=REGION,
-        )
-        return Account("local", self.config, session, self.endpoint, self.vault)
+        keys = local_iam.grant(self, f"contract-{self._users}", policy)  # self has .client
+        return Account("local", self.config, local_session(keys), self.endpoint, self.vault)
+
+
+def local_session(keys: dict[str, str] = CREDENTIALS) -> boto3.session.Session:
+    """A session of the local stack with these access keys (the stack's own by default)."""
+    return boto3.session.Session(
+        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+        region_name=REGION,
+    )
 
 
 @contextmanager
@@ -199,15 +201,9 @@ def local_stack(settings: dict[str, str]) -> Iterator[LocalAccount]:
     """A `python -m util.local serve` with `settings` (``GAS_*``), stopped after."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GAS_"))}
     process, exports = launch(env={**env, **CREDENTIALS, **settings})
-    session = boto3.session.Session(
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        region_name=REGION,
-    )
     config = load(None, utility_config_files(), environ=settings)
-    account = LocalAccount(
-        "local", config, session, exports["AWS_ENDPOINT_URL"], config.gas.vault, process=process
-    )
+    endpoint = exports["AWS_ENDPOINT_URL"]
+    account = LocalAccount("local", config, local_session(), endpoint, config.gas.vault)
     try:
         yield account
     finally:
@@ -218,15 +214,10 @@ def local_stack(settings: dict[str, str]) -> Iterator[LocalAccount]:
 def enforced(account: LocalAccount) -> LocalAccount:
     """The stack with IAM checked from now on, as its administrator (an IAM user)."""
     assert account.endpoint is not None
-    keys = local_iam.grant(account, "contract-admin", local_iam.ADMINISTRATOR)  # type: ignore[arg-type]
+    keys = local_iam.grant(account, "contract-admin", local_iam.ADMINISTRATOR)
     local_iam.enforce(account.endpoint)
-    session = boto3.session.Session(
-        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-        region_name=REGION,
-    )
     return LocalAccount(
-        "local", account.config, session, account.endpoint, account.vault, process=account.process
+        "local", account.config, local_session(keys), account.endpoint, account.vault
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,13 +47,41 @@ def fast() -> Iterator[LocalAccount]:
 
 
 @pytest.fixture(scope="session")
-def iam(account: Account) -> Iterator[Account]:
+def iam(request: pytest.FixtureRequest) -> Iterator[Account]:
     """An account that checks IAM: AWS, or a local stack of its own with moto's checks on."""
-    if not isinstance(account, LocalAccount):
-        yield account
+    if AWS_RUN:
+        yield request.getfixturevalue("account")
         return
     with local_stack(LIKE_AWS) as local:
         yield enforced(local)
+
+
+@pytest.fixture
+def sandbox(request: pytest.FixtureRequest) -> tuple[Account, str]:
+    """An account in SES's sandbox and a verified sender: locally the `fast` stack (its
+    [local] ses_sandbox) and its sender; on AWS the account, if still in the sandbox, and the
+    verified address GAS_TEST_AWS_SENDER."""
+    if not AWS_RUN:
+        fast: Account = request.getfixturevalue("fast")
+        return fast, fast.config.notify.sender
+    account: Account = request.getfixturevalue("account")
+    sender = os.environ.get("GAS_TEST_AWS_SENDER")
+    if not sender:
+        pytest.skip("give GAS_TEST_AWS_SENDER, an address verified in SES, to check the sandbox")
+    if account.client("sesv2").get_account()["ProductionAccessEnabled"]:
+        pytest.skip("this account's SES is out of the sandbox")
+    return account, sender
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The contract tests of one kind of stack run in one test process (pytest.ini:
+    ``--dist loadgroup``), so that a run starts one stack of each kind."""
+    for item in items:
+        if Path(item.fspath).parent.name == "contract":
+            uses = set(getattr(item, "fixturenames", ()))
+            kind = "iam" if "iam" in uses else "fast" if uses & {"fast", "sandbox"} else "aws"
+            item.add_marker(pytest.mark.xdist_group(f"contract-{kind}"))
 
 
 @pytest.fixture

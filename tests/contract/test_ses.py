@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.contract.account import AWS_RUN, Account, error_code, unique
+from tests.contract.account import Account, error_code, unique
 
 SIMULATOR = "success@simulator.amazonses.com"  # SES's mailbox simulator: always allowed
 
@@ -28,23 +26,6 @@ def test_an_unverified_sender_is_refused(account: Account) -> None:
         send(account, f"{unique()}@example.com", SIMULATOR)
     # Then SES refuses it: MessageRejected (notify dead-letters such messages, naming it)
     assert error_code(refused.value) == "MessageRejected"
-
-
-@pytest.fixture
-def sandbox(request: pytest.FixtureRequest) -> tuple[Account, str]:
-    """An account in SES's sandbox and a verified sender: locally the stack with
-    [local] ses_sandbox and its sender; on AWS the account, if still in the sandbox, and the
-    verified address GAS_TEST_AWS_SENDER."""
-    if not AWS_RUN:
-        fast: Account = request.getfixturevalue("fast")
-        return fast, fast.config.notify.sender
-    account: Account = request.getfixturevalue("account")
-    sender = os.environ.get("GAS_TEST_AWS_SENDER")
-    if not sender:
-        pytest.skip("give GAS_TEST_AWS_SENDER, an address verified in SES, to check the sandbox")
-    if account.client("sesv2").get_account()["ProductionAccessEnabled"]:
-        pytest.skip("this account's SES is out of the sandbox")
-    return account, sender
 
 
 def test_in_the_sandbox_mail_goes_only_to_verified_recipients(

@@ -65,6 +65,7 @@ from util.helpers import (
     USER_ID,
     Aws,
     InvalidMessage,
+    final_answers,
     head_object,
     require_str,
 )
@@ -80,6 +81,7 @@ CANCEL_POLL_SECONDS = 0.2
 MIN_PART = 5 * MIB  # S3's smallest part but the last
 MAX_SINGLE_COPY = 5 * 1024 * MIB  # S3's largest CopyObject
 RESTORED_ALREADY = "gas.restore"  # eventSource of restore's own ObjectRestore:Completed
+NO_CAPACITY = "GlacierExpeditedRetrievalNotAvailable"  # RestoreObject's "no Expedited now"
 
 
 @dataclass
@@ -437,6 +439,7 @@ class S3Backend:
         self.thaw_topic = config.gas.thaw_topic
         self.progress_seconds = config.gas.progress_seconds
         self.transfers = _Managers(self.s3, config.gas.transfer_threads)
+        final_answers(self.s3, "RestoreObject", NO_CAPACITY)
 
     def source(self, bucket: str, key: str) -> Source | None:
         return head_source(self.s3, bucket, key)
@@ -535,7 +538,7 @@ class S3Backend:
             )["ResponseMetadata"]["HTTPStatusCode"]
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
-            if code == "GlacierExpeditedRetrievalNotAvailable":
+            if code == NO_CAPACITY:
                 raise ExpeditedUnavailable(str(exc)) from None
             if code != "RestoreAlreadyInProgress":
                 raise

@@ -27,7 +27,10 @@ from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import calculate_tree_hash
 
+from util.helpers import final_answers
+
 MIB = 1024 * 1024
+NO_CAPACITY = "InsufficientCapacityException"  # InitiateJob's "no Expedited capacity now"
 MAX_PARTS = 10_000  # Glacier's limit on parts per multipart upload
 MAX_PART_SIZE = 4096 * MIB
 
@@ -166,6 +169,7 @@ class Vault:
         # First: under moto in process, moto answers every request from its own before-send
         # handler.
         glacier.meta.events.register_first("before-send.glacier.InitiateJob", self._started_already)
+        final_answers(glacier, "InitiateJob", NO_CAPACITY)
 
     def upload_parts(
         self,
@@ -291,7 +295,7 @@ class Vault:
         except (BotoCoreError, ClientError) as exc:
             if (
                 isinstance(exc, ClientError)
-                and exc.response["Error"]["Code"] == "InsufficientCapacityException"
+                and exc.response["Error"]["Code"] == NO_CAPACITY
             ):
                 raise ExpeditedUnavailable(str(exc)) from None
             found = self.find_job(archive_id, description) if _outcome_unknown(exc) else None

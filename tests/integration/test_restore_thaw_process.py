@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import urllib.parse
 import urllib.request
@@ -97,6 +99,21 @@ def record_requests(server: Server) -> Callable[[], list[dict]]:
     return recorded
 
 
+def retrieval_tiers(requests: list[dict]) -> list[str]:
+    """The tier of each retrieval asked of the stack: InitiateJob of an archive retrieval
+    (vault), RestoreObject (s3); botocore's retries count."""
+    tiers = []
+    for request in requests:
+        url, body = request["url"], request["body"]
+        if request["method"] != "POST" or not (url.endswith("/jobs") or "?restore" in url):
+            continue
+        text = (base64.b64decode(body) if request["body_encoded"] else body.encode()).decode()
+        if url.endswith("/jobs") and json.loads(text)["Type"] != "archive-retrieval":
+            continue
+        tiers.append(re.search(r'(Expedited|Standard|Bulk)', text).group(1))
+    return tiers
+
+
 def bytes_through_workers(requests: list[dict], buckets: tuple[str, ...]) -> list[str]:
     """S3 requests that carried an object's bytes to or from a client: GETs of objects and
     uploads with a body. A server-side copy (x-amz-copy-source) carries none."""
@@ -138,17 +155,21 @@ def test_every_result_comes_back_byte_identical(
     copies = server.config.gas.archive_backend == "s3"
     recorded = record_requests(server) if copies else None
     archive(server, tmp_path, SIZES)
+    recorded = recorded or record_requests(server)
     # When the user upgrades and restore runs
     restore = upgrade_and_restore(server, tmp_path)
-    # Then each result has one retrieval, Expedited if Glacier has the capacity
+    # Then each result has one retrieval, Expedited if Glacier has the capacity, asked once:
+    # a refusal for capacity is final at once, then Standard
     expedited = stack_settings["GAS_LOCAL_EXPEDITED_CAPACITY"] == "true"
     tier = "Expedited" if expedited else "Standard"
     assert {job(server, j)[RESTORE_TIER] for j in SIZES} == {tier}, restore.log
+    asked = ["Expedited"] * 3 + ([] if expedited else ["Standard"] * 3)
+    assert sorted(retrieval_tiers(recorded())) == asked
     # And when thaw handles Glacier's completion notices
     thaw = UtilityProcess("thaw", tmp_path / "thaw.log", **FAST_THAW)
     wait_for(lambda: all_thawed(server, SIZES), timeout=90, what="every result thawed")
     assert thaw.stop() == 0, thaw.log
-    requests = recorded() if recorded else []  # what the workers sent, before we read
+    requests = recorded()  # what the workers sent, before we read
     # Then every file is back at its original key, byte-identical, and the archive is empty
     for job_id, data in originals.items():
         assert result_bytes(server, job_id) == data, job_id

@@ -42,6 +42,17 @@ def restore(stack: Stack, handler: Restorer | None = None, user_id: str = "u-ali
     return (handler or restorer(stack))(message(user_id=user_id))
 
 
+def requests_sent(client, operation: str) -> list:
+    """Every HTTP request of `operation` the client sends from now on, botocore's retries
+    included (the process shares the client)."""
+    sent: list = []
+    service = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register_first(
+        f"before-send.{service}.{operation}", lambda request, **_: sent.append(request)
+    )
+    return sent
+
+
 def fail_calls(client, method: str, code: str, times: int, status: int = 400) -> None:
     """Make the next `times` calls of a client method raise Glacier's error `code`, refused
     with HTTP `status` before anything happened.
@@ -94,13 +105,18 @@ def test_every_archived_result_gets_an_expedited_retrieval_that_names_its_job(
     assert RESTORE_JOB_ID not in job(stack, "j4")
 
 
-def test_no_expedited_capacity_falls_back_to_standard(
+def test_no_expedited_capacity_falls_back_to_standard_after_one_ask(
     stack: Stack, premium_alice: dict[str, bytes]
 ) -> None:
     glacier_emulation.configure(expedited_capacity=False)
-    outcome = restore(stack)
+    handler = restorer(stack)
+    asks = requests_sent(handler.retrievals.backend.vault.glacier, "InitiateJob")
+    outcome = restore(stack, handler)
     assert (outcome.action, outcome.reason) == ("done", "3 started Standard")
     assert sorted(j["Tier"] for j in glacier_jobs(stack)) == ["Standard"] * 3
+    # A capacity refusal is an answer, not a fault: botocore does not ask again
+    tiers = [json.loads(request.body)["Tier"] for request in asks]
+    assert sorted(tiers) == ["Expedited"] * 3 + ["Standard"] * 3
 
 
 def test_any_other_expedited_error_is_a_retry_not_a_downgrade(

@@ -20,6 +20,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.pipeline import Pipeline
+from tests.unit.test_restore import requests_sent
 from util import backends
 from util.archive.archive import Archiver
 from util.glacier import MIB
@@ -231,11 +232,15 @@ def test_restore_asks_for_expedited(s3_backend: Stack) -> None:
     assert "ongoing-request" in archived_object(s3_backend)["Restore"]
 
 
-def test_no_expedited_capacity_falls_back_to_standard(s3_backend: Stack) -> None:
+def test_no_expedited_capacity_falls_back_to_standard_after_one_ask(s3_backend: Stack) -> None:
     archive(s3_backend)
     glacier_emulation.configure(expedited_capacity=False)
+    asks = requests_sent(s3_backend.client("s3"), "RestoreObject")
     restore(s3_backend)
     assert job(s3_backend)[RESTORE_TIER] == "Standard"
+    # A capacity refusal is an answer, not a fault: botocore does not ask again
+    tiers = [b"Expedited" in request.body for request in asks]
+    assert tiers == [True, False]
 
 
 def test_deep_archive_goes_straight_to_standard(s3_backend: Stack) -> None:

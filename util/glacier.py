@@ -293,10 +293,7 @@ class Vault:
                 },
             )["jobId"]
         except (BotoCoreError, ClientError) as exc:
-            if (
-                isinstance(exc, ClientError)
-                and exc.response["Error"]["Code"] == NO_CAPACITY
-            ):
+            if isinstance(exc, ClientError) and exc.response["Error"]["Code"] == NO_CAPACITY:
                 raise ExpeditedUnavailable(str(exc)) from None
             found = self.find_job(archive_id, description) if _outcome_unknown(exc) else None
             if found is None:

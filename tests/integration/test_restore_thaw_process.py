@@ -110,7 +110,7 @@ def retrieval_tiers(requests: list[dict]) -> list[str]:
         text = (base64.b64decode(body) if request["body_encoded"] else body.encode()).decode()
         if url.endswith("/jobs") and json.loads(text)["Type"] != "archive-retrieval":
             continue
-        tiers.append(re.search(r'(Expedited|Standard|Bulk)', text).group(1))
+        tiers.append(re.search(r"(Expedited|Standard|Bulk)", text).group(1))
     return tiers
 
 

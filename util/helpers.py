@@ -89,10 +89,11 @@ S3_NOT_FOUND = ("404", "NoSuchKey")
 S3_PRECONDITION_FAILED = ("412", "PreconditionFailed")
 
 
-def head_object(s3: BaseClient, bucket: str, key: str) -> dict[str, Any] | None:
-    """The object's HeadObject, or None if there is no such object."""
+def head_object(s3: BaseClient, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
+    """The object's HeadObject (`extra`: more of its parameters), or None if there is no such
+    object."""
     try:
-        return s3.head_object(Bucket=bucket, Key=key)
+        return s3.head_object(Bucket=bucket, Key=key, **extra)
     except ClientError as exc:
         if exc.response["Error"]["Code"] in S3_NOT_FOUND:
             return None

@@ -27,10 +27,10 @@ from util.archive.archive import Archiver
 from util.glacier import MIB
 from util.helpers import (
     ARCHIVE_ID,
-    Annotations,
     RESTORE_JOB_ID,
     RESTORE_TIER,
     THAW_JOB_ID,
+    Annotations,
     InvalidMessage,
     decode_body,
 )

@@ -231,3 +231,31 @@ def test_thaw_killed_mid_download_still_delivers_the_file_once(
     assert result_bytes(server, job_id) == data
     assert second.log.count("reason='thawed'") == 1
     assert vault_archive_count(server) == 0
+
+
+@pytest.mark.parametrize(
+    "stack_settings",
+    [
+        {"GAS_GAS_ARCHIVE_BACKEND": backend, "GAS_LOCAL_INDEX_LAG_SECONDS": "5"}
+        for backend in ("vault", "s3")
+    ],
+    ids=["vault", "s3"],
+)
+def test_an_upgrade_the_moment_results_are_archived_brings_every_one_back(
+    server: Server, tmp_path: Path
+) -> None:
+    # Given the running restore and thaw workers, and a user_id_index that shows the table as
+    # it was 5 s ago (DynamoDB's index reads are eventually consistent)
+    restore = UtilityProcess("restore", tmp_path / "restore.log")
+    thaw = UtilityProcess("thaw", tmp_path / "thaw.log", **FAST_THAW)
+    originals = put_results(server, {"small": 10, "medium": 3 * MIB + 7})
+    # When the user upgrades the moment the results are archived
+    archive(server, tmp_path, originals)
+    set_role(server, "u-alice", "premium_user")
+    send(server, server.config.restore.queue, {"user_id": "u-alice"})
+    # Then the workers alone, without the sweep, bring every result back within a minute
+    wait_for(lambda: all_thawed(server, originals), timeout=60, what="every result thawed")
+    assert restore.stop() == 0 and thaw.stop() == 0, restore.log
+    for job_id, data in originals.items():
+        assert result_bytes(server, job_id) == data, job_id
+    assert "looking again once the index shows every archive" in restore.log

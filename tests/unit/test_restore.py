@@ -119,6 +119,31 @@ def test_no_expedited_capacity_falls_back_to_standard_after_one_ask(
     assert sorted(tiers) == ["Expedited"] * 3 + ["Standard"] * 3
 
 
+def test_a_message_sent_moments_ago_is_looked_at_again_once_the_index_has_settled(
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
+    # Given a restore message sent a moment ago: the user_id_index (eventually consistent) may
+    # not show yet an archive recorded just before the upgrade
+    settle = stack.config.restore.index_settle_seconds
+    young = message(user_id="u-alice")
+    young.sent_at = NOW - 1
+    # When restore handles it, it starts what it finds and looks again a settle later
+    outcome = restorer(stack)(young)
+    assert (outcome.action, outcome.delay) == ("defer", settle)
+    assert outcome.reason.startswith("3 started Expedited")
+    # And once the message is that old, the look it takes is the last one
+    later = restorer(stack, clock=NOW + settle)(young)
+    assert (later.action, later.reason) == ("done", "3 in progress")
+
+
+def test_a_user_without_archives_is_looked_at_again_too(stack: Stack) -> None:
+    set_role(stack, "u-alice", "premium_user")
+    young = message(user_id="u-alice")
+    young.sent_at = NOW
+    outcome = restorer(stack)(young)
+    assert outcome.action == "defer" and outcome.reason.startswith("no archived results")
+
+
 def test_any_other_expedited_error_is_a_retry_not_a_downgrade(
     stack: Stack, premium_alice: dict[str, bytes]
 ) -> None:

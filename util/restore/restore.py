@@ -108,7 +108,6 @@ class Restorer:
             return defer(max(pending) - self.clock() + 1, summary)
         return done(summary)
 
-
     def look_again_if_young(self, outcome: Outcome, message: Message) -> Outcome:
         """A message the index may not have caught up with comes back once it has (step 5).
 

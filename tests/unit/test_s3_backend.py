@@ -343,17 +343,15 @@ def test_every_result_comes_back_under_every_default_encryption(
     assert thawed["ETag"] != original["ETag"]
 
 
-@pytest.mark.parametrize("part_size", [0, 5 * MIB], ids=["one request", "in parts"])
-def test_an_archive_made_before_archives_had_checksums_still_comes_back(
-    s3_backend: Stack, part_size: int
-) -> None:
-    # Given a result archived by the version before, in an unencrypted bucket: copied without
-    # a checksum of its own, its copy's part layout in its metadata
-    data = put_job(s3_backend, size=12 * MIB)
-    item, s3 = job(s3_backend), s3_backend.client("s3")
+def archive_the_old_way(stack: Stack, part_size: int) -> tuple[bytes, str]:
+    """A 12 MiB result archived by the version before, in an unencrypted bucket: copied
+    without a checksum of its own, its copy's part layout in its metadata. Its data and the
+    original's ETag."""
+    data = put_job(stack, size=12 * MIB)
+    item, s3 = job(stack), stack.client("s3")
     where = {"Bucket": item["s3_results_bucket"], "Key": item["s3_key_result_file"]}
     etag = s3.head_object(**where)["ETag"]
-    key = f"{s3_backend.config.gas.archive_prefix}j1/{etag.strip(chr(34))}"
+    key = f"{stack.config.gas.archive_prefix}j1/{etag.strip(chr(34))}"
     extra = {
         "StorageClass": "GLACIER",
         "MetadataDirective": "REPLACE",
@@ -362,23 +360,57 @@ def test_an_archive_made_before_archives_had_checksums_still_comes_back(
     config = TransferConfig(multipart_threshold=part_size or 6 * 1024 * MIB)
     if part_size:
         config.multipart_chunksize = part_size
-    TransferManager(s3, config).copy(
-        where, s3_backend.config.gas.archive_bucket, key, extra
-    ).result()
+    TransferManager(s3, config).copy(where, stack.config.gas.archive_bucket, key, extra).result()
     assert "ChecksumCRC64NVME" not in s3.head_object(
-        Bucket=s3_backend.config.gas.archive_bucket, Key=key, ChecksumMode="ENABLED"
+        Bucket=stack.config.gas.archive_bucket, Key=key, ChecksumMode="ENABLED"
     )
-    Annotations(s3_backend.aws, s3_backend.config.gas.annotations_table).put(
+    Annotations(stack.aws, stack.config.gas.annotations_table).put(
         {**item, ARCHIVE_ID: key, "results_file_etag": etag}
     )
     s3.delete_object(**where)
+    return data, etag
+
+
+@pytest.mark.parametrize("part_size", [0, 5 * MIB], ids=["one request", "in parts"])
+def test_an_archive_made_before_archives_had_checksums_still_comes_back(
+    s3_backend: Stack, part_size: int
+) -> None:
+    data, etag = archive_the_old_way(s3_backend, part_size)
     # When the user upgrades, and restore and thaw run
     send_restore_request(s3_backend)
     pipeline = Pipeline(s3_backend)
     pipeline.settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
     # Then it is back, checked by its ETag, as before
     assert result_bytes(s3_backend) == data and not pipeline.dead
-    assert s3.head_object(**where)["ETag"] != etag
+    item = job(s3_backend)
+    thawed = s3_backend.client("s3").head_object(
+        Bucket=item["s3_results_bucket"], Key=item["s3_key_result_file"]
+    )
+    assert thawed["ETag"] != etag
+
+
+def corrupt_copies(stack: Stack, handler: Thawer) -> None:
+    """Every copy the handler's back end makes is replaced by other bytes at once."""
+    copy = handler.backend.copy
+
+    def copy_then_corrupt(source, bucket, key, *args):
+        copy(source, bucket, key, *args)
+        stack.client("s3").put_object(Bucket=bucket, Key=key, Body=b"not the result")
+
+    handler.backend.copy = copy_then_corrupt
+
+
+def test_a_bad_copy_back_of_an_archive_made_before_checksums_commits_nothing(
+    s3_backend: Stack,
+) -> None:
+    archive_the_old_way(s3_backend, 0)
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
+    corrupt_copies(s3_backend, handler)
+    outcome = handler(message(**event))
+    assert outcome.action == "retry" and outcome.reason.startswith("nothing committed")
+    assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)
 
 
 def test_a_copy_whose_checksum_differs_commits_nothing(s3_backend: Stack) -> None:
@@ -386,13 +418,7 @@ def test_a_copy_whose_checksum_differs_commits_nothing(s3_backend: Stack) -> Non
     restore(s3_backend)
     [event] = completion_events(s3_backend)
     handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
-    copy = handler.backend.copy
-
-    def copy_then_corrupt(source, bucket, key, *args):
-        copy(source, bucket, key, *args)
-        s3_backend.client("s3").put_object(Bucket=bucket, Key=key, Body=b"not the result")
-
-    handler.backend.copy = copy_then_corrupt
+    corrupt_copies(s3_backend, handler)
     outcome = handler(message(**event))
     assert outcome.action == "retry" and outcome.reason.startswith("nothing committed")
     assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -439,7 +440,7 @@ def test_unknown_ids_are_resource_not_found(glacier: BaseClient) -> None:
     archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
     glacier.delete_archive(vaultName=VAULT, archiveId=archive_id)
     calls = [
-        lambda: glacier.delete_archive(vaultName=VAULT, archiveId=archive_id),
+        lambda: glacier.delete_archive(vaultName=VAULT, archiveId="NOSUCHARCHIVE"),
         lambda: glacier.initiate_job(
             vaultName=VAULT, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id}
         ),
@@ -457,6 +458,15 @@ def test_unknown_ids_are_resource_not_found(glacier: BaseClient) -> None:
         assert error(excinfo) == ("ResourceNotFoundException", 404)
 
 
+def test_deleting_an_archive_again_succeeds(glacier: BaseClient) -> None:
+    # AWS: "Attempting to delete an already-deleted archive does not result in an error."
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
+    for _ in range(2):
+        response = glacier.delete_archive(vaultName=VAULT, archiveId=archive_id)
+        assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert glacier.describe_vault(vaultName=VAULT)["NumberOfArchives"] == 0
+
+
 def test_job_output_before_completion_is_rejected(glacier: BaseClient) -> None:
     configure(standard_seconds=3600)
     job_id = glacier.initiate_job(vaultName=VAULT, jobParameters={"Type": "inventory-retrieval"})[
@@ -465,6 +475,40 @@ def test_job_output_before_completion_is_rejected(glacier: BaseClient) -> None:
     with pytest.raises(ClientError) as excinfo:
         glacier.get_job_output(vaultName=VAULT, jobId=job_id)
     assert error(excinfo) == ("InvalidParameterValueException", 400)
+
+
+def test_a_job_is_forgotten_a_day_after_it_completes(glacier: BaseClient) -> None:
+    # Given a day of one second, and a retrieval that takes one
+    configure(day_seconds=1, expedited_seconds=1)
+    archive_id = glacier.upload_archive(vaultName=VAULT, body=b"data")["archiveId"]
+    job_id = glacier.initiate_job(
+        vaultName=VAULT,
+        jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"},
+    )["jobId"]
+    started = time.monotonic()
+
+    def listed() -> list[str]:
+        return [j["JobId"] for j in glacier.list_jobs(vaultName=VAULT)["JobList"]]
+
+    # When it completes, then its output can be downloaded
+    wait_for(lambda: described(glacier, job_id)["Completed"], timeout=10, what="the job")
+    assert glacier.get_job_output(vaultName=VAULT, jobId=job_id)["body"].read() == b"data"
+    assert listed() == [job_id]
+
+    # When a day has passed since it completed (not since it started), then it is gone
+    def forgotten() -> bool:
+        try:
+            glacier.describe_job(vaultName=VAULT, jobId=job_id)
+        except ClientError as exc:
+            return exc.response["Error"]["Code"] == "ResourceNotFoundException"
+        return False
+
+    wait_for(forgotten, timeout=10, what="the job to be forgotten")
+    assert time.monotonic() - started >= 2
+    with pytest.raises(ClientError) as excinfo:
+        glacier.get_job_output(vaultName=VAULT, jobId=job_id)
+    assert error(excinfo) == ("ResourceNotFoundException", 404)
+    assert listed() == []
 
 
 def test_create_vault_again_keeps_archives_and_install_is_idempotent(
@@ -979,3 +1023,62 @@ def test_an_inventory_is_the_vault_as_of_the_jobs_start(glacier: BaseClient) -> 
     output = json.load(glacier.get_job_output(vaultName=VAULT, jobId=job["JobId"])["body"])
     assert sorted(a["ArchiveId"] for a in output["ArchiveList"]) == sorted([kept, deleted])
     assert output["InventoryDate"] == job["CreationDate"]
+
+
+def test_a_new_vault_has_no_inventory_until_the_delay_then_one_a_day(glacier: BaseClient) -> None:
+    # Given a vault made when inventories come a second after creation, then once a second
+    configure(inventory_delay_seconds=1, day_seconds=1)
+    glacier.create_vault(vaultName="new-vault")
+    started = time.monotonic()
+    created = utc(glacier.describe_vault(vaultName="new-vault")["CreationDate"])
+    first = glacier.upload_archive(vaultName="new-vault", body=b"first")["archiveId"]
+
+    def start_inventory() -> str:
+        return glacier.initiate_job(
+            vaultName="new-vault", jobParameters={"Type": "inventory-retrieval"}
+        )["jobId"]
+
+    def inventory_output() -> dict:
+        output = glacier.get_job_output(vaultName="new-vault", jobId=start_inventory())
+        return json.load(output["body"])
+
+    # Then, before its first inventory, an inventory retrieval is refused, and the vault
+    # says it has none
+    with pytest.raises(ClientError) as excinfo:
+        start_inventory()
+    assert error(excinfo) == ("ResourceNotFoundException", 404)
+    vault = glacier.describe_vault(vaultName="new-vault")
+    assert not {"LastInventoryDate", "NumberOfArchives", "SizeInBytes"} & set(vault)
+
+    # When the first inventory is due, then it lists the vault as it was then, dated then
+    def first_inventory() -> dict | None:
+        try:
+            return inventory_output()
+        except ClientError:
+            return None
+
+    output = wait_for(first_inventory, timeout=10, what="the first inventory")
+    assert time.monotonic() - started >= 1
+    assert [a["ArchiveId"] for a in output["ArchiveList"]] == [first]
+    dated = utc(output["InventoryDate"])
+    assert timedelta(seconds=1) <= dated - created < timedelta(seconds=2)
+    vault = glacier.describe_vault(vaultName="new-vault")
+    assert (vault["LastInventoryDate"], vault["NumberOfArchives"], vault["SizeInBytes"]) == (
+        output["InventoryDate"],
+        1,
+        5,
+    )
+    # and an archive made now is not in it, but in the next day's
+    second = glacier.upload_archive(vaultName="new-vault", body=b"second")["archiveId"]
+    assert inventory_output() == output
+    output = wait_for(
+        lambda: (o := inventory_output())["InventoryDate"] != output["InventoryDate"] and o,
+        timeout=10,
+        what="the next inventory",
+    )
+    assert sorted(a["ArchiveId"] for a in output["ArchiveList"]) == sorted([first, second])
+    assert utc(output["InventoryDate"]) - dated == timedelta(seconds=1)
+
+    # When a day passes with no archive made or deleted, then the inventory keeps its date
+    wait_for(lambda: time.monotonic() - started >= 3.1, timeout=10, what="another day")
+    assert inventory_output() == output

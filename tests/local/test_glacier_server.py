@@ -70,3 +70,42 @@ def test_serve_applies_local_settings_and_announces_on_the_thaw_queue(
         "Succeeded",
         json.dumps({"job_id": "j1"}),
     )
+
+
+@pytest.fixture
+def short_lived(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[local] settings for the server's process: request this fixture before `server`."""
+    monkeypatch.setenv("GAS_LOCAL_INVENTORY_DELAY_SECONDS", "3600")
+    monkeypatch.setenv("GAS_LOCAL_DAY_SECONDS", "1")
+    monkeypatch.setenv("GAS_LOCAL_STANDARD_SECONDS", "0")
+
+
+def test_serve_applies_inventory_delay_and_job_lifetime(short_lived: None, server: Server) -> None:
+    # Given a stack served whose vault has its first inventory in an hour, and days of 1 s
+    vault = server.config.gas.vault
+    glacier = server.aws.session.client("glacier", config=NO_RETRIES)
+    archive_id = glacier.upload_archive(vaultName=vault, body=b"result")["archiveId"]
+
+    # Then an inventory retrieval is refused, and the vault has no inventory yet
+    with pytest.raises(ClientError) as excinfo:
+        glacier.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
+    assert excinfo.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert "LastInventoryDate" not in glacier.describe_vault(vaultName=vault)
+
+    # When a retrieval completes, then it is forgotten a day (1 s) later
+    job_id = glacier.initiate_job(
+        vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id}
+    )["jobId"]
+    assert glacier.get_job_output(vaultName=vault, jobId=job_id)["body"].read() == b"result"
+    wait_for(
+        lambda: not glacier.list_jobs(vaultName=vault)["JobList"],
+        timeout=10,
+        what="the job to be forgotten",
+    )
+    with pytest.raises(ClientError) as excinfo:
+        glacier.describe_job(vaultName=vault, jobId=job_id)
+    assert excinfo.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+    # And deleting the archive twice succeeds both times
+    for _ in range(2):
+        glacier.delete_archive(vaultName=vault, archiveId=archive_id)

@@ -24,6 +24,9 @@ Gaps in moto it closes:
 - Unknown archive, job, upload or vault ids gave HTTP 500 (KeyError/AttributeError) or a
   ``VaultNotFound`` code; they now give ``ResourceNotFoundException`` (404). GetJobOutput
   before the job finished gave a bare 404; it now gives ``InvalidParameterValueException``.
+- DeleteArchive of an archive already deleted failed (KeyError); it succeeds (204), as AWS
+  documents it idempotent. The vault keeps the ids it deleted; an id it never had is still
+  ``ResourceNotFoundException`` (AWS documents nothing for it).
 - CreateVault replaced an existing vault, dropping its archives; AWS's is idempotent.
 - InitiateJob kept only the type, tier and archive id. Jobs now keep ``Description``,
   ``SNSTopic``, ``Tier`` (Standard if absent; anything but Expedited, Standard or Bulk is
@@ -34,11 +37,25 @@ Gaps in moto it closes:
   whole-archive retrieval is InProgress), ``StatusCode`` InProgress/Succeeded/Failed with
   AWS's ``StatusMessage``, ``CompletionDate`` once completed, ``InventorySizeInBytes`` for
   inventories only.
-- An inventory was read from the vault as it was when its output was downloaded; it is now
-  the vault as of the job's start (``InventoryDate``), as AWS's is a snapshot older than
-  the job.
+- An inventory was read from the vault as it was when its output was downloaded. AWS
+  prepares a vault's inventory about once a day, the first up to a day after the vault is
+  made; InitiateJob returns the last one prepared (an error if there is none yet), dated
+  (``InventoryDate``) when it was prepared, and that date moves only if archives were made
+  or deleted since. With ``inventory_delay_seconds`` N > 0, a vault's first inventory is
+  prepared N seconds after CreateVault, then one every ``day_seconds``; before the first,
+  an inventory retrieval's InitiateJob is ``ResourceNotFoundException`` (AWS documents an
+  error but not which: the emulation's choice), and DescribeVault's
+  ``LastInventoryDate``, ``NumberOfArchives`` and ``SizeInBytes`` are null, then those of
+  the last inventory. An inventory is prepared lazily, just before the archives change or
+  someone asks, so it lists the archives of its due time. With N = 0 (the default)
+  inventories are continuous: each is the vault as of its job's start, dated then, and
+  DescribeVault counts the vault as it is.
 - Job timing was fixed in moto (Expedited 2 s, Standard 5 s, Bulk 10 s); it is now each
   tier's ``*_seconds`` setting (0: complete at once).
+- Jobs lived for ever. AWS keeps a job, and its output, for at least 24 hours after it
+  completes; here a job is forgotten ``day_seconds`` after it completes (both fixed when it
+  is initiated): DescribeJob and GetJobOutput answer ``ResourceNotFoundException``, ListJobs
+  leaves it out, and the vault drops it.
 - Capacity: with ``expedited_capacity`` false, an Expedited archive retrieval is refused with
   ``InsufficientCapacityException``, HTTP 503, type Server, as AWS does when it has none
   (botocore's standard retry mode retries that 503 as it would AWS's).
@@ -399,6 +416,14 @@ class MultipartUpload:
         }
 
 
+@dataclass(frozen=True)
+class VaultInventory:
+    """An inventory Glacier prepared: the vault's archives as of `date`."""
+
+    date: datetime
+    archives: list[dict[str, Any]]
+
+
 class _Job(moto_models.Job):
     """A job timed by the settings, with AWS's job description and completion notice."""
 
@@ -409,7 +434,7 @@ class _Job(moto_models.Job):
         job_id: str,
         vault: Vault,
         tier: str,
-        seconds: int,
+        settings: Settings,
         description: str | None,
         sns_topic: str | None,
     ) -> None:
@@ -421,7 +446,9 @@ class _Job(moto_models.Job):
         self.sns_topic = sns_topic
         self.failure: str | None = None  # the StatusMessage of a job that is to fail
         self.created = _now()
-        self.due = self.created + timedelta(seconds=seconds)
+        self.due = self.created + timedelta(seconds=settings.seconds(tier))
+        # AWS keeps a job "for at least 24 hours" after it completes: here a day exactly.
+        self.forgotten_at = self.due + timedelta(seconds=settings.day_seconds)
 
     def completed(self, now: datetime | None = None) -> bool:
         return (now or _now()) >= self.due
@@ -488,18 +515,22 @@ class _Job(moto_models.Job):
 
 
 class InventoryJob(_Job):
-    """The vault's inventory as of the job's start: AWS's inventory is a snapshot, taken
-    before the job (about once a day), never the vault as it is when the output is read."""
+    """The vault's last inventory when the job starts: AWS's inventory is a snapshot, taken
+    before the job (about once a day), never the vault as it is when the output is read.
+    Without `inventory` (a vault whose inventories are continuous) it is the vault as of the
+    job's start."""
 
     action = "InventoryRetrieval"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, inventory: VaultInventory | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if inventory is None:
+            inventory = VaultInventory(self.created, self.vault.get_archive_list())
         self.snapshot = json.dumps(
             {
                 "VaultARN": self.vault.arn,
-                "InventoryDate": _stamp(self.created),
-                "ArchiveList": self.vault.get_archive_list(),
+                "InventoryDate": _stamp(inventory.date),
+                "ArchiveList": inventory.archives,
             }
         ).encode()
 
@@ -523,14 +554,14 @@ class ArchiveJob(_Job):
         job_id: str,
         vault: Vault,
         tier: str,
-        seconds: int,
+        settings: Settings,
         description: str | None,
         sns_topic: str | None,
         archive: Archive,
         first: int,
         last: int,
     ) -> None:
-        super().__init__(job_id, vault, tier, seconds, description, sns_topic)
+        super().__init__(job_id, vault, tier, settings, description, sns_topic)
         self.archive = archive  # kept even if the archive is deleted, as AWS keeps the output
         self.archive_id = archive.archive_id
         self.first, self.last = first, last
@@ -580,11 +611,25 @@ class Vault(moto_models.Vault):
     """moto's vault with Archive objects, multipart uploads and AWS's not-found errors."""
 
     def __init__(
-        self, vault_name: str, account_id: str, region: str, backend: moto_models.GlacierBackend
+        self,
+        vault_name: str,
+        account_id: str,
+        region: str,
+        backend: moto_models.GlacierBackend,
+        settings: Settings,
     ):
         super().__init__(vault_name, account_id, region)
         self.backend = backend
+        self.lock = threading.Lock()  # request threads share the vault's jobs and inventory
+        # Inventories: the first `inventory_delay_seconds` after creation, then one a day;
+        # none due (delay 0) means continuous: each is the vault as of its job's start.
+        delay = settings.inventory_delay_seconds
+        self.inventory_due = _now() + timedelta(seconds=delay) if delay else None
+        self.inventory_day = timedelta(seconds=settings.day_seconds)
+        self.inventory: VaultInventory | None = None
+        self.changed = False  # archives made or deleted since the last inventory
         self.archives: dict[str, Archive] = {}  # type: ignore[assignment]
+        self.deleted: set[str] = set()  # ids of deleted archives: deleting again succeeds
         self.uploads: dict[str, MultipartUpload] = {}
         # Completed uploads: (size, tree hash, the archive without its body, when), for a
         # repeated Complete.
@@ -598,8 +643,10 @@ class Vault(moto_models.Vault):
         return self.backend.vaults.get(self.vault_name) is self and self.jobs.get(job.job_id) is job
 
     def to_dict(self) -> dict[str, Any]:
+        """DescribeVault: counts as of the last inventory (none before the first), or of
+        now when inventories are continuous."""
         stamp = self.st.strftime("%Y-%m-%dT%H:%M:%S.000Z")  # moto's format for vault dates
-        return {
+        d: dict[str, Any] = {
             "CreationDate": stamp,
             "LastInventoryDate": stamp,
             "NumberOfArchives": len(self.archives),
@@ -607,6 +654,45 @@ class Vault(moto_models.Vault):
             "VaultARN": self.arn,
             "VaultName": self.vault_name,
         }
+        with self.lock:
+            self._prepare_inventory()
+            if self.inventory_due is None:
+                return d
+            inventory = self.inventory
+        if inventory is None:
+            return {**d, "LastInventoryDate": None, "NumberOfArchives": None, "SizeInBytes": None}
+        return {
+            **d,
+            "LastInventoryDate": _stamp(inventory.date),
+            "NumberOfArchives": len(inventory.archives),
+            "SizeInBytes": sum(a["Size"] for a in inventory.archives),
+        }
+
+    def _prepare_inventory(self) -> None:
+        """Prepare the inventory due by now, if any (the caller holds the lock).
+
+        Called before every change of the archives, so the archives it lists are those of
+        its due time. As AWS: "the inventory date is only updated if there have been archive
+        additions or deletions to the vault since the last inventory"."""
+        due, now = self.inventory_due, _now()
+        if due is None or now < due:
+            return
+        if self.inventory is None or self.changed:
+            self.inventory = VaultInventory(due, self.get_archive_list())
+            self.changed = False
+        self.inventory_due = due + self.inventory_day * ((now - due) // self.inventory_day + 1)
+
+    def last_inventory(self) -> VaultInventory | None:
+        """What an inventory retrieval started now lists (None: the vault as of now); AWS's
+        "if an inventory has not been completed for the vault an error is returned"."""
+        with self.lock:
+            self._prepare_inventory()
+            if self.inventory_due is not None and self.inventory is None:
+                raise ResourceNotFound(
+                    f"The vault has no inventory yet (emulated: [local] "
+                    f"inventory_delay_seconds): {self.arn}"
+                )
+            return self.inventory
 
     # archives
 
@@ -624,7 +710,10 @@ class Vault(moto_models.Vault):
         # 103 random bytes are 138 URL-safe characters, the length of AWS's archive ids;
         # moto's seeded random keeps ids reproducible when a test seeds it.
         archive = Archive(mock_random.token_urlsafe(103), body, tree_hash, description)
-        self.archives[archive.archive_id] = archive
+        with self.lock:
+            self._prepare_inventory()
+            self.archives[archive.archive_id] = archive
+            self.changed = True
         return archive
 
     def get_archive(self, archive_id: str | None) -> Archive:
@@ -647,8 +736,17 @@ class Vault(moto_models.Vault):
             for a in self.archives.values()
         ]
 
-    def delete_archive(self, archive_id: str) -> Archive:  # type: ignore[override]
-        return self.archives.pop(self.get_archive(archive_id).archive_id)
+    def delete_archive(self, archive_id: str) -> None:  # type: ignore[override]
+        """DeleteArchive, idempotent as AWS documents: an archive deleted before is no
+        error; an id this vault never had is ResourceNotFoundException."""
+        with self.lock:
+            if archive_id in self.deleted:
+                return
+            self.get_archive(archive_id)
+            self._prepare_inventory()
+            del self.archives[archive_id]
+            self.deleted.add(archive_id)
+            self.changed = True
 
     # jobs
 
@@ -671,7 +769,15 @@ class Vault(moto_models.Vault):
         job_id = moto_models.get_job_id()
         job: _Job
         if job_type == "inventory-retrieval":
-            job = InventoryJob(job_id, self, tier, settings.seconds(tier), description, sns_topic)
+            job = InventoryJob(
+                job_id,
+                self,
+                tier,
+                settings,
+                description,
+                sns_topic,
+                inventory=self.last_inventory(),
+            )
         elif job_type == "archive-retrieval":
             archive = self.get_archive(archive_id)
             first, last = _retrieval_range(byte_range, archive.size)
@@ -683,7 +789,7 @@ class Vault(moto_models.Vault):
                 job_id,
                 self,
                 tier,
-                settings.seconds(tier),
+                settings,
                 description,
                 sns_topic,
                 archive,
@@ -694,14 +800,30 @@ class Vault(moto_models.Vault):
                 job.failure = FAILED_MESSAGE
         else:
             raise InvalidParameterValue(f"Invalid job type: {job_type}")
-        self.jobs[job_id] = job
+        with self.lock:
+            self._forget_old_jobs()
+            self.jobs[job_id] = job
         job.schedule_notice()
         return job_id
 
+    def _forget_old_jobs(self) -> None:
+        """Drop the jobs kept their day after completion (the caller holds the lock)."""
+        now = _now()
+        for job_id in [i for i, job in self.jobs.items() if now >= cast(_Job, job).forgotten_at]:
+            del self.jobs[job_id]
+
     def describe_job(self, job_id: str) -> _Job:
-        if job_id not in self.jobs:
+        with self.lock:
+            self._forget_old_jobs()
+            job = self.jobs.get(job_id)
+        if job is None:
             raise ResourceNotFound(f"The job ID was not found: {job_id}")
-        return cast(_Job, self.jobs[job_id])
+        return cast(_Job, job)
+
+    def list_jobs(self) -> list[moto_models.Job]:
+        with self.lock:
+            self._forget_old_jobs()
+            return list(self.jobs.values())
 
     # multipart uploads
 
@@ -750,7 +872,9 @@ class Vault(moto_models.Vault):
 def _create_vault(self: moto_models.GlacierBackend, vault_name: str) -> None:
     """CreateVault: AWS's is idempotent; moto's replaced the vault and its archives."""
     if vault_name not in self.vaults:
-        self.vaults[vault_name] = Vault(vault_name, self.account_id, self.region_name, self)
+        self.vaults[vault_name] = Vault(
+            vault_name, self.account_id, self.region_name, self, _state.settings
+        )
 
 
 def _describe_vault(self: moto_models.GlacierBackend, vault_name: str) -> moto_models.Vault:

@@ -42,6 +42,7 @@ WORKER = "util/worker.py"
 GLACIER = "util/glacier.py"
 BACKENDS = "util/backends.py"
 HELPERS = "util/helpers.py"
+RECONCILE = "util/reconcile/reconcile.py"
 
 T_ARCHIVE = "tests/unit/test_archive.py"
 T_RESTORE = "tests/unit/test_restore.py"
@@ -50,6 +51,7 @@ T_NOTIFY = "tests/unit/test_notify.py"
 T_WORKER = "tests/unit/test_worker.py"
 T_S3 = "tests/unit/test_s3_backend.py"
 T_TRANSFERS = "tests/unit/test_transfers.py"
+T_RECONCILE = "tests/unit/test_reconcile.py"
 
 
 @dataclass(frozen=True)
@@ -913,6 +915,63 @@ MUTANTS: list[Mutant] = [
         'if head.get("StorageClass") == "DEEP_ARCHIVE":',
         "if False:",
         (T_S3,),
+    ),
+    # -- reconcile -------------------------------------------------------------------------
+    M(
+        "reconcile: an archive thawed since the listing taken for an orphan",
+        RECONCILE,
+        "        if item.get(THAW_TIME, 0) + 1 > taken:\n            return THAWED",
+        "        if False:\n            return THAWED",
+        (T_RECONCILE,),
+    ),
+    M(
+        "reconcile: an orphan's age counted to the pass, not to the listing",
+        RECONCILE,
+        "oldest = taken - self.settings.orphan_age_seconds",
+        "oldest = self.now - self.settings.orphan_age_seconds",
+        (T_RECONCILE,),
+    ),
+    M(
+        "reconcile: an orphan an earlier pass deleted found again",
+        RECONCILE,
+        'if archive_id in self.named or archive_id in gone or archive["modified"] > oldest:',
+        'if archive_id in self.named or archive["modified"] > oldest:',
+        (T_RECONCILE,),
+    ),
+    M(
+        "reconcile: the restore message a pass sent not waited for",
+        RECONCILE,
+        "        wait = previous\n",
+        "        wait = None\n",
+        (T_RECONCILE,),
+    ),
+    M(
+        "reconcile: restore messages queued not waited for",
+        RECONCILE,
+        "if wait is None and self.restores_queued:",
+        "if False:",
+        (T_RECONCILE,),
+    ),
+    M(
+        "reconcile: a restore message waited for past its grace",
+        RECONCILE,
+        'if wait is not None and self.now < wait["since"] + self.settings.restore_grace_seconds:',
+        "if wait is not None:",
+        (T_RECONCILE,),
+    ),
+    M(
+        "reconcile: a restore message not sent is waited for",
+        RECONCILE,
+        '            if first.action.startswith("done"):\n                report.restores',
+        "            if True:\n                report.restores",
+        (T_RECONCILE,),
+    ),
+    M(
+        "reconcile: a finding waiting for its restore message left",
+        RECONCILE,
+        'if any(not f.action.startswith(("done", "waits")) for f in self.findings):',
+        'if any(not f.action.startswith("done") for f in self.findings):',
+        (T_RECONCILE,),
     ),
 ]
 

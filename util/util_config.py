@@ -362,7 +362,7 @@ KEYS: tuple[Key, ...] = (
         "orphan_age_seconds",
         "86400",
         _non_negative_int,
-        "an archive no job names is deleted only once it is this old",
+        "an archive no job names is deleted only if it was this old when it was listed (the vault: when its inventory was taken)",
     ),
     Key(
         "reconcile",
@@ -390,7 +390,7 @@ KEYS: tuple[Key, ...] = (
         "restore_grace_seconds",
         "900",
         _non_negative_int,
-        "a premium user sent a restore message less than this long ago is not sent another",
+        "a premium user is sent no restore message within this long of the one a pass sent, or of a pass seeing restore messages queued (perhaps the web app's)",
     ),
     # Metrics in CloudWatch Embedded Metric Format (util/metrics.py).
     Key(

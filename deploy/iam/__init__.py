@@ -298,14 +298,17 @@ def reconcile(config: Config, arns: Arns) -> list[Statement]:
             ["s3:PutObject"],
             arns.objects(gas.results_bucket, config.reconcile.report_key),
         ),
-        # The archive queue's visibility timeout; the archive and restore messages.
+        # The archive queue's visibility timeout, the restore queue's messages (a restore
+        # message may be on its way); the archive and restore messages.
         allow(
             "ArchiveQueue",
             ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"],
             arns.queue(config.archive.queue),
         ),
         allow(
-            "RestoreQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"], arns.queue(config.restore.queue)
+            "RestoreQueue",
+            ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"],
+            arns.queue(config.restore.queue),
         ),
     ]
     if gas.archive_backend == "s3":

@@ -238,6 +238,32 @@ def test_a_premium_user_whose_restore_message_was_lost_gets_the_results_back(
     assert reconcile().kinds() == {}
 
 
+def test_passes_in_a_row_send_one_restore_message_until_its_grace_is_over(
+    server: Server, tmp_path
+) -> None:
+    # Given a premium user's archived result whose restore message never arrived
+    put_job(server, "j1", complete_time=LONG_AGO)
+    archive(server, tmp_path, "j1")
+    set_role(server, "u-alice", "premium_user")
+    # When two passes repair in a row, restore not yet at the first one's message
+    first, second = reconcile("--repair"), reconcile("--repair")
+    # Then one restore message was sent, the second pass waits for it, and both exit 0
+    assert queue_depth(server, server.config.restore.queue) == 1
+    assert [f["action"] for f in first.report["findings"]] == ["done: sent the restore message"]
+    [waiting] = second.report["findings"]
+    assert (waiting["kind"], waiting["job_id"]) == (RESTORE_NOT_REQUESTED, "j1")
+    assert waiting["action"].startswith("waits until "), waiting
+    assert (first.code, second.code) == (0, 0), second.stderr
+    # When that message is lost, a pass once the grace is over sends another, which restore
+    # takes: its retrieval is started, and the next pass finds nothing
+    server.client("sqs").purge_queue(QueueUrl=server.queue_url(server.config.restore.queue))
+    again = reconcile("--repair", reconcile_restore_grace_seconds="0")
+    assert [f["action"] for f in again.report["findings"]] == ["done: sent the restore message"]
+    run_once("restore", tmp_path)
+    assert RESTORE_JOB_ID in job(server, "j1")
+    assert reconcile().kinds() == {}
+
+
 @BACKENDS
 def test_an_orphan_archive_is_deleted_only_after_the_safety_age(server: Server, tmp_path) -> None:
     # Given an archive no job names (its job is gone), one of a job whose vault upload is
@@ -264,6 +290,41 @@ def test_an_orphan_archive_is_deleted_only_after_the_safety_age(server: Server, 
     assert old.kinds() == {ORPHAN_ARCHIVE: ["j-deleted"]} and old.code == 0, old.report
     assert not archive_exists(server, stray)
     assert archive_exists(server, named) and archive_exists(server, pending)
+
+
+@pytest.mark.parametrize("stack_settings", [VAULT], ids=["vault"])
+def test_archives_thawed_since_the_inventory_are_not_reported_as_orphans(
+    server: Server, tmp_path
+) -> None:
+    # Given two results archived in the vault, an archive no job names, and an inventory
+    # taken then (the first pass starts it)
+    originals = {j: put_job(server, j, complete_time=LONG_AGO) for j in ("j1", "j2")}
+    archive(server, tmp_path, "j1", "j2")
+    stray = vault_orphan(server, "j-gone")
+    assert reconcile("--repair", reconcile_orphan_age_seconds="0").kinds() == {}
+    # When the user upgrades, and restore and thaw bring both results back, deleting their
+    # archives
+    set_role(server, "u-alice", "premium_user")
+    server.client("sqs").send_message(
+        QueueUrl=server.queue_url(server.config.restore.queue),
+        MessageBody=json.dumps({"user_id": "u-alice"}),
+    )
+    run_once("restore", tmp_path)
+    thaw = UtilityProcess("thaw", tmp_path / "thaw.log")
+    wait_for(
+        lambda: all(ARCHIVE_ID not in job(server, j) for j in originals),
+        timeout=60,
+        what="both results thawed",
+    )
+    assert thaw.stop() == 0, thaw.log
+    assert {j: result_bytes(server, j) for j in originals} == originals
+    # And a pass reads the inventory taken before, which still lists their archives
+    swept = reconcile("--repair", reconcile_orphan_age_seconds="0")
+    # Then only the archive no job names is reported as an orphan, and deleted
+    assert (swept.code, swept.kinds()) == (0, {ORPHAN_ARCHIVE: ["j-gone"]}), swept.report
+    assert swept.report["counts"] == {ORPHAN_ARCHIVE: 1}
+    assert any("2 thawed" in note for note in swept.report["notes"]), swept.report["notes"]
+    assert not reconcile_inventory_has(server, stray)
 
 
 @BACKENDS

@@ -10,11 +10,13 @@ annotations table (parallel Scan segments), and finds:
 2. ``result-not-deleted``: an archive recorded and the archived S3 result (its recorded ETag)
    still there, as long past: the archive message is sent (archive finishes the deletion);
 3. ``restore-not-requested``: a premium user's archived result with no retrieval: the restore
-   message is sent (one per user);
+   message is sent (one per user), unless one may still be on its way: then the finding
+   says until when it waits for it (`Reconciler.restore_wait`);
 4. ``retrieval-lapsed``: a recorded retrieval past its lifetime, the result not back: the
-   restore message is sent;
-5. ``orphan-archive``: an archive no job names, older than ``orphan_age_seconds``: checked
-   again (the archive, then the job, consistently) right before it is deleted;
+   restore message is sent, as for 3;
+5. ``orphan-archive``: an archive no job names, older than ``orphan_age_seconds`` when the
+   listing was taken, and not deleted since (`Reconciler.orphans`): checked again (the
+   archive, then the job, consistently) right before it is deleted;
 6. ``lost``: a job naming an archive that does not exist while its S3 result is gone. Never
    repaired: reported, and the exit status is 3;
 7. ``stale-claim``: a retrieval or e-mail claim past its expiry: cleared by a conditional
@@ -34,7 +36,8 @@ report). Without a finished inventory, orphans and lost archives are not looked 
 
 Each pass leaves its report (JSON) at ``s3://<results_bucket>/<report_key>``; util.status
 shows it. Exit status: 0 nothing wrong (or, with --repair, everything repaired); 1 AWS
-failed; 2 bad configuration; 3 a result is lost; 4 repairable findings left (a dry run).
+failed; 2 bad configuration; 3 a result is lost; 4 repairable findings left (a dry run, or a
+message not sent; a restore message waited for is not left).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,7 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     S3_NOT_FOUND,
+    THAW_TIME,
     USER_ID,
     Annotations,
     Aws,
@@ -106,7 +110,14 @@ KINDS = (
     LOST,
     STALE_CLAIM,
 )
+THAWED = "thawed since the listing"
 EXIT_OK, EXIT_AWS, EXIT_CONFIG, EXIT_LOST, EXIT_FINDINGS = 0, 1, 2, 3, 4
+# A queue's messages: visible, received and not yet deleted, and delayed (or deferred).
+QUEUED = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
 SQS_BATCH = 10
 
 
@@ -131,6 +142,11 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # Vault only: archive id -> {"job_id", "since"}: named by a job, missing from the inventory.
     suspects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Archive id -> when a pass deleted it as an orphan, while the listing read is older.
+    deleted: dict[str, float] = field(default_factory=dict)
+    # User id -> {"since", "sent"}: no restore message for the user before since + the grace
+    # (sent: a pass sent one then; else the restore queue held messages then).
+    restores: dict[str, dict[str, Any]] = field(default_factory=dict)
     finished: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -142,7 +158,7 @@ class Report:
     def exit_code(self) -> int:
         if any(f.kind == LOST for f in self.findings):
             return EXIT_LOST
-        if any(not f.action.startswith("done") for f in self.findings):
+        if any(not f.action.startswith(("done", "waits")) for f in self.findings):
             return EXIT_FINDINGS
         return EXIT_OK
 
@@ -180,16 +196,21 @@ class Reconciler:
         report = Report(now, self.backend_name, self.repair)
         self.report = report
         self.now = now
+        previous = load_report(self.s3, self.results_bucket, self.settings.report_key) or {}
         self.roles = {u.user_id: u.role for u in self.users.all(self.settings.page_size)}
         self.results = self.list_objects(self.results_bucket, "")
         self.archives, inventory_date = self.list_archives()
-        visibility = int(
-            self.sqs.get_queue_attributes(
-                QueueUrl=self.aws.queue_url(self.config.archive.queue),
-                AttributeNames=["VisibilityTimeout"],
-            )["Attributes"]["VisibilityTimeout"]
+        visibility = self.queue_attributes(self.config.archive.queue, "VisibilityTimeout")
+        self.overdue = (
+            self.config.archive.grace_seconds
+            + self.settings.slack_seconds
+            + visibility["VisibilityTimeout"]
         )
-        self.overdue = self.config.archive.grace_seconds + self.settings.slack_seconds + visibility
+        # Before the items are read: a restore message handled (and deleted) before this has
+        # its retrievals recorded when they are.
+        self.restores_queued = sum(
+            self.queue_attributes(self.config.restore.queue, *QUEUED).values()
+        )
         self.named: set[str] = set()
         self.candidates: list[tuple[str, dict[str, Any]]] = []
         segments = self.settings.scan_segments
@@ -202,24 +223,29 @@ class Reconciler:
             "archives": None if self.archives is None else len(self.archives),
         }
 
-        previous = self.previous_suspects()
         restore_users: dict[str, list[Finding]] = {}
         for kind, item in self.candidates:
-            finding = self.confirm(kind, item, inventory_date, previous)
+            finding = self.confirm(kind, item, inventory_date, previous.get("suspects", {}))
             if finding is None:
                 continue
             report.findings.append(finding)
             if kind in (RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED):
                 restore_users.setdefault(finding.user_id, []).append(finding)
-        self.act(report, restore_users)
+        self.act(report, restore_users, previous.get("restores", {}))
         if self.archives is not None:
-            report.findings += self.orphans()
+            report.findings += self.orphans(inventory_date, previous.get("deleted", {}))
         if self.backend_name == "vault":
             self.start_inventory()
         report.finished = self.clock()
         self.save(report)
         metrics.emit_findings(self.config, report.counts(), KINDS)
         return report
+
+    def queue_attributes(self, queue: str, *names: str) -> dict[str, int]:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.aws.queue_url(queue), AttributeNames=list(names)
+        )["Attributes"]
+        return {name: int(attributes[name]) for name in names}
 
     def list_objects(self, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
         """key -> {"etag", "size", "modified"} of every object under the prefix."""
@@ -450,8 +476,14 @@ class Reconciler:
 
     # -- repairs ---------------------------------------------------------------------------
 
-    def act(self, report: Report, restore_users: dict[str, list[Finding]]) -> None:
-        """Send the archive and restore messages the findings call for."""
+    def act(
+        self,
+        report: Report,
+        restore_users: dict[str, list[Finding]],
+        restores: dict[str, dict[str, Any]],
+    ) -> None:
+        """Send the archive and restore messages the findings call for; `restores`: the
+        restore messages the previous pass waited for or sent (its report)."""
         archive = [
             f for f in report.findings if f.kind in (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED)
         ]
@@ -461,13 +493,54 @@ class Reconciler:
             lambda f: {JOB_ID: f.job_id, USER_ID: f.user_id},
             "archive message",
         )
-        firsts = [findings[0] for findings in restore_users.values()]
+        sending = []
+        for user_id, findings in restore_users.items():
+            wait = self.restore_wait(restores.get(user_id))
+            if wait is None:
+                sending.append(findings)
+                continue
+            report.restores[user_id] = wait
+            for finding in findings:
+                finding.action = self.waits(wait)
         self.send(
-            self.config.restore.queue, firsts, lambda f: {USER_ID: f.user_id}, "restore message"
+            self.config.restore.queue,
+            [findings[0] for findings in sending],
+            lambda f: {USER_ID: f.user_id},
+            "restore message",
         )
-        for findings in restore_users.values():
-            for finding in findings[1:]:
-                finding.action = findings[0].action
+        for first, *others in sending:
+            if first.action.startswith("done"):
+                report.restores[first.user_id] = {"since": self.clock(), "sent": True}
+            for finding in others:
+                finding.action = first.action
+
+    def restore_wait(self, previous: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Whether a user's restore message may still be on its way, so none is sent now:
+        {"since", "sent"}, the grace running from "since"; None: send one.
+
+        On its way: the one a pass sent (`previous`, from its report), or, where no pass sent
+        or waited for one yet, any restore message queued (the web app's after the upgrade,
+        perhaps: a queue does not say for whom its messages are). Once the grace is over, one
+        is sent whatever the queue holds.
+        """
+        wait = previous
+        if wait is None and self.restores_queued:
+            wait = {"since": self.now, "sent": False}
+        if wait is not None and self.now < wait["since"] + self.settings.restore_grace_seconds:
+            return wait
+        return None
+
+    def waits(self, wait: dict[str, Any]) -> str:
+        """The action of a finding whose restore message is waited for."""
+        since = datetime.fromtimestamp(wait["since"])
+        until = since + timedelta(seconds=self.settings.restore_grace_seconds)
+        at = since.isoformat(timespec="seconds")
+        why = (
+            f"a restore message was sent at {at}"
+            if wait["sent"]
+            else f"the restore queue held messages at {at}, perhaps this user's"
+        )
+        return f"waits until {until.isoformat(timespec='seconds')}: {why}"
 
     def send(
         self,
@@ -497,15 +570,27 @@ class Reconciler:
                     else f"done: sent the {what}"
                 )
 
-    def orphans(self) -> list[Finding]:
-        """Archives no job names, old enough, checked again right before each delete."""
+    def orphans(self, taken: float, deleted: dict[str, float]) -> list[Finding]:
+        """Archives no job names, old enough, checked again right before each delete.
+
+        The listing is a snapshot as of `taken` (the vault's inventory: up to a day old), so
+        it may list an archive deleted since: by an earlier pass (`deleted`, from its report);
+        by a racing copy of archive right after making it (its record lost), so the age that
+        counts is the archive's when the listing was taken; or by thaw right after the thaw
+        its job shows.
+        """
         assert self.archives is not None
         findings = []
-        oldest = self.now - self.settings.orphan_age_seconds
+        thawed = 0
+        gone = {archive_id: when for archive_id, when in deleted.items() if when >= taken}
+        self.report.deleted = dict(gone)  # the next pass may read the same listing
+        oldest = taken - self.settings.orphan_age_seconds
         for archive_id, archive in self.archives.items():
-            if archive_id in self.named or archive["modified"] > oldest:
+            if archive_id in self.named or archive_id in gone or archive["modified"] > oldest:
                 continue
-            if not self.still_orphan(archive_id, archive["job_id"], oldest):
+            kept = self.kept(archive_id, archive["job_id"], oldest, taken)
+            thawed += kept == THAWED
+            if kept:
                 continue
             made = datetime.fromtimestamp(archive["modified"]).isoformat()
             finding = Finding(
@@ -518,26 +603,37 @@ class Reconciler:
             if self.repair:
                 (self.archive_store if self.backend_name == "s3" else self.vault).delete(archive_id)
                 finding.action = "done: deleted"
+                self.report.deleted[archive_id] = self.clock()
             findings.append(finding)
+        earlier = len(gone.keys() & self.archives.keys())
+        if thawed or earlier:
+            self.report.notes.append(
+                f"archives listed but deleted since: {thawed} thawed, {earlier} deleted by an "
+                "earlier pass; not orphans"
+            )
         return findings
 
-    def still_orphan(self, archive_id: str, job_id: str, oldest: float) -> bool:
-        """Read the archive (S3) and then its job again: no job may name it or be about to."""
+    def kept(self, archive_id: str, job_id: str, oldest: float, taken: float) -> str | None:
+        """Why the archive is no orphan, from the archive (S3) and then its job, read again;
+        None if it is one."""
         if self.backend_name == "s3":
             head = self.archive_store.head(archive_id)
             if head is None or head["LastModified"].timestamp() > oldest:
-                return False
+                return "gone, or made again"
         item = self.jobs.get(job_id)
         if item is None:
-            return True
+            return None
         if item.get(ARCHIVE_ID) == archive_id or ARCHIVE_UPLOAD in item:
-            return False  # named now, or a vault upload a redelivery will complete and record
+            return "named"  # now, or a vault upload a redelivery will complete and record
+        # thaw_time is in whole seconds: a thaw in the listing's second may be after it.
+        if item.get(THAW_TIME, 0) + 1 > taken:
+            return THAWED
         if self.backend_name == "s3" and ARCHIVE_ID not in item:
             # archive adopts an object of the result's content it finds made already
             head = self.head(item.get(RESULTS_BUCKET, ""), item.get(RESULT_KEY, ""))
             if head and archive_id.endswith("/" + head["ETag"].strip('"')):
-                return False
-        return True
+                return "adopted"
+        return None
 
     def start_inventory(self) -> None:
         """A new vault inventory for a later pass, unless one is under way."""
@@ -546,10 +642,6 @@ class Reconciler:
         self.vault.start_inventory()
 
     # -- the report ------------------------------------------------------------------------
-
-    def previous_suspects(self) -> dict[str, dict[str, Any]]:
-        previous = load_report(self.s3, self.results_bucket, self.settings.report_key)
-        return (previous or {}).get("suspects", {})
 
     def save(self, report: Report) -> None:
         self.s3.put_object(

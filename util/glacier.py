@@ -333,11 +333,25 @@ class Vault:
                 return None
             raise
 
-    def start_inventory(self) -> str:
-        """Start an inventory-retrieval job (JSON, no completion notice: nobody consumes one)."""
-        return self.glacier.initiate_job(
-            vaultName=self.name, jobParameters={"Type": "inventory-retrieval", "Format": "JSON"}
-        )["jobId"]
+    def start_inventory(self) -> str | None:
+        """Start an inventory-retrieval job (JSON, no completion notice: nobody consumes one);
+        None if the vault has no inventory yet.
+
+        Glacier prepares a vault's first inventory within a day of its creation, and refuses
+        an inventory retrieval until then (its developer guide: "if an inventory has not been
+        completed for the vault an error is returned"). The code it gives is not documented;
+        ResourceNotFoundException, as for a vault that does not exist, is taken to mean that
+        only from a vault this process has just listed jobs of.
+        """
+        try:
+            return self.glacier.initiate_job(
+                vaultName=self.name,
+                jobParameters={"Type": "inventory-retrieval", "Format": "JSON"},
+            )["jobId"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return None
+            raise
 
     def inventory_jobs(self) -> list[dict]:
         """This vault's inventory-retrieval jobs Glacier still knows, oldest first."""

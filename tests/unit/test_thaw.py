@@ -472,6 +472,34 @@ def test_a_notice_whose_recorded_retrieval_glacier_has_forgotten_restarts_it(
     assert result_bytes(stack) == data
 
 
+def test_a_notice_handled_after_glacier_forgot_its_job_restarts_the_retrieval(
+    stack: Stack, fast_glacier: None
+) -> None:
+    # Given a retrieval whose notice waits while Glacier keeps its job for its day (here 1 s)
+    data = archive_job(stack, size=3 * MIB)
+    glacier_emulation.configure(day_seconds=1)
+    restore(stack)
+    [notice] = notices(stack)
+    glacier = stack.client("glacier")
+
+    def forgotten() -> bool:
+        try:
+            glacier.describe_job(vaultName=stack.config.gas.vault, jobId=notice["JobId"])
+        except glacier.exceptions.ResourceNotFoundException:
+            return True
+        return False
+
+    wait_for(forgotten, timeout=10, what="Glacier to forget the job")
+    # When thaw handles the notice, late, it starts the retrieval again
+    outcome = thawer(stack)(notice_message(notice))
+    assert outcome.action == "done" and outcome.reason.endswith("started Expedited"), outcome
+    # And the new retrieval's notice brings the result back
+    glacier_emulation.configure(day_seconds=86400)
+    [again] = notices(stack)
+    assert thawer(stack)(notice_message(again)).reason == "thawed"
+    assert result_bytes(stack) == data
+
+
 def test_a_notice_arriving_before_restore_recorded_its_job_is_thawed(
     stack: Stack, restored: tuple[bytes, dict]
 ) -> None:

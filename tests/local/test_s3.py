@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,7 +26,7 @@ from moto.s3.models import FakeMultipart
 from tests.conftest import Server, Stack, wait_for
 from util.local import s3 as s3_emulation
 from util.local.glacier import DEFAULT_SETTINGS, configure
-from util.local.stack import announce_restores
+from util.local.stack import announce_restores, encrypt_by_default
 
 MIB = 1024 * 1024
 REGION = "us-east-1"
@@ -208,21 +210,28 @@ def test_malformed_restore_requests_are_refused(
     assert restore_header(s3) is None
 
 
-def test_a_second_restore_while_one_is_in_progress_is_refused_unless_faster(s3: BaseClient) -> None:
-    # Given a bucket that sends its restore events to a queue, and Bulk restores taking two
-    # seconds while Standard ones take none
-    configure(bulk_seconds=2)
+def restore_events_to_queue(s3: BaseClient) -> tuple[BaseClient, str]:
+    """The bucket sends its restore events (started, completed, copy expired) to a queue."""
     sqs = boto3.client("sqs", region_name=REGION)
     url = sqs.create_queue(QueueName="restores")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
+    events = ["s3:ObjectRestore:Post", "s3:ObjectRestore:Completed", "s3:ObjectRestore:Delete"]
     s3.put_bucket_notification_configuration(
         Bucket=BUCKET,
         NotificationConfiguration={
-            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectRestore:*"]}]
+            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": events}]
         },
     )
+    return sqs, url
+
+
+def test_a_second_restore_while_one_is_in_progress_is_refused_unless_faster(s3: BaseClient) -> None:
+    # Given a bucket that sends its restore events to a queue, and Bulk restores taking two
+    # seconds while Standard ones take none
+    configure(bulk_seconds=2)
+    sqs, url = restore_events_to_queue(s3)
     archived(s3)
     # and a Bulk restore in progress
     earlier = set(restore_timers())
@@ -265,18 +274,15 @@ def test_restoring_a_restored_object_extends_its_copys_life(s3: BaseClient) -> N
     assert expiry_date(restore_header(s3)) == first + timedelta(days=4)
 
 
-def test_while_a_restore_is_ongoing_the_object_cannot_be_read_or_copied(s3: BaseClient) -> None:
-    # Given a restore that takes an hour
-    configure(standard_seconds=HOUR)
-    archived(s3, body=b"x" * (6 * MIB))
-    assert restore(s3) == 202
-    # Then HEAD says it is ongoing
-    assert restore_header(s3) == 'ongoing-request="true"'
-    # and GET is refused
+def expired(s3: BaseClient) -> bool:
+    return restore_header(s3) is None
+
+
+def assert_neither_read_nor_copied(s3: BaseClient) -> None:
+    """GetObject, CopyObject and UploadPartCopy of the archived object are refused."""
     with pytest.raises(ClientError) as excinfo:
         s3.get_object(Bucket=BUCKET, Key="archive/j1")
     assert error(excinfo) == ("InvalidObjectState", 403)
-    # and so are a copy and a copied part
     source = {"Bucket": BUCKET, "Key": "archive/j1"}
     with pytest.raises(ClientError) as excinfo:
         s3.copy_object(Bucket=BUCKET, Key="copy", CopySource=source)
@@ -289,9 +295,84 @@ def test_while_a_restore_is_ongoing_the_object_cannot_be_read_or_copied(s3: Base
             UploadId=upload_id,
             PartNumber=1,
             CopySource=source,
-            CopySourceRange=f"bytes=0-{5 * MIB - 1}",
+            CopySourceRange="bytes=0-5",
         )
     assert error(excinfo) == ("ObjectNotInActiveTierError", 403)
+
+
+def test_a_restored_copy_expires_after_its_days_and_can_be_restored_again(
+    s3: BaseClient,
+) -> None:
+    # Given days of a second, and an archived object whose restore events go to a queue
+    configure(day_seconds=1)
+    sqs, url = restore_events_to_queue(s3)
+    archived(s3)
+    # When it is restored for two days
+    before = datetime.now(timezone.utc)
+    assert restore(s3, days=2) == 202
+    after = datetime.now(timezone.utc)
+    # Then its copy expires two (short) days after the request, not rounded
+    expiry = expiry_date(restore_header(s3))
+    assert before.replace(microsecond=0) + timedelta(seconds=2) <= expiry
+    assert expiry <= after + timedelta(seconds=2)
+    assert s3.get_object(Bucket=BUCKET, Key="archive/j1")["Body"].read() == b"result"
+
+    # When that time has passed, then HEAD shows no restore, the object neither reads nor
+    # copies, and S3 announced the copy's end after its start and completion
+    wait_for(lambda: expired(s3), timeout=10, what="the restored copy to expire")
+    assert datetime.now(timezone.utc) >= expiry
+    assert_neither_read_nor_copied(s3)
+    events = event_names(receive_all(sqs, url, until=4))
+    assert events == [
+        "s3:TestEvent",
+        "ObjectRestore:Post",
+        "ObjectRestore:Completed",
+        "ObjectRestore:Delete",
+    ]
+
+    # When it is restored again, then that is a new restore, announced as the first was
+    assert restore(s3, days=2) == 202
+    assert restore_header(s3).startswith('ongoing-request="false"')
+    assert s3.get_object(Bucket=BUCKET, Key="archive/j1")["Body"].read() == b"result"
+    again = event_names(receive_all(sqs, url, until=2))
+    assert again == ["ObjectRestore:Post", "ObjectRestore:Completed"]
+
+
+def test_an_extension_moves_the_expiry_of_the_restored_copy(s3: BaseClient) -> None:
+    # Given days of a second, and an object restored for one, whose events go to a queue
+    configure(day_seconds=1)
+    sqs, url = restore_events_to_queue(s3)
+    archived(s3)
+    assert restore(s3, days=1) == 202
+    first = expiry_date(restore_header(s3))
+    # When its copy's life is extended to two days from now, before it expired
+    assert restore(s3, days=2) == 200
+    extended = expiry_date(restore_header(s3))
+    assert extended > first
+    # Then it is still there when the first expiry has passed
+    wait_for(lambda: datetime.now(timezone.utc) > first + timedelta(seconds=1), timeout=10)
+    assert expiry_date(restore_header(s3)) == extended
+    assert s3.get_object(Bucket=BUCKET, Key="archive/j1")["Body"].read() == b"result"
+    # and expires at the new one, announced once
+    wait_for(lambda: expired(s3), timeout=10, what="the restored copy to expire")
+    assert datetime.now(timezone.utc) >= extended
+    events = event_names(receive_all(sqs, url, until=4))
+    assert events == [
+        "s3:TestEvent",
+        "ObjectRestore:Post",
+        "ObjectRestore:Completed",
+        "ObjectRestore:Delete",
+    ]
+
+
+def test_while_a_restore_is_ongoing_the_object_cannot_be_read_or_copied(s3: BaseClient) -> None:
+    # Given a restore that takes an hour
+    configure(standard_seconds=HOUR)
+    archived(s3)
+    assert restore(s3) == 202
+    # Then HEAD says it is ongoing, and GET, a copy and a copied part are refused
+    assert restore_header(s3) == 'ongoing-request="true"'
+    assert_neither_read_nor_copied(s3)
 
 
 def test_a_restored_object_copies_back_in_parts_byte_identical(s3: BaseClient) -> None:
@@ -722,3 +803,285 @@ def test_a_copy_only_if_none_never_replaces_an_object(s3: BaseClient) -> None:
     assert s3.get_object(Bucket=BUCKET, Key="dst")["Body"].read() == b"there before"
     s3.copy_object(Bucket=BUCKET, Key="free", CopySource=source, IfNoneMatch="*")
     assert s3.get_object(Bucket=BUCKET, Key="free")["Body"].read() == b"new"
+
+
+# -- ETags ----------------------------------------------------------------------------------------
+
+
+def md5_etag(data: bytes) -> str:
+    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+
+
+def test_etags_read_while_large_objects_are_copied_are_their_md5s(s3: BaseClient) -> None:
+    # Given an object above 16 MiB (moto read its ETag lazily, in 16 MiB chunks, from a buffer
+    # other readers seek), and a listing and HEADs of the bucket running all the time
+    data = os.urandom(16 * MIB + 512 * 1024)
+    s3.put_object(Bucket=BUCKET, Key="big", Body=data)
+    copies = 8
+    done = threading.Event()
+
+    def read_etags() -> None:
+        while not done.is_set():
+            for listed in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+                s3.head_object(Bucket=BUCKET, Key=listed["Key"])
+
+    readers = [threading.Thread(target=read_etags) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        # When it is copied, again and again
+        for n in range(copies):
+            s3.copy_object(
+                Bucket=BUCKET, Key=f"copy{n}", CopySource={"Bucket": BUCKET, "Key": "big"}
+            )
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join(10)
+    # Then every copy's ETag, however it is read, is the MD5 of its bytes
+    expected = md5_etag(data)
+    listed = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert listed == {"big": expected, **{f"copy{n}": expected for n in range(copies)}}
+    assert {s3.head_object(Bucket=BUCKET, Key=key)["ETag"] for key in listed} == {expected}
+
+
+def multipart_etag(parts: list[bytes]) -> str:
+    """S3's ETag of an unencrypted object uploaded in `parts`: the MD5 of their MD5s, "-N"."""
+    md5s = b"".join(hashlib.md5(part, usedforsecurity=False).digest() for part in parts)
+    return f'"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"'
+
+
+def write_every_way(s3: BaseClient, data: bytes, asked: dict[str, str]) -> dict[str, Any]:
+    """`data` put twice at "put", copied to "copy", and uploaded to "parts" as a part of its
+    first 5 MiB and a part copied from "put" (its rest), each asking for the encryption
+    `asked`: the ETags each write answered."""
+    sse_c = {k: v for k, v in asked.items() if k.startswith("SSECustomer")}
+    source = {"Bucket": BUCKET, "Key": "put"}
+    puts = [s3.put_object(Bucket=BUCKET, Key="put", Body=data, **asked)["ETag"] for _ in "12"]
+    copy_sse_c = {f"CopySource{k}": v for k, v in sse_c.items()}
+    copied = s3.copy_object(Bucket=BUCKET, Key="copy", CopySource=source, **asked, **copy_sse_c)
+    upload = {"Bucket": BUCKET, "Key": "parts"}
+    upload["UploadId"] = s3.create_multipart_upload(**upload, **asked)["UploadId"]
+    first = s3.upload_part(**upload, PartNumber=1, Body=data[: 5 * MIB], **sse_c)["ETag"]
+    second = s3.upload_part_copy(
+        **upload,
+        PartNumber=2,
+        CopySource=source,
+        CopySourceRange=f"bytes={5 * MIB}-{len(data) - 1}",
+        CopySourceIfMatch=puts[1],
+        **sse_c,
+        **copy_sse_c,
+    )["CopyPartResult"]["ETag"]
+    parts = [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]
+    completed = s3.complete_multipart_upload(**upload, MultipartUpload={"Parts": parts}, **sse_c)
+    return {
+        "puts": puts,
+        "copy": copied["CopyObjectResult"]["ETag"],
+        "part etags": [first, second],
+        "parts": completed["ETag"],
+    }
+
+
+SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32}
+
+
+@pytest.mark.parametrize(
+    "default, asked",
+    [
+        (None, {"ServerSideEncryption": "aws:kms"}),
+        (None, {"ServerSideEncryption": "aws:kms:dsse"}),
+        (None, SSE_C),
+        ("aws:kms", {}),
+        ("aws:kms:dsse", {}),
+    ],
+    ids=["sse-kms", "dsse-kms", "sse-c", "sse-kms-by-default", "dsse-kms-by-default"],
+)
+def test_objects_under_kms_or_sse_c_have_new_etags_that_are_not_md5s_read_alike_everywhere(
+    s3: BaseClient, default: str | None, asked: dict[str, str]
+) -> None:
+    # Given a bucket encrypting with SSE-KMS or DSSE-KMS by default, or requests asking for
+    # SSE-KMS, DSSE-KMS or SSE-C
+    if default:
+        encrypt_by_default(s3, BUCKET, default)
+    data = os.urandom(5 * MIB) + b"tail"
+    # When an object is put (twice), copied, and uploaded in parts (one of them copied)
+    etags = write_every_way(s3, data, asked)
+    # Then no ETag is an MD5 digest of the bytes, and every write made a new one
+    puts, parts = etags["puts"], [data[: 5 * MIB], data[5 * MIB :]]
+    assert len({*puts, etags["copy"], md5_etag(data)}) == 4
+    assert etags["part etags"] != [md5_etag(part) for part in parts]
+    assert etags["parts"] != multipart_etag(parts) and etags["parts"].endswith('-2"')
+    assert all(re.fullmatch(r'"[0-9a-f]{32}(-2)?"', etag) for etag in [*puts, etags["copy"]])
+    # And every read sees the ETag the write answered
+    sse_c = {k: v for k, v in asked.items() if k.startswith("SSECustomer")}
+    written = {"put": puts[1], "copy": etags["copy"], "parts": etags["parts"]}
+    listed = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    assert {o["Key"]: o["ETag"] for o in listed} == written
+    for key, etag in written.items():
+        assert s3.head_object(Bucket=BUCKET, Key=key, **sse_c)["ETag"] == etag
+        got = s3.get_object(Bucket=BUCKET, Key=key, IfMatch=etag, **sse_c)
+        assert got["ETag"] == etag and got["Body"].read() == data
+        with pytest.raises(ClientError) as not_modified:
+            s3.get_object(Bucket=BUCKET, Key=key, IfNoneMatch=etag, **sse_c)
+        assert error(not_modified) == ("304", 304)
+    # and conditions on an earlier write's ETag fail, on this one's succeed
+    with pytest.raises(ClientError) as refused:
+        s3.delete_object(Bucket=BUCKET, Key="put", IfMatch=puts[0])
+    assert error(refused) == ("PreconditionFailed", 412)
+    s3.delete_object(Bucket=BUCKET, Key="put", IfMatch=puts[1])
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["copy", "parts"]
+
+
+@pytest.mark.parametrize(
+    "default, asked",
+    [(None, {}), (None, {"ServerSideEncryption": "AES256"}), ("AES256", {})],
+    ids=["unencrypted", "sse-s3", "sse-s3-by-default"],
+)
+def test_objects_unencrypted_or_under_sse_s3_have_md5_etags(
+    s3: BaseClient, default: str | None, asked: dict[str, str]
+) -> None:
+    if default:
+        encrypt_by_default(s3, BUCKET, default)
+    data = os.urandom(5 * MIB) + b"tail"
+    etags = write_every_way(s3, data, asked)
+    parts = [data[: 5 * MIB], data[5 * MIB :]]
+    assert etags["puts"] == [md5_etag(data)] * 2 and etags["copy"] == md5_etag(data)
+    assert etags["part etags"] == [md5_etag(part) for part in parts]
+    assert etags["parts"] == multipart_etag(parts)
+
+
+def stack_buckets(stack: Stack) -> list[str]:
+    gas = stack.config.gas
+    return [gas.inputs_bucket, gas.results_bucket, gas.archive_bucket]
+
+
+def default_encryption(s3: BaseClient, bucket: str) -> str:
+    [rule] = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    return rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+
+
+def test_the_stacks_buckets_encrypt_with_sse_s3_by_default_and_objects_keep_md5_etags(
+    stack: Stack,
+) -> None:
+    s3 = stack.client("s3")
+    for bucket in stack_buckets(stack):
+        assert default_encryption(s3, bucket) == "AES256"
+        put = s3.put_object(Bucket=bucket, Key="k", Body=b"result")
+        assert (put["ETag"], put["ServerSideEncryption"]) == (md5_etag(b"result"), "AES256")
+
+
+@pytest.mark.parametrize("stack_settings", [{"GAS_LOCAL_BUCKET_ENCRYPTION": "aws:kms"}])
+def test_a_stack_served_with_kms_buckets_gives_objects_etags_that_are_not_md5s(
+    server: Server,
+) -> None:
+    s3 = server.client("s3")
+    for bucket in stack_buckets(server):
+        assert default_encryption(s3, bucket) == "aws:kms"
+        put = s3.put_object(Bucket=bucket, Key="k", Body=b"result")
+        assert put["ServerSideEncryption"] == "aws:kms"
+        assert s3.head_object(Bucket=bucket, Key="k")["ETag"] == put["ETag"] != md5_etag(b"result")
+
+
+# -- checksums S3 computes on copies ------------------------------------------------------------
+
+IN_5_MIB_PARTS = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+CRC64NVME = {"ChecksumAlgorithm": "CRC64NVME"}
+
+
+def full_object_crc64nvme(s3: BaseClient, key: str, bucket: str = BUCKET) -> str:
+    """The CRC64NVME S3 keeps for the whole object (HeadObject, ChecksumMode ENABLED)."""
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    assert head["ChecksumType"] == "FULL_OBJECT", head
+    return head["ChecksumCRC64NVME"]
+
+
+def copy_in_parts(s3: BaseClient, source: str, key: str, config: TransferConfig) -> None:
+    """s3transfer's multipart copy with S3 computing CRC64NVME checksums (the archive's above
+    5 GiB: CreateMultipartUpload with the algorithm, UploadPartCopy, Complete with the parts'
+    checksums)."""
+    s3.copy({"Bucket": BUCKET, "Key": source}, BUCKET, key, ExtraArgs=CRC64NVME, Config=config)
+
+
+@pytest.mark.parametrize("encryption", [None, "aws:kms"], ids=["unencrypted", "sse-kms"])
+def test_copies_have_equal_full_object_checksums_exactly_when_their_bytes_are_equal(
+    s3: BaseClient, encryption: str | None
+) -> None:
+    # Given a bucket (encrypting with SSE-KMS or not), a result and another that differs from
+    # it in one byte
+    if encryption:
+        encrypt_by_default(s3, BUCKET, encryption)
+    data = os.urandom(12 * MIB)
+    s3.put_object(Bucket=BUCKET, Key="result", Body=data)
+    s3.put_object(Bucket=BUCKET, Key="other", Body=data[:-1] + bytes([data[-1] ^ 1]))
+    # When each is archived, in one CopyObject or in 5 MiB parts, and the first archive is
+    # copied back in 6 MiB parts and in one request
+    s3.copy_object(
+        Bucket=BUCKET, Key="archive", CopySource={"Bucket": BUCKET, "Key": "result"}, **CRC64NVME
+    )
+    copy_in_parts(s3, "result", "archive-in-parts", IN_5_MIB_PARTS)
+    copy_in_parts(s3, "other", "other-in-parts", IN_5_MIB_PARTS)
+    in_6_mib_parts = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=6 * MIB)
+    copy_in_parts(s3, "archive", "back-in-parts", in_6_mib_parts)
+    s3.copy_object(
+        Bucket=BUCKET, Key="back", CopySource={"Bucket": BUCKET, "Key": "archive"}, **CRC64NVME
+    )
+    # Then the copies of the result, whatever their part layout, have one full-object
+    # checksum, and the copy of the other result another
+    assert s3.head_object(Bucket=BUCKET, Key="archive-in-parts")["ETag"].endswith('-3"')
+    assert s3.head_object(Bucket=BUCKET, Key="back-in-parts")["ETag"].endswith('-2"')
+    copies = ["archive", "archive-in-parts", "back-in-parts", "back"]
+    [checksum] = {full_object_crc64nvme(s3, key) for key in copies}
+    assert full_object_crc64nvme(s3, "other-in-parts") != checksum
+
+
+def test_a_part_copied_into_an_upload_with_a_checksum_algorithm_has_its_checksum(
+    s3: BaseClient,
+) -> None:
+    # Given an object, one holding its last 5 MiB alone with the checksum S3 computes on a
+    # copy, and an upload created with CRC64NVME
+    data = os.urandom(7 * MIB)
+    s3.put_object(Bucket=BUCKET, Key="source", Body=data)
+    s3.put_object(Bucket=BUCKET, Key="tail-bytes", Body=data[2 * MIB :])
+    tail = {"Bucket": BUCKET, "Key": "tail-bytes"}
+    s3.copy_object(Bucket=BUCKET, Key="tail", CopySource=tail, **CRC64NVME)
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="copy", **CRC64NVME)["UploadId"]
+    # When that range is copied into the upload as a part
+    part = s3.upload_part_copy(
+        Bucket=BUCKET,
+        Key="copy",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource={"Bucket": BUCKET, "Key": "source"},
+        CopySourceRange=f"bytes={2 * MIB}-{7 * MIB - 1}",
+    )["CopyPartResult"]
+    # Then CopyPartResult has the part's checksum: the one S3 gives those bytes
+    assert part["ChecksumCRC64NVME"] == full_object_crc64nvme(s3, "tail")
+
+
+def test_a_copy_back_from_a_restored_archive_has_the_archives_checksum(s3: BaseClient) -> None:
+    # Given a result archived into GLACIER by a CopyObject computing CRC64NVME, then restored
+    data = os.urandom(11 * MIB)
+    s3.put_object(Bucket=BUCKET, Key="result", Body=data)
+    s3.copy_object(
+        Bucket=BUCKET,
+        Key="archive",
+        CopySource={"Bucket": BUCKET, "Key": "result"},
+        StorageClass="GLACIER",
+        **CRC64NVME,
+    )
+    assert restore(s3, key="archive") == 202
+    # When it is copied back into STANDARD in 5 MiB parts, and in one request
+    s3.copy(
+        {"Bucket": BUCKET, "Key": "archive"},
+        BUCKET,
+        "back-in-parts",
+        ExtraArgs={"StorageClass": "STANDARD", **CRC64NVME},
+        Config=IN_5_MIB_PARTS,
+    )
+    s3.copy_object(
+        Bucket=BUCKET, Key="back", CopySource={"Bucket": BUCKET, "Key": "archive"}, **CRC64NVME
+    )
+    # Then both copies have the archive's checksum
+    checksum = full_object_crc64nvme(s3, "archive")
+    assert full_object_crc64nvme(s3, "back-in-parts") == full_object_crc64nvme(s3, "back")
+    assert full_object_crc64nvme(s3, "back") == checksum

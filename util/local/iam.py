@@ -20,7 +20,9 @@ stack's resources and IAM users can be created first). Its checks are thinner th
   as in AWS; moto asked for ``sqs:DeleteMessageBatch``, an action IAM does not have. S3's
   DeleteObjects needs ``s3:DeleteObject`` on each key it names, as in AWS, where moto
   checked it on the bucket (which a policy granting a prefix never matches); unlike AWS, one
-  key refused refuses them all.
+  key refused refuses them all. A DeleteObject on condition of an ETag (``If-Match``) needs
+  ``s3:GetObject`` on the key as well, as AWS documents; moto asked for ``s3:DeleteObject``
+  alone.
 - Signatures: a request with neither body nor form (Glacier's GETs and DELETEs) was checked
   as if its headers were its body, so it always failed with SignatureDoesNotMatch.
 - Errors: for SQS, DynamoDB and Glacier (JSON protocols) moto answered a denial or an
@@ -224,6 +226,22 @@ def _authorize_s3_per_key(
                 _authorize_s3(response, bucket_name, element.text or "")
         return
     _authorize_s3(response, bucket_name, key_name)
+    if _enforcing() and _deletes_on_etag(response, key_name):
+        response.data["Action"] = "GetObject"
+        try:
+            _authorize_s3(response, bucket_name, key_name)
+        finally:
+            response.data["Action"] = "DeleteObject"
+
+
+def _deletes_on_etag(response: S3Response, key_name: str | None) -> bool:
+    """A DeleteObject on condition of an ETag (``If-Match`` other than ``*``): AWS
+    authorises it by ``s3:GetObject`` as well as ``s3:DeleteObject``."""
+    return (
+        key_name is not None
+        and response.data.get("Action") == "DeleteObject"
+        and response.headers.get("If-Match", "*") != "*"
+    )
 
 
 class _JsonAccessDenied(JsonRESTError):

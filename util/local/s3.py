@@ -1,9 +1,10 @@
-"""Restores of archived S3 objects on top of moto 5.2.5, as AWS documents them.
+"""S3 on top of moto 5.2.5 as AWS documents it: restores of archived objects, ETags,
+checksums of copies, conditional requests.
 
 ``install()`` patches moto in place, so it serves ``mock_aws`` and a ``ThreadedMotoServer``
 in the same process alike; calling it again changes nothing. Timing and capacity are the
 Glacier emulation's settings (``util.local.glacier.configure``, the ``[local]`` section),
-shared, not copied: ``*_seconds`` per tier and ``expedited_capacity``.
+shared, not copied: ``*_seconds`` per tier, ``expedited_capacity`` and ``day_seconds``.
 
 Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
 
@@ -28,18 +29,24 @@ Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
   which then completes by the faster tier's time, as AWS's "restore speed upgrade" does.
 - A RestoreObject of a restored object extends its copy's life, 200, without a new restore.
   The expiry date is the request time plus ``Days``, rounded up to the next midnight UTC
-  (AWS's rule, for the first restore and for an extension alike).
+  (AWS's rule, for the first restore and for an extension alike); with ``day_seconds``
+  other than 86400, the request time plus ``Days`` of that many seconds, not rounded.
+- A restored copy expires (moto's never did): from its expiry on, HEAD has no
+  ``x-amz-restore``, GetObject is ``InvalidObjectState`` and CopyObject and UploadPartCopy
+  ``ObjectNotInActiveTierError`` again, and a RestoreObject starts a new restore (202).
 - RestoreObject of an object in any other class is ``InvalidObjectState``, 403 (moto's).
-- Events: ``s3:ObjectRestore:Post`` when a restore starts (moto sent one for every request)
-  and ``s3:ObjectRestore:Completed`` once when it completes, from a daemon timer, not when
-  something next reads the key. They go through moto's notification machinery to whatever
-  the bucket's notification configuration names (SNS topics, SQS queues). The Completed
-  record carries ``glacierEventData.restoreEventData``: ``lifecycleRestorationExpiryTime``
-  (ISO 8601, milliseconds, Z) and ``lifecycleRestoreStorageClass`` (the object's class);
-  moto's record gives ``eventName``, ``s3.bucket.name``, ``s3.object.key`` (URL-encoded as a
-  form value, ``quote_plus``), ``size`` and ``eTag``. A timer whose object is no longer in
-  moto's live state (its ``mock_aws`` context ended, the server was reset, the key was
-  overwritten or deleted) sends nothing.
+- Events: ``s3:ObjectRestore:Post`` when a restore starts (moto sent one for every request),
+  ``s3:ObjectRestore:Completed`` once when it completes, from a daemon timer, not when
+  something next reads the key, and ``s3:ObjectRestore:Delete`` once when its copy expires
+  (at the expiry an extension moved it to), from another. They go through moto's
+  notification machinery to whatever the bucket's notification configuration names (SNS
+  topics, SQS queues). The Completed record carries ``glacierEventData.restoreEventData``:
+  ``lifecycleRestorationExpiryTime`` (ISO 8601, milliseconds, Z) and
+  ``lifecycleRestoreStorageClass`` (the object's class); moto's record gives ``eventName``,
+  ``s3.bucket.name``, ``s3.object.key`` (URL-encoded as a form value, ``quote_plus``),
+  ``size`` and ``eTag``. A timer whose object is no longer in moto's live state (its
+  ``mock_aws`` context ended, the server was reset, the key was overwritten or deleted)
+  sends nothing.
 
 Conditional copies: moto ignored ``x-amz-copy-source-if-match`` on CopyObject and
 UploadPartCopy, and ``If-None-Match: *`` on CopyObject. A copy pinned to an ETag its source no
@@ -66,10 +73,32 @@ and nothing now. Its checks, ETag and checksum are moto's; an upload whose whole
 checksum moto computes other than with CRC-32 (``awscrt`` or ``crc32c`` installed, or a SHA)
 is left to moto. An object larger than moto keeps in memory is written straight to its file.
 
-Not emulated: a restored copy never expires (no ``s3:ObjectRestore:Delete``), DEEP_ARCHIVE
-restores take the same time as GLACIER ones of the same tier, SELECT restores, versioned
-restores' ``versionId`` in events, and the records' ``userIdentity``,
-``requestParameters``, ``responseElements`` and ``sequencer``, which moto leaves out.
+Checksums S3 computes on copies: a CopyObject with ``x-amz-checksum-algorithm`` gives the
+copy a full-object checksum (``FULL_OBJECT``; moto left the type unset, and a copy keeping
+its source's checksum now keeps its type too). In an upload created with a checksum
+algorithm, UploadPartCopy's CopyPartResult has the part's checksum (moto left it out;
+s3transfer passes it on to CompleteMultipartUpload, which does not check it, as moto's did
+not). HeadObject with ChecksumMode ENABLED gives ``x-amz-checksum-type``, and a composite
+checksum with its ``-N``, as GetObject does. Without ``awscrt`` moto computes CRC64NVME as
+a CRC-32, of a copy in one request and of an upload's parts in order (`_complete_multipart`),
+so equal bytes have equal full-object checksums whatever their part layout and encryption.
+
+Every object's and part's ETag is fixed when its bytes are written, from those bytes: moto
+computed it on its first read, in 16 MiB reads of the buffer other readers seek, without the
+key's lock, so a listing or HEAD racing a copy of an object above 16 MiB could cache a wrong
+ETag for good. An object written under SSE-KMS or DSSE-KMS (asked for, or the bucket's
+default encryption) or SSE-C (the ``x-amz-server-side-encryption-customer-*`` headers), by
+PutObject, CopyObject or CompleteMultipartUpload, gets an ETag that is not an MD5 digest of
+its bytes, as AWS documents (moto gave the MD5): 32 random hex digits, new for every write, a
+multipart object's with its ``-N``. So do the parts of such an upload (its encryption is
+settled by CreateMultipartUpload), by UploadPart and UploadPartCopy alike; moto's check of
+them at completion holds. Unencrypted and SSE-S3 objects keep MD5 ETags. Whatever reads an
+ETag (HEAD, GET, listings, events, ``If-Match`` and the other conditions) reads that one.
+
+Not emulated: DEEP_ARCHIVE restores take the same time as GLACIER ones of the same tier,
+SELECT restores, versioned restores' ``versionId`` in events, and the records'
+``userIdentity``, ``requestParameters``, ``responseElements`` and ``sequencer``, which moto
+leaves out.
 """
 
 from __future__ import annotations
@@ -80,8 +109,10 @@ import bisect
 import hashlib
 import io
 import itertools
+import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -111,7 +142,7 @@ from moto.s3.models import (
 )
 from moto.s3.notifications import S3NotificationEvent
 from moto.s3.responses import S3Response
-from moto.s3.utils import ARCHIVE_STORAGE_CLASSES
+from moto.s3.utils import ARCHIVE_STORAGE_CLASSES, compute_checksum
 from moto.settings import S3_UPLOAD_PART_MIN_SIZE
 
 from util.local.glacier import TIERS, current_settings
@@ -132,12 +163,24 @@ _moto_handle_range_header = S3Response._handle_range_header
 _moto_key_value: property = FakeKey.value  # type: ignore[assignment]
 _moto_complete = FakeMultipart.complete
 _moto_dispose_multipart = FakeMultipart.dispose
+_moto_set_part = FakeMultipart.set_part
+_moto_key_response = S3Response._key_response
+_moto_create_multipart_upload = S3Backend.create_multipart_upload
+_moto_complete_multipart_upload = S3Backend.complete_multipart_upload
+_moto_head_object = S3Response.head_object
+_moto_response_dict = FakeKey.response_dict
 
 _ATTRIBUTE = "gas_restore"  # where a key keeps its Restore
+_DAY_SECONDS = 86400  # a day as AWS counts it; [local] day_seconds may shorten it
 _LOCK = threading.Lock()  # a restore's check-then-set, across request and timer threads
 _WRITES = threading.RLock()  # conditional check-then-act of a key, and every object write
 _RANGED = threading.local()  # set while this thread answers a GetObject with a Range header
 _JOINED = "gas_joined"  # where a completed upload keeps the buffer its object reads from
+_WRITING = threading.local()  # what this thread's S3 request writes: SSE-C; ETags not MD5s
+_NOT_MD5 = "gas_etags_not_md5"  # where an upload keeps whether its ETags are not MD5 digests
+# Encryptions whose objects have ETags that are not MD5 digests of their bytes (SSE-C too).
+_NOT_MD5_ENCRYPTIONS = frozenset({"aws:kms", "aws:kms:dsse"})
+_SSE_C = "x-amz-server-side-encryption-customer-algorithm"
 
 
 @dataclass
@@ -149,9 +192,14 @@ class Restore:
     due: datetime
     expiry: datetime
     completed: bool = False  # set by the timer just before the Completed event
+    deleted: bool = False  # set by the timer just before the Delete event
 
     def done(self) -> bool:
         return self.completed or utcnow() >= self.due
+
+    def expired(self) -> bool:
+        """Whether its restored copy is gone (a copy done after its expiry, gone at once)."""
+        return self.done() and (self.deleted or utcnow() >= self.expiry)
 
 
 class _RestoreError(Exception):
@@ -176,7 +224,11 @@ def _restore_of(key: FakeKey) -> Restore | None:
 
 
 def _expiry(requested: datetime, days: int) -> datetime:
-    """AWS's rule: the request time plus `days`, rounded up to the next midnight UTC."""
+    """AWS's rule: the request time plus `days`, rounded up to the next midnight UTC; with
+    days shortened (``day_seconds``), the request time plus `days` of them, not rounded."""
+    day_seconds = current_settings().day_seconds
+    if day_seconds != _DAY_SECONDS:
+        return requested + timedelta(seconds=days * day_seconds)
     return datetime.combine((requested + timedelta(days=days)).date() + timedelta(days=1), time())
 
 
@@ -225,9 +277,12 @@ def _restore_object(
     now = utcnow()
     with _LOCK:
         restore = _restore_of(key)
+        if restore is not None and restore.expired():
+            restore = None  # its copy is gone: this is a new restore
         if restore is not None and restore.done():  # a restored copy: extend its life
             restore.days, restore.expiry = days, _expiry(now, days)
             key.set_expiry(restore.expiry)
+            _at(restore.expiry, _expire, backend, bucket, key, restore, restore.expiry)
             return 200
         upgrade = (
             restore is not None
@@ -255,30 +310,52 @@ def _restore_object(
         notifications.send_event(
             key.account_id, S3NotificationEvent.OBJECT_RESTORE_POST_EVENT, bucket, key
         )
-    timer = threading.Timer(
-        (restore.due - utcnow()).total_seconds(), _complete, (backend, bucket, key, restore)
-    )
-    timer.daemon = True  # a pending event must not keep a test run or server alive
-    timer.start()
+    _at(restore.due, _complete, backend, bucket, key, restore)
     return 202
 
 
+def _at(moment: datetime, function: Callable[..., None], *args: Any) -> None:
+    """Call `function(*args)` at `moment` (naive UTC), from a timer thread."""
+    timer = threading.Timer((moment - utcnow()).total_seconds(), function, args)
+    timer.daemon = True  # a pending event must not keep a test run or server alive
+    timer.start()
+
+
+def _live(backend: S3Backend, bucket: FakeBucket, key: FakeKey, restore: Restore) -> bool:
+    """Whether `restore` is still the restore of a key in moto's live state. One whose
+    mock_aws context ended (or whose server was reset, or that was overwritten) is not: its
+    event would reach a later test's topic of the same name."""
+    return (
+        backend.buckets.get(bucket.name) is bucket
+        and any(k is key for k in bucket.keys.getlist(key.name, []))
+        and _restore_of(key) is restore
+    )
+
+
 def _complete(backend: S3Backend, bucket: FakeBucket, key: FakeKey, restore: Restore) -> None:
-    """The timer's end of a restore: mark it completed and send the Completed event, once."""
+    """The timer's end of a restore: mark it completed and send the Completed event, once
+    (an upgraded restore has two timers); then wait for its copy's expiry."""
     with _LOCK:
-        # A key whose mock_aws context ended (or whose server was reset, or that was
-        # overwritten) is gone from moto's live state: its event would reach a later
-        # test's topic of the same name. An upgraded restore has two timers: one sends.
-        live = (
-            backend.buckets.get(bucket.name) is bucket
-            and any(k is key for k in bucket.keys.getlist(key.name, []))
-            and _restore_of(key) is restore
-        )
-        if not live or restore.completed:
+        if not _live(backend, bucket, key, restore) or restore.completed:
             return
         restore.completed = True
     notifications.send_event(
         key.account_id, S3NotificationEvent.OBJECT_RESTORE_COMPLETED_EVENT, bucket, key
+    )
+    _at(restore.expiry, _expire, backend, bucket, key, restore, restore.expiry)
+
+
+def _expire(
+    backend: S3Backend, bucket: FakeBucket, key: FakeKey, restore: Restore, expiry: datetime
+) -> None:
+    """The timer's end of a restored copy due to expire at `expiry`: unless its life was
+    extended meanwhile, mark it deleted and send the Delete event, once."""
+    with _LOCK:
+        if not _live(backend, bucket, key, restore) or restore.deleted or restore.expiry != expiry:
+            return
+        restore.deleted = True
+    notifications.send_event(
+        key.account_id, S3NotificationEvent.OBJECT_RESTORE_DELETE_EVENT, bucket, key
     )
 
 
@@ -379,7 +456,8 @@ def _check_pin(response: S3Response) -> None:
 
 def _copy_object(self: S3Response) -> TYPE_RESPONSE:
     """moto's CopyObject, pinned to the source's ETag and, with ``If-None-Match: *``, never
-    replacing an object; checked and copied under the write lock."""
+    replacing an object; checked and copied under the write lock. The copy's checksum has a
+    type, which moto left unset (`_copy_checksum_type`)."""
     with _WRITES:
         _check_pin(self)
         if (
@@ -387,22 +465,82 @@ def _copy_object(self: S3Response) -> TYPE_RESPONSE:
             and self.backend.get_object(self.bucket_name, self.parse_key_name()) is not None
         ):
             raise PreconditionFailed("If-None-Match")
-        return _moto_copy_object_response(self)
+        source = _copy_source(self)
+        answer = _moto_copy_object_response(self)
+        _copy_checksum_type(self, source)
+        return answer
+
+
+def _copy_checksum_type(response: S3Response, source: FakeKey | None) -> None:
+    """A checksum S3 computes on a copy (``x-amz-checksum-algorithm``) is of the whole object;
+    one copied from the source keeps the source's type and part count."""
+    copy = response.backend.get_object(response.bucket_name, response.parse_key_name())
+    assert copy is not None and source is not None  # moto copied one onto the other
+    if response.headers.get("x-amz-checksum-algorithm"):
+        copy.checksum_type, copy.checksum_parts = "FULL_OBJECT", None
+    elif copy.checksum_value:
+        copy.checksum_type, copy.checksum_parts = source.checksum_type, source.checksum_parts
 
 
 def _upload_part_copy_response(self: S3Response) -> TYPE_RESPONSE:
-    """moto's UploadPartCopy, pinned to the source's ETag."""
+    """moto's UploadPartCopy, pinned to the source's ETag. In an upload created with a
+    checksum algorithm, CopyPartResult has the part's checksum (moto left it out), which
+    s3transfer passes on to CompleteMultipartUpload."""
     with _WRITES:
         _check_pin(self)
-        return _moto_upload_part_copy_response(self)
+        status, headers, body = _moto_upload_part_copy_response(self)
+        if status != 200:
+            return status, headers, body
+        multipart = self.backend.get_bucket(self.bucket_name).multiparts[
+            self._get_param("uploadId")
+        ]
+        algorithm = multipart.metadata.get("x-amz-checksum-algorithm")
+        if algorithm:
+            part = multipart.parts[self._get_int_param("partNumber")]
+            element = f"Checksum{algorithm.upper()}"
+            checksum = compute_checksum(part.value, algorithm).decode()
+            text = body.decode() if isinstance(body, bytes) else body
+            body = text.replace(
+                "</CopyPartResult>", f"<{element}>{checksum}</{element}></CopyPartResult>"
+            )
+            headers["content-length"] = str(len(body))
+        return status, headers, body
+
+
+def _head_object(
+    self: S3Response, bucket_name: str, query: dict[str, Any], key_name: str, headers: Any
+) -> TYPE_RESPONSE:
+    """moto's HeadObject; with ChecksumMode ENABLED, the checksum as GetObject gives it:
+    with its type, a composite one with its part count (moto gave neither)."""
+    status, answer, body = _moto_head_object(self, bucket_name, query, key_name, headers)
+    if status != 200 or headers.get("x-amz-checksum-mode") != "ENABLED" or "partNumber" in query:
+        return status, answer, body
+    key = self.backend.get_object(bucket_name, key_name, query.get("versionId", [None])[0])
+    if key is not None and key.checksum_algorithm and key.checksum_type:
+        composite = f"-{key.checksum_parts}" if key.checksum_type == "COMPOSITE" else ""
+        answer[f"x-amz-checksum-{key.checksum_algorithm.lower()}"] = (
+            f"{key.checksum_value}{composite}"
+        )
+        answer["x-amz-checksum-type"] = key.checksum_type
+    return status, answer, body
 
 
 def _key_status(key: FakeKey) -> str | None:
     """moto's restore status, from the key's Restore instead of moto's read-driven state."""
     restore = _restore_of(key)
-    if restore is None:
+    if restore is None or restore.expired():
         return None
     return "RESTORED" if restore.done() else "IN_PROGRESS"
+
+
+def _response_dict(key: FakeKey) -> dict[str, Any]:
+    """moto's headers of a key, without ``x-amz-restore`` once its restored copy expired:
+    moto's reads and copies of an archived object look there for a restored copy."""
+    headers = _moto_response_dict.fget(key)  # type: ignore[attr-defined]
+    restore = _restore_of(key)
+    if restore is not None and restore.expired():
+        headers.pop("x-amz-restore", None)
+    return headers
 
 
 class _KeyBytes:
@@ -558,15 +696,96 @@ def _dispose_multipart(self: FakeMultipart) -> None:
 
 
 def _set_key_value(key: FakeKey, value: bytes | _Joined) -> None:
-    """moto's FakeKey.value setter, writing a large value straight to the file it spools to
-    (not to memory first); a completed upload's bytes become the buffer as they are."""
+    """moto's FakeKey.value setter (which FakeKey's constructor runs), writing a large value
+    straight to the file it spools to (not to memory first); a completed upload's bytes become
+    the buffer as they are. The ETag is fixed here, from the bytes as written: moto computed
+    it on first read, from the buffer other readers seek, without the key's lock, so a reader
+    racing another could cache a wrong one."""
     if isinstance(value, _Joined):
         key._value_buffer.close()
         key._value_buffer, key.contentsize = value, value.size  # type: ignore[assignment]
-        return
-    if len(value) > key._max_buffer_size:
-        key._value_buffer.rollover()
-    _moto_key_value.fset(key, value)  # type: ignore[misc]
+    else:
+        if len(value) > key._max_buffer_size:
+            key._value_buffer.rollover()
+        _moto_key_value.fset(key, value)  # type: ignore[misc]
+    key._etag = _new_etag(key._etag, value)
+
+
+def _new_etag(given: str | None, value: bytes | _Joined) -> str | None:
+    """A new key's ETag, unquoted: a random one for a write whose ETags are not MD5 digests
+    (a multipart object's keeps its "-N"), else the given one (a completed upload's) or the MD5
+    of the bytes."""
+    if getattr(_WRITING, "not_md5", False):
+        parts = given[given.index("-") :] if given and "-" in given else ""
+        return secrets.token_hex(16) + parts
+    if given is None and isinstance(value, bytes):
+        return hashlib.md5(value, usedforsecurity=False).hexdigest()
+    return given
+
+
+def _not_md5(backend: S3Backend, bucket_name: str, encryption: str | None) -> bool:
+    """Whether what is written now gets ETags that are not MD5 digests of its bytes: under
+    SSE-KMS or DSSE-KMS (asked for, or the bucket's default encryption, as moto applies it)
+    or SSE-C (asked for by the request)."""
+    if getattr(_WRITING, "sse_c", False):
+        return True
+    default = backend.get_bucket(bucket_name).encryption
+    if not encryption and default:
+        encryption = default["Rule"]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+    return encryption in _NOT_MD5_ENCRYPTIONS
+
+
+@contextmanager
+def _etags_not_md5(not_md5: bool) -> Iterator[None]:
+    """Within: keys this thread makes get ETags that are not MD5 digests if `not_md5` (or an
+    enclosing scope said so)."""
+    outer = getattr(_WRITING, "not_md5", False)
+    _WRITING.not_md5 = outer or not_md5
+    try:
+        yield
+    finally:
+        _WRITING.not_md5 = outer
+
+
+def _key_response(self: S3Response, request: Any, full_url: str) -> TYPE_RESPONSE:
+    """moto's answer to a request on an object, noting whether it asks for SSE-C."""
+    _WRITING.sse_c = bool(self.headers.get(_SSE_C))
+    try:
+        return _moto_key_response(self, request, full_url)
+    finally:
+        _WRITING.sse_c = False
+
+
+def _put_object(
+    self: S3Backend, bucket_name: str, key_name: str, value: Any, **kwargs: Any
+) -> FakeKey:
+    """moto's S3Backend.put_object, where every object write ends (PutObject, CopyObject,
+    CompleteMultipartUpload): under the write lock, its ETag chosen by its encryption."""
+    with _WRITES, _etags_not_md5(_not_md5(self, bucket_name, kwargs.get("encryption"))):
+        return _moto_put_object(self, bucket_name, key_name, value, **kwargs)
+
+
+def _create_multipart_upload(self: S3Backend, bucket_name: str, *args: Any) -> FakeMultipart:
+    """moto's CreateMultipartUpload, the upload noting whether its parts and object get ETags
+    that are not MD5 digests (its encryption is settled when it is created)."""
+    multipart = _moto_create_multipart_upload(self, bucket_name, *args)
+    setattr(multipart, _NOT_MD5, _not_md5(self, bucket_name, multipart.sse_encryption))
+    return multipart
+
+
+def _set_part(self: FakeMultipart, part_id: int, value: bytes) -> FakeKey:
+    """moto's FakeMultipart.set_part (UploadPart, UploadPartCopy), its ETag as its upload's."""
+    with _etags_not_md5(getattr(self, _NOT_MD5, False)):
+        return _moto_set_part(self, part_id, value)
+
+
+def _complete_multipart_upload(
+    self: S3Backend, bucket_name: str, multipart_id: str, body: Iterator[tuple[int, str]]
+) -> FakeKey | None:
+    """moto's CompleteMultipartUpload, the object's ETag as its upload's."""
+    multipart = self.get_bucket(bucket_name).multiparts.get(multipart_id)
+    with _etags_not_md5(getattr(multipart, _NOT_MD5, False)):
+        return _moto_complete_multipart_upload(self, bucket_name, multipart_id, body)
 
 
 def _atomic(method: Any) -> Any:
@@ -582,13 +801,19 @@ def install() -> None:
     nothing."""
     S3Response.delete_object = _atomic(_moto_delete_object)  # type: ignore[method-assign]
     S3Response.put_object = _atomic(_moto_put_object_response)  # type: ignore[method-assign]
-    S3Backend.put_object = _atomic(_moto_put_object)  # type: ignore[method-assign]
+    S3Backend.put_object = _put_object  # type: ignore[method-assign,assignment]
+    S3Response._key_response = _key_response  # type: ignore[method-assign]
+    S3Backend.create_multipart_upload = _create_multipart_upload  # type: ignore[method-assign,assignment]
+    FakeMultipart.set_part = _set_part  # type: ignore[method-assign]
+    S3Backend.complete_multipart_upload = _complete_multipart_upload  # type: ignore[method-assign]
     S3Response._key_response_post = _key_response_post  # type: ignore[method-assign]
     S3Backend.upload_part_copy = _upload_part_copy  # type: ignore[method-assign]
     S3Response.copy_object = _copy_object  # type: ignore[method-assign]
     S3Response.upload_part_copy = _upload_part_copy_response  # type: ignore[method-assign]
+    S3Response.head_object = _head_object  # type: ignore[method-assign]
     # moto's status advanced, and sent the Completed event, when the key was read.
     FakeKey.status = property(_key_status, FakeKey.status.fset)  # type: ignore[assignment,attr-defined]
+    FakeKey.response_dict = property(_response_dict)  # type: ignore[assignment,method-assign]
     notifications._get_s3_event = _s3_event
     S3Response.get_object = _get_object  # type: ignore[method-assign]
     S3Response._handle_range_header = _handle_range_header  # type: ignore[method-assign]

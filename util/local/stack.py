@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 from util.helpers import FREE, PREMIUM, Aws
 from util.resources import (
@@ -33,6 +34,7 @@ __all__ = [
     "SAMPLE_USERS",
     "announce_restores",
     "create_resources",
+    "encrypt_by_default",
     "launch",
     "utility_config_files",
 ]
@@ -64,7 +66,9 @@ def create_resources(aws: Aws, config: Config) -> None:
     """Create what the config names (util/resources.py); each call is safe to repeat.
 
     Beyond the template's resources: the vault (which CloudFormation cannot make), the
-    archive bucket with either back end, and the sample users."""
+    archive bucket with either back end, and the sample users. The buckets encrypt by
+    default with ``[local] bucket_encryption`` (AES256, SSE-S3, is what AWS applies to every
+    bucket that names none)."""
     gas = config.gas
     dynamodb = aws.client("dynamodb")
     for table in tables(config):
@@ -83,6 +87,7 @@ def create_resources(aws: Aws, config: Config) -> None:
     s3 = aws.client("s3")
     for bucket in (gas.inputs_bucket, gas.results_bucket, gas.archive_bucket):
         s3.create_bucket(Bucket=bucket)
+        encrypt_by_default(s3, bucket, config.local.bucket_encryption)
     s3.put_bucket_lifecycle_configuration(
         Bucket=gas.results_bucket,
         LifecycleConfiguration={
@@ -127,6 +132,17 @@ def create_resources(aws: Aws, config: Config) -> None:
         announce_restores(aws, config, thaw_topic)
 
     aws.client("ses").verify_email_identity(EmailAddress=config.notify.sender)
+
+
+def encrypt_by_default(s3: Any, bucket: str, algorithm: str) -> None:
+    """PutBucketEncryption: `bucket` encrypts what is written to it with `algorithm` (AES256,
+    aws:kms, aws:kms:dsse) unless a request asks otherwise."""
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": algorithm}}]
+        },
+    )
 
 
 def announce_restores(aws: Aws, config: Config, topic_arn: str) -> None:

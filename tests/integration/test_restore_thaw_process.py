@@ -131,14 +131,30 @@ def bytes_through_workers(requests: list[dict], buckets: tuple[str, ...]) -> lis
 
 
 @pytest.fixture(
-    params=[("vault", "true"), ("vault", "false"), ("s3", "true"), ("s3", "false")],
-    ids=["vault", "vault-no-expedited-capacity", "s3", "s3-no-expedited-capacity"],
+    params=[
+        ("vault", "true", "AES256"),
+        ("vault", "false", "AES256"),
+        ("s3", "true", "AES256"),
+        ("s3", "false", "AES256"),
+        ("vault", "true", "aws:kms"),
+        ("s3", "true", "aws:kms"),
+    ],
+    ids=[
+        "vault",
+        "vault-no-expedited-capacity",
+        "s3",
+        "s3-no-expedited-capacity",
+        "vault-sse-kms",
+        "s3-sse-kms",
+    ],
 )
 def stack_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    backend, expedited_capacity = request.param
+    backend, expedited_capacity, encryption = request.param
     return {
         "GAS_GAS_ARCHIVE_BACKEND": backend,
         "GAS_LOCAL_EXPEDITED_CAPACITY": expedited_capacity,
+        # SSE-KMS (the buckets' default, as organisations require it): no ETag is an MD5
+        "GAS_LOCAL_BUCKET_ENCRYPTION": encryption,
         "GAS_LOCAL_EXPEDITED_SECONDS": "1",
         "GAS_LOCAL_STANDARD_SECONDS": "2",
         # 8 MiB copy parts: the large result is a multipart copy, as a 5 GB one would be

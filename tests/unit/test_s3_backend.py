@@ -481,6 +481,28 @@ def test_an_event_for_an_archive_object_never_restored_restarts_its_retrieval(
     assert job(s3_backend)[RESTORE_JOB_ID] == job(s3_backend)[ARCHIVE_ID]
 
 
+def test_an_event_handled_after_the_restored_copy_expired_restores_it_again(
+    s3_backend: Stack,
+) -> None:
+    # Given a restored copy that lasts its Days (a day here being 1 s) before thaw gets to it
+    data = archive(s3_backend)
+    glacier_emulation.configure(day_seconds=1)
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    wait_for(lambda: "Restore" not in archived_object(s3_backend), what="the copy to expire")
+    # When thaw handles the event, it finds nothing to copy, and restores the object again
+    glacier_emulation.configure(day_seconds=86400)
+    handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
+    outcome = handler(message(**event))
+    assert (
+        outcome.reason == "retrieval failed (not restored (or its copy expired)); started Standard"
+    )
+    # And the new restore's event brings the result back
+    [again] = completion_events(s3_backend)
+    assert handler(message(**again)).reason == "thawed"
+    assert result_bytes(s3_backend) == data
+
+
 def test_stopping_abandons_the_copy_back_and_commits_nothing(
     s3_backend: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,13 +26,48 @@ QUEUE_VISIBILITY_SECONDS = 60
 DEAD_LETTER_RETENTION_SECONDS = 1209600
 # The one event of the archive bucket that thaw acts on (backend s3).
 RESTORE_COMPLETED = "s3:ObjectRestore:Completed"
-# A worker killed mid-upload leaves an unfinished multipart upload (never a partial object);
-# this rule of the results bucket lets S3 remove it.
+# A worker killed mid-upload (thaw, into the results bucket) or mid-copy (archive, into the
+# archive bucket) leaves an unfinished multipart upload, never a partial object, whose parts
+# are billed until it is aborted: this rule of both buckets lets S3 abort it.
 ABORT_INCOMPLETE_UPLOADS_RULE = "abort-incomplete-uploads"
 ABORT_INCOMPLETE_UPLOAD_DAYS = 1
+# In a versioned bucket a delete only adds a delete marker: the bytes stay, billed, as a
+# noncurrent version. A bucket an organisation keeps versioned needs this rule, which expires
+# them and then the delete markers left alone (docs/deploy.md).
+NONCURRENT_VERSIONS_RULE = "expire-noncurrent-versions"
+NONCURRENT_VERSION_DAYS = 1
 # Who publishes retrieval notices on the thaw topic, per archive back end.
 THAW_PUBLISHERS = {"vault": "glacier.amazonaws.com", "s3": "s3.amazonaws.com"}
 SNS_SERVICE = "sns.amazonaws.com"
+
+
+def lifecycle_rule(rule_id: str) -> dict[str, Any]:
+    """A lifecycle rule of the buckets, for every key, as PutBucketLifecycleConfiguration takes it."""
+    actions: dict[str, dict[str, Any]] = {
+        ABORT_INCOMPLETE_UPLOADS_RULE: {
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS}
+        },
+        NONCURRENT_VERSIONS_RULE: {
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_VERSION_DAYS},
+            "Expiration": {"ExpiredObjectDeleteMarker": True},
+        },
+    }
+    return {"ID": rule_id, "Status": "Enabled", "Filter": {"Prefix": ""}, **actions[rule_id]}
+
+
+def applies_to_every_key(rule: dict[str, Any]) -> bool:
+    """Whether a lifecycle rule (GetBucketLifecycleConfiguration's) is enabled for every key:
+    no prefix, no tag, no object size in its filter."""
+    narrowed = rule.get("Filter", {})
+    narrowed = narrowed.get("And", narrowed)
+    return rule.get("Status") == "Enabled" and not (
+        rule.get("Prefix")
+        or narrowed.get("Prefix")
+        or narrowed.get("Tag")
+        or narrowed.get("Tags")
+        or "ObjectSizeGreaterThan" in narrowed
+        or "ObjectSizeLessThan" in narrowed
+    )
 
 
 def utility_config_files() -> list[str]:
@@ -50,6 +85,14 @@ def subscriptions(config: Config) -> Iterator[tuple[str, str]]:
     yield config.gas.job_requests_topic, config.gas.job_requests_queue
     yield config.gas.job_results_topic, config.notify.queue
     yield config.gas.thaw_topic, config.thaw.queue
+
+
+def written_buckets(config: Config) -> list[str]:
+    """The buckets workers upload to, copy into and delete from: the results bucket (archive
+    deletes, thaw uploads) and, with the s3 back end, the archive bucket (archive copies in,
+    thaw and reconcile delete)."""
+    gas = config.gas
+    return [gas.results_bucket, *([gas.archive_bucket] if gas.archive_backend == "s3" else [])]
 
 
 def worker_queues(config: Config) -> list[str]:

@@ -17,15 +17,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from deploy.iam import UTILITIES, Arns, load_config, policy
+from deploy.iam import (
+    KEY_ARN,
+    KMS_KEY_PARAMETER,
+    UTILITIES,
+    Arns,
+    kms_statement,
+    load_config,
+    policy,
+)
 from util.resources import (
-    ABORT_INCOMPLETE_UPLOAD_DAYS,
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_RETENTION_SECONDS,
     DEAD_LETTER_SUFFIX,
     MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_SECONDS,
     RESTORE_COMPLETED,
+    lifecycle_rule,
     queue_policy,
     subscriptions,
     tables,
@@ -36,7 +44,8 @@ from util.resources import (
 from util.util_config import KEYS, Config, Key, env_name
 
 BACKENDS = ("vault", "s3")
-S3_BACKEND, CREATE_TABLES = "S3Backend", "CreateTables"
+S3_BACKEND, CREATE_TABLES, HAS_KMS_KEY = "S3Backend", "CreateTables", "HasKmsKey"
+NO_VALUE = {"Ref": "AWS::NoValue"}
 # The settings that name a resource (or shape a policy): each a parameter of the template.
 PARAMETER_KEYS: tuple[tuple[str, str], ...] = (
     ("gas", "archive_backend"),
@@ -203,22 +212,20 @@ def template() -> dict[str, Any]:
         "Type": "AWS::S3::Bucket",
         "Properties": {"BucketName": sub(gas.inputs_bucket)},
     }
+    # Workers upload (thaw) and copy (archive, backend s3) into these two in parts.
+    abort = lifecycle_rule(ABORT_INCOMPLETE_UPLOADS_RULE)
+    lifecycle = {
+        "Rules": [
+            {
+                "Id": abort["ID"],
+                "Status": abort["Status"],
+                "AbortIncompleteMultipartUpload": abort["AbortIncompleteMultipartUpload"],
+            }
+        ]
+    }
     resources[f"Bucket{base(gas.results_bucket, 'Bucket')}"] = {
         "Type": "AWS::S3::Bucket",
-        "Properties": {
-            "BucketName": sub(gas.results_bucket),
-            "LifecycleConfiguration": {
-                "Rules": [
-                    {
-                        "Id": ABORT_INCOMPLETE_UPLOADS_RULE,
-                        "Status": "Enabled",
-                        "AbortIncompleteMultipartUpload": {
-                            "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS
-                        },
-                    }
-                ]
-            },
-        },
+        "Properties": {"BucketName": sub(gas.results_bucket), "LifecycleConfiguration": lifecycle},
     }
     # S3 checks that it may publish when the notification is put: the topic policy first.
     resources[f"Bucket{base(gas.archive_bucket, 'Bucket')}"] = {
@@ -227,6 +234,7 @@ def template() -> dict[str, Any]:
         "DependsOn": f"TopicPolicy{base(gas.thaw_topic, 'Topic')}",
         "Properties": {
             "BucketName": sub(gas.archive_bucket),
+            "LifecycleConfiguration": lifecycle,
             "NotificationConfiguration": {
                 "TopicConfigurations": [{"Event": RESTORE_COMPLETED, "Topic": {"Ref": thaw}}]
             },
@@ -246,6 +254,7 @@ def template() -> dict[str, Any]:
         "Conditions": {
             S3_BACKEND: {"Fn::Equals": [{"Ref": parameter(key("gas", "archive_backend"))}, "s3"]},
             CREATE_TABLES: {"Fn::Equals": [{"Ref": CREATE_TABLES}, "true"]},
+            HAS_KMS_KEY: {"Fn::Not": [{"Fn::Equals": [{"Ref": KMS_KEY_PARAMETER}, ""]}]},
         },
         "Resources": resources,
         "Outputs": outputs(config),
@@ -267,6 +276,13 @@ def parameters() -> dict[str, Any]:
         "Default": "true",
         "AllowedValues": ["true", "false"],
         "Description": "false when the GAS web app's stack already made the two tables",
+    }
+    params[KMS_KEY_PARAMETER] = {
+        "Type": "String",
+        "Default": "",
+        "AllowedPattern": f"^({KEY_ARN})?$",
+        "Description": "ARN of the customer-managed KMS key of the buckets' default "
+        "encryption: the utility roles may use it through S3 (empty: none)",
     }
     return params
 
@@ -327,11 +343,31 @@ def roles() -> dict[str, Any]:
                                 policy(utility, placeholder_config(utility, backend), arns)
                             )
                         ),
-                    }
+                    },
+                    *key_policy(utility, arns),
                 ],
             },
         }
     return resources
+
+
+def key_policy(utility: str, arns: Arns) -> list[dict[str, Any]]:
+    """With KmsKeyArn, a second policy: the use of that key, through S3, for the objects the
+    utility reads or writes (deploy/iam kms_statement); none for a utility touching none."""
+
+    def make(backend: str) -> dict[str, Any]:
+        config = placeholder_config(utility, backend)
+        statement = kms_statement(utility, config, arns, f"${{{KMS_KEY_PARAMETER}}}")
+        if statement is None:
+            return NO_VALUE
+        return {
+            "PolicyName": f"gas-{utility}-kms",
+            "PolicyDocument": sub({"Version": "2012-10-17", "Statement": [statement]}),
+        }
+
+    if all(make(backend) == NO_VALUE for backend in BACKENDS):
+        return []
+    return [{"Fn::If": [HAS_KMS_KEY, by_backend(make), NO_VALUE]}]
 
 
 def outputs(config: Config) -> dict[str, Any]:

@@ -416,6 +416,41 @@ STATEMENTS: dict[str, Callable[[Config, Arns], list[Statement]]] = {
 }
 
 
+# What S3 asks KMS for, on a caller's behalf, when an object's bucket encrypts with SSE-KMS: a
+# read decrypts the object's data key; a write makes one, and a multipart upload or copy
+# decrypts it again for each part (docs/deploy.md, IAM).
+KMS_FOR_S3 = {
+    "s3:GetObject": ("kms:Decrypt",),
+    "s3:PutObject": ("kms:Decrypt", "kms:GenerateDataKey"),
+}
+KEY_ARN = r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+"
+KMS_KEY_PARAMETER = "KmsKeyArn"  # the template's parameter giving that key
+
+
+def kms_actions(utility: str, config: Config, arns: Arns = Arns()) -> dict[str, list[str]]:
+    """The KMS actions `utility` needs on the default key of each bucket whose objects it
+    reads or writes, by bucket name: its policy's S3 object actions, as KMS_FOR_S3 says."""
+    needs: dict[str, set[str]] = {}
+    for statement in STATEMENTS[utility](config, arns):
+        resources = statement["Resource"]
+        for resource in [resources] if isinstance(resources, str) else resources:
+            bucket, slash, _ = resource.removeprefix("arn:aws:s3:::").partition("/")
+            if resource.startswith("arn:aws:s3:::") and slash:  # objects, not the bucket
+                for action in statement["Action"]:
+                    needs.setdefault(bucket, set()).update(KMS_FOR_S3.get(action, ()))
+    return {bucket: sorted(actions) for bucket, actions in needs.items() if actions}
+
+
+def kms_statement(utility: str, config: Config, arns: Arns, key_arn: str) -> Statement | None:
+    """`utility`'s use of one key for every bucket it reads or writes (the template's
+    KmsKeyArn, render's --kms-key), through S3 only; None when it touches no object."""
+    actions = sorted({a for needs in kms_actions(utility, config, arns).values() for a in needs})
+    if not actions:
+        return None
+    via_s3 = {"StringEquals": {"kms:ViaService": f"s3.{arns.region}.amazonaws.com"}}
+    return allow("KmsKey", actions, key_arn, via_s3)
+
+
 def load_config(
     utility: str, files: list[str] | tuple[str, ...] = (), environ: Mapping[str, str] | None = None
 ) -> Config:

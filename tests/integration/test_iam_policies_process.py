@@ -65,3 +65,41 @@ def test_render_refuses_a_malformed_account_or_a_bad_config(tmp_path: Path) -> N
         GAS_NOTIFY_QUEU="typo",
     )
     assert bad_config.returncode == 2 and "GAS_NOTIFY_QUEU" in bad_config.stderr
+
+
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_render_with_a_kms_key_lets_the_utility_use_it_through_s3_only() -> None:
+    # Given buckets whose default encryption is a customer-managed key
+    render = ("render", "--account", "123456789012", "--region", "eu-west-1", "--kms-key", KEY)
+    # When the policies of thaw (reads archives, writes results) and notify are rendered
+    thaw = run_cli(render[0], "thaw", *render[1:], GAS_GAS_ARCHIVE_BACKEND="s3")
+    notify = run_cli(render[0], "notify", *render[1:])
+    # Then thaw may decrypt and make data keys with it, through S3; notify, touching no
+    # object, is given nothing
+    assert thaw.returncode == 0, thaw.stderr
+    assert [s for s in json.loads(thaw.stdout)["Statement"] if s["Sid"] == "KmsKey"] == [
+        {
+            "Sid": "KmsKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": KEY,
+            "Condition": {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}},
+        }
+    ]
+    assert notify.returncode == 0 and "kms:" not in notify.stdout
+
+
+def test_render_refuses_a_kms_key_that_is_not_a_key_arn() -> None:
+    result = run_cli(
+        "render",
+        "thaw",
+        "--account",
+        "123456789012",
+        "--region",
+        "us-east-1",
+        "--kms-key",
+        "alias/acme-s3",
+    )
+    assert result.returncode == 2 and "--kms-key" in result.stderr

@@ -3,8 +3,9 @@
 No drift: the template, resolved with its default parameters, is read into the same plain
 data `util.doctor.describe` reads from the local stack, and the two must be equal for each
 back end. Queues and their dead-letter queues, redrive and visibility, queue and topic
-policies, subscriptions, buckets' lifecycle and notifications, tables and indexes, the SES
-identity: whatever one side has and the other lacks fails the test.
+policies, subscriptions, buckets' lifecycle, versioning, Object Lock, default encryption and
+notifications, tables and indexes, the SES identity: whatever one side has and the other
+lacks fails the test. The roles' KMS policies (KmsKeyArn) are checked on their own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from moto import mock_aws
 
 from deploy.cloudformation import text
 from deploy.cloudformation.__main__ import TEMPLATE
-from util.doctor.doctor import SQS_DEFAULTS, describe, grants, table_shape
+from util.doctor.doctor import (
+    SQS_DEFAULTS,
+    default_retention,
+    describe,
+    grants,
+    lifecycle_facts,
+    table_shape,
+)
 from util.helpers import Aws
 from util.local import dynamodb as dynamodb_emulation
 from util.local import glacier as glacier_emulation
@@ -33,6 +41,8 @@ from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load
 
 ACCOUNT = "123456789012"  # moto's
+KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+NO_VALUE = object()  # AWS::NoValue: the property or list item is left out
 
 
 def test_gas_yaml_is_the_generated_template() -> None:
@@ -51,7 +61,12 @@ class Resolved:
         self.parameters = {name: p["Default"] for name, p in template["Parameters"].items()}
         self.parameters.update(
             parameters,
-            **{"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": "aws"},
+            **{
+                "AWS::AccountId": ACCOUNT,
+                "AWS::Region": REGION,
+                "AWS::Partition": "aws",
+                "AWS::NoValue": NO_VALUE,
+            },
         )
         self.raw = template["Resources"]
         self.conditions = {n: self.eval(c) for n, c in template["Conditions"].items()}
@@ -88,7 +103,7 @@ class Resolved:
 
     def eval(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self.eval(v) for v in value]
+            return [v for v in map(self.eval, value) if v is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) != 1 or not next(iter(value)).startswith(("Ref", "Fn::")):
@@ -100,6 +115,8 @@ class Resolved:
             return self.get_att(*argument)
         if function == "Fn::Equals":
             return self.eval(argument[0]) == self.eval(argument[1])
+        if function == "Fn::Not":
+            return not self.eval(argument[0])
         if function == "Fn::If":
             return self.eval(argument[1] if self.conditions[argument[0]] else argument[2])
         if function == "Fn::Select":
@@ -142,11 +159,12 @@ class Resolved:
         thaw = self.parameters["GasThawTopic"]
         buckets = {
             b["BucketName"]: {
-                "AbortIncompleteUploadDays": sorted(
-                    r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-                    for r in b.get("LifecycleConfiguration", {}).get("Rules", [])
-                    if r["Status"] == "Enabled" and not r.get("Prefix")
+                **lifecycle_facts(lifecycle_rules(b)),
+                "Versioning": b.get("VersioningConfiguration", {}).get("Status", ""),
+                "DefaultRetention": default_retention(
+                    b.get("ObjectLockConfiguration", {}).get("Rule", {}).get("DefaultRetention")
                 ),
+                **encryption(b),
                 "RestoreNotices": sorted(
                     c["Topic"]
                     for c in b.get("NotificationConfiguration", {}).get("TopicConfigurations", [])
@@ -178,6 +196,37 @@ class Resolved:
             "tables": {t["TableName"]: table_shape(t) for t in self.of("AWS::DynamoDB::Table")},
             "sender": sorted(i["EmailIdentity"] for i in self.of("AWS::SES::EmailIdentity")),
         }
+
+
+def lifecycle_rules(bucket: dict[str, Any]) -> list[dict[str, Any]]:
+    """A bucket's lifecycle rules as S3's API answers them (ID, Filter, Expiration)."""
+    return [
+        {
+            **rule,
+            "ID": rule.get("Id"),
+            "Filter": {
+                "Prefix": rule.get("Prefix", ""),
+                "Tags": rule.get("TagFilters", []),
+                **{
+                    k: rule[k] for k in ("ObjectSizeGreaterThan", "ObjectSizeLessThan") if k in rule
+                },
+            },
+            "Expiration": {
+                "ExpiredObjectDeleteMarker": rule.get("ExpiredObjectDeleteMarker", False)
+            },
+        }
+        for rule in bucket.get("LifecycleConfiguration", {}).get("Rules", [])
+    ]
+
+
+def encryption(bucket: dict[str, Any]) -> dict[str, str]:
+    """A bucket's default encryption and its key (S3's default: SSE-S3)."""
+    rules = bucket.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+    default = rules[0]["ServerSideEncryptionByDefault"] if rules else {}
+    return {
+        "Encryption": default.get("SSEAlgorithm", "AES256"),
+        "KmsKey": default.get("KMSMasterKeyID", ""),
+    }
 
 
 def template() -> dict[str, Any]:
@@ -223,6 +272,81 @@ def test_the_template_makes_what_the_local_stack_makes(local: Local) -> None:
     assert local.template_state(template()) == local.state()
 
 
+@BACKENDS
+def test_the_buckets_workers_upload_to_abort_incomplete_uploads(local: Local) -> None:
+    # A worker killed mid-upload (thaw into the results bucket) or mid-copy (archive into the
+    # archive bucket, s3 back end) leaves parts that are billed until they are aborted.
+    uploaded_to = ["gas-results"] + (["gas-archive-objects"] if local.backend == "s3" else [])
+    for state in (local.template_state(template()), local.state()):
+        assert {b: state["buckets"][b]["AbortIncompleteUploadDays"] for b in uploaded_to} == {
+            b: [1] for b in uploaded_to
+        }
+
+
+def kms_grants(resolved: Resolved) -> dict[str, list[dict[str, Any]]]:
+    """Each role's statements that allow a KMS action, by role."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, resource in resolved.resources.items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if any(a.startswith("kms:") for a in statement["Action"]):
+                    found.setdefault(name, []).append(statement)
+    return found
+
+
+DECRYPT, BOTH = ["kms:Decrypt"], ["kms:Decrypt", "kms:GenerateDataKey"]
+
+
+@pytest.mark.parametrize(
+    "backend, actions",
+    [
+        (
+            "vault",
+            {"RoleArchive": DECRYPT, "RoleThaw": BOTH, "RoleReconcile": BOTH, "RoleAnnLoad": BOTH},
+        ),
+        (
+            "s3",
+            {
+                "RoleArchive": BOTH,
+                "RoleRestore": DECRYPT,
+                "RoleThaw": BOTH,
+                "RoleReconcile": BOTH,
+                "RoleAnnLoad": BOTH,
+            },
+        ),
+    ],
+)
+def test_a_kms_key_arn_lets_each_role_use_the_key_through_s3(
+    backend: str, actions: dict[str, list[str]]
+) -> None:
+    # Given a stack made with the customer-managed key of the buckets' default encryption
+    granted = kms_grants(Resolved(template(), GasArchiveBackend=backend, KmsKeyArn=KEY))
+    # Then each role may use that key, through S3 only, for what it does to objects
+    assert granted == {
+        role: [
+            {
+                "Sid": "KmsKey",
+                "Effect": "Allow",
+                "Action": role_actions,
+                "Resource": KEY,
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}},
+            }
+        ]
+        for role, role_actions in actions.items()
+    }
+    # And without one (the default), no role may use any key
+    assert kms_grants(Resolved(template(), GasArchiveBackend=backend)) == {}
+
+
+def test_the_kms_key_arn_is_a_key_arn_or_nothing() -> None:
+    pattern = template()["Parameters"]["KmsKeyArn"]["AllowedPattern"]
+    assert re.fullmatch(pattern, KEY) and re.fullmatch(pattern, "")
+    assert not re.fullmatch(pattern, "alias/acme-s3")
+    assert not re.fullmatch(pattern, "1234abcd-12ab-34cd-56ef-1234567890ab")
+
+
 def delete_queue(local: Local) -> None:
     local.aws.client("sqs").delete_queue(QueueUrl=local.aws.queue_url("gas-restore"))
 
@@ -245,10 +369,40 @@ def lengthen_visibility(local: Local) -> None:
     )
 
 
+def version_results(local: Local) -> None:
+    local.aws.client("s3").put_bucket_versioning(
+        Bucket="gas-results", VersioningConfiguration={"Status": "Enabled"}
+    )
+
+
+def encrypt_results_with_a_customer_key(local: Local) -> None:
+    key = local.aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+    local.aws.client("s3").put_bucket_encryption(
+        Bucket="gas-results",
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": key,
+                    }
+                }
+            ]
+        },
+    )
+
+
 @pytest.mark.parametrize("local", ["s3"], indirect=True)
 @pytest.mark.parametrize(
     "change",
-    [delete_queue, delete_queue_policy, delete_notification, lengthen_visibility],
+    [
+        delete_queue,
+        delete_queue_policy,
+        delete_notification,
+        lengthen_visibility,
+        version_results,
+        encrypt_results_with_a_customer_key,
+    ],
     ids=lambda f: f.__name__,
 )
 def test_something_changed_on_the_local_stack_only_is_drift(
@@ -269,6 +423,7 @@ def test_something_changed_on_the_local_stack_only_is_drift(
         ["TopicPolicyThaw"],
         ["BucketArchive.NotificationConfiguration"],
         ["BucketResults.LifecycleConfiguration"],
+        ["BucketArchive.LifecycleConfiguration"],
         ["TableAnnotations.GlobalSecondaryIndexes"],
         ["SenderIdentity"],
     ],

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deploy.iam import HERE, TEMPLATES, render, template
+from deploy.iam import HERE, TEMPLATES, UTILITIES, kms_actions, load_config, render, template
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
@@ -44,3 +44,43 @@ def test_the_s3_back_end_needs_no_vault_and_the_vault_no_archive_bucket() -> Non
             assert "glacier:" not in text and "gas-archive-objects" in text, name
         else:
             assert "gas-archive-objects" not in text, name
+
+
+DECRYPT, BOTH = ["kms:Decrypt"], ["kms:Decrypt", "kms:GenerateDataKey"]
+
+
+@pytest.mark.parametrize(
+    "backend, expected",
+    [
+        (
+            "vault",
+            {
+                "archive": {"gas-results": DECRYPT},
+                "restore": {},
+                "thaw": {"gas-results": BOTH},
+                "notify": {},
+                "reconcile": {"gas-results": BOTH},
+                "ann_load": {"gas-inputs": BOTH},
+            },
+        ),
+        (
+            "s3",
+            {
+                "archive": {"gas-results": DECRYPT, "gas-archive-objects": BOTH},
+                "restore": {"gas-archive-objects": DECRYPT},
+                "thaw": {"gas-results": BOTH, "gas-archive-objects": DECRYPT},
+                "notify": {},
+                "reconcile": {"gas-results": BOTH, "gas-archive-objects": DECRYPT},
+                "ann_load": {"gas-inputs": BOTH},
+            },
+        ),
+    ],
+)
+def test_each_utility_needs_the_key_of_each_bucket_it_reads_or_writes(
+    backend: str, expected: dict
+) -> None:
+    # Reading an SSE-KMS object decrypts its data key; writing one makes a data key, and a
+    # multipart upload or copy (thaw's, archive's) decrypts it again for each part.
+    environ = {"GAS_GAS_ARCHIVE_BACKEND": backend}
+    needs = {u: kms_actions(u, load_config(u, environ=environ)) for u in UTILITIES}
+    assert needs == expected

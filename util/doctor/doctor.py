@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from fnmatch import fnmatchcase
@@ -24,20 +25,24 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from deploy.iam import UTILITIES, Arns, policy
+from deploy.iam import KMS_KEY_PARAMETER, UTILITIES, Arns, kms_actions, policy
 from util.helpers import Aws
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_SUFFIX,
     MAX_RECEIVE_COUNT_RANGE,
+    NONCURRENT_VERSIONS_RULE,
     RESTORE_COMPLETED,
     SNS_SERVICE,
     THAW_PUBLISHERS,
+    applies_to_every_key,
+    lifecycle_rule,
     subscriptions,
     tables,
     topics,
     utility_config_files,
     worker_queues,
+    written_buckets,
 )
 from util.util_config import Config, ConfigError, add_config_option, load
 
@@ -162,7 +167,10 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
                 continue
             raise
         buckets[bucket] = {
-            "AbortIncompleteUploadDays": _abort_days(s3, bucket),
+            **lifecycle_facts(_lifecycle_rules(s3, bucket)),
+            "Versioning": s3.get_bucket_versioning(Bucket=bucket).get("Status", ""),
+            "DefaultRetention": _default_retention(s3, bucket),
+            **_encryption(aws, bucket),
             "RestoreNotices": sorted(
                 c["TopicArn"]
                 for c in s3.get_bucket_notification_configuration(Bucket=bucket).get(
@@ -206,20 +214,79 @@ def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
     }
 
 
-def _abort_days(s3: Any, bucket: str) -> list[int]:
+def lifecycle_facts(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a bucket's lifecycle rules (S3's answer) do for every key: the days after which
+    incomplete uploads are aborted and noncurrent versions expire, whether expired delete
+    markers go. A rule keeping NewerNoncurrentVersions never expires a deleted object's one."""
+    every = [r for r in rules if applies_to_every_key(r)]
+    return {
+        "AbortIncompleteUploadDays": sorted(
+            r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+            for r in every
+            if "AbortIncompleteMultipartUpload" in r
+        ),
+        "NoncurrentVersionDays": sorted(
+            r["NoncurrentVersionExpiration"]["NoncurrentDays"]
+            for r in every
+            if "NoncurrentDays" in r.get("NoncurrentVersionExpiration", {})
+            and "NewerNoncurrentVersions" not in r["NoncurrentVersionExpiration"]
+        ),
+        "ExpiresDeleteMarkers": any(
+            r.get("Expiration", {}).get("ExpiredObjectDeleteMarker") for r in every
+        ),
+    }
+
+
+def default_retention(rule: dict[str, Any] | None) -> str:
+    """An Object Lock default retention (``Rule.DefaultRetention``) as text, "" for none."""
+    if not rule:
+        return ""
+    period = f"{rule['Days']} day(s)" if rule.get("Days") else f"{rule['Years']} year(s)"
+    return f"{rule['Mode']} {period}"
+
+
+def _default_retention(s3: Any, bucket: str) -> str:
     try:
-        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        lock = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ObjectLockConfigurationNotFoundError":
+            return ""
+        raise
+    return default_retention(lock.get("Rule", {}).get("DefaultRetention"))
+
+
+def _encryption(aws: Aws, bucket: str) -> dict[str, str]:
+    """A bucket's default encryption, and the ARN of its KMS key if customer-managed ("" for
+    SSE-S3 or the AWS managed key aws/s3, which no policy of a role has to grant)."""
+    try:
+        rules = aws.client("s3").get_bucket_encryption(Bucket=bucket)[
+            "ServerSideEncryptionConfiguration"
+        ]["Rules"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ServerSideEncryptionConfigurationNotFoundError":
+            rules = []  # moto's answer for a bucket given none; S3 has SSE-S3 by default
+        else:
+            raise
+    default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
+    key = default.get("KMSMasterKeyID", "")
+    if not key or key.endswith("alias/aws/s3"):
+        return {"Encryption": default.get("SSEAlgorithm", "AES256"), "KmsKey": ""}
+    try:  # an id or alias becomes the key's ARN, which IAM policies name
+        metadata = _probe(aws, "kms").describe_key(KeyId=key)["KeyMetadata"]
+    except UNAVAILABLE:  # another account's key, say: as the bucket names it
+        return {"Encryption": default["SSEAlgorithm"], "KmsKey": key}
+    managed = metadata["KeyManager"] == "AWS"
+    return {"Encryption": default["SSEAlgorithm"], "KmsKey": "" if managed else metadata["Arn"]}
+
+
+def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    try:
+        rules: list[dict[str, Any]] = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration":
             return []
         raise
-    return sorted(
-        r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-        for r in rules
-        if r.get("Status") == "Enabled"
-        and "AbortIncompleteMultipartUpload" in r
-        and not (r.get("Filter", {}).get("Prefix") or r.get("Prefix"))
-    )
+    return rules
 
 
 def table_shape(table: dict[str, Any]) -> dict[str, Any]:
@@ -329,20 +396,11 @@ def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
                 f"access policy ({TEMPLATE}, QueuePolicy)",
             )
     yield from _archive_checks(aws, config, state)
-    days = state["buckets"].get(gas.results_bucket, {}).get("AbortIncompleteUploadDays")
-    if days is None:
+    if gas.results_bucket not in state["buckets"]:
         yield Check(False, f"bucket {gas.results_bucket}: missing", f"create it ({TEMPLATE})")
-    elif days:
-        yield Check(
-            True, f"bucket {gas.results_bucket}: incomplete uploads aborted after {days[0]} day(s)"
-        )
-    else:
-        yield Check(
-            False,
-            f"bucket {gas.results_bucket}: no rule aborting incomplete multipart uploads",
-            f"add a lifecycle rule ({ABORT_INCOMPLETE_UPLOADS_RULE} in "
-            f"{TEMPLATE}): a killed worker's parts are billed forever",
-        )
+    for name in written_buckets(config):
+        if name in state["buckets"]:  # a missing archive bucket is reported above
+            yield from _bucket_checks(aws, name, state["buckets"][name])
     for wanted in tables(config):
         name, shape = wanted["TableName"], table_shape(wanted)
         found = state["tables"].get(name)
@@ -409,6 +467,77 @@ def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator
         )
 
 
+def _bucket_checks(aws: Aws, name: str, bucket: dict[str, Any]) -> Iterator[Check]:
+    """A bucket workers upload to and delete from: nothing billed may stay behind.
+
+    Archive deletes a result once archived, thaw and reconcile an archive: in a versioned
+    bucket that leaves the bytes, as a noncurrent version, and Object Lock keeps a locked one
+    whatever the lifecycle says (docs/deploy.md)."""
+    days = bucket["AbortIncompleteUploadDays"]
+    status = bucket["Versioning"]  # "", Enabled, or Suspended (versions made while enabled)
+    expiring = bucket["NoncurrentVersionDays"] and bucket["ExpiresDeleteMarkers"]
+    missing = [ABORT_INCOMPLETE_UPLOADS_RULE] if not days else []
+    missing += [NONCURRENT_VERSIONS_RULE] if status and not expiring else []
+    fix = _lifecycle_fix(aws, name, missing) if missing else ""  # one command adds them all
+    if days:
+        yield Check(True, f"bucket {name}: incomplete uploads aborted after {days[0]} day(s)")
+    else:
+        yield Check(
+            False,
+            f"bucket {name}: no rule aborting incomplete multipart uploads: a killed worker's "
+            "parts are billed forever",
+            fix,
+        )
+    if not status:
+        yield Check(True, f"bucket {name}: not versioned: a delete frees the bytes")
+    elif expiring:
+        noncurrent = bucket["NoncurrentVersionDays"][0]
+        yield Check(
+            True,
+            f"bucket {name}: versioning {status}: noncurrent versions expire after "
+            f"{noncurrent} day(s), and expired delete markers: what the utilities delete is "
+            f"billed {noncurrent} day(s) longer",
+        )
+    else:
+        yield Check(
+            False,
+            f"bucket {name}: versioning {status} and no rule expiring noncurrent versions and "
+            "expired delete markers: what the utilities delete stays, billed",
+            fix,
+        )
+    if bucket["DefaultRetention"]:
+        unlocked = json.dumps({"ObjectLockEnabled": "Enabled"})
+        yield Check(
+            False,
+            f"bucket {name}: Object Lock with default retention {bucket['DefaultRetention']}: "
+            "what the utilities delete stays, locked and billed, until its retention ends",
+            "remove the default retention (Object Lock itself cannot be turned off), or use a "
+            f"bucket without it: aws s3api put-object-lock-configuration --bucket {name} "
+            f"--object-lock-configuration {shlex.quote(unlocked)}",
+        )
+
+
+def _lifecycle_fix(aws: Aws, bucket: str, missing: list[str]) -> str:
+    """The command adding the `missing` rules (util/resources.py) to a bucket's lifecycle.
+
+    PutBucketLifecycleConfiguration replaces the whole configuration: the command carries the
+    bucket's other rules too (one of the same ID is replaced)."""
+    kept = [r for r in _lifecycle_rules(aws.client("s3"), bucket) if r.get("ID") not in missing]
+    document = json.dumps(
+        {"Rules": [*kept, *map(lifecycle_rule, missing)]},
+        default=lambda value: value.isoformat(),  # a rule's Date
+    )
+    keeping = (
+        f", keeping its {len(kept)} other rule(s) (the call replaces the whole configuration)"
+        if kept
+        else ""
+    )
+    return (
+        f"add {', '.join(missing)}{keeping}: aws s3api put-bucket-lifecycle-configuration "
+        f"--bucket {bucket} --lifecycle-configuration {shlex.quote(document)}"
+    )
+
+
 def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterator[Check]:
     sender = config.notify.sender
     verified = [i for i, status in identities.items() if status == "Success"]
@@ -446,43 +575,178 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class RoleDecisions:
+    """Which actions a role may not do: by iam:SimulatePrincipalPolicy or, where the caller
+    may not simulate (or the local stack's moto cannot), by reading the role's inline and
+    attached policies once. Read, a statement's conditions are taken as met (a Deny with
+    conditions as not), and permissions boundaries and SCPs are not seen."""
+
+    READ = " (read from its policies: IAM's simulation is not available)"
+
+    def __init__(self, aws: Aws, role: str):
+        self.iam = _probe(aws, "iam")
+        self.role = role
+        self.statements: list[dict[str, Any]] | None = None  # None: simulate
+        self.how = ""  # how the answers were found: "" (simulated) or READ
+
+    def denied(
+        self, actions: list[str], resources: list[str], context: Sequence[dict[str, Any]] = ()
+    ) -> list[tuple[str, str]]:
+        """The (action, resource) pairs denied; raises an UNAVAILABLE error if neither way
+        is open to the caller (or the role does not exist)."""
+        if self.statements is None:
+            try:
+                results = self.iam.simulate_principal_policy(
+                    PolicySourceArn=self.role,
+                    ActionNames=actions,
+                    ResourceArns=resources,
+                    ContextEntries=list(context),
+                )["EvaluationResults"]
+                return [
+                    (r["EvalActionName"], r["EvalResourceName"])
+                    for r in results
+                    if r["EvalDecision"] != "allowed"
+                ]
+            except UNAVAILABLE:
+                self.statements = self._read()
+                self.how = self.READ
+        statements = self.statements
+        return [(a, r) for a in actions for r in resources if not _allowed(statements, a, r)]
+
+    def _read(self) -> list[dict[str, Any]]:
+        name = self.role.rsplit("/", 1)[1]
+        documents = [
+            self.iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
+            for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=name)
+            for policy_name in page["PolicyNames"]
+        ]
+        for page in self.iam.get_paginator("list_attached_role_policies").paginate(RoleName=name):
+            for attached in page["AttachedPolicies"]:
+                arn = attached["PolicyArn"]
+                version = self.iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+                documents.append(
+                    self.iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"][
+                        "Document"
+                    ]
+                )
+        return [
+            s
+            for d in documents
+            for s in ([d["Statement"]] if isinstance(d["Statement"], dict) else d["Statement"])
+        ]
+
+
+def _allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+    """IAM's evaluation of identity-policy statements for one request: an explicit Deny wins,
+    then any Allow; actions match case-insensitively, both with IAM's wildcards."""
+
+    def matches(statement: dict[str, Any]) -> bool:
+        return _element(statement, "Action", action.lower(), str.lower) and _element(
+            statement, "Resource", resource, str
+        )
+
+    if any(s["Effect"] == "Deny" and "Condition" not in s and matches(s) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and matches(s) for s in statements)
+
+
+def _element(
+    statement: dict[str, Any], element: str, value: str, fold: Callable[[str], str]
+) -> bool:
+    """Whether `value` is in a statement's Action (Resource), or not in its NotAction."""
+    negated = element not in statement
+    patterns = statement.get(f"Not{element}" if negated else element, [])
+    hit = any(
+        fnmatchcase(value, fold(p)) for p in ([patterns] if isinstance(patterns, str) else patterns)
+    )
+    return hit != negated
+
+
 def simulate(aws: Aws, config: Config, roles: dict[str, str]) -> Iterator[Check]:
-    """iam:SimulatePrincipalPolicy of each utility's actions, for the roles given."""
+    """Whether each role given may do each action of its utility's policy (RoleDecisions)."""
     if not roles:
         yield Check(None, "IAM: skipped (give --role UTILITY=ARN to simulate a role's policy)")
         return
     arns = Arns(aws.account_id(), aws.client("sns").meta.region_name)
-    iam = _probe(aws, "iam")
     for utility, role in roles.items():
+        decisions = RoleDecisions(aws, role)
         denied = []
-        # Statements with conditions would need their context; the others say enough.
-        for statement in policy(utility, config, arns)["Statement"]:
-            if "Condition" in statement:
-                continue
-            resources = statement["Resource"]
-            try:
-                results = iam.simulate_principal_policy(
-                    PolicySourceArn=role,
-                    ActionNames=statement["Action"],
-                    ResourceArns=[resources] if isinstance(resources, str) else resources,
-                )["EvaluationResults"]
-            except UNAVAILABLE as exc:
-                yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
-                break
-            denied += [
-                f"{r['EvalActionName']} on {r['EvalResourceName']}"
-                for r in results
-                if r["EvalDecision"] != "allowed"
-            ]
+        try:
+            # Statements with conditions would need their context; the others say enough.
+            for statement in policy(utility, config, arns)["Statement"]:
+                if "Condition" not in statement:
+                    resources = statement["Resource"]
+                    denied += decisions.denied(
+                        statement["Action"],
+                        [resources] if isinstance(resources, str) else resources,
+                    )
+        except UNAVAILABLE as exc:
+            yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
+            continue
+        if denied:
+            yield Check(
+                False,
+                f"IAM {utility} ({role}): denied "
+                + "; ".join(f"{a} on {r}" for a, r in denied)
+                + decisions.how,
+                f"attach `python -m deploy.iam render {utility} ...` to the role",
+            )
         else:
-            if denied:
-                yield Check(
-                    False,
-                    f"IAM {utility} ({role}): denied {'; '.join(denied)}",
-                    f"attach `python -m deploy.iam render {utility} ...` to the role",
-                )
-            else:
-                yield Check(True, f"IAM {utility} ({role}): every action allowed")
+            yield Check(True, f"IAM {utility} ({role}): every action allowed{decisions.how}")
+
+
+def key_checks(
+    aws: Aws, config: Config, state: dict[str, Any], roles: dict[str, str]
+) -> Iterator[Check]:
+    """For each bucket whose default encryption is a customer-managed KMS key: may the roles
+    given of the utilities reading or writing its objects use the key (deploy/iam
+    kms_actions), as S3 does on their behalf?"""
+    needs = {utility: kms_actions(utility, config) for utility in UTILITIES}
+    region = aws.client("sns").meta.region_name
+    via_s3 = [
+        {"ContextKeyName": name, "ContextKeyValues": [value], "ContextKeyType": "string"}
+        for name, value in (
+            ("kms:ViaService", f"s3.{region}.amazonaws.com"),
+            ("kms:CallerAccount", aws.account_id()),
+        )
+    ]
+    decisions = {utility: RoleDecisions(aws, role) for utility, role in roles.items()}
+    for name, bucket in state["buckets"].items():
+        key = bucket["KmsKey"]
+        users = {u: n[name] for u, n in needs.items() if name in n}
+        if not key or not users:
+            continue
+        checked = [u for u in users if u in roles]
+        unchecked = [u for u in users if u not in roles]
+        what = f"bucket {name}: KMS key {key}"
+        if not checked:
+            yield Check(
+                None, f"{what}: not checked (give --role UTILITY=ARN of {', '.join(unchecked)})"
+            )
+            continue
+        try:
+            denied = {u: decisions[u].denied(users[u], [key], via_s3) for u in checked}
+        except UNAVAILABLE as exc:
+            yield Check(None, f"{what}: skipped (not available: {_reason(exc)})")
+            continue
+        rest = f" (not checked: {', '.join(unchecked)}: give --role)" if unchecked else ""
+        how = next((decisions[u].how for u in checked if decisions[u].how), "")
+        refused = [
+            f"{u} ({roles[u]}) may not {', '.join(a for a, _ in pairs)}"
+            for u, pairs in denied.items()
+            if pairs
+        ]
+        if refused:
+            yield Check(
+                False,
+                f"{what}: {'; '.join(refused)}{rest}{how}",
+                f"allow them on the key in those roles' policies: the template's "
+                f"{KMS_KEY_PARAMETER}={key}, or python -m deploy.iam render UTILITY --kms-key "
+                f"{key} ...; the key's policy must let IAM policies grant its use (its "
+                "default policy does)",
+            )
+        else:
+            yield Check(True, f"{what}: {', '.join(checked)} may use it{rest}{how}")
 
 
 def role_argument(text: str) -> tuple[str, str]:
@@ -503,7 +767,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         default=[],
         type=role_argument,
         metavar="UTILITY=ARN",
-        help="simulate this role's policy (repeatable)",
+        help="check this role's policy, and its use of the buckets' KMS keys (repeatable)",
     )
     args = parser.parse_args(argv)
     try:
@@ -512,10 +776,13 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         print(f"doctor: config error: {exc}", file=sys.stderr)
         return 2
     aws = Aws(config)
+    roles = dict(args.role)
     try:
+        state = describe(aws, config)
         checks = [
-            *check(aws, config, describe(aws, config)),
-            *simulate(aws, config, dict(args.role)),
+            *check(aws, config, state),
+            *simulate(aws, config, roles),
+            *key_checks(aws, config, state, roles),
         ]
     except (BotoCoreError, ClientError) as exc:
         print(f"doctor: cannot look at the account: {exc}", file=sys.stderr)

@@ -11,13 +11,13 @@ from typing import Any
 
 from util.helpers import FREE, PREMIUM, Aws
 from util.resources import (
-    ABORT_INCOMPLETE_UPLOAD_DAYS,
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_RETENTION_SECONDS,
     DEAD_LETTER_SUFFIX,
     MAX_RECEIVE_COUNT,
     QUEUE_VISIBILITY_SECONDS,
     RESTORE_COMPLETED,
+    lifecycle_rule,
     queue_policy,
     subscriptions,
     tables,
@@ -88,21 +88,11 @@ def create_resources(aws: Aws, config: Config) -> None:
     for bucket in (gas.inputs_bucket, gas.results_bucket, gas.archive_bucket):
         s3.create_bucket(Bucket=bucket)
         encrypt_by_default(s3, bucket, config.local.bucket_encryption)
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=gas.results_bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {
-                    "ID": ABORT_INCOMPLETE_UPLOADS_RULE,
-                    "Status": "Enabled",
-                    "Filter": {"Prefix": ""},
-                    "AbortIncompleteMultipartUpload": {
-                        "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS
-                    },
-                }
-            ]
-        },
-    )
+    for bucket in (gas.results_bucket, gas.archive_bucket):
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket,
+            LifecycleConfiguration={"Rules": [lifecycle_rule(ABORT_INCOMPLETE_UPLOADS_RULE)]},
+        )
     aws.client("glacier").create_vault(vaultName=gas.vault)
 
     sns = aws.client("sns")

@@ -288,6 +288,13 @@ MUTANTS: list[Mutant] = [
     ),
     # -- restore and the retrieval record ---------------------------------------------------
     M(
+        "restore: a young message not looked at again once the index has settled",
+        RESTORE,
+        'if outcome.action == "retry" or message.sent_at + self.settle_seconds <= self.clock():',
+        "if True:",
+        (T_RESTORE,),
+    ),
+    M(
         "restore: free user's results retrieved",
         RESTORE,
         "if not user.is_premium:",
@@ -426,6 +433,13 @@ MUTANTS: list[Mutant] = [
         THAW,
         "            if notice.archive_id is None:\n",
         "            if False:\n",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: the recorded retrieval the back end forgot is not restarted",
+        THAW,
+        "if archive_id is not None and job.get(RESTORE_JOB_ID) == notice.retrieval_id:",
+        "if False:",
         (T_THAW,),
     ),
     M(
@@ -847,18 +861,46 @@ MUTANTS: list[Mutant] = [
         (T_S3,),
     ),
     M(
-        "backends: S3 copy back in one request keeps the original's ETag",
+        "backends: S3 copy back of an archive made before checksums keeps the original's ETag",
         BACKENDS,
         "if part_size == 0 and avoid_etag in (None, expected):",
         "if False:",
         (T_S3,),
     ),
     M(
-        "backends: S3 copy back not verified",
+        "backends: S3 copy back of an archive made before checksums not verified",
         BACKENDS,
         'if copied["ETag"] != expected:',
         "if False:",
         (T_S3,),
+    ),
+    M(
+        "backends: S3 copy back's checksum not compared",
+        BACKENDS,
+        'if copied.get(f"Checksum{CHECKSUM}") != expected:',
+        "if False:",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 copy back of a one-request original made in one request",
+        BACKENDS,
+        "return MAX_SINGLE_COPY if in_one_request else 0",
+        "return 0",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 archive copied without a checksum of its own",
+        BACKENDS,
+        "                ChecksumAlgorithm=CHECKSUM,\n",
+        "",
+        (T_S3,),
+    ),
+    M(
+        "helpers: a refusal for capacity retried by botocore",
+        HELPERS,
+        "        if code in codes:",
+        "        if False:",
+        (T_RESTORE, T_S3),
     ),
     M(
         "backends: S3 copy not cancelled",

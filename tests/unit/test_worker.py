@@ -549,6 +549,28 @@ def test_a_failed_send_falls_back_to_hiding_the_message(
     assert "outcome=retry delay=" in caplog.text
 
 
+def test_a_message_is_never_hidden_past_twelve_hours_after_its_receive(stack: Stack) -> None:
+    # Given a handler that ran nearly 12 h (its message received 43,000 s ago), then asks for
+    # a retry that cannot be sent
+    send(stack, '{"job_id": "j1"}')
+
+    def long_handler(message: Message) -> Outcome:
+        message.received_at -= 43_000
+        return retry("down")
+
+    worker = make_worker(stack, long_handler, retry_base_seconds=1000, retry_max_seconds=3600)
+
+    def refuse(**params):
+        raise EndpointConnectionError(endpoint_url="https://sqs.example")
+
+    worker.sqs.send_message = refuse
+    # When the worker hides the message instead
+    worker.work(once=True)
+    # Then only for what SQS allows, 12 h from the receive, not for the retry's delay
+    [hidden] = hidden_for(stack)
+    assert 190 < hidden < 200
+
+
 def test_a_message_with_no_room_for_the_retries_count_is_hidden_instead(stack: Stack) -> None:
     # Given a message with ten attributes of its own, SQS's most: none left for gas_retries
     send_with(stack, '{"job_id": "j1"}', **{f"a{i}": str(i) for i in range(10)})

@@ -753,8 +753,8 @@ MUTANTS: list[Mutant] = [
     M(
         "worker: a copy received before it is due is handled",
         WORKER,
-        "if early > 0:",
-        "if False:",
+        "if early > 0",
+        "if False",
         (T_WORKER,),
     ),
     M(

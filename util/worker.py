@@ -429,15 +429,17 @@ class Worker:
         if self.stop_requested_at is not None:
             # The pool may start a queued message between the stop and drain()'s cancel.
             return HANDED_BACK
-        early = self.due_in(message)
-        if early > 0:
-            return Outcome("early", "received before its gas_not_before", early)
         started = message.started_at = time.monotonic()
         try:
             message.data = decode_body(message.body)
             job_id = message.data.get("job_id")
             message.job_id = job_id if isinstance(job_id, str) else None
-            outcome = self.handler(message)
+            early = self.due_in(message)  # a copy not yet due is hidden again, not handled
+            outcome = (
+                Outcome("early", "received before its gas_not_before", early)
+                if early > 0
+                else self.handler(message)
+            )
         except InvalidMessage as exc:
             outcome = invalid(str(exc))
         except Exception as exc:  # a handler bug must not kill the worker

@@ -449,7 +449,7 @@ def test_a_copy_received_before_it_is_due_is_hidden_again_unhandled(
     assert seen == [] and sent == []
     [hidden] = hidden_for(stack)
     assert 290 < hidden <= 300
-    assert "receives=1 outcome=early delay=" in caplog.text and "retries=4" in caplog.text
+    assert "job=j1 receives=1 outcome=early delay=" in caplog.text and "retries=4" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,27 @@ def archive_key(stack: Stack) -> str:
     return f"{stack.config.gas.archive_prefix}j1/{head['ETag'].strip(chr(34))}"
 
 
+def test_a_resent_copy_of_the_message_finds_the_archive_an_earlier_delivery_made(
+    s3_backend: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a result copied in parts, whose archive an earlier delivery made before it
+    # crashed; its message retried since, so this copy is received for the first time
+    monkeypatch.setattr(backends, "MAX_SINGLE_COPY", 10 * MIB)
+    put_job(s3_backend, size=12 * MIB)
+    key = archive_key(s3_backend)
+    mark(s3_backend, key)
+    resent = message(job_id="j1", user_id="u-alice")
+    resent.attributes = {"gas_retries": {"DataType": "Number", "StringValue": "1"}}
+    handler = Archiver(s3_backend.config, s3_backend.aws)
+    calls = s3_calls(handler)
+    # When the copy is handled
+    outcome = handler(resent)
+    # Then the archive there is recorded, not copied over (which would delete it early)
+    assert (outcome.action, outcome.reason) == ("done", "archived")
+    assert "UploadPartCopy" not in calls and marked(s3_backend, key)
+    assert job(s3_backend)[ARCHIVE_ID] == key
+
+
 # -- restore -------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
     python -m tests.chaos [--backend vault|s3|both] [--jobs N] [--users U] [--seed S]
                           [--errors 0.10] [--resets 0.02] [--lost 0.02] [--kill-every SECONDS]
-                          [--timeout SECONDS] [--keep-logs DIR]
+                          [--freeze-every SECONDS] [--freeze-seconds SECONDS]
+                          [--sweep-every SECONDS] [--encryption AES256|aws:kms|aws:kms:dsse]
+                          [--index-lag SECONDS] [--timeout SECONDS] [--keep-logs DIR]
 
 Per archive back end, through the documented surface only: the local stack
 (``python -m util.local serve``), the faults proxy in front of it (``python -m util.local
@@ -13,7 +15,9 @@ the proxy), and AWS calls made directly to the stack to set up and to look.
 1. setup (faults off): U free users, N COMPLETED jobs with seeded result sizes from 0 bytes
    (kept in S3, never archived) through small files to results over the vault's part size
    and over the S3 copy part size; short queue visibility timeouts, so that a killed worker's
-   messages come back quickly (the redrive policy stays as the stack made it);
+   messages come back quickly (the redrive policy stays as the stack made it). The stack's
+   buckets are encrypted by default as ``--encryption`` says (under ``aws:kms`` no ETag is an
+   MD5), and its user_id_index lags ``--index-lag`` seconds behind the table;
 2. archive (faults on): one archive message per job plus duplicates of a fifth of them, two
    archive workers, one of them SIGKILLed and replaced every few seconds, until every
    non-empty result is archived and gone from S3. Then every item must name an archive that
@@ -26,7 +30,15 @@ the proxy), and AWS calls made directly to the stack to set up and to look.
    is back in S3 and no item names an archive. Thaw reaches DynamoDB through a second proxy
    that delays those requests, so that the moment between its copy and its record, when a
    late archive message must not delete the copy, lasts long enough to be hit;
-4. settle (no more kills): until the utility queues have stayed empty for a while;
+   In both phases, with ``--freeze-every``, a worker is also frozen (SIGSTOP) every few
+   seconds for ``--freeze-seconds``, longer than the visibility timeout: its messages go to
+   another worker meanwhile, and it wakes (SIGCONT) to finish what it was doing, late. With
+   ``--sweep-every``, the sweep (``python -m util.reconcile --repair``, through the proxy, its
+   orphan age 5 s) runs that often while the workers do: its passes, their exit statuses, the
+   restore messages they sent and the orphans they deleted are counted, and a pass that
+   reports a lost result fails the run;
+4. settle (no more kills, freezes or sweeps): until the utility queues have stayed empty for a
+   while;
 5. check (faults off, every worker stopped by SIGTERM), reading the stack directly:
    - no result lost: never "no S3 result and no archive that exists";
    - no item naming an archive that does not exist (here and after step 2);
@@ -125,6 +137,7 @@ SMALL = (1, 200 * KIB)
 VAULT_PARTS = (int(1.5 * MIB), 3 * MIB)  # over the archive part size (1 MiB)
 COPY_PARTS = (6 * MIB, 8 * MIB)  # over the S3 copy part size (5 MiB)
 DUPLICATE_SHARE, LATE_DUPLICATE_SHARE = 0.2, 1 / 3
+SWEEP_ORPHAN_AGE_SECONDS = 5  # the sweep deletes archives no item names once this old
 
 
 @dataclass(frozen=True)
@@ -146,6 +159,12 @@ class Settings:
     visibility_seconds: int = 8
     # How long a restore worker killed while starting a retrieval blocks it (not 5 minutes).
     claim_seconds: int = 15
+    # Frozen workers (SIGSTOP, 0: never), each for longer than the visibility timeout.
+    freeze_every: float = 0.0
+    freeze_seconds: float = 15.0
+    sweep_every: float = 0.0  # util.reconcile --repair while the workers run (0: never)
+    encryption: str = "AES256"  # the buckets' default encryption
+    index_lag: float = 0.0  # seconds the user_id_index lags behind the table
 
     def rng(self, purpose: str) -> random.Random:
         """A generator of its own per purpose, so that one changing leaves the others as
@@ -160,8 +179,14 @@ def base_environment() -> dict[str, str]:
     return {**env, **CREDENTIALS}
 
 
-def stack_environment(backend: str) -> dict[str, str]:
-    return {**base_environment(), **STACK_SETTINGS, "GAS_GAS_ARCHIVE_BACKEND": backend}
+def stack_environment(backend: str, settings: Settings) -> dict[str, str]:
+    return {
+        **base_environment(),
+        **STACK_SETTINGS,
+        "GAS_GAS_ARCHIVE_BACKEND": backend,
+        "GAS_LOCAL_BUCKET_ENCRYPTION": settings.encryption,
+        "GAS_LOCAL_INDEX_LAG_SECONDS": str(settings.index_lag),
+    }
 
 
 # -- what each job must come back as ------------------------------------------------------------
@@ -454,6 +479,8 @@ class Fleet:
     workers: list[Worker] = field(default_factory=list)
     started: Counter[str] = field(default_factory=Counter)
     kills: int = 0
+    freezes: int = 0
+    frozen: dict[str, tuple[Worker, float]] = field(default_factory=dict)  # name -> until
     exits: list[str] = field(default_factory=list)  # workers that died by themselves
 
     def start(self, utility: str) -> Worker:
@@ -481,8 +508,27 @@ class Fleet:
         worker.process.kill()
         worker.process.wait()
         self.workers.remove(worker)
+        self.frozen.pop(worker.name, None)
         self.kills += 1
         return self.start(worker.utility)
+
+    def freeze(self, worker: Worker, seconds: float) -> None:
+        """SIGSTOP: every thread stops where it is, its messages' visibility lapses, and
+        another worker takes them; `thaw_due` wakes it `seconds` later to go on, late."""
+        worker.process.send_signal(signal.SIGSTOP)
+        self.frozen[worker.name] = (worker, time.monotonic() + seconds)
+        self.freezes += 1
+
+    def thaw_due(self, everyone: bool = False) -> None:
+        """SIGCONT the frozen workers whose time has come (`everyone`: all of them)."""
+        now = time.monotonic()
+        for name, (worker, until) in list(self.frozen.items()):
+            if everyone or now >= until:
+                worker.process.send_signal(signal.SIGCONT)
+                del self.frozen[name]
+
+    def running(self) -> list[Worker]:
+        return [w for w in self.workers if w.name not in self.frozen]
 
     def revive(self) -> None:
         """A worker that exited by itself (e.g. AWS out of reach at start: exit 1) is started
@@ -500,6 +546,7 @@ class Fleet:
     def stop(self, workers: list[Worker] | None = None) -> list[str]:
         """SIGTERM, then SIGKILL whatever has not exited within STOP_SECONDS; those names."""
         workers = list(self.workers if workers is None else workers)
+        self.thaw_due(everyone=True)  # a stopped process acts on no SIGTERM
         for worker in workers:
             worker.process.send_signal(signal.SIGTERM)
         deadline, stubborn = time.monotonic() + STOP_SECONDS, []
@@ -517,24 +564,109 @@ class Fleet:
 @dataclass
 class KillSchedule:
     """Every `every` seconds on average (0.5–1.5 ×, seeded), SIGKILL a seeded choice of the
-    running workers and start its replacement. The one timed thing in the test."""
+    workers and start its replacement; every `freeze_every` seconds likewise, freeze one that
+    is running for `freeze_seconds`; and every `sweep_every`, a sweep. The timed things in
+    the test."""
 
     fleet: Fleet
     rng: random.Random
     every: float
+    freeze_every: float = 0.0
+    freeze_seconds: float = 0.0
+    sweeper: Sweeper | None = None
     due: float = 0.0
+    freeze_due: float = 0.0
 
     def __post_init__(self) -> None:
-        self.reschedule()
+        self.due = self.next(self.every)
+        self.freeze_due = self.next(self.freeze_every)
 
-    def reschedule(self) -> None:
-        self.due = time.monotonic() + self.every * self.rng.uniform(0.5, 1.5)
+    def next(self, every: float) -> float:
+        return time.monotonic() + every * self.rng.uniform(0.5, 1.5)
 
     def tick(self) -> None:
+        self.fleet.thaw_due()
         self.fleet.revive()
-        if self.every > 0 and time.monotonic() >= self.due and self.fleet.workers:
+        now = time.monotonic()
+        if self.every > 0 and now >= self.due and self.fleet.workers:
             self.fleet.kill(self.rng.choice(self.fleet.workers))
-            self.reschedule()
+            self.due = self.next(self.every)
+        running = self.fleet.running()
+        if self.freeze_every > 0 and now >= self.freeze_due and len(running) > 1:
+            self.fleet.freeze(self.rng.choice(running), self.freeze_seconds)
+            self.freeze_due = self.next(self.freeze_every)
+        if self.sweeper is not None:
+            self.sweeper.tick()
+
+
+@dataclass
+class Sweeper:
+    """``python -m util.reconcile --repair`` every `every` seconds while the workers run (the
+    next pass once the one before has ended), as an operator's timer would, through the
+    proxy: what its passes did, counted from their JSON reports."""
+
+    env: dict[str, str]
+    log_dir: Path
+    every: float
+    process: subprocess.Popen | None = None
+    output: Path | None = None
+    due: float = field(default_factory=time.monotonic)
+    passes: int = 0
+    exits: Counter[int] = field(default_factory=Counter)
+    findings: Counter[str] = field(default_factory=Counter)
+    restore_messages: int = 0
+    orphans_deleted: int = 0
+    lost: list[str] = field(default_factory=list)
+
+    def tick(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            self.collect()
+        if self.process is None and time.monotonic() >= self.due:
+            self.passes += 1
+            self.output = self.log_dir / f"reconcile-{self.passes}.json"
+            with open(self.output, "w") as out, open(self.log_dir / "reconcile.log", "a") as err:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "util.reconcile", "--repair", "--format", "json"],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                )
+            self.due = time.monotonic() + self.every
+
+    def finish(self) -> None:
+        """Wait for the pass under way, and count it."""
+        if self.process is not None:
+            self.process.wait(timeout=STOP_SECONDS * 4)
+            self.collect()
+
+    def collect(self) -> None:
+        assert self.process is not None and self.output is not None
+        self.exits[self.process.returncode] += 1
+        self.process = None
+        try:
+            report = json.loads(self.output.read_text())
+        except ValueError:
+            return  # AWS failed (exit 1): no report, as an operator would see it
+        sent = set()
+        for finding in report["findings"]:
+            self.findings[finding["kind"]] += 1
+            if finding["kind"] == "lost":
+                self.lost.append(f"{finding['job_id']}: {finding['detail']}")
+            elif finding["kind"] == "orphan-archive" and finding["action"].startswith("done"):
+                self.orphans_deleted += 1
+            elif finding["action"] == "done: sent the restore message":
+                sent.add(finding["user_id"])
+        self.restore_messages += len(sent)
+
+    def line(self) -> str:
+        exits = ", ".join(f"{n} exit {code}" for code, n in sorted(self.exits.items()))
+        return (
+            f"sweep: {self.passes} passes ({exits}), {self.restore_messages} restore messages "
+            f"sent, {self.orphans_deleted} orphans deleted; findings "
+            + (", ".join(f"{n} {k}" for k, n in sorted(self.findings.items())) or "none")
+        )
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -557,6 +689,8 @@ class Summary:
     archived_results: int = 0
     orphans: list[str] = field(default_factory=list)
     kills: int = 0
+    freezes: int = 0
+    sweep: str = ""  # what the sweep's passes did (Sweeper.line), if it ran
     faults: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)  # timeouts and other failures
@@ -587,11 +721,14 @@ class Summary:
             f"{self.identical}/{self.jobs} byte-identical, "
             f"{len(self.dead_letters)} in DLQs, "
             f"{self.retrievals_per_result:.2f} retrievals/result, "
-            f"{len(self.orphans)} orphan archives; {self.kills} kills; "
+            f"{len(self.orphans)} orphan archives; {self.kills} kills, {self.freezes} freezes; "
             f"faults {s.errors:.1%}/{s.resets:.1%}/{s.lost:.1%}: "
             f"{f.get('error', 0)} errors, {f.get('reset', 0)} resets, "
             f"{f.get('lost', 0)} lost answers of {sum(f.values())} requests; "
-            f"{self.seconds:.0f} s" + ("" if self.ok else " — FAILED")
+            f"buckets {s.encryption}, index lag {s.index_lag:g} s; "
+            f"{self.seconds:.0f} s"
+            + (f"\n  {self.sweep}" if self.sweep else "")
+            + ("" if self.ok else " — FAILED")
         )
 
 
@@ -612,6 +749,7 @@ class Run:
     proxy: str
     fleet: Fleet
     summary: Summary
+    sweeper: Sweeper | None = None
     jobs: list[Expected] = field(default_factory=list)  # filled by setup
     started: float = field(default_factory=time.monotonic)
 
@@ -684,8 +822,12 @@ class Run:
         self.say(f"restore and thaw: {late.report()}")
 
     def settle(self) -> None:
-        """No more kills: wait until the utility queues have been empty for QUIET_SECONDS,
-        so that late duplicates and notices are handled before anything is judged."""
+        """No more kills, freezes or sweeps: wait until the utility queues have been empty
+        for QUIET_SECONDS, so that late duplicates and notices are handled before anything is
+        judged."""
+        self.fleet.thaw_due(everyone=True)
+        if self.sweeper is not None:
+            self.sweeper.finish()
         quiet_since: float | None = None
         depths: dict[str, int] = {}
 
@@ -713,8 +855,14 @@ class Run:
 
     def wait(self, phase: str, condition: Callable[[], list[str]]) -> None:
         """Run the kill schedule until `condition` (the jobs not there yet) returns none."""
+        s = self.settings
         schedule = KillSchedule(
-            self.fleet, self.settings.rng(f"kills {phase}"), self.settings.kill_every
+            self.fleet,
+            s.rng(f"kills {phase}"),
+            s.kill_every,
+            s.freeze_every,
+            s.freeze_seconds,
+            self.sweeper,
         )
         deadline = time.monotonic() + self.settings.timeout
         self.say(f"{phase}: {', '.join(w.name for w in self.fleet.workers)}")
@@ -723,6 +871,8 @@ class Run:
 
         def reached() -> bool:
             nonlocal next_progress
+            if self.sweeper is not None and self.sweeper.lost:
+                raise ResultLost(f"the sweep reported results lost: {self.sweeper.lost}")
             stuck[:] = condition()
             if stuck and time.monotonic() >= next_progress:
                 next_progress += PROGRESS_SECONDS
@@ -1000,7 +1150,7 @@ def run_backend(settings: Settings, backend: str, log_dir: Path) -> Summary:
     summary = Summary(backend, settings, log_dir=log_dir)
     started = time.monotonic()
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = stack_environment(backend)
+    env = stack_environment(backend, settings)
     with ExitStack() as cleanup:
         stack_process, exports = local_stack.launch(env=env)
         cleanup.callback(stop_process, stack_process)
@@ -1022,7 +1172,16 @@ def run_backend(settings: Settings, backend: str, log_dir: Path) -> Summary:
             {"thaw": slow},
         )
         cleanup.callback(fleet.stop)
-        run = Run(settings, stack, proxy, fleet, summary)
+        sweeper = (
+            Sweeper(
+                {**fleet.env, "GAS_RECONCILE_ORPHAN_AGE_SECONDS": str(SWEEP_ORPHAN_AGE_SECONDS)},
+                log_dir,
+                settings.sweep_every,
+            )
+            if settings.sweep_every > 0
+            else None
+        )
+        run = Run(settings, stack, proxy, fleet, summary, sweeper)
         try:
             run.setup()
             run.archive()
@@ -1038,8 +1197,12 @@ def run_backend(settings: Settings, backend: str, log_dir: Path) -> Summary:
             summary.problems.append(
                 f"not stopped by SIGTERM within {STOP_SECONDS} s: {', '.join(stubborn)}"
             )
+        if sweeper is not None:
+            sweeper.finish()
+            summary.sweep = sweeper.line()
+            summary.problems += [f"the sweep reported lost: {lost}" for lost in sweeper.lost]
         summary.notes += fleet.exits
-        summary.kills = fleet.kills
+        summary.kills, summary.freezes = fleet.kills, fleet.freezes
         run.check()
         summary.faults = faults.counts(proxy)["totals"]
         summary.seconds = time.monotonic() - started
@@ -1110,6 +1273,40 @@ def parse(argv: list[str] | None = None) -> Settings:
         help="SIGKILL a worker this often (0: never)",
     )
     parser.add_argument(
+        "--freeze-every",
+        type=float,
+        default=defaults.freeze_every,
+        metavar="SECONDS",
+        help="SIGSTOP a worker this often (0: never), for --freeze-seconds",
+    )
+    parser.add_argument(
+        "--freeze-seconds",
+        type=float,
+        default=defaults.freeze_seconds,
+        metavar="SECONDS",
+        help="how long a frozen worker stays frozen (above the visibility timeout, 8 s)",
+    )
+    parser.add_argument(
+        "--sweep-every",
+        type=float,
+        default=defaults.sweep_every,
+        metavar="SECONDS",
+        help="run util.reconcile --repair this often while the workers run (0: never)",
+    )
+    parser.add_argument(
+        "--encryption",
+        choices=["AES256", "aws:kms", "aws:kms:dsse"],
+        default=defaults.encryption,
+        help="the buckets' default encryption (aws:kms: ETags are not MD5s)",
+    )
+    parser.add_argument(
+        "--index-lag",
+        type=float,
+        default=defaults.index_lag,
+        metavar="SECONDS",
+        help="how far the user_id_index lags behind the table",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=defaults.timeout, metavar="SECONDS", help="per phase"
     )
     parser.add_argument("--keep-logs", type=Path, metavar="DIR")
@@ -1125,6 +1322,11 @@ def parse(argv: list[str] | None = None) -> Settings:
         resets=args.resets,
         lost=args.lost,
         kill_every=args.kill_every,
+        freeze_every=args.freeze_every,
+        freeze_seconds=args.freeze_seconds,
+        sweep_every=args.sweep_every,
+        encryption=args.encryption,
+        index_lag=args.index_lag,
         timeout=args.timeout,
         keep_logs=args.keep_logs,
     )

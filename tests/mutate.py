@@ -9,7 +9,7 @@ must follow it (reported loudly, and the run fails).
 
     python -m tests.mutate                 # every mutant
     python -m tests.mutate -k thaw -k glacier  # the mutants whose name contains either
-    python -m tests.mutate --list          # names, files and tests only
+    python -m tests.mutate --list          # names, files, tests; exit 1 if one no longer applies
 
 Each mutant runs the unit test files of what it changes, not the exhaustive explorations
 (test_interleavings.py, test_crash_at_every_call.py: minutes each): a guard only they notice
@@ -288,6 +288,13 @@ MUTANTS: list[Mutant] = [
     ),
     # -- restore and the retrieval record ---------------------------------------------------
     M(
+        "restore: a young message not looked at again once the index has settled",
+        RESTORE,
+        'if outcome.action == "retry" or message.sent_at + self.settle_seconds <= self.clock():',
+        "if True:",
+        (T_RESTORE,),
+    ),
+    M(
         "restore: free user's results retrieved",
         RESTORE,
         "if not user.is_premium:",
@@ -426,6 +433,13 @@ MUTANTS: list[Mutant] = [
         THAW,
         "            if notice.archive_id is None:\n",
         "            if False:\n",
+        (T_THAW,),
+    ),
+    M(
+        "thaw: the recorded retrieval the back end forgot is not restarted",
+        THAW,
+        "if archive_id is not None and job.get(RESTORE_JOB_ID) == notice.retrieval_id:",
+        "if False:",
         (T_THAW,),
     ),
     M(
@@ -634,17 +648,17 @@ MUTANTS: list[Mutant] = [
         (T_WORKER,),
     ),
     M(
-        "worker: deferral ignored",
+        "worker: a defer's delay ignored",
         WORKER,
-        "self.change_visibility([message], self.capped(message, outcome.delay))",
-        "pass",
+        "delay = min(outcome.delay, settings.retry_max_seconds)",
+        "delay = settings.retry_max_seconds",
         (T_WORKER,),
     ),
     M(
         "worker: abandoned work not handed back",
         WORKER,
-        'elif outcome.action == "handed back" or message.cancelled.is_set():',
-        'elif outcome.action == "handed back":',
+        'if outcome.action == "retry" and message.cancelled.is_set():',
+        "if False:",
         (T_WORKER,),
     ),
     M(
@@ -681,6 +695,111 @@ MUTANTS: list[Mutant] = [
         "except Exception as exc:  # a handler bug",
         "except ArithmeticError as exc:  # a handler bug",
         (T_WORKER,),
+    ),
+    M(
+        "worker: a retry's delay grows with the receives",
+        WORKER,
+        "            delay = retry_delay(\n                retries,",
+        "            delay = retry_delay(\n                message.receive_count,",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a copy does not count the handler's retry",
+        WORKER,
+        'retries = message.retries + (outcome.action == "retry")',
+        "retries = message.retries",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: the retries a copy carries are not read",
+        WORKER,
+        "retries=0 if retries is None else int(retries),",
+        "retries=0,",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: no max_retries",
+        WORKER,
+        'if outcome.action == "retry" and message.retries >= self.settings.max_retries:',
+        "if False:",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: max_retries gives up one retry late",
+        WORKER,
+        "message.retries >= self.settings.max_retries",
+        "message.retries > self.settings.max_retries",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a copy's own attributes not sent with it",
+        WORKER,
+        "attributes = {**own_attributes(message), RETRIES: number_attribute(retries)}",
+        "attributes = {RETRIES: number_attribute(retries)}",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a delay past 15 min not carried by gas_not_before",
+        WORKER,
+        "if delay > SQS_MAX_DELAY:",
+        "if False:",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a copy with no room for gas_retries sent without them",
+        WORKER,
+        "if len(attributes) > SQS_MAX_ATTRIBUTES:",
+        "if False:",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: the message received not deleted once its copy is sent",
+        WORKER,
+        "self.to_delete.append(message)  # should its delete fail: a duplicate",
+        "pass",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a copy that cannot be sent left for the visibility timeout",
+        WORKER,
+        "        self.change_visibility([message], hidden)\n",
+        "\n",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a copy received before it is due is handled",
+        WORKER,
+        "if early > 0",
+        "if False",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a forged gas_not_before believed",
+        WORKER,
+        "due = min(message.not_before, message.sent_at + self.settings.retry_max_seconds)",
+        "due = message.not_before",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a garbled copy number believed",
+        WORKER,
+        "if not math.isfinite(number) or number < 0 or (name == RETRIES and not number.is_integer()):",
+        "if False:",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: dead letters keep the copy numbers",
+        WORKER,
+        "attributes = dict(list(own_attributes(message).items())[:6])",
+        "attributes = dict(list(message.attributes.items())[:6])",
+        (T_WORKER,),
+    ),
+    M(
+        "worker: a re-sent copy taken for a first delivery",
+        WORKER,
+        "return self.receive_count > 1 or RETRIES in self.attributes",
+        "return self.receive_count > 1",
+        (T_WORKER, T_S3),
     ),
     # -- transfer checks -------------------------------------------------------------------------
     M(
@@ -847,18 +966,46 @@ MUTANTS: list[Mutant] = [
         (T_S3,),
     ),
     M(
-        "backends: S3 copy back in one request keeps the original's ETag",
+        "backends: S3 copy back of an archive made before checksums keeps the original's ETag",
         BACKENDS,
         "if part_size == 0 and avoid_etag in (None, expected):",
         "if False:",
         (T_S3,),
     ),
     M(
-        "backends: S3 copy back not verified",
+        "backends: S3 copy back of an archive made before checksums not verified",
         BACKENDS,
         'if copied["ETag"] != expected:',
         "if False:",
         (T_S3,),
+    ),
+    M(
+        "backends: S3 copy back's checksum not compared",
+        BACKENDS,
+        'if copied.get(f"Checksum{CHECKSUM}") != expected:',
+        "if False:",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 copy back of a one-request original made in one request",
+        BACKENDS,
+        "return MAX_SINGLE_COPY if in_one_request else 0",
+        "return 0",
+        (T_S3,),
+    ),
+    M(
+        "backends: S3 archive copied without a checksum of its own",
+        BACKENDS,
+        "                ChecksumAlgorithm=CHECKSUM,\n",
+        "",
+        (T_S3,),
+    ),
+    M(
+        "helpers: a refusal for capacity retried by botocore",
+        HELPERS,
+        "        if code in codes:",
+        "        if False:",
+        (T_RESTORE, T_S3),
     ),
     M(
         "backends: S3 copy not cancelled",
@@ -1027,9 +1174,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mutants = [m for m in MUTANTS if not args.patterns or any(p in m.name for p in args.patterns)]
     if args.list:
+        stale = 0
         for mutant in mutants:
-            print(f"{mutant.name}  [{mutant.file}; {' '.join(mutant.tests)}]")
-        return 0
+            found = (ROOT / mutant.file).read_text().count(mutant.original)
+            stale += found != 1
+            note = "" if found == 1 else f"  DOES NOT APPLY (snippet found {found} times)"
+            print(f"{mutant.name}  [{mutant.file}; {' '.join(mutant.tests)}]{note}")
+        return 1 if stale else 0
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="gas-mutate-") as directory:
         tree = Path(directory) / "tree"

@@ -15,17 +15,22 @@ thaw speak only to the `Backend` interface; everything that differs is here:
   ``s3:ObjectRestore:Completed`` event, or restore's own announcement when RestoreObject
   answers 200 (the object is restored already, and S3 sends no second event);
 - copy back: ranged job output, tree-hash checked, into an S3 upload; a server-side copy into
-  STANDARD, its ETag checked against the one the archive object's ETag makes it expect.
+  STANDARD, checked by the CRC64NVME checksum S3 computes of the copy against the archive's.
+
+Copies are verified by checksums S3 computes, never by ETags: an object encrypted with SSE-KMS,
+DSSE-KMS or SSE-C has an ETag that is no MD5 of its bytes (S3 API reference, ``Object``), and
+many organisations encrypt every bucket that way. S3 computes a full-object CRC64NVME of the
+bytes whatever the encryption and the part layout (user guide, "Checking object integrity"), so
+the archive is copied asking for one, and so is the copy back; the two are equal exactly when
+the bytes are.
 
 Copies told apart by their ETags. Archive deletes the S3 result only while it still has the
 ETag that was archived (``DeleteObject`` with ``If-Match``), so that a late or duplicate archive
-message never deletes a copy thaw has put back. Equal bytes uploaded with an equal part layout
-get equal ETags (an MD5 of the bytes, or of the parts' MD5s with ``-<parts>``), so every copy
-that may come back to the result's key is made with a different number of parts than the
-original: thaw's upload (vault); with s3, thaw's copy of the archive object, made with the
-archive copy's part layout (its ETag is then the archive's), except when that layout gives the
-original's ETag: a result made in one request and copied in one request (any object copied in
-one request has the MD5 of its bytes as ETag). That copy back is one part (`one_part_etag`).
+message never deletes a copy thaw has put back. That fence only asks whether two ETags are
+equal. Unencrypted (or SSE-S3), equal bytes uploaded with an equal part layout get equal ETags
+(an MD5 of the bytes, or of the parts' MD5s with ``-<parts>``), so every copy that may come back
+to the result's key is made with another number of parts than the original
+(`distinct_layout`), and a copy back that has the original's ETag all the same is not kept.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from util.helpers import (
     USER_ID,
     Aws,
     InvalidMessage,
+    final_answers,
     head_object,
     require_str,
 )
@@ -73,13 +79,17 @@ from util.util_config import Config
 EXPEDITED, STANDARD = "Expedited", "Standard"
 # GONE: the back end knows no such retrieval (Glacier job) or archive (S3 object).
 SUCCEEDED, FAILED, IN_PROGRESS, GONE = "Succeeded", "Failed", "InProgress", "Gone"
-# The copy back must use the archive copy's part layout for the two ETags to be comparable,
-# so the archive object keeps it in its metadata (0: copied in one request).
+# The checksum S3 computes of every copy: full-object whatever the part layout, and, unlike an
+# ETag, of the bytes under every kind of encryption.
+CHECKSUM = "CRC64NVME"
+# Archives made before they carried CHECKSUM keep the part layout of their copy here (0: one
+# request), for their copy back to be compared by ETag (`S3Backend.copy_back_by_etag`).
 PART_SIZE_METADATA = "gas-copy-part-size"
 CANCEL_POLL_SECONDS = 0.2
 MIN_PART = 5 * MIB  # S3's smallest part but the last
 MAX_SINGLE_COPY = 5 * 1024 * MIB  # S3's largest CopyObject
 RESTORED_ALREADY = "gas.restore"  # eventSource of restore's own ObjectRestore:Completed
+NO_CAPACITY = "GlacierExpeditedRetrievalNotAvailable"  # RestoreObject's "no Expedited now"
 
 
 @dataclass
@@ -119,7 +129,8 @@ def parts(size: int, part_size: int) -> int:
 
 
 def one_part_etag(md5_etag: str) -> str:
-    """The ETag of a one-part multipart copy of an object whose ETag is the MD5 `md5_etag`."""
+    """The ETag of a one-part multipart copy of an object whose ETag is the MD5 `md5_etag`
+    (an archive made without CHECKSUM, in an unencrypted bucket)."""
     md5 = bytes.fromhex(md5_etag.strip('"'))
     return f'"{hashlib.md5(md5).hexdigest()}-1"'
 
@@ -437,6 +448,7 @@ class S3Backend:
         self.thaw_topic = config.gas.thaw_topic
         self.progress_seconds = config.gas.progress_seconds
         self.transfers = _Managers(self.s3, config.gas.transfer_threads)
+        final_answers(self.s3, "RestoreObject", NO_CAPACITY)
 
     def source(self, bucket: str, key: str) -> Source | None:
         return head_source(self.s3, bucket, key)
@@ -462,18 +474,13 @@ class S3Backend:
             return self.copy_once(source, key)
         if again and self.head(key) is not None:  # made before, in full (copies are atomic)
             return key
-        part_size = distinct_layout(source.size, source.etag, self.part_size)
         self.copy(
             {"Bucket": source.bucket, "Key": source.key},
             self.bucket,
             key,
             cancelled,
-            {
-                "StorageClass": self.storage_class,
-                "MetadataDirective": "REPLACE",
-                "Metadata": {PART_SIZE_METADATA: str(part_size)},
-            },
-            part_size,
+            {"StorageClass": self.storage_class, "ChecksumAlgorithm": CHECKSUM},
+            self.part_size,
             source.size,
             source.etag,  # s3transfer pins every part to it
         )
@@ -494,8 +501,7 @@ class S3Backend:
                 CopySourceIfMatch=source.etag,
                 IfNoneMatch="*",
                 StorageClass=self.storage_class,
-                MetadataDirective="REPLACE",
-                Metadata={PART_SIZE_METADATA: "0"},
+                ChecksumAlgorithm=CHECKSUM,
             )
         except ClientError as exc:
             refused = exc.response["Error"]["Code"] in S3_PRECONDITION_FAILED
@@ -507,8 +513,8 @@ class S3Backend:
         return None  # never saves one: the archive key is made again as it was
 
     def head(self, key: str) -> dict[str, Any] | None:
-        """The archive object's HeadObject, or None if there is no such object."""
-        return head_object(self.s3, self.bucket, key)
+        """The archive object's HeadObject (with its checksum), or None if there is none."""
+        return head_object(self.s3, self.bucket, key, ChecksumMode="ENABLED")
 
     def delete(self, archive_id: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=archive_id)
@@ -535,7 +541,7 @@ class S3Backend:
             )["ResponseMetadata"]["HTTPStatusCode"]
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
-            if code == "GlacierExpeditedRetrievalNotAvailable":
+            if code == NO_CAPACITY:
                 raise ExpeditedUnavailable(str(exc)) from None
             if code != "RestoreAlreadyInProgress":
                 raise
@@ -602,20 +608,66 @@ class S3Backend:
         avoid_etag: str | None,
         cancelled: threading.Event,
     ) -> None:
-        """Copy the restored object back into STANDARD, then compare ETags.
+        """Copy the restored object back into STANDARD, in another part layout than the
+        original's (`copy_back_layout`), then compare the checksum S3 computed of the copy
+        with the archive's. A mismatch, or a copy that has the original's ETag all the same,
+        deletes that copy, and only it, before raising."""
+        archived = completion.source
+        expected = archived.get(f"Checksum{CHECKSUM}")
+        if expected is None:
+            return self.copy_back_by_etag(completion, bucket, key, avoid_etag, cancelled)
+        size = archived["ContentLength"]
+        self.copy(
+            {"Bucket": self.bucket, "Key": completion.retrieval_id},
+            bucket,
+            key,
+            cancelled,
+            {
+                "StorageClass": "STANDARD",
+                "CopySourceIfMatch": archived["ETag"],
+                "ChecksumAlgorithm": CHECKSUM,
+            },
+            self.copy_back_layout(size, avoid_etag),
+            size,
+            archived["ETag"],
+        )
+        copied = head_object(self.s3, bucket, key, ChecksumMode="ENABLED") or {}
+        if copied.get(f"Checksum{CHECKSUM}") != expected:
+            self.discard(bucket, key, copied)
+            raise ChecksumMismatch(
+                f"copy's {CHECKSUM} {copied.get(f'Checksum{CHECKSUM}')} is not {expected}"
+            )
+        if copied["ETag"] == avoid_etag:  # a late archive message could delete it
+            self.discard(bucket, key, copied)
+            raise ChecksumMismatch(f"the copy has the original's ETag {avoid_etag}")
 
-        Copied with the part layout of the archive copy, the two objects' ETags (MD5s, of the
-        whole or of the parts) are equal exactly when the bytes are, and differ from the
-        original's (`archive`). An archive copied in one request with the original's ETag
-        (`avoid_etag`; unknown counts as that) is copied back as one part, whose ETag follows
-        from the archive's. A mismatch deletes that copy, and only it, before raising.
-        """
+    def copy_back_layout(self, size: int, avoid_etag: str | None) -> int:
+        """The fewest requests whose copy cannot have the ETag `avoid_etag` (unknown counts as
+        one made in one request): up to 5 GiB, one CopyObject, or one part after an original
+        made in one request; above, `distinct_layout`."""
+        if size > MAX_SINGLE_COPY:
+            return distinct_layout(size, avoid_etag, self.part_size)
+        in_one_request = avoid_etag is None or etag_parts(avoid_etag) == 0
+        return MAX_SINGLE_COPY if in_one_request else 0
+
+    def copy_back_by_etag(
+        self,
+        completion: Completion,
+        bucket: str,
+        key: str,
+        avoid_etag: str | None,
+        cancelled: threading.Event,
+    ) -> None:
+        """`copy_back` of an archive made before archives carried CHECKSUM (in a bucket
+        without SSE-KMS, or it never came back): copied with the archive copy's part layout,
+        the two ETags (MD5s, of the whole or of the parts) are equal exactly when the bytes
+        are. One copied in one request with the original's ETag (`avoid_etag`; unknown counts
+        as that) is copied back as one part, whose ETag follows from the archive's."""
         archived = completion.source
         part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
         expected = archived["ETag"]
         if part_size == 0 and avoid_etag in (None, expected):
             part_size, expected = MAX_SINGLE_COPY, one_part_etag(expected)
-        # An S3 restore is named by the archive object's key (`completion`).
         self.copy(
             {"Bucket": self.bucket, "Key": completion.retrieval_id},
             bucket,
@@ -632,11 +684,17 @@ class S3Backend:
         )
         copied = self.s3.head_object(Bucket=bucket, Key=key)
         if copied["ETag"] != expected:
-            try:
-                self.s3.delete_object(Bucket=bucket, Key=key, IfMatch=copied["ETag"])
-            except ClientError:
-                pass  # replaced meanwhile: whatever is there now is not ours to delete
+            self.discard(bucket, key, copied)
             raise ChecksumMismatch(f"copy's ETag {copied['ETag']} is not {expected}")
+
+    def discard(self, bucket: str, key: str, copied: dict[str, Any]) -> None:
+        """Delete a copy back that is not kept, only if it is still that copy."""
+        if "ETag" not in copied:
+            return
+        try:
+            self.s3.delete_object(Bucket=bucket, Key=key, IfMatch=copied["ETag"])
+        except ClientError:
+            pass  # replaced meanwhile: whatever is there now is not ours to delete
 
     def copy(
         self,

@@ -27,7 +27,10 @@ from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import calculate_tree_hash
 
+from util.helpers import final_answers
+
 MIB = 1024 * 1024
+NO_CAPACITY = "InsufficientCapacityException"  # InitiateJob's "no Expedited capacity now"
 MAX_PARTS = 10_000  # Glacier's limit on parts per multipart upload
 MAX_PART_SIZE = 4096 * MIB
 
@@ -166,6 +169,7 @@ class Vault:
         # First: under moto in process, moto answers every request from its own before-send
         # handler.
         glacier.meta.events.register_first("before-send.glacier.InitiateJob", self._started_already)
+        final_answers(glacier, "InitiateJob", NO_CAPACITY)
 
     def upload_parts(
         self,
@@ -289,10 +293,7 @@ class Vault:
                 },
             )["jobId"]
         except (BotoCoreError, ClientError) as exc:
-            if (
-                isinstance(exc, ClientError)
-                and exc.response["Error"]["Code"] == "InsufficientCapacityException"
-            ):
+            if isinstance(exc, ClientError) and exc.response["Error"]["Code"] == NO_CAPACITY:
                 raise ExpeditedUnavailable(str(exc)) from None
             found = self.find_job(archive_id, description) if _outcome_unknown(exc) else None
             if found is None:
@@ -332,11 +333,25 @@ class Vault:
                 return None
             raise
 
-    def start_inventory(self) -> str:
-        """Start an inventory-retrieval job (JSON, no completion notice: nobody consumes one)."""
-        return self.glacier.initiate_job(
-            vaultName=self.name, jobParameters={"Type": "inventory-retrieval", "Format": "JSON"}
-        )["jobId"]
+    def start_inventory(self) -> str | None:
+        """Start an inventory-retrieval job (JSON, no completion notice: nobody consumes one);
+        None if the vault has no inventory yet.
+
+        Glacier prepares a vault's first inventory within a day of its creation, and refuses
+        an inventory retrieval until then (its developer guide: "if an inventory has not been
+        completed for the vault an error is returned"). The code it gives is not documented;
+        ResourceNotFoundException, as for a vault that does not exist, is taken to mean that
+        only from a vault this process has just listed jobs of.
+        """
+        try:
+            return self.glacier.initiate_job(
+                vaultName=self.name,
+                jobParameters={"Type": "inventory-retrieval", "Format": "JSON"},
+            )["jobId"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return None
+            raise
 
     def inventory_jobs(self) -> list[dict]:
         """This vault's inventory-retrieval jobs Glacier still knows, oldest first."""

@@ -89,14 +89,38 @@ S3_NOT_FOUND = ("404", "NoSuchKey")
 S3_PRECONDITION_FAILED = ("412", "PreconditionFailed")
 
 
-def head_object(s3: BaseClient, bucket: str, key: str) -> dict[str, Any] | None:
-    """The object's HeadObject, or None if there is no such object."""
+def head_object(s3: BaseClient, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
+    """The object's HeadObject (`extra`: more of its parameters), or None if there is no such
+    object."""
     try:
-        return s3.head_object(Bucket=bucket, Key=key)
+        return s3.head_object(Bucket=bucket, Key=key, **extra)
     except ClientError as exc:
         if exc.response["Error"]["Code"] in S3_NOT_FOUND:
             return None
         raise
+
+
+def final_answers(client: BaseClient, operation: str, *codes: str) -> None:
+    """Have the client raise these error codes of `operation` at their first answer.
+
+    botocore's standard mode retries every 503; some are answers, not faults: "no Expedited
+    capacity now" asked again four more times is four more refusals (and, on the vault, four
+    more pages of ListJobs). A ``needs-retry`` handler that raises the modelled error ends the
+    call there, before botocore's own handler schedules a retry. Safe to call again.
+    """
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def raise_final(response: Any = None, **_: Any) -> None:
+        if response is None:  # no answer came: botocore's to retry
+            return
+        parsed = response[1]
+        code = parsed.get("Error", {}).get("Code")
+        if code in codes:
+            raise client.exceptions.from_code(code)(parsed, operation)
+
+    client.meta.events.register_first(
+        f"needs-retry.{service}.{operation}", raise_final, unique_id=f"gas-final-{operation}"
+    )
 
 
 class InvalidMessage(Exception):

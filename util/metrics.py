@@ -7,7 +7,7 @@ the text log on stderr; ``stderr`` mixes them into the log (for a JSON log shipp
 Namespace ``[metrics] namespace`` (``GAS``). What is emitted:
 
 - every queue worker, one line per handled message (util/worker.py), dimensions
-  ``[Utility, Outcome]`` (Outcome: done, retry, defer, invalid, handed back):
+  ``[Utility, Outcome]`` (Outcome: done, retry, defer, invalid, handed back, early):
   ``Messages`` (Count), ``HandlerDuration`` (Milliseconds), ``DeadLettered`` (Count, 1 when
   the message went to the dead-letter queue), and what the handler did:
   ``BytesArchived`` and ``BytesThawed`` (Bytes), ``Retrievals<Tier>`` (Count: retrievals

@@ -235,28 +235,28 @@ KEYS: tuple[Key, ...] = (
         _int_range(1, 43199),
         "past this a handler is cancelled and its message handed back",
     ),
-    # With maxReceiveCount 5, retries hidden 120, 240, 480, 960 and 1920 s ride out an outage
-    # of an hour before the dead-letter queue.
+    # With the defaults, the 10 retries wait 120, 240, 480, 960, 1920 and 5 x 3600 s: an outage
+    # of 6 h (21,720 s) before the dead-letter queue (docs/runtime.md).
     Key(
         "worker",
         "retry_base_seconds",
         "120",
         _int_range(1, 43199),
-        "a retried message stays hidden this long, doubled per earlier receive (plus up to 25% jitter)",
+        "a retried message comes back after this long, doubled per earlier retry (plus up to 25% jitter)",
     ),
     Key(
         "worker",
         "retry_max_seconds",
         "3600",
         _int_range(1, 43199),
-        "the longest a retried message stays hidden",
+        "the longest a retry or defer waits; a longer defer comes back then and is deferred again",
     ),
     Key(
         "worker",
         "max_retries",
         "10",
         _int_range(0, 1000),
-        "a message its handler asked to retry this many times goes to the dead-letter queue with its last reason",
+        "retries of one message; at its handler's next retry the worker moves it to the dead-letter queue with the last reason",
     ),
     Key(
         "worker",

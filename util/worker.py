@@ -11,10 +11,24 @@ receive, and meanwhile extends the visibility of the ones still running, cancels
 ``handler_timeout_seconds`` and, once stopping, drains. One long transfer therefore holds one
 slot, never the others: no message waits for another's batch.
 
-Backoff: a ``retry`` hides the message for ``retry_base_seconds`` doubled per earlier
-receive, plus up to 25 % jitter, at most ``retry_max_seconds`` (and within SQS's 12 h): a
-long outage spends the redrive budget slowly. A failed receive pauses 1 s, doubling per
-failure in a row up to 60 s.
+Retries and defers come back as fresh copies. The handler decided, so its message has not
+failed: on ``retry`` or ``defer`` the worker sends the message again (its body and
+attributes as received, plus ``gas_retries``, the handler's retries so far) with a delay,
+and deletes the one it received. A retry's delay is ``retry_base_seconds`` doubled per
+earlier retry, plus up to 25 % jitter, at most ``retry_max_seconds``; a defer's is the
+handler's, at most ``retry_max_seconds`` too (a longer one comes back sooner, and its handler
+defers it again). SQS delays a message 15 min at most, so a longer delay rides on
+``gas_not_before``: a copy received before then is hidden again for the rest, and its
+handler does not run. So the queue's redrive policy counts, per copy, only the deliveries
+that ended with no outcome (a crash, a worker frozen past the visibility timeout) and such
+early receives, while the handler's retries are counted by ``gas_retries``: past
+``max_retries`` the worker moves the message to the dead-letter queue itself ("gave up after
+N retries: <last reason>"). A copy that cannot be sent (refused, or one attribute too many
+for SQS's 10) leaves the message received hidden for the delay instead, as a visibility
+change: nothing is lost, and a sent copy whose original then fails to be deleted is only a
+duplicate. ``gas_retries`` and ``gas_not_before`` are anyone's to forge: a garbled one counts
+as absent, and ``gas_not_before`` is believed at most ``retry_max_seconds`` past the copy's
+SentTimestamp. A failed receive pauses 1 s, doubling per failure in a row up to 60 s.
 """
 
 from __future__ import annotations
@@ -43,6 +57,11 @@ from util.helpers import Aws, InvalidMessage, decode_body
 from util.util_config import Config, ConfigError, add_config_option, load
 
 SQS_MAX_VISIBILITY = 43200  # 12 h, counted from the receive
+SQS_MAX_DELAY = 900  # 15 min: the longest a message is delayed when sent
+SQS_MAX_ATTRIBUTES = 10  # message attributes of one message
+# What the worker writes on a copy it sends: the handler's retries so far, and when the copy
+# is due (epoch seconds) if that is beyond SQS_MAX_DELAY.
+RETRIES, NOT_BEFORE = "gas_retries", "gas_not_before"
 HEARTBEAT_TICK = 0.25  # how often the loop looks at deadlines while handlers run
 RETRY_JITTER = 0.25  # a retry's delay grows by up to this fraction, never shrinks
 RECEIVE_BACKOFF_FIRST, RECEIVE_BACKOFF_MAX = 1.0, 60.0  # pause after failed receives
@@ -57,8 +76,9 @@ log = logging.getLogger("gas")
 
 
 # What the runtime does with a message: delete it, leave it to come back, bring it back after a
-# delay, move it to the dead-letter queue, or make it visible again at once (we are stopping).
-Action = Literal["done", "retry", "defer", "invalid", "handed back"]
+# delay, move it to the dead-letter queue, make it visible again at once (we are stopping), or
+# hide a copy received before it is due until then.
+Action = Literal["done", "retry", "defer", "invalid", "handed back", "early"]
 
 
 @dataclass(frozen=True)
@@ -89,14 +109,14 @@ def invalid(reason: str) -> Outcome:
 HANDED_BACK = Outcome("handed back", "worker stopping")
 
 
-def retry_delay(receive_count: int, base: int, cap: int, rng: random.Random) -> int:
-    """Seconds a retried message stays hidden: `base` doubled per earlier receive, plus up to
-    RETRY_JITTER of it (spreading a burst of retries), at most `cap`.
+def retry_delay(retry: int, base: int, cap: int, rng: random.Random) -> int:
+    """Seconds the `retry`-th retry of a message waits: `base` doubled per earlier retry, plus
+    up to RETRY_JITTER of it (spreading a burst of retries), at most `cap`.
 
-    The jitter only adds, so `n` receives last at least base * (2**n - 1) seconds (if the cap
-    allows): the outage the redrive budget (maxReceiveCount) rides out.
+    The jitter only adds, so `n` retries last at least base * (2**n - 1) seconds (if the cap
+    allows): the outage max_retries rides out.
     """
-    delay = base * 2 ** min(max(receive_count, 1) - 1, 30)
+    delay = base * 2 ** min(max(retry, 1) - 1, 30)
     return int(min(cap, delay * (1 + rng.uniform(0, RETRY_JITTER))))
 
 
@@ -129,6 +149,44 @@ class Message:
     duration: float = 0.0
     # What the handler did, as metrics (util/metrics.py): e.g. {"BytesArchived": 1234}.
     metrics: dict[str, float] = field(default_factory=dict)
+    retries: int = 0  # the handler's retries of earlier copies (gas_retries)
+    not_before: float | None = None  # a copy's due time, epoch seconds (gas_not_before)
+
+    @property
+    def delivered_before(self) -> bool:
+        """This message, or an earlier copy of it, was delivered before: that delivery may
+        have done part of the work. A copy the worker sent always carries gas_retries."""
+        return self.receive_count > 1 or RETRIES in self.attributes
+
+
+def copy_number(message_id: str, attributes: dict[str, Any], name: str) -> float | None:
+    """The value of a number the worker writes on a copy (gas_retries, gas_not_before); None
+    if absent, or if garbled (logged): a finite number, not negative, a whole one for a count.
+    """
+    if name not in attributes:
+        return None
+    text = attributes[name].get("StringValue")
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or (name == RETRIES and not number.is_integer()):
+        log.warning("message %s: %s %r is garbled, ignored", message_id, name, text)
+        return None
+    return number
+
+
+def own_attributes(message: Message) -> dict[str, dict[str, Any]]:
+    """A message's attributes but the worker's copy numbers, as SendMessage takes them."""
+    return {
+        name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+        for name, value in message.attributes.items()
+        if name not in (RETRIES, NOT_BEFORE)
+    }
+
+
+def number_attribute(value: int) -> dict[str, str]:
+    return {"DataType": "Number", "StringValue": str(value)}
 
 
 Handler = Callable[[Message], Outcome]
@@ -324,20 +382,26 @@ class Worker:
             MessageAttributeNames=["All"],
         )
         now = time.monotonic()
-        return [
-            Message(
-                message_id=m["MessageId"],
-                receipt_handle=m["ReceiptHandle"],
-                body=m["Body"],
-                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
-                attributes=m.get("MessageAttributes", {}),
-                received_at=now,
-                visible_until=now + self.visibility_timeout,
-                sent_at=int(m.get("Attributes", {}).get("SentTimestamp", time.time() * 1000))
-                / 1000,
+        messages = []
+        for m in response.get("Messages", []):
+            attributes = m.get("MessageAttributes", {})
+            retries = copy_number(m["MessageId"], attributes, RETRIES)
+            messages.append(
+                Message(
+                    message_id=m["MessageId"],
+                    receipt_handle=m["ReceiptHandle"],
+                    body=m["Body"],
+                    receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+                    attributes=attributes,
+                    received_at=now,
+                    visible_until=now + self.visibility_timeout,
+                    sent_at=int(m.get("Attributes", {}).get("SentTimestamp", time.time() * 1000))
+                    / 1000,
+                    retries=0 if retries is None else int(retries),
+                    not_before=copy_number(m["MessageId"], attributes, NOT_BEFORE),
+                )
             )
-            for m in response.get("Messages", [])
-        ]
+        return messages
 
     def enforce_time_limit(self, messages: list[Message]) -> None:
         """Ask handlers running past handler_timeout_seconds to give up; their messages are
@@ -370,7 +434,12 @@ class Worker:
             message.data = decode_body(message.body)
             job_id = message.data.get("job_id")
             message.job_id = job_id if isinstance(job_id, str) else None
-            outcome = self.handler(message)
+            early = self.due_in(message)  # a copy not yet due is hidden again, not handled
+            outcome = (
+                Outcome("early", "received before its gas_not_before", early)
+                if early > 0
+                else self.handler(message)
+            )
         except InvalidMessage as exc:
             outcome = invalid(str(exc))
         except Exception as exc:  # a handler bug must not kill the worker
@@ -384,6 +453,14 @@ class Worker:
         message.duration = time.monotonic() - started
         return outcome
 
+    def due_in(self, message: Message) -> int:
+        """Whole seconds until a copy is due (gas_not_before, believed at most
+        retry_max_seconds past the copy's sending); 0 when it is due."""
+        if message.not_before is None:
+            return 0
+        due = min(message.not_before, message.sent_at + self.settings.retry_max_seconds)
+        return max(0, int(due - time.time()))
+
     # -- outcomes ------------------------------------------------------------------------
 
     def settle(self, results: Iterable[tuple[Message, Outcome]]) -> None:
@@ -392,38 +469,21 @@ class Worker:
         if not to_delete:
             self.delete_due = time.monotonic() + DELETE_WAIT_SECONDS
         for message, outcome in results:
-            if message.timed_out and outcome.action in ("retry", "handed back"):
-                outcome = Outcome(
-                    "handed back",
-                    "handler time limit passed" + (f": {outcome.reason}" if outcome.reason else ""),
-                )
+            outcome = self.ruling(message, outcome)
             try:
                 if outcome.action == "invalid":
                     self.move_to_dead_letter(message, outcome.reason)
                     to_delete.append(message)
                 elif outcome.action == "done":
                     to_delete.append(message)
-                elif outcome.action == "defer":
-                    self.change_visibility([message], self.capped(message, outcome.delay))
-                elif outcome.action == "handed back" or message.cancelled.is_set():
+                elif outcome.action == "handed back":
                     # Abandoned (stopping, or past its time limit): let another copy (or our
                     # restart) take it now rather than after the visibility timeout.
                     self.change_visibility([message], 0)
-                else:  # retry: later each time it comes back (module docstring)
-                    outcome = Outcome(
-                        "retry",
-                        outcome.reason,
-                        self.capped(
-                            message,
-                            retry_delay(
-                                message.receive_count,
-                                self.settings.retry_base_seconds,
-                                self.settings.retry_max_seconds,
-                                self.rng,
-                            ),
-                        ),
-                    )
-                    self.change_visibility([message], outcome.delay)
+                elif outcome.action == "early":
+                    self.change_visibility([message], self.capped(message, outcome.delay))
+                else:  # retry, defer: a fresh copy, later (module docstring)
+                    outcome = self.later(message, outcome)
             except (BotoCoreError, ClientError) as exc:
                 # The message stays on the queue and comes back: nothing is lost.
                 log.error(
@@ -435,6 +495,71 @@ class Worker:
                 )
             self.log_outcome(message, outcome)
 
+    def ruling(self, message: Message, outcome: Outcome) -> Outcome:
+        """The outcome the runtime acts on: a retry abandoned (stopping, past its time limit)
+        is handed back, and one past max_retries gives up."""
+        if message.timed_out and outcome.action in ("retry", "handed back"):
+            return Outcome(
+                "handed back",
+                "handler time limit passed" + (f": {outcome.reason}" if outcome.reason else ""),
+            )
+        if outcome.action == "retry" and message.cancelled.is_set():
+            return Outcome("handed back", outcome.reason)
+        if outcome.action == "retry" and message.retries >= self.settings.max_retries:
+            return invalid(f"gave up after {message.retries} retries: {outcome.reason}")
+        return outcome
+
+    def later(self, message: Message, outcome: Outcome) -> Outcome:
+        """A retry or a defer, with its delay: a copy sent with that delay, the message
+        received deleted; or, if no copy can be sent, the message received hidden as long."""
+        settings = self.settings
+        retries = message.retries + (outcome.action == "retry")
+        if outcome.action == "retry":
+            delay = retry_delay(
+                retries, settings.retry_base_seconds, settings.retry_max_seconds, self.rng
+            )
+        else:
+            delay = min(outcome.delay, settings.retry_max_seconds)
+        attributes = {**own_attributes(message), RETRIES: number_attribute(retries)}
+        if delay > SQS_MAX_DELAY:
+            attributes[NOT_BEFORE] = number_attribute(int(time.time()) + delay)
+        if len(attributes) > SQS_MAX_ATTRIBUTES:
+            log.warning(
+                "%s: message %s: no room for %s among its attributes, hidden instead",
+                self.utility,
+                message.message_id,
+                RETRIES,
+            )
+        else:
+            try:
+                self.sqs.send_message(
+                    QueueUrl=self.queue_url,
+                    MessageBody=message.body,
+                    MessageAttributes=attributes,
+                    DelaySeconds=min(delay, SQS_MAX_DELAY),
+                )
+            except (BotoCoreError, ClientError) as exc:
+                log.error(
+                    "%s: message %s: could not send it again, hidden instead: %s",
+                    self.utility,
+                    message.message_id,
+                    exc,
+                )
+            else:
+                self.to_delete.append(message)  # should its delete fail: a duplicate
+                return Outcome(outcome.action, outcome.reason, delay)
+        # This copy comes back itself, its receives counting: they lengthen a retry too.
+        if outcome.action == "retry":
+            delay = retry_delay(
+                message.retries + message.receive_count,
+                settings.retry_base_seconds,
+                settings.retry_max_seconds,
+                self.rng,
+            )
+        hidden = self.capped(message, delay)
+        self.change_visibility([message], hidden)
+        return Outcome(outcome.action, outcome.reason, hidden)
+
     def flush_deletes(self, force: bool = False) -> None:
         """Delete the finished messages once ten share a batch, the first has waited
         DELETE_WAIT_SECONDS, or `force`."""
@@ -444,7 +569,9 @@ class Worker:
             self.delete(waiting)
 
     def move_to_dead_letter(self, message: Message, reason: str) -> None:
-        attributes = dict(list(message.attributes.items())[:6])
+        """Send the message to the dead-letter queue with why; its copy numbers stay behind,
+        so that a message redriven from there starts afresh (the reason has the count)."""
+        attributes = dict(list(own_attributes(message).items())[:6])
         attributes.update(
             {
                 "gas_reason": {"DataType": "String", "StringValue": reason[:1000] or "invalid"},
@@ -581,17 +708,18 @@ class Worker:
         )
         level = logging.WARNING if outcome.action == "invalid" else logging.INFO
         reason = f" reason={outcome.reason!r}" if outcome.reason else ""
-        timed = outcome.action in ("defer", "retry")
+        timed = outcome.action in ("defer", "retry", "early")
         delay = f" delay={outcome.delay}s" if timed else ""
         log.log(
             level,
-            "%s message=%s job=%s receives=%d outcome=%s%s duration=%.3fs%s",
+            "%s message=%s job=%s receives=%d outcome=%s%s retries=%d duration=%.3fs%s",
             self.utility,
             message.message_id,
             message.job_id or "-",
             message.receive_count,
             outcome.action,
             delay,
+            message.retries,
             message.duration,
             reason,
             extra={
@@ -600,6 +728,7 @@ class Worker:
                     "message_id": message.message_id,
                     "job_id": message.job_id,
                     "receive_count": message.receive_count,
+                    "retries": message.retries,
                     "outcome": outcome.action,
                     "reason": outcome.reason or None,
                     "delay": outcome.delay if timed else None,

@@ -96,8 +96,9 @@ def allow(
 
 
 def _queue_worker(arns: Arns, queue: str) -> list[Statement]:
-    """util/worker.py: long-poll the queue, settle messages, dead-letter the invalid ones
-    (the runtime finds the dead-letter queue in the queue's RedrivePolicy)."""
+    """util/worker.py: long-poll the queue, settle messages (a retry or a defer sends the
+    message back to it as a fresh copy), dead-letter the invalid ones (the runtime finds the
+    dead-letter queue in the queue's RedrivePolicy)."""
     return [
         allow(
             "ConsumeQueue",
@@ -107,6 +108,7 @@ def _queue_worker(arns: Arns, queue: str) -> list[Statement]:
                 "sqs:ReceiveMessage",
                 "sqs:DeleteMessage",
                 "sqs:ChangeMessageVisibility",
+                "sqs:SendMessage",
             ],
             arns.queue(queue),
         ),

@@ -148,6 +148,7 @@ def test_archive_works_with_its_policy_alone(enforced: Enforced, tmp_path: Path)
     # grace; bob's redelivery is done; the poison is in the dead-letter queue
     assert ARCHIVE_ID in job(stack, "j1") and not result_exists(stack, "j1"), worker.log
     assert "job=j2 receives=1 outcome=defer" in worker.log
+    assert "hidden instead" not in worker.log  # its copy was sent back to the queue
     assert "job=jb receives=1 outcome=done" in worker.log
     assert dead_letter_reasons(stack, config.archive.queue, 1)[0].startswith("body is not JSON")
     # And what archive has no business doing is refused

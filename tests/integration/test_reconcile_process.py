@@ -486,3 +486,19 @@ def test_two_passes_at_once_repair_once_and_the_pipeline_converges(
     # Only the lost result is left, still reported
     assert after.kinds() == {LOST: ["k5"]}, after.report
     assert ARCHIVE_ID in job(server, "k1") and not result_exists(server, "k2")
+
+
+@pytest.mark.parametrize(
+    "stack_settings", [{**VAULT, "GAS_LOCAL_INVENTORY_DELAY_SECONDS": "3600"}], ids=["vault"]
+)
+def test_a_vault_without_an_inventory_yet_is_noted_not_a_failure(server: Server) -> None:
+    # Given a new vault: Glacier has prepared no inventory of it yet (up to a day), and
+    # refuses an inventory retrieval until it has
+    put_job(server, job_id="j1")
+    # When a pass runs, twice (a daily timer's second day on a vault still without one)
+    for _ in range(2):
+        result = reconcile("--repair")
+        # Then it does what it can without an inventory, and says why it did not look for
+        # orphans and lost archives
+        assert result.code == 0, result.stderr
+        assert any("no inventory" in note for note in result.report["notes"]), result.report

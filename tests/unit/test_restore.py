@@ -42,6 +42,17 @@ def restore(stack: Stack, handler: Restorer | None = None, user_id: str = "u-ali
     return (handler or restorer(stack))(message(user_id=user_id))
 
 
+def requests_sent(client, operation: str) -> list:
+    """Every HTTP request of `operation` the client sends from now on, botocore's retries
+    included (the process shares the client)."""
+    sent: list = []
+    service = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register_first(
+        f"before-send.{service}.{operation}", lambda request, **_: sent.append(request)
+    )
+    return sent
+
+
 def fail_calls(client, method: str, code: str, times: int, status: int = 400) -> None:
     """Make the next `times` calls of a client method raise Glacier's error `code`, refused
     with HTTP `status` before anything happened.
@@ -94,13 +105,43 @@ def test_every_archived_result_gets_an_expedited_retrieval_that_names_its_job(
     assert RESTORE_JOB_ID not in job(stack, "j4")
 
 
-def test_no_expedited_capacity_falls_back_to_standard(
+def test_no_expedited_capacity_falls_back_to_standard_after_one_ask(
     stack: Stack, premium_alice: dict[str, bytes]
 ) -> None:
     glacier_emulation.configure(expedited_capacity=False)
-    outcome = restore(stack)
+    handler = restorer(stack)
+    asks = requests_sent(handler.retrievals.backend.vault.glacier, "InitiateJob")
+    outcome = restore(stack, handler)
     assert (outcome.action, outcome.reason) == ("done", "3 started Standard")
     assert sorted(j["Tier"] for j in glacier_jobs(stack)) == ["Standard"] * 3
+    # A capacity refusal is an answer, not a fault: botocore does not ask again
+    tiers = [json.loads(request.body)["Tier"] for request in asks]
+    assert sorted(tiers) == ["Expedited"] * 3 + ["Standard"] * 3
+
+
+def test_a_message_sent_moments_ago_is_looked_at_again_once_the_index_has_settled(
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
+    # Given a restore message sent a moment ago: the user_id_index (eventually consistent) may
+    # not show yet an archive recorded just before the upgrade
+    settle = stack.config.restore.index_settle_seconds
+    young = message(user_id="u-alice")
+    young.sent_at = NOW - 1
+    # When restore handles it, it starts what it finds and looks again a settle later
+    outcome = restorer(stack)(young)
+    assert (outcome.action, outcome.delay) == ("defer", settle)
+    assert outcome.reason.startswith("3 started Expedited")
+    # And once the message is that old, the look it takes is the last one
+    later = restorer(stack, clock=NOW + settle)(young)
+    assert (later.action, later.reason) == ("done", "3 in progress")
+
+
+def test_a_user_without_archives_is_looked_at_again_too(stack: Stack) -> None:
+    set_role(stack, "u-alice", "premium_user")
+    young = message(user_id="u-alice")
+    young.sent_at = NOW
+    outcome = restorer(stack)(young)
+    assert outcome.action == "defer" and outcome.reason.startswith("no archived results")
 
 
 def test_any_other_expedited_error_is_a_retry_not_a_downgrade(

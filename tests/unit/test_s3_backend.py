@@ -6,6 +6,7 @@ import json
 from urllib.parse import quote_plus
 
 import pytest
+from s3transfer.manager import TransferConfig, TransferManager
 
 from tests.conftest import (
     NOW,
@@ -20,6 +21,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.pipeline import Pipeline
+from tests.unit.test_restore import requests_sent
 from util import backends
 from util.archive.archive import Archiver
 from util.glacier import MIB
@@ -28,6 +30,7 @@ from util.helpers import (
     RESTORE_JOB_ID,
     RESTORE_TIER,
     THAW_JOB_ID,
+    Annotations,
     InvalidMessage,
     decode_body,
 )
@@ -220,6 +223,27 @@ def archive_key(stack: Stack) -> str:
     return f"{stack.config.gas.archive_prefix}j1/{head['ETag'].strip(chr(34))}"
 
 
+def test_a_resent_copy_of_the_message_finds_the_archive_an_earlier_delivery_made(
+    s3_backend: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a result copied in parts, whose archive an earlier delivery made before it
+    # crashed; its message retried since, so this copy is received for the first time
+    monkeypatch.setattr(backends, "MAX_SINGLE_COPY", 10 * MIB)
+    put_job(s3_backend, size=12 * MIB)
+    key = archive_key(s3_backend)
+    mark(s3_backend, key)
+    resent = message(job_id="j1", user_id="u-alice")
+    resent.attributes = {"gas_retries": {"DataType": "Number", "StringValue": "1"}}
+    handler = Archiver(s3_backend.config, s3_backend.aws)
+    calls = s3_calls(handler)
+    # When the copy is handled
+    outcome = handler(resent)
+    # Then the archive there is recorded, not copied over (which would delete it early)
+    assert (outcome.action, outcome.reason) == ("done", "archived")
+    assert "UploadPartCopy" not in calls and marked(s3_backend, key)
+    assert job(s3_backend)[ARCHIVE_ID] == key
+
+
 # -- restore -------------------------------------------------------------------------------------
 
 
@@ -231,11 +255,15 @@ def test_restore_asks_for_expedited(s3_backend: Stack) -> None:
     assert "ongoing-request" in archived_object(s3_backend)["Restore"]
 
 
-def test_no_expedited_capacity_falls_back_to_standard(s3_backend: Stack) -> None:
+def test_no_expedited_capacity_falls_back_to_standard_after_one_ask(s3_backend: Stack) -> None:
     archive(s3_backend)
     glacier_emulation.configure(expedited_capacity=False)
+    asks = requests_sent(s3_backend.client("s3"), "RestoreObject")
     restore(s3_backend)
     assert job(s3_backend)[RESTORE_TIER] == "Standard"
+    # A capacity refusal is an answer, not a fault: botocore does not ask again
+    tiers = [b"Expedited" in request.body for request in asks]
+    assert tiers == [True, False]
 
 
 def test_deep_archive_goes_straight_to_standard(s3_backend: Stack) -> None:
@@ -297,18 +325,121 @@ def test_the_test_event_s3_sends_is_nothing_to_do(s3_backend: Stack) -> None:
     assert outcome.action == "done"
 
 
-def test_a_copy_whose_etag_differs_commits_nothing(s3_backend: Stack) -> None:
-    archive(s3_backend)
-    restore(s3_backend)
-    [event] = completion_events(s3_backend)
-    handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
+def encrypt_buckets(stack: Stack, algorithm: str) -> None:
+    """Default encryption on the results and archive buckets, as organisations require."""
+    for bucket in (stack.config.gas.results_bucket, stack.config.gas.archive_bucket):
+        stack.client("s3").put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": algorithm}}]
+            },
+        )
+
+
+@pytest.mark.parametrize("encryption", ["AES256", "aws:kms", "aws:kms:dsse"])
+@pytest.mark.parametrize("size", [3, 12 * MIB], ids=["3 B", "12 MiB"])
+def test_every_result_comes_back_under_every_default_encryption(
+    s3_backend: Stack, copy_in: str, encryption: str, size: int
+) -> None:
+    # Given buckets encrypted by default: under SSE-KMS an object's ETag is no MD5 of its bytes
+    encrypt_buckets(s3_backend, encryption)
+    data = put_job(s3_backend, size=size)
+    original = s3_backend.client("s3").head_object(
+        Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"]
+    )
+    # When the result is archived, restored and thawed
+    archive_outcome = Archiver(s3_backend.config, s3_backend.aws)(
+        message(job_id="j1", user_id="u-alice")
+    )
+    assert archive_outcome.action == "done", archive_outcome
+    send_restore_request(s3_backend)
+    pipeline = Pipeline(s3_backend)
+    pipeline.settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
+    # Then it is back byte-identical, verified by a checksum S3 computed (ETags say nothing
+    # here), with an ETag other than the original's, and nothing was dead-lettered
+    assert result_bytes(s3_backend) == data and not pipeline.dead
+    thawed = s3_backend.client("s3").head_object(
+        Bucket=s3_backend.config.gas.results_bucket, Key=job(s3_backend)["s3_key_result_file"]
+    )
+    assert thawed["ETag"] != original["ETag"]
+
+
+def archive_the_old_way(stack: Stack, part_size: int) -> tuple[bytes, str]:
+    """A 12 MiB result archived by the version before, in an unencrypted bucket: copied
+    without a checksum of its own, its copy's part layout in its metadata. Its data and the
+    original's ETag."""
+    data = put_job(stack, size=12 * MIB)
+    item, s3 = job(stack), stack.client("s3")
+    where = {"Bucket": item["s3_results_bucket"], "Key": item["s3_key_result_file"]}
+    etag = s3.head_object(**where)["ETag"]
+    key = f"{stack.config.gas.archive_prefix}j1/{etag.strip(chr(34))}"
+    extra = {
+        "StorageClass": "GLACIER",
+        "MetadataDirective": "REPLACE",
+        "Metadata": {backends.PART_SIZE_METADATA: str(part_size)},
+    }
+    config = TransferConfig(multipart_threshold=part_size or 6 * 1024 * MIB)
+    if part_size:
+        config.multipart_chunksize = part_size
+    TransferManager(s3, config).copy(where, stack.config.gas.archive_bucket, key, extra).result()
+    assert "ChecksumCRC64NVME" not in s3.head_object(
+        Bucket=stack.config.gas.archive_bucket, Key=key, ChecksumMode="ENABLED"
+    )
+    Annotations(stack.aws, stack.config.gas.annotations_table).put(
+        {**item, ARCHIVE_ID: key, "results_file_etag": etag}
+    )
+    s3.delete_object(**where)
+    return data, etag
+
+
+@pytest.mark.parametrize("part_size", [0, 5 * MIB], ids=["one request", "in parts"])
+def test_an_archive_made_before_archives_had_checksums_still_comes_back(
+    s3_backend: Stack, part_size: int
+) -> None:
+    data, etag = archive_the_old_way(s3_backend, part_size)
+    # When the user upgrades, and restore and thaw run
+    send_restore_request(s3_backend)
+    pipeline = Pipeline(s3_backend)
+    pipeline.settle(until=lambda: ARCHIVE_ID not in job(s3_backend))
+    # Then it is back, checked by its ETag, as before
+    assert result_bytes(s3_backend) == data and not pipeline.dead
+    item = job(s3_backend)
+    thawed = s3_backend.client("s3").head_object(
+        Bucket=item["s3_results_bucket"], Key=item["s3_key_result_file"]
+    )
+    assert thawed["ETag"] != etag
+
+
+def corrupt_copies(stack: Stack, handler: Thawer) -> None:
+    """Every copy the handler's back end makes is replaced by other bytes at once."""
     copy = handler.backend.copy
 
     def copy_then_corrupt(source, bucket, key, *args):
         copy(source, bucket, key, *args)
-        s3_backend.client("s3").put_object(Bucket=bucket, Key=key, Body=b"not the result")
+        stack.client("s3").put_object(Bucket=bucket, Key=key, Body=b"not the result")
 
     handler.backend.copy = copy_then_corrupt
+
+
+def test_a_bad_copy_back_of_an_archive_made_before_checksums_commits_nothing(
+    s3_backend: Stack,
+) -> None:
+    archive_the_old_way(s3_backend, 0)
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
+    corrupt_copies(s3_backend, handler)
+    outcome = handler(message(**event))
+    assert outcome.action == "retry" and outcome.reason.startswith("nothing committed")
+    assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)
+
+
+def test_a_copy_whose_checksum_differs_commits_nothing(s3_backend: Stack) -> None:
+    archive(s3_backend)
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
+    corrupt_copies(s3_backend, handler)
     outcome = handler(message(**event))
     assert outcome.action == "retry" and outcome.reason.startswith("nothing committed")
     assert not result_exists(s3_backend) and ARCHIVE_ID in job(s3_backend)
@@ -369,6 +500,28 @@ def test_an_event_for_an_archive_object_never_restored_restarts_its_retrieval(
     )
     assert not result_exists(s3_backend)
     assert job(s3_backend)[RESTORE_JOB_ID] == job(s3_backend)[ARCHIVE_ID]
+
+
+def test_an_event_handled_after_the_restored_copy_expired_restores_it_again(
+    s3_backend: Stack,
+) -> None:
+    # Given a restored copy that lasts its Days (a day here being 1 s) before thaw gets to it
+    data = archive(s3_backend)
+    glacier_emulation.configure(day_seconds=1)
+    restore(s3_backend)
+    [event] = completion_events(s3_backend)
+    wait_for(lambda: "Restore" not in archived_object(s3_backend), what="the copy to expire")
+    # When thaw handles the event, it finds nothing to copy, and restores the object again
+    glacier_emulation.configure(day_seconds=86400)
+    handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
+    outcome = handler(message(**event))
+    assert (
+        outcome.reason == "retrieval failed (not restored (or its copy expired)); started Standard"
+    )
+    # And the new restore's event brings the result back
+    [again] = completion_events(s3_backend)
+    assert handler(message(**again)).reason == "thawed"
+    assert result_bytes(s3_backend) == data
 
 
 def test_stopping_abandons_the_copy_back_and_commits_nothing(

@@ -449,6 +449,57 @@ def test_a_notice_whose_job_glacier_does_not_know_is_invalid(
         thawer(stack)(notice_message({**notice, "JobId": "NOSUCHJOB"}))
 
 
+def test_a_notice_whose_recorded_retrieval_glacier_has_forgotten_restarts_it(
+    stack: Stack, restored: tuple[bytes, dict]
+) -> None:
+    # Given a notice that comes too late: Glacier keeps a job 24 hours after it completes,
+    # then knows it no more (its output is gone), though the item still records it
+    data, notice = restored
+    Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
+        "j1", "SET #r = :r", "attribute_exists(#r)", {"#r": RESTORE_JOB_ID}, {":r": "EXPIREDJOB"}
+    )
+    # When thaw handles it
+    outcome = thawer(stack)(notice_message({**notice, "JobId": "EXPIREDJOB"}))
+    # Then a new retrieval is started in its place, as restore would start it
+    assert (outcome.action, outcome.reason) == (
+        "done",
+        "retrieval EXPIREDJOB is gone (Glacier has no such job); started Expedited",
+    )
+    assert job(stack)[RESTORE_JOB_ID] not in (None, "EXPIREDJOB")
+    # And its notice brings the result back
+    new_notice = next(n for n in notices(stack) if n["JobId"] == job(stack)[RESTORE_JOB_ID])
+    assert thawer(stack)(notice_message(new_notice)).reason == "thawed"
+    assert result_bytes(stack) == data
+
+
+def test_a_notice_handled_after_glacier_forgot_its_job_restarts_the_retrieval(
+    stack: Stack, fast_glacier: None
+) -> None:
+    # Given a retrieval whose notice waits while Glacier keeps its job for its day (here 1 s)
+    data = archive_job(stack, size=3 * MIB)
+    glacier_emulation.configure(day_seconds=1)
+    restore(stack)
+    [notice] = notices(stack)
+    glacier = stack.client("glacier")
+
+    def forgotten() -> bool:
+        try:
+            glacier.describe_job(vaultName=stack.config.gas.vault, jobId=notice["JobId"])
+        except glacier.exceptions.ResourceNotFoundException:
+            return True
+        return False
+
+    wait_for(forgotten, timeout=10, what="Glacier to forget the job")
+    # When thaw handles the notice, late, it starts the retrieval again
+    outcome = thawer(stack)(notice_message(notice))
+    assert outcome.action == "done" and outcome.reason.endswith("started Expedited"), outcome
+    # And the new retrieval's notice brings the result back
+    glacier_emulation.configure(day_seconds=86400)
+    [again] = notices(stack)
+    assert thawer(stack)(notice_message(again)).reason == "thawed"
+    assert result_bytes(stack) == data
+
+
 def test_a_notice_arriving_before_restore_recorded_its_job_is_thawed(
     stack: Stack, restored: tuple[bytes, dict]
 ) -> None:

@@ -46,6 +46,17 @@ def send(stack: Stack, *bodies: str) -> None:
         stack.client("sqs").send_message(QueueUrl=stack.queue_url(QUEUE), MessageBody=body)
 
 
+def send_with(stack: Stack, body: str, **attributes: str) -> None:
+    """One message with String attributes (a number's text, a word: as a sender may forge)."""
+    stack.client("sqs").send_message(
+        QueueUrl=stack.queue_url(QUEUE),
+        MessageBody=body,
+        MessageAttributes={
+            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+        },
+    )
+
+
 def receive_all(stack: Stack, queue: str = QUEUE) -> list[dict]:
     return (
         stack.client("sqs")
@@ -92,18 +103,29 @@ def test_sns_envelope_is_unwrapped(stack: Stack) -> None:
     assert seen == [{"job_id": "j9"}]
 
 
+def delayed(stack: Stack, queue: str = QUEUE) -> int:
+    """Messages of a queue sent with a delay that has not yet passed."""
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url(queue), AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+
 def test_retry_leaves_the_message_for_redelivery(stack: Stack) -> None:
     send(stack, '{"job_id": "j1"}')
     make_worker(stack, lambda m: retry("not now")).work(once=True)
-    assert counts(stack) == (0, 1)  # in flight until its visibility timeout ends
+    # A delayed copy replaces the message received
+    assert counts(stack) == (0, 0) and delayed(stack) == 1
 
 
 def test_defer_makes_the_message_visible_after_the_delay(stack: Stack) -> None:
     send(stack, '{"job_id": "j1"}')
     make_worker(stack, lambda m: defer(1)).work(once=True)
-    assert counts(stack) == (0, 1)
+    assert counts(stack) == (0, 0) and delayed(stack) == 1
     # The queue's own timeout is 60 s: seeing it back within seconds proves the deferral.
-    wait_for(lambda: receive_all(stack), timeout=10, what="the deferred message")
+    [back] = wait_for(lambda: receive_all(stack), timeout=10, what="the deferred message")
+    # A defer is no retry: the copy counts none
+    assert back["MessageAttributes"]["gas_retries"]["StringValue"] == "0"
 
 
 def hidden_for(stack: Stack, queue: str = QUEUE) -> list[float]:
@@ -113,18 +135,30 @@ def hidden_for(stack: Stack, queue: str = QUEUE) -> list[float]:
     return [(m.visible_at - now_ms) / 1000 for m in backend.queues[queue]._messages]
 
 
-def test_a_defer_past_twelve_hours_hides_the_message_as_long_as_sqs_allows(
-    stack: Stack, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Given a handler that wants its message back in 13 h, past SQS's 12 h limit
+def record_sends(worker: Worker) -> list[dict]:
+    """The parameters of every SendMessage the worker makes."""
+    sent: list[dict] = []
+    worker.sqs.meta.events.register(
+        "provide-client-params.sqs.SendMessage", lambda params, **_: sent.append(params)
+    )
+    return sent
+
+
+def test_a_defer_longer_than_retry_max_seconds_comes_back_after_it(stack: Stack) -> None:
+    # Given a handler that wants its message back in 13 h
     send(stack, '{"job_id": "j1"}')
+    worker = make_worker(stack, lambda m: defer(13 * 3600), retry_max_seconds=3600)
+    sent = record_sends(worker)
     # When the worker defers it
-    with caplog.at_level(logging.WARNING, logger="gas"):
-        make_worker(stack, lambda m: defer(13 * 3600)).work(once=True)
-    # Then SQS took the longest visibility it allows, not nothing (the queue's 60 s)
-    [hidden] = hidden_for(stack)
-    assert 11 * 3600 < hidden <= 12 * 3600
-    assert "visibility change" not in caplog.text
+    worker.work(once=True)
+    # Then a copy comes back after retry_max_seconds (its handler defers it again then):
+    # SQS's longest delay, 15 min, and the rest in gas_not_before
+    [copy] = sent
+    assert copy["DelaySeconds"] == 900
+    not_before = float(copy["MessageAttributes"]["gas_not_before"]["StringValue"])
+    assert 3590 < not_before - time.time() <= 3600
+    assert copy["MessageAttributes"]["gas_retries"]["StringValue"] == "0"
+    assert counts(stack) == (0, 0) and delayed(stack) == 1
 
 
 @pytest.mark.parametrize(
@@ -164,7 +198,7 @@ def test_handler_exception_is_logged_retried_and_the_worker_goes_on(
 
     with caplog.at_level(logging.INFO, logger="gas"):
         make_worker(stack, handler).work(once=True)
-    assert counts(stack) == (0, 1)  # only "boom" is left, for redelivery
+    assert counts(stack) == (0, 0) and delayed(stack) == 1  # only "boom" comes back
     assert "Traceback" in caplog.text and "RuntimeError: handler bug" in caplog.text
     assert "job=fine receives=1 outcome=done" in caplog.text
 
@@ -244,6 +278,7 @@ def test_per_message_log_line_as_json(stack: Stack, caplog: pytest.LogCaptureFix
     assert line["utility"] == "test" and line["job_id"] == "j7"
     assert line["outcome"] == "defer" and line["delay"] == 30
     assert line["receive_count"] == 1 and line["reason"] == "grace period"
+    assert line["retries"] == 0
     assert isinstance(line["duration_s"], float)
 
 
@@ -320,7 +355,7 @@ def test_a_free_slot_is_refilled_while_a_long_handler_runs(stack: Stack) -> None
     assert any(count == 1 for count, _ in asked), "a single freed slot was refilled"
 
 
-def test_retry_delay_doubles_per_receive_with_jitter_up_to_the_cap() -> None:
+def test_retry_delay_doubles_per_retry_with_jitter_up_to_the_cap() -> None:
     class Edge(random.Random):
         def __init__(self, high: bool):
             super().__init__()
@@ -342,33 +377,228 @@ def test_retry_delay_doubles_per_receive_with_jitter_up_to_the_cap() -> None:
     assert retry_delay(1000, 120, 3600, high) == 3600
 
 
-def test_a_retry_hides_the_message_longer_on_each_receive(
-    stack: Stack, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    "receives, retries, lowest",
+    # the delay doubles per retry the handler asked for, whatever the receives
+    [(1, 0, 10), (3, 0, 10), (1, 3, 80), (4, 2, 40)],
+)
+def test_a_retry_sends_a_copy_delayed_by_the_retries_so_far_not_the_receives(
+    stack: Stack, caplog: pytest.LogCaptureFixture, receives: int, retries: int, lowest: int
 ) -> None:
-    # Given a message received twice before (as after two earlier retries)
-    send(stack, '{"job_id": "j1"}')
+    # Given a message that carries a user's attribute and, after `retries` handler retries of
+    # earlier copies, their count; received `receives - 1` times before (crashed workers)
+    body = json.dumps({"Type": "Notification", "Message": json.dumps({"job_id": "j1"})})
+    send_with(stack, body, trace="t-1", **({"gas_retries": str(retries)} if retries else {}))
     sqs = stack.client("sqs")
-    for _ in range(2):
+    for _ in range(receives - 1):
         [m] = receive_all(stack)
         sqs.change_message_visibility(
             QueueUrl=stack.queue_url(QUEUE), ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
         )
     worker = make_worker(
-        stack, lambda m: retry("SES throttled"), retry_base_seconds=120, retry_max_seconds=3600
+        stack, lambda m: retry("SES throttled"), retry_base_seconds=10, retry_max_seconds=3600
     )
-    visibilities: list[int] = []
-    worker.sqs.meta.events.register(
-        "provide-client-params.sqs.ChangeMessageVisibilityBatch",
-        lambda params, **_: visibilities.extend(e["VisibilityTimeout"] for e in params["Entries"]),
-    )
-    # When its third receive is retried
+    sent = record_sends(worker)
+    # When the handler asks for a retry
     with caplog.at_level(logging.INFO, logger="gas"):
         worker.work(once=True)
-    # Then it stays hidden 4 x 120 s, plus at most a quarter of it
-    [seconds] = visibilities
-    assert 480 <= seconds <= 600
-    assert f"receives=3 outcome=retry delay={seconds}s" in caplog.text
-    assert counts(stack) == (0, 1)
+    # Then a copy of it, SNS envelope and attributes as they were, one more retry counted, is
+    # delayed base x 2^retries (plus at most a quarter), and the message received is deleted
+    [copy] = sent
+    assert copy["MessageBody"] == body
+    assert copy["MessageAttributes"]["trace"] == {"DataType": "String", "StringValue": "t-1"}
+    assert copy["MessageAttributes"]["gas_retries"] == {
+        "DataType": "Number",
+        "StringValue": str(retries + 1),
+    }
+    assert "gas_not_before" not in copy["MessageAttributes"]
+    seconds = copy["DelaySeconds"]
+    assert lowest <= seconds <= lowest * 1.25
+    assert counts(stack) == (0, 0) and delayed(stack) == 1
+    assert f"receives={receives} outcome=retry delay={seconds}s retries={retries} " in caplog.text
+
+
+def test_a_retry_delay_past_fifteen_minutes_rides_on_gas_not_before(stack: Stack) -> None:
+    # Given a retry due in 20 min or more, past SQS's longest message delay (15 min)
+    send(stack, '{"job_id": "j1"}')
+    worker = make_worker(
+        stack, lambda m: retry("down"), retry_base_seconds=1200, retry_max_seconds=3600
+    )
+    sent = record_sends(worker)
+    # When the worker retries it
+    worker.work(once=True)
+    # Then the copy is delayed 15 min, and carries when it is due
+    [copy] = sent
+    assert copy["DelaySeconds"] == 900
+    due = float(copy["MessageAttributes"]["gas_not_before"]["StringValue"]) - time.time()
+    assert 1190 < due <= 1500
+
+
+def test_a_copy_received_before_it_is_due_is_hidden_again_unhandled(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a copy due in 300 s, received now
+    send_with(stack, '{"job_id": "j1"}', gas_retries="4", gas_not_before=str(time.time() + 300))
+    seen: list[str] = []
+    worker = make_worker(stack, lambda m: seen.append(m.job_id) or done(), retry_max_seconds=3600)
+    sent = record_sends(worker)
+    # When a worker receives it
+    with caplog.at_level(logging.INFO, logger="gas"):
+        worker.work(once=True)
+    # Then its handler never ran, nothing was sent, and it is hidden until it is due
+    assert seen == [] and sent == []
+    [hidden] = hidden_for(stack)
+    assert 290 < hidden <= 300
+    assert "job=j1 receives=1 outcome=early delay=" in caplog.text and "retries=4" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "not_before, handled",
+    [
+        ("1", True),  # long past
+        ("soon", True),  # garbled: not a time
+        ("nan", True),
+        ("inf", True),
+        ("1e300", False),  # forged far ahead: hidden at most retry_max_seconds
+    ],
+)
+def test_a_garbled_or_forged_not_before_neither_crashes_nor_hides_past_retry_max_seconds(
+    stack: Stack, not_before: str, handled: bool
+) -> None:
+    send_with(stack, '{"job_id": "j1"}', gas_retries="1", gas_not_before=not_before)
+    seen: list[str] = []
+    worker = make_worker(stack, lambda m: seen.append(m.job_id) or done(), retry_max_seconds=600)
+    worker.work(once=True)
+    assert seen == (["j1"] if handled else [])
+    if handled:
+        assert counts(stack) == (0, 0)
+    else:
+        [hidden] = hidden_for(stack)
+        assert 590 < hidden <= 600
+
+
+@pytest.mark.parametrize("retries", ["many", "-2", "2.5", "0x1", "1e400"])
+def test_a_garbled_retries_count_counts_as_none(stack: Stack, retries: str) -> None:
+    # Given a message whose gas_retries is no count of retries
+    send_with(stack, '{"job_id": "j1"}', gas_retries=retries)
+    worker = make_worker(
+        stack, lambda m: retry("down"), retry_base_seconds=10, retry_max_seconds=3600
+    )
+    sent = record_sends(worker)
+    # When its handler asks for a retry
+    worker.work(once=True)
+    # Then the worker goes on as for a first retry
+    [copy] = sent
+    assert copy["MessageAttributes"]["gas_retries"]["StringValue"] == "1"
+    assert 10 <= copy["DelaySeconds"] <= 12.5
+
+
+def test_after_max_retries_the_worker_moves_the_message_to_the_dead_letter_queue(
+    stack: Stack,
+) -> None:
+    # Given a handler that retries every time, two retries allowed, a second's delay
+    send_with(stack, '{"job_id": "j1"}', trace="t-1")
+    runs: list[int] = []
+    worker = make_worker(
+        stack,
+        lambda m: runs.append(m.retries) or retry(f"down {len(runs)}"),
+        max_retries=2,
+        retry_base_seconds=1,
+        retry_max_seconds=1,
+    )
+    thread = threading.Thread(target=worker.work)
+    thread.start()
+    # When the worker has run it until it gives up
+    try:
+        [dead] = wait_for(
+            lambda: receive_all(stack, f"{QUEUE}-dlq"), timeout=20, what="the dead letter"
+        )
+    finally:
+        worker.request_stop(signal.SIGTERM)
+        thread.join(10)
+    # Then its handler ran three times, each copy knowing the retries before it, and the
+    # message went to the dead-letter queue with the last reason, and nowhere else
+    assert runs == [0, 1, 2]
+    attributes = dead["MessageAttributes"]
+    assert attributes["gas_reason"]["StringValue"] == "gave up after 2 retries: down 3"
+    assert attributes["trace"]["StringValue"] == "t-1"
+    assert "gas_retries" not in attributes  # a redriven message starts afresh
+    assert counts(stack) == (0, 0) and delayed(stack) == 0
+
+
+def test_a_failed_send_falls_back_to_hiding_the_message(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an SQS that takes no new message
+    send(stack, '{"job_id": "j1"}')
+    worker = make_worker(
+        stack, lambda m: retry("down"), retry_base_seconds=100, retry_max_seconds=3600
+    )
+
+    def refuse(**params):
+        raise EndpointConnectionError(endpoint_url="https://sqs.example")
+
+    worker.sqs.send_message = refuse
+    # When the handler asks for a retry
+    with caplog.at_level(logging.INFO, logger="gas"):
+        worker.work(once=True)
+    # Then the message received stays, hidden for the retry's delay: nothing is lost
+    [hidden] = hidden_for(stack)
+    assert 95 < hidden <= 125
+    assert counts(stack) == (0, 1) and delayed(stack) == 0
+    assert "outcome=retry delay=" in caplog.text
+
+
+def test_a_message_is_never_hidden_past_twelve_hours_after_its_receive(stack: Stack) -> None:
+    # Given a handler that ran nearly 12 h (its message received 43,000 s ago), then asks for
+    # a retry that cannot be sent
+    send(stack, '{"job_id": "j1"}')
+
+    def long_handler(message: Message) -> Outcome:
+        message.received_at -= 43_000
+        return retry("down")
+
+    worker = make_worker(stack, long_handler, retry_base_seconds=1000, retry_max_seconds=3600)
+
+    def refuse(**params):
+        raise EndpointConnectionError(endpoint_url="https://sqs.example")
+
+    worker.sqs.send_message = refuse
+    # When the worker hides the message instead
+    worker.work(once=True)
+    # Then only for what SQS allows, 12 h from the receive, not for the retry's delay
+    [hidden] = hidden_for(stack)
+    assert 190 < hidden < 200
+
+
+def test_a_message_with_no_room_for_the_retries_count_is_hidden_instead(stack: Stack) -> None:
+    # Given a message with ten attributes of its own, SQS's most: none left for gas_retries
+    send_with(stack, '{"job_id": "j1"}', **{f"a{i}": str(i) for i in range(10)})
+    worker = make_worker(
+        stack, lambda m: retry("down"), retry_base_seconds=100, retry_max_seconds=3600
+    )
+    sent = record_sends(worker)
+    # When its handler asks for a retry
+    worker.work(once=True)
+    # Then no copy is sent (its attributes would be lost): the message itself is hidden
+    assert sent == []
+    [hidden] = hidden_for(stack)
+    assert 95 < hidden <= 125
+
+
+@pytest.mark.parametrize(
+    "receive_count, attributes, before",
+    [
+        (1, {}, False),
+        (2, {}, True),
+        (1, {"gas_retries": {"DataType": "Number", "StringValue": "0"}}, True),  # a copy
+    ],
+)
+def test_a_message_knows_whether_it_or_an_earlier_copy_was_delivered_before(
+    receive_count: int, attributes: dict, before: bool
+) -> None:
+    message = Message("m", "r", "{}", receive_count, attributes, 0, 0)
+    assert message.delivered_before is before
 
 
 def test_failed_receives_back_off_exponentially(stack: Stack) -> None:

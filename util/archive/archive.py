@@ -166,7 +166,7 @@ class Archiver:
             source,
             message.cancelled,
             lambda upload: self.save_upload(job, source, upload),
-            again=message.receive_count > 1,
+            again=message.delivered_before,
         )
 
     def save_upload(self, job: dict[str, Any], source: Source, upload: dict[str, Any]) -> None:

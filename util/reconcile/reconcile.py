@@ -275,8 +275,7 @@ class Reconciler:
         finished = [j for j in self.vault.inventory_jobs() if j["StatusCode"] == "Succeeded"]
         if not finished:
             self.report.notes.append(
-                "no finished vault inventory yet: orphans and lost "
-                "archives not looked for (one was started)"
+                "no finished vault inventory yet: orphans and lost archives not looked for"
             )
             return None, 0.0
         inventory = self.vault.inventory(finished[-1]["JobId"])
@@ -639,7 +638,11 @@ class Reconciler:
         """A new vault inventory for a later pass, unless one is under way."""
         if any(j["StatusCode"] == "InProgress" for j in self.vault.inventory_jobs()):
             return
-        self.vault.start_inventory()
+        if self.vault.start_inventory() is None:
+            self.report.notes.append(
+                "the vault has no inventory yet (Glacier prepares its first within a day of "
+                "its creation): none could be started"
+            )
 
     # -- the report ------------------------------------------------------------------------
 

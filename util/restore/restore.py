@@ -11,7 +11,11 @@ For each message ``{"user_id"}`` (sent by the web app after the upgrade):
    bucket sends there); a result whose retrieval is already recorded is skipped
    (util/retrieval.py), so a second message or a second worker starts no duplicate;
 4. done when every result has its retrieval; if some could not be started, the message is
-   retried and its redelivery starts only those.
+   retried and its redelivery starts only those;
+5. a message younger than ``index_settle_seconds`` is looked at once more when it is that old:
+   the index is eventually consistent, and an archive recorded just before the upgrade (archive
+   records one only while the user is free, so before the web app sends this message) may not
+   show in it yet.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Restorer:
         self.jobs = Annotations(aws, config.gas.annotations_table)
         self.retrievals = Retrievals(config, aws, backend_for(config, aws), clock)
         self.page_size = config.restore.page_size
+        self.settle_seconds = config.restore.index_settle_seconds
         self.pool = ThreadPoolExecutor(config.restore.concurrency, thread_name_prefix="restore")
 
     def __call__(self, message: Message) -> Outcome:
@@ -71,7 +76,7 @@ class Restorer:
             if start.status == "started":
                 name = f"Retrievals{start.tier}"
                 message.metrics[name] = message.metrics.get(name, 0) + 1
-        return self.outcome(starts, failures)
+        return self.look_again_if_young(self.outcome(starts, failures), message)
 
     def start(self, job: dict[str, Any], message: Message) -> Start | str:
         """Start one result's retrieval; a failure is returned, so the others go on."""
@@ -102,6 +107,19 @@ class Restorer:
             # once its claim has lapsed.
             return defer(max(pending) - self.clock() + 1, summary)
         return done(summary)
+
+    def look_again_if_young(self, outcome: Outcome, message: Message) -> Outcome:
+        """A message the index may not have caught up with comes back once it has (step 5).
+
+        Deferred by the whole settle time, not what is left of it: a copy of the message sent
+        again by the worker has a SentTimestamp of its own, and comes back that old.
+        """
+        if outcome.action == "retry" or message.sent_at + self.settle_seconds <= self.clock():
+            return outcome
+        return defer(
+            max(outcome.delay, self.settle_seconds),
+            f"{outcome.reason}; looking again once the index shows every archive",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

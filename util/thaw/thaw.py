@@ -7,8 +7,9 @@ bucket's ObjectRestore:Completed event — util/backends.py):
    back end itself (Glacier's DescribeJob, the archive object's HeadObject) say everything
    else. A notice for a retrieval of another archive than the item names is stale: a
    duplicate, or one of two retrievals of which the other already brought the result back;
-2. a retrieval reported as Failed is forgotten and started again (Standard), so a failed
-   job never strands a file;
+2. a retrieval reported as Failed is forgotten and started again (Standard), and so is the
+   retrieval the item records once the back end has forgotten it (its output lapsed before
+   the notice was handled: Expedited first, as restore starts one), so neither strands a file;
 3. the archive is copied back to the item's original result key: Glacier job output streamed
    in tree-hash-aligned ranges into an S3 multipart upload, every range and the whole archive
    checked against Glacier's SHA-256 tree hash; or a server-side copy of the restored object
@@ -85,6 +86,12 @@ class Thawer:
                 raise InvalidMessage(
                     f"job {job_id}: its archive {archive_id} is gone ({notice.detail})"
                 )
+            if archive_id is not None and job.get(RESTORE_JOB_ID) == notice.retrieval_id:
+                # The retrieval the item records, forgotten by the back end: its output
+                # lapsed (Glacier keeps a job 24 hours) before this notice was handled.
+                return self.restart(
+                    job, notice, message, f"retrieval {notice.retrieval_id} is gone"
+                )
             if notice.archive_id is None:
                 raise InvalidMessage(f"{notice.detail}: {notice.retrieval_id}")
         if archive_id is None or notice.archive_id != archive_id:
@@ -93,7 +100,7 @@ class Thawer:
                 f"{notice.retrieval_id} says"
             )
         if notice.status == FAILED:
-            return self.restart(job, notice, message)
+            return self.restart(job, notice, message, "retrieval failed", (STANDARD,))
         if notice.status != SUCCEEDED:
             return retry(f"retrieval is {notice.status}")
 
@@ -124,15 +131,23 @@ class Thawer:
             return self.delete_archive(archive_id, "thawed by another retrieval")
         return done(f"superseded: job {job_id} now names another archive")
 
-    def restart(self, job: dict[str, Any], notice: Completion, message: Message) -> Outcome:
-        """Forget the failed retrieval and start it again, Standard, unless another one is
-        recorded (started, or being started, by another worker)."""
-        reason = f"retrieval failed ({notice.detail})"
+    def restart(
+        self,
+        job: dict[str, Any],
+        notice: Completion,
+        message: Message,
+        why: str,
+        tiers: tuple[str, ...] | None = None,
+    ) -> Outcome:
+        """Forget a retrieval that failed (or lapsed) and start it again (`tiers`: the back
+        end's, by default), unless another one is recorded (started, or being started, by
+        another worker)."""
+        reason = f"{why} ({notice.detail})"
         recorded = job.get(RESTORE_JOB_ID)
         if recorded not in (notice.retrieval_id, None):
             return done(f"{reason}; retrieval {recorded} is the one under way")
         self.retrievals.clear(job[JOB_ID], notice.retrieval_id)
-        start = self.retrievals.start(job, tiers=(STANDARD,))
+        start = self.retrievals.start(job, tiers=tiers)
         if start.status == "started":
             message.metrics[f"Retrievals{start.tier}"] = 1
         if start.status == "claimed elsewhere":

@@ -89,8 +89,8 @@ def test_a_message_received_max_receive_count_times_moves_to_the_dead_letter_que
     )
     assert redrive["deadLetterTargetArn"] == account.queue_arn(dead)
     limit = int(redrive["maxReceiveCount"])
-    body = unique()
-    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    body, retries = unique(), {"gas_retries": {"DataType": "Number", "StringValue": "3"}}
+    sqs.send_message(QueueUrl=queue, MessageBody=body, MessageAttributes=retries)
     # When it is received that many times, never deleted
     counts = [
         int(
@@ -100,18 +100,22 @@ def test_a_message_received_max_receive_count_times_moves_to_the_dead_letter_que
         )
         for _ in range(limit)
     ]
-    # Then each receive counted one more, and the next receive moves it to the dead-letter queue
+    # Then each receive counted one more, and the next receive moves it to the dead-letter
+    # queue, with its message attributes (a worker's retries count goes with it)
     assert counts == list(range(1, limit + 1))
 
-    def moved() -> bool:
+    def moved() -> dict | None:
         sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1, VisibilityTimeout=0)
-        messages = sqs.receive_message(QueueUrl=dead, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        mine = [m for m in messages.get("Messages", []) if m["Body"] == body]
-        for message in mine:
-            sqs.delete_message(QueueUrl=dead, ReceiptHandle=message["ReceiptHandle"])
-        return bool(mine)
+        messages = sqs.receive_message(
+            QueueUrl=dead, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+        )
+        mine = next((m for m in messages.get("Messages", []) if m["Body"] == body), None)
+        if mine:
+            sqs.delete_message(QueueUrl=dead, ReceiptHandle=mine["ReceiptHandle"])
+        return mine
 
-    wait_for(moved, timeout=60, what="the message in the dead-letter queue")
+    dead_letter = wait_for(moved, timeout=60, what="the message in the dead-letter queue")
+    assert dead_letter["MessageAttributes"] == retries
 
 
 def test_sns_delivers_to_a_subscribed_queue_in_its_envelope(account: Account) -> None:

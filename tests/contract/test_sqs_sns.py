@@ -14,6 +14,11 @@ TWELVE_HOURS = 43200
 FIFTEEN_MINUTES = 900
 
 
+def invalid_parameter(exc: ClientError) -> bool:
+    """SQS's refusal of a value out of range (its JSON protocol may add "Exception")."""
+    return error_code(exc).removesuffix("Exception") == "InvalidParameterValue"
+
+
 def received(account: Account, queue: str, body: str, **options: int) -> dict:
     """`body`'s message, received from `queue` (long polls until it comes)."""
 
@@ -48,7 +53,7 @@ def test_a_visibility_timeout_is_at_most_twelve_hours(account: Account) -> None:
             QueueUrl=queue, ReceiptHandle=handle, VisibilityTimeout=TWELVE_HOURS + 1
         )
     # Then the first is accepted and the second refused
-    assert error_code(refused.value) == "InvalidParameterValue"
+    assert invalid_parameter(refused.value)
 
 
 @local_gap("moto counts the 12 hours from the message's send, not from its receive")
@@ -72,7 +77,7 @@ def test_a_message_may_be_delayed_fifteen_minutes_at_most(account: Account) -> N
     with pytest.raises(ClientError) as refused:
         sqs.send_message(QueueUrl=queue, MessageBody="too late", DelaySeconds=FIFTEEN_MINUTES + 1)
     # Then the first is accepted and kept out of sight, the second refused
-    assert error_code(refused.value) == "InvalidParameterValue"
+    assert invalid_parameter(refused.value)
     assert "Messages" not in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)
 
 

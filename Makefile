@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint chaos interleave mutate bench bench-rss bench-load bench-reconcile verify-units install install-dev clean
+.PHONY: demo test test-fast test-aws lint chaos interleave mutate bench bench-rss bench-load bench-reconcile verify-units install install-dev clean
 
 demo: $(VENV)/.installed-dev
 	$(PY) -m util.local demo
@@ -14,6 +14,12 @@ test: $(VENV)/.installed-dev
 # The unit tests but the exhaustive explorations: under a minute, for every change.
 test-fast: $(VENV)/.installed-dev
 	$(PY) -m pytest -m "unit and not exhaustive" tests/unit
+
+# The contract suite against a real account: a disposable stack, deleted after (docs/testing.md).
+test-aws: $(VENV)/.installed-dev
+	@if $(PY) -c 'import boto3, sys; sys.exit(boto3.session.Session().get_credentials() is None)'; \
+	then GAS_TEST_AWS=1 $(PY) -m pytest -n 0 --timeout 3600 tests/contract; \
+	else echo "make test-aws: no AWS credentials in the standard chain; nothing was run"; fi
 
 # ruff (lint and format check) over the repository, mypy over util/ (pyproject.toml).
 lint: $(VENV)/.installed-dev

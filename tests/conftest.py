@@ -35,8 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NOW = float(int(time.time()))
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 30, what: str = "condition", every: float = 0.05
+) -> Any:
+    """Poll `condition` every `every` seconds until it returns something truthy, or fail after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -44,12 +47,13 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "con
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 # -- the suite's layout: each test's kind comes from its directory -------------------------------
 
 KINDS = {
+    "contract": "the AWS behaviours the design depends on, against the local stack (or AWS)",
     "unit": "moto in process, no process started",
     "integration": "real processes against a local stack server",
     "local": "the local stack's emulations themselves (util/local), not product code",

@@ -47,3 +47,15 @@ def test_no_tracked_file_points_outside_the_repository() -> None:
         if word in (ROOT / name).read_text(errors="replace")
     ]
     assert hits == []
+
+
+def test_the_fidelity_table_names_every_contract_test_and_no_other() -> None:
+    page = (ROOT / "docs" / "local-stack.md").read_text()
+    table = page.split("## Fidelity")[1].split("\n## ")[0]
+    named = set(re.findall(r"::(test_\w+)", table))
+    defined = {
+        name
+        for path in (ROOT / "tests" / "contract").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)
+    }
+    assert named == defined

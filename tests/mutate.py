@@ -288,9 +288,16 @@ MUTANTS: list[Mutant] = [
     ),
     # -- restore and the retrieval record ---------------------------------------------------
     M(
+        "restore: a young copy delivered before looked at again, and again",
+        RESTORE,
+        'if outcome.action == "retry" or message.delivered_before or not young:',
+        'if outcome.action == "retry" or not young:',
+        (T_RESTORE,),
+    ),
+    M(
         "restore: a young message not looked at again once the index has settled",
         RESTORE,
-        'if outcome.action == "retry" or message.sent_at + self.settle_seconds <= self.clock():',
+        'if outcome.action == "retry" or message.delivered_before or not young:',
         "if True:",
         (T_RESTORE,),
     ),

@@ -136,6 +136,16 @@ def test_a_message_sent_moments_ago_is_looked_at_again_once_the_index_has_settle
     assert (later.action, later.reason) == ("done", "3 in progress")
 
 
+def test_a_young_copy_delivered_before_is_the_second_look(
+    stack: Stack, premium_alice: dict[str, bytes]
+) -> None:
+    # The deferral is a copy sent again: as young as the first (its own SentTimestamp), and
+    # the last look all the same, whatever the clocks of the host and SQS say
+    copy = message(user_id="u-alice")
+    copy.sent_at, copy.attributes = NOW, {"gas_retries": {"DataType": "Number", "StringValue": "0"}}
+    assert restorer(stack)(copy).action == "done"
+
+
 def test_a_user_without_archives_is_looked_at_again_too(stack: Stack) -> None:
     set_role(stack, "u-alice", "premium_user")
     young = message(user_id="u-alice")

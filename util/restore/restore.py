@@ -12,7 +12,8 @@ For each message ``{"user_id"}`` (sent by the web app after the upgrade):
    (util/retrieval.py), so a second message or a second worker starts no duplicate;
 4. done when every result has its retrieval; if some could not be started, the message is
    retried and its redelivery starts only those;
-5. a message younger than ``index_settle_seconds`` is looked at once more when it is that old:
+5. a message younger than ``index_settle_seconds`` is looked at once more when it is that old
+   (the deferred copy, delivered before, is that look):
    the index is eventually consistent, and an archive recorded just before the upgrade (archive
    records one only while the user is free, so before the web app sends this message) may not
    show in it yet.
@@ -111,10 +112,11 @@ class Restorer:
     def look_again_if_young(self, outcome: Outcome, message: Message) -> Outcome:
         """A message the index may not have caught up with comes back once it has (step 5).
 
-        Deferred by the whole settle time, not what is left of it: a copy of the message sent
-        again by the worker has a SentTimestamp of its own, and comes back that old.
+        Once: a copy the worker sends again (the deferral itself) has a SentTimestamp of its
+        own, so its age says nothing; it was delivered before, and that is its second look.
         """
-        if outcome.action == "retry" or message.sent_at + self.settle_seconds <= self.clock():
+        young = message.sent_at + self.settle_seconds > self.clock()
+        if outcome.action == "retry" or message.delivered_before or not young:
             return outcome
         return defer(
             max(outcome.delay, self.settle_seconds),

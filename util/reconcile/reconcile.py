@@ -576,7 +576,7 @@ class Reconciler:
         it may list an archive deleted since: by an earlier pass (`deleted`, from its report);
         by a racing copy of archive right after making it (its record lost), so the age that
         counts is the archive's when the listing was taken; or by thaw right after the thaw
-        its job shows.
+        its job shows (within `slack_seconds` of it).
         """
         assert self.archives is not None
         findings = []
@@ -624,8 +624,10 @@ class Reconciler:
             return None
         if item.get(ARCHIVE_ID) == archive_id or ARCHIVE_UPLOAD in item:
             return "named"  # now, or a vault upload a redelivery will complete and record
-        # thaw_time is in whole seconds: a thaw in the listing's second may be after it.
-        if item.get(THAW_TIME, 0) + 1 > taken:
+        # Thaw deletes the archive right after recording the thaw (a notice delivered again
+        # makes sure): thawed later than `slack_seconds` before the listing was taken, it is
+        # thaw's to delete. (thaw_time is in whole seconds.)
+        if item.get(THAW_TIME, 0) + 1 + self.settings.slack_seconds > taken:
             return THAWED
         if self.backend_name == "s3" and ARCHIVE_ID not in item:
             # archive adopts an object of the result's content it finds made already

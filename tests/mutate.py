@@ -1032,8 +1032,15 @@ MUTANTS: list[Mutant] = [
     M(
         "reconcile: an archive thawed since the listing taken for an orphan",
         RECONCILE,
-        "        if item.get(THAW_TIME, 0) + 1 > taken:\n            return THAWED",
-        "        if False:\n            return THAWED",
+        "        if item.get(THAW_TIME, 0) + 1 + self.settings.slack_seconds > taken:\n",
+        "        if False:\n",
+        (T_RECONCILE,),
+    ),
+    M(
+        "reconcile: an archive thaw recorded but had not deleted by the listing an orphan",
+        RECONCILE,
+        "        if item.get(THAW_TIME, 0) + 1 + self.settings.slack_seconds > taken:\n",
+        "        if item.get(THAW_TIME, 0) + 1 > taken:\n",
         (T_RECONCILE,),
     ),
     M(

@@ -1099,6 +1099,10 @@ EQUIVALENT: dict[str, str] = {
     "notify: a released claim reads as a live one": "unreachable: a claim fails against the item as it was at that moment (DynamoDB "
     "checks the condition atomically), which then holds the notified time or a live "
     "claim expiry; the branch is defensive",
+    "glacier: an archive already gone fails its delete": "unreachable on the local Glacier, as "
+    "on AWS: DeleteArchive of a deleted archive succeeds (the Glacier API reference: 'This "
+    "operation is idempotent'); ResourceNotFoundException comes only for an id the vault never "
+    "had, which no utility deletes. The guard stays for a deletion AWS answers otherwise",
 }
 
 

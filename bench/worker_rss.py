@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from localaws.stack import launch, utility_config_files
 from util.helpers import ARCHIVE_ID, COMPLETED, Annotations, Aws
-from util.local.stack import launch, utility_config_files
 from util.util_config import UTILITY_DIR, load
 
 MIB = 1024 * 1024

@@ -1,5 +1,5 @@
 """The AWS resources GAS runs on, written once: the local stack creates them
-(util/local/stack.py), the CloudFormation template declares them (deploy/cloudformation) and
+(localaws/stack.py), the CloudFormation template declares them (deploy/cloudformation) and
 the doctor checks a deployment against them (util/doctor).
 
 Functions take the ARNs they place as arguments, so that the template can pass its own

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from localaws import faults
 from tests.conftest import (
     Server,
     UtilityProcess,
@@ -19,7 +20,6 @@ from tests.conftest import (
 )
 from util.glacier import MIB
 from util.helpers import ARCHIVE_ID
-from util.local import faults
 
 
 class ArchiveProcess(UtilityProcess):

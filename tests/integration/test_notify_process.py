@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from localaws.ses import sent_emails
 from tests.conftest import (
     Server,
     UtilityProcess,
@@ -15,7 +16,6 @@ from tests.conftest import (
     wait_for,
 )
 from util.helpers import FAILED, NOTIFIED_TIME
-from util.local.ses import sent_emails
 
 
 def publish(server: Server, *messages: str | dict) -> None:

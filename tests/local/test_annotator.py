@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from localaws.annotator import Annotator, annotate, output_keys
 from tests.conftest import Stack, job, message
 from util.ann_load import SAMPLE_INPUT, Submitter, plan
 from util.helpers import (
@@ -20,7 +21,6 @@ from util.helpers import (
     RUNNING,
     InvalidMessage,
 )
-from util.local.annotator import Annotator, annotate, output_keys
 
 
 def submit(stack: Stack, user_id: str = "u-alice") -> str:

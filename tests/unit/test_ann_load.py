@@ -14,6 +14,7 @@ import botocore
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
+from localaws.annotator import Annotator
 from tests.conftest import Stack, job, message, put_job, vault_archive_count, wait_for
 from util.ann_load import (
     INPUT_HELD_MAX_BYTES,
@@ -38,7 +39,6 @@ from util.ann_load import (
 )
 from util.ann_load_report import distribution, percentile
 from util.helpers import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, Aws, job_request
-from util.local.annotator import Annotator
 
 # -- the schedule ------------------------------------------------------------------------------
 

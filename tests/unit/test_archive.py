@@ -9,6 +9,7 @@ import os
 import pytest
 from botocore.utils import calculate_tree_hash
 
+from localaws import settings as local_settings
 from tests.conftest import (
     NOW,
     Killed,
@@ -31,7 +32,6 @@ from tests.scenarios import World, use_backend
 from util.archive.archive import Archiver
 from util.glacier import MIB, combine_tree_hashes, part_size_for
 from util.helpers import ARCHIVE_ID, ARCHIVE_UPLOAD, RESULT_ETAG, Annotations, InvalidMessage
-from util.local import glacier as glacier_emulation
 
 
 def archiver(stack: Stack, part_size_mib: int = 1, clock: float = NOW) -> Archiver:
@@ -532,7 +532,7 @@ def test_an_empty_result_stays_in_s3(stack: Stack) -> None:
 def test_a_late_copy_of_the_message_never_deletes_a_result_put_back_by_thaw(stack: Stack) -> None:
     # Given an archived result whose user upgraded: restore started its retrieval
     data = archive_job(stack, size=3 * MIB)
-    glacier_emulation.configure(expedited_seconds=0)
+    local_settings.configure(expedited_seconds=0)
     set_role(stack, "u-alice", "premium_user")
     pipeline = Pipeline(stack)
     thaw = pipeline.handler("thaw")

@@ -24,6 +24,11 @@ from moto import mock_aws
 
 from deploy.cloudformation import text
 from deploy.cloudformation.__main__ import TEMPLATE
+from localaws import dynamodb as dynamodb_emulation
+from localaws import glacier as glacier_emulation
+from localaws import s3 as s3_emulation
+from localaws import settings as local_settings
+from localaws.stack import REGION, create_resources
 from util.doctor.doctor import (
     SQS_DEFAULTS,
     default_retention,
@@ -33,10 +38,6 @@ from util.doctor.doctor import (
     table_shape,
 )
 from util.helpers import Aws
-from util.local import dynamodb as dynamodb_emulation
-from util.local import glacier as glacier_emulation
-from util.local import s3 as s3_emulation
-from util.local.stack import REGION, create_resources
 from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load
 
@@ -256,7 +257,7 @@ class Local:
 def local(aws_env: None, request: pytest.FixtureRequest) -> Iterator[Local]:
     config = load(None, utility_config_files(), {"GAS_GAS_ARCHIVE_BACKEND": request.param})
     dynamodb_emulation.install()
-    glacier_emulation.install(glacier_emulation.Settings.from_config(config.local))
+    glacier_emulation.install(local_settings.Settings.from_config(config.local))
     s3_emulation.install()
     with mock_aws():
         aws = Aws(config)

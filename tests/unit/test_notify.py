@@ -14,6 +14,7 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.retries.standard import ExponentialBackoff
 from moto.core.models import botocore_stubber
 
+from localaws.ses import sent_emails_in_process
 from tests.conftest import LostAnswers, Stack, job, put_job, sets
 from util.helpers import (
     FAILED,
@@ -23,7 +24,6 @@ from util.helpers import (
     InvalidMessage,
     decode_body,
 )
-from util.local.ses import sent_emails_in_process
 from util.notify.notify import HERE, Notifier
 from util.util_config import ConfigError
 from util.worker import Message

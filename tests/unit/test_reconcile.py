@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from localaws import settings as local_settings
 from tests.conftest import (
     NOW,
     Stack,
@@ -30,7 +31,6 @@ from util.helpers import (
     Annotations,
     decode_body,
 )
-from util.local import glacier as glacier_emulation
 from util.reconcile.reconcile import (
     ARCHIVE_NOT_REQUESTED,
     EXIT_FINDINGS,
@@ -142,7 +142,7 @@ def test_a_claim_taken_again_after_the_scan_is_not_cleared(
 @pytest.fixture
 def vault(stack: Stack) -> None:
     """Inventories and retrievals that finish at once; orphans of any age."""
-    glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
+    local_settings.configure(expedited_seconds=0, standard_seconds=0)
     stack.config.reconcile.orphan_age_seconds = 0
 
 
@@ -251,7 +251,7 @@ def test_an_orphan_a_pass_deleted_is_not_found_again_in_the_same_inventory(
     vault_archive(stack, "j-gone")
     assert run(stack).findings == []
     # And inventories that take their time from now on (AWS's take hours)
-    glacier_emulation.configure(standard_seconds=3600)
+    local_settings.configure(standard_seconds=3600)
     # When a pass deletes it, and the next pass reads the same inventory (no newer one ready)
     first = run(stack)
     second = run(stack)

@@ -8,6 +8,7 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
+from localaws import settings as local_settings
 from tests.conftest import NOW, LostAnswers, Stack, archive_job, job, message, put_job, set_role
 from tests.pipeline import Pipeline
 from util.helpers import (
@@ -18,7 +19,6 @@ from util.helpers import (
     Annotations,
     InvalidMessage,
 )
-from util.local import glacier as glacier_emulation
 from util.restore.restore import Restorer
 
 
@@ -108,7 +108,7 @@ def test_every_archived_result_gets_an_expedited_retrieval_that_names_its_job(
 def test_no_expedited_capacity_falls_back_to_standard_after_one_ask(
     stack: Stack, premium_alice: dict[str, bytes]
 ) -> None:
-    glacier_emulation.configure(expedited_capacity=False)
+    local_settings.configure(expedited_capacity=False)
     handler = restorer(stack)
     asks = requests_sent(handler.retrievals.backend.vault.glacier, "InitiateJob")
     outcome = restore(stack, handler)

@@ -8,6 +8,8 @@ from urllib.parse import quote_plus
 import pytest
 from s3transfer.manager import TransferConfig, TransferManager
 
+from localaws import settings as local_settings
+from localaws.stack import announce_restores
 from tests.conftest import (
     NOW,
     LostAnswers,
@@ -34,8 +36,6 @@ from util.helpers import (
     InvalidMessage,
     decode_body,
 )
-from util.local import glacier as glacier_emulation
-from util.local.stack import announce_restores
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
 
@@ -46,7 +46,7 @@ def s3_backend(stack: Stack) -> Stack:
     stack.config.gas.archive_backend = "s3"
     announce_restores(stack.aws, stack.config, stack.aws.topic_arn(stack.config.gas.thaw_topic))
     stack.config.gas.copy_part_size_mib = 5
-    glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
+    local_settings.configure(expedited_seconds=0, standard_seconds=0)
     return stack
 
 
@@ -257,7 +257,7 @@ def test_restore_asks_for_expedited(s3_backend: Stack) -> None:
 
 def test_no_expedited_capacity_falls_back_to_standard_after_one_ask(s3_backend: Stack) -> None:
     archive(s3_backend)
-    glacier_emulation.configure(expedited_capacity=False)
+    local_settings.configure(expedited_capacity=False)
     asks = requests_sent(s3_backend.client("s3"), "RestoreObject")
     restore(s3_backend)
     assert job(s3_backend)[RESTORE_TIER] == "Standard"
@@ -276,7 +276,7 @@ def test_deep_archive_goes_straight_to_standard(s3_backend: Stack) -> None:
 
 def test_a_restore_already_in_progress_is_not_an_error(s3_backend: Stack) -> None:
     archive(s3_backend)
-    glacier_emulation.configure(expedited_seconds=3600)
+    local_settings.configure(expedited_seconds=3600)
     item = job(s3_backend)
     s3_backend.client("s3").restore_object(
         Bucket=s3_backend.config.gas.archive_bucket,
@@ -463,7 +463,7 @@ def restore_event(stack: Stack) -> dict:
 def test_an_event_while_the_restore_is_still_in_progress_is_retried(s3_backend: Stack) -> None:
     # Given a restore under way (an event S3 sent early, or one forged ahead of time)
     archive(s3_backend)
-    glacier_emulation.configure(expedited_seconds=3600)
+    local_settings.configure(expedited_seconds=3600)
     restore(s3_backend)
     # When thaw handles its event
     outcome = Thawer(s3_backend.config, s3_backend.aws)(message(**restore_event(s3_backend)))
@@ -507,12 +507,12 @@ def test_an_event_handled_after_the_restored_copy_expired_restores_it_again(
 ) -> None:
     # Given a restored copy that lasts its Days (a day here being 1 s) before thaw gets to it
     data = archive(s3_backend)
-    glacier_emulation.configure(day_seconds=1)
+    local_settings.configure(day_seconds=1)
     restore(s3_backend)
     [event] = completion_events(s3_backend)
     wait_for(lambda: "Restore" not in archived_object(s3_backend), what="the copy to expire")
     # When thaw handles the event, it finds nothing to copy, and restores the object again
-    glacier_emulation.configure(day_seconds=86400)
+    local_settings.configure(day_seconds=86400)
     handler = Thawer(s3_backend.config, s3_backend.aws, clock=lambda: NOW)
     outcome = handler(message(**event))
     assert (

@@ -125,9 +125,9 @@ def finished_retrieval(stack: Stack, store: Vault, data: bytes) -> dict:
 def retrieved(stack: Stack, size: int) -> tuple[VaultBackend, Completion, bytes]:
     """A thaw back end moving THREADS parts at once in 8 MiB parts, and a finished retrieval
     of `size` random bytes."""
-    from util.local import glacier as glacier_emulation
+    from localaws import settings as local_settings
 
-    glacier_emulation.configure(expedited_seconds=0)
+    local_settings.configure(expedited_seconds=0)
     stack.config.gas.transfer_threads = THREADS
     stack.config.thaw.part_size_mib = 8
     backend = VaultBackend(stack.config, stack.aws)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
+from localaws.ses import sent_emails
+from localaws.stack import launch, utility_config_files
 from util.helpers import (
     ARCHIVE_ID,
     COMPLETED,
@@ -40,8 +42,6 @@ from util.helpers import (
     Annotations,
     Aws,
 )
-from util.local.ses import sent_emails
-from util.local.stack import launch, utility_config_files
 from util.util_config import UTILITY_DIR, Config, load
 
 OUT = UTILITY_DIR.parent / "demo-out"
@@ -359,7 +359,7 @@ def run() -> int:
     try:
         demo.say(f"local stack ready at {exports['AWS_ENDPOINT_URL']}")
         demo.start(
-            "annotator", "-m", "util.local", "annotator", "--concurrency", "4", "--seconds", "0.5"
+            "annotator", "-m", "localaws", "annotator", "--concurrency", "4", "--seconds", "0.5"
         )
         for utility in UTILITIES:
             demo.start(utility, f"util/{utility}/{utility}.py")

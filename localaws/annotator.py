@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
+from localaws.stack import utility_config_files
 from util.helpers import (
     COMPLETE_TIME,
     COMPLETED,
@@ -58,7 +59,6 @@ from util.helpers import (
     Users,
     require_str,
 )
-from util.local.stack import utility_config_files
 from util.util_config import Config, add_config_option, load
 from util.worker import Message, Outcome, Worker, configure_logging, done, retry, run
 

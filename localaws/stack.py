@@ -187,7 +187,7 @@ def launch(
     # stderr goes to a file, not a pipe: an unread pipe fills up and blocks the server.
     errors = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "util.local", "serve", "--port", str(port)],
+        [sys.executable, "-m", "localaws", "serve", "--port", str(port)],
         cwd=UTILITY_DIR.parent,
         env=env,
         stdout=subprocess.PIPE,

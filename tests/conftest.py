@@ -27,8 +27,8 @@ from localaws import settings as local_settings
 from localaws.stack import CREDENTIALS, create_resources, launch, utility_config_files
 from util.archive.archive import Archiver
 from util.helpers import COMPLETED, Annotations, Aws
+from util.messages import Message
 from util.util_config import Config, load
-from util.worker import Message
 
 ROOT = Path(__file__).resolve().parents[1]
 # "Now" for unit tests, whose handlers get it as their clock; integration tests share it with

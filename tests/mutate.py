@@ -39,6 +39,8 @@ RETRIEVAL = "util/retrieval.py"
 THAW = "util/thaw/thaw.py"
 NOTIFY = "util/notify/notify.py"
 WORKER = "util/worker.py"
+SQS = "util/sqs.py"
+MESSAGES = "util/messages.py"
 GLACIER = "util/glacier.py"
 BACKENDS = "util/backends.py"
 HELPERS = "util/helpers.py"
@@ -621,7 +623,7 @@ MUTANTS: list[Mutant] = [
     # -- the worker runtime --------------------------------------------------------------------
     M(
         "worker: no 12 h cap on visibility",
-        WORKER,
+        SQS,
         "return max(0, min(seconds, left))",
         "return seconds",
         (T_WORKER,),
@@ -671,7 +673,7 @@ MUTANTS: list[Mutant] = [
     M(
         "worker: no visibility heartbeat",
         WORKER,
-        "due = [m for m in messages if m.visible_until - now < self.visibility_timeout / 2]",
+        "due = [m for m in messages if m.visible_until - now < self.queue.visibility_timeout / 2]",
         "due: list[Message] = []",
         (T_WORKER,),
     ),
@@ -691,7 +693,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "worker: a queue without DLQ accepted",
-        WORKER,
+        SQS,
         "if not redrive_policy:",
         "if False:",
         (T_WORKER,),
@@ -719,7 +721,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "worker: the retries a copy carries are not read",
-        WORKER,
+        SQS,
         "retries=0 if retries is None else int(retries),",
         "retries=0,",
         (T_WORKER,),
@@ -769,7 +771,7 @@ MUTANTS: list[Mutant] = [
     M(
         "worker: a copy that cannot be sent left for the visibility timeout",
         WORKER,
-        "        self.change_visibility([message], hidden)\n",
+        "        self.queue.change_visibility([message], hidden)\n",
         "\n",
         (T_WORKER,),
     ),
@@ -789,7 +791,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "worker: a garbled copy number believed",
-        WORKER,
+        MESSAGES,
         "if not math.isfinite(number) or number < 0 or (name == RETRIES and not number.is_integer()):",
         "if False:",
         (T_WORKER,),
@@ -803,7 +805,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "worker: a re-sent copy taken for a first delivery",
-        WORKER,
+        MESSAGES,
         "return self.receive_count > 1 or RETRIES in self.attributes",
         "return self.receive_count > 1",
         (T_WORKER, T_S3),

@@ -38,6 +38,7 @@ import bisect
 import itertools
 import json
 import math
+import random
 import secrets
 import signal
 import sys
@@ -79,9 +80,11 @@ from util.helpers import (
     Aws,
     InvalidMessage,
     Users,
-    decode_body,
     job_request,
 )
+from util.messages import Message, decode_body
+from util.resources import queue_policy
+from util.sqs import SQS_BATCH, Queue, receive_backoff
 from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
 
 SYNTHETIC_JOB_PREFIX = "load-"  # every synthetic job id starts with it: load-<run id>-<n>
@@ -99,7 +102,6 @@ RESULTS_WAIT_SECONDS = 20
 # SQS's longest visibility timeout: a result received is not delivered again for 12 h, so
 # deletes wait to fill a DeleteMessageBatch; the few left at the end go with the queue.
 RESULTS_VISIBILITY_SECONDS = 12 * 3600
-DELETE_BATCH = 10  # SQS's limit
 SAMPLE_EVERY_SECONDS = 5  # default interval of the job-requests backlog samples
 # An input up to this size is read once and sent from memory; a larger one is streamed from
 # its file for each job.
@@ -533,7 +535,9 @@ class ResultsQueue:
             threading.Thread(target=self._receive, name=f"results-{i}", daemon=True)
             for i in range(receivers)
         ]
+        self.aws = aws
         self.url: str | None = None
+        self.queue: Queue | None = None
         self.subscription: str | None = None
 
     def __enter__(self) -> ResultsQueue:
@@ -542,27 +546,15 @@ class ResultsQueue:
             arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])[
                 "Attributes"
             ]["QueueArn"]
-            # SNS may deliver to a queue only if the queue's policy lets this topic send.
             self.sqs.set_queue_attributes(
                 QueueUrl=self.url,
                 Attributes={
-                    "Policy": json.dumps(
-                        {
-                            "Version": "2012-10-17",
-                            "Statement": [
-                                {
-                                    "Effect": "Allow",
-                                    "Principal": {"Service": "sns.amazonaws.com"},
-                                    "Action": "sqs:SendMessage",
-                                    "Resource": arn,
-                                    "Condition": {"ArnEquals": {"aws:SourceArn": self.topic_arn}},
-                                }
-                            ],
-                        }
-                    ),
+                    "Policy": json.dumps(queue_policy(arn, self.topic_arn)),
                     "VisibilityTimeout": str(RESULTS_VISIBILITY_SECONDS),
                 },
             )
+            # Received and deleted as the workers' queues are (it has no dead-letter queue).
+            self.queue = Queue(self.aws, self.url, "ann_load", dead_letter=False)
             self.subscription = self.sns.subscribe(
                 TopicArn=self.topic_arn,
                 Protocol="sqs",
@@ -589,40 +581,33 @@ class ResultsQueue:
             self.sqs.delete_queue(QueueUrl=self.url)
 
     def _receive(self) -> None:
-        receipts: list[str] = []  # of messages passed on and not deleted yet
+        assert self.queue is not None
+        received: list[Message] = []  # passed on, their delete waiting for a batch
+        rng, failures = random.Random(), 0
         while not self.closing.is_set():
             try:
-                messages = self.sqs.receive_message(
-                    QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=RESULTS_WAIT_SECONDS
-                ).get("Messages", [])
+                messages = self.queue.receive(SQS_BATCH, RESULTS_WAIT_SECONDS)
             except (BotoCoreError, ClientError) as exc:
                 if self.closing.is_set():
                     return  # the queue is gone
+                failures += 1
                 print(f"\nann_load: receiving job results failed: {exc}", file=sys.stderr)
-                self.closing.wait(1)  # botocore has retried; do not spin on an outage
+                self.closing.wait(receive_backoff(failures, rng))
                 continue
+            failures = 0
             arrived = self.clock()
             with self._passing_on:
                 if self.closing.is_set():
                     return
                 for message in messages:
                     try:
-                        self.on_message(decode_body(message["Body"]), arrived)
+                        self.on_message(decode_body(message.body), arrived)
                     except InvalidMessage:
                         pass  # not a job-results message: nothing of ours
-            receipts += [message["ReceiptHandle"] for message in messages]
-            while len(receipts) >= DELETE_BATCH:
-                batch, receipts = receipts[:DELETE_BATCH], receipts[DELETE_BATCH:]
-                try:
-                    self.sqs.delete_message_batch(
-                        QueueUrl=self.url,
-                        Entries=[
-                            {"Id": str(i), "ReceiptHandle": receipt}
-                            for i, receipt in enumerate(batch)
-                        ],
-                    )
-                except (BotoCoreError, ClientError):
-                    pass  # a message seen twice counts once; the queue goes at the end anyway
+            received += messages
+            if len(received) >= SQS_BATCH:  # a message seen twice counts once anyway
+                self.queue.delete(received)
+                received = []
 
 
 class Requests:

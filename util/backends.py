@@ -72,8 +72,8 @@ from util.helpers import (
     InvalidMessage,
     final_answers,
     head_object,
-    require_str,
 )
+from util.messages import require_str
 from util.util_config import Config
 
 EXPEDITED, STANDARD = "Expedited", "Standard"

@@ -6,7 +6,6 @@ user roles, and how a queue body (raw or SNS-wrapped) becomes a dict.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -217,35 +216,6 @@ class Aws:
 def job_request(item: Mapping[str, Any]) -> dict[str, Any]:
     """The job-requests topic message for a new job: JOB_REQUEST_FIELDS of its item."""
     return {field: item[field] for field in JOB_REQUEST_FIELDS}
-
-
-def decode_body(body: str) -> dict[str, Any]:
-    """A queue body as a dict, unwrapping an SNS envelope; InvalidMessage if it is not JSON."""
-    data = _json_object(body, "body")
-    if data.get("Type") == "Notification" and isinstance(data.get("Message"), str):
-        data = _json_object(data["Message"], "SNS Message")
-    return data
-
-
-def _json_object(text: str, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InvalidMessage(f"{what} is not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InvalidMessage(f"{what} is not a JSON object")
-    return data
-
-
-def require_str(data: Mapping[str, Any], *fields: str) -> tuple[str, ...]:
-    """The named fields as non-empty strings, or InvalidMessage naming the first bad one."""
-    values = []
-    for field in fields:
-        value = data.get(field)
-        if not isinstance(value, str) or not value:
-            raise InvalidMessage(f"field {field!r} missing or not a non-empty string")
-        values.append(value)
-    return tuple(values)
 
 
 def _from_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:

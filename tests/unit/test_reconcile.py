@@ -23,14 +23,8 @@ from tests.conftest import (
     vault_archive_count,
     wait_for,
 )
-from util.helpers import (
-    ARCHIVE_ID,
-    NOTIFY_CLAIM,
-    NOTIFY_CLAIM_EXPIRES,
-    THAW_TIME,
-    Annotations,
-    decode_body,
-)
+from util.helpers import ARCHIVE_ID, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, THAW_TIME, Annotations
+from util.messages import Message, decode_body
 from util.reconcile.reconcile import (
     ARCHIVE_NOT_REQUESTED,
     EXIT_FINDINGS,
@@ -42,7 +36,6 @@ from util.reconcile.reconcile import (
 )
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
-from util.worker import Message
 
 LONG_AGO = NOW - 10_000
 

@@ -34,8 +34,8 @@ from util.helpers import (
     THAW_JOB_ID,
     Annotations,
     InvalidMessage,
-    decode_body,
 )
+from util.messages import decode_body
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
 

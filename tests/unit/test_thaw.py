@@ -33,11 +33,10 @@ from util.helpers import (
     THAW_JOB_ID,
     Annotations,
     InvalidMessage,
-    decode_body,
 )
+from util.messages import Message, decode_body
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
-from util.worker import Message
 
 
 def thawer(stack: Stack) -> Thawer:

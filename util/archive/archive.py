@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # run as `python util/archive/archive.py`
 
 from botocore.exceptions import ClientError
 
-from util import worker
+from util import process
 from util.backends import Source, backend_for
 from util.glacier import SourceChanged, UploadCancelled
 from util.helpers import (
@@ -69,10 +69,9 @@ from util.helpers import (
     InvalidMessage,
     UserNotFree,
     Users,
-    require_str,
 )
+from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.util_config import Config
-from util.worker import Message, Outcome, defer, done, retry
 
 _NAMES = {
     "#archive": ARCHIVE_ID,
@@ -252,7 +251,7 @@ class Archiver:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker.main("archive", Archiver, argv)
+    return process.main("archive", Archiver, argv)
 
 
 if __name__ == "__main__":

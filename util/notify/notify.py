@@ -42,7 +42,7 @@ if __package__ in (None, ""):  # run as `python util/notify/notify.py`
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util import worker
+from util import process
 from util.helpers import (
     COMPLETE_TIME,
     COMPLETED,
@@ -60,10 +60,9 @@ from util.helpers import (
     User,
     Users,
     Write,
-    require_str,
 )
+from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.util_config import Config, ConfigError
-from util.worker import Message, Outcome, defer, done, retry
 
 HERE = Path(__file__).resolve().parent
 # What a template may use; any other $name is refused at start, not when a job finishes.
@@ -276,7 +275,7 @@ class Notifier:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker.main("notify", Notifier, argv)
+    return process.main("notify", Notifier, argv)
 
 
 if __name__ == "__main__":

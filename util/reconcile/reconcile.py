@@ -88,9 +88,9 @@ from util.helpers import (
     Users,
     head_object,
 )
+from util.process import configure_logging
 from util.retrieval import is_claim
 from util.util_config import Config, ConfigError, add_config_option, load
-from util.worker import configure_logging
 
 log = logging.getLogger("gas")
 

@@ -32,12 +32,12 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python util/restore/restore.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from util import worker
+from util import process
 from util.backends import backend_for
-from util.helpers import JOB_ID, RESTORE_TIER, Annotations, Aws, InvalidMessage, Users, require_str
+from util.helpers import JOB_ID, RESTORE_TIER, Annotations, Aws, InvalidMessage, Users
+from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.retrieval import Retrievals, Start, under_way
 from util.util_config import Config
-from util.worker import Message, Outcome, defer, done, retry
 
 log = logging.getLogger("gas")
 
@@ -125,7 +125,7 @@ class Restorer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker.main("restore", Restorer, argv)
+    return process.main("restore", Restorer, argv)
 
 
 if __name__ == "__main__":

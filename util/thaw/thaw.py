@@ -38,7 +38,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python util/thaw/thaw.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from util import worker
+from util import process
 from util.backends import FAILED, GONE, STANDARD, SUCCEEDED, Completion, backend_for
 from util.glacier import ChecksumMismatch, UploadCancelled
 from util.helpers import (
@@ -53,9 +53,9 @@ from util.helpers import (
     Aws,
     InvalidMessage,
 )
+from util.messages import Message, Outcome, defer, done, retry
 from util.retrieval import Retrievals
 from util.util_config import Config
-from util.worker import Message, Outcome, defer, done, retry
 
 
 class Thawer:
@@ -162,7 +162,7 @@ class Thawer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker.main("thaw", Thawer, argv)
+    return process.main("thaw", Thawer, argv)
 
 
 if __name__ == "__main__":

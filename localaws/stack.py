@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from util.archives import backend_class
 from util.helpers import FREE, PREMIUM, Aws
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
@@ -111,14 +112,14 @@ def create_resources(aws: Aws, config: Config) -> None:
         AttributeName="Policy",
         AttributeValue=json.dumps(
             thaw_topic_policy(
-                gas.archive_backend,
+                backend_class(config),
                 thaw_topic,
                 f"arn:aws:s3:::{gas.archive_bucket}",
                 aws.account_id(),
             )
         ),
     )
-    if gas.archive_backend == "s3":
+    if backend_class(config).IN_BUCKET:
         announce_restores(aws, config, thaw_topic)
 
     aws.client("ses").verify_email_identity(EmailAddress=config.notify.sender)

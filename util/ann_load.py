@@ -59,7 +59,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util.ann_load_report import distribution, ranked, render
-from util.backends import backend_for
+from util.archives import backend_for
 from util.helpers import (
     ARCHIVE_ID,
     COMPLETED,

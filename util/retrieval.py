@@ -34,8 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from util.backends import Backend
-from util.glacier import ExpeditedUnavailable
+from util.archives import Backend, ExpeditedUnavailable
 from util.helpers import (
     ARCHIVE_ID,
     JOB_ID,

@@ -26,6 +26,7 @@ from deploy.iam import (
     load_config,
     policy,
 )
+from util.archives import backend_named
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_RETENTION_SECONDS,
@@ -193,7 +194,7 @@ def template() -> dict[str, Any]:
             "Topics": [{"Ref": thaw}],
             "PolicyDocument": by_backend(
                 lambda backend: thaw_topic_policy(
-                    backend,
+                    backend_named(backend),
                     {"Ref": thaw},
                     sub(Arns.bucket(gas.archive_bucket)),
                     {"Ref": "AWS::AccountId"},

@@ -17,7 +17,8 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import wait_for
 from tests.contract.account import Account, error_code, local_only, status, unique
-from util.glacier import MIB, combine_tree_hashes, tree_hash_leaves
+from util.archives.layout import MIB
+from util.archives.vault.glacier import combine_tree_hashes, tree_hash_leaves
 from util.resources import queue_policy, thaw_topic_policy
 
 

@@ -18,7 +18,7 @@ from tests.conftest import (
     vault_archive_count,
     wait_for,
 )
-from util.glacier import MIB
+from util.archives.layout import MIB
 from util.helpers import ARCHIVE_ID
 
 

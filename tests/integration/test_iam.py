@@ -41,7 +41,7 @@ from tests.conftest import (
     set_role,
     wait_for,
 )
-from util.glacier import MIB
+from util.archives.layout import MIB
 from util.helpers import ARCHIVE_ID, NOTIFIED_TIME, Aws
 
 

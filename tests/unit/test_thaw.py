@@ -23,7 +23,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.pipeline import Pipeline
-from util.glacier import MIB
+from util.archives.layout import MIB
 from util.helpers import (
     ARCHIVE_ID,
     RESTORE_EXPIRES,

@@ -11,8 +11,10 @@ import threading
 import pytest
 
 from tests.conftest import Stack, archived_bytes, vault_archive_count, wait_for
-from util.backends import SUCCEEDED, Completion, VaultBackend
-from util.glacier import MIB, Part, Progress, Vault
+from util.archives import Completion, Progress, Status
+from util.archives.layout import MIB
+from util.archives.vault import VaultBackend
+from util.archives.vault.glacier import Part, Vault
 
 THREADS = 4
 
@@ -133,7 +135,16 @@ def retrieved(stack: Stack, size: int) -> tuple[VaultBackend, Completion, bytes]
     backend = VaultBackend(stack.config, stack.aws)
     data = os.urandom(size)
     job = finished_retrieval(stack, backend.vault, data)
-    return backend, Completion(job["JobId"], "j1", job["ArchiveId"], SUCCEEDED, "", job), data
+    completion = Completion(
+        job["JobId"],
+        "j1",
+        job["ArchiveId"],
+        Status.SUCCEEDED,
+        "",
+        int(job["ArchiveSizeInBytes"]),
+        job,
+    )
+    return backend, completion, data
 
 
 def copy_back(stack: Stack, backend: VaultBackend, completion: Completion) -> None:

@@ -49,8 +49,7 @@ if __package__ in (None, ""):  # run as `python util/archive/archive.py`
 from botocore.exceptions import ClientError
 
 from util import process
-from util.backends import Source, backend_for
-from util.glacier import SourceChanged, UploadCancelled
+from util.archives import Source, SourceChanged, Upload, UploadCancelled, backend_for
 from util.helpers import (
     ARCHIVE_ID,
     ARCHIVE_UPLOAD,
@@ -154,19 +153,24 @@ class Archiver:
             raise InvalidMessage(f"job {job_id} has no complete_time")
 
     def archive(self, job: dict[str, Any], source: Source, message: Message) -> str:
-        """Step 5: complete the upload an earlier copy recorded, or make the archive."""
+        """Step 5: commit the upload an earlier copy recorded, or make the archive (an upload
+        with a record is recorded on the job before it is committed)."""
         pending = job.get(ARCHIVE_UPLOAD)
         if pending and pending.get("etag") == source.etag:
-            archive_id = self.backend.resume(pending["upload"])
+            archive_id = self.backend.commit(Upload(record=pending["upload"]))
             if archive_id is not None:
                 return archive_id
-        return self.backend.archive(
-            job,
-            source,
-            message.cancelled,
-            lambda upload: self.save_upload(job, source, upload),
-            again=message.delivered_before,
-        )
+        upload = self.backend.upload(job["job_id"], job[USER_ID], source, message.cancelled)
+        if upload.record is not None:
+            try:
+                self.save_upload(job, source, upload.record)
+            except BaseException:
+                self.backend.abandon(upload)
+                raise
+        archive_id = self.backend.commit(upload)
+        if archive_id is None:
+            raise RuntimeError(f"the back end lost upload {upload.record} before its commit")
+        return archive_id
 
     def save_upload(self, job: dict[str, Any], source: Source, upload: dict[str, Any]) -> None:
         """Record an upload about to be completed, unless an archive is recorded already."""

@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from deploy.iam import KMS_KEY_PARAMETER, UTILITIES, Arns, kms_actions, policy
+from util.archives import backend_class, backend_for
 from util.helpers import Aws
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
@@ -34,7 +35,6 @@ from util.resources import (
     NONCURRENT_VERSIONS_RULE,
     RESTORE_COMPLETED,
     SNS_SERVICE,
-    THAW_PUBLISHERS,
     applies_to_every_key,
     lifecycle_rule,
     subscriptions,
@@ -158,7 +158,7 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
                 delivered.append([name, queue, raw])
 
     buckets: dict[str, Any] = {}
-    archive = [gas.archive_bucket] if gas.archive_backend == "s3" else []
+    archive = [gas.archive_bucket] if backend_class(config).IN_BUCKET else []
     for bucket in [gas.inputs_bucket, gas.results_bucket, *archive]:
         try:
             s3.head_bucket(Bucket=bucket)
@@ -423,48 +423,23 @@ def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
 
 
 def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
-    gas = config.gas
-    publisher = THAW_PUBLISHERS[gas.archive_backend]
+    gas, backend = config.gas, backend_class(config)
+    publisher = backend.PUBLISHER
     thaw = state["topics"].get(gas.thaw_topic)
     bucket_arn = Arns.bucket(gas.archive_bucket)
     if thaw is not None:
-        source = bucket_arn if gas.archive_backend == "s3" else "*"
+        source = bucket_arn if backend.IN_BUCKET else "*"
         if allows(state["thaw_topic_policy"], publisher, "sns:publish", source):
             yield Check(True, f"topic {gas.thaw_topic}: {publisher} may publish")
         else:
-            condition = f" with aws:SourceArn {bucket_arn}" if gas.archive_backend == "s3" else ""
+            condition = f" with aws:SourceArn {bucket_arn}" if backend.IN_BUCKET else ""
             yield Check(
                 False,
                 f"topic {gas.thaw_topic}: {publisher} may not publish",
                 f"allow {publisher} sns:Publish{condition} in its access policy "
                 f"({TEMPLATE}, TopicPolicy)",
             )
-    if gas.archive_backend == "s3":
-        bucket = state["buckets"].get(gas.archive_bucket)
-        if bucket is None:
-            yield Check(False, f"bucket {gas.archive_bucket}: missing", f"create it ({TEMPLATE})")
-        elif thaw is not None and thaw in bucket["RestoreNotices"]:
-            yield Check(
-                True, f"bucket {gas.archive_bucket}: announces restores on {gas.thaw_topic}"
-            )
-        else:
-            yield Check(
-                False,
-                f"bucket {gas.archive_bucket}: does not announce restores on {gas.thaw_topic}",
-                f"add a notification of {RESTORE_COMPLETED} to the topic ({TEMPLATE})",
-            )
-        return
-    try:
-        aws.client("glacier").describe_vault(vaultName=gas.vault)
-        yield Check(True, f"vault {gas.vault}: exists")
-    except ClientError as exc:
-        if not _missing(exc):
-            raise
-        yield Check(
-            False,
-            f"vault {gas.vault}: missing",
-            f"aws glacier create-vault --account-id - --vault-name {gas.vault}",
-        )
+    yield Check(*backend_for(config, aws).check_store())
 
 
 def _bucket_checks(aws: Aws, name: str, bucket: dict[str, Any]) -> Iterator[Check]:

@@ -62,8 +62,7 @@ if __package__ in (None, ""):  # run as `python util/reconcile/reconcile.py`
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util import metrics
-from util.backends import S3Backend
-from util.glacier import Vault
+from util.archives import backend_for
 from util.helpers import (
     ARCHIVE_ID,
     ARCHIVE_UPLOAD,
@@ -163,11 +162,6 @@ class Report:
         return EXIT_OK
 
 
-def _epoch(stamp: str) -> float:
-    """An ISO 8601 stamp of Glacier's (``2012-05-15T17:19:46.700Z``) as epoch seconds."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 class Reconciler:
     """One pass (see module docstring)."""
 
@@ -184,22 +178,22 @@ class Reconciler:
         self.s3 = aws.client("s3")
         self.sqs = aws.client("sqs")
         self.results_bucket = config.gas.results_bucket
-        self.backend_name = config.gas.archive_backend
-        self.vault = Vault(aws.client("glacier"), config.gas.vault)
-        self.archive_store = S3Backend(config, aws)
+        self.backend = backend_for(config, aws)
         self.lock = threading.Lock()
 
     # -- the pass ------------------------------------------------------------------------
 
     def run(self) -> Report:
         now = self.clock()
-        report = Report(now, self.backend_name, self.repair)
+        report = Report(now, self.config.gas.archive_backend, self.repair)
         self.report = report
         self.now = now
         previous = load_report(self.s3, self.results_bucket, self.settings.report_key) or {}
         self.roles = {u.user_id: u.role for u in self.users.all(self.settings.page_size)}
         self.results = self.list_objects(self.results_bucket, "")
-        self.archives, inventory_date = self.list_archives()
+        listing = self.backend.listing(now)
+        self.archives, inventory_date = listing.archives, listing.taken
+        report.notes += [listing.note] if listing.note else []
         visibility = self.queue_attributes(self.config.archive.queue, "VisibilityTimeout")
         self.overdue = (
             self.config.archive.grace_seconds
@@ -234,8 +228,8 @@ class Reconciler:
         self.act(report, restore_users, previous.get("restores", {}))
         if self.archives is not None:
             report.findings += self.orphans(inventory_date, previous.get("deleted", {}))
-        if self.backend_name == "vault":
-            self.start_inventory()
+        if note := self.backend.prepare_listing():
+            report.notes.append(note)
         report.finished = self.clock()
         self.save(report)
         metrics.emit_findings(self.config, report.counts(), KINDS)
@@ -261,37 +255,6 @@ class Reconciler:
                     "modified": o["LastModified"].timestamp(),
                 }
         return objects
-
-    def list_archives(self) -> tuple[dict[str, dict[str, Any]] | None, float]:
-        """archive id -> {"job_id", "modified"}, and as of when; None if not known."""
-        if self.backend_name == "s3":
-            prefix = self.config.gas.archive_prefix
-            listed = self.list_objects(self.config.gas.archive_bucket, prefix)
-            return {
-                key: {"job_id": key[len(prefix) :].rsplit("/", 1)[0], **o}
-                for key, o in listed.items()
-                if "/" in key[len(prefix) :]
-            }, self.now
-        finished = [j for j in self.vault.inventory_jobs() if j["StatusCode"] == "Succeeded"]
-        if not finished:
-            self.report.notes.append(
-                "no finished vault inventory yet: orphans and lost archives not looked for"
-            )
-            return None, 0.0
-        inventory = self.vault.inventory(finished[-1]["JobId"])
-        archives = {}
-        for entry in inventory.archives():
-            try:
-                job_id = json.loads(entry["ArchiveDescription"])["job_id"]
-            except (ValueError, TypeError, KeyError):
-                continue  # not an archive of this pipeline's: never touched
-            archives[entry["ArchiveId"]] = {
-                "job_id": job_id,
-                "modified": _epoch(entry["CreationDate"]),
-            }
-        self.report.notes.append(f"vault inventory of {inventory.date}")
-        # No InventoryDate: taken as covering nothing, so nothing is suspected from it.
-        return archives, _epoch(inventory.date) if inventory.date else 0.0
 
     def scan_segment(self, segment: int) -> int:
         seen = 0
@@ -398,24 +361,18 @@ class Reconciler:
     def head(self, bucket: str, key: str) -> dict[str, Any] | None:
         return head_object(self.s3, bucket, key)
 
-    def archive_exists(self, archive_id: str) -> bool | None:
-        """The S3 back end asks the object itself; the vault can only be asked through an
-        inventory (None: that one does not say)."""
-        if self.backend_name == "s3":
-            return self.archive_store.head(archive_id) is not None
-        return None
-
     def lost(
         self, item: dict[str, Any], inventory_date: float, previous: dict[str, dict[str, Any]]
     ) -> Finding | None:
         job_id, archive_id = item[JOB_ID], item[ARCHIVE_ID]
-        if self.archive_exists(archive_id) or self.head(item[RESULTS_BUCKET], item[RESULT_KEY]):
+        known = self.backend.exists(archive_id)
+        if (known and known[0]) or self.head(item[RESULTS_BUCKET], item[RESULT_KEY]):
             return None
         again = self.jobs.get(job_id) or {}
         if again.get(ARCHIVE_ID) != archive_id:
             return None  # thawed (or re-archived) meanwhile
         detail = f"names archive {archive_id[:40]}, which does not exist; S3 result gone"
-        if self.backend_name == "vault":
+        if known is None:  # a back end known only through listings (the vault's inventories)
             since = previous.get(archive_id, {}).get("since", self.clock())
             # Kept while the job names it: every later pass reports it too.
             self.report.suspects[archive_id] = {"job_id": job_id, "since": since}
@@ -585,22 +542,22 @@ class Reconciler:
         self.report.deleted = dict(gone)  # the next pass may read the same listing
         oldest = taken - self.settings.orphan_age_seconds
         for archive_id, archive in self.archives.items():
-            if archive_id in self.named or archive_id in gone or archive["modified"] > oldest:
+            if archive_id in self.named or archive_id in gone or archive[1] > oldest:
                 continue
-            kept = self.kept(archive_id, archive["job_id"], oldest, taken)
+            kept = self.kept(archive_id, archive[0], oldest, taken)
             thawed += kept == THAWED
             if kept:
                 continue
-            made = datetime.fromtimestamp(archive["modified"]).isoformat()
+            made = datetime.fromtimestamp(archive[1]).isoformat()
             finding = Finding(
                 ORPHAN_ARCHIVE,
-                archive["job_id"],
+                archive[0],
                 "",
                 f"archive {archive_id[:40]} of {made} named by no job",
                 "would delete it",
             )
             if self.repair:
-                (self.archive_store if self.backend_name == "s3" else self.vault).delete(archive_id)
+                self.backend.delete(archive_id)
                 finding.action = "done: deleted"
                 self.report.deleted[archive_id] = self.clock()
             findings.append(finding)
@@ -613,12 +570,11 @@ class Reconciler:
         return findings
 
     def kept(self, archive_id: str, job_id: str, oldest: float, taken: float) -> str | None:
-        """Why the archive is no orphan, from the archive (S3) and then its job, read again;
-        None if it is one."""
-        if self.backend_name == "s3":
-            head = self.archive_store.head(archive_id)
-            if head is None or head["LastModified"].timestamp() > oldest:
-                return "gone, or made again"
+        """Why the archive is no orphan, from the archive (where the back end can say) and
+        then its job, read again; None if it is one."""
+        known = self.backend.exists(archive_id)
+        if known is not None and (not known[0] or known[1] > oldest):
+            return "gone, or made again"
         item = self.jobs.get(job_id)
         if item is None:
             return None
@@ -629,22 +585,12 @@ class Reconciler:
         # thaw's to delete. (thaw_time is in whole seconds.)
         if item.get(THAW_TIME, 0) + 1 + self.settings.slack_seconds > taken:
             return THAWED
-        if self.backend_name == "s3" and ARCHIVE_ID not in item:
-            # archive adopts an object of the result's content it finds made already
+        if ARCHIVE_ID not in item:
+            # archive adopts an archive of the result's content it finds made already
             head = self.head(item.get(RESULTS_BUCKET, ""), item.get(RESULT_KEY, ""))
-            if head and archive_id.endswith("/" + head["ETag"].strip('"')):
+            if head and self.backend.of_content(archive_id, head["ETag"]):
                 return "adopted"
         return None
-
-    def start_inventory(self) -> None:
-        """A new vault inventory for a later pass, unless one is under way."""
-        if any(j["StatusCode"] == "InProgress" for j in self.vault.inventory_jobs()):
-            return
-        if self.vault.start_inventory() is None:
-            self.report.notes.append(
-                "the vault has no inventory yet (Glacier prepares its first within a day of "
-                "its creation): none could be started"
-            )
 
     # -- the report ------------------------------------------------------------------------
 

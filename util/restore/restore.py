@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as `python util/restore/restore.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from util import process
-from util.backends import backend_for
+from util.archives import backend_for
 from util.helpers import JOB_ID, RESTORE_TIER, Annotations, Aws, InvalidMessage, Users
 from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.retrieval import Retrievals, Start, under_way

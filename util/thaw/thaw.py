@@ -39,8 +39,14 @@ if __package__ in (None, ""):  # run as `python util/thaw/thaw.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from util import process
-from util.backends import FAILED, GONE, STANDARD, SUCCEEDED, Completion, backend_for
-from util.glacier import ChecksumMismatch, UploadCancelled
+from util.archives import (
+    STANDARD,
+    ChecksumMismatch,
+    Completion,
+    Status,
+    UploadCancelled,
+    backend_for,
+)
 from util.helpers import (
     ARCHIVE_ID,
     JOB_ID,
@@ -81,7 +87,7 @@ class Thawer:
             notice.archive_id is None or notice.archive_id != archive_id
         ):
             return self.delete_archive(notice.archive_id, "already thawed")
-        if notice.status == GONE:
+        if notice.status is Status.GONE:
             if notice.archive_id is not None and notice.archive_id == archive_id:
                 raise InvalidMessage(
                     f"job {job_id}: its archive {archive_id} is gone ({notice.detail})"
@@ -99,10 +105,10 @@ class Thawer:
                 f"stale notice: job {job_id} is not archived as retrieval "
                 f"{notice.retrieval_id} says"
             )
-        if notice.status == FAILED:
+        if notice.status is Status.FAILED:
             return self.restart(job, notice, message, "retrieval failed", (STANDARD,))
-        if notice.status != SUCCEEDED:
-            return retry(f"retrieval is {notice.status}")
+        if notice.status is not Status.SUCCEEDED:
+            return retry(f"retrieval is {notice.status.value}")
 
         if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):
             raise InvalidMessage(

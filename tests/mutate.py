@@ -36,6 +36,7 @@ MUTANT_TIMEOUT = 600  # seconds; a mutant whose tests hang past pytest's own tim
 ARCHIVE = "util/archive/archive.py"
 RESTORE = "util/restore/restore.py"
 RETRIEVAL = "util/retrieval.py"
+LEASES = "util/leases.py"
 THAW = "util/thaw/thaw.py"
 NOTIFY = "util/notify/notify.py"
 WORKER = "util/worker.py"
@@ -340,23 +341,23 @@ MUTANTS: list[Mutant] = [
         (T_RESTORE,),
     ),
     M(
-        "retrieval: claim taken while a live one is recorded",
-        RETRIEVAL,
-        '"#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)"',
-        '"#archive = :archive"',
-        (T_RESTORE,),
+        "leases: a live lease taken over",
+        LEASES,
+        'free = "(attribute_not_exists(#lease_expires) OR #lease_expires < :lease_now)"',
+        'free = "attribute_exists(#lease_holder) OR attribute_not_exists(#lease_holder)"',
+        (T_RESTORE, T_NOTIFY),
     ),
     M(
         "retrieval: claim taken on a job no longer archived",
         RETRIEVAL,
-        '"#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)"',
-        '"attribute_not_exists(#expires) OR #expires < :now"',
-        (T_RESTORE,),
+        'when="#archive = :archive",',
+        'when="attribute_exists(#job_id)",',
+        (T_RESTORE, T_THAW),
     ),
     M(
         "retrieval: a failed claim starts a retrieval",
         RETRIEVAL,
-        "if not claimed.holds(RESTORE_JOB_ID, claim):",
+        "if not RETRIEVAL_CLAIM.held(claimed, claim):",
         "if False:",
         (T_RESTORE,),
     ),
@@ -389,11 +390,18 @@ MUTANTS: list[Mutant] = [
         (T_RESTORE, T_THAW),
     ),
     M(
-        "retrieval: a release removes another worker's claim",
-        RETRIEVAL,
-        '"REMOVE #job, #expires", "#job = :claim", _NAMES',
-        '"REMOVE #job, #expires", "attribute_exists(#job)", _NAMES',
-        (T_RESTORE,),
+        "leases: a lapsed lease cleared whatever holds it now",
+        LEASES,
+        '"#lease_holder = :held AND #lease_expires = :expires",',
+        '"attribute_exists(#lease_holder)",',
+        (T_RECONCILE,),
+    ),
+    M(
+        "leases: a release removes another's lease",
+        LEASES,
+        '"#lease_holder = :lease_token",',
+        '"attribute_exists(#lease_holder)",',
+        (T_RESTORE, T_NOTIFY),
     ),
     M(
         "retrieval: the record does not check the claim",
@@ -554,22 +562,15 @@ MUTANTS: list[Mutant] = [
     M(
         "notify: a failed claim still sends",
         NOTIFY,
-        "if not claim.holds(NOTIFY_CLAIM, token):",
+        "if not EMAIL_CLAIM.held(claim, token):",
         "if False:",
-        (T_NOTIFY,),
-    ),
-    M(
-        "notify: a live claim of another copy is taken",
-        NOTIFY,
-        '"(attribute_not_exists(#expires) OR #expires < :now)"',
-        '"(attribute_not_exists(#expires) OR :now = :now)"',
         (T_NOTIFY,),
     ),
     M(
         "notify: a claim taken after the e-mail was recorded",
         NOTIFY,
-        '"attribute_not_exists(#notified) AND "\n            "(attribute',
-        '"attribute_exists(#job_id) AND "\n            "(attribute',
+        'when="attribute_not_exists(#notified)",',
+        'when="attribute_exists(#job_id)",',
         (T_NOTIFY,),
     ),
     M(
@@ -589,7 +590,7 @@ MUTANTS: list[Mutant] = [
     M(
         "notify: the record is not checked",
         NOTIFY,
-        "if not recorded.holds(NOTIFY_CLAIM, token):",
+        "if not EMAIL_CLAIM.held(recorded, token):",
         "if False:",
         (T_NOTIFY,),
     ),

@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from util.archives import Backend, ExpeditedUnavailable
 from util.helpers import (
@@ -49,11 +48,11 @@ from util.helpers import (
     Aws,
     Write,
 )
+from util.leases import RETRIEVAL_CLAIM
 from util.util_config import Config
 
 log = logging.getLogger("gas")
 
-CLAIM_PREFIX = "claim:"
 CLAIM_POLL_SECONDS = 0.2
 # The expression names every update below uses.
 _NAMES = {
@@ -65,17 +64,21 @@ _NAMES = {
 }
 
 
+StartStatus = Literal["started", "in progress", "claimed elsewhere", "not archived"]
+
+
 @dataclass(frozen=True)
 class Start:
     """What `Retrievals.start` did for one result."""
 
-    status: str  # started | in progress | claimed elsewhere | not archived
+    status: StartStatus
     tier: str = ""
     retry_at: float = 0.0  # for "claimed elsewhere": when that claim lapses
 
 
 def is_claim(restore_job_id: str | None) -> bool:
-    return restore_job_id is not None and restore_job_id.startswith(CLAIM_PREFIX)
+    """Whether `restore_job_id` is a claim (util/leases.py), not a retrieval's id."""
+    return RETRIEVAL_CLAIM.is_token(restore_job_id)
 
 
 def under_way(job: dict[str, Any], now: float) -> bool:
@@ -105,21 +108,18 @@ class Retrievals:
         only "no Expedited capacity" moves on to the next one, any other error is raised.
         """
         job_id, archive_id = job[JOB_ID], job[ARCHIVE_ID]
-        claim = f"{CLAIM_PREFIX}{uuid.uuid4()}"
         now = int(self.clock())
-        claimed = self.jobs.update_if(
+        claim, claimed = RETRIEVAL_CLAIM.take(
+            self.jobs,
             job_id,
-            "SET #job = :claim, #expires = :expires REMOVE #tier, #time",
-            "#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)",
-            _NAMES,
-            {
-                ":claim": claim,
-                ":expires": now + self.claim_seconds,
-                ":archive": archive_id,
-                ":now": now,
-            },
+            self.claim_seconds,
+            now,
+            when="#archive = :archive",
+            names=_NAMES,
+            values={":archive": archive_id},
+            also="REMOVE #tier, #time",
         )
-        if not claimed.holds(RESTORE_JOB_ID, claim):
+        if not RETRIEVAL_CLAIM.held(claimed, claim):
             return self.why_not_started(job_id, archive_id, claimed.item)
         try:
             retrieval_id, tier = self.initiate(
@@ -180,9 +180,7 @@ class Retrievals:
     def release(self, job_id: str, claim: str) -> None:
         """Give up a claim after a failed start, so the next attempt need not wait for it."""
         try:
-            self.jobs.update_if(
-                job_id, "REMOVE #job, #expires", "#job = :claim", _NAMES, {":claim": claim}
-            )
+            RETRIEVAL_CLAIM.release(self.jobs, job_id, claim)
         except Exception:  # the claim lapses by itself; the original error matters more
             log.exception("job %s: could not release retrieval claim", job_id)
 

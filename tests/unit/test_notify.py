@@ -271,10 +271,10 @@ def test_a_copy_recorded_while_this_one_rendered_its_email_sends_no_second(stack
     ours = notifier(stack)
     claim = ours.claim
 
-    def another_copy_first(job_id: str, token: str):
+    def another_copy_first(job_id: str):
         other = notifier(stack)(results_message())
         assert other.reason == "e-mailed (COMPLETED)"
-        return claim(job_id, token)
+        return claim(job_id)
 
     ours.claim = another_copy_first
     # When this one tries to claim the sending

@@ -129,6 +129,33 @@ def test_a_claim_taken_again_after_the_scan_is_not_cleared(
     assert job(stack, "j1")[NOTIFY_CLAIM] == "alive"
 
 
+def test_a_claim_taken_again_between_the_look_and_the_clear_is_kept(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a lapsed e-mail claim the pass has just read as stale
+    put_job(
+        stack,
+        "j1",
+        user_id="u-bob",
+        complete_time=LONG_AGO,
+        **{NOTIFY_CLAIM: "dead", NOTIFY_CLAIM_EXPIRES: int(NOW) - 5},
+    )
+    jobs = Annotations(stack.aws, stack.config.gas.annotations_table)
+    look = Reconciler.stale_claim
+
+    def retaken_meanwhile(self: Reconciler, item: dict) -> object:
+        # a redelivered notify message takes the lapsed claim over, right then
+        jobs.put({**item, NOTIFY_CLAIM: "alive", NOTIFY_CLAIM_EXPIRES: int(time.time()) + 120})
+        return look(self, item)
+
+    monkeypatch.setattr(Reconciler, "stale_claim", retaken_meanwhile)
+    # When the pass clears the claim it saw
+    run(stack)
+    # Then the new holder keeps its claim: only that very lease is cleared
+    assert job(stack, "j1")[NOTIFY_CLAIM] == "alive"
+    assert NOTIFY_CLAIM_EXPIRES in job(stack, "j1")
+
+
 # -- the vault's inventory: a snapshot, which still lists what was deleted since --------------
 
 

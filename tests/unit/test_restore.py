@@ -308,7 +308,8 @@ def test_a_lost_answer_to_the_claim_still_starts_the_retrieval(
 ) -> None:
     # The claim is written, its answer lost, and botocore's retry finds our own claim there
     lost_answers.add(
-        "UpdateItem", when=lambda p: p["UpdateExpression"].startswith("SET #job = :claim")
+        "UpdateItem",
+        when=lambda p: p["ExpressionAttributeNames"].get("#lease_holder") == RESTORE_JOB_ID,
     )
     handler = restorer(stack)
     handler.retrievals.claim_wait_seconds = 0

@@ -28,7 +28,6 @@ import html
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,6 +60,7 @@ from util.helpers import (
     Users,
     Write,
 )
+from util.leases import EMAIL_CLAIM
 from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.util_config import Config, ConfigError
 
@@ -174,9 +174,8 @@ class Notifier:
             raise InvalidMessage(f"user {user_id} has no usable e-mail address")
 
         email = self.render(job, user)
-        token = uuid.uuid4().hex
-        claim = self.claim(job_id, token)
-        if not claim.holds(NOTIFY_CLAIM, token):
+        token, claim = self.claim(job_id)
+        if not EMAIL_CLAIM.held(claim, token):
             return self.claimed_elsewhere(job_id, claim.item)
         try:
             self.send(user.email, email)
@@ -193,20 +192,20 @@ class Notifier:
             return retry(f"SES unreachable: {exc}")
 
         recorded = self.record(job_id)
-        if not recorded.holds(NOTIFY_CLAIM, token):
+        if not EMAIL_CLAIM.held(recorded, token):
             return done("e-mailed; another copy of the message had also done so")
         return done(f"e-mailed ({job[JOB_STATUS]})")
 
-    def claim(self, job_id: str, token: str) -> Write:
-        """Take the sending for `claim_seconds`, unless it is done or another copy holds it."""
-        now = int(self.clock())
-        return self.jobs.update_if(
+    def claim(self, job_id: str) -> tuple[str, Write]:
+        """Take the sending for `claim_seconds`, unless it is done or another copy holds it:
+        our token, and the write."""
+        return EMAIL_CLAIM.take(
+            self.jobs,
             job_id,
-            "SET #claim = :token, #expires = :expires",
-            "attribute_not_exists(#notified) AND "
-            "(attribute_not_exists(#expires) OR #expires < :now)",
-            _NAMES,
-            {":token": token, ":expires": now + self.claim_seconds, ":now": now},
+            self.claim_seconds,
+            int(self.clock()),
+            when="attribute_not_exists(#notified)",
+            names=_NAMES,
         )
 
     def claimed_elsewhere(self, job_id: str, job: dict[str, Any]) -> Outcome:
@@ -226,9 +225,7 @@ class Notifier:
 
     def release(self, job_id: str, token: str) -> None:
         """Give up our claim (only ours) after a failed send."""
-        self.jobs.update_if(
-            job_id, "REMOVE #claim, #expires", "#claim = :token", _NAMES, {":token": token}
-        )
+        EMAIL_CLAIM.release(self.jobs, job_id, token)
 
     def record(self, job_id: str) -> Write:
         """Record the e-mail, unless one is recorded already."""

@@ -70,9 +70,6 @@ from util.helpers import (
     COMPLETED,
     JOB_ID,
     JOB_STATUS,
-    NOTIFIED_TIME,
-    NOTIFY_CLAIM,
-    NOTIFY_CLAIM_EXPIRES,
     PREMIUM,
     RESTORE_EXPIRES,
     RESTORE_JOB_ID,
@@ -87,6 +84,7 @@ from util.helpers import (
     Users,
     head_object,
 )
+from util.leases import LEASES, Lease
 from util.process import configure_logging
 from util.retrieval import is_claim
 from util.util_config import Config, ConfigError, add_config_option, load
@@ -384,49 +382,30 @@ class Reconciler:
             )
         return Finding(LOST, job_id, item.get(USER_ID, ""), detail, "none: reported")
 
-    def stale_claims(self, item: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
-        """The item's lapsed claims: (what, the attribute names of the claim and its expiry)."""
-        claims = []
-        if is_claim(item.get(RESTORE_JOB_ID)) and item.get(RESTORE_EXPIRES, self.now) < self.now:
-            claims.append(
-                ("retrieval claim", {"#claim": RESTORE_JOB_ID, "#expires": RESTORE_EXPIRES})
-            )
-        if (
-            NOTIFY_CLAIM_EXPIRES in item
-            and NOTIFIED_TIME not in item
-            and item[NOTIFY_CLAIM_EXPIRES] < self.now
-        ):
-            claims.append(
-                ("e-mail claim", {"#claim": NOTIFY_CLAIM, "#expires": NOTIFY_CLAIM_EXPIRES})
-            )
-        return claims
+    def stale_claims(self, item: dict[str, Any]) -> list[Lease]:
+        """The item's lapsed leases (util/leases.py)."""
+        return [lease for lease in LEASES if lease.stale(item, self.now)]
 
     def stale_claim(self, item: dict[str, Any]) -> Finding | None:
-        """Lapsed claims, each cleared only if it is still that very claim."""
-        claims = self.stale_claims(item)
-        if not claims:
+        """Lapsed leases, each cleared only if it is still that very lease."""
+        leases = self.stale_claims(item)
+        if not leases:
             return None
         finding = Finding(
             STALE_CLAIM,
             item[JOB_ID],
             item.get(USER_ID, ""),
             ", ".join(
-                f"{what} expired at {datetime.fromtimestamp(item[names['#expires']]).isoformat()}"
-                for what, names in claims
+                f"{lease.what} expired at {datetime.fromtimestamp(item[lease.expires]).isoformat()}"
+                for lease in leases
             ),
             "would clear it",
         )
         if self.repair:
-            for _, names in claims:
+            for lease in leases:
                 # Not applied: gone already (this write's own first attempt, or its holder
                 # moved on): either way no longer stale.
-                self.jobs.update_if(
-                    item[JOB_ID],
-                    "REMOVE #claim, #expires",
-                    "#claim = :claim AND #expires = :expires",
-                    names,
-                    {":claim": item.get(names["#claim"]), ":expires": item[names["#expires"]]},
-                )
+                lease.clear_stale(self.jobs, item[JOB_ID], item)
             finding.action = "done: cleared"
         return finding
 

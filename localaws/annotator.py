@@ -59,6 +59,7 @@ from util.helpers import (
     Users,
 )
 from util.messages import Message, Outcome, done, require_str, retry
+from util.parsers import argument, non_negative_float, positive_int
 from util.process import configure_logging, run
 from util.util_config import Config, add_config_option, load
 from util.worker import Worker
@@ -240,31 +241,17 @@ def main(concurrency: int | None, seconds: float | None, config_files: list[str]
     return run(UTILITY, start)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError("must be a finite number >= 0")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command line of ``python -m util.local annotator``."""
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=argument(positive_int),
         metavar="N",
         help="jobs run at once (default: [local] annotator_concurrency)",
     )
     parser.add_argument(
         "--seconds",
-        type=_seconds,
+        type=argument(non_negative_float),
         metavar="S",
         help="time each job takes (default: [local] annotator_seconds)",
     )

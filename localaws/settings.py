@@ -12,17 +12,14 @@ import threading
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from util.util_config import (
-    Key,
+from util.parsers import (
     boolean,
     choice,
-    load,
-    markdown_table,
     non_negative_float,
     non_negative_int,
     positive_int,
-    register,
 )
+from util.util_config import Key, load, markdown_table, register
 
 KEYS: tuple[Key, ...] = (
     Key(

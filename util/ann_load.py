@@ -83,6 +83,7 @@ from util.helpers import (
     job_request,
 )
 from util.messages import Message, decode_body
+from util.parsers import argument, non_negative_float, positive_float, positive_int
 from util.resources import queue_policy
 from util.sqs import SQS_BATCH, Queue, receive_backoff
 from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
@@ -1018,23 +1019,6 @@ def clean_only(config: Config, aws: Aws) -> int:
     return 0
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if not 0 < value < math.inf:
-            raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-        return value
-
-    return parse
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ann_load",
@@ -1042,21 +1026,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "app does at a target rate, report achieved rate and end-to-end latency.",
     )
     parser.add_argument(
-        "--rate", type=_positive(float), metavar="R", help="target jobs per second (after the ramp)"
+        "--rate",
+        type=argument(positive_float),
+        metavar="R",
+        help="target jobs per second (after the ramp)",
     )
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--duration", type=_positive(float), metavar="S", help="send for S seconds")
-    length.add_argument("--jobs", type=_positive(int), metavar="N", help="send N jobs")
+    length.add_argument(
+        "--duration", type=argument(positive_float), metavar="S", help="send for S seconds"
+    )
+    length.add_argument("--jobs", type=argument(positive_int), metavar="N", help="send N jobs")
     parser.add_argument(
         "--ramp",
-        type=_non_negative,
+        type=argument(non_negative_float),
         default=0.0,
         metavar="S",
         help="climb linearly from 0 to R jobs/s over the first S seconds",
     )
     parser.add_argument(
         "--drain",
-        type=_non_negative,
+        type=argument(non_negative_float),
         metavar="S",
         help="after the last send, wait up to S s for completions "
         "(default: [ann_load] drain_seconds)",
@@ -1082,20 +1071,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--late-ms",
-        type=_non_negative,
+        type=argument(non_negative_float),
         metavar="MS",
         help="a send later than this counts as late (default: [ann_load] late_ms)",
     )
     parser.add_argument(
         "--max-lag",
-        type=_non_negative,
+        type=argument(non_negative_float),
         metavar="S",
         help="drop (and count) a job not sent within S s of its time "
         "(default: send every job, however late)",
     )
     parser.add_argument(
         "--senders",
-        type=_positive(int),
+        type=argument(positive_int),
         metavar="N",
         help=f"sending threads (default: rate x {SEND_HEADROOM_SECONDS} s, at least {MIN_SENDERS})",
     )
@@ -1106,7 +1095,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--batch-ms",
-        type=_non_negative,
+        type=argument(non_negative_float),
         default=0.0,
         metavar="MS",
         help="hold a due job up to MS for later ones to be sent with it "
@@ -1114,7 +1103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sample-every",
-        type=_positive(int),
+        type=argument(positive_int),
         default=SAMPLE_EVERY_SECONDS,
         metavar="S",
         help="sample the job-requests backlog every S seconds, one call each "

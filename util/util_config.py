@@ -18,93 +18,19 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from util.parsers import (
+    choice,
+    int_range,
+    names,
+    non_negative_int,
+    nonempty,
+    positive_int,
+    power_of_two_mib,
+)
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it."""
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError("must be a whole number") from None
-
-
-def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = _int(text)
-        if value < low or (high is not None and value > high):
-            raise ValueError(f"must be >= {low}" if high is None else f"must be {low}-{high}")
-        return value
-
-    return parse
-
-
-positive_int = int_range(1)
-non_negative_int = int_range(0)
-
-
-def _power_of_two_mib(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = _int(text)
-        if value < low or value > 4096 or value & (value - 1):
-            raise ValueError(f"must be a power of two from {low} to 4096")
-        return value
-
-    return parse
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("must be a number") from None
-    if not value >= 0 or value == float("inf"):  # also refuses nan
-        raise ValueError("must be a finite number >= 0")
-    return value
-
-
-def choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return text
-
-    return parse
-
-
-def nonempty(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must not be empty")
-    return text.strip()
-
-
-_BOOLEANS = {
-    "true": True,
-    "yes": True,
-    "on": True,
-    "1": True,
-    "false": False,
-    "no": False,
-    "off": False,
-    "0": False,
-}
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """A comma-separated list of one or more names."""
-    names = tuple(name.strip() for name in text.split(","))
-    if not all(names):
-        raise ValueError("must be names separated by commas, none empty")
-    return names
-
-
-def boolean(text: str) -> bool:
-    """The words configparser takes for a boolean, in any case."""
-    try:
-        return _BOOLEANS[text.lower()]
-    except KeyError:
-        raise ValueError("must be true or false") from None
 
 
 @dataclass(frozen=True)
@@ -290,7 +216,7 @@ KEYS: tuple[Key, ...] = (
         "archive",
         "part_size_mib",
         "16",
-        _power_of_two_mib(1),
+        power_of_two_mib(1),
         "Glacier multipart part size (MiB, power of two)",
     ),
     Key("restore", "queue", "gas-restore", nonempty, "queue of restore requests {user_id}"),
@@ -332,7 +258,7 @@ KEYS: tuple[Key, ...] = (
         "thaw",
         "part_size_mib",
         "16",
-        _power_of_two_mib(8),
+        power_of_two_mib(8),
         "verified range of Glacier job output, and S3 upload part (MiB)",
     ),
     Key("notify", "queue", "gas-notify", nonempty, "queue subscribed to the job-results topic"),
@@ -408,7 +334,7 @@ KEYS: tuple[Key, ...] = (
         "ann_load",
         "users",
         "u-alice,u-bob,u-carol",
-        _names,
+        names,
         "users jobs are submitted for, in turn (comma-separated user ids; each must exist)",
     ),
     Key(

@@ -47,6 +47,8 @@ VAULT = "util/archives/vault/__init__.py"
 S3_BACKEND = "util/archives/s3.py"
 HELPERS = "util/helpers.py"
 RECONCILE = "util/reconcile/reconcile.py"
+REPAIRS = "util/reconcile/repairs.py"
+RECONCILE_REPORT = "util/reconcile/report.py"
 
 T_ARCHIVE = "tests/unit/test_archive.py"
 T_RESTORE = "tests/unit/test_restore.py"
@@ -1063,35 +1065,35 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "reconcile: the restore message a pass sent not waited for",
-        RECONCILE,
+        REPAIRS,
         "        wait = previous\n",
         "        wait = None\n",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: restore messages queued not waited for",
-        RECONCILE,
+        REPAIRS,
         "if wait is None and self.restores_queued:",
         "if False:",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: a restore message waited for past its grace",
-        RECONCILE,
+        REPAIRS,
         'if wait is not None and self.now < wait["since"] + self.settings.restore_grace_seconds:',
         "if wait is not None:",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: a restore message not sent is waited for",
-        RECONCILE,
+        REPAIRS,
         '            if first.action.startswith("done"):\n                report.restores',
         "            if True:\n                report.restores",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: a finding waiting for its restore message left",
-        RECONCILE,
+        RECONCILE_REPORT,
         'if any(not f.action.startswith(("done", "waits")) for f in self.findings):',
         'if any(not f.action.startswith("done") for f in self.findings):',
         (T_RECONCILE,),

@@ -37,7 +37,7 @@ from util.helpers import (
     RESULT_KEY,
     Annotations,
 )
-from util.reconcile.reconcile import (
+from util.reconcile.report import (
     ARCHIVE_NOT_REQUESTED,
     KINDS,
     LOST,

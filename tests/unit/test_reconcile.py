@@ -25,14 +25,14 @@ from tests.conftest import (
 )
 from util.helpers import ARCHIVE_ID, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, THAW_TIME, Annotations
 from util.messages import Message, decode_body
-from util.reconcile.reconcile import (
+from util.reconcile.reconcile import Reconciler
+from util.reconcile.report import (
     ARCHIVE_NOT_REQUESTED,
     EXIT_FINDINGS,
     EXIT_OK,
     ORPHAN_ARCHIVE,
     RESTORE_NOT_REQUESTED,
     STALE_CLAIM,
-    Reconciler,
 )
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer

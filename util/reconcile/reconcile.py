@@ -1,43 +1,12 @@
 """Reconcile: one anti-entropy pass comparing what should be with what is, repairing the gap.
 
-Messages can be lost before they reach the utilities, a retrieval can lapse, a crash can leave
-an orphan archive. One pass reads the users table, the results bucket (one listing), the
-archive store (the archive bucket's listing, or the vault's latest inventory), then the
-annotations table (parallel Scan segments), and finds:
-
-1. ``archive-not-requested``: a free user's COMPLETED job past grace + slack + the archive
-   queue's visibility timeout, its result in S3, no archive: the archive message is sent;
-2. ``result-not-deleted``: an archive recorded and the archived S3 result (its recorded ETag)
-   still there, as long past: the archive message is sent (archive finishes the deletion);
-3. ``restore-not-requested``: a premium user's archived result with no retrieval: the restore
-   message is sent (one per user), unless one may still be on its way: then the finding
-   says until when it waits for it (`Reconciler.restore_wait`);
-4. ``retrieval-lapsed``: a recorded retrieval past its lifetime, the result not back: the
-   restore message is sent, as for 3;
-5. ``orphan-archive``: an archive no job names, older than ``orphan_age_seconds`` when the
-   listing was taken, and not deleted since (`Reconciler.orphans`): checked again (the
-   archive, then the job, consistently) right before it is deleted;
-6. ``lost``: a job naming an archive that does not exist while its S3 result is gone. Never
-   repaired: reported, and the exit status is 3;
-7. ``stale-claim``: a retrieval or e-mail claim past its expiry: cleared by a conditional
-   write on that exact claim, so a live holder's newer claim is never touched.
-
-Every candidate seen in the listings and the Scan (eventually consistent, and taken at
-different moments) is confirmed by point reads before it is reported or acted on. Repairs are
-only the utilities' ordinary messages (they decide, idempotently), orphan deletes, and claim
-clears: reconcile never writes an archive id and never deletes a result. So it is safe while
-the workers run, and two passes at once only send a message twice.
-
-The vault has no listing: each pass starts an inventory-retrieval job and uses the newest
-finished one on a later pass. An inventory is a snapshot (``InventoryDate``) up to a day old,
-so an archive a job names but the inventory lacks is only a suspect: it is lost once an
-inventory taken after the pass that first suspected it lacks it too (suspects are kept in the
-report). Without a finished inventory, orphans and lost archives are not looked for.
-
-Each pass leaves its report (JSON) at ``s3://<results_bucket>/<report_key>``; util.status
-shows it. Exit status: 0 nothing wrong (or, with --repair, everything repaired); 1 AWS
-failed; 2 bad configuration; 3 a result is lost; 4 repairable findings left (a dry run, or a
-message not sent; a restore message waited for is not left).
+It reads the users, the results bucket, the archive back end's listing and the annotations
+table, and finds what the event-driven workers missed: an archive or restore message lost, a
+result not deleted, a retrieval lapsed, an orphan archive, a stale claim, a result lost. Every
+candidate is confirmed by consistent point reads before it is reported or acted on; repairs
+are only the utilities' ordinary messages, orphan deletes and claim clears, so a pass is safe
+while the workers run. Findings, the report and exit status: util/reconcile/report.py and
+docs/reconcile-and-metrics.md.
 """
 
 from __future__ import annotations
@@ -48,11 +17,9 @@ import logging
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +43,6 @@ from util.helpers import (
     RESULT_ETAG,
     RESULT_KEY,
     RESULTS_BUCKET,
-    S3_NOT_FOUND,
     THAW_TIME,
     USER_ID,
     Annotations,
@@ -86,78 +52,35 @@ from util.helpers import (
 )
 from util.leases import LEASES, Lease
 from util.process import configure_logging
+from util.reconcile.repairs import Repairs
+from util.reconcile.report import (
+    ARCHIVE_NOT_REQUESTED,
+    EXIT_AWS,
+    EXIT_CONFIG,
+    KINDS,
+    LOST,
+    ORPHAN_ARCHIVE,
+    RESTORE_NOT_REQUESTED,
+    RESULT_NOT_DELETED,
+    RETRIEVAL_LAPSED,
+    STALE_CLAIM,
+    Finding,
+    Report,
+    load_report,
+    render_text,
+)
 from util.retrieval import is_claim
 from util.util_config import Config, ConfigError, add_config_option, load
 
 log = logging.getLogger("gas")
 
-ARCHIVE_NOT_REQUESTED = "archive-not-requested"
-RESULT_NOT_DELETED = "result-not-deleted"
-RESTORE_NOT_REQUESTED = "restore-not-requested"
-RETRIEVAL_LAPSED = "retrieval-lapsed"
-ORPHAN_ARCHIVE = "orphan-archive"
-LOST = "lost"
-STALE_CLAIM = "stale-claim"
-KINDS = (
-    ARCHIVE_NOT_REQUESTED,
-    RESULT_NOT_DELETED,
-    RESTORE_NOT_REQUESTED,
-    RETRIEVAL_LAPSED,
-    ORPHAN_ARCHIVE,
-    LOST,
-    STALE_CLAIM,
-)
 THAWED = "thawed since the listing"
-EXIT_OK, EXIT_AWS, EXIT_CONFIG, EXIT_LOST, EXIT_FINDINGS = 0, 1, 2, 3, 4
 # A queue's messages: visible, received and not yet deleted, and delayed (or deferred).
 QUEUED = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 )
-SQS_BATCH = 10
-
-
-@dataclass
-class Finding:
-    kind: str
-    job_id: str
-    user_id: str
-    detail: str
-    action: str = ""  # what the pass did (or, dry, would do)
-
-
-@dataclass
-class Report:
-    """What one pass saw and did; written as JSON for util.status and the next pass."""
-
-    started: float
-    backend: str
-    repair: bool
-    findings: list[Finding] = field(default_factory=list)
-    scanned: dict[str, int | None] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    # Vault only: archive id -> {"job_id", "since"}: named by a job, missing from the inventory.
-    suspects: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Archive id -> when a pass deleted it as an orphan, while the listing read is older.
-    deleted: dict[str, float] = field(default_factory=dict)
-    # User id -> {"since", "sent"}: no restore message for the user before since + the grace
-    # (sent: a pass sent one then; else the restore queue held messages then).
-    restores: dict[str, dict[str, Any]] = field(default_factory=dict)
-    finished: float = 0.0
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(f.kind for f in self.findings))
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "counts": self.counts()}
-
-    def exit_code(self) -> int:
-        if any(f.kind == LOST for f in self.findings):
-            return EXIT_LOST
-        if any(not f.action.startswith(("done", "waits")) for f in self.findings):
-            return EXIT_FINDINGS
-        return EXIT_OK
 
 
 class Reconciler:
@@ -223,7 +146,7 @@ class Reconciler:
             report.findings.append(finding)
             if kind in (RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED):
                 restore_users.setdefault(finding.user_id, []).append(finding)
-        self.act(report, restore_users, previous.get("restores", {}))
+        Repairs(self, self.restores_queued).act(report, restore_users, previous.get("restores", {}))
         if self.archives is not None:
             report.findings += self.orphans(inventory_date, previous.get("deleted", {}))
         if note := self.backend.prepare_listing():
@@ -409,102 +332,6 @@ class Reconciler:
             finding.action = "done: cleared"
         return finding
 
-    # -- repairs ---------------------------------------------------------------------------
-
-    def act(
-        self,
-        report: Report,
-        restore_users: dict[str, list[Finding]],
-        restores: dict[str, dict[str, Any]],
-    ) -> None:
-        """Send the archive and restore messages the findings call for; `restores`: the
-        restore messages the previous pass waited for or sent (its report)."""
-        archive = [
-            f for f in report.findings if f.kind in (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED)
-        ]
-        self.send(
-            self.config.archive.queue,
-            archive,
-            lambda f: {JOB_ID: f.job_id, USER_ID: f.user_id},
-            "archive message",
-        )
-        sending = []
-        for user_id, findings in restore_users.items():
-            wait = self.restore_wait(restores.get(user_id))
-            if wait is None:
-                sending.append(findings)
-                continue
-            report.restores[user_id] = wait
-            for finding in findings:
-                finding.action = self.waits(wait)
-        self.send(
-            self.config.restore.queue,
-            [findings[0] for findings in sending],
-            lambda f: {USER_ID: f.user_id},
-            "restore message",
-        )
-        for first, *others in sending:
-            if first.action.startswith("done"):
-                report.restores[first.user_id] = {"since": self.clock(), "sent": True}
-            for finding in others:
-                finding.action = first.action
-
-    def restore_wait(self, previous: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Whether a user's restore message may still be on its way, so none is sent now:
-        {"since", "sent"}, the grace running from "since"; None: send one.
-
-        On its way: the one a pass sent (`previous`, from its report), or, where no pass sent
-        or waited for one yet, any restore message queued (the web app's after the upgrade,
-        perhaps: a queue does not say for whom its messages are). Once the grace is over, one
-        is sent whatever the queue holds.
-        """
-        wait = previous
-        if wait is None and self.restores_queued:
-            wait = {"since": self.now, "sent": False}
-        if wait is not None and self.now < wait["since"] + self.settings.restore_grace_seconds:
-            return wait
-        return None
-
-    def waits(self, wait: dict[str, Any]) -> str:
-        """The action of a finding whose restore message is waited for."""
-        since = datetime.fromtimestamp(wait["since"])
-        until = since + timedelta(seconds=self.settings.restore_grace_seconds)
-        at = since.isoformat(timespec="seconds")
-        why = (
-            f"a restore message was sent at {at}"
-            if wait["sent"]
-            else f"the restore queue held messages at {at}, perhaps this user's"
-        )
-        return f"waits until {until.isoformat(timespec='seconds')}: {why}"
-
-    def send(
-        self,
-        queue: str,
-        findings: list[Finding],
-        body: Callable[[Finding], dict[str, str]],
-        what: str,
-    ) -> None:
-        if not self.repair:
-            for finding in findings:
-                finding.action = f"would send the {what}"
-            return
-        url = self.aws.queue_url(queue)
-        for start in range(0, len(findings), SQS_BATCH):
-            chunk = findings[start : start + SQS_BATCH]
-            response = self.sqs.send_message_batch(
-                QueueUrl=url,
-                Entries=[
-                    {"Id": str(i), "MessageBody": json.dumps(body(f))} for i, f in enumerate(chunk)
-                ],
-            )
-            failed = {int(f["Id"]): f.get("Message", "") for f in response.get("Failed", [])}
-            for i, finding in enumerate(chunk):
-                finding.action = (
-                    f"failed to send the {what}: {failed[i]}"
-                    if i in failed
-                    else f"done: sent the {what}"
-                )
-
     def orphans(self, taken: float, deleted: dict[str, float]) -> list[Finding]:
         """Archives no job names, old enough, checked again right before each delete.
 
@@ -580,38 +407,6 @@ class Reconciler:
             Body=json.dumps(report.to_json(), indent=1).encode(),
             ContentType="application/json",
         )
-
-
-def load_report(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    """The last pass's report, or None if no pass has left one."""
-    try:
-        return json.load(s3.get_object(Bucket=bucket, Key=key)["Body"])
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in S3_NOT_FOUND:
-            return None
-        raise
-
-
-def render_text(report: Report) -> str:
-    lines = [
-        f"reconcile ({'repair' if report.repair else 'dry run'}, backend "
-        f"{report.backend}): scanned {report.scanned}"
-    ]
-    lines += [f"note: {note}" for note in report.notes]
-    for f in report.findings:
-        lines.append(
-            f"{f.kind:22} job={f.job_id} user={f.user_id or '-'}  {f.detail}  -> {f.action}"
-        )
-    if report.suspects:
-        lines.append(
-            f"{len(report.suspects)} archive(s) missing from the inventory, to "
-            "look at again on the next inventory"
-        )
-    counts = report.counts()
-    lines.append(
-        "findings: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none")
-    )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

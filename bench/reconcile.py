@@ -28,8 +28,9 @@ from typing import Any
 from boto3.dynamodb.types import TypeSerializer
 
 from localaws.stack import SAMPLE_USERS, launch, utility_config_files
-from util.helpers import ARCHIVE_ID, COMPLETED, PREMIUM, RESULT_ETAG, Aws
+from util.aws import Aws
 from util.reconcile.reconcile import Reconciler
+from util.schema import ARCHIVE_ID, COMPLETED, PREMIUM, RESULT_ETAG
 from util.util_config import load
 
 LONG_AGO = int(time.time()) - 100_000

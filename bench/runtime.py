@@ -46,7 +46,9 @@ from typing import Any
 from bench.worker_rss import Pattern, peak_rss_mib
 from localaws import faults
 from localaws.stack import launch, utility_config_files
-from util.helpers import ARCHIVE_ID, COMPLETED, Annotations, Aws
+from util.aws import Aws
+from util.helpers import Annotations
+from util.schema import ARCHIVE_ID, COMPLETED
 from util.util_config import UTILITY_DIR, load
 
 MIB = 1024 * 1024

@@ -31,7 +31,7 @@ from localaws import (
     settings,
 )
 from localaws.stack import CREDENTIALS, REGION, create_resources, utility_config_files
-from util.helpers import Aws
+from util.aws import Aws
 from util.util_config import ConfigError, add_config_option, load
 
 

@@ -36,7 +36,12 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 
 from localaws.stack import utility_config_files
-from util.helpers import (
+from util.aws import S3_NOT_FOUND, Aws
+from util.helpers import Annotations, InvalidMessage, User, Users
+from util.messages import Message, Outcome, done, require_str, retry
+from util.parsers import argument, non_negative_float, positive_int
+from util.process import configure_logging, run
+from util.schema import (
     COMPLETE_TIME,
     COMPLETED,
     FAILED,
@@ -50,17 +55,8 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     RUNNING,
-    S3_NOT_FOUND,
     USER_ID,
-    Annotations,
-    Aws,
-    InvalidMessage,
-    User,
-    Users,
 )
-from util.messages import Message, Outcome, done, require_str, retry
-from util.parsers import argument, non_negative_float, positive_int
-from util.process import configure_logging, run
 from util.util_config import Config, add_config_option, load
 from util.worker import Worker
 

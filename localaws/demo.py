@@ -31,7 +31,9 @@ from botocore.exceptions import ClientError
 
 from localaws.ses import sent_emails
 from localaws.stack import launch, utility_config_files
-from util.helpers import (
+from util.aws import Aws
+from util.helpers import Annotations
+from util.schema import (
     ARCHIVE_ID,
     COMPLETED,
     JOB_STATUS,
@@ -39,8 +41,6 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     THAW_JOB_ID,
-    Annotations,
-    Aws,
 )
 from util.util_config import UTILITY_DIR, Config, load
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from util.archives import backend_class
-from util.helpers import FREE, PREMIUM, Aws
+from util.aws import Aws
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_RETENTION_SECONDS,
@@ -27,6 +27,7 @@ from util.resources import (
     utility_config_files,
     worker_queues,
 )
+from util.schema import FREE, PREMIUM
 from util.util_config import UTILITY_DIR, Config
 
 __all__ = [

@@ -26,8 +26,10 @@ from localaws import s3 as s3_emulation
 from localaws import settings as local_settings
 from localaws.stack import CREDENTIALS, create_resources, launch, utility_config_files
 from util.archive.archive import Archiver
-from util.helpers import COMPLETED, Annotations, Aws
+from util.aws import Aws
+from util.helpers import Annotations
 from util.messages import Message
+from util.schema import COMPLETED
 from util.util_config import Config, load
 
 ROOT = Path(__file__).resolve().parents[1]

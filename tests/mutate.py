@@ -46,6 +46,7 @@ GLACIER = "util/archives/vault/glacier.py"
 VAULT = "util/archives/vault/__init__.py"
 S3_BACKEND = "util/archives/s3.py"
 HELPERS = "util/helpers.py"
+AWS = "util/aws.py"
 RECONCILE = "util/reconcile/reconcile.py"
 REPAIRS = "util/reconcile/repairs.py"
 RECONCILE_REPORT = "util/reconcile/report.py"
@@ -1014,8 +1015,8 @@ MUTANTS: list[Mutant] = [
         (T_S3,),
     ),
     M(
-        "helpers: a refusal for capacity retried by botocore",
-        HELPERS,
+        "aws: a refusal for capacity retried by botocore",
+        AWS,
         "        if code in codes:",
         "        if False:",
         (T_RESTORE, T_S3),

@@ -20,9 +20,11 @@ from localaws.stack import announce_restores
 from tests.conftest import NOW, Stack, put_job, set_role, wait_for
 from tests.pipeline import HANDLERS, Pipeline
 from util.archive.archive import Archiver
-from util.helpers import ARCHIVE_ID, FREE, PREMIUM, RESULT_KEY, RESULTS_BUCKET, Annotations, Aws
+from util.aws import Aws
+from util.helpers import Annotations
 from util.messages import Message, decode_body
 from util.restore.restore import Restorer
+from util.schema import ARCHIVE_ID, FREE, PREMIUM, RESULT_KEY, RESULTS_BUCKET
 
 ACCOUNT, REGION = "123456789012", "us-east-1"  # moto's, for the credentials "testing"
 _ids = itertools.count()

@@ -60,7 +60,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from util.ann_load_report import distribution, ranked, render
 from util.archives import backend_for
-from util.helpers import (
+from util.aws import Aws
+from util.helpers import Annotations, InvalidMessage, Users
+from util.messages import Message, decode_body
+from util.parsers import argument, non_negative_float, positive_float, positive_int
+from util.resources import queue_policy
+from util.schema import (
     ARCHIVE_ID,
     COMPLETED,
     FAILED,
@@ -76,15 +81,8 @@ from util.helpers import (
     SUBMIT_TIME,
     SYNTHETIC,
     USER_ID,
-    Annotations,
-    Aws,
-    InvalidMessage,
-    Users,
     job_request,
 )
-from util.messages import Message, decode_body
-from util.parsers import argument, non_negative_float, positive_float, positive_int
-from util.resources import queue_policy
 from util.sqs import SQS_BATCH, Queue, receive_backoff
 from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
 

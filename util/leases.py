@@ -15,14 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from util.helpers import (
-    NOTIFY_CLAIM,
-    NOTIFY_CLAIM_EXPIRES,
-    RESTORE_EXPIRES,
-    RESTORE_JOB_ID,
-    Annotations,
-    Write,
-)
+from util.helpers import Annotations, Write
+from util.schema import NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, RESTORE_EXPIRES, RESTORE_JOB_ID
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util import systemd
-from util.helpers import Aws
+from util.aws import Aws
 from util.messages import Handler
 from util.util_config import Config, ConfigError, add_config_option, load
 from util.worker import Worker
@@ -103,7 +103,7 @@ def main(
             config,
             aws,
             getattr(config, utility).queue,
-            systemd.Notifier.from_environ(),
+            systemd.ServiceManager.from_environ(),
         )
 
     return run(utility, start, once=args.once)

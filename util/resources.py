@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from util.archives import backend_class
-from util.helpers import USER_INDEX
+from util.schema import JOB_ID, SUBMIT_TIME, USER_ID, USER_INDEX
 from util.util_config import UTILITY_DIR, Config
 
 # The dead-letter queue of queue Q is Q-dlq; the IAM policies grant sending to it.
@@ -111,18 +111,18 @@ def tables(config: Config) -> list[dict[str, Any]]:
     return [
         {
             "TableName": config.gas.annotations_table,
-            "KeySchema": [{"AttributeName": "job_id", "KeyType": "HASH"}],
+            "KeySchema": [{"AttributeName": JOB_ID, "KeyType": "HASH"}],
             "AttributeDefinitions": [
-                {"AttributeName": "job_id", "AttributeType": "S"},
-                {"AttributeName": "user_id", "AttributeType": "S"},
-                {"AttributeName": "submit_time", "AttributeType": "N"},
+                {"AttributeName": JOB_ID, "AttributeType": "S"},
+                {"AttributeName": USER_ID, "AttributeType": "S"},
+                {"AttributeName": SUBMIT_TIME, "AttributeType": "N"},
             ],
             "GlobalSecondaryIndexes": [
                 {
                     "IndexName": USER_INDEX,
                     "KeySchema": [
-                        {"AttributeName": "user_id", "KeyType": "HASH"},
-                        {"AttributeName": "submit_time", "KeyType": "RANGE"},
+                        {"AttributeName": USER_ID, "KeyType": "HASH"},
+                        {"AttributeName": SUBMIT_TIME, "KeyType": "RANGE"},
                     ],
                     "Projection": {"ProjectionType": "ALL"},
                 }
@@ -131,8 +131,8 @@ def tables(config: Config) -> list[dict[str, Any]]:
         },
         {
             "TableName": config.gas.users_table,
-            "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": "user_id", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": USER_ID, "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": USER_ID, "AttributeType": "S"}],
             "BillingMode": "PAY_PER_REQUEST",
         },
     ]

@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from util.archives import Backend, ExpeditedUnavailable
-from util.helpers import (
+from util.aws import Aws
+from util.helpers import Annotations, Write
+from util.leases import RETRIEVAL_CLAIM
+from util.schema import (
     ARCHIVE_ID,
     JOB_ID,
     RESTORE_EXPIRES,
@@ -44,11 +47,7 @@ from util.helpers import (
     RESULT_ETAG,
     THAW_JOB_ID,
     THAW_TIME,
-    Annotations,
-    Aws,
-    Write,
 )
-from util.leases import RETRIEVAL_CLAIM
 from util.util_config import Config
 
 log = logging.getLogger("gas")

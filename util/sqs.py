@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util.helpers import Aws
+from util.aws import Aws
 from util.messages import NOT_BEFORE, RETRIES, Message, copy_number
 from util.util_config import ConfigError
 

@@ -28,9 +28,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util.helpers import JOB_ID, RESTORE_JOB_ID, RESTORE_TIER, RESTORE_TIME, Annotations, Aws
+from util.aws import Aws
+from util.helpers import Annotations
 from util.reconcile.report import load_report
 from util.retrieval import is_claim
+from util.schema import JOB_ID, RESTORE_JOB_ID, RESTORE_TIER, RESTORE_TIME
 from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
 
 UTILITIES = ("archive", "restore", "thaw", "notify")

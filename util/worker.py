@@ -26,7 +26,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util import metrics, systemd
-from util.helpers import Aws, InvalidMessage
+from util.aws import Aws
+from util.helpers import InvalidMessage
 from util.messages import (
     HANDED_BACK,
     NOT_BEFORE,
@@ -65,7 +66,7 @@ class Worker:
         config: Config,
         aws: Aws,
         queue: str,
-        notifier: systemd.Notifier | None = None,
+        notifier: systemd.ServiceManager | None = None,
     ):
         self.utility = utility
         self.handler = handler
@@ -84,7 +85,7 @@ class Worker:
         self.stop_requested_at: float | None = None
         self.stopped = threading.Event()
         self.pause = self.stopped.wait  # a sleep that a stop interrupts
-        self.notifier = notifier or systemd.Notifier()
+        self.notifier = notifier or systemd.ServiceManager()
         self.watchdog = systemd.Watchdog(
             self.notifier, self.settings.wait_seconds + RECEIVE_STALL_SECONDS
         )

@@ -19,7 +19,7 @@ from tests.conftest import (
     wait_for,
 )
 from util.archives.layout import MIB
-from util.helpers import ARCHIVE_ID
+from util.schema import ARCHIVE_ID
 
 
 class ArchiveProcess(UtilityProcess):

@@ -42,7 +42,8 @@ from tests.conftest import (
     wait_for,
 )
 from util.archives.layout import MIB
-from util.helpers import ARCHIVE_ID, NOTIFIED_TIME, Aws
+from util.aws import Aws
+from util.schema import ARCHIVE_ID, NOTIFIED_TIME
 
 
 @dataclass

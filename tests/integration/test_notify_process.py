@@ -15,7 +15,7 @@ from tests.conftest import (
     run_once,
     wait_for,
 )
-from util.helpers import FAILED, NOTIFIED_TIME
+from util.schema import FAILED, NOTIFIED_TIME
 
 
 def publish(server: Server, *messages: str | dict) -> None:

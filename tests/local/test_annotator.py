@@ -10,7 +10,8 @@ import pytest
 from localaws.annotator import Annotator, annotate, output_keys
 from tests.conftest import Stack, job, message
 from util.ann_load import SAMPLE_INPUT, Submitter, plan
-from util.helpers import (
+from util.helpers import InvalidMessage
+from util.schema import (
     COMPLETED,
     FAILED,
     INPUT_KEY,
@@ -19,7 +20,6 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     RUNNING,
-    InvalidMessage,
 )
 
 

@@ -13,7 +13,8 @@ from moto.dynamodb.models import dynamodb_backends
 from localaws import dynamodb as dynamodb_emulation
 from localaws.settings import configure
 from tests.conftest import Server, Stack, put_job, wait_for
-from util.helpers import ARCHIVE_ID, USER_INDEX, Annotations
+from util.helpers import Annotations
+from util.schema import ARCHIVE_ID, USER_INDEX
 
 # Long enough that a read made right after a write always falls within it, short enough
 # that a test waits it out in a few seconds.

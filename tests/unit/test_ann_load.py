@@ -38,7 +38,8 @@ from util.ann_load import (
     write_outputs,
 )
 from util.ann_load_report import distribution, percentile
-from util.helpers import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, Aws, job_request
+from util.aws import Aws
+from util.schema import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, job_request
 
 # -- the schedule ------------------------------------------------------------------------------
 

@@ -32,7 +32,8 @@ from tests.scenarios import World, use_backend
 from util.archive.archive import Archiver
 from util.archives.layout import MIB
 from util.archives.vault.glacier import combine_tree_hashes, part_size_for
-from util.helpers import ARCHIVE_ID, ARCHIVE_UPLOAD, RESULT_ETAG, Annotations, InvalidMessage
+from util.helpers import Annotations, InvalidMessage
+from util.schema import ARCHIVE_ID, ARCHIVE_UPLOAD, RESULT_ETAG
 
 
 def archiver(stack: Stack, part_size_mib: int = 1, clock: float = NOW) -> Archiver:

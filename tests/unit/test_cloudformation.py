@@ -29,6 +29,7 @@ from localaws import glacier as glacier_emulation
 from localaws import s3 as s3_emulation
 from localaws import settings as local_settings
 from localaws.stack import REGION, create_resources
+from util.aws import Aws
 from util.doctor.doctor import (
     SQS_DEFAULTS,
     default_retention,
@@ -37,7 +38,6 @@ from util.doctor.doctor import (
     lifecycle_facts,
     table_shape,
 )
-from util.helpers import Aws
 from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load
 

@@ -19,7 +19,8 @@ from tests import interleave
 from tests.conftest import Stack
 from tests.pipeline import Pipeline
 from tests.scenarios import World, message, upgraded, use_backend
-from util.helpers import FREE, PREMIUM, Aws
+from util.aws import Aws
+from util.schema import FREE, PREMIUM
 
 pytestmark = pytest.mark.exhaustive
 

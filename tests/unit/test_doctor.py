@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
+from util.aws import Aws
 from util.doctor.doctor import RoleDecisions, lifecycle_facts
-from util.helpers import Aws
 from util.resources import utility_config_files
 from util.util_config import load
 

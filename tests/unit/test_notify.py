@@ -16,9 +16,10 @@ from moto.core.models import botocore_stubber
 
 from localaws.ses import sent_emails_in_process
 from tests.conftest import LostAnswers, Stack, job, put_job, sets
-from util.helpers import FAILED, NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES, Annotations, InvalidMessage
+from util.helpers import Annotations, InvalidMessage
 from util.messages import Message, decode_body
 from util.notify.notify import HERE, Notifier
+from util.schema import FAILED, NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES
 from util.util_config import ConfigError
 
 # Fixed times, so the rendered dates can be checked: 14 Nov 2023, 22:13:20 UTC.

@@ -23,7 +23,7 @@ from tests.conftest import (
     vault_archive_count,
     wait_for,
 )
-from util.helpers import ARCHIVE_ID, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, THAW_TIME, Annotations
+from util.helpers import Annotations
 from util.messages import Message, decode_body
 from util.reconcile.reconcile import Reconciler
 from util.reconcile.report import (
@@ -35,6 +35,7 @@ from util.reconcile.report import (
     STALE_CLAIM,
 )
 from util.restore.restore import Restorer
+from util.schema import ARCHIVE_ID, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, THAW_TIME
 from util.thaw.thaw import Thawer
 
 LONG_AGO = NOW - 10_000

@@ -11,15 +11,9 @@ from botocore.exceptions import ClientError
 from localaws import settings as local_settings
 from tests.conftest import NOW, LostAnswers, Stack, archive_job, job, message, put_job, set_role
 from tests.pipeline import Pipeline
-from util.helpers import (
-    ARCHIVE_ID,
-    RESTORE_EXPIRES,
-    RESTORE_JOB_ID,
-    RESTORE_TIER,
-    Annotations,
-    InvalidMessage,
-)
+from util.helpers import Annotations, InvalidMessage
 from util.restore.restore import Restorer
+from util.schema import ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER
 
 
 @pytest.fixture

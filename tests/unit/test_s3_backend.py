@@ -27,16 +27,10 @@ from tests.unit.test_restore import requests_sent
 from util.archive.archive import Archiver
 from util.archives import s3 as s3_archives
 from util.archives.layout import MIB
-from util.helpers import (
-    ARCHIVE_ID,
-    RESTORE_JOB_ID,
-    RESTORE_TIER,
-    THAW_JOB_ID,
-    Annotations,
-    InvalidMessage,
-)
+from util.helpers import Annotations, InvalidMessage
 from util.messages import decode_body
 from util.restore.restore import Restorer
+from util.schema import ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID
 from util.thaw.thaw import Thawer
 
 

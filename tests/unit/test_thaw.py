@@ -24,18 +24,17 @@ from tests.conftest import (
 )
 from tests.pipeline import Pipeline
 from util.archives.layout import MIB
-from util.helpers import (
+from util.helpers import Annotations, InvalidMessage
+from util.messages import Message, decode_body
+from util.restore.restore import Restorer
+from util.schema import (
     ARCHIVE_ID,
     RESTORE_EXPIRES,
     RESTORE_JOB_ID,
     RESTORE_TIER,
     RESULTS_BUCKET,
     THAW_JOB_ID,
-    Annotations,
-    InvalidMessage,
 )
-from util.messages import Message, decode_body
-from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
 
 

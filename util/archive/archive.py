@@ -50,26 +50,22 @@ from botocore.exceptions import ClientError
 
 from util import process
 from util.archives import Source, SourceChanged, Upload, UploadCancelled, backend_for
-from util.helpers import (
+from util.aws import S3_NOT_FOUND, S3_PRECONDITION_FAILED, Aws
+from util.helpers import Annotations, InvalidMessage, UserNotFree, Users
+from util.messages import Message, Outcome, defer, done, require_str, retry
+from util.schema import (
     ARCHIVE_ID,
     ARCHIVE_UPLOAD,
     COMPLETE_TIME,
     COMPLETED,
+    JOB_ID,
     JOB_STATUS,
     RESULT_ETAG,
     RESULT_KEY,
     RESULTS_BUCKET,
-    S3_NOT_FOUND,
-    S3_PRECONDITION_FAILED,
     THAW_JOB_ID,
     USER_ID,
-    Annotations,
-    Aws,
-    InvalidMessage,
-    UserNotFree,
-    Users,
 )
-from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.util_config import Config
 
 _NAMES = {
@@ -141,7 +137,7 @@ class Archiver:
 
     def check_job(self, job: dict[str, Any]) -> None:
         """InvalidMessage saying why the job's result cannot be archived, if it cannot."""
-        job_id = job["job_id"]
+        job_id = job[JOB_ID]
         if job.get(JOB_STATUS) != COMPLETED:
             raise InvalidMessage(f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED}")
         if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):
@@ -160,7 +156,7 @@ class Archiver:
             archive_id = self.backend.commit(Upload(record=pending["upload"]))
             if archive_id is not None:
                 return archive_id
-        upload = self.backend.upload(job["job_id"], job[USER_ID], source, message.cancelled)
+        upload = self.backend.upload(job[JOB_ID], job[USER_ID], source, message.cancelled)
         if upload.record is not None:
             try:
                 self.save_upload(job, source, upload.record)
@@ -175,7 +171,7 @@ class Archiver:
     def save_upload(self, job: dict[str, Any], source: Source, upload: dict[str, Any]) -> None:
         """Record an upload about to be completed, unless an archive is recorded already."""
         write = self.jobs.update_if(
-            job["job_id"],
+            job[JOB_ID],
             "SET #upload = :upload",
             "attribute_not_exists(#archive)",
             _NAMES,
@@ -194,7 +190,7 @@ class Archiver:
         not record an archive a thaw has meanwhile brought back and deleted), and the user is
         still free.
         """
-        job_id = job["job_id"]
+        job_id = job[JOB_ID]
         thawed = job.get(THAW_JOB_ID)
         try:
             write = self.jobs.update_if(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from util.archives.layout import MIB
-from util.helpers import Aws, head_object
+from util.aws import Aws, head_object
 from util.util_config import Config
 
 log = logging.getLogger("gas")

@@ -45,7 +45,8 @@ from util.archives.layout import (
     etag_parts,
     one_part_etag,
 )
-from util.helpers import S3_PRECONDITION_FAILED, Aws, InvalidMessage, final_answers, head_object
+from util.aws import S3_PRECONDITION_FAILED, Aws, final_answers, head_object
+from util.helpers import InvalidMessage
 from util.resources import RESTORE_COMPLETED
 from util.util_config import Config
 

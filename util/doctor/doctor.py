@@ -27,7 +27,7 @@ from botocore.parsers import ResponseParserError
 
 from deploy.iam import KMS_KEY_PARAMETER, UTILITIES, Arns, kms_actions, policy
 from util.archives import backend_class, backend_for
-from util.helpers import Aws
+from util.aws import Aws
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_SUFFIX,

@@ -42,7 +42,11 @@ if __package__ in (None, ""):  # run as `python util/notify/notify.py`
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util import process
-from util.helpers import (
+from util.aws import Aws
+from util.helpers import Annotations, InvalidMessage, User, Users, Write
+from util.leases import EMAIL_CLAIM
+from util.messages import Message, Outcome, defer, done, require_str, retry
+from util.schema import (
     COMPLETE_TIME,
     COMPLETED,
     FAILED,
@@ -53,15 +57,7 @@ from util.helpers import (
     NOTIFY_CLAIM,
     NOTIFY_CLAIM_EXPIRES,
     SUBMIT_TIME,
-    Annotations,
-    Aws,
-    InvalidMessage,
-    User,
-    Users,
-    Write,
 )
-from util.leases import EMAIL_CLAIM
-from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.util_config import Config, ConfigError
 
 HERE = Path(__file__).resolve().parent

@@ -30,26 +30,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from util import metrics
 from util.archives import backend_for
-from util.helpers import (
-    ARCHIVE_ID,
-    ARCHIVE_UPLOAD,
-    COMPLETE_TIME,
-    COMPLETED,
-    JOB_ID,
-    JOB_STATUS,
-    PREMIUM,
-    RESTORE_EXPIRES,
-    RESTORE_JOB_ID,
-    RESULT_ETAG,
-    RESULT_KEY,
-    RESULTS_BUCKET,
-    THAW_TIME,
-    USER_ID,
-    Annotations,
-    Aws,
-    Users,
-    head_object,
-)
+from util.aws import Aws, head_object
+from util.helpers import Annotations, Users
 from util.leases import LEASES, Lease
 from util.process import configure_logging
 from util.reconcile.repairs import Repairs
@@ -70,6 +52,22 @@ from util.reconcile.report import (
     render_text,
 )
 from util.retrieval import is_claim
+from util.schema import (
+    ARCHIVE_ID,
+    ARCHIVE_UPLOAD,
+    COMPLETE_TIME,
+    COMPLETED,
+    JOB_ID,
+    JOB_STATUS,
+    PREMIUM,
+    RESTORE_EXPIRES,
+    RESTORE_JOB_ID,
+    RESULT_ETAG,
+    RESULT_KEY,
+    RESULTS_BUCKET,
+    THAW_TIME,
+    USER_ID,
+)
 from util.util_config import Config, ConfigError, add_config_option, load
 
 log = logging.getLogger("gas")

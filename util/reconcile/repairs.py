@@ -10,8 +10,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from util.helpers import JOB_ID, USER_ID
 from util.reconcile.report import ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED, Finding, Report
+from util.schema import JOB_ID, USER_ID
 from util.sqs import SQS_BATCH
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from util.helpers import S3_NOT_FOUND
+from util.aws import S3_NOT_FOUND
 
 ARCHIVE_NOT_REQUESTED = "archive-not-requested"
 RESULT_NOT_DELETED = "result-not-deleted"

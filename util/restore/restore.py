@@ -34,9 +34,11 @@ if __package__ in (None, ""):  # run as `python util/restore/restore.py`
 
 from util import process
 from util.archives import backend_for
-from util.helpers import JOB_ID, RESTORE_TIER, Annotations, Aws, InvalidMessage, Users
+from util.aws import Aws
+from util.helpers import Annotations, InvalidMessage, Users
 from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.retrieval import Retrievals, Start, under_way
+from util.schema import JOB_ID, RESTORE_TIER
 from util.util_config import Config
 
 log = logging.getLogger("gas")

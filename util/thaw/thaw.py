@@ -47,7 +47,11 @@ from util.archives import (
     UploadCancelled,
     backend_for,
 )
-from util.helpers import (
+from util.aws import Aws
+from util.helpers import Annotations, InvalidMessage
+from util.messages import Message, Outcome, defer, done, retry
+from util.retrieval import Retrievals
+from util.schema import (
     ARCHIVE_ID,
     JOB_ID,
     RESTORE_JOB_ID,
@@ -55,12 +59,7 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     THAW_JOB_ID,
-    Annotations,
-    Aws,
-    InvalidMessage,
 )
-from util.messages import Message, Outcome, defer, done, retry
-from util.retrieval import Retrievals
 from util.util_config import Config
 
 

@@ -33,7 +33,8 @@ from util.archives import (
 )
 from util.archives.layout import MIB, distinct_layout
 from util.archives.vault.glacier import PendingArchive, Vault
-from util.helpers import S3_NOT_FOUND, Aws, InvalidMessage
+from util.aws import S3_NOT_FOUND, Aws
+from util.helpers import InvalidMessage
 from util.messages import require_str
 from util.util_config import Config
 

@@ -28,7 +28,7 @@ from botocore.utils import calculate_tree_hash
 
 from util.archives import ChecksumMismatch, ExpeditedUnavailable, Progress, UploadCancelled
 from util.archives.layout import MIB
-from util.helpers import final_answers
+from util.aws import final_answers
 
 NO_CAPACITY = "InsufficientCapacityException"  # InitiateJob's "no Expedited capacity now"
 MAX_PARTS = 10_000  # Glacier's limit on parts per multipart upload

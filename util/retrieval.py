@@ -1,28 +1,12 @@
-"""A result's way back from Glacier, recorded on its annotations item.
+"""A result's way back from the archive, recorded on its item (docs/design.md, "How a
+retrieval is recorded").
 
-Restore starts retrievals, thaw finishes them (or starts a failed one again). Both go
-through this record so that neither a second message nor a second copy of a worker starts a
-duplicate retrieval:
-
-    archived ──claim──> claimed ──start retrieval, record──> started ──thaw──> back in S3
-                           └──(initiate failed) release──> archived
-                                          started ──(job failed) clear──> archived
-
-`restore_job_id` holds "claim:<token>" while a worker is starting the retrieval, then the
-retrieval's id (util/backends.py: a Glacier job id, or the archive object's key).
-`restore_expires` bounds both: a claim whose holder crashed lapses after `claim_seconds`, a
-retrieval after `retrieval_lifetime_seconds` (Glacier keeps a job's output for 24 hours), and
-a lapsed one may be started again.
-
-The record keeps duplicates away; it does not decide which retrieval thaw may use. Any
-retrieval of the archive the item names brings back the same, verified bytes, so thaw takes
-the first that succeeds (`finish` asks only that the item still names the archive): a
-retrieval started twice because an answer was lost, or whose claim was released after a
-failure that in fact took effect, still brings the result back.
-
-Every conditional write here reads a failed condition as "look at what is there": the item
-holding this very claim or retrieval means the write's first attempt took effect and only its
-answer was lost (util.helpers.Write).
+Restore starts retrievals, thaw finishes them (or starts a failed one again). The claim (a
+lease, util/leases.py) comes before the start, so that of two workers only one calls the back
+end; the record keeps duplicates away but does not choose which retrieval thaw may use: any
+retrieval of the archive the item names brings back the same verified bytes. Every failed
+condition here is looked at: our own claim or retrieval there means our first attempt took
+effect (util.helpers.Write).
 """
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+"""``python -m util.archive``."""
+
 import sys
 
 from util.archive.archive import main

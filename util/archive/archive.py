@@ -1,39 +1,13 @@
-"""Archive: move a free user's result file from S3 to the archive (Glacier vault or class).
+"""Archive: move a free user's result file from S3 to the archive, record the archive id on
+the job, delete the S3 copy (docs/utilities.md#archive).
 
-For each message ``{"job_id", "user_id"}``:
-
-1. load the job and its user (one read): the job alone says where the result lives, and it
-   must be the sender's, COMPLETED, with its result in the configured results bucket;
-2. a premium user keeps the file in S3: nothing to do;
-3. inside the grace period after completion: come back when it is over;
-4. look at the S3 result (util/backends.py: the vault's first ranged GET, or a HeadObject):
-   its size and ETag. An empty result stays in S3 (Glacier takes no empty archive);
-5. copy it into the archive, pinned to that ETag (streamed into the Glacier vault, or copied
-   server-side into an S3 Glacier storage class);
-6. record the archive id and the ETag on the job, only if no archive is recorded yet, no
-   thaw happened since the job was read (a stalled worker must not record an archive that a
-   thaw has meanwhile brought back and deleted), and the user is still free, in one
-   transaction. A user who became premium meanwhile keeps the file in S3, and this archive is
-   deleted: the upgrade (and the restore the web app asks for after it) comes either after
-   the record, and finds the archive, or before, and the record is refused;
-7. delete the S3 result, only if it still has the recorded ETag.
-
-A redelivered message for a job already archived resumes at step 7.
-
-Why step 7 is conditional: a copy of this message can arrive late (at-least-once delivery, a
-worker that died after its delete, a redriven dead-letter queue) after the user upgraded and
-thaw put the result back. The item still names the archive until thaw records the thaw, so a
-resumed step 7 would delete the copy thaw just wrote, and thaw would then delete the archive.
-Thaw's copy never has the original's ETag (util/backends.py), so ``If-Match`` refuses that
-delete, and the file stays.
-
-Why a failed write is looked at: a write whose answer was lost is retried by botocore and
-fails its condition against its own first attempt. Step 6 reads the item as it is
-(util.helpers.Write): our own archive id recorded means success; another archive id means a
-racing copy won, and ours is deleted as an orphan. A vault upload is recorded on the job
-before it is completed (``results_file_archive_upload``): a worker killed between Glacier
-creating the archive and step 6 leaves the redelivery what it needs to complete the same
-upload again, which answers the same archive id, instead of an orphan archive.
+For each ``{"job_id", "user_id"}``: the job alone says where the result lives; a premium user
+keeps the file; within the grace period the message comes back later. The result is copied
+into the archive pinned to its ETag; the archive is recorded only while no archive is, no thaw
+happened since the job was read and the user is still free (one transaction); the S3 result
+is deleted only while it still has that ETag. A failed record is looked at, not believed: our
+own archive id means success, another's means ours is deleted. Why nothing can be lost or
+left behind: docs/design.md.
 """
 
 from __future__ import annotations

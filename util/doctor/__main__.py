@@ -1,3 +1,5 @@
+"""``python -m util.doctor``."""
+
 import sys
 
 from util.doctor.doctor import main

@@ -1,3 +1,5 @@
+"""``python -m util.notify``."""
+
 import sys
 
 from util.notify.notify import main

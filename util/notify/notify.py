@@ -1,25 +1,10 @@
-"""Notify: e-mail the user when an annotation job has finished.
+"""Notify: e-mail the user (SES) when an annotation job has finished (docs/utilities.md#notify).
 
-For each job-results message ``{"job_id", "user_id", "job_status", ...}``:
-
-1. load the job: it alone is believed, not the message. It must be the sender's and
-   COMPLETED or FAILED;
-2. if the job records that its user was already e-mailed (``notified_time``): nothing to do;
-3. look the user up now: their name and address come from the users store, never from the
-   message; a user without a usable address cannot be e-mailed;
-4. render subject, plain text and HTML from the templates of the job's state (every value
-   put into HTML is escaped);
-5. claim the sending on the job for ``claim_seconds`` with a token of this attempt: a second
-   copy of the message handled at the same moment (the annotator published twice) waits for
-   this one instead of sending too. A claim whose condition fails is looked at: holding our
-   own token means its answer was lost and botocore's retry found our first attempt;
-6. send it through SES from the configured sender. Throttling and outages are retried
-   (botocore first, then the message comes back); an address SES refuses for good is invalid;
-7. record ``notified_time`` on the job, only if none is recorded yet (``notify_claim`` stays:
-   the token of the attempt that sent the e-mail).
-
-Sending comes before recording, so a crash between 6 and 7 means a second e-mail once the
-claim has lapsed rather than none: SES has no idempotency key to close that window.
+For each job-results message: the job and the user are read (never believed from the
+message), subject, text and HTML are rendered from the templates of the job's state, the
+sending is claimed on the job (a lease: a second copy of the message waits for it), the e-mail
+is sent, and ``notified_time`` recorded once. Sending comes before recording: a crash between
+the two means a second e-mail once the claim has lapsed, never none.
 """
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+"""``python -m util.reconcile``."""
+
 import sys
 
 from util.reconcile.reconcile import main

@@ -1,3 +1,5 @@
+"""``python -m util.restore``."""
+
 import sys
 
 from util.restore.restore import main

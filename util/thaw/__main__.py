@@ -1,3 +1,5 @@
+"""``python -m util.thaw``."""
+
 import sys
 
 from util.thaw.thaw import main

@@ -1,31 +1,12 @@
-"""Thaw: put a result retrieved from the archive back in S3, verified, exactly once.
+"""Thaw: put a result retrieved from the archive back in S3, verified, exactly once
+(docs/utilities.md#thaw).
 
-For each completion notice (in its SNS envelope: Glacier's job notice, or the archive
-bucket's ObjectRestore:Completed event — util/backends.py):
-
-1. the notice only names a retrieval, and through it the annotation job; the item and the
-   back end itself (Glacier's DescribeJob, the archive object's HeadObject) say everything
-   else. A notice for a retrieval of another archive than the item names is stale: a
-   duplicate, or one of two retrievals of which the other already brought the result back;
-2. a retrieval reported as Failed is forgotten and started again (Standard), and so is the
-   retrieval the item records once the back end has forgotten it (its output lapsed before
-   the notice was handled: Expedited first, as restore starts one), so neither strands a file;
-3. the archive is copied back to the item's original result key: Glacier job output streamed
-   in tree-hash-aligned ranges into an S3 multipart upload, every range and the whole archive
-   checked against Glacier's SHA-256 tree hash; or a server-side copy of the restored object
-   into STANDARD, its ETag checked. On a mismatch nothing is committed and the message is
-   retried. The copy's part layout gives it another ETag than the original's, so that a late
-   archive message can no longer delete it (util/archive/archive.py);
-4. the archive id is cleared from the item, and this retrieval recorded as the one that
-   thawed it, only while the item still names that archive;
-5. the archive is deleted; then the message.
-
-Any succeeded retrieval of the archive the item names will do, not only the one the item
-records: all bring back the same verified bytes, and a retrieval whose start was never
-recorded (its answer was lost) must not strand the result.
-
-A notice delivered again after success finds its retrieval recorded as the one that thawed
-the result, and only makes sure step 5 happened.
+For each completion notice: the notice only names a retrieval; the job and the back end say
+the rest. A retrieval that failed, or that the back end has forgotten, is started again; one of
+another archive than the job names is stale. The archive is copied back to the job's result
+key, verified, with an ETag other than the original's; the archive id is cleared from the job
+only while the job still names that archive, and the archive is then deleted. Any succeeded
+retrieval of the archive the job names will do.
 """
 
 from __future__ import annotations

@@ -16,17 +16,15 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from email.utils import parseaddr
 from fnmatch import fnmatchcase
 from typing import Any
 
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.parsers import ResponseParserError
 
 from deploy.iam import KMS_KEY_PARAMETER, UTILITIES, Arns, kms_actions, policy
 from util.archives import backend_class, backend_for
+from util.doctor.common import TEMPLATE, UNAVAILABLE, Check, missing, probe, reason
 from util.helpers import Aws
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
@@ -46,34 +44,9 @@ from util.resources import (
 )
 from util.util_config import Config, ConfigError, add_config_option, load
 
-TEMPLATE = "deploy/cloudformation/gas.yaml"
 # The AWS defaults of what a template leaves out, so that both sides read alike.
 SQS_DEFAULTS = {"VisibilityTimeout": 30, "MessageRetentionPeriod": 345600}
-NOT_FOUND = {
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-    "NotFound",
-    "ResourceNotFoundException",
-    "404",
-}
-
-# How a call the account (or an emulator) does not offer fails: an error, an unparsable
-# answer (moto's HTML 500), or, in process, moto's own exception.
-UNAVAILABLE = (ClientError, BotoCoreError, ResponseParserError, NotImplementedError)
-
 Grant = tuple[str, str, str]  # (principal, action, source ARN or "")
-
-
-@dataclass(frozen=True)
-class Check:
-    ok: bool | None  # None: not checked
-    what: str
-    fix: str = ""
-
-    def line(self) -> str:
-        if self.ok is None:
-            return f"- {self.what}"
-        return f"✔ {self.what}" if self.ok else f"✘ {self.what} — fix: {self.fix}"
 
 
 def grants(document: str | dict[str, Any] | None) -> list[Grant]:
@@ -112,10 +85,6 @@ def allows(granted: list[Grant], principal: str, action: str, source: str) -> bo
     )
 
 
-def _missing(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] in NOT_FOUND
-
-
 def describe(aws: Aws, config: Config) -> dict[str, Any]:
     """What the deployment has of what the utilities depend on, as plain data."""
     gas = config.gas
@@ -135,7 +104,7 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
         try:
             attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
         except ClientError as exc:
-            if not _missing(exc):
+            if not missing(exc):
                 raise
             continue
         topic_arns[name] = arn
@@ -163,7 +132,7 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
         try:
             s3.head_bucket(Bucket=bucket)
         except ClientError as exc:
-            if _missing(exc):
+            if missing(exc):
                 continue
             raise
         buckets[bucket] = {
@@ -198,7 +167,7 @@ def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
             QueueUrl=aws.queue_url(name), AttributeNames=["All"]
         )["Attributes"]
     except ClientError as exc:
-        if _missing(exc):
+        if missing(exc):
             return
         raise
     redrive = json.loads(attributes.get("RedrivePolicy") or "null")
@@ -272,7 +241,7 @@ def _encryption(aws: Aws, bucket: str) -> dict[str, str]:
     if not key or key.endswith("alias/aws/s3"):
         return {"Encryption": default.get("SSEAlgorithm", "AES256"), "KmsKey": ""}
     try:  # an id or alias becomes the key's ARN, which IAM policies name
-        metadata = _probe(aws, "kms").describe_key(KeyId=key)["KeyMetadata"]
+        metadata = probe(aws, "kms").describe_key(KeyId=key)["KeyMetadata"]
     except UNAVAILABLE:  # another account's key, say: as the bucket names it
         return {"Encryption": default["SSEAlgorithm"], "KmsKey": key}
     managed = metadata["KeyManager"] == "AWS"
@@ -314,7 +283,7 @@ def _tables(aws: Aws, config: Config) -> dict[str, Any]:
         try:
             table = aws.client("dynamodb").describe_table(TableName=wanted["TableName"])["Table"]
         except ClientError as exc:
-            if _missing(exc):
+            if missing(exc):
                 continue
             raise
         found[wanted["TableName"]] = table_shape(table)
@@ -525,9 +494,9 @@ def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterato
             f"aws ses verify-email-identity --email-address {sender}, then click the link",
         )
     try:
-        account = _probe(aws, "sesv2").get_account()
+        account = probe(aws, "sesv2").get_account()
     except UNAVAILABLE as exc:
-        yield Check(None, f"SES sandbox: skipped (not available: {_reason(exc)})")
+        yield Check(None, f"SES sandbox: skipped (not available: {reason(exc)})")
         return
     if account.get("ProductionAccessEnabled"):
         yield Check(True, "SES: out of the sandbox")
@@ -539,17 +508,6 @@ def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterato
         )
 
 
-def _probe(aws: Aws, service: str) -> Any:
-    """A client that tries once: a call only some accounts (or no emulator) allow."""
-    return aws.session.client(service, config=BotoConfig(retries={"total_max_attempts": 1}))
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return exc.response["Error"]["Code"]
-    return type(exc).__name__
-
-
 class RoleDecisions:
     """Which actions a role may not do: by iam:SimulatePrincipalPolicy or, where the caller
     may not simulate (or the local stack's moto cannot), by reading the role's inline and
@@ -559,7 +517,7 @@ class RoleDecisions:
     READ = " (read from its policies: IAM's simulation is not available)"
 
     def __init__(self, aws: Aws, role: str):
-        self.iam = _probe(aws, "iam")
+        self.iam = probe(aws, "iam")
         self.role = role
         self.statements: list[dict[str, Any]] | None = None  # None: simulate
         self.how = ""  # how the answers were found: "" (simulated) or READ
@@ -656,7 +614,7 @@ def simulate(aws: Aws, config: Config, roles: dict[str, str]) -> Iterator[Check]
                         [resources] if isinstance(resources, str) else resources,
                     )
         except UNAVAILABLE as exc:
-            yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
+            yield Check(None, f"IAM {utility}: skipped (not available: {reason(exc)})")
             continue
         if denied:
             yield Check(
@@ -702,7 +660,7 @@ def key_checks(
         try:
             denied = {u: decisions[u].denied(users[u], [key], via_s3) for u in checked}
         except UNAVAILABLE as exc:
-            yield Check(None, f"{what}: skipped (not available: {_reason(exc)})")
+            yield Check(None, f"{what}: skipped (not available: {reason(exc)})")
             continue
         rest = f" (not checked: {', '.join(unchecked)}: give --role)" if unchecked else ""
         how = next((decisions[u].how for u in checked if decisions[u].how), "")

@@ -33,10 +33,10 @@ from util.doctor.doctor import (
     SQS_DEFAULTS,
     default_retention,
     describe,
-    grants,
     lifecycle_facts,
     table_shape,
 )
+from util.doctor.iam import grants
 from util.helpers import Aws
 from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load

@@ -29,13 +29,8 @@ from localaws import glacier as glacier_emulation
 from localaws import s3 as s3_emulation
 from localaws import settings as local_settings
 from localaws.stack import REGION, create_resources
-from util.doctor.doctor import (
-    SQS_DEFAULTS,
-    default_retention,
-    describe,
-    lifecycle_facts,
-    table_shape,
-)
+from util.doctor.buckets import default_retention, lifecycle_facts
+from util.doctor.doctor import SQS_DEFAULTS, describe, table_shape
 from util.doctor.iam import grants
 from util.helpers import Aws
 from util.resources import RESTORE_COMPLETED, utility_config_files

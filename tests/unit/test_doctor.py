@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from util.doctor.doctor import lifecycle_facts
+from util.doctor.buckets import lifecycle_facts
 from util.doctor.iam import RoleDecisions
 from util.helpers import Aws
 from util.resources import utility_config_files

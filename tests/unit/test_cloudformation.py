@@ -30,14 +30,10 @@ from localaws import s3 as s3_emulation
 from localaws import settings as local_settings
 from localaws.stack import REGION, create_resources
 from util.aws import Aws
-from util.doctor.doctor import (
-    SQS_DEFAULTS,
-    default_retention,
-    describe,
-    grants,
-    lifecycle_facts,
-    table_shape,
-)
+from util.doctor.buckets import default_retention, lifecycle_facts
+from util.doctor.doctor import SQS_DEFAULTS, describe
+from util.doctor.iam import grants
+from util.doctor.services import table_shape
 from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load
 

@@ -116,8 +116,7 @@ class Vault:
         self.progress_seconds = progress_seconds
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="vault-transfer")
         self._sent: set[str] = set()  # descriptions of InitiateJob calls under way, sent once
-        # First: under moto in process, moto answers every request from its own before-send
-        # handler.
+        # First, before any other handler of the event could answer the request.
         glacier.meta.events.register_first("before-send.glacier.InitiateJob", self._started_already)
         final_answers(glacier, "InitiateJob", NO_CAPACITY)
 

@@ -989,7 +989,7 @@ MUTANTS: list[Mutant] = [
     M(
         "backends: S3 copy back of an archive made before checksums not verified",
         S3_BACKEND,
-        'if copied["ETag"] != expected:',
+        'if copied.get("ETag") != expected:',
         "if False:",
         (T_S3,),
     ),
@@ -1003,8 +1003,8 @@ MUTANTS: list[Mutant] = [
     M(
         "backends: S3 copy back of a one-request original made in one request",
         S3_BACKEND,
-        "return MAX_SINGLE_COPY if in_one_request else 0",
-        "return 0",
+        "part_size = MAX_SINGLE_COPY if in_one_request else 0",
+        "part_size = 0",
         (T_S3,),
     ),
     M(

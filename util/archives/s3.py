@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from datetime import datetime, timezone
 from typing import Any
@@ -59,6 +59,9 @@ PART_SIZE_METADATA = "gas-copy-part-size"
 CANCEL_POLL_SECONDS = 0.2
 RESTORED_ALREADY = "gas.restore"  # eventSource of restore's own ObjectRestore:Completed
 NO_CAPACITY = "GlacierExpeditedRetrievalNotAvailable"  # RestoreObject's "no Expedited now"
+# How a copy back is checked: the reason it is not kept (None: kept), its part size, and what
+# the copy asks of S3.
+Verify = tuple[Callable[[dict[str, Any]], str | None], int, dict[str, Any]]
 
 
 class _Transfer(BaseSubscriber):
@@ -340,87 +343,72 @@ class S3Backend:
         cancelled: threading.Event,
     ) -> None:
         """Copy the restored object back into STANDARD, in another part layout than the
-        original's (`copy_back_layout`), then compare the checksum S3 computed of the copy
-        with the archive's. A mismatch, or a copy that has the original's ETag all the same,
-        deletes that copy, and only it, before raising."""
+        original's, then check it: the checksum S3 computed of the copy must be the archive's
+        (`verified_by_checksum`; `verified_by_etag` for an archive made without one). A copy
+        that is not kept, or that has the original's ETag all the same, is deleted, and only
+        it, before raising ChecksumMismatch."""
         archived = completion.described
-        expected = archived.get(f"Checksum{CHECKSUM}")
-        if expected is None:
-            return self.copy_back_by_etag(completion, bucket, key, avoid_etag, cancelled)
-        size = archived["ContentLength"]
+        if archived.get(f"Checksum{CHECKSUM}") is None:
+            verify, part_size, extra = self.verified_by_etag(archived, avoid_etag)
+        else:
+            verify, part_size, extra = self.verified_by_checksum(archived, avoid_etag)
         self.copy(
             {"Bucket": self.bucket, "Key": completion.retrieval_id},
             bucket,
             key,
             cancelled,
-            {
-                "StorageClass": "STANDARD",
-                "CopySourceIfMatch": archived["ETag"],
-                "ChecksumAlgorithm": CHECKSUM,
-            },
-            self.copy_back_layout(size, avoid_etag),
-            size,
-            archived["ETag"],
-        )
-        copied = head_object(self.s3, bucket, key, ChecksumMode="ENABLED") or {}
-        if copied.get(f"Checksum{CHECKSUM}") != expected:
-            self.discard(bucket, key, copied)
-            raise ChecksumMismatch(
-                f"copy's {CHECKSUM} {copied.get(f'Checksum{CHECKSUM}')} is not {expected}"
-            )
-        if copied["ETag"] == avoid_etag:  # a late archive message could delete it
-            self.discard(bucket, key, copied)
-            raise ChecksumMismatch(f"the copy has the original's ETag {avoid_etag}")
-
-    def copy_back_layout(self, size: int, avoid_etag: str | None) -> int:
-        """The fewest requests whose copy cannot have the ETag `avoid_etag` (unknown counts as
-        one made in one request): up to 5 GiB, one CopyObject, or one part after an original
-        made in one request; above, `distinct_layout`."""
-        if size > MAX_SINGLE_COPY:
-            return distinct_layout(size, avoid_etag, self.part_size)
-        in_one_request = avoid_etag is None or etag_parts(avoid_etag) == 0
-        return MAX_SINGLE_COPY if in_one_request else 0
-
-    def copy_back_by_etag(
-        self,
-        completion: Completion,
-        bucket: str,
-        key: str,
-        avoid_etag: str | None,
-        cancelled: threading.Event,
-    ) -> None:
-        """`copy_back` of an archive made before archives carried CHECKSUM (in a bucket
-        without SSE-KMS, or it never came back): copied with the archive copy's part layout,
-        the two ETags (MD5s, of the whole or of the parts) are equal exactly when the bytes
-        are. One copied in one request with the original's ETag (`avoid_etag`; unknown counts
-        as that) is copied back as one part, whose ETag follows from the archive's."""
-        archived = completion.described
-        part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
-        expected = archived["ETag"]
-        if part_size == 0 and avoid_etag in (None, expected):
-            part_size, expected = MAX_SINGLE_COPY, one_part_etag(expected)
-        self.copy(
-            {"Bucket": self.bucket, "Key": completion.retrieval_id},
-            bucket,
-            key,
-            cancelled,
-            {
-                "StorageClass": "STANDARD",
-                "MetadataDirective": "REPLACE",
-                "CopySourceIfMatch": archived["ETag"],
-            },
+            {"StorageClass": "STANDARD", "CopySourceIfMatch": archived["ETag"], **extra},
             part_size,
             archived["ContentLength"],
             archived["ETag"],
         )
-        copied = self.s3.head_object(Bucket=bucket, Key=key)
-        if copied["ETag"] != expected:
+        copied = head_object(self.s3, bucket, key, ChecksumMode="ENABLED") or {}
+        wrong = verify(copied)
+        if wrong is None and copied.get("ETag") == avoid_etag:  # a late archive message
+            wrong = f"the copy has the original's ETag {avoid_etag}"  # could delete it
+        if wrong is not None:
             self.discard(bucket, key, copied)
-            raise ChecksumMismatch(f"copy's ETag {copied['ETag']} is not {expected}")
+            raise ChecksumMismatch(wrong)
+
+    def verified_by_checksum(self, archived: dict[str, Any], avoid_etag: str | None) -> Verify:
+        """A copy asking S3 for its CRC64NVME, in the fewest requests whose ETag cannot be
+        `avoid_etag` (unknown counts as one made in one request): up to 5 GiB one CopyObject,
+        or one part after an original made in one request; above, `distinct_layout`."""
+        expected, size = archived[f"Checksum{CHECKSUM}"], archived["ContentLength"]
+
+        def verify(copied: dict[str, Any]) -> str | None:
+            if copied.get(f"Checksum{CHECKSUM}") != expected:
+                return f"copy's {CHECKSUM} {copied.get(f'Checksum{CHECKSUM}')} is not {expected}"
+            return None
+
+        if size > MAX_SINGLE_COPY:
+            part_size = distinct_layout(size, avoid_etag, self.part_size)
+        else:
+            in_one_request = avoid_etag is None or etag_parts(avoid_etag) == 0
+            part_size = MAX_SINGLE_COPY if in_one_request else 0
+        return verify, part_size, {"ChecksumAlgorithm": CHECKSUM}
+
+    def verified_by_etag(self, archived: dict[str, Any], avoid_etag: str | None) -> Verify:
+        """For an archive made before archives carried CHECKSUM (in a bucket without SSE-KMS,
+        or it never came back): copied with the archive copy's part layout, the two ETags
+        (MD5s, of the whole or of the parts) are equal exactly when the bytes are. One copied
+        in one request with the original's ETag (`avoid_etag`; unknown counts as that) is
+        copied back as one part, whose ETag follows from the archive's."""
+        part_size = int(archived.get("Metadata", {}).get(PART_SIZE_METADATA, self.part_size))
+        expected = archived["ETag"]
+        if part_size == 0 and avoid_etag in (None, expected):
+            part_size, expected = MAX_SINGLE_COPY, one_part_etag(expected)
+
+        def verify(copied: dict[str, Any]) -> str | None:
+            if copied.get("ETag") != expected:
+                return f"copy's ETag {copied.get('ETag')} is not {expected}"
+            return None
+
+        return verify, part_size, {"MetadataDirective": "REPLACE"}
 
     def discard(self, bucket: str, key: str, copied: dict[str, Any]) -> None:
         """Delete a copy back that is not kept, only if it is still that copy."""
-        if "ETag" not in copied:
+        if "ETag" not in copied:  # gone already
             return
         try:
             self.s3.delete_object(Bucket=bucket, Key=key, IfMatch=copied["ETag"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
-from util.ann_load import OpenLoop, intended_times, plan, summarize
+from util.ann_load_schedule import OpenLoop, intended_times, plan, summarize
 
 RATE, SECONDS, SEND_SECONDS = 50, 0.4, 0.1
 

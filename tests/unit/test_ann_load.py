@@ -21,23 +21,25 @@ from util.ann_load import (
     RESULTS_VISIBILITY_SECONDS,
     RESULTS_WAIT_SECONDS,
     SAMPLE_INPUT,
-    JobRecord,
-    OpenLoop,
     Requests,
     ResultsQueue,
     Sampler,
     Submitter,
     clean_only,
     cleanup,
-    intended_times,
-    plan,
     process_aws,
-    schedule_span,
-    summarize,
     wake_ups,
-    write_outputs,
 )
 from util.ann_load_report import distribution, percentile
+from util.ann_load_schedule import (
+    JobRecord,
+    OpenLoop,
+    intended_times,
+    plan,
+    schedule_span,
+    summarize,
+    write_outputs,
+)
 from util.helpers import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, Aws, job_request
 
 # -- the schedule ------------------------------------------------------------------------------

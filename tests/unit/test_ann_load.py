@@ -16,17 +16,15 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from localaws.annotator import Annotator
 from tests.conftest import Stack, job, message, put_job, vault_archive_count, wait_for
-from util.ann_load import (
+from util.ann_load import SAMPLE_INPUT, clean_only, cleanup
+from util.ann_load_aws import (
     INPUT_HELD_MAX_BYTES,
     RESULTS_VISIBILITY_SECONDS,
     RESULTS_WAIT_SECONDS,
-    SAMPLE_INPUT,
     Requests,
     ResultsQueue,
     Sampler,
     Submitter,
-    clean_only,
-    cleanup,
     process_aws,
     wake_ups,
 )

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from localaws.annotator import Annotator
 from tests.conftest import Stack, job, message, put_job, vault_archive_count, wait_for
-from util.ann_load import SAMPLE_INPUT, clean_only, cleanup
+from util.ann_load import SAMPLE_INPUT
 from util.ann_load_aws import (
     INPUT_HELD_MAX_BYTES,
     RESULTS_VISIBILITY_SECONDS,
@@ -28,6 +28,7 @@ from util.ann_load_aws import (
     process_aws,
     wake_ups,
 )
+from util.ann_load_cleanup import clean_only, cleanup
 from util.ann_load_report import distribution, percentile
 from util.ann_load_schedule import (
     JobRecord,

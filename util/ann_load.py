@@ -1,34 +1,14 @@
 """ann_load: load-test the annotator fleet by submitting jobs exactly as the web app does.
 
-    python util/ann_load.py --rate R (--duration S | --jobs N) [--ramp S] [--drain S]
-                            [--input FILE] [--user ID]... [--out DIR] [--late-ms MS]
-                            [--max-lag S] [--senders N] [--shared-input] [--batch-ms MS]
-                            [--sample-every S] [--cleanup] [--config FILE]...
+    python util/ann_load.py --rate R (--duration S | --jobs N) [option]...   # see --help
     python util/ann_load.py --cleanup [--config FILE]...   # remove every synthetic job
     python -m util.ann_load ...                            # the same
 
-Open workload model: before the run, job k is given the time it is due (from the target rate
-and ramp); at that time it is handed to a pool of sender threads, whatever became of earlier
-sends, together with every other job due by then (up to ten: one BatchWriteItem of their
-items, one PublishBatch of their requests). ``--batch-ms MS`` holds a job up to MS for later
-ones to join it: fewer calls and less of ann_load's own CPU per job, each job's wait counted
-in its send lag. Each job records when it was due and when it was actually sent, so a slow endpoint
-shows as late sends and a lower achieved rate instead of silently stretching the schedule
-(no coordinated omission). With ``--max-lag S`` a job that could not be sent within S seconds
-of its time is dropped, and counted, so that a run against a target that cannot keep up still
-ends on time.
-
-A job: its input is uploaded to the inputs bucket as ``<prefix>/<user_id>/<job_id>~<name>``,
-its PENDING item put (marked ``synthetic = true``), its job request published on the
-job-requests topic. With ``--shared-input`` the input is uploaded once per user for the run
-(``<prefix>/<user_id>/load-<run id>-shared~<name>``) and every job of that user names it,
-which takes a third of the AWS calls, and so about a third of ann_load's own CPU, off each
-job. Completions are seen on the job-results topic through a temporary queue subscribed for
-the run and removed at its end, received by 20 s long polls and deleted ten at a time; the
-job-requests backlog is sampled every ``--sample-every`` seconds (5): a run that sends
-nothing costs a few calls a minute. ``--out DIR`` gets jobs.jsonl, summary.json (with
-ann_load's own CPU and AWS requests per submitted job, ``cpu_ms_per_job`` and
-``aws_requests``) and report.html.
+This module is the command: its options, one run (`load_test`: send each job at its due time,
+drain, report, optionally clean up) and the summary it prints. The schedule, the open loop and
+the run's figures are in util/ann_load_schedule.py, the AWS side in util/ann_load_aws.py,
+cleanup in util/ann_load_cleanup.py, the HTML report in util/ann_load_report.py. Options,
+outputs, exit codes and the workload model: docs/ann_load.md.
 """
 
 from __future__ import annotations

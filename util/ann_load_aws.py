@@ -1,12 +1,11 @@
-"""The AWS side of an ann_load run: submitting jobs as the web app does, receiving their results,
-sampling the job-requests backlog, counting the requests made (docs/ann_load.md).
+"""The AWS side of an ann_load run (docs/ann_load.md): `Submitter` submits jobs as the web app
+does, `ResultsQueue` receives their results through a temporary queue subscribed to the
+job-results topic, `Sampler` samples the job-requests backlog, `Requests` counts the requests
+made, `process_aws` makes the process's clients (LEAN_CLIENTS).
 
-A job: its input uploaded to the inputs bucket as ``<prefix>/<user_id>/<job_id>~<name>`` (or
-once per user for the run, with ``--shared-input``), its PENDING item put (``synthetic =
-true``), its job request published on the job-requests topic; jobs sent together share one
-BatchWriteItem and one PublishBatch. Results arrive through a temporary queue subscribed to the
-job-results topic for the run, removed at its end, interrupted or not. The process's clients
-are LEAN_CLIENTS: no parameter check, a fixed User-Agent (docs/runtime.md).
+Every job submitted has its item marked ``synthetic = true`` and an id starting with
+``load-<run id>-``, as has its input's key, so that cleanup (util/ann_load_cleanup.py) finds
+all of it. The temporary queue is removed at the run's end, interrupted or not.
 """
 
 from __future__ import annotations

@@ -254,6 +254,9 @@ class OpenLoop:
         return False
 
 
+# -- the run's figures and files --------------------------------------------------------------
+
+
 def summarize(
     records: Sequence[JobRecord],
     timeline: Sequence[dict[str, Any]],

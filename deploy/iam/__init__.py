@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from util.ann_load import CONFIG_FILE as ANN_LOAD_CONFIG_FILE
-from util.ann_load import TEMP_QUEUE_PREFIX as ANN_LOAD_QUEUE_PREFIX
+from util.ann_load_aws import TEMP_QUEUE_PREFIX as ANN_LOAD_QUEUE_PREFIX
 from util.resources import DEAD_LETTER_SUFFIX
 from util.schema import USER_INDEX
 from util.util_config import Config, load

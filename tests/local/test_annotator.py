@@ -9,7 +9,9 @@ import pytest
 
 from localaws.annotator import Annotator, annotate, output_keys
 from tests.conftest import Stack, job, message
-from util.ann_load import SAMPLE_INPUT, Submitter, plan
+from util.ann_load import SAMPLE_INPUT
+from util.ann_load_aws import Submitter
+from util.ann_load_schedule import plan
 from util.helpers import InvalidMessage
 from util.schema import (
     COMPLETED,

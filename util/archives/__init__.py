@@ -1,6 +1,6 @@
 """Where archived results live, behind one interface (`Backend`): a Glacier vault
 (util/archives/vault/) or S3's Glacier storage classes (util/archives/s3.py), chosen by
-``[gas] archive_backend`` in `backend_for` and nowhere else. Archive, restore, thaw and the
+``[gas] archive_backend`` in `backend_class` and nowhere else. Archive, restore, thaw and the
 sweep speak only to this interface; what each back end does is in docs/utilities.md
 ("Archive back ends"). Retiring one means deleting its module; adding one, writing one.
 """

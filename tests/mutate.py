@@ -360,8 +360,15 @@ MUTANTS: list[Mutant] = [
     M(
         "retrieval: a failed claim starts a retrieval",
         RETRIEVAL,
-        "if not RETRIEVAL_CLAIM.held(claimed, claim):",
-        "if False:",
+        "if RETRIEVAL_CLAIM.held(claimed, claim):",
+        "if True:",
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: a claim let go while waited for is not taken again",
+        RETRIEVAL,
+        "                return why\n            time.sleep(CLAIM_POLL_SECONDS)",
+        '                return why\n            return Start("in progress")',
         (T_RESTORE,),
     ),
     M(
@@ -388,8 +395,8 @@ MUTANTS: list[Mutant] = [
     M(
         "retrieval: a job thawed meanwhile reads as claimed",
         RETRIEVAL,
-        'if job.get(ARCHIVE_ID) != archive_id:\n                return Start("not archived")',
-        'if False:\n                return Start("not archived")',
+        'if job.get(ARCHIVE_ID) != archive_id:\n            return Start("not archived")',
+        'if False:\n            return Start("not archived")',
         (T_RESTORE, T_THAW),
     ),
     M(

@@ -91,19 +91,25 @@ class Retrievals:
         only "no Expedited capacity" moves on to the next one, any other error is raised.
         """
         job_id, archive_id = job[JOB_ID], job[ARCHIVE_ID]
-        now = int(self.clock())
-        claim, claimed = RETRIEVAL_CLAIM.take(
-            self.jobs,
-            job_id,
-            self.claim_seconds,
-            now,
-            when="#archive = :archive",
-            names=_NAMES,
-            values={":archive": archive_id},
-            also="REMOVE #tier, #time",
-        )
-        if not RETRIEVAL_CLAIM.held(claimed, claim):
-            return self.why_not_started(job_id, archive_id, claimed.item)
+        deadline = time.monotonic() + self.claim_wait_seconds
+        while True:
+            now = int(self.clock())
+            claim, claimed = RETRIEVAL_CLAIM.take(
+                self.jobs,
+                job_id,
+                self.claim_seconds,
+                now,
+                when="#archive = :archive",
+                names=_NAMES,
+                values={":archive": archive_id},
+                also="REMOVE #tier, #time",
+            )
+            if RETRIEVAL_CLAIM.held(claimed, claim):
+                break
+            why = self.why_not_started(archive_id, claimed.item, deadline)
+            if why is not None:
+                return why
+            time.sleep(CLAIM_POLL_SECONDS)
         try:
             retrieval_id, tier = self.initiate(
                 archive_id, job_id, tiers or self.backend.tiers(archive_id)
@@ -145,20 +151,20 @@ class Retrievals:
                 log.info("job %s: no %s capacity, trying the next tier", job_id, tier)
         return self.backend.start_retrieval(archive_id, job_id, tiers[-1]), tiers[-1]
 
-    def why_not_started(self, job_id: str, archive_id: str, job: dict[str, Any]) -> Start:
-        """Why the claim failed, from the item as it was then (`job`), looked at again while
-        another worker's claim is one InitiateJob call away from a recorded retrieval: give
-        it a few seconds before calling it "claimed elsewhere" and deferring the message."""
-        deadline = time.monotonic() + self.claim_wait_seconds
-        while True:
-            if job.get(ARCHIVE_ID) != archive_id:
-                return Start("not archived")
-            if not is_claim(job.get(RESTORE_JOB_ID)):
-                return Start("in progress", job.get(RESTORE_TIER, ""))
-            if time.monotonic() >= deadline:
-                return Start("claimed elsewhere", retry_at=job[RESTORE_EXPIRES])
-            time.sleep(CLAIM_POLL_SECONDS)
-            job = self.jobs.get(job_id) or {}
+    def why_not_started(
+        self, archive_id: str, job: dict[str, Any], deadline: float
+    ) -> Start | None:
+        """Why the claim failed, from the item as the failed take found it (`job`); None to
+        take it again: while another worker's claim is one InitiateJob call away from a
+        recorded retrieval (or is let go), until `deadline`, then "claimed elsewhere"."""
+        if job.get(ARCHIVE_ID) != archive_id:
+            return Start("not archived")
+        recorded = job.get(RESTORE_JOB_ID)
+        if recorded and not is_claim(recorded):
+            return Start("in progress", job.get(RESTORE_TIER, ""))
+        if time.monotonic() >= deadline:
+            return Start("claimed elsewhere", retry_at=job.get(RESTORE_EXPIRES, 0))
+        return None
 
     def release(self, job_id: str, claim: str) -> None:
         """Give up a claim after a failed start, so the next attempt need not wait for it."""

@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError
 
 from localaws.ses import sent_emails
 from localaws.stack import launch, utility_config_files
+from util.archives import backend_class
 from util.aws import Aws
 from util.helpers import Annotations
 from util.schema import (
@@ -139,15 +140,15 @@ class Demo:
 
     def archive_count(self) -> int:
         """Archives in the configured back end: the vault, or the archive bucket."""
-        if self.config.gas.archive_backend == "vault":
-            return self.aws.client("glacier").describe_vault(vaultName=self.config.gas.vault)[
-                "NumberOfArchives"
-            ]
-        return (
-            self.aws.client("s3")
-            .list_objects_v2(Bucket=self.config.gas.archive_bucket)
-            .get("KeyCount", 0)
-        )
+        if backend_class(self.config).IN_BUCKET:
+            return (
+                self.aws.client("s3")
+                .list_objects_v2(Bucket=self.config.gas.archive_bucket)
+                .get("KeyCount", 0)
+            )
+        return self.aws.client("glacier").describe_vault(vaultName=self.config.gas.vault)[
+            "NumberOfArchives"
+        ]
 
     def dead_letter_reasons(self, queue: str) -> list[str]:
         messages = (

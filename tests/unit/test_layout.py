@@ -9,6 +9,10 @@ import re
 from tests.conftest import ROOT
 
 MODULES = sorted((ROOT / "util").rglob("*.py"))
+# Everything that might branch on the back end: the utilities, the local stack, deploy, bench.
+PROJECT = sorted(
+    p for d in ("util", "localaws", "deploy", "bench") for p in (ROOT / d).rglob("*.py")
+)
 
 
 def test_every_module_is_under_500_lines_and_opens_with_a_short_docstring() -> None:
@@ -25,10 +29,10 @@ def test_every_module_is_under_500_lines_and_opens_with_a_short_docstring() -> N
 def test_only_backend_class_looks_at_which_back_end_is_configured() -> None:
     # A branch on the back end's name (archive_backend == "s3", say) anywhere else would
     # make a third back end, or retiring the vault, an edit of every such place.
-    chooses = re.compile(r"archive_backend\s*(==|!=|\bin\b)|==\s*\"(s3|vault)\"")
+    chooses = re.compile(r"archive_backend\s*(==|!=|\bin\b)|backend\w*\s*[!=]=\s*\"(s3|vault)\"")
     branches = [
         f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
-        for path in MODULES
+        for path in PROJECT
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if chooses.search(line)
     ]

@@ -21,11 +21,11 @@ test-aws: $(VENV)/.installed-dev
 	then GAS_TEST_AWS=1 $(PY) -m pytest -n 0 --timeout 3600 tests/contract; \
 	else echo "make test-aws: no AWS credentials in the standard chain; nothing was run"; fi
 
-# ruff (lint and format check) over the repository, mypy over util/ (pyproject.toml).
+# ruff (lint and format check) over the repository, mypy over util/ and localaws/ (pyproject.toml).
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy util
+	$(PY) -m mypy
 
 # Both back ends, workers killed and frozen, the sweep running during traffic; the S3 one with
 # SSE-KMS buckets (ETags not MD5s) and a user_id_index 5 s behind the table.

@@ -3,7 +3,7 @@
     python -m bench.ann_load_rate [--rate 200] [--duration 30] [--max-lag 5] [--drain 30]
                                   [--concurrency 50] [--seconds 0.1] [--shared-input]
 
-Starts the local stack (``util.local.stack.launch``) and the simulated annotator fleet, each
+Starts the local stack (``localaws.stack.launch``) and the simulated annotator fleet, each
 its own process, runs ``util/ann_load.py`` as its own process at the target rate, and prints
 from its summary.json: achieved and target rate, send lag p50/p99, end-to-end latency
 p50/p99, and ann_load's own CPU per job (here with every job's result to receive). The
@@ -24,8 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from localaws.stack import launch
 from util.ann_load import EXIT_INCOMPLETE
-from util.local.stack import launch
 from util.util_config import UTILITY_DIR
 
 
@@ -48,7 +48,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "util.local",
+            "localaws",
             "annotator",
             "--concurrency",
             str(args.concurrency),

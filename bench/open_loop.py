@@ -14,14 +14,20 @@ from __future__ import annotations
 import sys
 import time
 
-from util.ann_load import OpenLoop, intended_times, plan, summarize
+from util.ann_load_schedule import JobRecord, OpenLoop, intended_times, plan, summarize
 
 RATE, SECONDS, SEND_SECONDS = 50, 0.4, 0.1
 
 
+def submit(records: list[JobRecord]) -> dict[str, str]:
+    """Every send takes SEND_SECONDS and succeeds: no failures ({job id: error})."""
+    time.sleep(SEND_SECONDS)
+    return {}
+
+
 def run(senders: int, max_lag: float | None = None) -> tuple[OpenLoop, dict]:
     records = plan(intended_times(RATE, duration=SECONDS), ["u-alice"], "bench")
-    loop = OpenLoop(records, lambda record: time.sleep(SEND_SECONDS), senders, max_lag)
+    loop = OpenLoop(records, submit, senders, max_lag)
     loop.begin()
     loop.send_all()
     return loop, summarize(records, [], RATE, 0, SECONDS, late_ms=50, drain=0)

@@ -2,7 +2,7 @@
 
     python -m bench.reconcile [--items 10000] [--segments 4] [--findings 20]
 
-Starts the local stack (``util.local.stack.launch``, archive back end s3: a vault would need
+Starts the local stack (``localaws.stack.launch``, archive back end s3: a vault would need
 10,000 uploads to seed) and seeds a steady state as GAS leaves it: 70 % free users' jobs
 archived (an archive object each, no S3 result), 30 % premium users' jobs with their result
 in S3. The first ``--findings`` jobs keep their result in S3 (the free users' among them
@@ -27,9 +27,10 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from util.helpers import ARCHIVE_ID, COMPLETED, PREMIUM, RESULT_ETAG, Aws
-from util.local.stack import SAMPLE_USERS, launch, utility_config_files
+from localaws.stack import SAMPLE_USERS, launch, utility_config_files
+from util.aws import Aws
 from util.reconcile.reconcile import Reconciler
+from util.schema import ARCHIVE_ID, COMPLETED, PREMIUM, RESULT_ETAG
 from util.util_config import load
 
 LONG_AGO = int(time.time()) - 100_000

@@ -4,7 +4,7 @@
                             [--latency-ms 20] [--rate-mb-s 20] [--backend vault|s3]
                             [--only SECTION ...]
 
-Starts the local stack and the faults proxy (util/local/faults.py) in front of it, adding
+Starts the local stack and the faults proxy (localaws/faults.py) in front of it, adding
 ``--latency-ms`` to every request and capping each connection at ``--rate-mb-s``; every
 worker runs as its own process through the proxy, while the bench sets up through the
 stack directly. Sections:
@@ -44,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.worker_rss import Pattern, peak_rss_mib
-from util.helpers import ARCHIVE_ID, COMPLETED, Annotations, Aws
-from util.local import faults
-from util.local.stack import launch, utility_config_files
+from localaws import faults
+from localaws.stack import launch, utility_config_files
+from util.aws import Aws
+from util.helpers import Annotations
+from util.schema import ARCHIVE_ID, COMPLETED
 from util.util_config import UTILITY_DIR, load
 
 MIB = 1024 * 1024

@@ -20,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from util.helpers import ARCHIVE_ID, COMPLETED, Annotations, Aws
-from util.local.stack import launch, utility_config_files
+from localaws.stack import launch, utility_config_files
+from util.aws import Aws
+from util.helpers import Annotations
+from util.schema import ARCHIVE_ID, COMPLETED
 from util.util_config import UTILITY_DIR, load
 
 MIB = 1024 * 1024

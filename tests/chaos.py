@@ -86,11 +86,11 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config as BotoConfig
 from botocore.utils import calculate_tree_hash
 
-from util.helpers import ARCHIVE_ID, COMPLETED, FREE, PREMIUM, RESTORE_JOB_ID, RESTORE_TIER
-from util.local import faults
-from util.local import stack as local_stack
-from util.local.stack import CREDENTIALS, REGION
+from localaws import faults
+from localaws import stack as local_stack
+from localaws.stack import CREDENTIALS, REGION
 from util.retrieval import is_claim
+from util.schema import ARCHIVE_ID, COMPLETED, FREE, PREMIUM, RESTORE_JOB_ID, RESTORE_TIER
 from util.util_config import Config, load
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,14 +20,17 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ConnectionClosedError
 from moto import mock_aws
 
+from localaws import dynamodb as dynamodb_emulation
+from localaws import glacier as glacier_emulation
+from localaws import s3 as s3_emulation
+from localaws import settings as local_settings
+from localaws.stack import CREDENTIALS, create_resources, launch, utility_config_files
 from util.archive.archive import Archiver
-from util.helpers import COMPLETED, Annotations, Aws
-from util.local import dynamodb as dynamodb_emulation
-from util.local import glacier as glacier_emulation
-from util.local import s3 as s3_emulation
-from util.local.stack import CREDENTIALS, create_resources, launch, utility_config_files
+from util.aws import Aws
+from util.helpers import Annotations
+from util.messages import Message
+from util.schema import COMPLETED
 from util.util_config import Config, load
-from util.worker import Message
 
 ROOT = Path(__file__).resolve().parents[1]
 # "Now" for unit tests, whose handlers get it as their clock; integration tests share it with
@@ -56,7 +59,7 @@ KINDS = {
     "contract": "the AWS behaviours the design depends on, against the local stack (or AWS)",
     "unit": "moto in process, no process started",
     "integration": "real processes against a local stack server",
-    "local": "the local stack's emulations themselves (util/local), not product code",
+    "local": "the local stack's emulations themselves (localaws), not product code",
 }
 
 
@@ -157,11 +160,11 @@ def stack(aws_env: None) -> Iterator[Stack]:
     emulations.
 
     The emulations start with the config's [local] settings; a test changes them with
-    ``glacier_emulation.configure(standard_seconds=0, ...)`` (the next stack resets them).
+    ``local_settings.configure(standard_seconds=0, ...)`` (the next stack resets them).
     """
     config = load(None, utility_config_files())
     dynamodb_emulation.install()
-    glacier_emulation.install(glacier_emulation.Settings.from_config(config.local))
+    glacier_emulation.install(local_settings.Settings.from_config(config.local))
     s3_emulation.install()
     with mock_aws():
         aws = Aws(config)

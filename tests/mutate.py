@@ -36,13 +36,20 @@ MUTANT_TIMEOUT = 600  # seconds; a mutant whose tests hang past pytest's own tim
 ARCHIVE = "util/archive/archive.py"
 RESTORE = "util/restore/restore.py"
 RETRIEVAL = "util/retrieval.py"
+LEASES = "util/leases.py"
 THAW = "util/thaw/thaw.py"
 NOTIFY = "util/notify/notify.py"
 WORKER = "util/worker.py"
-GLACIER = "util/glacier.py"
-BACKENDS = "util/backends.py"
+SQS = "util/sqs.py"
+MESSAGES = "util/messages.py"
+GLACIER = "util/archives/vault/glacier.py"
+VAULT = "util/archives/vault/__init__.py"
+S3_BACKEND = "util/archives/s3.py"
 HELPERS = "util/helpers.py"
+AWS = "util/aws.py"
 RECONCILE = "util/reconcile/reconcile.py"
+REPAIRS = "util/reconcile/repairs.py"
+RECONCILE_REPORT = "util/reconcile/report.py"
 
 T_ARCHIVE = "tests/unit/test_archive.py"
 T_RESTORE = "tests/unit/test_restore.py"
@@ -246,43 +253,43 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "backends: S3 archive's one-request copy not pinned to the ETag",
-        BACKENDS,
+        S3_BACKEND,
         "                CopySourceIfMatch=source.etag,\n",
         "",
         (T_S3,),
     ),
     M(
         "backends: S3 archive copied in one request over an archive there",
-        BACKENDS,
+        S3_BACKEND,
         '                IfNoneMatch="*",\n',
         "",
         (T_S3,),
     ),
     M(
         "backends: S3 archive copy refused for an archive there is an error",
-        BACKENDS,
+        S3_BACKEND,
         "if not refused or self.head(key) is None:",
         "if True:",
         (T_S3,),
     ),
     M(
         "backends: S3 archive copy refused for a changed result taken as archived",
-        BACKENDS,
+        S3_BACKEND,
         "if not refused or self.head(key) is None:",
         "if not refused:",
         (T_S3,),
     ),
     M(
         "backends: S3 archive's multipart copy of a changed result not told apart",
-        BACKENDS,
+        S3_BACKEND,
         "        except S3CopyFailedError as exc:",
         "        except ZeroDivisionError as exc:",
         (T_S3,),
     ),
     M(
-        "backends: a redelivered S3 archive copied again over the first",
-        BACKENDS,
-        "if again and self.head(key) is not None:",
+        "backends: an S3 archive in parts copied again over the first",
+        S3_BACKEND,
+        "if self.head(key) is not None:  # made before",
         "if False:",
         (T_S3,),
     ),
@@ -337,24 +344,31 @@ MUTANTS: list[Mutant] = [
         (T_RESTORE,),
     ),
     M(
-        "retrieval: claim taken while a live one is recorded",
-        RETRIEVAL,
-        '"#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)"',
-        '"#archive = :archive"',
-        (T_RESTORE,),
+        "leases: a live lease taken over",
+        LEASES,
+        'free = "(attribute_not_exists(#lease_expires) OR #lease_expires < :lease_now)"',
+        'free = "attribute_exists(#lease_holder) OR attribute_not_exists(#lease_holder)"',
+        (T_RESTORE, T_NOTIFY),
     ),
     M(
         "retrieval: claim taken on a job no longer archived",
         RETRIEVAL,
-        '"#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)"',
-        '"attribute_not_exists(#expires) OR #expires < :now"',
-        (T_RESTORE,),
+        'when="#archive = :archive",',
+        'when="attribute_exists(#job_id)",',
+        (T_RESTORE, T_THAW),
     ),
     M(
         "retrieval: a failed claim starts a retrieval",
         RETRIEVAL,
-        "if not claimed.holds(RESTORE_JOB_ID, claim):",
-        "if False:",
+        "if RETRIEVAL_CLAIM.held(claimed, claim):",
+        "if True:",
+        (T_RESTORE,),
+    ),
+    M(
+        "retrieval: a claim let go while waited for is not taken again",
+        RETRIEVAL,
+        "                return why\n            time.sleep(CLAIM_POLL_SECONDS)",
+        '                return why\n            return Start("in progress")',
         (T_RESTORE,),
     ),
     M(
@@ -381,16 +395,23 @@ MUTANTS: list[Mutant] = [
     M(
         "retrieval: a job thawed meanwhile reads as claimed",
         RETRIEVAL,
-        'if job.get(ARCHIVE_ID) != archive_id:\n                return Start("not archived")',
-        'if False:\n                return Start("not archived")',
+        'if job.get(ARCHIVE_ID) != archive_id:\n            return Start("not archived")',
+        'if False:\n            return Start("not archived")',
         (T_RESTORE, T_THAW),
     ),
     M(
-        "retrieval: a release removes another worker's claim",
-        RETRIEVAL,
-        '"REMOVE #job, #expires", "#job = :claim", _NAMES',
-        '"REMOVE #job, #expires", "attribute_exists(#job)", _NAMES',
-        (T_RESTORE,),
+        "leases: a lapsed lease cleared whatever holds it now",
+        LEASES,
+        '"#lease_holder = :held AND #lease_expires = :expires",',
+        '"attribute_exists(#lease_holder)",',
+        (T_RECONCILE,),
+    ),
+    M(
+        "leases: a release removes another's lease",
+        LEASES,
+        '"#lease_holder = :lease_token",',
+        '"attribute_exists(#lease_holder)",',
+        (T_RESTORE, T_NOTIFY),
     ),
     M(
         "retrieval: the record does not check the claim",
@@ -459,14 +480,14 @@ MUTANTS: list[Mutant] = [
     M(
         "thaw: a failed retrieval is not restarted",
         THAW,
-        "if notice.status == FAILED:",
+        "if notice.status is Status.FAILED:",
         "if False:",
         (T_THAW,),
     ),
     M(
         "thaw: a retrieval in progress is copied",
         THAW,
-        "if notice.status != SUCCEEDED:",
+        "if notice.status is not Status.SUCCEEDED:",
         "if False:",
         (T_THAW, T_S3),
     ),
@@ -551,22 +572,15 @@ MUTANTS: list[Mutant] = [
     M(
         "notify: a failed claim still sends",
         NOTIFY,
-        "if not claim.holds(NOTIFY_CLAIM, token):",
+        "if not EMAIL_CLAIM.held(claim, token):",
         "if False:",
-        (T_NOTIFY,),
-    ),
-    M(
-        "notify: a live claim of another copy is taken",
-        NOTIFY,
-        '"(attribute_not_exists(#expires) OR #expires < :now)"',
-        '"(attribute_not_exists(#expires) OR :now = :now)"',
         (T_NOTIFY,),
     ),
     M(
         "notify: a claim taken after the e-mail was recorded",
         NOTIFY,
-        '"attribute_not_exists(#notified) AND "\n            "(attribute',
-        '"attribute_exists(#job_id) AND "\n            "(attribute',
+        'when="attribute_not_exists(#notified)",',
+        'when="attribute_exists(#job_id)",',
         (T_NOTIFY,),
     ),
     M(
@@ -586,7 +600,7 @@ MUTANTS: list[Mutant] = [
     M(
         "notify: the record is not checked",
         NOTIFY,
-        "if not recorded.holds(NOTIFY_CLAIM, token):",
+        "if not EMAIL_CLAIM.held(recorded, token):",
         "if False:",
         (T_NOTIFY,),
     ),
@@ -621,7 +635,7 @@ MUTANTS: list[Mutant] = [
     # -- the worker runtime --------------------------------------------------------------------
     M(
         "worker: no 12 h cap on visibility",
-        WORKER,
+        SQS,
         "return max(0, min(seconds, left))",
         "return seconds",
         (T_WORKER,),
@@ -671,7 +685,7 @@ MUTANTS: list[Mutant] = [
     M(
         "worker: no visibility heartbeat",
         WORKER,
-        "due = [m for m in messages if m.visible_until - now < self.visibility_timeout / 2]",
+        "due = [m for m in messages if m.visible_until - now < self.queue.visibility_timeout / 2]",
         "due: list[Message] = []",
         (T_WORKER,),
     ),
@@ -691,7 +705,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "worker: a queue without DLQ accepted",
-        WORKER,
+        SQS,
         "if not redrive_policy:",
         "if False:",
         (T_WORKER,),
@@ -719,7 +733,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "worker: the retries a copy carries are not read",
-        WORKER,
+        SQS,
         "retries=0 if retries is None else int(retries),",
         "retries=0,",
         (T_WORKER,),
@@ -769,7 +783,7 @@ MUTANTS: list[Mutant] = [
     M(
         "worker: a copy that cannot be sent left for the visibility timeout",
         WORKER,
-        "        self.change_visibility([message], hidden)\n",
+        "        self.queue.change_visibility([message], hidden)\n",
         "\n",
         (T_WORKER,),
     ),
@@ -789,7 +803,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "worker: a garbled copy number believed",
-        WORKER,
+        MESSAGES,
         "if not math.isfinite(number) or number < 0 or (name == RETRIES and not number.is_integer()):",
         "if False:",
         (T_WORKER,),
@@ -803,7 +817,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "worker: a re-sent copy taken for a first delivery",
-        WORKER,
+        MESSAGES,
         "return self.receive_count > 1 or RETRIES in self.attributes",
         "return self.receive_count > 1",
         (T_WORKER, T_S3),
@@ -889,49 +903,49 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "backends: archive reads not pinned to the ETag",
-        BACKENDS,
+        VAULT,
         "                IfMatch=source.etag,\n",
         "\n",
         (T_ARCHIVE,),
     ),
     M(
-        "backends: a vault upload is completed without being recorded first",
-        BACKENDS,
-        "            save(asdict(pending))\n",
-        "            pass\n",
+        "archive: a vault upload is committed without being recorded first",
+        ARCHIVE,
+        "                self.save_upload(job, source, upload.record)\n",
+        "                pass\n",
         (T_ARCHIVE,),
     ),
     M(
         "backends: a notice naming no job accepted",
-        BACKENDS,
+        VAULT,
         "if not isinstance(job_id, str) or not job_id:",
         "if False:",
         (T_THAW,),
     ),
     M(
         "backends: thaw's copy may keep the original's ETag",
-        BACKENDS,
+        VAULT,
         "part_size = distinct_layout(size, avoid_etag, self.thaw_part_size)",
         "part_size = self.thaw_part_size",
         (T_THAW,),
     ),
     M(
         "backends: a failed thaw copy is not aborted",
-        BACKENDS,
+        VAULT,
         "                self.s3.abort_multipart_upload(**where)\n",
         "                pass\n",
         (T_THAW, T_TRANSFERS),
     ),
     M(
         "backends: a thaw copy completed before it is verified whole",
-        BACKENDS,
+        VAULT,
         "            output.verify()\n            self.s3.complete_multipart_upload(",
         "            self.s3.complete_multipart_upload(",
         (T_THAW,),
     ),
     M(
         "backends: S3 archive's copy in parts not pinned to the ETag",
-        BACKENDS,
+        S3_BACKEND,
         # no ETag given: s3transfer looks the source up itself, and pins its parts to that
         "            source.etag,  # s3transfer pins every part to it\n",
         "            None,\n",
@@ -939,91 +953,91 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "backends: S3 restore 409 not taken as started",
-        BACKENDS,
+        S3_BACKEND,
         '            if code != "RestoreAlreadyInProgress":\n                raise',
         "            raise",
         (T_S3, T_RESTORE),
     ),
     M(
         "backends: S3 restored already is not announced",
-        BACKENDS,
+        S3_BACKEND,
         "if status == 200:",
         "if False:",
         (T_S3,),
     ),
     M(
         "backends: S3 event outside the archive accepted",
-        BACKENDS,
+        S3_BACKEND,
         'if bucket != self.bucket or not key.startswith(self.prefix) or "/" not in key:',
         "if False:",
         (T_S3,),
     ),
     M(
         "backends: S3 restore in progress read as failed",
-        BACKENDS,
+        S3_BACKEND,
         "if 'ongoing-request=\"true\"' in restore:",
         "if False:",
         (T_S3,),
     ),
     M(
         "backends: S3 object never restored read as succeeded",
-        BACKENDS,
+        S3_BACKEND,
         "if 'ongoing-request=\"false\"' not in restore:",
         "if False:",
         (T_S3,),
     ),
     M(
         "backends: S3 copy back of an archive made before checksums keeps the original's ETag",
-        BACKENDS,
+        S3_BACKEND,
         "if part_size == 0 and avoid_etag in (None, expected):",
         "if False:",
         (T_S3,),
     ),
     M(
         "backends: S3 copy back of an archive made before checksums not verified",
-        BACKENDS,
-        'if copied["ETag"] != expected:',
+        S3_BACKEND,
+        'if copied.get("ETag") != expected:',
         "if False:",
         (T_S3,),
     ),
     M(
         "backends: S3 copy back's checksum not compared",
-        BACKENDS,
+        S3_BACKEND,
         'if copied.get(f"Checksum{CHECKSUM}") != expected:',
         "if False:",
         (T_S3,),
     ),
     M(
         "backends: S3 copy back of a one-request original made in one request",
-        BACKENDS,
-        "return MAX_SINGLE_COPY if in_one_request else 0",
-        "return 0",
+        S3_BACKEND,
+        "part_size = MAX_SINGLE_COPY if in_one_request else 0",
+        "part_size = 0",
         (T_S3,),
     ),
     M(
         "backends: S3 archive copied without a checksum of its own",
-        BACKENDS,
+        S3_BACKEND,
         "                ChecksumAlgorithm=CHECKSUM,\n",
         "",
         (T_S3,),
     ),
     M(
-        "helpers: a refusal for capacity retried by botocore",
-        HELPERS,
+        "aws: a refusal for capacity retried by botocore",
+        AWS,
         "        if code in codes:",
         "        if False:",
         (T_RESTORE, T_S3),
     ),
     M(
         "backends: S3 copy not cancelled",
-        BACKENDS,
+        S3_BACKEND,
         "            if cancelled.is_set():\n                future.cancel()",
         "            if False:\n                future.cancel()",
         (T_S3,),
     ),
     M(
         "backends: DEEP_ARCHIVE asked for Expedited",
-        BACKENDS,
+        S3_BACKEND,
         'if head.get("StorageClass") == "DEEP_ARCHIVE":',
         "if False:",
         (T_S3,),
@@ -1053,41 +1067,41 @@ MUTANTS: list[Mutant] = [
     M(
         "reconcile: an orphan an earlier pass deleted found again",
         RECONCILE,
-        'if archive_id in self.named or archive_id in gone or archive["modified"] > oldest:',
-        'if archive_id in self.named or archive["modified"] > oldest:',
+        "if archive_id in self.named or archive_id in gone or archive[1] > oldest:",
+        "if archive_id in self.named or archive[1] > oldest:",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: the restore message a pass sent not waited for",
-        RECONCILE,
+        REPAIRS,
         "        wait = previous\n",
         "        wait = None\n",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: restore messages queued not waited for",
-        RECONCILE,
+        REPAIRS,
         "if wait is None and self.restores_queued:",
         "if False:",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: a restore message waited for past its grace",
-        RECONCILE,
+        REPAIRS,
         'if wait is not None and self.now < wait["since"] + self.settings.restore_grace_seconds:',
         "if wait is not None:",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: a restore message not sent is waited for",
-        RECONCILE,
+        REPAIRS,
         '            if first.action.startswith("done"):\n                report.restores',
         "            if True:\n                report.restores",
         (T_RECONCILE,),
     ),
     M(
         "reconcile: a finding waiting for its restore message left",
-        RECONCILE,
+        RECONCILE_REPORT,
         'if any(not f.action.startswith(("done", "waits")) for f in self.findings):',
         'if any(not f.action.startswith("done") for f in self.findings):',
         (T_RECONCILE,),

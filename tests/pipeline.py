@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from tests.conftest import NOW, Stack
 from util.archive.archive import Archiver
-from util.helpers import InvalidMessage, decode_body
+from util.helpers import InvalidMessage
+from util.messages import Message, Outcome, decode_body
 from util.notify.notify import Notifier
 from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
-from util.worker import Message, Outcome
 
 HANDLERS: dict[str, Callable[..., Callable[[Message], Outcome]]] = {
     "archive": Archiver,

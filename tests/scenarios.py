@@ -15,23 +15,16 @@ from typing import Any
 
 from moto.glacier.models import glacier_backends
 
+from localaws import settings as local_settings
+from localaws.stack import announce_restores
 from tests.conftest import NOW, Stack, put_job, set_role, wait_for
 from tests.pipeline import HANDLERS, Pipeline
 from util.archive.archive import Archiver
-from util.helpers import (
-    ARCHIVE_ID,
-    FREE,
-    PREMIUM,
-    RESULT_KEY,
-    RESULTS_BUCKET,
-    Annotations,
-    Aws,
-    decode_body,
-)
-from util.local import glacier as glacier_emulation
-from util.local.stack import announce_restores
+from util.aws import Aws
+from util.helpers import Annotations
+from util.messages import Message, decode_body
 from util.restore.restore import Restorer
-from util.worker import Message
+from util.schema import ARCHIVE_ID, FREE, PREMIUM, RESULT_KEY, RESULTS_BUCKET
 
 ACCOUNT, REGION = "123456789012", "us-east-1"  # moto's, for the credentials "testing"
 _ids = itertools.count()
@@ -47,7 +40,7 @@ def use_backend(stack: Stack, backend: str) -> None:
     stack.config.thaw.part_size_mib = 8
     # One result at a time within a restore: orders between handlers are what is explored.
     stack.config.restore.concurrency = 1
-    glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
+    local_settings.configure(expedited_seconds=0, standard_seconds=0)
 
 
 def message(body: dict[str, Any]) -> Message:

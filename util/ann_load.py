@@ -1,52 +1,25 @@
 """ann_load: load-test the annotator fleet by submitting jobs exactly as the web app does.
 
-    python util/ann_load.py --rate R (--duration S | --jobs N) [--ramp S] [--drain S]
-                            [--input FILE] [--user ID]... [--out DIR] [--late-ms MS]
-                            [--max-lag S] [--senders N] [--shared-input] [--batch-ms MS]
-                            [--sample-every S] [--cleanup] [--config FILE]...
+    python util/ann_load.py --rate R (--duration S | --jobs N) [option]...   # see --help
     python util/ann_load.py --cleanup [--config FILE]...   # remove every synthetic job
     python -m util.ann_load ...                            # the same
 
-Open workload model: before the run, job k is given the time it is due (from the target rate
-and ramp); at that time it is handed to a pool of sender threads, whatever became of earlier
-sends, together with every other job due by then (up to ten: one BatchWriteItem of their
-items, one PublishBatch of their requests). ``--batch-ms MS`` holds a job up to MS for later
-ones to join it: fewer calls and less of ann_load's own CPU per job, each job's wait counted
-in its send lag. Each job records when it was due and when it was actually sent, so a slow endpoint
-shows as late sends and a lower achieved rate instead of silently stretching the schedule
-(no coordinated omission). With ``--max-lag S`` a job that could not be sent within S seconds
-of its time is dropped, and counted, so that a run against a target that cannot keep up still
-ends on time.
-
-A job: its input is uploaded to the inputs bucket as ``<prefix>/<user_id>/<job_id>~<name>``,
-its PENDING item put (marked ``synthetic = true``), its job request published on the
-job-requests topic. With ``--shared-input`` the input is uploaded once per user for the run
-(``<prefix>/<user_id>/load-<run id>-shared~<name>``) and every job of that user names it,
-which takes a third of the AWS calls, and so about a third of ann_load's own CPU, off each
-job. Completions are seen on the job-results topic through a temporary queue subscribed for
-the run and removed at its end, received by 20 s long polls and deleted ten at a time; the
-job-requests backlog is sampled every ``--sample-every`` seconds (5): a run that sends
-nothing costs a few calls a minute. ``--out DIR`` gets jobs.jsonl, summary.json (with
-ann_load's own CPU and AWS requests per submitted job, ``cpu_ms_per_job`` and
-``aws_requests``) and report.html.
+This module is the command: its options, one run (`load_test`: send each job at its due time,
+drain, report, optionally clean up) and the summary it prints. The schedule, the open loop and
+the run's figures are in util/ann_load_schedule.py, the AWS side in util/ann_load_aws.py,
+cleanup in util/ann_load_cleanup.py, the HTML report in util/ann_load_report.py. Options,
+outputs, exit codes and the workload model: docs/ann_load.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
-import itertools
-import json
 import math
 import secrets
 import signal
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,799 +27,41 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python util/ann_load.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util.ann_load_report import distribution, ranked, render
-from util.backends import backend_for
-from util.helpers import (
-    ARCHIVE_ID,
-    COMPLETED,
-    FAILED,
-    INPUT_FILE_NAME,
-    INPUT_KEY,
-    INPUTS_BUCKET,
-    JOB_ID,
-    JOB_STATUS,
-    LOG_KEY,
-    PENDING,
-    RESULT_KEY,
-    RESULTS_BUCKET,
-    SUBMIT_TIME,
-    SYNTHETIC,
-    USER_ID,
-    Annotations,
-    Aws,
-    InvalidMessage,
-    Users,
-    decode_body,
-    job_request,
+from util.ann_load_aws import (
+    TEMP_QUEUE_PREFIX,
+    Requests,
+    ResultsQueue,
+    Sampler,
+    Submitter,
+    process_aws,
 )
+from util.ann_load_cleanup import CLEANUP_THREADS, CleanupError, clean_only, cleanup
+from util.ann_load_schedule import (
+    BATCH_MAX,
+    SAMPLE_EVERY_SECONDS,
+    SYNTHETIC_JOB_PREFIX,
+    OpenLoop,
+    intended_times,
+    plan,
+    schedule_span,
+    summarize,
+    write_outputs,
+)
+from util.aws import Aws
+from util.helpers import Users
+from util.parsers import argument, non_negative_float, positive_float, positive_int
 from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
 
-SYNTHETIC_JOB_PREFIX = "load-"  # every synthetic job id starts with it: load-<run id>-<n>
-TEMP_QUEUE_PREFIX = "ann-load-"  # the run's temporary job-results queue: ann-load-<run id>
 CONFIG_FILE = UTILITY_DIR / "ann_load_config.ini"
 SAMPLE_INPUT = UTILITY_DIR / "ann_load_data" / "sample.vcf"
 # Senders per job/s of target rate: enough threads for submissions taking up to 500 ms.
 SEND_HEADROOM_SECONDS = 0.5
 MIN_SENDERS = 8
-BATCH_MAX = 10  # jobs sent together at most (SNS PublishBatch's limit)
 RESULTS_PER_RECEIVER = 100  # job results per second one receiving thread keeps up with
-# SQS's longest poll: an idle queue costs one receive per 20 s, and a result ends the wait at
-# once. Stopping does not wait for a poll under way (ResultsQueue.__exit__).
-RESULTS_WAIT_SECONDS = 20
-# SQS's longest visibility timeout: a result received is not delivered again for 12 h, so
-# deletes wait to fill a DeleteMessageBatch; the few left at the end go with the queue.
-RESULTS_VISIBILITY_SECONDS = 12 * 3600
-DELETE_BATCH = 10  # SQS's limit
-SAMPLE_EVERY_SECONDS = 5  # default interval of the job-requests backlog samples
-# An input up to this size is read once and sent from memory; a larger one is streamed from
-# its file for each job.
-INPUT_HELD_MAX_BYTES = 1024 * 1024
-CLEANUP_THREADS = 16
-# Two things botocore does for every request that cost a load generator CPU for nothing
-# (docs/runtime.md): it checks the parameters against the service model (ann_load sends a
-# few shapes of its own making, thousands of times, and AWS checks every request anyway),
-# and it builds its User-Agent string, twice. A fixed one instead (botocore adds its
-# version) also tells ann_load's requests apart in CloudTrail.
-LEAN_CLIENTS = BotoConfig(parameter_validation=False, user_agent="gas-ann_load")
-PERCENTILE_METHOD = "nearest rank (the smallest value with at least p % of values at or below it)"
 EXIT_INCOMPLETE = 3  # the run ended, but some jobs were not sent, failed or never completed
 EXIT_INTERRUPTED = 130
-
-
-class CleanupError(Exception):
-    """S3 refused to delete an object; the message names it."""
-
-
-# -- the schedule (pure) ----------------------------------------------------------------------
-
-
-def intended_times(
-    rate: float, ramp: float = 0.0, duration: float | None = None, jobs: int | None = None
-) -> list[float]:
-    """Seconds after the start at which each job is due.
-
-    The rate climbs linearly from 0 to `rate` over `ramp` seconds, then holds, so by time t
-    (t <= ramp) rate * t^2 / (2 * ramp) jobs are due, and job k is due when that reaches k.
-    Jobs are due until `duration` (exclusive) or up to `jobs` of them.
-    """
-    times: list[float] = []
-    ramp_jobs = rate * ramp / 2  # how many jobs fall within the ramp
-    while True:
-        k = len(times)
-        due = math.sqrt(2 * k * ramp / rate) if k < ramp_jobs else ramp + (k - ramp_jobs) / rate
-        # The tolerance keeps 15 / 5 from landing just inside a 3 s run by rounding.
-        if (duration is not None and due >= duration - 1e-9) or (jobs is not None and k >= jobs):
-            return times
-        times.append(due)
-
-
-def schedule_span(times: Sequence[float], rate: float, duration: float | None) -> float:
-    """The seconds the schedule covers: the duration, or up to the end of the last job's slot."""
-    if duration is not None:
-        return duration
-    return times[-1] + 1 / rate if times else 0.0
-
-
-@dataclass
-class JobRecord:
-    """One job's life as ann_load saw it; times are seconds after the start of sending."""
-
-    seq: int
-    job_id: str
-    user_id: str
-    intended: float  # when it was due
-    sent: float | None = None  # when its submission started
-    submitted: float | None = None  # when its job request was published
-    completed: float | None = None  # when its job-results message arrived
-    status: str | None = None  # job_status of that message: COMPLETED or FAILED
-    error: str | None = None  # why its submission failed
-    dropped: bool = False  # not sent: its send could not start within the maximum lag
-
-    @property
-    def lag(self) -> float | None:
-        """How late its send started."""
-        return None if self.sent is None else self.sent - self.intended
-
-    @property
-    def submit_latency(self) -> float | None:
-        """How long its submission took."""
-        return None if self.sent is None or self.submitted is None else self.submitted - self.sent
-
-    @property
-    def end_to_end(self) -> float | None:
-        """From when it was due to when its COMPLETED result was seen."""
-        if self.status != COMPLETED or self.completed is None:
-            return None
-        return self.completed - self.intended
-
-    def as_json(self) -> dict[str, Any]:
-        def ms(seconds: float | None) -> float | None:
-            return None if seconds is None else round(seconds * 1000, 3)
-
-        def s(value: float | None) -> float | None:
-            return None if value is None else round(value, 6)
-
-        return {
-            "seq": self.seq,
-            "job_id": self.job_id,
-            "user_id": self.user_id,
-            "intended_s": s(self.intended),
-            "sent_s": s(self.sent),
-            "submitted_s": s(self.submitted),
-            "completed_s": s(self.completed),
-            "status": self.status,
-            "error": self.error,
-            "dropped": self.dropped,
-            "lag_ms": ms(self.lag),
-            "submit_ms": ms(self.submit_latency),
-            "e2e_ms": ms(self.end_to_end),
-        }
-
-
-def plan(times: Sequence[float], users: Sequence[str], run_id: str) -> list[JobRecord]:
-    """One record per due time, users taking turns."""
-    return [
-        JobRecord(seq, f"{SYNTHETIC_JOB_PREFIX}{run_id}-{seq:06d}", users[seq % len(users)], due)
-        for seq, due in enumerate(times)
-    ]
-
-
-# -- the open loop ----------------------------------------------------------------------------
-
-Submit = Callable[[list["JobRecord"]], dict[str, str]]  # jobs -> {job id: error} of failures
-
-
-class OpenLoop:
-    """Hands each job to a sender thread at its due time, with the others due by then (up to
-    BATCH_MAX; `batch_seconds` holds it that long for more to join), and keeps count of what
-    became of it.
-
-    `submit` submits jobs together; the schedule never waits for it. A job the senders cannot
-    start on time waits in the pool's queue, and its lateness is recorded; with `max_lag`, one
-    that would start more than `max_lag` seconds late is dropped instead. The running figures
-    of the progress line (late sends, end-to-end latencies so far) are kept as jobs go, so
-    that showing them costs the same an hour into a run as at its start.
-    """
-
-    def __init__(
-        self,
-        records: Sequence[JobRecord],
-        submit: Submit,
-        senders: int,
-        max_lag: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        batch_seconds: float = 0.0,
-        late_ms: float = math.inf,
-    ):
-        self.records = records
-        self.by_id = {record.job_id: record for record in records}
-        self.submit = submit
-        self.senders = senders
-        self.max_lag = max_lag
-        self.batch_seconds = batch_seconds
-        self.late_ms = late_ms
-        self.clock = clock
-        self.stop = threading.Event()
-        self.start = clock()
-        self.started_at = time.time()
-        self._lock = threading.Lock()
-        self.sent = self.submitted = self.finished = self.late_sends = 0
-        self.end_to_end: list[float] = []  # of the jobs COMPLETED so far, ascending (seconds)
-
-    def begin(self) -> None:
-        """Time zero of the schedule: now."""
-        self.start, self.started_at = self.clock(), time.time()
-
-    def now(self) -> float:
-        return self.clock() - self.start
-
-    def send_all(self) -> None:
-        """Send every job at its time, or until stopped; return once every send has ended."""
-        pool = ThreadPoolExecutor(self.senders, thread_name_prefix="send")
-        try:
-            first = 0
-            while first < len(self.records):
-                delay = self.records[first].intended + self.batch_seconds - self.now()
-                if (delay > 0 and self.stop.wait(delay)) or self.stop.is_set():
-                    break
-                now, last = self.now(), first + 1
-                while (
-                    last < len(self.records)
-                    and last - first < BATCH_MAX
-                    and self.records[last].intended <= now
-                ):
-                    last += 1
-                pool.submit(self._send, list(self.records[first:last]))  # queues, never blocks
-                first = last
-        finally:
-            pool.shutdown(wait=True)
-
-    def _send(self, batch: list[JobRecord]) -> None:
-        if self.stop.is_set():
-            return  # stopping: a job not started yet stays unsent
-        now = self.now()
-        live = []
-        for record in batch:
-            if self.max_lag is not None and now - record.intended > self.max_lag:
-                record.dropped = True
-            else:
-                record.sent = now
-                live.append(record)
-        if not live:
-            return
-        late = sum((now - record.intended) * 1000 > self.late_ms for record in live)
-        with self._lock:
-            self.sent += len(live)
-            self.late_sends += late
-        try:
-            failed = self.submit(live)
-        except Exception as exc:  # botocore has retried; a failed send is a figure, not a crash
-            failed = {record.job_id: f"{type(exc).__name__}: {exc}" for record in live}
-        submitted = self.now()
-        for record in live:
-            record.error = failed.get(record.job_id)
-            if record.error is None:
-                record.submitted = submitted
-        with self._lock:
-            self.submitted += len(live) - len(failed)
-
-    def on_result(self, message: dict[str, Any], arrived: float) -> None:
-        """A job-results message: the first COMPLETED or FAILED one of each of our jobs counts."""
-        job_id, status = message.get(JOB_ID), message.get(JOB_STATUS)
-        record = self.by_id.get(job_id) if isinstance(job_id, str) else None
-        if record is None or status not in (COMPLETED, FAILED):
-            return  # another run's job, the web app's own, or not finished
-        with self._lock:
-            if record.completed is None:
-                record.completed, record.status = arrived - self.start, status
-                self.finished += 1
-                if (end_to_end := record.end_to_end) is not None:
-                    bisect.insort(self.end_to_end, end_to_end)
-
-    def end_to_end_so_far(self, p: float) -> float | None:
-        """The `p`th percentile of the end-to-end latencies seen so far, in seconds."""
-        with self._lock:
-            return ranked(self.end_to_end, p)
-
-    def wait_drained(self, seconds: float) -> bool:
-        """Wait up to `seconds` for every submitted job to finish; True if all did."""
-        deadline = self.now() + seconds
-        while not self.stop.is_set():
-            if self.finished >= self.submitted:
-                return True
-            if self.now() >= deadline:
-                return False
-            self.stop.wait(0.1)
-        return False
-
-
-def summarize(
-    records: Sequence[JobRecord],
-    timeline: Sequence[dict[str, Any]],
-    rate: float,
-    ramp: float,
-    span: float,
-    late_ms: float,
-    drain: float,
-    sample_every: int = SAMPLE_EVERY_SECONDS,
-) -> dict[str, Any]:
-    """The run's figures (times in ms). Achieved rate: jobs submitted per second of the
-    schedule's span, stretched by how late the last job was sent (on time, it is the target)."""
-    sent = [r for r in records if r.sent is not None]
-    submitted = [r for r in records if r.submitted is not None]
-    lags = [lag * 1000 for r in sent if (lag := r.lag) is not None]
-    last_sent = max(sent, key=lambda r: r.sent or 0.0, default=None)
-    stretch = max(0.0, last_sent.lag or 0.0) if last_sent else 0.0
-    end_to_end = [e2e * 1000 for r in submitted if (e2e := r.end_to_end) is not None]
-    backlog = [s["backlog"] for s in timeline if s["backlog"] is not None]
-    return {
-        "target": {"rate": rate, "ramp_s": ramp, "span_s": round(span, 3)},
-        "target_rate": round(len(records) / span, 3) if span else 0.0,
-        "achieved_rate": round(len(submitted) / (span + stretch), 3) if submitted else 0.0,
-        "late_sends": sum(lag > late_ms for lag in lags),
-        "late_threshold_ms": late_ms,
-        "jobs": {
-            "scheduled": len(records),
-            "sent": len(sent),
-            "submitted": len(submitted),
-            "send_errors": sum(r.error is not None for r in records),
-            "not_sent": len(records) - len(sent),
-            "dropped": sum(r.dropped for r in records),
-            "completed": len(end_to_end),
-            "failed": sum(r.status == FAILED for r in submitted),
-            "never_completed": sum(r.completed is None for r in submitted),
-        },
-        "send_lag_ms": distribution(lags),
-        "submit_latency_ms": distribution(
-            [latency * 1000 for r in submitted if (latency := r.submit_latency) is not None]
-        ),
-        "end_to_end_ms": distribution(end_to_end),
-        "drain_s": drain,
-        "backlog": {
-            "max": max(backlog, default=None),
-            "final": backlog[-1] if backlog else None,
-            "every_s": sample_every,
-        },
-        "percentile_method": PERCENTILE_METHOD,
-    }
-
-
-def write_outputs(
-    out: Path,
-    records: Sequence[JobRecord],
-    summary: dict[str, Any],
-    timeline: Sequence[dict[str, Any]],
-) -> None:
-    """jobs.jsonl (one record a line), summary.json (with the samples), report.html."""
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [record.as_json() for record in records]
-    with open(out / "jobs.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    (out / "summary.json").write_text(
-        json.dumps({**summary, "samples": list(timeline)}, indent=2) + "\n", encoding="utf-8"
-    )
-    (out / "report.html").write_text(render(summary, rows, timeline), encoding="utf-8")
-
-
-# -- AWS: submitting, watching, cleaning up ---------------------------------------------------
-
-
-class Submitter:
-    """Submits jobs as the web app does: input to S3, PENDING item, job request on SNS; the
-    items of several jobs in one BatchWriteItem, their requests in one PublishBatch.
-
-    `shared_run_id`: the input goes up once per user of `users`, now (before the schedule
-    starts, so that no job waits for it), for every job of the run. An input of up to
-    INPUT_HELD_MAX_BYTES is read once and sent from memory: no file to open and read again,
-    and no `Expect: 100-continue` exchange, for each job.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        aws: Aws,
-        input_path: Path,
-        prefix: str,
-        shared_run_id: str | None = None,
-        users: Sequence[str] = (),
-    ):
-        self.input_path = input_path
-        self.prefix = prefix
-        self.bucket = config.gas.inputs_bucket
-        self.jobs = Annotations(aws, config.gas.annotations_table)
-        self.s3 = aws.client("s3")
-        self.body = (
-            input_path.read_bytes()
-            if input_path.stat().st_size <= INPUT_HELD_MAX_BYTES
-            else None  # streamed from the file for each job
-        )
-        self.sns = aws.client("sns")
-        self.topic_arn = aws.topic_arn(config.gas.job_requests_topic)
-        # user id -> the run's input of that user, named like the run's jobs so that cleanup
-        # finds it (one of its orphans)
-        self.shared_keys = (
-            {}
-            if shared_run_id is None
-            else {
-                user: self.upload(
-                    f"{prefix}/{user}/{SYNTHETIC_JOB_PREFIX}{shared_run_id}-shared~"
-                    f"{input_path.name}"
-                )
-                for user in users
-            }
-        )
-
-    def upload(self, key: str) -> str:
-        if self.body is not None:
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=self.body)
-        else:
-            with open(self.input_path, "rb") as body:
-                self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
-        return key
-
-    def input_key(self, record: JobRecord) -> str:
-        """Where the job's input is, uploaded: its user's for the run, or its own."""
-        if self.shared_keys:
-            return self.shared_keys[record.user_id]
-        return self.upload(f"{self.prefix}/{record.user_id}/{record.job_id}~{self.input_path.name}")
-
-    def __call__(self, records: list[JobRecord]) -> dict[str, str]:
-        """Submit up to BATCH_MAX jobs; {job id: error} of those whose request SNS refused."""
-        items = [
-            {
-                JOB_ID: record.job_id,
-                USER_ID: record.user_id,
-                INPUT_FILE_NAME: self.input_path.name,
-                INPUTS_BUCKET: self.bucket,
-                INPUT_KEY: self.input_key(record),
-                SUBMIT_TIME: int(time.time()),
-                JOB_STATUS: PENDING,
-                SYNTHETIC: True,
-            }
-            for record in records
-        ]
-        if len(items) == 1:
-            self.jobs.put(items[0])
-        else:
-            self.jobs.put_all(items)
-        answer = self.sns.publish_batch(
-            TopicArn=self.topic_arn,
-            PublishBatchRequestEntries=[
-                {"Id": str(i), "Message": json.dumps(job_request(item))}
-                for i, item in enumerate(items)
-            ],
-        )
-        return {
-            items[int(f["Id"])][JOB_ID]: f"{f.get('Code')}: {f.get('Message')}"
-            for f in answer.get("Failed", [])
-        }
-
-
-class ResultsQueue:
-    """A temporary queue subscribed to the job-results topic for one run; removed on exit,
-    interrupted or not. Receiving threads pass each message and its arrival time on.
-
-    Each receive is a 20 s long poll, which returns as soon as a result is there: arrival
-    times are those of a short poll, without a receive a second while nothing arrives. No
-    message is passed on once the context has exited (the run's figures are final then); the
-    receive under way is not waited for, its thread ends when it returns.
-    """
-
-    def __init__(
-        self,
-        aws: Aws,
-        topic_arn: str,
-        name: str,
-        receivers: int,
-        on_message: Callable[[dict[str, Any], float], None],
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.sqs, self.sns = aws.client("sqs"), aws.client("sns")
-        self.topic_arn, self.name = topic_arn, name
-        self.on_message, self.clock = on_message, clock
-        self.closing = threading.Event()
-        self._passing_on = threading.Lock()  # held while messages are passed on
-        self.threads = [
-            threading.Thread(target=self._receive, name=f"results-{i}", daemon=True)
-            for i in range(receivers)
-        ]
-        self.url: str | None = None
-        self.subscription: str | None = None
-
-    def __enter__(self) -> ResultsQueue:
-        self.url = self.sqs.create_queue(QueueName=self.name)["QueueUrl"]
-        try:
-            arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])[
-                "Attributes"
-            ]["QueueArn"]
-            # SNS may deliver to a queue only if the queue's policy lets this topic send.
-            self.sqs.set_queue_attributes(
-                QueueUrl=self.url,
-                Attributes={
-                    "Policy": json.dumps(
-                        {
-                            "Version": "2012-10-17",
-                            "Statement": [
-                                {
-                                    "Effect": "Allow",
-                                    "Principal": {"Service": "sns.amazonaws.com"},
-                                    "Action": "sqs:SendMessage",
-                                    "Resource": arn,
-                                    "Condition": {"ArnEquals": {"aws:SourceArn": self.topic_arn}},
-                                }
-                            ],
-                        }
-                    ),
-                    "VisibilityTimeout": str(RESULTS_VISIBILITY_SECONDS),
-                },
-            )
-            self.subscription = self.sns.subscribe(
-                TopicArn=self.topic_arn,
-                Protocol="sqs",
-                Endpoint=arn,
-                Attributes={"RawMessageDelivery": "true"},
-                ReturnSubscriptionArn=True,
-            )["SubscriptionArn"]
-        except BaseException:
-            self.remove()
-            raise
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        with self._passing_on:
-            self.closing.set()
-        self.remove()
-
-    def remove(self) -> None:
-        if self.subscription:
-            self.sns.unsubscribe(SubscriptionArn=self.subscription)
-        if self.url:
-            self.sqs.delete_queue(QueueUrl=self.url)
-
-    def _receive(self) -> None:
-        receipts: list[str] = []  # of messages passed on and not deleted yet
-        while not self.closing.is_set():
-            try:
-                messages = self.sqs.receive_message(
-                    QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=RESULTS_WAIT_SECONDS
-                ).get("Messages", [])
-            except (BotoCoreError, ClientError) as exc:
-                if self.closing.is_set():
-                    return  # the queue is gone
-                print(f"\nann_load: receiving job results failed: {exc}", file=sys.stderr)
-                self.closing.wait(1)  # botocore has retried; do not spin on an outage
-                continue
-            arrived = self.clock()
-            with self._passing_on:
-                if self.closing.is_set():
-                    return
-                for message in messages:
-                    try:
-                        self.on_message(decode_body(message["Body"]), arrived)
-                    except InvalidMessage:
-                        pass  # not a job-results message: nothing of ours
-            receipts += [message["ReceiptHandle"] for message in messages]
-            while len(receipts) >= DELETE_BATCH:
-                batch, receipts = receipts[:DELETE_BATCH], receipts[DELETE_BATCH:]
-                try:
-                    self.sqs.delete_message_batch(
-                        QueueUrl=self.url,
-                        Entries=[
-                            {"Id": str(i), "ReceiptHandle": receipt}
-                            for i, receipt in enumerate(batch)
-                        ],
-                    )
-                except (BotoCoreError, ClientError):
-                    pass  # a message seen twice counts once; the queue goes at the end anyway
-
-
-class Requests:
-    """The requests this process sends to AWS, by operation, retries included: botocore's
-    `before-send` event of every client made after this counter."""
-
-    def __init__(self, aws: Aws):
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-        aws.session.events.register("before-send", self._count)
-
-    def _count(self, event_name: str, **_: Any) -> None:
-        # Returns None: a before-send handler's answer would stand in for the request's.
-        with self._lock:
-            self._counts[event_name.rpartition(".")[2]] += 1
-
-    def so_far(self) -> Counter[str]:
-        with self._lock:
-            return self._counts.copy()
-
-
-class Sampler:
-    """The job-requests queue's backlog into the timeline every `every` seconds (a call each),
-    and, if `show`, the progress line every second (no call: the last backlog sampled)."""
-
-    def __init__(
-        self,
-        loop: OpenLoop,
-        aws: Aws,
-        queue_url: str,
-        show: bool,
-        every: int = SAMPLE_EVERY_SECONDS,
-    ):
-        self.loop, self.queue_url, self.show, self.every = loop, queue_url, show, every
-        self.sqs = aws.client("sqs")
-        self.timeline: list[dict[str, Any]] = []
-        self.backlog: int | None = None  # the last sampled
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="sampler", daemon=True)
-
-    def __enter__(self) -> Sampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.done.set()
-        self.thread.join(timeout=30)
-        self.sample(round(self.loop.now(), 3))  # the backlog as the run ends, not a second before
-        if self.show:
-            print(file=sys.stderr)
-
-    def _run(self) -> None:
-        for tick, sample in wake_ups(self.every, self.show):
-            if self.done.wait(max(0.0, tick - self.loop.now())):
-                return
-            if sample:
-                self.sample(float(tick))
-            else:
-                self.print_progress()
-
-    def sample(self, tick: float) -> None:
-        try:
-            attributes = self.sqs.get_queue_attributes(
-                QueueUrl=self.queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
-            backlog: int | None = int(attributes["ApproximateNumberOfMessages"])
-            in_flight: int | None = int(attributes["ApproximateNumberOfMessagesNotVisible"])
-        except (BotoCoreError, ClientError):
-            backlog = in_flight = None  # a gap in the chart, not the end of the run
-        self.backlog = backlog
-        self.timeline.append(
-            {
-                "t": tick,
-                "backlog": backlog,
-                "in_flight": in_flight,
-                "sent": self.loop.sent,
-                "completed": self.loop.finished,
-            }
-        )
-        self.print_progress()
-
-    def print_progress(self) -> None:
-        if self.show:
-            print(f"\r{self.progress()}\x1b[K", end="", file=sys.stderr, flush=True)
-
-    def progress(self) -> str:
-        loop = self.loop
-        p50, p99 = loop.end_to_end_so_far(50), loop.end_to_end_so_far(99)
-        latency = "-" if p50 is None else f"{p50:.2f}s p99 {p99:.2f}s"
-        return (
-            f"{loop.now():6.0f}s  sent {loop.sent}/{len(loop.records)}  "
-            f"completed {loop.finished}  backlog {'-' if self.backlog is None else self.backlog}  "
-            f"e2e p50 {latency}  late {loop.late_sends}"
-        )
-
-
-def wake_ups(every: int, show: bool) -> Iterator[tuple[int, bool]]:
-    """The sampler's wake-ups: (seconds after the start, whether to sample the backlog then).
-    A sample every `every` seconds from 0; shown, a progress line in every second between."""
-    for tick in itertools.count(0, 1 if show else every):
-        yield tick, tick % every == 0
-
-
-def _page_of_items(aws: Aws, table: str, job_prefix: str) -> Iterator[list[dict[str, str]]]:
-    """Pages of the synthetic items whose job id starts with `job_prefix` (string attributes)."""
-    names = {
-        "#id": JOB_ID,
-        "#syn": SYNTHETIC,
-        "#ib": INPUTS_BUCKET,
-        "#ik": INPUT_KEY,
-        "#rb": RESULTS_BUCKET,
-        "#rk": RESULT_KEY,
-        "#lk": LOG_KEY,
-        "#ar": ARCHIVE_ID,
-    }
-    pages = (
-        aws.client("dynamodb")
-        .get_paginator("scan")
-        .paginate(
-            TableName=table,
-            ConsistentRead=True,
-            FilterExpression="#syn = :yes AND begins_with(#id, :prefix)",
-            ProjectionExpression=", ".join(n for n in names if n != "#syn"),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues={":yes": {"BOOL": True}, ":prefix": {"S": job_prefix}},
-        )
-    )
-    for page in pages:
-        yield [{k: v["S"] for k, v in item.items() if "S" in v} for item in page["Items"]]
-
-
-def cleanup(config: Config, aws: Aws, job_prefix: str) -> dict[str, int]:
-    """Remove the synthetic jobs whose id starts with `job_prefix`: their S3 objects (input,
-    result, log), archive (if the archive utility got to it) and item, in that order, so an
-    interrupted cleanup can be run again. Then objects of such jobs left under the prefix
-    without an item."""
-    gas = config.gas
-    s3, dynamodb = aws.client("s3"), aws.client("dynamodb")
-    archives_backend = backend_for(config, aws)
-    counts = {"jobs": 0, "objects": 0, "archives": 0}
-    with ThreadPoolExecutor(CLEANUP_THREADS, thread_name_prefix="cleanup") as pool:
-        for items in _page_of_items(aws, gas.annotations_table, job_prefix):
-            keys: dict[str, list[str]] = {gas.inputs_bucket: [], gas.results_bucket: []}
-            for item in items:
-                for bucket, key in (
-                    (INPUTS_BUCKET, INPUT_KEY),
-                    (RESULTS_BUCKET, RESULT_KEY),
-                    (RESULTS_BUCKET, LOG_KEY),
-                ):
-                    # Never outside the configured buckets, whatever an item says.
-                    if item.get(bucket) in keys and item.get(key):
-                        keys[item[bucket]].append(item[key])
-            for bucket, bucket_keys in keys.items():
-                # A shared input is named by many items: once per request.
-                counts["objects"] += _delete_objects(s3, bucket, list(dict.fromkeys(bucket_keys)))
-            archives = [item[ARCHIVE_ID] for item in items if ARCHIVE_ID in item]
-            list(pool.map(archives_backend.delete, archives))
-            counts["archives"] += len(archives)
-            list(
-                pool.map(
-                    lambda i: dynamodb.delete_item(
-                        TableName=gas.annotations_table, Key={JOB_ID: {"S": i[JOB_ID]}}
-                    ),
-                    items,
-                )
-            )
-            counts["jobs"] += len(items)
-    for bucket in (gas.inputs_bucket, gas.results_bucket):
-        orphans = [
-            obj["Key"]
-            for page in s3.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=f"{config.ann_load.prefix}/"
-            )
-            for obj in page.get("Contents", [])
-            if obj["Key"].rpartition("/")[2].startswith(job_prefix)
-        ]
-        counts["objects"] += _delete_objects(s3, bucket, orphans)
-    return counts
-
-
-def _delete_objects(s3: Any, bucket: str, keys: list[str]) -> int:
-    for start in range(0, len(keys), 1000):
-        response = s3.delete_objects(
-            Bucket=bucket,
-            Delete={"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True},
-        )
-        if response.get("Errors"):
-            error = response["Errors"][0]
-            raise CleanupError(f"cannot delete s3://{bucket}/{error['Key']}: {error['Message']}")
-    return len(keys)
-
-
-def remove_leftover_queues(aws: Aws, results_topic_arn: str) -> int:
-    """Temporary queues (and their subscriptions) of runs killed before they could remove them."""
-    sqs, sns = aws.client("sqs"), aws.client("sns")
-    urls = [
-        url
-        for page in sqs.get_paginator("list_queues").paginate(QueueNamePrefix=TEMP_QUEUE_PREFIX)
-        for url in page.get("QueueUrls", [])
-    ]
-    if not urls:
-        return 0
-    arns = {
-        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]: url
-        for url in urls
-    }
-    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(
-        TopicArn=results_topic_arn
-    ):
-        for subscription in page["Subscriptions"]:
-            if subscription["Endpoint"] in arns:
-                sns.unsubscribe(SubscriptionArn=subscription["SubscriptionArn"])
-    for url in urls:
-        sqs.delete_queue(QueueUrl=url)
-    return len(urls)
-
-
-# -- the command ------------------------------------------------------------------------------
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -968,11 +183,6 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     return EXIT_INCOMPLETE if summary["jobs"]["completed"] < len(records) else 0
 
 
-def process_aws(config: Config, threads: int) -> Aws:
-    """The process's clients: a connection for each thread, and then some, and LEAN_CLIENTS."""
-    return Aws(config, connections=threads + 16, botocore_config=LEAN_CLIENTS)
-
-
 def _senders(rate: float) -> int:
     return max(MIN_SENDERS, math.ceil(rate * SEND_HEADROOM_SECONDS))
 
@@ -1010,46 +220,6 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     )
 
 
-def clean_only(config: Config, aws: Aws) -> int:
-    """``--cleanup`` alone: every synthetic job of any run, and leftover temporary queues."""
-    endpoint = aws.client("sns").meta.endpoint_url
-    print(
-        f"ann_load: removing every synthetic job from account {aws.account_id()} at {endpoint}",
-        flush=True,
-    )
-    counts = cleanup(config, aws, SYNTHETIC_JOB_PREFIX)
-    counts["queues"] = remove_leftover_queues(aws, aws.topic_arn(config.gas.job_results_topic))
-    backlog = aws.client("sqs").get_queue_attributes(
-        QueueUrl=aws.queue_url(config.gas.job_requests_queue),
-        AttributeNames=["ApproximateNumberOfMessages"],
-    )["Attributes"]["ApproximateNumberOfMessages"]
-    print(f"ann_load: cleanup: {counts}")
-    if int(backlog):
-        print(
-            f"ann_load: {backlog} job request(s) still queued: their jobs are gone, so the "
-            "annotator will refuse them",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if not 0 < value < math.inf:
-            raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-        return value
-
-    return parse
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ann_load",
@@ -1057,21 +227,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "app does at a target rate, report achieved rate and end-to-end latency.",
     )
     parser.add_argument(
-        "--rate", type=_positive(float), metavar="R", help="target jobs per second (after the ramp)"
+        "--rate",
+        type=argument(positive_float),
+        metavar="R",
+        help="target jobs per second (after the ramp)",
     )
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--duration", type=_positive(float), metavar="S", help="send for S seconds")
-    length.add_argument("--jobs", type=_positive(int), metavar="N", help="send N jobs")
+    length.add_argument(
+        "--duration", type=argument(positive_float), metavar="S", help="send for S seconds"
+    )
+    length.add_argument("--jobs", type=argument(positive_int), metavar="N", help="send N jobs")
     parser.add_argument(
         "--ramp",
-        type=_non_negative,
+        type=argument(non_negative_float),
         default=0.0,
         metavar="S",
         help="climb linearly from 0 to R jobs/s over the first S seconds",
     )
     parser.add_argument(
         "--drain",
-        type=_non_negative,
+        type=argument(non_negative_float),
         metavar="S",
         help="after the last send, wait up to S s for completions "
         "(default: [ann_load] drain_seconds)",
@@ -1097,20 +272,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--late-ms",
-        type=_non_negative,
+        type=argument(non_negative_float),
         metavar="MS",
         help="a send later than this counts as late (default: [ann_load] late_ms)",
     )
     parser.add_argument(
         "--max-lag",
-        type=_non_negative,
+        type=argument(non_negative_float),
         metavar="S",
         help="drop (and count) a job not sent within S s of its time "
         "(default: send every job, however late)",
     )
     parser.add_argument(
         "--senders",
-        type=_positive(int),
+        type=argument(positive_int),
         metavar="N",
         help=f"sending threads (default: rate x {SEND_HEADROOM_SECONDS} s, at least {MIN_SENDERS})",
     )
@@ -1121,7 +296,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--batch-ms",
-        type=_non_negative,
+        type=argument(non_negative_float),
         default=0.0,
         metavar="MS",
         help="hold a due job up to MS for later ones to be sent with it "
@@ -1129,7 +304,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sample-every",
-        type=_positive(int),
+        type=argument(positive_int),
         default=SAMPLE_EVERY_SECONDS,
         metavar="S",
         help="sample the job-requests backlog every S seconds, one call each "

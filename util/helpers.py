@@ -1,126 +1,36 @@
-"""Helpers every utility shares: AWS clients, message decoding, the annotations and users stores.
-
-The data contracts (docs/design.md) live here once: item attribute names, job states,
-user roles, and how a queue body (raw or SNS-wrapped) becomes a dict.
+"""Job lookup and error handling, as every utility does it: the annotations and users tables
+(the only sources of truth for where a job's data lives and who may ask), conditional writes
+whose failed condition is looked at, never believed (`Write`), and the errors that make a
+message invalid or a write refused.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from boto3.dynamodb.table import BatchWriter
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.client import BaseClient
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from util.util_config import Config
-
-# Annotations item attributes (docs/design.md) and the ones the utilities add.
-JOB_ID = "job_id"
-USER_ID = "user_id"
-JOB_STATUS = "job_status"
-INPUT_FILE_NAME = "input_file_name"
-INPUTS_BUCKET = "s3_inputs_bucket"
-INPUT_KEY = "s3_key_input_file"
-SUBMIT_TIME = "submit_time"
-COMPLETE_TIME = "complete_time"
-RESULTS_BUCKET = "s3_results_bucket"
-RESULT_KEY = "s3_key_result_file"
-LOG_KEY = "s3_key_log_file"
-ARCHIVE_ID = "results_file_archive_id"
-# The ETag of the S3 result the archive holds, recorded with ARCHIVE_ID: archive deletes the S3
-# copy only while it still has this ETag, so a copy thaw put back is never deleted
-# (util/archive/archive.py).
-RESULT_ETAG = "results_file_etag"
-# A vault upload whose parts are all in, recorded before it is completed so that a worker that
-# dies between completing and recording it leaves no orphan archive (util/backends.py).
-ARCHIVE_UPLOAD = "results_file_archive_upload"
-# A result's way back from Glacier (util/retrieval.py): the retrieval under way, and the one
-# that brought it back.
-RESTORE_JOB_ID = "restore_job_id"
-RESTORE_TIER = "restore_tier"
-RESTORE_TIME = "restore_time"
-RESTORE_EXPIRES = "restore_expires"
-THAW_JOB_ID = "thaw_job_id"
-THAW_TIME = "thaw_time"
-# When the user was e-mailed about the finished job (util/notify): set once, after the send.
-NOTIFIED_TIME = "notified_time"
-NOTIFY_CLAIM = "notify_claim"  # the token of the message copy that sends (and sent) the e-mail
-NOTIFY_CLAIM_EXPIRES = "notify_claim_expires"
-# True on a job util/ann_load.py submitted, so its --cleanup removes those and nothing else.
-SYNTHETIC = "synthetic"
-
-# The job request the web app publishes on the job-requests topic for the annotator fleet:
-# these fields of the new PENDING item, as one JSON object.
-JOB_REQUEST_FIELDS = (
+from util.aws import Aws
+from util.schema import (
+    ARCHIVE_ID,
+    FREE,
     JOB_ID,
+    PREMIUM,
+    USER_EMAIL,
     USER_ID,
-    INPUT_FILE_NAME,
-    INPUTS_BUCKET,
-    INPUT_KEY,
-    SUBMIT_TIME,
-    JOB_STATUS,
+    USER_INDEX,
+    USER_NAME,
+    USER_ROLE,
 )
-
-USER_INDEX = "user_id_index"  # GSI of the annotations table: user_id, submit_time
-
-PENDING = "PENDING"
-RUNNING = "RUNNING"
-COMPLETED = "COMPLETED"
-FAILED = "FAILED"
-PREMIUM = "premium_user"
-FREE = "free_user"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
-
-
-# S3's error codes for a missing object and a failed If-Match; a HEAD answer has no body, so
-# botocore gives its status as the code.
-S3_NOT_FOUND = ("404", "NoSuchKey")
-S3_PRECONDITION_FAILED = ("412", "PreconditionFailed")
-
-
-def head_object(s3: BaseClient, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
-    """The object's HeadObject (`extra`: more of its parameters), or None if there is no such
-    object."""
-    try:
-        return s3.head_object(Bucket=bucket, Key=key, **extra)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in S3_NOT_FOUND:
-            return None
-        raise
-
-
-def final_answers(client: BaseClient, operation: str, *codes: str) -> None:
-    """Have the client raise these error codes of `operation` at their first answer.
-
-    botocore's standard mode retries every 503; some are answers, not faults: "no Expedited
-    capacity now" asked again four more times is four more refusals (and, on the vault, four
-    more pages of ListJobs). A ``needs-retry`` handler that raises the modelled error ends the
-    call there, before botocore's own handler schedules a retry. Safe to call again.
-    """
-    service = client.meta.service_model.service_id.hyphenize()
-
-    def raise_final(response: Any = None, **_: Any) -> None:
-        if response is None:  # no answer came: botocore's to retry
-            return
-        parsed = response[1]
-        code = parsed.get("Error", {}).get("Code")
-        if code in codes:
-            raise client.exceptions.from_code(code)(parsed, operation)
-
-    client.meta.events.register_first(
-        f"needs-retry.{service}.{operation}", raise_final, unique_id=f"gas-final-{operation}"
-    )
 
 
 class InvalidMessage(Exception):
@@ -143,109 +53,6 @@ class Write:
     def holds(self, attribute: str, value: Any) -> bool:
         """Applied, or the item already holds what this write sets (its own first attempt)."""
         return self.applied or self.item.get(attribute) == value
-
-
-class Aws:
-    """One boto3 session and lazily made clients, configured once for the whole process.
-
-    Endpoint, region and credentials come from the standard AWS chain only. Retries are
-    botocore's `standard` mode, set explicitly, so no utility writes its own retry loop.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        session: boto3.session.Session | None = None,
-        connections: int | None = None,
-        botocore_config: BotoConfig | None = None,
-    ):
-        """`connections`: HTTP connections per client, for callers with more threads than
-        the worker's `concurrency` (a connection pool smaller than that makes threads queue).
-        `botocore_config`: a caller's own client settings, over these."""
-        self.session = session or boto3.session.Session()
-        self._config = BotoConfig(
-            retries={"mode": "standard", "total_max_attempts": config.worker.aws_max_attempts},
-            # A long poll holds the connection for wait_seconds; leave room above it.
-            read_timeout=max(60, config.worker.wait_seconds + 10),
-            # Handlers, and the transfer threads of their parts (util/glacier.py, s3transfer).
-            max_pool_connections=connections
-            or max(
-                10,
-                config.worker.concurrency * 2,
-                config.worker.concurrency + 2 * config.gas.transfer_threads,
-            ),
-        ).merge(botocore_config or BotoConfig())
-        self._clients: dict[str, BaseClient] = {}
-        self._looked_up: dict[Any, str] = {}
-        self._lock = threading.Lock()  # boto3 sessions do not make clients thread-safely
-
-    def client(self, service: str) -> BaseClient:
-        """The process's client for `service`."""
-        with self._lock:
-            if service not in self._clients:
-                self._clients[service] = self.session.client(service, config=self._config)
-            return self._clients[service]
-
-    def account_id(self) -> str:
-        return self._once("account", lambda: self.client("sts").get_caller_identity()["Account"])
-
-    def queue_url(self, name_or_url: str) -> str:
-        """A queue given by URL is used as is; by name, it is looked up (once)."""
-        if name_or_url.startswith(("https://", "http://")):
-            return name_or_url
-        return self._once(
-            ("queue", name_or_url),
-            lambda: self.client("sqs").get_queue_url(QueueName=name_or_url)["QueueUrl"],
-        )
-
-    def topic_arn(self, name_or_arn: str) -> str:
-        """A topic given by ARN is used as is; by name, its ARN in this account and region."""
-        if name_or_arn.startswith("arn:"):
-            return name_or_arn
-        region = self.client("sns").meta.region_name
-        partition = self.session.get_partition_for_region(region)
-        return f"arn:{partition}:sns:{region}:{self.account_id()}:{name_or_arn}"
-
-    def _once(self, key: Any, look_up: Callable[[], str]) -> str:
-        """`look_up()`'s answer, remembered. Threads may race to look it up: no lock is held
-        during the call (functools.cached_property would hold one for every instance)."""
-        if key not in self._looked_up:
-            self._looked_up[key] = look_up()
-        return self._looked_up[key]
-
-
-def job_request(item: Mapping[str, Any]) -> dict[str, Any]:
-    """The job-requests topic message for a new job: JOB_REQUEST_FIELDS of its item."""
-    return {field: item[field] for field in JOB_REQUEST_FIELDS}
-
-
-def decode_body(body: str) -> dict[str, Any]:
-    """A queue body as a dict, unwrapping an SNS envelope; InvalidMessage if it is not JSON."""
-    data = _json_object(body, "body")
-    if data.get("Type") == "Notification" and isinstance(data.get("Message"), str):
-        data = _json_object(data["Message"], "SNS Message")
-    return data
-
-
-def _json_object(text: str, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InvalidMessage(f"{what} is not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InvalidMessage(f"{what} is not a JSON object")
-    return data
-
-
-def require_str(data: Mapping[str, Any], *fields: str) -> tuple[str, ...]:
-    """The named fields as non-empty strings, or InvalidMessage naming the first bad one."""
-    values = []
-    for field in fields:
-        value = data.get(field)
-        if not isinstance(value, str) or not value:
-            raise InvalidMessage(f"field {field!r} missing or not a non-empty string")
-        values.append(value)
-    return tuple(values)
 
 
 def _from_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -468,7 +275,7 @@ class Users:
                 "TableName": self.table,
                 "Key": _to_dynamo({USER_ID: user_id}),
                 "ConditionExpression": "attribute_exists(#user) AND #role <> :premium",
-                "ExpressionAttributeNames": {"#user": USER_ID, "#role": "role"},
+                "ExpressionAttributeNames": {"#user": USER_ID, "#role": USER_ROLE},
                 "ExpressionAttributeValues": _to_dynamo({":premium": PREMIUM}),
             }
         }
@@ -483,4 +290,6 @@ class Users:
 
 
 def _user(item: Mapping[str, Any]) -> User:
-    return User(item[USER_ID], item.get("name", ""), item.get("email", ""), item.get("role", FREE))
+    return User(
+        item[USER_ID], item.get(USER_NAME, ""), item.get(USER_EMAIL, ""), item.get(USER_ROLE, FREE)
+    )

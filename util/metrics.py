@@ -1,20 +1,9 @@
 """Metrics as CloudWatch Embedded Metric Format (EMF): one JSON line per flush, no API calls.
 
 The CloudWatch agent (or Lambda/ECS log drivers) turns each line into metrics. Off by default
-(``[metrics] emf = off``); ``stdout`` writes the lines to a stream of their own, apart from
-the text log on stderr; ``stderr`` mixes them into the log (for a JSON log shipped whole).
-
-Namespace ``[metrics] namespace`` (``GAS``). What is emitted:
-
-- every queue worker, one line per handled message (util/worker.py), dimensions
-  ``[Utility, Outcome]`` (Outcome: done, retry, defer, invalid, handed back, early):
-  ``Messages`` (Count), ``HandlerDuration`` (Milliseconds), ``DeadLettered`` (Count, 1 when
-  the message went to the dead-letter queue), and what the handler did:
-  ``BytesArchived`` and ``BytesThawed`` (Bytes), ``Retrievals<Tier>`` (Count: retrievals
-  restore or thaw started, e.g. ``RetrievalsExpedited``);
-- reconcile, one line per pass, dimensions ``[Utility]`` (``reconcile``): ``Findings<Kind>``
-  (Count) for every finding kind, e.g. ``FindingsLost``, zeros included so that an alarm on
-  a metric sees its absence as 0.
+(``[metrics] emf = off``); ``stdout`` writes the lines to a stream of their own, ``stderr``
+mixes them into the log. One line per message a worker handles, one per reconcile pass; the
+metrics, their units and dimensions: docs/reconcile-and-metrics.md#metrics-cloudwatch-embedded-metric-format.
 """
 
 from __future__ import annotations

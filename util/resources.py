@@ -1,5 +1,5 @@
 """The AWS resources GAS runs on, written once: the local stack creates them
-(util/local/stack.py), the CloudFormation template declares them (deploy/cloudformation) and
+(localaws/stack.py), the CloudFormation template declares them (deploy/cloudformation) and
 the doctor checks a deployment against them (util/doctor).
 
 Functions take the ARNs they place as arguments, so that the template can pass its own
@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from util.helpers import USER_INDEX
+from util.archives import backend_class
+from util.schema import JOB_ID, SUBMIT_TIME, USER_ID, USER_INDEX
 from util.util_config import UTILITY_DIR, Config
 
 # The dead-letter queue of queue Q is Q-dlq; the IAM policies grant sending to it.
@@ -37,7 +38,6 @@ ABORT_INCOMPLETE_UPLOAD_DAYS = 1
 NONCURRENT_VERSIONS_RULE = "expire-noncurrent-versions"
 NONCURRENT_VERSION_DAYS = 1
 # Who publishes retrieval notices on the thaw topic, per archive back end.
-THAW_PUBLISHERS = {"vault": "glacier.amazonaws.com", "s3": "s3.amazonaws.com"}
 SNS_SERVICE = "sns.amazonaws.com"
 
 
@@ -92,7 +92,7 @@ def written_buckets(config: Config) -> list[str]:
     deletes, thaw uploads) and, with the s3 back end, the archive bucket (archive copies in,
     thaw and reconcile delete)."""
     gas = config.gas
-    return [gas.results_bucket, *([gas.archive_bucket] if gas.archive_backend == "s3" else [])]
+    return [gas.results_bucket, *([gas.archive_bucket] if backend_class(config).IN_BUCKET else [])]
 
 
 def worker_queues(config: Config) -> list[str]:
@@ -111,18 +111,18 @@ def tables(config: Config) -> list[dict[str, Any]]:
     return [
         {
             "TableName": config.gas.annotations_table,
-            "KeySchema": [{"AttributeName": "job_id", "KeyType": "HASH"}],
+            "KeySchema": [{"AttributeName": JOB_ID, "KeyType": "HASH"}],
             "AttributeDefinitions": [
-                {"AttributeName": "job_id", "AttributeType": "S"},
-                {"AttributeName": "user_id", "AttributeType": "S"},
-                {"AttributeName": "submit_time", "AttributeType": "N"},
+                {"AttributeName": JOB_ID, "AttributeType": "S"},
+                {"AttributeName": USER_ID, "AttributeType": "S"},
+                {"AttributeName": SUBMIT_TIME, "AttributeType": "N"},
             ],
             "GlobalSecondaryIndexes": [
                 {
                     "IndexName": USER_INDEX,
                     "KeySchema": [
-                        {"AttributeName": "user_id", "KeyType": "HASH"},
-                        {"AttributeName": "submit_time", "KeyType": "RANGE"},
+                        {"AttributeName": USER_ID, "KeyType": "HASH"},
+                        {"AttributeName": SUBMIT_TIME, "KeyType": "RANGE"},
                     ],
                     "Projection": {"ProjectionType": "ALL"},
                 }
@@ -131,8 +131,8 @@ def tables(config: Config) -> list[dict[str, Any]]:
         },
         {
             "TableName": config.gas.users_table,
-            "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": "user_id", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": USER_ID, "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": USER_ID, "AttributeType": "S"}],
             "BillingMode": "PAY_PER_REQUEST",
         },
     ]
@@ -157,17 +157,18 @@ def queue_policy(queue_arn: Any, topic_arn: Any) -> dict[str, Any]:
 
 
 def thaw_topic_policy(
-    backend: str, topic_arn: Any, archive_bucket_arn: Any, account: Any
+    backend: Any, topic_arn: Any, archive_bucket_arn: Any, account: Any
 ) -> dict[str, Any]:
-    """The thaw topic's access policy: Glacier (vault) or the archive bucket (s3) may publish."""
+    """The thaw topic's access policy: the back end's publisher (a class of util.archives) may
+    publish: Glacier, or the archive bucket."""
     statement: dict[str, Any] = {
         "Sid": "RetrievalNotices",
         "Effect": "Allow",
-        "Principal": {"Service": THAW_PUBLISHERS[backend]},
+        "Principal": {"Service": backend.PUBLISHER},
         "Action": "sns:Publish",
         "Resource": topic_arn,
     }
-    if backend == "s3":
+    if backend.IN_BUCKET:
         statement["Condition"] = {
             "ArnLike": {"aws:SourceArn": archive_bucket_arn},
             "StringEquals": {"aws:SourceAccount": account},

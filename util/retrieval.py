@@ -1,42 +1,27 @@
-"""A result's way back from Glacier, recorded on its annotations item.
+"""A result's way back from the archive, recorded on its item (docs/design.md, "How a
+retrieval is recorded").
 
-Restore starts retrievals, thaw finishes them (or starts a failed one again). Both go
-through this record so that neither a second message nor a second copy of a worker starts a
-duplicate retrieval:
-
-    archived ──claim──> claimed ──start retrieval, record──> started ──thaw──> back in S3
-                           └──(initiate failed) release──> archived
-                                          started ──(job failed) clear──> archived
-
-`restore_job_id` holds "claim:<token>" while a worker is starting the retrieval, then the
-retrieval's id (util/backends.py: a Glacier job id, or the archive object's key).
-`restore_expires` bounds both: a claim whose holder crashed lapses after `claim_seconds`, a
-retrieval after `retrieval_lifetime_seconds` (Glacier keeps a job's output for 24 hours), and
-a lapsed one may be started again.
-
-The record keeps duplicates away; it does not decide which retrieval thaw may use. Any
-retrieval of the archive the item names brings back the same, verified bytes, so thaw takes
-the first that succeeds (`finish` asks only that the item still names the archive): a
-retrieval started twice because an answer was lost, or whose claim was released after a
-failure that in fact took effect, still brings the result back.
-
-Every conditional write here reads a failed condition as "look at what is there": the item
-holding this very claim or retrieval means the write's first attempt took effect and only its
-answer was lost (util.helpers.Write).
+Restore starts retrievals, thaw finishes them (or starts a failed one again). The claim (a
+lease, util/leases.py) comes before the start, so that of two workers only one calls the back
+end; the record keeps duplicates away but does not choose which retrieval thaw may use: any
+retrieval of the archive the item names brings back the same verified bytes. Every failed
+condition here is looked at: our own claim or retrieval there means our first attempt took
+effect (util.helpers.Write).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from util.backends import Backend
-from util.glacier import ExpeditedUnavailable
-from util.helpers import (
+from util.archives import Backend, ExpeditedUnavailable
+from util.aws import Aws
+from util.helpers import Annotations, Write
+from util.leases import RETRIEVAL_CLAIM
+from util.schema import (
     ARCHIVE_ID,
     JOB_ID,
     RESTORE_EXPIRES,
@@ -46,15 +31,11 @@ from util.helpers import (
     RESULT_ETAG,
     THAW_JOB_ID,
     THAW_TIME,
-    Annotations,
-    Aws,
-    Write,
 )
 from util.util_config import Config
 
 log = logging.getLogger("gas")
 
-CLAIM_PREFIX = "claim:"
 CLAIM_POLL_SECONDS = 0.2
 # The expression names every update below uses.
 _NAMES = {
@@ -66,17 +47,21 @@ _NAMES = {
 }
 
 
+StartStatus = Literal["started", "in progress", "claimed elsewhere", "not archived"]
+
+
 @dataclass(frozen=True)
 class Start:
     """What `Retrievals.start` did for one result."""
 
-    status: str  # started | in progress | claimed elsewhere | not archived
+    status: StartStatus
     tier: str = ""
     retry_at: float = 0.0  # for "claimed elsewhere": when that claim lapses
 
 
 def is_claim(restore_job_id: str | None) -> bool:
-    return restore_job_id is not None and restore_job_id.startswith(CLAIM_PREFIX)
+    """Whether `restore_job_id` is a claim (util/leases.py), not a retrieval's id."""
+    return RETRIEVAL_CLAIM.is_token(restore_job_id)
 
 
 def under_way(job: dict[str, Any], now: float) -> bool:
@@ -106,22 +91,25 @@ class Retrievals:
         only "no Expedited capacity" moves on to the next one, any other error is raised.
         """
         job_id, archive_id = job[JOB_ID], job[ARCHIVE_ID]
-        claim = f"{CLAIM_PREFIX}{uuid.uuid4()}"
-        now = int(self.clock())
-        claimed = self.jobs.update_if(
-            job_id,
-            "SET #job = :claim, #expires = :expires REMOVE #tier, #time",
-            "#archive = :archive AND (attribute_not_exists(#expires) OR #expires < :now)",
-            _NAMES,
-            {
-                ":claim": claim,
-                ":expires": now + self.claim_seconds,
-                ":archive": archive_id,
-                ":now": now,
-            },
-        )
-        if not claimed.holds(RESTORE_JOB_ID, claim):
-            return self.why_not_started(job_id, archive_id, claimed.item)
+        deadline = time.monotonic() + self.claim_wait_seconds
+        while True:
+            now = int(self.clock())
+            claim, claimed = RETRIEVAL_CLAIM.take(
+                self.jobs,
+                job_id,
+                self.claim_seconds,
+                now,
+                when="#archive = :archive",
+                names=_NAMES,
+                values={":archive": archive_id},
+                also="REMOVE #tier, #time",
+            )
+            if RETRIEVAL_CLAIM.held(claimed, claim):
+                break
+            why = self.why_not_started(archive_id, claimed.item, deadline)
+            if why is not None:
+                return why
+            time.sleep(CLAIM_POLL_SECONDS)
         try:
             retrieval_id, tier = self.initiate(
                 archive_id, job_id, tiers or self.backend.tiers(archive_id)
@@ -163,27 +151,25 @@ class Retrievals:
                 log.info("job %s: no %s capacity, trying the next tier", job_id, tier)
         return self.backend.start_retrieval(archive_id, job_id, tiers[-1]), tiers[-1]
 
-    def why_not_started(self, job_id: str, archive_id: str, job: dict[str, Any]) -> Start:
-        """Why the claim failed, from the item as it was then (`job`), looked at again while
-        another worker's claim is one InitiateJob call away from a recorded retrieval: give
-        it a few seconds before calling it "claimed elsewhere" and deferring the message."""
-        deadline = time.monotonic() + self.claim_wait_seconds
-        while True:
-            if job.get(ARCHIVE_ID) != archive_id:
-                return Start("not archived")
-            if not is_claim(job.get(RESTORE_JOB_ID)):
-                return Start("in progress", job.get(RESTORE_TIER, ""))
-            if time.monotonic() >= deadline:
-                return Start("claimed elsewhere", retry_at=job[RESTORE_EXPIRES])
-            time.sleep(CLAIM_POLL_SECONDS)
-            job = self.jobs.get(job_id) or {}
+    def why_not_started(
+        self, archive_id: str, job: dict[str, Any], deadline: float
+    ) -> Start | None:
+        """Why the claim failed, from the item as the failed take found it (`job`); None to
+        take it again: while another worker's claim is one InitiateJob call away from a
+        recorded retrieval (or is let go), until `deadline`, then "claimed elsewhere"."""
+        if job.get(ARCHIVE_ID) != archive_id:
+            return Start("not archived")
+        recorded = job.get(RESTORE_JOB_ID)
+        if recorded and not is_claim(recorded):
+            return Start("in progress", job.get(RESTORE_TIER, ""))
+        if time.monotonic() >= deadline:
+            return Start("claimed elsewhere", retry_at=job.get(RESTORE_EXPIRES, 0))
+        return None
 
     def release(self, job_id: str, claim: str) -> None:
         """Give up a claim after a failed start, so the next attempt need not wait for it."""
         try:
-            self.jobs.update_if(
-                job_id, "REMOVE #job, #expires", "#job = :claim", _NAMES, {":claim": claim}
-            )
+            RETRIEVAL_CLAIM.release(self.jobs, job_id, claim)
         except Exception:  # the claim lapses by itself; the original error matters more
             log.exception("job %s: could not release retrieval claim", job_id)
 

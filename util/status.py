@@ -2,19 +2,10 @@
 
     python -m util.status [--config FILE]... [--format text|json] [--reasons 5]
 
-- per utility queue: messages visible, in flight (received, not yet deleted), delayed; the
-  age of the oldest message from CloudWatch's ``ApproximateAgeOfOldestMessage`` (SQS itself
-  does not say it: the latest 5-minute maximum, ``-`` when CloudWatch has no datapoint, as
-  in the local stack, whose SQS publishes no metrics);
-- its dead-letter queue's depth and the latest reasons, read from the ``gas_reason``
-  attribute the worker puts on each message it dead-letters. Peeked, not consumed: received
-  with a visibility timeout of 0, so they stay where they are (a dead-letter queue has no
-  redrive policy of its own, so receiving counts against nothing);
-- retrievals in progress (recorded on the annotations items, not claims) and their age: a
-  filtered Scan, so it reads the whole table;
-- the last reconcile pass's report (``s3://<results_bucket>/<[reconcile] report_key>``).
-
-Exit status: 0 shown; 1 AWS failed; 2 bad configuration.
+Per utility queue its depth and oldest message, its dead-letter queue's depth and latest
+reasons (peeked, not consumed), the retrievals in progress, and the last reconcile pass's
+report (docs/reconcile-and-metrics.md#status). Exit status: 0 shown; 1 AWS failed; 2 bad
+configuration.
 """
 
 from __future__ import annotations
@@ -28,9 +19,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util.helpers import JOB_ID, RESTORE_JOB_ID, RESTORE_TIER, RESTORE_TIME, Annotations, Aws
-from util.reconcile.reconcile import load_report
+from util.aws import Aws
+from util.helpers import Annotations
+from util.reconcile.report import load_report
 from util.retrieval import is_claim
+from util.schema import JOB_ID, RESTORE_JOB_ID, RESTORE_TIER, RESTORE_TIME
 from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
 
 UTILITIES = ("archive", "restore", "thaw", "notify")

@@ -1,6 +1,6 @@
 """systemd's side of a service, with the standard library only: sd_notify and journald levels.
 
-- `Notifier` sends READY=1, STOPPING=1, STATUS=… and WATCHDOG=1 datagrams to
+- `ServiceManager` sends READY=1, STOPPING=1, STATUS=… and WATCHDOG=1 datagrams to
   ``$NOTIFY_SOCKET`` (a path, or ``@name`` in the abstract namespace), as sd_notify(3) does;
   without ``$NOTIFY_SOCKET`` (not run by systemd, or not ``Type=notify``) it sends nothing.
 - `Watchdog` pings from a daemon thread every half ``$WATCHDOG_USEC``, but only while the
@@ -29,7 +29,7 @@ log = logging.getLogger("gas")
 SEND_TIMEOUT_SECONDS = 1.0
 
 
-class Notifier:
+class ServiceManager:
     """Sends state changes to the service manager; does nothing without a socket."""
 
     def __init__(self, address: str | None = None, watchdog_interval: float | None = None):
@@ -38,7 +38,7 @@ class Notifier:
         self.watchdog_interval = watchdog_interval if self.address else None
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Notifier:
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ServiceManager:
         """The notifier systemd asks for: ``$NOTIFY_SOCKET`` and half of ``$WATCHDOG_USEC``."""
         address = environ.get("NOTIFY_SOCKET") or None
         if address is not None and not address.startswith(("/", "@")):
@@ -86,7 +86,10 @@ class Watchdog:
     """
 
     def __init__(
-        self, notifier: Notifier, stall_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        notifier: ServiceManager,
+        stall_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.notifier = notifier
         self.stall_seconds = stall_seconds

@@ -1,70 +1,51 @@
-"""The queue worker every utility runs: receive, handle, act on the outcome, stop cleanly.
-
-A utility supplies a handler ``(Message) -> Outcome``; everything about SQS lives here:
-long polling, SNS unwrapping, concurrency, visibility heartbeats, backoff, the dead-letter
-queue, signals and the per-message log line.
+"""The queue loop every utility runs: receive, hand each message to the handler, settle its
+outcome, stop cleanly (docs/runtime.md).
 
 Two threads share the work. The receiver long-polls for as many messages as there are free
-slots (``concurrency`` minus the messages held) and hands each to the pool at once; the main
-loop settles each message as soon as its handler returns, which frees its slot for the next
-receive, and meanwhile extends the visibility of the ones still running, cancels any past
-``handler_timeout_seconds`` and, once stopping, drains. One long transfer therefore holds one
-slot, never the others: no message waits for another's batch.
-
-Retries and defers come back as fresh copies. The handler decided, so its message has not
-failed: on ``retry`` or ``defer`` the worker sends the message again (its body and
-attributes as received, plus ``gas_retries``, the handler's retries so far) with a delay,
-and deletes the one it received. A retry's delay is ``retry_base_seconds`` doubled per
-earlier retry, plus up to 25 % jitter, at most ``retry_max_seconds``; a defer's is the
-handler's, at most ``retry_max_seconds`` too (a longer one comes back sooner, and its handler
-defers it again). SQS delays a message 15 min at most, so a longer delay rides on
-``gas_not_before``: a copy received before then is hidden again for the rest, and its
-handler does not run. So the queue's redrive policy counts, per copy, only the deliveries
-that ended with no outcome (a crash, a worker frozen past the visibility timeout) and such
-early receives, while the handler's retries are counted by ``gas_retries``: past
-``max_retries`` the worker moves the message to the dead-letter queue itself ("gave up after
-N retries: <last reason>"). A copy that cannot be sent (refused, or one attribute too many
-for SQS's 10) leaves the message received hidden for the delay instead, as a visibility
-change: nothing is lost, and a sent copy whose original then fails to be deleted is only a
-duplicate. ``gas_retries`` and ``gas_not_before`` are anyone's to forge: a garbled one counts
-as absent, and ``gas_not_before`` is believed at most ``retry_max_seconds`` past the copy's
-SentTimestamp. A failed receive pauses 1 s, doubling per failure in a row up to 60 s.
+slots and hands each to the pool at once; the main loop settles each message as soon as its
+handler returns, which frees its slot, and meanwhile extends the visibility of the ones still
+running, cancels any past ``handler_timeout_seconds`` and, once stopping, drains. A retry or
+a defer comes back as a fresh copy (util/messages.py), so the queue's redrive policy counts
+only deliveries that ended without an outcome; past ``max_retries`` the worker dead-letters
+the message itself.
 """
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import json
 import logging
-import math
 import os
 import random
 import signal
-import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util import metrics, systemd
-from util.helpers import Aws, InvalidMessage, decode_body
-from util.util_config import Config, ConfigError, add_config_option, load
+from util.aws import Aws
+from util.helpers import InvalidMessage
+from util.messages import (
+    HANDED_BACK,
+    NOT_BEFORE,
+    RETRIES,
+    Handler,
+    Message,
+    Outcome,
+    decode_body,
+    invalid,
+    number_attribute,
+    own_attributes,
+    retry,
+    retry_delay,
+)
+from util.sqs import SQS_MAX_ATTRIBUTES, SQS_MAX_DELAY, Queue, capped, receive_backoff
+from util.util_config import Config
 
-SQS_MAX_VISIBILITY = 43200  # 12 h, counted from the receive
-SQS_MAX_DELAY = 900  # 15 min: the longest a message is delayed when sent
-SQS_MAX_ATTRIBUTES = 10  # message attributes of one message
-# What the worker writes on a copy it sends: the handler's retries so far, and when the copy
-# is due (epoch seconds) if that is beyond SQS_MAX_DELAY.
-RETRIES, NOT_BEFORE = "gas_retries", "gas_not_before"
 HEARTBEAT_TICK = 0.25  # how often the loop looks at deadlines while handlers run
-RETRY_JITTER = 0.25  # a retry's delay grows by up to this fraction, never shrinks
-RECEIVE_BACKOFF_FIRST, RECEIVE_BACKOFF_MAX = 1.0, 60.0  # pause after failed receives
 # A finished message's delete waits this long for others to share its batch; its slot is free
 # at once. Far below any visibility timeout; a crash in between only means a redelivery.
 DELETE_WAIT_SECONDS = 1.0
@@ -73,123 +54,6 @@ DELETE_WAIT_SECONDS = 1.0
 RECEIVE_STALL_SECONDS = 60
 
 log = logging.getLogger("gas")
-
-
-# What the runtime does with a message: delete it, leave it to come back, bring it back after a
-# delay, move it to the dead-letter queue, make it visible again at once (we are stopping), or
-# hide a copy received before it is due until then.
-Action = Literal["done", "retry", "defer", "invalid", "handed back", "early"]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the runtime does with a message once its handler returns."""
-
-    action: Action
-    reason: str = ""
-    delay: int = 0
-
-
-def done(reason: str = "") -> Outcome:
-    return Outcome("done", reason)
-
-
-def retry(reason: str = "") -> Outcome:
-    return Outcome("retry", reason)
-
-
-def defer(seconds: float, reason: str = "") -> Outcome:
-    return Outcome("defer", reason, max(1, math.ceil(seconds)))
-
-
-def invalid(reason: str) -> Outcome:
-    return Outcome("invalid", reason)
-
-
-HANDED_BACK = Outcome("handed back", "worker stopping")
-
-
-def retry_delay(retry: int, base: int, cap: int, rng: random.Random) -> int:
-    """Seconds the `retry`-th retry of a message waits: `base` doubled per earlier retry, plus
-    up to RETRY_JITTER of it (spreading a burst of retries), at most `cap`.
-
-    The jitter only adds, so `n` retries last at least base * (2**n - 1) seconds (if the cap
-    allows): the outage max_retries rides out.
-    """
-    delay = base * 2 ** min(max(retry, 1) - 1, 30)
-    return int(min(cap, delay * (1 + rng.uniform(0, RETRY_JITTER))))
-
-
-def receive_backoff(failures: int, rng: random.Random) -> float:
-    """The pause after `failures` receives in a row failed: RECEIVE_BACKOFF_FIRST doubled per
-    failure up to RECEIVE_BACKOFF_MAX, its second half random (so a fleet does not return
-    to a recovering SQS in step)."""
-    ceiling = min(RECEIVE_BACKOFF_MAX, RECEIVE_BACKOFF_FIRST * 2 ** min(failures - 1, 30))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-@dataclass
-class Message:
-    """One received SQS message as a handler sees it."""
-
-    message_id: str
-    receipt_handle: str
-    body: str
-    receive_count: int
-    attributes: dict[str, Any]
-    received_at: float
-    visible_until: float
-    sent_at: float = 0.0  # when SQS accepted it (SentTimestamp), epoch seconds
-    data: dict[str, Any] = field(default_factory=dict)
-    job_id: str | None = None  # handlers may set it; it goes into the log line
-    # Set when the drain grace is nearly over: a long handler should give up cleanly.
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    started_at: float | None = None  # when its handler started (monotonic)
-    timed_out: bool = False  # cancelled because the handler time limit passed
-    duration: float = 0.0
-    # What the handler did, as metrics (util/metrics.py): e.g. {"BytesArchived": 1234}.
-    metrics: dict[str, float] = field(default_factory=dict)
-    retries: int = 0  # the handler's retries of earlier copies (gas_retries)
-    not_before: float | None = None  # a copy's due time, epoch seconds (gas_not_before)
-
-    @property
-    def delivered_before(self) -> bool:
-        """This message, or an earlier copy of it, was delivered before: that delivery may
-        have done part of the work. A copy the worker sent always carries gas_retries."""
-        return self.receive_count > 1 or RETRIES in self.attributes
-
-
-def copy_number(message_id: str, attributes: dict[str, Any], name: str) -> float | None:
-    """The value of a number the worker writes on a copy (gas_retries, gas_not_before); None
-    if absent, or if garbled (logged): a finite number, not negative, a whole one for a count.
-    """
-    if name not in attributes:
-        return None
-    text = attributes[name].get("StringValue")
-    try:
-        number = float(text)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number < 0 or (name == RETRIES and not number.is_integer()):
-        log.warning("message %s: %s %r is garbled, ignored", message_id, name, text)
-        return None
-    return number
-
-
-def own_attributes(message: Message) -> dict[str, dict[str, Any]]:
-    """A message's attributes but the worker's copy numbers, as SendMessage takes them."""
-    return {
-        name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
-        for name, value in message.attributes.items()
-        if name not in (RETRIES, NOT_BEFORE)
-    }
-
-
-def number_attribute(value: int) -> dict[str, str]:
-    return {"DataType": "Number", "StringValue": str(value)}
-
-
-Handler = Callable[[Message], Outcome]
 
 
 class Worker:
@@ -202,19 +66,13 @@ class Worker:
         config: Config,
         aws: Aws,
         queue: str,
-        notifier: systemd.Notifier | None = None,
+        notifier: systemd.ServiceManager | None = None,
     ):
         self.utility = utility
         self.handler = handler
         self.settings = config.worker
         self.config = config
-        self.sqs = aws.client("sqs")
-        self.queue_url = aws.queue_url(queue)
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
-        )["Attributes"]
-        self.visibility_timeout = int(attributes["VisibilityTimeout"])
-        self.dead_letter_url = self._dead_letter_url(aws, attributes.get("RedrivePolicy"))
+        self.queue = Queue(aws, queue, utility)
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=utility)
         # The messages held (received, not yet settled); only the receiver adds to it.
         self.in_flight: dict[Future[Outcome], Message] = {}
@@ -227,20 +85,10 @@ class Worker:
         self.stop_requested_at: float | None = None
         self.stopped = threading.Event()
         self.pause = self.stopped.wait  # a sleep that a stop interrupts
-        self.notifier = notifier or systemd.Notifier()
+        self.notifier = notifier or systemd.ServiceManager()
         self.watchdog = systemd.Watchdog(
             self.notifier, self.settings.wait_seconds + RECEIVE_STALL_SECONDS
         )
-
-    def _dead_letter_url(self, aws: Aws, redrive_policy: str | None) -> str:
-        # Without a DLQ an invalid message could only be dropped or retried forever.
-        if not redrive_policy:
-            raise ConfigError(f"queue {self.queue_url} has no RedrivePolicy (dead-letter queue)")
-        arn = json.loads(redrive_policy)["deadLetterTargetArn"]
-        _, _, _, _, account, name = arn.split(":", 5)
-        return aws.client("sqs").get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)[
-            "QueueUrl"
-        ]
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -249,10 +97,10 @@ class Worker:
         log.info(
             "%s: consuming %s (concurrency %d)",
             self.utility,
-            self.queue_url,
+            self.queue.url,
             self.settings.concurrency,
         )
-        self.notifier.send("READY=1", f"STATUS=consuming {self.queue_url}")
+        self.notifier.send("READY=1", f"STATUS=consuming {self.queue.url}")
         self.watchdog.start()
         receiver = threading.Thread(
             target=self.receive_loop, args=(once,), daemon=True, name=f"{self.utility}-receive"
@@ -284,7 +132,9 @@ class Worker:
                     break
                 self.receive_started = time.monotonic()
                 try:
-                    messages = self.receive(min(free, self.settings.max_messages))
+                    messages = self.queue.receive(
+                        min(free, self.settings.max_messages), self.settings.wait_seconds
+                    )
                 except Exception as exc:  # noqa: BLE001 - nothing may end the receiving
                     # botocore has already retried; back off so an outage is no busy loop.
                     failures += 1
@@ -372,37 +222,6 @@ class Worker:
         self.stopped.set()
         self.notifier.send("STOPPING=1", f"STATUS=draining (up to {self.settings.drain_seconds}s)")
 
-    def receive(self, count: int) -> list[Message]:
-        """Up to `count` messages, long-polling."""
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=count,
-            WaitTimeSeconds=self.settings.wait_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
-            MessageAttributeNames=["All"],
-        )
-        now = time.monotonic()
-        messages = []
-        for m in response.get("Messages", []):
-            attributes = m.get("MessageAttributes", {})
-            retries = copy_number(m["MessageId"], attributes, RETRIES)
-            messages.append(
-                Message(
-                    message_id=m["MessageId"],
-                    receipt_handle=m["ReceiptHandle"],
-                    body=m["Body"],
-                    receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
-                    attributes=attributes,
-                    received_at=now,
-                    visible_until=now + self.visibility_timeout,
-                    sent_at=int(m.get("Attributes", {}).get("SentTimestamp", time.time() * 1000))
-                    / 1000,
-                    retries=0 if retries is None else int(retries),
-                    not_before=copy_number(m["MessageId"], attributes, NOT_BEFORE),
-                )
-            )
-        return messages
-
     def enforce_time_limit(self, messages: list[Message]) -> None:
         """Ask handlers running past handler_timeout_seconds to give up; their messages are
         handed back when they return."""
@@ -479,9 +298,9 @@ class Worker:
                 elif outcome.action == "handed back":
                     # Abandoned (stopping, or past its time limit): let another copy (or our
                     # restart) take it now rather than after the visibility timeout.
-                    self.change_visibility([message], 0)
+                    self.queue.change_visibility([message], 0)
                 elif outcome.action == "early":
-                    self.change_visibility([message], self.capped(message, outcome.delay))
+                    self.queue.change_visibility([message], capped(message, outcome.delay))
                 else:  # retry, defer: a fresh copy, later (module docstring)
                     outcome = self.later(message, outcome)
             except (BotoCoreError, ClientError) as exc:
@@ -532,12 +351,7 @@ class Worker:
             )
         else:
             try:
-                self.sqs.send_message(
-                    QueueUrl=self.queue_url,
-                    MessageBody=message.body,
-                    MessageAttributes=attributes,
-                    DelaySeconds=min(delay, SQS_MAX_DELAY),
-                )
+                self.queue.send(message.body, attributes, delay)
             except (BotoCoreError, ClientError) as exc:
                 log.error(
                     "%s: message %s: could not send it again, hidden instead: %s",
@@ -556,8 +370,8 @@ class Worker:
                 settings.retry_max_seconds,
                 self.rng,
             )
-        hidden = self.capped(message, delay)
-        self.change_visibility([message], hidden)
+        hidden = capped(message, delay)
+        self.queue.change_visibility([message], hidden)
         return Outcome(outcome.action, outcome.reason, hidden)
 
     def flush_deletes(self, force: bool = False) -> None:
@@ -566,7 +380,7 @@ class Worker:
         waiting = self.to_delete
         if waiting and (force or len(waiting) >= 10 or time.monotonic() >= self.delete_due):
             self.to_delete = []
-            self.delete(waiting)
+            self.queue.delete(waiting)
 
     def move_to_dead_letter(self, message: Message, reason: str) -> None:
         """Send the message to the dead-letter queue with why; its copy numbers stay behind,
@@ -576,75 +390,20 @@ class Worker:
             {
                 "gas_reason": {"DataType": "String", "StringValue": reason[:1000] or "invalid"},
                 "gas_utility": {"DataType": "String", "StringValue": self.utility},
-                "gas_source_queue": {"DataType": "String", "StringValue": self.queue_url},
+                "gas_source_queue": {"DataType": "String", "StringValue": self.queue.url},
                 "gas_message_id": {"DataType": "String", "StringValue": message.message_id},
             }
         )
-        self.sqs.send_message(
-            QueueUrl=self.dead_letter_url, MessageBody=message.body, MessageAttributes=attributes
-        )
-
-    def delete(self, messages: list[Message]) -> None:
-        for start in range(0, len(messages), 10):
-            chunk = messages[start : start + 10]
-            try:
-                response = self.sqs.delete_message_batch(
-                    QueueUrl=self.queue_url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": m.receipt_handle}
-                        for i, m in enumerate(chunk)
-                    ],
-                )
-            except (BotoCoreError, ClientError) as exc:
-                log.error(
-                    "%s: delete failed, %d message(s) will be redelivered: %s",
-                    self.utility,
-                    len(chunk),
-                    exc,
-                )
-                continue
-            for failure in response.get("Failed", []):
-                log.error(
-                    "%s: delete of %s failed: %s",
-                    self.utility,
-                    chunk[int(failure["Id"])].message_id,
-                    failure.get("Message"),
-                )
-
-    def change_visibility(self, messages: list[Message], seconds: int) -> None:
-        for start in range(0, len(messages), 10):
-            chunk = messages[start : start + 10]
-            response = self.sqs.change_message_visibility_batch(
-                QueueUrl=self.queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
-                    for i, m in enumerate(chunk)
-                ],
-            )
-            now = time.monotonic()
-            failed = {int(f["Id"]) for f in response.get("Failed", [])}
-            for i, message in enumerate(chunk):
-                if i in failed:
-                    log.warning(
-                        "%s: visibility change of %s failed", self.utility, message.message_id
-                    )
-                else:
-                    message.visible_until = now + seconds
-
-    @staticmethod
-    def capped(message: Message, seconds: int) -> int:
-        """SQS refuses a visibility that reaches past 12 h after the receive."""
-        left = SQS_MAX_VISIBILITY - int(time.monotonic() - message.received_at) - 1
-        return max(0, min(seconds, left))
+        self.queue.dead_letter(message, attributes)
 
     def extend_visibility(self, messages: list[Message]) -> None:
         """Keep a message hidden while it is worked on, once half its timeout has gone."""
         now = time.monotonic()
-        due = [m for m in messages if m.visible_until - now < self.visibility_timeout / 2]
+        due = [m for m in messages if m.visible_until - now < self.queue.visibility_timeout / 2]
         if not due:
             return
         try:
-            self.change_visibility(due, self.capped(due[0], self.visibility_timeout))
+            self.queue.change_visibility(due, capped(due[0], self.queue.visibility_timeout))
         except (BotoCoreError, ClientError) as exc:
             log.error("%s: could not extend visibility: %s", self.utility, exc)
 
@@ -653,7 +412,7 @@ class Worker:
         if not messages:
             return
         try:
-            self.change_visibility(messages, 0)
+            self.queue.change_visibility(messages, 0)
         except (BotoCoreError, ClientError) as exc:
             log.error("%s: could not hand back %d message(s): %s", self.utility, len(messages), exc)
         for message in messages:
@@ -736,123 +495,3 @@ class Worker:
                 }
             },
         )
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the structured fields of per-message lines."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-        }
-        entry.update(getattr(record, "fields", None) or {"message": record.getMessage()})
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(log_format: str, level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = (
-        JsonFormatter()
-        if log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
-    if systemd.stderr_is_journal():
-        # journald takes each line's priority from the prefix and strips it.
-        formatter = systemd.JournalFormatter(formatter)
-    handler.setFormatter(formatter)
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    # botocore logs every retry at DEBUG; its warnings are worth keeping.
-    logging.getLogger("botocore").setLevel(max(logging.getLevelName(level), logging.WARNING))
-
-
-# glibc's M_MMAP_THRESHOLD, and the size from which buffers are mapped: transfer parts.
-_M_MMAP_THRESHOLD, _MAPPED_FROM = -3, 1024 * 1024
-
-
-def map_large_buffers() -> None:
-    """Have glibc map every buffer of 1 MiB or more on its own, and unmap it when freed.
-
-    By default glibc raises its mapping threshold to the size of the largest buffer freed,
-    so after the first part of a transfer each thread's parts (16 MiB) come from its heap
-    arena, which keeps them once freed: about 15 MiB above the parts in flight. A fixed
-    threshold keeps the worker within `transfer_threads` × part size. Not glibc: nothing.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MAPPED_FROM)
-    except (OSError, AttributeError):
-        pass
-
-
-def main(
-    utility: str, make_handler: Callable[[Config, Aws], Handler], argv: list[str] | None = None
-) -> int:
-    """The command line every utility shares; returns the process exit code."""
-    map_large_buffers()
-    parser = argparse.ArgumentParser(prog=utility, description=f"GAS {utility} worker")
-    add_config_option(parser)
-    parser.add_argument(
-        "--once",
-        action="store_true",
-        help="drain the queue, then exit 0 when a receive returns nothing",
-    )
-    parser.add_argument("--log-format", choices=["text", "json"])
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
-
-    def start() -> list[Worker]:
-        config = load(utility, args.config)
-        configure_logging(
-            args.log_format or config.worker.log_format, args.log_level or config.worker.log_level
-        )
-        aws = Aws(config)
-        return [
-            Worker(
-                utility,
-                make_handler(config, aws),
-                config,
-                aws,
-                getattr(config, utility).queue,
-                systemd.Notifier.from_environ(),
-            )
-        ]
-
-    return run(utility, start, once=args.once)
-
-
-def run(name: str, start: Callable[[], Sequence[Worker]], once: bool = False) -> int:
-    """Make the workers, then run them until a signal stops them; the process exit code.
-
-    A setting that is missing or malformed exits 2 and AWS out of reach at start exits 1,
-    each with one line naming the cause. Several workers (loops over one queue) run in
-    threads; SIGTERM/SIGINT asks each to stop, and a second signal exits at once.
-    """
-    try:
-        workers = start()
-    except ConfigError as exc:
-        print(f"{name}: config error: {exc}", file=sys.stderr)
-        return 2
-    except (BotoCoreError, ClientError) as exc:
-        print(f"{name}: cannot start: {exc}", file=sys.stderr)
-        return 1
-
-    def request_stop(signum: int, frame: Any = None) -> None:
-        for worker in workers:
-            worker.request_stop(signum, frame)
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    # The first worker runs in the main thread, where the signal handlers run too.
-    others = [
-        threading.Thread(target=w.work, kwargs={"once": once}, name=f"{name}-{i}")
-        for i, w in enumerate(workers[1:], 1)
-    ]
-    for thread in others:
-        thread.start()
-    workers[0].work(once=once)
-    for thread in others:
-        thread.join()
-    return 0

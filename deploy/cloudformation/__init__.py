@@ -26,6 +26,7 @@ from deploy.iam import (
     load_config,
     policy,
 )
+from util.archives import BACKENDS, backend_named
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_RETENTION_SECONDS,
@@ -43,7 +44,6 @@ from util.resources import (
 )
 from util.util_config import KEYS, Config, Key, env_name
 
-BACKENDS = ("vault", "s3")
 S3_BACKEND, CREATE_TABLES, HAS_KMS_KEY = "S3Backend", "CreateTables", "HasKmsKey"
 NO_VALUE = {"Ref": "AWS::NoValue"}
 # The settings that name a resource (or shape a policy): each a parameter of the template.
@@ -193,7 +193,7 @@ def template() -> dict[str, Any]:
             "Topics": [{"Ref": thaw}],
             "PolicyDocument": by_backend(
                 lambda backend: thaw_topic_policy(
-                    backend,
+                    backend_named(backend),
                     {"Ref": thaw},
                     sub(Arns.bucket(gas.archive_bucket)),
                     {"Ref": "AWS::AccountId"},

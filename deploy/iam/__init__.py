@@ -19,9 +19,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from util.ann_load import CONFIG_FILE as ANN_LOAD_CONFIG_FILE
-from util.ann_load import TEMP_QUEUE_PREFIX as ANN_LOAD_QUEUE_PREFIX
-from util.helpers import USER_INDEX
+from util.ann_load_aws import TEMP_QUEUE_PREFIX as ANN_LOAD_QUEUE_PREFIX
+from util.archives import backend_class
 from util.resources import DEAD_LETTER_SUFFIX
+from util.schema import USER_INDEX
 from util.util_config import Config, load
 
 HERE = Path(__file__).resolve().parent
@@ -164,7 +165,7 @@ def archive(config: Config, arns: Arns) -> list[Statement]:
         # archive could not tell "already archived by another copy" from a real failure.
         allow("ListResults", ["s3:ListBucket"], arns.bucket(gas.results_bucket)),
     ]
-    if gas.archive_backend == "s3":
+    if backend_class(config).IN_BUCKET:
         # HeadObject (made already?), a (multipart) copy into the archive class; an orphan of
         # a lost race is deleted.
         statements += [
@@ -203,7 +204,7 @@ def restore(config: Config, arns: Arns) -> list[Statement]:
             f"{arns.table(gas.annotations_table)}/index/{USER_INDEX}",
         ),
     ]
-    if gas.archive_backend == "s3":
+    if backend_class(config).IN_BUCKET:
         statements += [
             # HeadObject: DEEP_ARCHIVE has no Expedited tier.
             _archive_objects(config, arns, ["GetObject", "RestoreObject"]),
@@ -227,7 +228,7 @@ def thaw(config: Config, arns: Arns) -> list[Statement]:
         *_queue_worker(arns, config.thaw.queue),
         _annotations(config, arns, ["GetItem", "UpdateItem"]),
     ]
-    if gas.archive_backend == "s3":
+    if backend_class(config).IN_BUCKET:
         statements += [
             # Copy back (multipart above one part), compare ETags, delete a copy that differs.
             allow(
@@ -313,7 +314,7 @@ def reconcile(config: Config, arns: Arns) -> list[Statement]:
             arns.queue(config.restore.queue),
         ),
     ]
-    if gas.archive_backend == "s3":
+    if backend_class(config).IN_BUCKET:
         # List the archive prefix, HeadObject an orphan again, delete it.
         statements += [
             _archive_objects(config, arns, ["GetObject", "DeleteObject"]),
@@ -399,7 +400,7 @@ def ann_load(config: Config, arns: Arns) -> list[Statement]:
         ),
         _CALLER_IDENTITY,
     ]
-    if gas.archive_backend == "s3":
+    if backend_class(config).IN_BUCKET:
         statements.append(_archive_objects(config, arns, ["DeleteObject"]))
     else:
         statements.append(

@@ -25,9 +25,9 @@ from botocore.client import BaseClient
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from localaws import iam as local_iam
+from localaws.stack import CREDENTIALS, REGION, launch
 from tests.conftest import wait_for
-from util.local import iam as local_iam
-from util.local.stack import CREDENTIALS, REGION, launch
 from util.resources import utility_config_files
 from util.util_config import Config, load
 

@@ -17,7 +17,9 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import wait_for
 from tests.contract.account import Account, error_code, local_only, status, unique
-from util.glacier import MIB, combine_tree_hashes, tree_hash_leaves
+from util.archives import backend_named
+from util.archives.layout import MIB
+from util.archives.vault.glacier import combine_tree_hashes, tree_hash_leaves
 from util.resources import queue_policy, thaw_topic_policy
 
 
@@ -93,7 +95,7 @@ def test_a_finished_retrieval_is_announced_on_its_topic_and_its_output_read(
     sns, sqs = account.client("sns"), account.client("sqs")
     topic = str(sns.create_topic(Name=unique())["TopicArn"])
     account.cleanups.append(lambda: sns.delete_topic(TopicArn=topic))
-    policy = thaw_topic_policy("vault", topic, None, account.account_id())
+    policy = thaw_topic_policy(backend_named("vault"), topic, None, account.account_id())
     sns.set_topic_attributes(
         TopicArn=topic, AttributeName="Policy", AttributeValue=json.dumps(policy)
     )

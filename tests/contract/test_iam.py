@@ -17,8 +17,8 @@ from botocore.exceptions import ClientError
 from deploy.iam import Arns
 from tests.conftest import wait_for
 from tests.contract.account import DENIED, Account, AwsAccount, error_code, local_gap, unique
-from util.glacier import MIB
-from util.helpers import USER_INDEX
+from util.archives.layout import MIB
+from util.schema import USER_INDEX
 
 Prepare = Callable[[Account, dict[str, str]], Any]
 Call = Callable[[Account, dict[str, str], Any], Any]

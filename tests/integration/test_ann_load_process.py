@@ -21,7 +21,7 @@ ANN_LOAD = [sys.executable, str(ROOT / "util" / "ann_load.py")]
 def annotator(server: Server, tmp_path: Path) -> Iterator[subprocess.Popen]:
     """The simulated annotator fleet as its own process: 5 at once, 0.2 s a job."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "util.local", "annotator", "--concurrency", "5", "--seconds", "0.2"],
+        [sys.executable, "-m", "localaws", "annotator", "--concurrency", "5", "--seconds", "0.2"],
         cwd=ROOT,
         env={**os.environ, "GAS_WORKER_WAIT_SECONDS": "1"},
         stdout=subprocess.DEVNULL,

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from localaws import faults
 from tests.conftest import (
     Server,
     UtilityProcess,
@@ -17,9 +18,8 @@ from tests.conftest import (
     vault_archive_count,
     wait_for,
 )
-from util.glacier import MIB
-from util.helpers import ARCHIVE_ID
-from util.local import faults
+from util.archives.layout import MIB
+from util.schema import ARCHIVE_ID
 
 
 class ArchiveProcess(UtilityProcess):

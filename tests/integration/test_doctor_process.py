@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from deploy.iam import Arns, kms_statement, policy
+from localaws.stack import REGION
 from tests.conftest import ROOT, Server
-from util.local.stack import REGION
 from util.resources import ABORT_INCOMPLETE_UPLOADS_RULE, lifecycle_rule
 
 ACCOUNT = "123456789012"  # moto's

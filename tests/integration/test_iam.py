@@ -4,7 +4,7 @@ The local stack creates its resources unchecked; the test then creates one IAM u
 utility with that utility's policy (deploy/iam/<utility>.json, or <utility>.s3-backend.json
 for ``archive_backend = s3``, rendered for the stack's account and region) and an
 administrator for its own set-up and look-ups, and switches moto's enforcement on
-(util/local/iam.py). From then on every request is authorised against the caller's
+(localaws/iam.py). From then on every request is authorised against the caller's
 policies, as AWS does.
 """
 
@@ -25,6 +25,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploy.iam import HERE, TEMPLATES, UTILITIES, render
+from localaws import iam as local_iam
+from localaws.ses import sent_emails
+from localaws.stack import REGION
 from tests.conftest import (
     ROOT,
     Server,
@@ -38,11 +41,9 @@ from tests.conftest import (
     set_role,
     wait_for,
 )
-from util.glacier import MIB
-from util.helpers import ARCHIVE_ID, NOTIFIED_TIME, Aws
-from util.local import iam as local_iam
-from util.local.ses import sent_emails
-from util.local.stack import REGION
+from util.archives.layout import MIB
+from util.aws import Aws
+from util.schema import ARCHIVE_ID, NOTIFIED_TIME
 
 
 @dataclass
@@ -252,7 +253,7 @@ def test_ann_load_works_with_its_policy_alone(
     stack, config = enforced.admin, enforced.admin.config
     # Given the simulated annotator fleet, which is not ours to restrict
     annotator = subprocess.Popen(
-        [sys.executable, "-m", "util.local", "annotator", "--concurrency", "5", "--seconds", "0"],
+        [sys.executable, "-m", "localaws", "annotator", "--concurrency", "5", "--seconds", "0"],
         cwd=ROOT,
         env={**os.environ, **enforced.credentials["admin"], "GAS_WORKER_WAIT_SECONDS": "1"},
         stdout=subprocess.DEVNULL,

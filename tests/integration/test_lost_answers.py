@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from tests.conftest import LostAnswers, Server, job, message, put_job, set_role
 from util.archive.archive import Archiver
-from util.helpers import RESTORE_JOB_ID
 from util.restore.restore import Restorer
+from util.schema import RESTORE_JOB_ID
 
 
 def test_initiate_job_sent_again_after_a_lost_answer_starts_no_second_retrieval(

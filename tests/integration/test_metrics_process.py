@@ -10,7 +10,7 @@ import sys
 
 from tests import emf
 from tests.conftest import ROOT, Server, UtilityProcess, job, put_job, run_once, set_role, wait_for
-from util.helpers import ARCHIVE_ID
+from util.schema import ARCHIVE_ID
 
 
 def send(server: Server, queue: str, body: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from localaws.ses import sent_emails
 from tests.conftest import (
     Server,
     UtilityProcess,
@@ -14,8 +15,7 @@ from tests.conftest import (
     run_once,
     wait_for,
 )
-from util.helpers import FAILED, NOTIFIED_TIME
-from util.local.ses import sent_emails
+from util.schema import FAILED, NOTIFIED_TIME
 
 
 def publish(server: Server, *messages: str | dict) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from localaws import faults
 from tests.conftest import Server, UtilityProcess, job, put_job, result_exists, wait_for
-from util.helpers import ARCHIVE_ID
-from util.local import faults
+from util.schema import ARCHIVE_ID
 
 CRASHES = 3
 # A handler's DynamoDB request waits this long in the proxy, unanswered: the worker is killed

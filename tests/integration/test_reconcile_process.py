@@ -27,17 +27,8 @@ from tests.conftest import (
     set_role,
     wait_for,
 )
-from util.helpers import (
-    ARCHIVE_ID,
-    ARCHIVE_UPLOAD,
-    NOTIFY_CLAIM,
-    NOTIFY_CLAIM_EXPIRES,
-    RESTORE_EXPIRES,
-    RESTORE_JOB_ID,
-    RESULT_KEY,
-    Annotations,
-)
-from util.reconcile.reconcile import (
+from util.helpers import Annotations
+from util.reconcile.report import (
     ARCHIVE_NOT_REQUESTED,
     KINDS,
     LOST,
@@ -46,6 +37,15 @@ from util.reconcile.reconcile import (
     RESULT_NOT_DELETED,
     RETRIEVAL_LAPSED,
     STALE_CLAIM,
+)
+from util.schema import (
+    ARCHIVE_ID,
+    ARCHIVE_UPLOAD,
+    NOTIFY_CLAIM,
+    NOTIFY_CLAIM_EXPIRES,
+    RESTORE_EXPIRES,
+    RESTORE_JOB_ID,
+    RESULT_KEY,
 )
 
 # Jobs completed this long ago are past grace + slack + visibility timeout (300 + 3600 + 60).

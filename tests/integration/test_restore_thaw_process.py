@@ -26,8 +26,8 @@ from tests.conftest import (
     vault_archive_count,
     wait_for,
 )
-from util.glacier import MIB
-from util.helpers import ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID
+from util.archives.layout import MIB
+from util.schema import ARCHIVE_ID, RESTORE_JOB_ID, RESTORE_TIER, THAW_JOB_ID
 
 SIZES = {"small": 10, "medium": 3 * MIB + 7, "large": 20 * MIB + 3}  # large: 3 ranges of 8 MiB
 FAST_THAW = {"thaw_part_size_mib": "8"}

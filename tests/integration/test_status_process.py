@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT, Server, job, put_job, run_once, set_role
-from util.helpers import ARCHIVE_ID
+from util.schema import ARCHIVE_ID
 
 
 def status(*args: str) -> subprocess.CompletedProcess:

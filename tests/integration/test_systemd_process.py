@@ -70,7 +70,7 @@ def test_ready_watchdog_during_a_long_poll_and_stopping(server: Server, tmp_path
 
 LOG_SOME_LINES = """
 import logging
-from util.worker import configure_logging
+from util.process import configure_logging
 configure_logging({log_format!r}, "DEBUG")
 log = logging.getLogger("gas")
 log.debug("d"); log.info("i"); log.warning("w"); log.error("e")

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from botocore.retries import standard
 
-from util.local import faults
-from util.local.stack import CREDENTIALS, launch
+from localaws import faults
+from localaws.stack import CREDENTIALS, launch
 
 
 def stop(process: subprocess.Popen) -> str:

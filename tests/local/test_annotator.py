@@ -7,9 +7,13 @@ import json
 
 import pytest
 
+from localaws.annotator import Annotator, annotate, output_keys
 from tests.conftest import Stack, job, message
-from util.ann_load import SAMPLE_INPUT, Submitter, plan
-from util.helpers import (
+from util.ann_load import SAMPLE_INPUT
+from util.ann_load_aws import Submitter
+from util.ann_load_schedule import plan
+from util.helpers import InvalidMessage
+from util.schema import (
     COMPLETED,
     FAILED,
     INPUT_KEY,
@@ -18,9 +22,7 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     RUNNING,
-    InvalidMessage,
 )
-from util.local.annotator import Annotator, annotate, output_keys
 
 
 def submit(stack: Stack, user_id: str = "u-alice") -> str:

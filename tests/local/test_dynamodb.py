@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from moto.dynamodb.models import dynamodb_backends
 
+from localaws import dynamodb as dynamodb_emulation
+from localaws.settings import configure
 from tests.conftest import Server, Stack, put_job, wait_for
-from util.helpers import ARCHIVE_ID, USER_INDEX, Annotations
-from util.local import dynamodb as dynamodb_emulation
-from util.local.glacier import configure
+from util.helpers import Annotations
+from util.schema import ARCHIVE_ID, USER_INDEX
 
 # Long enough that a read made right after a write always falls within it, short enough
 # that a test waits it out in a few seconds.

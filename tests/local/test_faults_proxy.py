@@ -1,4 +1,4 @@
-"""The faults proxy (util/local/faults.py) between real botocore clients and the local stack."""
+"""The faults proxy (localaws/faults.py) between real botocore clients and the local stack."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from localaws import faults
+from localaws.stack import CREDENTIALS, REGION
 from tests.conftest import wait_for
 from tests.local.conftest import stop
-from util.local import faults
-from util.local.stack import CREDENTIALS, REGION
 
 MiB = 1024 * 1024
 # What botocore raises when a connection is reset or closed without an answer.

@@ -1,4 +1,4 @@
-"""The Glacier emulation (util.local.glacier) as boto3 sees it, in process and from a server."""
+"""The Glacier emulation (localaws.glacier) as boto3 sees it, in process and from a server."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from moto import mock_aws
 from moto.glacier.models import glacier_backends
 from moto.server import ThreadedMotoServer
 
+from localaws.glacier import NOTIFICATION_SUBJECT, install
+from localaws.settings import DEFAULT_SETTINGS, Settings, configure
 from tests.conftest import wait_for
-from util.local.glacier import DEFAULT_SETTINGS, NOTIFICATION_SUBJECT, Settings, configure, install
 from util.util_config import ConfigError, load
 
 MIB = 1024 * 1024

@@ -8,8 +8,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from localaws.glacier import NOTIFICATION_SUBJECT
 from tests.conftest import Server, wait_for
-from util.local.glacier import NOTIFICATION_SUBJECT
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 

@@ -1,4 +1,4 @@
-"""util.local.iam's checks of S3 requests, with moto's enforcement on in process."""
+"""localaws.iam's checks of S3 requests, with moto's enforcement on in process."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto import mock_aws, settings
 
-from util.local import iam as iam_emulation
-from util.local import s3 as s3_emulation
+from localaws import iam as iam_emulation
+from localaws import s3 as s3_emulation
 
 REGION = "us-east-1"
 BUCKET = "results-bucket"

@@ -1,4 +1,4 @@
-"""The S3 restore emulation (util.local.s3) as boto3 sees it, in process and from a server."""
+"""The S3 restore emulation (localaws.s3) as boto3 sees it, in process and from a server."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.s3.models import FakeMultipart
 
+from localaws import s3 as s3_emulation
+from localaws.settings import DEFAULT_SETTINGS, configure
+from localaws.stack import announce_restores, encrypt_by_default
 from tests.conftest import Server, Stack, wait_for
-from util.local import s3 as s3_emulation
-from util.local.glacier import DEFAULT_SETTINGS, configure
-from util.local.stack import announce_restores, encrypt_by_default
 
 MIB = 1024 * 1024
 REGION = "us-east-1"

@@ -7,9 +7,9 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto.ses.models import ses_backends
 
+from localaws import ses
+from localaws.settings import configure
 from tests.conftest import Server, Stack
-from util.local import ses
-from util.local.glacier import configure
 
 SENDER = "noreply@gas.example.com"  # the config's [notify] sender, which the stack verifies
 REFUSED = (

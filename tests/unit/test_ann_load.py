@@ -14,31 +14,33 @@ import botocore
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
+from localaws.annotator import Annotator
 from tests.conftest import Stack, job, message, put_job, vault_archive_count, wait_for
-from util.ann_load import (
+from util.ann_load import SAMPLE_INPUT
+from util.ann_load_aws import (
     INPUT_HELD_MAX_BYTES,
     RESULTS_VISIBILITY_SECONDS,
     RESULTS_WAIT_SECONDS,
-    SAMPLE_INPUT,
-    JobRecord,
-    OpenLoop,
     Requests,
     ResultsQueue,
     Sampler,
     Submitter,
-    clean_only,
-    cleanup,
+    process_aws,
+    wake_ups,
+)
+from util.ann_load_cleanup import clean_only, cleanup
+from util.ann_load_report import distribution, percentile
+from util.ann_load_schedule import (
+    JobRecord,
+    OpenLoop,
     intended_times,
     plan,
-    process_aws,
     schedule_span,
     summarize,
-    wake_ups,
     write_outputs,
 )
-from util.ann_load_report import distribution, percentile
-from util.helpers import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, Aws, job_request
-from util.local.annotator import Annotator
+from util.aws import Aws
+from util.schema import COMPLETED, FAILED, JOB_STATUS, PENDING, SYNTHETIC, job_request
 
 # -- the schedule ------------------------------------------------------------------------------
 

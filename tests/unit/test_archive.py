@@ -9,6 +9,7 @@ import os
 import pytest
 from botocore.utils import calculate_tree_hash
 
+from localaws import settings as local_settings
 from tests.conftest import (
     NOW,
     Killed,
@@ -29,9 +30,10 @@ from tests.conftest import (
 from tests.pipeline import Pipeline
 from tests.scenarios import World, use_backend
 from util.archive.archive import Archiver
-from util.glacier import MIB, combine_tree_hashes, part_size_for
-from util.helpers import ARCHIVE_ID, ARCHIVE_UPLOAD, RESULT_ETAG, Annotations, InvalidMessage
-from util.local import glacier as glacier_emulation
+from util.archives.layout import MIB
+from util.archives.vault.glacier import combine_tree_hashes, part_size_for
+from util.helpers import Annotations, InvalidMessage
+from util.schema import ARCHIVE_ID, ARCHIVE_UPLOAD, RESULT_ETAG
 
 
 def archiver(stack: Stack, part_size_mib: int = 1, clock: float = NOW) -> Archiver:
@@ -99,7 +101,7 @@ def test_premium_user_is_not_archived(stack: Stack) -> None:
     put_job(stack, job_id="jb", user_id="u-bob")
     handler = archiver(stack)
     uploads = []
-    handler.backend.archive = lambda *args, **kwargs: uploads.append(args)
+    handler.backend.upload = lambda *args, **kwargs: uploads.append(args)
     outcome = handler(message(job_id="jb", user_id="u-bob"))
     # Nothing is even copied: the user's role is known before any transfer
     assert (outcome.action, outcome.reason) == ("done", "premium user: result stays in S3")
@@ -227,10 +229,10 @@ def test_redelivery_after_the_archive_finishes_without_a_second_archive(stack: S
 def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
     put_job(stack)
     handler = archiver(stack)
-    upload = handler.backend.archive
+    commit = handler.backend.commit
 
     def upload_while_another_copy_wins(*args, **kwargs):
-        ours = upload(*args, **kwargs)
+        ours = commit(*args, **kwargs)
         Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
             "j1",
             "SET #a = :a, #e = :e",
@@ -240,7 +242,7 @@ def test_losing_a_race_deletes_our_orphan_archive(stack: Stack) -> None:
         )
         return ours
 
-    handler.backend.archive = upload_while_another_copy_wins
+    handler.backend.commit = upload_while_another_copy_wins
     outcome = handler(message(job_id="j1", user_id="u-alice"))
     assert (outcome.action, outcome.reason) == ("done", "archived by another worker")
     assert job(stack)[ARCHIVE_ID] == "winner-archive-id"
@@ -354,14 +356,14 @@ def test_a_user_who_became_premium_during_the_upload_keeps_the_result_in_s3(
     # Given a user who upgrades while their result is being archived, before it is recorded
     data = put_job(stack, size=size)
     handler = archiver(stack)
-    upload = handler.backend.archive
+    commit = handler.backend.commit
 
     def upload_while_user_upgrades(*args, **kwargs):
-        archive_id = upload(*args, **kwargs)
+        archive_id = commit(*args, **kwargs)
         set_role(stack, "u-alice", "premium_user")
         return archive_id
 
-    handler.backend.archive = upload_while_user_upgrades
+    handler.backend.commit = upload_while_user_upgrades
     # When the archive is about to be recorded
     outcome = handler(message(job_id="j1", user_id="u-alice"))
     # Then it is not: the result stays in S3 as it was, the archive made for it is deleted,
@@ -532,7 +534,7 @@ def test_an_empty_result_stays_in_s3(stack: Stack) -> None:
 def test_a_late_copy_of_the_message_never_deletes_a_result_put_back_by_thaw(stack: Stack) -> None:
     # Given an archived result whose user upgraded: restore started its retrieval
     data = archive_job(stack, size=3 * MIB)
-    glacier_emulation.configure(expedited_seconds=0)
+    local_settings.configure(expedited_seconds=0)
     set_role(stack, "u-alice", "premium_user")
     pipeline = Pipeline(stack)
     thaw = pipeline.handler("thaw")
@@ -577,7 +579,7 @@ def test_a_stale_worker_never_records_an_archive_thaw_has_deleted(
     # restore and thaw bring the result back and delete the archive, and the user is free
     # again
     stale = Archiver(stack.config, stack.aws, clock=lambda: NOW)
-    found = stale.backend.resume if backend == "vault" else stale.backend.archive
+    found = stale.backend.commit  # the vault completes the upload recorded, S3 copies
 
     def found_then_stall(*args, **kwargs):
         archive_id = found(*args, **kwargs)
@@ -588,10 +590,7 @@ def test_a_stale_worker_never_records_an_archive_thaw_has_deleted(
         set_role(stack, job_.user_id, "free_user")
         return archive_id
 
-    if backend == "vault":
-        stale.backend.resume = found_then_stall
-    else:
-        stale.backend.archive = found_then_stall
+    stale.backend.commit = found_then_stall
     # When the stale copy goes on
     outcome = stale(message(**body))
     # Then it does not record the archive thaw deleted: the job names no missing archive

@@ -24,19 +24,16 @@ from moto import mock_aws
 
 from deploy.cloudformation import text
 from deploy.cloudformation.__main__ import TEMPLATE
-from util.doctor.doctor import (
-    SQS_DEFAULTS,
-    default_retention,
-    describe,
-    grants,
-    lifecycle_facts,
-    table_shape,
-)
-from util.helpers import Aws
-from util.local import dynamodb as dynamodb_emulation
-from util.local import glacier as glacier_emulation
-from util.local import s3 as s3_emulation
-from util.local.stack import REGION, create_resources
+from localaws import dynamodb as dynamodb_emulation
+from localaws import glacier as glacier_emulation
+from localaws import s3 as s3_emulation
+from localaws import settings as local_settings
+from localaws.stack import REGION, create_resources
+from util.aws import Aws
+from util.doctor.buckets import default_retention, lifecycle_facts
+from util.doctor.doctor import SQS_DEFAULTS, describe
+from util.doctor.iam import grants
+from util.doctor.services import table_shape
 from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load
 
@@ -256,7 +253,7 @@ class Local:
 def local(aws_env: None, request: pytest.FixtureRequest) -> Iterator[Local]:
     config = load(None, utility_config_files(), {"GAS_GAS_ARCHIVE_BACKEND": request.param})
     dynamodb_emulation.install()
-    glacier_emulation.install(glacier_emulation.Settings.from_config(config.local))
+    glacier_emulation.install(local_settings.Settings.from_config(config.local))
     s3_emulation.install()
     with mock_aws():
         aws = Aws(config)

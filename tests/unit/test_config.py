@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from localaws import settings as local_settings
 from tests.conftest import ROOT
 from util.util_config import KEYS, ConfigError, env_name, load, markdown_table
 
@@ -70,3 +71,12 @@ def test_the_configuration_page_holds_the_generated_table_of_every_key() -> None
     assert [line.split(" | ")[3] for line in table.splitlines()[2:]] == [
         f"`{env_name(key)}`" for key in KEYS
     ]
+
+
+def test_the_local_stack_page_holds_the_generated_table_of_its_own_keys() -> None:
+    page = (ROOT / "docs" / "local-stack.md").read_text()
+    assert TABLE_START in page and TABLE_END in page, "docs/local-stack.md lost its markers"
+    table = page.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
+    assert table == markdown_table(local_settings.KEYS), (
+        "paste `python -m localaws.settings` between the markers"
+    )

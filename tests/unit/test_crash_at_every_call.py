@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
+from localaws.ses import sent_emails_in_process
 from tests import interleave
 from tests.conftest import Stack
 from tests.pipeline import Pipeline
 from tests.scenarios import World, message, upgraded, use_backend
-from util.helpers import FREE, PREMIUM, Aws
-from util.local.ses import sent_emails_in_process
+from util.aws import Aws
+from util.schema import FREE, PREMIUM
 
 pytestmark = pytest.mark.exhaustive
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from util.doctor.doctor import RoleDecisions, lifecycle_facts
-from util.helpers import Aws
+from util.aws import Aws
+from util.doctor.buckets import lifecycle_facts
+from util.doctor.iam import RoleDecisions
 from util.resources import utility_config_files
 from util.util_config import load
 

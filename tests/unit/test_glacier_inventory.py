@@ -1,11 +1,11 @@
-"""util.glacier.Inventory: a vault inventory read as it streams in."""
+"""util.archives.vault.glacier.Inventory: a vault inventory read as it streams in."""
 
 from __future__ import annotations
 
 import io
 import json
 
-from util.glacier import Inventory
+from util.archives.vault.glacier import Inventory
 
 # The shape of AWS's documented example of an inventory (Get Job Output, JSON).
 EXAMPLE = {

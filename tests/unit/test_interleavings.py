@@ -19,13 +19,15 @@ from typing import Any
 
 import pytest
 
+from localaws.ses import sent_emails_in_process
 from tests import interleave
 from tests.conftest import Stack
 from tests.interleave import Actor, Result
 from tests.pipeline import Pipeline
 from tests.scenarios import World, message, upgraded, use_backend
-from util.helpers import FREE, PREMIUM, Aws, InvalidMessage
-from util.local.ses import sent_emails_in_process
+from util.aws import Aws
+from util.helpers import InvalidMessage
+from util.schema import FREE, PREMIUM
 
 pytestmark = pytest.mark.exhaustive
 

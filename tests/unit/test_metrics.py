@@ -6,7 +6,7 @@ import pytest
 
 from tests import emf
 from util import metrics
-from util.reconcile.reconcile import KINDS
+from util.reconcile.report import KINDS
 from util.util_config import load
 
 

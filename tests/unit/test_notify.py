@@ -14,19 +14,13 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.retries.standard import ExponentialBackoff
 from moto.core.models import botocore_stubber
 
+from localaws.ses import sent_emails_in_process
 from tests.conftest import LostAnswers, Stack, job, put_job, sets
-from util.helpers import (
-    FAILED,
-    NOTIFIED_TIME,
-    NOTIFY_CLAIM_EXPIRES,
-    Annotations,
-    InvalidMessage,
-    decode_body,
-)
-from util.local.ses import sent_emails_in_process
+from util.helpers import Annotations, InvalidMessage
+from util.messages import Message, decode_body
 from util.notify.notify import HERE, Notifier
+from util.schema import FAILED, NOTIFIED_TIME, NOTIFY_CLAIM_EXPIRES
 from util.util_config import ConfigError
-from util.worker import Message
 
 # Fixed times, so the rendered dates can be checked: 14 Nov 2023, 22:13:20 UTC.
 COMPLETE = 1_700_000_000
@@ -278,10 +272,10 @@ def test_a_copy_recorded_while_this_one_rendered_its_email_sends_no_second(stack
     ours = notifier(stack)
     claim = ours.claim
 
-    def another_copy_first(job_id: str, token: str):
+    def another_copy_first(job_id: str):
         other = notifier(stack)(results_message())
         assert other.reason == "e-mailed (COMPLETED)"
-        return claim(job_id, token)
+        return claim(job_id)
 
     ours.claim = another_copy_first
     # When this one tries to claim the sending

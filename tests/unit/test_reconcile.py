@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from localaws import settings as local_settings
 from tests.conftest import (
     NOW,
     Stack,
@@ -22,27 +23,20 @@ from tests.conftest import (
     vault_archive_count,
     wait_for,
 )
-from util.helpers import (
-    ARCHIVE_ID,
-    NOTIFY_CLAIM,
-    NOTIFY_CLAIM_EXPIRES,
-    THAW_TIME,
-    Annotations,
-    decode_body,
-)
-from util.local import glacier as glacier_emulation
-from util.reconcile.reconcile import (
+from util.helpers import Annotations
+from util.messages import Message, decode_body
+from util.reconcile.reconcile import Reconciler
+from util.reconcile.report import (
     ARCHIVE_NOT_REQUESTED,
     EXIT_FINDINGS,
     EXIT_OK,
     ORPHAN_ARCHIVE,
     RESTORE_NOT_REQUESTED,
     STALE_CLAIM,
-    Reconciler,
 )
 from util.restore.restore import Restorer
+from util.schema import ARCHIVE_ID, NOTIFY_CLAIM, NOTIFY_CLAIM_EXPIRES, THAW_TIME
 from util.thaw.thaw import Thawer
-from util.worker import Message
 
 LONG_AGO = NOW - 10_000
 
@@ -136,13 +130,40 @@ def test_a_claim_taken_again_after_the_scan_is_not_cleared(
     assert job(stack, "j1")[NOTIFY_CLAIM] == "alive"
 
 
+def test_a_claim_taken_again_between_the_look_and_the_clear_is_kept(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a lapsed e-mail claim the pass has just read as stale
+    put_job(
+        stack,
+        "j1",
+        user_id="u-bob",
+        complete_time=LONG_AGO,
+        **{NOTIFY_CLAIM: "dead", NOTIFY_CLAIM_EXPIRES: int(NOW) - 5},
+    )
+    jobs = Annotations(stack.aws, stack.config.gas.annotations_table)
+    look = Reconciler.stale_claim
+
+    def retaken_meanwhile(self: Reconciler, item: dict) -> object:
+        # a redelivered notify message takes the lapsed claim over, right then
+        jobs.put({**item, NOTIFY_CLAIM: "alive", NOTIFY_CLAIM_EXPIRES: int(time.time()) + 120})
+        return look(self, item)
+
+    monkeypatch.setattr(Reconciler, "stale_claim", retaken_meanwhile)
+    # When the pass clears the claim it saw
+    run(stack)
+    # Then the new holder keeps its claim: only that very lease is cleared
+    assert job(stack, "j1")[NOTIFY_CLAIM] == "alive"
+    assert NOTIFY_CLAIM_EXPIRES in job(stack, "j1")
+
+
 # -- the vault's inventory: a snapshot, which still lists what was deleted since --------------
 
 
 @pytest.fixture
 def vault(stack: Stack) -> None:
     """Inventories and retrievals that finish at once; orphans of any age."""
-    glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
+    local_settings.configure(expedited_seconds=0, standard_seconds=0)
     stack.config.reconcile.orphan_age_seconds = 0
 
 
@@ -251,7 +272,7 @@ def test_an_orphan_a_pass_deleted_is_not_found_again_in_the_same_inventory(
     vault_archive(stack, "j-gone")
     assert run(stack).findings == []
     # And inventories that take their time from now on (AWS's take hours)
-    glacier_emulation.configure(standard_seconds=3600)
+    local_settings.configure(standard_seconds=3600)
     # When a pass deletes it, and the next pass reads the same inventory (no newer one ready)
     first = run(stack)
     second = run(stack)

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
 
+from localaws import settings as local_settings
 from tests.conftest import NOW, LostAnswers, Stack, archive_job, job, message, put_job, set_role
 from tests.pipeline import Pipeline
-from util.helpers import (
-    ARCHIVE_ID,
-    RESTORE_EXPIRES,
-    RESTORE_JOB_ID,
-    RESTORE_TIER,
-    Annotations,
-    InvalidMessage,
-)
-from util.local import glacier as glacier_emulation
+from util import retrieval
+from util.helpers import Annotations, InvalidMessage
+from util.leases import RETRIEVAL_CLAIM
 from util.restore.restore import Restorer
+from util.retrieval import is_claim
+from util.schema import ARCHIVE_ID, RESTORE_EXPIRES, RESTORE_JOB_ID, RESTORE_TIER
 
 
 @pytest.fixture
@@ -108,7 +107,7 @@ def test_every_archived_result_gets_an_expedited_retrieval_that_names_its_job(
 def test_no_expedited_capacity_falls_back_to_standard_after_one_ask(
     stack: Stack, premium_alice: dict[str, bytes]
 ) -> None:
-    glacier_emulation.configure(expedited_capacity=False)
+    local_settings.configure(expedited_capacity=False)
     handler = restorer(stack)
     asks = requests_sent(handler.retrievals.backend.vault.glacier, "InitiateJob")
     outcome = restore(stack, handler)
@@ -240,6 +239,32 @@ def test_a_result_another_worker_is_starting_is_looked_at_again_when_its_claim_l
     assert later.reason == "2 in progress, 1 started Expedited"
 
 
+def test_a_claim_let_go_while_it_is_waited_for_is_taken_again(
+    stack: Stack, premium_alice: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given another worker's live claim on j1, let go (its start failed, or the sweep cleared
+    # it) while this worker waits for it
+    stack.client("dynamodb").update_item(
+        TableName=stack.config.gas.annotations_table,
+        Key={"job_id": {"S": "j1"}},
+        UpdateExpression="SET #j = :c, #e = :e",
+        ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
+        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}},
+    )
+    other = Annotations(stack.aws, stack.config.gas.annotations_table)
+    waits = SimpleNamespace(
+        monotonic=time.monotonic,
+        sleep=lambda _: RETRIEVAL_CLAIM.release(other, "j1", "claim:other"),
+    )
+    monkeypatch.setattr(retrieval, "time", waits)
+    # When restore runs
+    outcome = restore(stack)
+    # Then j1's retrieval is started too: nothing is in progress for it
+    assert (outcome.action, outcome.reason) == ("done", "3 started Expedited")
+    assert len(glacier_jobs(stack)) == 3
+    assert not is_claim(job(stack, "j1")[RESTORE_JOB_ID])
+
+
 def test_a_failed_start_releases_only_its_own_claim(
     stack: Stack, premium_alice: dict[str, bytes]
 ) -> None:
@@ -308,7 +333,8 @@ def test_a_lost_answer_to_the_claim_still_starts_the_retrieval(
 ) -> None:
     # The claim is written, its answer lost, and botocore's retry finds our own claim there
     lost_answers.add(
-        "UpdateItem", when=lambda p: p["UpdateExpression"].startswith("SET #job = :claim")
+        "UpdateItem",
+        when=lambda p: p["ExpressionAttributeNames"].get("#lease_holder") == RESTORE_JOB_ID,
     )
     handler = restorer(stack)
     handler.retrievals.claim_wait_seconds = 0

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from util.systemd import JournalFormatter, Notifier, Watchdog, journal_priority, stderr_is_journal
+from util.systemd import (
+    JournalFormatter,
+    ServiceManager,
+    Watchdog,
+    journal_priority,
+    stderr_is_journal,
+)
 
 
 @pytest.fixture
@@ -28,7 +34,7 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 def test_notifier_sends_one_datagram_per_call(notify_socket) -> None:
     # Given a notifier for the socket systemd named
     sock, path = notify_socket
-    notifier = Notifier.from_environ({"NOTIFY_SOCKET": path})
+    notifier = ServiceManager.from_environ({"NOTIFY_SOCKET": path})
     # When it reports readiness with a status
     assert notifier.send("READY=1", "STATUS=consuming q")
     # Then systemd gets both assignments in one datagram
@@ -42,13 +48,13 @@ def test_abstract_namespace_address() -> None:
         sock.bind("\0" + name)
         sock.settimeout(5)
         # When the notifier sends to it
-        assert Notifier.from_environ({"NOTIFY_SOCKET": "@" + name}).send("STOPPING=1")
+        assert ServiceManager.from_environ({"NOTIFY_SOCKET": "@" + name}).send("STOPPING=1")
         # Then it arrives
         assert sock.recv(4096) == b"STOPPING=1"
 
 
 def test_without_notify_socket_nothing_is_sent_and_nothing_fails() -> None:
-    notifier = Notifier.from_environ({"WATCHDOG_USEC": "30000000"})
+    notifier = ServiceManager.from_environ({"WATCHDOG_USEC": "30000000"})
     assert not notifier.enabled and notifier.watchdog_interval is None
     assert notifier.send("READY=1") is False
     watchdog = Watchdog(notifier, stall_seconds=1)
@@ -60,14 +66,14 @@ def test_a_vanished_socket_is_reported_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="gas"):
-        assert Notifier(str(tmp_path / "gone")).send("WATCHDOG=1") is False
+        assert ServiceManager(str(tmp_path / "gone")).send("WATCHDOG=1") is False
     assert "sd_notify WATCHDOG=1 failed" in caplog.text
 
 
 def test_a_socket_nobody_reads_does_not_block_the_sender(notify_socket) -> None:
     # Given a notify socket whose queue fills up because nobody reads it
     _, path = notify_socket
-    notifier = Notifier(path)
+    notifier = ServiceManager(path)
     # When the notifier goes on sending
     sent = 0
     while notifier.send("WATCHDOG=1"):
@@ -90,7 +96,7 @@ def test_a_socket_nobody_reads_does_not_block_the_sender(notify_socket) -> None:
     ],
 )
 def test_watchdog_interval_is_half_the_timeout_for_this_process(environ, interval) -> None:
-    notifier = Notifier.from_environ({"NOTIFY_SOCKET": "/run/x", **environ})
+    notifier = ServiceManager.from_environ({"NOTIFY_SOCKET": "/run/x", **environ})
     assert notifier.watchdog_interval == interval
 
 
@@ -101,7 +107,7 @@ def test_watchdog_pings_while_the_loop_beats_and_stops_when_it_stalls(
     sock, path = notify_socket
     now = [0.0]
     watchdog = Watchdog(
-        Notifier(path, watchdog_interval=0.05), stall_seconds=10, clock=lambda: now[0]
+        ServiceManager(path, watchdog_interval=0.05), stall_seconds=10, clock=lambda: now[0]
     )
     watchdog.start()
     try:

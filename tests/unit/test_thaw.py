@@ -8,6 +8,7 @@ import json
 import pytest
 from botocore.utils import calculate_tree_hash
 
+from localaws import settings as local_settings
 from tests.conftest import (
     NOW,
     Stack,
@@ -22,22 +23,19 @@ from tests.conftest import (
     wait_for,
 )
 from tests.pipeline import Pipeline
-from util.glacier import MIB
-from util.helpers import (
+from util.archives.layout import MIB
+from util.helpers import Annotations, InvalidMessage
+from util.messages import Message, decode_body
+from util.restore.restore import Restorer
+from util.schema import (
     ARCHIVE_ID,
     RESTORE_EXPIRES,
     RESTORE_JOB_ID,
     RESTORE_TIER,
     RESULTS_BUCKET,
     THAW_JOB_ID,
-    Annotations,
-    InvalidMessage,
-    decode_body,
 )
-from util.local import glacier as glacier_emulation
-from util.restore.restore import Restorer
 from util.thaw.thaw import Thawer
-from util.worker import Message
 
 
 def thawer(stack: Stack) -> Thawer:
@@ -77,7 +75,7 @@ def notice_message(notice: dict) -> Message:
 
 @pytest.fixture
 def fast_glacier(stack: Stack) -> None:
-    glacier_emulation.configure(expedited_seconds=0, standard_seconds=0)
+    local_settings.configure(expedited_seconds=0, standard_seconds=0)
 
 
 @pytest.fixture
@@ -258,7 +256,7 @@ def test_stopping_abandons_the_copy_and_commits_nothing(
 def test_a_failed_retrieval_is_started_again_standard(stack: Stack, fast_glacier: None) -> None:
     # Given a retrieval that Glacier reports as failed
     data = archive_job(stack, size=1000)
-    glacier_emulation.configure(fail_retrievals=1)
+    local_settings.configure(fail_retrievals=1)
     restore(stack)
     [failed] = notices(stack)
     assert failed["StatusCode"] == "Failed"
@@ -280,7 +278,7 @@ def test_a_failed_retrieval_is_not_restarted_over_one_another_worker_just_record
     # Given a failed retrieval's notice, and another worker recording a new retrieval of the
     # job just after thaw read the item
     archive_job(stack, size=1000)
-    glacier_emulation.configure(fail_retrievals=1)
+    local_settings.configure(fail_retrievals=1)
     restore(stack)
     [failed] = notices(stack)
     handler = thawer(stack)
@@ -310,7 +308,7 @@ def test_a_failed_retrieval_is_not_restarted_over_one_another_worker_just_record
 def failed_notice_while(stack: Stack, restore_job_id: str, expires: int) -> dict:
     """A failed retrieval's notice, the item then recording `restore_job_id` until `expires`."""
     archive_job(stack, size=1000)
-    glacier_emulation.configure(fail_retrievals=1)
+    local_settings.configure(fail_retrievals=1)
     restore(stack)
     [failed] = notices(stack)
     Annotations(stack.aws, stack.config.gas.annotations_table).update_if(
@@ -341,7 +339,7 @@ def test_a_restart_another_worker_is_claiming_is_looked_at_again_later(
     # Given a failed retrieval's notice, and another worker claiming the job's restart just
     # after thaw forgot the failed retrieval
     archive_job(stack, size=1000)
-    glacier_emulation.configure(fail_retrievals=1)
+    local_settings.configure(fail_retrievals=1)
     restore(stack)
     [failed] = notices(stack)
     handler = thawer(stack)
@@ -477,7 +475,7 @@ def test_a_notice_handled_after_glacier_forgot_its_job_restarts_the_retrieval(
 ) -> None:
     # Given a retrieval whose notice waits while Glacier keeps its job for its day (here 1 s)
     data = archive_job(stack, size=3 * MIB)
-    glacier_emulation.configure(day_seconds=1)
+    local_settings.configure(day_seconds=1)
     restore(stack)
     [notice] = notices(stack)
     glacier = stack.client("glacier")
@@ -494,7 +492,7 @@ def test_a_notice_handled_after_glacier_forgot_its_job_restarts_the_retrieval(
     outcome = thawer(stack)(notice_message(notice))
     assert outcome.action == "done" and outcome.reason.endswith("started Expedited"), outcome
     # And the new retrieval's notice brings the result back
-    glacier_emulation.configure(day_seconds=86400)
+    local_settings.configure(day_seconds=86400)
     [again] = notices(stack)
     assert thawer(stack)(notice_message(again)).reason == "thawed"
     assert result_bytes(stack) == data

@@ -11,8 +11,10 @@ import threading
 import pytest
 
 from tests.conftest import Stack, archived_bytes, vault_archive_count, wait_for
-from util.backends import SUCCEEDED, Completion, VaultBackend
-from util.glacier import MIB, Part, Progress, Vault
+from util.archives import Completion, Progress, Status
+from util.archives.layout import MIB
+from util.archives.vault import VaultBackend
+from util.archives.vault.glacier import Part, Vault
 
 THREADS = 4
 
@@ -125,15 +127,24 @@ def finished_retrieval(stack: Stack, store: Vault, data: bytes) -> dict:
 def retrieved(stack: Stack, size: int) -> tuple[VaultBackend, Completion, bytes]:
     """A thaw back end moving THREADS parts at once in 8 MiB parts, and a finished retrieval
     of `size` random bytes."""
-    from util.local import glacier as glacier_emulation
+    from localaws import settings as local_settings
 
-    glacier_emulation.configure(expedited_seconds=0)
+    local_settings.configure(expedited_seconds=0)
     stack.config.gas.transfer_threads = THREADS
     stack.config.thaw.part_size_mib = 8
     backend = VaultBackend(stack.config, stack.aws)
     data = os.urandom(size)
     job = finished_retrieval(stack, backend.vault, data)
-    return backend, Completion(job["JobId"], "j1", job["ArchiveId"], SUCCEEDED, "", job), data
+    completion = Completion(
+        job["JobId"],
+        "j1",
+        job["ArchiveId"],
+        Status.SUCCEEDED,
+        "",
+        int(job["ArchiveSizeInBytes"]),
+        job,
+    )
+    return backend, completion, data
 
 
 def copy_back(stack: Stack, backend: VaultBackend, completion: Completion) -> None:

@@ -17,19 +17,11 @@ from moto.sqs.models import sqs_backends
 
 from tests.conftest import Stack, wait_for
 from util.helpers import InvalidMessage
+from util.messages import Message, Outcome, defer, done, invalid, retry, retry_delay
+from util.process import JsonFormatter
+from util.sqs import receive_backoff
 from util.util_config import ConfigError
-from util.worker import (
-    JsonFormatter,
-    Message,
-    Outcome,
-    Worker,
-    defer,
-    done,
-    invalid,
-    receive_backoff,
-    retry,
-    retry_delay,
-)
+from util.worker import Worker
 
 QUEUE = "gas-archive"
 
@@ -138,7 +130,7 @@ def hidden_for(stack: Stack, queue: str = QUEUE) -> list[float]:
 def record_sends(worker: Worker) -> list[dict]:
     """The parameters of every SendMessage the worker makes."""
     sent: list[dict] = []
-    worker.sqs.meta.events.register(
+    worker.queue.sqs.meta.events.register(
         "provide-client-params.sqs.SendMessage", lambda params, **_: sent.append(params)
     )
     return sent
@@ -253,14 +245,14 @@ def test_messages_that_arrive_after_the_stop_are_handed_back_unhandled(stack: St
     send(stack, '{"job_id": "j1"}')
     handled = []
     worker = make_worker(stack, lambda m: handled.append(m.job_id) or done())
-    real_receive = worker.sqs.receive_message
+    real_receive = worker.queue.sqs.receive_message
 
     def receive_then_stop(**params):
         answer = real_receive(**params)
         worker.request_stop(signal.SIGTERM)
         return answer
 
-    worker.sqs.receive_message = receive_then_stop
+    worker.queue.sqs.receive_message = receive_then_stop
     # When the worker runs until stopped
     worker.work()
     # Then the message was not handled, and is visible at once to the other copies instead of
@@ -321,7 +313,7 @@ def test_work_abandoned_at_the_end_of_the_drain_grace_is_handed_back(
 def record_receives(worker: Worker) -> list[tuple[int, int]]:
     """(messages asked for, messages held) of each ReceiveMessage the worker sends."""
     asked: list[tuple[int, int]] = []
-    worker.sqs.meta.events.register(
+    worker.queue.sqs.meta.events.register(
         "provide-client-params.sqs.ReceiveMessage",
         lambda params, **_: asked.append((params["MaxNumberOfMessages"], len(worker.in_flight))),
     )
@@ -538,7 +530,7 @@ def test_a_failed_send_falls_back_to_hiding_the_message(
     def refuse(**params):
         raise EndpointConnectionError(endpoint_url="https://sqs.example")
 
-    worker.sqs.send_message = refuse
+    worker.queue.sqs.send_message = refuse
     # When the handler asks for a retry
     with caplog.at_level(logging.INFO, logger="gas"):
         worker.work(once=True)
@@ -563,7 +555,7 @@ def test_a_message_is_never_hidden_past_twelve_hours_after_its_receive(stack: St
     def refuse(**params):
         raise EndpointConnectionError(endpoint_url="https://sqs.example")
 
-    worker.sqs.send_message = refuse
+    worker.queue.sqs.send_message = refuse
     # When the worker hides the message instead
     worker.work(once=True)
     # Then only for what SQS allows, 12 h from the receive, not for the retry's delay
@@ -606,7 +598,7 @@ def test_failed_receives_back_off_exponentially(stack: Stack) -> None:
     send(stack, '{"job_id": "j1"}')
     handled = []
     worker = make_worker(stack, lambda m: handled.append(m.job_id) or done())
-    real_receive = worker.sqs.receive_message
+    real_receive = worker.queue.sqs.receive_message
     failures = iter(range(4))
 
     def flaky_receive(**params):
@@ -614,7 +606,7 @@ def test_failed_receives_back_off_exponentially(stack: Stack) -> None:
             raise EndpointConnectionError(endpoint_url="https://sqs.example")
         return real_receive(**params)
 
-    worker.sqs.receive_message = flaky_receive
+    worker.queue.sqs.receive_message = flaky_receive
     pauses: list[float] = []
     worker.pause = pauses.append
     # When the worker drains the queue
@@ -658,7 +650,7 @@ def test_deletes_of_messages_finished_apart_share_batches(stack: Stack) -> None:
     send(stack, *(json.dumps({"job_id": f"j{i}"}) for i in range(12)))
     worker = make_worker(stack, lambda m: done(), concurrency=2, max_messages=2)
     batches: list[int] = []
-    worker.sqs.meta.events.register(
+    worker.queue.sqs.meta.events.register(
         "provide-client-params.sqs.DeleteMessageBatch",
         lambda params, **_: batches.append(len(params["Entries"])),
     )

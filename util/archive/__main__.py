@@ -1,5 +1,8 @@
+"""``python -m util.archive``."""
+
 import sys
 
 from util.archive.archive import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

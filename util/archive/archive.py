@@ -1,39 +1,13 @@
-"""Archive: move a free user's result file from S3 to the archive (Glacier vault or class).
+"""Archive: move a free user's result file from S3 to the archive, record the archive id on
+the job, delete the S3 copy (docs/utilities.md#archive).
 
-For each message ``{"job_id", "user_id"}``:
-
-1. load the job and its user (one read): the job alone says where the result lives, and it
-   must be the sender's, COMPLETED, with its result in the configured results bucket;
-2. a premium user keeps the file in S3: nothing to do;
-3. inside the grace period after completion: come back when it is over;
-4. look at the S3 result (util/backends.py: the vault's first ranged GET, or a HeadObject):
-   its size and ETag. An empty result stays in S3 (Glacier takes no empty archive);
-5. copy it into the archive, pinned to that ETag (streamed into the Glacier vault, or copied
-   server-side into an S3 Glacier storage class);
-6. record the archive id and the ETag on the job, only if no archive is recorded yet, no
-   thaw happened since the job was read (a stalled worker must not record an archive that a
-   thaw has meanwhile brought back and deleted), and the user is still free, in one
-   transaction. A user who became premium meanwhile keeps the file in S3, and this archive is
-   deleted: the upgrade (and the restore the web app asks for after it) comes either after
-   the record, and finds the archive, or before, and the record is refused;
-7. delete the S3 result, only if it still has the recorded ETag.
-
-A redelivered message for a job already archived resumes at step 7.
-
-Why step 7 is conditional: a copy of this message can arrive late (at-least-once delivery, a
-worker that died after its delete, a redriven dead-letter queue) after the user upgraded and
-thaw put the result back. The item still names the archive until thaw records the thaw, so a
-resumed step 7 would delete the copy thaw just wrote, and thaw would then delete the archive.
-Thaw's copy never has the original's ETag (util/backends.py), so ``If-Match`` refuses that
-delete, and the file stays.
-
-Why a failed write is looked at: a write whose answer was lost is retried by botocore and
-fails its condition against its own first attempt. Step 6 reads the item as it is
-(util.helpers.Write): our own archive id recorded means success; another archive id means a
-racing copy won, and ours is deleted as an orphan. A vault upload is recorded on the job
-before it is completed (``results_file_archive_upload``): a worker killed between Glacier
-creating the archive and step 6 leaves the redelivery what it needs to complete the same
-upload again, which answers the same archive id, instead of an orphan archive.
+For each ``{"job_id", "user_id"}``: the job alone says where the result lives; a premium user
+keeps the file; within the grace period the message comes back later. The result is copied
+into the archive pinned to its ETag; the archive is recorded only while no archive is, no thaw
+happened since the job was read and the user is still free (one transaction); the S3 result
+is deleted only while it still has that ETag. A failed record is looked at, not believed: our
+own archive id means success, another's means ours is deleted. Why nothing can be lost or
+left behind: docs/design.md.
 """
 
 from __future__ import annotations
@@ -48,31 +22,25 @@ if __package__ in (None, ""):  # run as `python util/archive/archive.py`
 
 from botocore.exceptions import ClientError
 
-from util import worker
-from util.backends import Source, backend_for
-from util.glacier import SourceChanged, UploadCancelled
-from util.helpers import (
+from util import process
+from util.archives import Source, SourceChanged, Upload, UploadCancelled, backend_for
+from util.aws import S3_NOT_FOUND, S3_PRECONDITION_FAILED, Aws
+from util.helpers import Annotations, InvalidMessage, UserNotFree, Users
+from util.messages import Message, Outcome, defer, done, require_str, retry
+from util.schema import (
     ARCHIVE_ID,
     ARCHIVE_UPLOAD,
     COMPLETE_TIME,
     COMPLETED,
+    JOB_ID,
     JOB_STATUS,
     RESULT_ETAG,
     RESULT_KEY,
     RESULTS_BUCKET,
-    S3_NOT_FOUND,
-    S3_PRECONDITION_FAILED,
     THAW_JOB_ID,
     USER_ID,
-    Annotations,
-    Aws,
-    InvalidMessage,
-    UserNotFree,
-    Users,
-    require_str,
 )
 from util.util_config import Config
-from util.worker import Message, Outcome, defer, done, retry
 
 _NAMES = {
     "#archive": ARCHIVE_ID,
@@ -143,7 +111,7 @@ class Archiver:
 
     def check_job(self, job: dict[str, Any]) -> None:
         """InvalidMessage saying why the job's result cannot be archived, if it cannot."""
-        job_id = job["job_id"]
+        job_id = job[JOB_ID]
         if job.get(JOB_STATUS) != COMPLETED:
             raise InvalidMessage(f"job {job_id} is {job.get(JOB_STATUS)}, not {COMPLETED}")
         if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):
@@ -155,24 +123,29 @@ class Archiver:
             raise InvalidMessage(f"job {job_id} has no complete_time")
 
     def archive(self, job: dict[str, Any], source: Source, message: Message) -> str:
-        """Step 5: complete the upload an earlier copy recorded, or make the archive."""
+        """Step 5: commit the upload an earlier copy recorded, or make the archive (an upload
+        with a record is recorded on the job before it is committed)."""
         pending = job.get(ARCHIVE_UPLOAD)
         if pending and pending.get("etag") == source.etag:
-            archive_id = self.backend.resume(pending["upload"])
+            archive_id = self.backend.commit(Upload(record=pending["upload"]))
             if archive_id is not None:
                 return archive_id
-        return self.backend.archive(
-            job,
-            source,
-            message.cancelled,
-            lambda upload: self.save_upload(job, source, upload),
-            again=message.delivered_before,
-        )
+        upload = self.backend.upload(job[JOB_ID], job[USER_ID], source, message.cancelled)
+        if upload.record is not None:
+            try:
+                self.save_upload(job, source, upload.record)
+            except BaseException:
+                self.backend.abandon(upload)
+                raise
+        archive_id = self.backend.commit(upload)
+        if archive_id is None:
+            raise RuntimeError(f"the back end lost upload {upload.record} before its commit")
+        return archive_id
 
     def save_upload(self, job: dict[str, Any], source: Source, upload: dict[str, Any]) -> None:
         """Record an upload about to be completed, unless an archive is recorded already."""
         write = self.jobs.update_if(
-            job["job_id"],
+            job[JOB_ID],
             "SET #upload = :upload",
             "attribute_not_exists(#archive)",
             _NAMES,
@@ -191,7 +164,7 @@ class Archiver:
         not record an archive a thaw has meanwhile brought back and deleted), and the user is
         still free.
         """
-        job_id = job["job_id"]
+        job_id = job[JOB_ID]
         thawed = job.get(THAW_JOB_ID)
         try:
             write = self.jobs.update_if(
@@ -252,7 +225,7 @@ class Archiver:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker.main("archive", Archiver, argv)
+    return process.main("archive", Archiver, argv)
 
 
 if __name__ == "__main__":

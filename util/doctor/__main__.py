@@ -1,5 +1,8 @@
+"""``python -m util.doctor``."""
+
 import sys
 
 from util.doctor.doctor import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

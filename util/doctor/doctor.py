@@ -5,39 +5,37 @@ variables), looks at the account the standard AWS chain reaches, and prints one 
 check: ``✔`` what is right, ``✘`` what is wrong with the fix, ``-`` what it could not check.
 Exit 0 when nothing is ``✘``, 1 otherwise, 2 on a bad setting.
 
-`describe` reads what the utilities depend on into plain data; the checks judge that data
-against util/resources.py, and a test compares it with the CloudFormation template's.
+`describe` reads what the utilities depend on into plain data; the checks (services.py,
+buckets.py, iam.py beside this file) judge that data against util/resources.py, and a test
+compares it with the CloudFormation template's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from email.utils import parseaddr
-from fnmatch import fnmatchcase
 from typing import Any
 
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.parsers import ResponseParserError
 
-from deploy.iam import KMS_KEY_PARAMETER, UTILITIES, Arns, kms_actions, policy
-from util.helpers import Aws
+from deploy.iam import UTILITIES
+from util.archives import backend_class
+from util.aws import Aws
+from util.doctor.buckets import bucket_checks, read_bucket
+from util.doctor.common import TEMPLATE, Check, missing
+from util.doctor.iam import Grant, grants, key_checks, simulate
+from util.doctor.services import (
+    archive_checks,
+    queue_checks,
+    ses_checks,
+    table_checks,
+    table_shape,
+    topic_checks,
+)
 from util.resources import (
-    ABORT_INCOMPLETE_UPLOADS_RULE,
-    DEAD_LETTER_SUFFIX,
-    MAX_RECEIVE_COUNT_RANGE,
-    NONCURRENT_VERSIONS_RULE,
-    RESTORE_COMPLETED,
-    SNS_SERVICE,
-    THAW_PUBLISHERS,
-    applies_to_every_key,
-    lifecycle_rule,
-    subscriptions,
     tables,
     topics,
     utility_config_files,
@@ -46,74 +44,8 @@ from util.resources import (
 )
 from util.util_config import Config, ConfigError, add_config_option, load
 
-TEMPLATE = "deploy/cloudformation/gas.yaml"
 # The AWS defaults of what a template leaves out, so that both sides read alike.
 SQS_DEFAULTS = {"VisibilityTimeout": 30, "MessageRetentionPeriod": 345600}
-NOT_FOUND = {
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-    "NotFound",
-    "ResourceNotFoundException",
-    "404",
-}
-
-# How a call the account (or an emulator) does not offer fails: an error, an unparsable
-# answer (moto's HTML 500), or, in process, moto's own exception.
-UNAVAILABLE = (ClientError, BotoCoreError, ResponseParserError, NotImplementedError)
-
-Grant = tuple[str, str, str]  # (principal, action, source ARN or "")
-
-
-@dataclass(frozen=True)
-class Check:
-    ok: bool | None  # None: not checked
-    what: str
-    fix: str = ""
-
-    def line(self) -> str:
-        if self.ok is None:
-            return f"- {self.what}"
-        return f"✔ {self.what}" if self.ok else f"✘ {self.what} — fix: {self.fix}"
-
-
-def grants(document: str | dict[str, Any] | None) -> list[Grant]:
-    """An access policy's Allow statements as (principal, action, source ARN) triples."""
-    if not document:
-        return []
-    parsed: dict[str, Any] = json.loads(document) if isinstance(document, str) else document
-    found = set()
-    for statement in parsed.get("Statement", []):
-        if statement.get("Effect") != "Allow":
-            continue
-        principal = statement.get("Principal", "*")
-        principals = (
-            [principal]
-            if isinstance(principal, str)
-            else [p for v in principal.values() for p in ([v] if isinstance(v, str) else v)]
-        )
-        actions = statement.get("Action", [])
-        source = ""
-        for operator, values in statement.get("Condition", {}).items():
-            if operator in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
-                source = next(
-                    (v for k, v in values.items() if k.lower() == "aws:sourcearn"), source
-                )
-        for p in principals:
-            for a in [actions] if isinstance(actions, str) else actions:
-                found.add((p, a.lower(), source))
-    return sorted(found)
-
-
-def allows(granted: list[Grant], principal: str, action: str, source: str) -> bool:
-    """Whether one grant lets `principal` do `action` for `source` (wildcards as IAM's)."""
-    return any(
-        fnmatchcase(principal, p) and fnmatchcase(action, a) and (not s or fnmatchcase(source, s))
-        for p, a, s in granted
-    )
-
-
-def _missing(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] in NOT_FOUND
 
 
 def describe(aws: Aws, config: Config) -> dict[str, Any]:
@@ -135,7 +67,7 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
         try:
             attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
         except ClientError as exc:
-            if not _missing(exc):
+            if not missing(exc):
                 raise
             continue
         topic_arns[name] = arn
@@ -158,27 +90,15 @@ def describe(aws: Aws, config: Config) -> dict[str, Any]:
                 delivered.append([name, queue, raw])
 
     buckets: dict[str, Any] = {}
-    archive = [gas.archive_bucket] if gas.archive_backend == "s3" else []
+    archive = [gas.archive_bucket] if backend_class(config).IN_BUCKET else []
     for bucket in [gas.inputs_bucket, gas.results_bucket, *archive]:
         try:
             s3.head_bucket(Bucket=bucket)
         except ClientError as exc:
-            if _missing(exc):
+            if missing(exc):
                 continue
             raise
-        buckets[bucket] = {
-            **lifecycle_facts(_lifecycle_rules(s3, bucket)),
-            "Versioning": s3.get_bucket_versioning(Bucket=bucket).get("Status", ""),
-            "DefaultRetention": _default_retention(s3, bucket),
-            **_encryption(aws, bucket),
-            "RestoreNotices": sorted(
-                c["TopicArn"]
-                for c in s3.get_bucket_notification_configuration(Bucket=bucket).get(
-                    "TopicConfigurations", []
-                )
-                if RESTORE_COMPLETED in c["Events"]
-            ),
-        }
+        buckets[bucket] = read_bucket(aws, bucket)
 
     return {
         "queues": queues,
@@ -198,7 +118,7 @@ def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
             QueueUrl=aws.queue_url(name), AttributeNames=["All"]
         )["Attributes"]
     except ClientError as exc:
-        if _missing(exc):
+        if missing(exc):
             return
         raise
     redrive = json.loads(attributes.get("RedrivePolicy") or "null")
@@ -214,107 +134,13 @@ def _read_queue(aws: Aws, name: str, queues: dict[str, Any]) -> None:
     }
 
 
-def lifecycle_facts(rules: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a bucket's lifecycle rules (S3's answer) do for every key: the days after which
-    incomplete uploads are aborted and noncurrent versions expire, whether expired delete
-    markers go. A rule keeping NewerNoncurrentVersions never expires a deleted object's one."""
-    every = [r for r in rules if applies_to_every_key(r)]
-    return {
-        "AbortIncompleteUploadDays": sorted(
-            r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-            for r in every
-            if "AbortIncompleteMultipartUpload" in r
-        ),
-        "NoncurrentVersionDays": sorted(
-            r["NoncurrentVersionExpiration"]["NoncurrentDays"]
-            for r in every
-            if "NoncurrentDays" in r.get("NoncurrentVersionExpiration", {})
-            and "NewerNoncurrentVersions" not in r["NoncurrentVersionExpiration"]
-        ),
-        "ExpiresDeleteMarkers": any(
-            r.get("Expiration", {}).get("ExpiredObjectDeleteMarker") for r in every
-        ),
-    }
-
-
-def default_retention(rule: dict[str, Any] | None) -> str:
-    """An Object Lock default retention (``Rule.DefaultRetention``) as text, "" for none."""
-    if not rule:
-        return ""
-    period = f"{rule['Days']} day(s)" if rule.get("Days") else f"{rule['Years']} year(s)"
-    return f"{rule['Mode']} {period}"
-
-
-def _default_retention(s3: Any, bucket: str) -> str:
-    try:
-        lock = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ObjectLockConfigurationNotFoundError":
-            return ""
-        raise
-    return default_retention(lock.get("Rule", {}).get("DefaultRetention"))
-
-
-def _encryption(aws: Aws, bucket: str) -> dict[str, str]:
-    """A bucket's default encryption, and the ARN of its KMS key if customer-managed ("" for
-    SSE-S3 or the AWS managed key aws/s3, which no policy of a role has to grant)."""
-    try:
-        rules = aws.client("s3").get_bucket_encryption(Bucket=bucket)[
-            "ServerSideEncryptionConfiguration"
-        ]["Rules"]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ServerSideEncryptionConfigurationNotFoundError":
-            rules = []  # moto's answer for a bucket given none; S3 has SSE-S3 by default
-        else:
-            raise
-    default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
-    key = default.get("KMSMasterKeyID", "")
-    if not key or key.endswith("alias/aws/s3"):
-        return {"Encryption": default.get("SSEAlgorithm", "AES256"), "KmsKey": ""}
-    try:  # an id or alias becomes the key's ARN, which IAM policies name
-        metadata = _probe(aws, "kms").describe_key(KeyId=key)["KeyMetadata"]
-    except UNAVAILABLE:  # another account's key, say: as the bucket names it
-        return {"Encryption": default["SSEAlgorithm"], "KmsKey": key}
-    managed = metadata["KeyManager"] == "AWS"
-    return {"Encryption": default["SSEAlgorithm"], "KmsKey": "" if managed else metadata["Arn"]}
-
-
-def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
-    try:
-        rules: list[dict[str, Any]] = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration":
-            return []
-        raise
-    return rules
-
-
-def table_shape(table: dict[str, Any]) -> dict[str, Any]:
-    """The keys and indexes of a table (CreateTable's arguments or DescribeTable's answer)."""
-    types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-
-    def keys(schema: list[dict[str, str]]) -> list[str]:
-        return [f"{k['AttributeName']} {k['KeyType']} {types[k['AttributeName']]}" for k in schema]
-
-    return {
-        "keys": keys(table["KeySchema"]),
-        "indexes": {
-            i["IndexName"]: {
-                "keys": keys(i["KeySchema"]),
-                "projection": i["Projection"]["ProjectionType"],
-            }
-            for i in table.get("GlobalSecondaryIndexes", [])
-        },
-    }
-
-
 def _tables(aws: Aws, config: Config) -> dict[str, Any]:
     found = {}
     for wanted in tables(config):
         try:
             table = aws.client("dynamodb").describe_table(TableName=wanted["TableName"])["Table"]
         except ClientError as exc:
-            if _missing(exc):
+            if missing(exc):
                 continue
             raise
         found[wanted["TableName"]] = table_shape(table)
@@ -334,419 +160,16 @@ def _sender(aws: Aws, sender: str) -> dict[str, Any]:
 def check(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
     """Judge `state` (from `describe`) against what the configuration needs."""
     gas = config.gas
-    low, high = MAX_RECEIVE_COUNT_RANGE
-    queues = state["queues"]
-    for name in worker_queues(config):
-        queue = queues.get(name)
-        redrive = queue and queue["RedrivePolicy"]
-        dead_letter = name.rstrip("/").rsplit("/", 1)[-1] + DEAD_LETTER_SUFFIX
-        if queue is None:
-            yield Check(False, f"queue {name}: missing", f"create it ({TEMPLATE})")
-        elif not redrive or redrive["deadLetterQueue"] not in queues:
-            yield Check(
-                False,
-                f"queue {name}: no dead-letter queue",
-                f"create {dead_letter} and set {name}'s RedrivePolicy to "
-                f"it, maxReceiveCount {low}-{high} ({TEMPLATE})",
-            )
-        elif redrive["deadLetterQueue"] != dead_letter:
-            # The worker sends invalid messages there itself, as its IAM policy allows.
-            yield Check(
-                False,
-                f"queue {name}: dead-letter queue {redrive['deadLetterQueue']} "
-                f"is not {dead_letter}",
-                f"point {name}'s RedrivePolicy at {dead_letter}, the queue the "
-                "workers' IAM policies let them send to",
-            )
-        elif not low <= redrive["maxReceiveCount"] <= high:
-            yield Check(
-                False,
-                f"queue {name}: maxReceiveCount {redrive['maxReceiveCount']}",
-                f"set it to {low}-{high} in {name}'s RedrivePolicy",
-            )
-        else:
-            yield Check(
-                True,
-                f"queue {name}: dead-letter queue {redrive['deadLetterQueue']}, "
-                f"maxReceiveCount {redrive['maxReceiveCount']}",
-            )
-    for topic, name in subscriptions(config):
-        if topic not in state["topics"]:
-            yield Check(False, f"topic {topic}: missing", f"create it ({TEMPLATE})")
-            continue
-        arn = state["topics"][topic]
-        if name not in queues:
-            continue  # reported above
-        if any(s[:2] == [topic, name] for s in state["subscriptions"]):
-            yield Check(True, f"topic {topic} -> queue {name}: subscribed")
-        else:
-            yield Check(
-                False,
-                f"topic {topic} -> queue {name}: no subscription",
-                f"aws sns subscribe --topic-arn {arn} --protocol sqs "
-                f"--notification-endpoint {queues[name]['Arn']}",
-            )
-        if allows(queues[name]["Policy"], SNS_SERVICE, "sqs:sendmessage", arn):
-            yield Check(True, f"queue {name}: its policy lets topic {topic} deliver")
-        else:
-            yield Check(
-                False,
-                f"queue {name}: its policy does not let topic {topic} deliver",
-                f"allow {SNS_SERVICE} sqs:SendMessage with aws:SourceArn {arn} in its "
-                f"access policy ({TEMPLATE}, QueuePolicy)",
-            )
-    yield from _archive_checks(aws, config, state)
+    yield from queue_checks(config, state["queues"])
+    yield from topic_checks(config, state)
+    yield from archive_checks(aws, config, state)
     if gas.results_bucket not in state["buckets"]:
         yield Check(False, f"bucket {gas.results_bucket}: missing", f"create it ({TEMPLATE})")
     for name in written_buckets(config):
         if name in state["buckets"]:  # a missing archive bucket is reported above
-            yield from _bucket_checks(aws, name, state["buckets"][name])
-    for wanted in tables(config):
-        name, shape = wanted["TableName"], table_shape(wanted)
-        found = state["tables"].get(name)
-        if found == shape:
-            yield Check(
-                True,
-                f"table {name}: keys {', '.join(shape['keys'])}"
-                + "".join(
-                    f"; index {i} {', '.join(v['keys'])}" for i, v in shape["indexes"].items()
-                ),
-            )
-        else:
-            yield Check(
-                False,
-                f"table {name}: "
-                + ("missing" if found is None else f"keys or indexes differ: {found}"),
-                f"create it as {TEMPLATE} does: {shape}",
-            )
-    yield from _ses_checks(aws, config, state["sender"])
-
-
-def _archive_checks(aws: Aws, config: Config, state: dict[str, Any]) -> Iterator[Check]:
-    gas = config.gas
-    publisher = THAW_PUBLISHERS[gas.archive_backend]
-    thaw = state["topics"].get(gas.thaw_topic)
-    bucket_arn = Arns.bucket(gas.archive_bucket)
-    if thaw is not None:
-        source = bucket_arn if gas.archive_backend == "s3" else "*"
-        if allows(state["thaw_topic_policy"], publisher, "sns:publish", source):
-            yield Check(True, f"topic {gas.thaw_topic}: {publisher} may publish")
-        else:
-            condition = f" with aws:SourceArn {bucket_arn}" if gas.archive_backend == "s3" else ""
-            yield Check(
-                False,
-                f"topic {gas.thaw_topic}: {publisher} may not publish",
-                f"allow {publisher} sns:Publish{condition} in its access policy "
-                f"({TEMPLATE}, TopicPolicy)",
-            )
-    if gas.archive_backend == "s3":
-        bucket = state["buckets"].get(gas.archive_bucket)
-        if bucket is None:
-            yield Check(False, f"bucket {gas.archive_bucket}: missing", f"create it ({TEMPLATE})")
-        elif thaw is not None and thaw in bucket["RestoreNotices"]:
-            yield Check(
-                True, f"bucket {gas.archive_bucket}: announces restores on {gas.thaw_topic}"
-            )
-        else:
-            yield Check(
-                False,
-                f"bucket {gas.archive_bucket}: does not announce restores on {gas.thaw_topic}",
-                f"add a notification of {RESTORE_COMPLETED} to the topic ({TEMPLATE})",
-            )
-        return
-    try:
-        aws.client("glacier").describe_vault(vaultName=gas.vault)
-        yield Check(True, f"vault {gas.vault}: exists")
-    except ClientError as exc:
-        if not _missing(exc):
-            raise
-        yield Check(
-            False,
-            f"vault {gas.vault}: missing",
-            f"aws glacier create-vault --account-id - --vault-name {gas.vault}",
-        )
-
-
-def _bucket_checks(aws: Aws, name: str, bucket: dict[str, Any]) -> Iterator[Check]:
-    """A bucket workers upload to and delete from: nothing billed may stay behind.
-
-    Archive deletes a result once archived, thaw and reconcile an archive: in a versioned
-    bucket that leaves the bytes, as a noncurrent version, and Object Lock keeps a locked one
-    whatever the lifecycle says (docs/deploy.md)."""
-    days = bucket["AbortIncompleteUploadDays"]
-    status = bucket["Versioning"]  # "", Enabled, or Suspended (versions made while enabled)
-    expiring = bucket["NoncurrentVersionDays"] and bucket["ExpiresDeleteMarkers"]
-    missing = [ABORT_INCOMPLETE_UPLOADS_RULE] if not days else []
-    missing += [NONCURRENT_VERSIONS_RULE] if status and not expiring else []
-    fix = _lifecycle_fix(aws, name, missing) if missing else ""  # one command adds them all
-    if days:
-        yield Check(True, f"bucket {name}: incomplete uploads aborted after {days[0]} day(s)")
-    else:
-        yield Check(
-            False,
-            f"bucket {name}: no rule aborting incomplete multipart uploads: a killed worker's "
-            "parts are billed forever",
-            fix,
-        )
-    if not status:
-        yield Check(True, f"bucket {name}: not versioned: a delete frees the bytes")
-    elif expiring:
-        noncurrent = bucket["NoncurrentVersionDays"][0]
-        yield Check(
-            True,
-            f"bucket {name}: versioning {status}: noncurrent versions expire after "
-            f"{noncurrent} day(s), and expired delete markers: what the utilities delete is "
-            f"billed {noncurrent} day(s) longer",
-        )
-    else:
-        yield Check(
-            False,
-            f"bucket {name}: versioning {status} and no rule expiring noncurrent versions and "
-            "expired delete markers: what the utilities delete stays, billed",
-            fix,
-        )
-    if bucket["DefaultRetention"]:
-        unlocked = json.dumps({"ObjectLockEnabled": "Enabled"})
-        yield Check(
-            False,
-            f"bucket {name}: Object Lock with default retention {bucket['DefaultRetention']}: "
-            "what the utilities delete stays, locked and billed, until its retention ends",
-            "remove the default retention (Object Lock itself cannot be turned off), or use a "
-            f"bucket without it: aws s3api put-object-lock-configuration --bucket {name} "
-            f"--object-lock-configuration {shlex.quote(unlocked)}",
-        )
-
-
-def _lifecycle_fix(aws: Aws, bucket: str, missing: list[str]) -> str:
-    """The command adding the `missing` rules (util/resources.py) to a bucket's lifecycle.
-
-    PutBucketLifecycleConfiguration replaces the whole configuration: the command carries the
-    bucket's other rules too (one of the same ID is replaced)."""
-    kept = [r for r in _lifecycle_rules(aws.client("s3"), bucket) if r.get("ID") not in missing]
-    document = json.dumps(
-        {"Rules": [*kept, *map(lifecycle_rule, missing)]},
-        default=lambda value: value.isoformat(),  # a rule's Date
-    )
-    keeping = (
-        f", keeping its {len(kept)} other rule(s) (the call replaces the whole configuration)"
-        if kept
-        else ""
-    )
-    return (
-        f"add {', '.join(missing)}{keeping}: aws s3api put-bucket-lifecycle-configuration "
-        f"--bucket {bucket} --lifecycle-configuration {shlex.quote(document)}"
-    )
-
-
-def _ses_checks(aws: Aws, config: Config, identities: dict[str, str]) -> Iterator[Check]:
-    sender = config.notify.sender
-    verified = [i for i, status in identities.items() if status == "Success"]
-    if verified:
-        yield Check(True, f"SES sender {sender}: verified ({verified[0]})")
-    else:
-        yield Check(
-            False,
-            f"SES sender {sender}: not verified",
-            f"aws ses verify-email-identity --email-address {sender}, then click the link",
-        )
-    try:
-        account = _probe(aws, "sesv2").get_account()
-    except UNAVAILABLE as exc:
-        yield Check(None, f"SES sandbox: skipped (not available: {_reason(exc)})")
-        return
-    if account.get("ProductionAccessEnabled"):
-        yield Check(True, "SES: out of the sandbox")
-    else:
-        yield Check(
-            False,
-            "SES: in the sandbox, mail only to verified addresses",
-            "request production access (SES console, Account dashboard)",
-        )
-
-
-def _probe(aws: Aws, service: str) -> Any:
-    """A client that tries once: a call only some accounts (or no emulator) allow."""
-    return aws.session.client(service, config=BotoConfig(retries={"total_max_attempts": 1}))
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return exc.response["Error"]["Code"]
-    return type(exc).__name__
-
-
-class RoleDecisions:
-    """Which actions a role may not do: by iam:SimulatePrincipalPolicy or, where the caller
-    may not simulate (or the local stack's moto cannot), by reading the role's inline and
-    attached policies once. Read, a statement's conditions are taken as met (a Deny with
-    conditions as not), and permissions boundaries and SCPs are not seen."""
-
-    READ = " (read from its policies: IAM's simulation is not available)"
-
-    def __init__(self, aws: Aws, role: str):
-        self.iam = _probe(aws, "iam")
-        self.role = role
-        self.statements: list[dict[str, Any]] | None = None  # None: simulate
-        self.how = ""  # how the answers were found: "" (simulated) or READ
-
-    def denied(
-        self, actions: list[str], resources: list[str], context: Sequence[dict[str, Any]] = ()
-    ) -> list[tuple[str, str]]:
-        """The (action, resource) pairs denied; raises an UNAVAILABLE error if neither way
-        is open to the caller (or the role does not exist)."""
-        if self.statements is None:
-            try:
-                results = self.iam.simulate_principal_policy(
-                    PolicySourceArn=self.role,
-                    ActionNames=actions,
-                    ResourceArns=resources,
-                    ContextEntries=list(context),
-                )["EvaluationResults"]
-                return [
-                    (r["EvalActionName"], r["EvalResourceName"])
-                    for r in results
-                    if r["EvalDecision"] != "allowed"
-                ]
-            except UNAVAILABLE:
-                self.statements = self._read()
-                self.how = self.READ
-        statements = self.statements
-        return [(a, r) for a in actions for r in resources if not _allowed(statements, a, r)]
-
-    def _read(self) -> list[dict[str, Any]]:
-        name = self.role.rsplit("/", 1)[1]
-        documents = [
-            self.iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
-            for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=name)
-            for policy_name in page["PolicyNames"]
-        ]
-        for page in self.iam.get_paginator("list_attached_role_policies").paginate(RoleName=name):
-            for attached in page["AttachedPolicies"]:
-                arn = attached["PolicyArn"]
-                version = self.iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
-                documents.append(
-                    self.iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"][
-                        "Document"
-                    ]
-                )
-        return [
-            s
-            for d in documents
-            for s in ([d["Statement"]] if isinstance(d["Statement"], dict) else d["Statement"])
-        ]
-
-
-def _allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
-    """IAM's evaluation of identity-policy statements for one request: an explicit Deny wins,
-    then any Allow; actions match case-insensitively, both with IAM's wildcards."""
-
-    def matches(statement: dict[str, Any]) -> bool:
-        return _element(statement, "Action", action.lower(), str.lower) and _element(
-            statement, "Resource", resource, str
-        )
-
-    if any(s["Effect"] == "Deny" and "Condition" not in s and matches(s) for s in statements):
-        return False
-    return any(s["Effect"] == "Allow" and matches(s) for s in statements)
-
-
-def _element(
-    statement: dict[str, Any], element: str, value: str, fold: Callable[[str], str]
-) -> bool:
-    """Whether `value` is in a statement's Action (Resource), or not in its NotAction."""
-    negated = element not in statement
-    patterns = statement.get(f"Not{element}" if negated else element, [])
-    hit = any(
-        fnmatchcase(value, fold(p)) for p in ([patterns] if isinstance(patterns, str) else patterns)
-    )
-    return hit != negated
-
-
-def simulate(aws: Aws, config: Config, roles: dict[str, str]) -> Iterator[Check]:
-    """Whether each role given may do each action of its utility's policy (RoleDecisions)."""
-    if not roles:
-        yield Check(None, "IAM: skipped (give --role UTILITY=ARN to simulate a role's policy)")
-        return
-    arns = Arns(aws.account_id(), aws.client("sns").meta.region_name)
-    for utility, role in roles.items():
-        decisions = RoleDecisions(aws, role)
-        denied = []
-        try:
-            # Statements with conditions would need their context; the others say enough.
-            for statement in policy(utility, config, arns)["Statement"]:
-                if "Condition" not in statement:
-                    resources = statement["Resource"]
-                    denied += decisions.denied(
-                        statement["Action"],
-                        [resources] if isinstance(resources, str) else resources,
-                    )
-        except UNAVAILABLE as exc:
-            yield Check(None, f"IAM {utility}: skipped (not available: {_reason(exc)})")
-            continue
-        if denied:
-            yield Check(
-                False,
-                f"IAM {utility} ({role}): denied "
-                + "; ".join(f"{a} on {r}" for a, r in denied)
-                + decisions.how,
-                f"attach `python -m deploy.iam render {utility} ...` to the role",
-            )
-        else:
-            yield Check(True, f"IAM {utility} ({role}): every action allowed{decisions.how}")
-
-
-def key_checks(
-    aws: Aws, config: Config, state: dict[str, Any], roles: dict[str, str]
-) -> Iterator[Check]:
-    """For each bucket whose default encryption is a customer-managed KMS key: may the roles
-    given of the utilities reading or writing its objects use the key (deploy/iam
-    kms_actions), as S3 does on their behalf?"""
-    needs = {utility: kms_actions(utility, config) for utility in UTILITIES}
-    region = aws.client("sns").meta.region_name
-    via_s3 = [
-        {"ContextKeyName": name, "ContextKeyValues": [value], "ContextKeyType": "string"}
-        for name, value in (
-            ("kms:ViaService", f"s3.{region}.amazonaws.com"),
-            ("kms:CallerAccount", aws.account_id()),
-        )
-    ]
-    decisions = {utility: RoleDecisions(aws, role) for utility, role in roles.items()}
-    for name, bucket in state["buckets"].items():
-        key = bucket["KmsKey"]
-        users = {u: n[name] for u, n in needs.items() if name in n}
-        if not key or not users:
-            continue
-        checked = [u for u in users if u in roles]
-        unchecked = [u for u in users if u not in roles]
-        what = f"bucket {name}: KMS key {key}"
-        if not checked:
-            yield Check(
-                None, f"{what}: not checked (give --role UTILITY=ARN of {', '.join(unchecked)})"
-            )
-            continue
-        try:
-            denied = {u: decisions[u].denied(users[u], [key], via_s3) for u in checked}
-        except UNAVAILABLE as exc:
-            yield Check(None, f"{what}: skipped (not available: {_reason(exc)})")
-            continue
-        rest = f" (not checked: {', '.join(unchecked)}: give --role)" if unchecked else ""
-        how = next((decisions[u].how for u in checked if decisions[u].how), "")
-        refused = [
-            f"{u} ({roles[u]}) may not {', '.join(a for a, _ in pairs)}"
-            for u, pairs in denied.items()
-            if pairs
-        ]
-        if refused:
-            yield Check(
-                False,
-                f"{what}: {'; '.join(refused)}{rest}{how}",
-                f"allow them on the key in those roles' policies: the template's "
-                f"{KMS_KEY_PARAMETER}={key}, or python -m deploy.iam render UTILITY --kms-key "
-                f"{key} ...; the key's policy must let IAM policies grant its use (its "
-                "default policy does)",
-            )
-        else:
-            yield Check(True, f"{what}: {', '.join(checked)} may use it{rest}{how}")
+            yield from bucket_checks(aws, name, state["buckets"][name])
+    yield from table_checks(config, state["tables"])
+    yield from ses_checks(aws, config, state["sender"])
 
 
 def role_argument(text: str) -> tuple[str, str]:

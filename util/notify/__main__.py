@@ -1,5 +1,8 @@
+"""``python -m util.notify``."""
+
 import sys
 
 from util.notify.notify import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

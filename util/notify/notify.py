@@ -1,25 +1,10 @@
-"""Notify: e-mail the user when an annotation job has finished.
+"""Notify: e-mail the user (SES) when an annotation job has finished (docs/utilities.md#notify).
 
-For each job-results message ``{"job_id", "user_id", "job_status", ...}``:
-
-1. load the job: it alone is believed, not the message. It must be the sender's and
-   COMPLETED or FAILED;
-2. if the job records that its user was already e-mailed (``notified_time``): nothing to do;
-3. look the user up now: their name and address come from the users store, never from the
-   message; a user without a usable address cannot be e-mailed;
-4. render subject, plain text and HTML from the templates of the job's state (every value
-   put into HTML is escaped);
-5. claim the sending on the job for ``claim_seconds`` with a token of this attempt: a second
-   copy of the message handled at the same moment (the annotator published twice) waits for
-   this one instead of sending too. A claim whose condition fails is looked at: holding our
-   own token means its answer was lost and botocore's retry found our first attempt;
-6. send it through SES from the configured sender. Throttling and outages are retried
-   (botocore first, then the message comes back); an address SES refuses for good is invalid;
-7. record ``notified_time`` on the job, only if none is recorded yet (``notify_claim`` stays:
-   the token of the attempt that sent the e-mail).
-
-Sending comes before recording, so a crash between 6 and 7 means a second e-mail once the
-claim has lapsed rather than none: SES has no idempotency key to close that window.
+For each job-results message: the job and the user are read (never believed from the
+message), subject, text and HTML are rendered from the templates of the job's state, the
+sending is claimed on the job (a lease: a second copy of the message waits for it), the e-mail
+is sent, and ``notified_time`` recorded once. Sending comes before recording: a crash between
+the two means a second e-mail once the claim has lapsed, never none.
 """
 
 from __future__ import annotations
@@ -28,7 +13,6 @@ import html
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,8 +26,12 @@ if __package__ in (None, ""):  # run as `python util/notify/notify.py`
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util import worker
-from util.helpers import (
+from util import process
+from util.aws import Aws
+from util.helpers import Annotations, InvalidMessage, User, Users, Write
+from util.leases import EMAIL_CLAIM
+from util.messages import Message, Outcome, defer, done, require_str, retry
+from util.schema import (
     COMPLETE_TIME,
     COMPLETED,
     FAILED,
@@ -54,16 +42,8 @@ from util.helpers import (
     NOTIFY_CLAIM,
     NOTIFY_CLAIM_EXPIRES,
     SUBMIT_TIME,
-    Annotations,
-    Aws,
-    InvalidMessage,
-    User,
-    Users,
-    Write,
-    require_str,
 )
 from util.util_config import Config, ConfigError
-from util.worker import Message, Outcome, defer, done, retry
 
 HERE = Path(__file__).resolve().parent
 # What a template may use; any other $name is refused at start, not when a job finishes.
@@ -175,9 +155,8 @@ class Notifier:
             raise InvalidMessage(f"user {user_id} has no usable e-mail address")
 
         email = self.render(job, user)
-        token = uuid.uuid4().hex
-        claim = self.claim(job_id, token)
-        if not claim.holds(NOTIFY_CLAIM, token):
+        token, claim = self.claim(job_id)
+        if not EMAIL_CLAIM.held(claim, token):
             return self.claimed_elsewhere(job_id, claim.item)
         try:
             self.send(user.email, email)
@@ -194,20 +173,20 @@ class Notifier:
             return retry(f"SES unreachable: {exc}")
 
         recorded = self.record(job_id)
-        if not recorded.holds(NOTIFY_CLAIM, token):
+        if not EMAIL_CLAIM.held(recorded, token):
             return done("e-mailed; another copy of the message had also done so")
         return done(f"e-mailed ({job[JOB_STATUS]})")
 
-    def claim(self, job_id: str, token: str) -> Write:
-        """Take the sending for `claim_seconds`, unless it is done or another copy holds it."""
-        now = int(self.clock())
-        return self.jobs.update_if(
+    def claim(self, job_id: str) -> tuple[str, Write]:
+        """Take the sending for `claim_seconds`, unless it is done or another copy holds it:
+        our token, and the write."""
+        return EMAIL_CLAIM.take(
+            self.jobs,
             job_id,
-            "SET #claim = :token, #expires = :expires",
-            "attribute_not_exists(#notified) AND "
-            "(attribute_not_exists(#expires) OR #expires < :now)",
-            _NAMES,
-            {":token": token, ":expires": now + self.claim_seconds, ":now": now},
+            self.claim_seconds,
+            int(self.clock()),
+            when="attribute_not_exists(#notified)",
+            names=_NAMES,
         )
 
     def claimed_elsewhere(self, job_id: str, job: dict[str, Any]) -> Outcome:
@@ -227,9 +206,7 @@ class Notifier:
 
     def release(self, job_id: str, token: str) -> None:
         """Give up our claim (only ours) after a failed send."""
-        self.jobs.update_if(
-            job_id, "REMOVE #claim, #expires", "#claim = :token", _NAMES, {":token": token}
-        )
+        EMAIL_CLAIM.release(self.jobs, job_id, token)
 
     def record(self, job_id: str) -> Write:
         """Record the e-mail, unless one is recorded already."""
@@ -276,7 +253,7 @@ class Notifier:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker.main("notify", Notifier, argv)
+    return process.main("notify", Notifier, argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
+"""``python -m util.reconcile``."""
+
 import sys
 
 from util.reconcile.reconcile import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

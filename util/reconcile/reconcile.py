@@ -1,43 +1,12 @@
 """Reconcile: one anti-entropy pass comparing what should be with what is, repairing the gap.
 
-Messages can be lost before they reach the utilities, a retrieval can lapse, a crash can leave
-an orphan archive. One pass reads the users table, the results bucket (one listing), the
-archive store (the archive bucket's listing, or the vault's latest inventory), then the
-annotations table (parallel Scan segments), and finds:
-
-1. ``archive-not-requested``: a free user's COMPLETED job past grace + slack + the archive
-   queue's visibility timeout, its result in S3, no archive: the archive message is sent;
-2. ``result-not-deleted``: an archive recorded and the archived S3 result (its recorded ETag)
-   still there, as long past: the archive message is sent (archive finishes the deletion);
-3. ``restore-not-requested``: a premium user's archived result with no retrieval: the restore
-   message is sent (one per user), unless one may still be on its way: then the finding
-   says until when it waits for it (`Reconciler.restore_wait`);
-4. ``retrieval-lapsed``: a recorded retrieval past its lifetime, the result not back: the
-   restore message is sent, as for 3;
-5. ``orphan-archive``: an archive no job names, older than ``orphan_age_seconds`` when the
-   listing was taken, and not deleted since (`Reconciler.orphans`): checked again (the
-   archive, then the job, consistently) right before it is deleted;
-6. ``lost``: a job naming an archive that does not exist while its S3 result is gone. Never
-   repaired: reported, and the exit status is 3;
-7. ``stale-claim``: a retrieval or e-mail claim past its expiry: cleared by a conditional
-   write on that exact claim, so a live holder's newer claim is never touched.
-
-Every candidate seen in the listings and the Scan (eventually consistent, and taken at
-different moments) is confirmed by point reads before it is reported or acted on. Repairs are
-only the utilities' ordinary messages (they decide, idempotently), orphan deletes, and claim
-clears: reconcile never writes an archive id and never deletes a result. So it is safe while
-the workers run, and two passes at once only send a message twice.
-
-The vault has no listing: each pass starts an inventory-retrieval job and uses the newest
-finished one on a later pass. An inventory is a snapshot (``InventoryDate``) up to a day old,
-so an archive a job names but the inventory lacks is only a suspect: it is lost once an
-inventory taken after the pass that first suspected it lacks it too (suspects are kept in the
-report). Without a finished inventory, orphans and lost archives are not looked for.
-
-Each pass leaves its report (JSON) at ``s3://<results_bucket>/<report_key>``; util.status
-shows it. Exit status: 0 nothing wrong (or, with --repair, everything repaired); 1 AWS
-failed; 2 bad configuration; 3 a result is lost; 4 repairable findings left (a dry run, or a
-message not sent; a restore message waited for is not left).
+It reads the users, the results bucket, the archive back end's listing and the annotations
+table, and finds what the event-driven workers missed: an archive or restore message lost, a
+result not deleted, a retrieval lapsed, an orphan archive, a stale claim, a result lost. Every
+candidate is confirmed by consistent point reads before it is reported or acted on; repairs
+are only the utilities' ordinary messages, orphan deletes and claim clears, so a pass is safe
+while the workers run. Findings, the report and exit status: util/reconcile/report.py and
+docs/reconcile-and-metrics.md.
 """
 
 from __future__ import annotations
@@ -48,11 +17,9 @@ import logging
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,110 +29,56 @@ if __package__ in (None, ""):  # run as `python util/reconcile/reconcile.py`
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util import metrics
-from util.backends import S3Backend
-from util.glacier import Vault
-from util.helpers import (
+from util.archives import backend_for
+from util.aws import Aws, head_object
+from util.helpers import Annotations, Users
+from util.leases import LEASES, Lease
+from util.process import configure_logging
+from util.reconcile.repairs import Repairs
+from util.reconcile.report import (
+    ARCHIVE_NOT_REQUESTED,
+    EXIT_AWS,
+    EXIT_CONFIG,
+    KINDS,
+    LOST,
+    ORPHAN_ARCHIVE,
+    RESTORE_NOT_REQUESTED,
+    RESULT_NOT_DELETED,
+    RETRIEVAL_LAPSED,
+    STALE_CLAIM,
+    Finding,
+    Report,
+    load_report,
+    render_text,
+)
+from util.retrieval import is_claim
+from util.schema import (
     ARCHIVE_ID,
     ARCHIVE_UPLOAD,
     COMPLETE_TIME,
     COMPLETED,
     JOB_ID,
     JOB_STATUS,
-    NOTIFIED_TIME,
-    NOTIFY_CLAIM,
-    NOTIFY_CLAIM_EXPIRES,
     PREMIUM,
     RESTORE_EXPIRES,
     RESTORE_JOB_ID,
     RESULT_ETAG,
     RESULT_KEY,
     RESULTS_BUCKET,
-    S3_NOT_FOUND,
     THAW_TIME,
     USER_ID,
-    Annotations,
-    Aws,
-    Users,
-    head_object,
 )
-from util.retrieval import is_claim
 from util.util_config import Config, ConfigError, add_config_option, load
-from util.worker import configure_logging
 
 log = logging.getLogger("gas")
 
-ARCHIVE_NOT_REQUESTED = "archive-not-requested"
-RESULT_NOT_DELETED = "result-not-deleted"
-RESTORE_NOT_REQUESTED = "restore-not-requested"
-RETRIEVAL_LAPSED = "retrieval-lapsed"
-ORPHAN_ARCHIVE = "orphan-archive"
-LOST = "lost"
-STALE_CLAIM = "stale-claim"
-KINDS = (
-    ARCHIVE_NOT_REQUESTED,
-    RESULT_NOT_DELETED,
-    RESTORE_NOT_REQUESTED,
-    RETRIEVAL_LAPSED,
-    ORPHAN_ARCHIVE,
-    LOST,
-    STALE_CLAIM,
-)
 THAWED = "thawed since the listing"
-EXIT_OK, EXIT_AWS, EXIT_CONFIG, EXIT_LOST, EXIT_FINDINGS = 0, 1, 2, 3, 4
 # A queue's messages: visible, received and not yet deleted, and delayed (or deferred).
 QUEUED = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 )
-SQS_BATCH = 10
-
-
-@dataclass
-class Finding:
-    kind: str
-    job_id: str
-    user_id: str
-    detail: str
-    action: str = ""  # what the pass did (or, dry, would do)
-
-
-@dataclass
-class Report:
-    """What one pass saw and did; written as JSON for util.status and the next pass."""
-
-    started: float
-    backend: str
-    repair: bool
-    findings: list[Finding] = field(default_factory=list)
-    scanned: dict[str, int | None] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    # Vault only: archive id -> {"job_id", "since"}: named by a job, missing from the inventory.
-    suspects: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Archive id -> when a pass deleted it as an orphan, while the listing read is older.
-    deleted: dict[str, float] = field(default_factory=dict)
-    # User id -> {"since", "sent"}: no restore message for the user before since + the grace
-    # (sent: a pass sent one then; else the restore queue held messages then).
-    restores: dict[str, dict[str, Any]] = field(default_factory=dict)
-    finished: float = 0.0
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(f.kind for f in self.findings))
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "counts": self.counts()}
-
-    def exit_code(self) -> int:
-        if any(f.kind == LOST for f in self.findings):
-            return EXIT_LOST
-        if any(not f.action.startswith(("done", "waits")) for f in self.findings):
-            return EXIT_FINDINGS
-        return EXIT_OK
-
-
-def _epoch(stamp: str) -> float:
-    """An ISO 8601 stamp of Glacier's (``2012-05-15T17:19:46.700Z``) as epoch seconds."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 class Reconciler:
@@ -184,22 +97,22 @@ class Reconciler:
         self.s3 = aws.client("s3")
         self.sqs = aws.client("sqs")
         self.results_bucket = config.gas.results_bucket
-        self.backend_name = config.gas.archive_backend
-        self.vault = Vault(aws.client("glacier"), config.gas.vault)
-        self.archive_store = S3Backend(config, aws)
+        self.backend = backend_for(config, aws)
         self.lock = threading.Lock()
 
     # -- the pass ------------------------------------------------------------------------
 
     def run(self) -> Report:
         now = self.clock()
-        report = Report(now, self.backend_name, self.repair)
+        report = Report(now, self.config.gas.archive_backend, self.repair)
         self.report = report
         self.now = now
         previous = load_report(self.s3, self.results_bucket, self.settings.report_key) or {}
         self.roles = {u.user_id: u.role for u in self.users.all(self.settings.page_size)}
         self.results = self.list_objects(self.results_bucket, "")
-        self.archives, inventory_date = self.list_archives()
+        listing = self.backend.listing(now)
+        self.archives, inventory_date = listing.archives, listing.taken
+        report.notes += [listing.note] if listing.note else []
         visibility = self.queue_attributes(self.config.archive.queue, "VisibilityTimeout")
         self.overdue = (
             self.config.archive.grace_seconds
@@ -231,11 +144,11 @@ class Reconciler:
             report.findings.append(finding)
             if kind in (RESTORE_NOT_REQUESTED, RETRIEVAL_LAPSED):
                 restore_users.setdefault(finding.user_id, []).append(finding)
-        self.act(report, restore_users, previous.get("restores", {}))
+        Repairs(self, self.restores_queued).act(report, restore_users, previous.get("restores", {}))
         if self.archives is not None:
             report.findings += self.orphans(inventory_date, previous.get("deleted", {}))
-        if self.backend_name == "vault":
-            self.start_inventory()
+        if note := self.backend.prepare_listing():
+            report.notes.append(note)
         report.finished = self.clock()
         self.save(report)
         metrics.emit_findings(self.config, report.counts(), KINDS)
@@ -261,37 +174,6 @@ class Reconciler:
                     "modified": o["LastModified"].timestamp(),
                 }
         return objects
-
-    def list_archives(self) -> tuple[dict[str, dict[str, Any]] | None, float]:
-        """archive id -> {"job_id", "modified"}, and as of when; None if not known."""
-        if self.backend_name == "s3":
-            prefix = self.config.gas.archive_prefix
-            listed = self.list_objects(self.config.gas.archive_bucket, prefix)
-            return {
-                key: {"job_id": key[len(prefix) :].rsplit("/", 1)[0], **o}
-                for key, o in listed.items()
-                if "/" in key[len(prefix) :]
-            }, self.now
-        finished = [j for j in self.vault.inventory_jobs() if j["StatusCode"] == "Succeeded"]
-        if not finished:
-            self.report.notes.append(
-                "no finished vault inventory yet: orphans and lost archives not looked for"
-            )
-            return None, 0.0
-        inventory = self.vault.inventory(finished[-1]["JobId"])
-        archives = {}
-        for entry in inventory.archives():
-            try:
-                job_id = json.loads(entry["ArchiveDescription"])["job_id"]
-            except (ValueError, TypeError, KeyError):
-                continue  # not an archive of this pipeline's: never touched
-            archives[entry["ArchiveId"]] = {
-                "job_id": job_id,
-                "modified": _epoch(entry["CreationDate"]),
-            }
-        self.report.notes.append(f"vault inventory of {inventory.date}")
-        # No InventoryDate: taken as covering nothing, so nothing is suspected from it.
-        return archives, _epoch(inventory.date) if inventory.date else 0.0
 
     def scan_segment(self, segment: int) -> int:
         seen = 0
@@ -398,24 +280,18 @@ class Reconciler:
     def head(self, bucket: str, key: str) -> dict[str, Any] | None:
         return head_object(self.s3, bucket, key)
 
-    def archive_exists(self, archive_id: str) -> bool | None:
-        """The S3 back end asks the object itself; the vault can only be asked through an
-        inventory (None: that one does not say)."""
-        if self.backend_name == "s3":
-            return self.archive_store.head(archive_id) is not None
-        return None
-
     def lost(
         self, item: dict[str, Any], inventory_date: float, previous: dict[str, dict[str, Any]]
     ) -> Finding | None:
         job_id, archive_id = item[JOB_ID], item[ARCHIVE_ID]
-        if self.archive_exists(archive_id) or self.head(item[RESULTS_BUCKET], item[RESULT_KEY]):
+        known = self.backend.exists(archive_id)
+        if (known and known[0]) or self.head(item[RESULTS_BUCKET], item[RESULT_KEY]):
             return None
         again = self.jobs.get(job_id) or {}
         if again.get(ARCHIVE_ID) != archive_id:
             return None  # thawed (or re-archived) meanwhile
         detail = f"names archive {archive_id[:40]}, which does not exist; S3 result gone"
-        if self.backend_name == "vault":
+        if known is None:  # a back end known only through listings (the vault's inventories)
             since = previous.get(archive_id, {}).get("since", self.clock())
             # Kept while the job names it: every later pass reports it too.
             self.report.suspects[archive_id] = {"job_id": job_id, "since": since}
@@ -427,147 +303,32 @@ class Reconciler:
             )
         return Finding(LOST, job_id, item.get(USER_ID, ""), detail, "none: reported")
 
-    def stale_claims(self, item: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
-        """The item's lapsed claims: (what, the attribute names of the claim and its expiry)."""
-        claims = []
-        if is_claim(item.get(RESTORE_JOB_ID)) and item.get(RESTORE_EXPIRES, self.now) < self.now:
-            claims.append(
-                ("retrieval claim", {"#claim": RESTORE_JOB_ID, "#expires": RESTORE_EXPIRES})
-            )
-        if (
-            NOTIFY_CLAIM_EXPIRES in item
-            and NOTIFIED_TIME not in item
-            and item[NOTIFY_CLAIM_EXPIRES] < self.now
-        ):
-            claims.append(
-                ("e-mail claim", {"#claim": NOTIFY_CLAIM, "#expires": NOTIFY_CLAIM_EXPIRES})
-            )
-        return claims
+    def stale_claims(self, item: dict[str, Any]) -> list[Lease]:
+        """The item's lapsed leases (util/leases.py)."""
+        return [lease for lease in LEASES if lease.stale(item, self.now)]
 
     def stale_claim(self, item: dict[str, Any]) -> Finding | None:
-        """Lapsed claims, each cleared only if it is still that very claim."""
-        claims = self.stale_claims(item)
-        if not claims:
+        """Lapsed leases, each cleared only if it is still that very lease."""
+        leases = self.stale_claims(item)
+        if not leases:
             return None
         finding = Finding(
             STALE_CLAIM,
             item[JOB_ID],
             item.get(USER_ID, ""),
             ", ".join(
-                f"{what} expired at {datetime.fromtimestamp(item[names['#expires']]).isoformat()}"
-                for what, names in claims
+                f"{lease.what} expired at {datetime.fromtimestamp(item[lease.expires]).isoformat()}"
+                for lease in leases
             ),
             "would clear it",
         )
         if self.repair:
-            for _, names in claims:
+            for lease in leases:
                 # Not applied: gone already (this write's own first attempt, or its holder
                 # moved on): either way no longer stale.
-                self.jobs.update_if(
-                    item[JOB_ID],
-                    "REMOVE #claim, #expires",
-                    "#claim = :claim AND #expires = :expires",
-                    names,
-                    {":claim": item.get(names["#claim"]), ":expires": item[names["#expires"]]},
-                )
+                lease.clear_stale(self.jobs, item[JOB_ID], item)
             finding.action = "done: cleared"
         return finding
-
-    # -- repairs ---------------------------------------------------------------------------
-
-    def act(
-        self,
-        report: Report,
-        restore_users: dict[str, list[Finding]],
-        restores: dict[str, dict[str, Any]],
-    ) -> None:
-        """Send the archive and restore messages the findings call for; `restores`: the
-        restore messages the previous pass waited for or sent (its report)."""
-        archive = [
-            f for f in report.findings if f.kind in (ARCHIVE_NOT_REQUESTED, RESULT_NOT_DELETED)
-        ]
-        self.send(
-            self.config.archive.queue,
-            archive,
-            lambda f: {JOB_ID: f.job_id, USER_ID: f.user_id},
-            "archive message",
-        )
-        sending = []
-        for user_id, findings in restore_users.items():
-            wait = self.restore_wait(restores.get(user_id))
-            if wait is None:
-                sending.append(findings)
-                continue
-            report.restores[user_id] = wait
-            for finding in findings:
-                finding.action = self.waits(wait)
-        self.send(
-            self.config.restore.queue,
-            [findings[0] for findings in sending],
-            lambda f: {USER_ID: f.user_id},
-            "restore message",
-        )
-        for first, *others in sending:
-            if first.action.startswith("done"):
-                report.restores[first.user_id] = {"since": self.clock(), "sent": True}
-            for finding in others:
-                finding.action = first.action
-
-    def restore_wait(self, previous: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Whether a user's restore message may still be on its way, so none is sent now:
-        {"since", "sent"}, the grace running from "since"; None: send one.
-
-        On its way: the one a pass sent (`previous`, from its report), or, where no pass sent
-        or waited for one yet, any restore message queued (the web app's after the upgrade,
-        perhaps: a queue does not say for whom its messages are). Once the grace is over, one
-        is sent whatever the queue holds.
-        """
-        wait = previous
-        if wait is None and self.restores_queued:
-            wait = {"since": self.now, "sent": False}
-        if wait is not None and self.now < wait["since"] + self.settings.restore_grace_seconds:
-            return wait
-        return None
-
-    def waits(self, wait: dict[str, Any]) -> str:
-        """The action of a finding whose restore message is waited for."""
-        since = datetime.fromtimestamp(wait["since"])
-        until = since + timedelta(seconds=self.settings.restore_grace_seconds)
-        at = since.isoformat(timespec="seconds")
-        why = (
-            f"a restore message was sent at {at}"
-            if wait["sent"]
-            else f"the restore queue held messages at {at}, perhaps this user's"
-        )
-        return f"waits until {until.isoformat(timespec='seconds')}: {why}"
-
-    def send(
-        self,
-        queue: str,
-        findings: list[Finding],
-        body: Callable[[Finding], dict[str, str]],
-        what: str,
-    ) -> None:
-        if not self.repair:
-            for finding in findings:
-                finding.action = f"would send the {what}"
-            return
-        url = self.aws.queue_url(queue)
-        for start in range(0, len(findings), SQS_BATCH):
-            chunk = findings[start : start + SQS_BATCH]
-            response = self.sqs.send_message_batch(
-                QueueUrl=url,
-                Entries=[
-                    {"Id": str(i), "MessageBody": json.dumps(body(f))} for i, f in enumerate(chunk)
-                ],
-            )
-            failed = {int(f["Id"]): f.get("Message", "") for f in response.get("Failed", [])}
-            for i, finding in enumerate(chunk):
-                finding.action = (
-                    f"failed to send the {what}: {failed[i]}"
-                    if i in failed
-                    else f"done: sent the {what}"
-                )
 
     def orphans(self, taken: float, deleted: dict[str, float]) -> list[Finding]:
         """Archives no job names, old enough, checked again right before each delete.
@@ -585,22 +346,22 @@ class Reconciler:
         self.report.deleted = dict(gone)  # the next pass may read the same listing
         oldest = taken - self.settings.orphan_age_seconds
         for archive_id, archive in self.archives.items():
-            if archive_id in self.named or archive_id in gone or archive["modified"] > oldest:
+            if archive_id in self.named or archive_id in gone or archive[1] > oldest:
                 continue
-            kept = self.kept(archive_id, archive["job_id"], oldest, taken)
+            kept = self.kept(archive_id, archive[0], oldest, taken)
             thawed += kept == THAWED
             if kept:
                 continue
-            made = datetime.fromtimestamp(archive["modified"]).isoformat()
+            made = datetime.fromtimestamp(archive[1]).isoformat()
             finding = Finding(
                 ORPHAN_ARCHIVE,
-                archive["job_id"],
+                archive[0],
                 "",
                 f"archive {archive_id[:40]} of {made} named by no job",
                 "would delete it",
             )
             if self.repair:
-                (self.archive_store if self.backend_name == "s3" else self.vault).delete(archive_id)
+                self.backend.delete(archive_id)
                 finding.action = "done: deleted"
                 self.report.deleted[archive_id] = self.clock()
             findings.append(finding)
@@ -613,12 +374,11 @@ class Reconciler:
         return findings
 
     def kept(self, archive_id: str, job_id: str, oldest: float, taken: float) -> str | None:
-        """Why the archive is no orphan, from the archive (S3) and then its job, read again;
-        None if it is one."""
-        if self.backend_name == "s3":
-            head = self.archive_store.head(archive_id)
-            if head is None or head["LastModified"].timestamp() > oldest:
-                return "gone, or made again"
+        """Why the archive is no orphan, from the archive (where the back end can say) and
+        then its job, read again; None if it is one."""
+        known = self.backend.exists(archive_id)
+        if known is not None and (not known[0] or known[1] > oldest):
+            return "gone, or made again"
         item = self.jobs.get(job_id)
         if item is None:
             return None
@@ -629,22 +389,12 @@ class Reconciler:
         # thaw's to delete. (thaw_time is in whole seconds.)
         if item.get(THAW_TIME, 0) + 1 + self.settings.slack_seconds > taken:
             return THAWED
-        if self.backend_name == "s3" and ARCHIVE_ID not in item:
-            # archive adopts an object of the result's content it finds made already
+        if ARCHIVE_ID not in item:
+            # archive adopts an archive of the result's content it finds made already
             head = self.head(item.get(RESULTS_BUCKET, ""), item.get(RESULT_KEY, ""))
-            if head and archive_id.endswith("/" + head["ETag"].strip('"')):
+            if head and self.backend.of_content(archive_id, head["ETag"]):
                 return "adopted"
         return None
-
-    def start_inventory(self) -> None:
-        """A new vault inventory for a later pass, unless one is under way."""
-        if any(j["StatusCode"] == "InProgress" for j in self.vault.inventory_jobs()):
-            return
-        if self.vault.start_inventory() is None:
-            self.report.notes.append(
-                "the vault has no inventory yet (Glacier prepares its first within a day of "
-                "its creation): none could be started"
-            )
 
     # -- the report ------------------------------------------------------------------------
 
@@ -655,38 +405,6 @@ class Reconciler:
             Body=json.dumps(report.to_json(), indent=1).encode(),
             ContentType="application/json",
         )
-
-
-def load_report(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    """The last pass's report, or None if no pass has left one."""
-    try:
-        return json.load(s3.get_object(Bucket=bucket, Key=key)["Body"])
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in S3_NOT_FOUND:
-            return None
-        raise
-
-
-def render_text(report: Report) -> str:
-    lines = [
-        f"reconcile ({'repair' if report.repair else 'dry run'}, backend "
-        f"{report.backend}): scanned {report.scanned}"
-    ]
-    lines += [f"note: {note}" for note in report.notes]
-    for f in report.findings:
-        lines.append(
-            f"{f.kind:22} job={f.job_id} user={f.user_id or '-'}  {f.detail}  -> {f.action}"
-        )
-    if report.suspects:
-        lines.append(
-            f"{len(report.suspects)} archive(s) missing from the inventory, to "
-            "look at again on the next inventory"
-        )
-    counts = report.counts()
-    lines.append(
-        "findings: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none")
-    )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,8 @@
+"""``python -m util.restore``."""
+
 import sys
 
 from util.restore.restore import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

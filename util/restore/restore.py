@@ -1,22 +1,12 @@
-"""Restore: start Glacier retrievals of every archived result of a user who became premium.
+"""Restore: start retrievals of every archived result of a user who became premium
+(docs/utilities.md#restore).
 
-For each message ``{"user_id"}`` (sent by the web app after the upgrade):
-
-1. the user must be premium now: a forged or stale message for a free user must not start
-   paid retrievals;
-2. find every archived result of the user (``user_id_index``, all pages);
-3. start one retrieval per result, several at once: Expedited, or Standard when there is no
-   Expedited capacity (util/backends.py: a Glacier job that carries the job id and announces
-   its completion on the thaw topic, or an S3 restore whose completion event the archive
-   bucket sends there); a result whose retrieval is already recorded is skipped
-   (util/retrieval.py), so a second message or a second worker starts no duplicate;
-4. done when every result has its retrieval; if some could not be started, the message is
-   retried and its redelivery starts only those;
-5. a message younger than ``index_settle_seconds`` is looked at once more when it is that old
-   (the deferred copy, delivered before, is that look):
-   the index is eventually consistent, and an archive recorded just before the upgrade (archive
-   records one only while the user is free, so before the web app sends this message) may not
-   show in it yet.
+For each ``{"user_id"}``: the user must be premium now (a forged or stale message starts no
+paid retrieval); every archived result of the user (``user_id_index``) gets one retrieval,
+Expedited, Standard when there is no Expedited capacity, recorded on its item so that no
+second message or worker starts a duplicate (util/retrieval.py). A message younger than
+``index_settle_seconds`` is looked at once more when it is that old: the index is eventually
+consistent, and may not yet show an archive recorded just before the upgrade.
 """
 
 from __future__ import annotations
@@ -32,12 +22,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python util/restore/restore.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from util import worker
-from util.backends import backend_for
-from util.helpers import JOB_ID, RESTORE_TIER, Annotations, Aws, InvalidMessage, Users, require_str
+from util import process
+from util.archives import backend_for
+from util.aws import Aws
+from util.helpers import Annotations, InvalidMessage, Users
+from util.messages import Message, Outcome, defer, done, require_str, retry
 from util.retrieval import Retrievals, Start, under_way
+from util.schema import JOB_ID, RESTORE_TIER
 from util.util_config import Config
-from util.worker import Message, Outcome, defer, done, retry
 
 log = logging.getLogger("gas")
 
@@ -125,7 +117,7 @@ class Restorer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker.main("restore", Restorer, argv)
+    return process.main("restore", Restorer, argv)
 
 
 if __name__ == "__main__":

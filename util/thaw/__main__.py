@@ -1,5 +1,8 @@
+"""``python -m util.thaw``."""
+
 import sys
 
 from util.thaw.thaw import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

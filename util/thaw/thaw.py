@@ -1,31 +1,12 @@
-"""Thaw: put a result retrieved from the archive back in S3, verified, exactly once.
+"""Thaw: put a result retrieved from the archive back in S3, verified, exactly once
+(docs/utilities.md#thaw).
 
-For each completion notice (in its SNS envelope: Glacier's job notice, or the archive
-bucket's ObjectRestore:Completed event — util/backends.py):
-
-1. the notice only names a retrieval, and through it the annotation job; the item and the
-   back end itself (Glacier's DescribeJob, the archive object's HeadObject) say everything
-   else. A notice for a retrieval of another archive than the item names is stale: a
-   duplicate, or one of two retrievals of which the other already brought the result back;
-2. a retrieval reported as Failed is forgotten and started again (Standard), and so is the
-   retrieval the item records once the back end has forgotten it (its output lapsed before
-   the notice was handled: Expedited first, as restore starts one), so neither strands a file;
-3. the archive is copied back to the item's original result key: Glacier job output streamed
-   in tree-hash-aligned ranges into an S3 multipart upload, every range and the whole archive
-   checked against Glacier's SHA-256 tree hash; or a server-side copy of the restored object
-   into STANDARD, its ETag checked. On a mismatch nothing is committed and the message is
-   retried. The copy's part layout gives it another ETag than the original's, so that a late
-   archive message can no longer delete it (util/archive/archive.py);
-4. the archive id is cleared from the item, and this retrieval recorded as the one that
-   thawed it, only while the item still names that archive;
-5. the archive is deleted; then the message.
-
-Any succeeded retrieval of the archive the item names will do, not only the one the item
-records: all bring back the same verified bytes, and a retrieval whose start was never
-recorded (its answer was lost) must not strand the result.
-
-A notice delivered again after success finds its retrieval recorded as the one that thawed
-the result, and only makes sure step 5 happened.
+For each completion notice: the notice only names a retrieval; the job and the back end say
+the rest. A retrieval that failed, or that the back end has forgotten, is started again; one of
+another archive than the job names is stale. The archive is copied back to the job's result
+key, verified, with an ETag other than the original's; the archive id is cleared from the job
+only while the job still names that archive, and the archive is then deleted. Any succeeded
+retrieval of the archive the job names will do.
 """
 
 from __future__ import annotations
@@ -38,10 +19,20 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python util/thaw/thaw.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from util import worker
-from util.backends import FAILED, GONE, STANDARD, SUCCEEDED, Completion, backend_for
-from util.glacier import ChecksumMismatch, UploadCancelled
-from util.helpers import (
+from util import process
+from util.archives import (
+    STANDARD,
+    ChecksumMismatch,
+    Completion,
+    Status,
+    UploadCancelled,
+    backend_for,
+)
+from util.aws import Aws
+from util.helpers import Annotations, InvalidMessage
+from util.messages import Message, Outcome, defer, done, retry
+from util.retrieval import Retrievals
+from util.schema import (
     ARCHIVE_ID,
     JOB_ID,
     RESTORE_JOB_ID,
@@ -49,13 +40,8 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     THAW_JOB_ID,
-    Annotations,
-    Aws,
-    InvalidMessage,
 )
-from util.retrieval import Retrievals
 from util.util_config import Config
-from util.worker import Message, Outcome, defer, done, retry
 
 
 class Thawer:
@@ -81,7 +67,7 @@ class Thawer:
             notice.archive_id is None or notice.archive_id != archive_id
         ):
             return self.delete_archive(notice.archive_id, "already thawed")
-        if notice.status == GONE:
+        if notice.status is Status.GONE:
             if notice.archive_id is not None and notice.archive_id == archive_id:
                 raise InvalidMessage(
                     f"job {job_id}: its archive {archive_id} is gone ({notice.detail})"
@@ -99,10 +85,10 @@ class Thawer:
                 f"stale notice: job {job_id} is not archived as retrieval "
                 f"{notice.retrieval_id} says"
             )
-        if notice.status == FAILED:
+        if notice.status is Status.FAILED:
             return self.restart(job, notice, message, "retrieval failed", (STANDARD,))
-        if notice.status != SUCCEEDED:
-            return retry(f"retrieval is {notice.status}")
+        if notice.status is not Status.SUCCEEDED:
+            return retry(f"retrieval is {notice.status.value}")
 
         if job.get(RESULTS_BUCKET) != self.results_bucket or not job.get(RESULT_KEY):
             raise InvalidMessage(
@@ -162,7 +148,7 @@ class Thawer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker.main("thaw", Thawer, argv)
+    return process.main("thaw", Thawer, argv)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 
-from util.local.glacier import current_settings
+from localaws.settings import current_settings
 
 __all__ = ["install"]
 

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from util.local import announce_and_wait
+from localaws import announce_and_wait
 
 CONTROL_PATH = "/__faults__"
 FAULTS = ("forwarded", "error", "reset", "lost")
@@ -517,7 +517,7 @@ def operation_of(request: Request, service: str) -> str:
 
 # -- AWS-shaped errors --------------------------------------------------------------------------
 
-_MESSAGE = "injected by util.local.faults"
+_MESSAGE = "injected by localaws.faults"
 # An error's status, content type, request-id header and body.
 Rendered = tuple[int, str, str, bytes]
 
@@ -854,7 +854,7 @@ def launch(
     command = [
         sys.executable,
         "-m",
-        "util.local",
+        "localaws",
         "faults",
         "--upstream",
         upstream,
@@ -879,7 +879,7 @@ def launch(
     errors_file = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
         command,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,
         stderr=errors_file,
         text=True,

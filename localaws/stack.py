@@ -9,7 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from util.helpers import FREE, PREMIUM, Aws
+from util.archives import backend_class
+from util.aws import Aws
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_RETENTION_SECONDS,
@@ -26,6 +27,7 @@ from util.resources import (
     utility_config_files,
     worker_queues,
 )
+from util.schema import FREE, PREMIUM
 from util.util_config import UTILITY_DIR, Config
 
 __all__ = [
@@ -111,14 +113,14 @@ def create_resources(aws: Aws, config: Config) -> None:
         AttributeName="Policy",
         AttributeValue=json.dumps(
             thaw_topic_policy(
-                gas.archive_backend,
+                backend_class(config),
                 thaw_topic,
                 f"arn:aws:s3:::{gas.archive_bucket}",
                 aws.account_id(),
             )
         ),
     )
-    if gas.archive_backend == "s3":
+    if backend_class(config).IN_BUCKET:
         announce_restores(aws, config, thaw_topic)
 
     aws.client("ses").verify_email_identity(EmailAddress=config.notify.sender)
@@ -187,7 +189,7 @@ def launch(
     # stderr goes to a file, not a pipe: an unread pipe fills up and blocks the server.
     errors = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "util.local", "serve", "--port", str(port)],
+        [sys.executable, "-m", "localaws", "serve", "--port", str(port)],
         cwd=UTILITY_DIR.parent,
         env=env,
         stdout=subprocess.PIPE,

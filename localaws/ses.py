@@ -37,7 +37,7 @@ from moto.moto_api._internal import urls as moto_api_urls
 from moto.ses.exceptions import MessageRejectedError
 from moto.ses.models import Message, SESBackend, ses_backends
 
-from util.local.glacier import current_settings
+from localaws.settings import current_settings
 
 __all__ = ["install", "sent_emails", "sent_emails_in_process"]
 

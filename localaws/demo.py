@@ -29,7 +29,12 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from util.helpers import (
+from localaws.ses import sent_emails
+from localaws.stack import launch, utility_config_files
+from util.archives import backend_class
+from util.aws import Aws
+from util.helpers import Annotations
+from util.schema import (
     ARCHIVE_ID,
     COMPLETED,
     JOB_STATUS,
@@ -37,11 +42,7 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     THAW_JOB_ID,
-    Annotations,
-    Aws,
 )
-from util.local.ses import sent_emails
-from util.local.stack import launch, utility_config_files
 from util.util_config import UTILITY_DIR, Config, load
 
 OUT = UTILITY_DIR.parent / "demo-out"
@@ -139,15 +140,15 @@ class Demo:
 
     def archive_count(self) -> int:
         """Archives in the configured back end: the vault, or the archive bucket."""
-        if self.config.gas.archive_backend == "vault":
-            return self.aws.client("glacier").describe_vault(vaultName=self.config.gas.vault)[
-                "NumberOfArchives"
-            ]
-        return (
-            self.aws.client("s3")
-            .list_objects_v2(Bucket=self.config.gas.archive_bucket)
-            .get("KeyCount", 0)
-        )
+        if backend_class(self.config).IN_BUCKET:
+            return (
+                self.aws.client("s3")
+                .list_objects_v2(Bucket=self.config.gas.archive_bucket)
+                .get("KeyCount", 0)
+            )
+        return self.aws.client("glacier").describe_vault(vaultName=self.config.gas.vault)[
+            "NumberOfArchives"
+        ]
 
     def dead_letter_reasons(self, queue: str) -> list[str]:
         messages = (
@@ -359,7 +360,7 @@ def run() -> int:
     try:
         demo.say(f"local stack ready at {exports['AWS_ENDPOINT_URL']}")
         demo.start(
-            "annotator", "-m", "util.local", "annotator", "--concurrency", "4", "--seconds", "0.5"
+            "annotator", "-m", "localaws", "annotator", "--concurrency", "4", "--seconds", "0.5"
         )
         for utility in UTILITIES:
             demo.start(utility, f"util/{utility}/{utility}.py")

@@ -1,5 +1,5 @@
-"""The Glacier vault as the utilities use it: streamed, tree-hash-checked uploads, retrievals
-and their verified output, deletes.
+"""The Glacier vault API as the vault back end uses it: streamed, tree-hash-checked uploads,
+retrievals and their verified output, inventories, deletes.
 
 Transfers move `threads` parts at once on one thread pool per vault (per back end), each part
 read only when its thread starts on it and let go when that thread is done with it
@@ -15,7 +15,6 @@ import json
 import logging
 import mmap
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import calculate_tree_hash
 
-from util.helpers import final_answers
+from util.archives import ChecksumMismatch, ExpeditedUnavailable, Progress, UploadCancelled
+from util.archives.layout import MIB
+from util.aws import final_answers
 
-MIB = 1024 * 1024
 NO_CAPACITY = "InsufficientCapacityException"  # InitiateJob's "no Expedited capacity now"
 MAX_PARTS = 10_000  # Glacier's limit on parts per multipart upload
 MAX_PART_SIZE = 4096 * MIB
@@ -38,56 +38,6 @@ ReadRange = Callable[[int, int], bytes]  # (first byte, last byte) inclusive -> 
 T = TypeVar("T")
 
 log = logging.getLogger("gas")
-
-
-class Progress:
-    """Bytes moved by one transfer (from any thread); a log line with the rate and ETA every
-    `every` seconds."""
-
-    def __init__(
-        self, what: str, size: int, every: float, clock: Callable[[], float] = time.monotonic
-    ):
-        self.what, self.size, self.every, self.clock = what, size, every, clock
-        self.moved = 0
-        self.started = clock()
-        self.report_at = self.started + every
-        self.lock = threading.Lock()
-
-    def add(self, amount: int) -> None:
-        with self.lock:
-            self.moved += amount
-            now = self.clock()
-            if now < self.report_at:
-                return
-            self.report_at = now + self.every
-            moved = self.moved
-        rate = moved / max(now - self.started, 1e-9)
-        eta = (self.size - moved) / rate if rate else float("inf")
-        log.info(
-            "%s: %.1f of %.1f MiB (%.0f%%), %.1f MiB/s, about %.0fs left",
-            self.what,
-            moved / MIB,
-            self.size / MIB,
-            100 * moved / max(self.size, 1),
-            rate / MIB,
-            eta,
-        )
-
-
-class UploadCancelled(Exception):
-    """The transfer was abandoned on request; nothing of it was committed."""
-
-
-class SourceChanged(Exception):
-    """The object being copied no longer has the ETag the copy was pinned to."""
-
-
-class ExpeditedUnavailable(Exception):
-    """Glacier has no Expedited capacity now (InsufficientCapacityException)."""
-
-
-class ChecksumMismatch(Exception):
-    """Retrieved bytes do not match Glacier's SHA-256 tree hash."""
 
 
 def tree_hash_leaves(body: bytes | memoryview) -> list[bytes]:
@@ -166,8 +116,7 @@ class Vault:
         self.progress_seconds = progress_seconds
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="vault-transfer")
         self._sent: set[str] = set()  # descriptions of InitiateJob calls under way, sent once
-        # First: under moto in process, moto answers every request from its own before-send
-        # handler.
+        # First, before any other handler of the event could answer the request.
         glacier.meta.events.register_first("before-send.glacier.InitiateJob", self._started_already)
         final_answers(glacier, "InitiateJob", NO_CAPACITY)
 
@@ -323,6 +272,16 @@ class Vault:
                 if job.get("ArchiveId") == archive_id and job.get("JobDescription") == description:
                     return job["JobId"]
         return None
+
+    def exists(self) -> bool:
+        """Whether the vault exists."""
+        try:
+            self.glacier.describe_vault(vaultName=self.name)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return False
+            raise
+        return True
 
     def describe_job(self, job_id: str) -> dict | None:
         """The job as Glacier describes it, or None if this vault has no such job."""

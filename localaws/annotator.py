@@ -35,7 +35,13 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from util.helpers import (
+from localaws.stack import utility_config_files
+from util.aws import S3_NOT_FOUND, Aws
+from util.helpers import Annotations, InvalidMessage, User, Users
+from util.messages import Message, Outcome, done, require_str, retry
+from util.parsers import argument, non_negative_float, positive_int
+from util.process import configure_logging, run
+from util.schema import (
     COMPLETE_TIME,
     COMPLETED,
     FAILED,
@@ -49,23 +55,15 @@ from util.helpers import (
     RESULT_KEY,
     RESULTS_BUCKET,
     RUNNING,
-    S3_NOT_FOUND,
     USER_ID,
-    Annotations,
-    Aws,
-    InvalidMessage,
-    User,
-    Users,
-    require_str,
 )
-from util.local.stack import utility_config_files
 from util.util_config import Config, add_config_option, load
-from util.worker import Message, Outcome, Worker, configure_logging, done, retry, run
+from util.worker import Worker
 
 UTILITY = "annotator"
 # The Worker runtime handles one receive (up to 10 messages) at a time; a fleet of N runs
 # N / 10 of them side by side.
-MESSAGES_PER_LOOP = 10
+MESSAGES_PER_RECEIVE = 10  # SQS gives at most ten messages per receive
 SPOOL_BYTES = 1024 * 1024  # outputs larger than this spill from memory to a temporary file
 INFO_HEADER = (
     "##INFO=<ID=GAS_SIM,Number=0,Type=Flag,"
@@ -217,60 +215,39 @@ class Annotator:
             )
 
 
-def loop_config(config: Config, concurrency: int) -> Config:
-    """The config with the worker runtime set to handle `concurrency` messages per receive."""
-    worker = SimpleNamespace(
-        **{**vars(config.worker), "concurrency": concurrency, "max_messages": concurrency}
-    )
-    return Config(**{**vars(config), "worker": worker})
-
-
 def main(concurrency: int | None, seconds: float | None, config_files: list[str]) -> int:
     """Run the fleet until SIGTERM or SIGINT; the process exit code."""
 
-    def start() -> list[Worker]:
+    def start() -> Worker:
         config = load(None, [*utility_config_files(), *config_files])
         configure_logging(config.worker.log_format, config.worker.log_level)
         fleet = concurrency or config.local.annotator_concurrency
         pause = config.local.annotator_seconds if seconds is None else seconds
+        # The fleet's jobs run at once in the worker's slots, received ten at a time at most.
+        settings = {"concurrency": fleet, "max_messages": min(fleet, MESSAGES_PER_RECEIVE)}
+        config = Config(
+            **{**vars(config), "worker": SimpleNamespace(**{**vars(config.worker), **settings})}
+        )
         aws = Aws(config, connections=fleet * 2 + 10)
-        handler = Annotator(config, aws, pause)
-        shares = [MESSAGES_PER_LOOP] * (fleet // MESSAGES_PER_LOOP)
-        shares += [fleet % MESSAGES_PER_LOOP] if fleet % MESSAGES_PER_LOOP else []
         log.info("%s: fleet of %d, %g s per job", UTILITY, fleet, pause)
-        return [
-            Worker(UTILITY, handler, loop_config(config, share), aws, config.gas.job_requests_queue)
-            for share in shares
-        ]
+        return Worker(
+            UTILITY, Annotator(config, aws, pause), config, aws, config.gas.job_requests_queue
+        )
 
     return run(UTILITY, start)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError("must be a finite number >= 0")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command line of ``python -m util.local annotator``."""
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=argument(positive_int),
         metavar="N",
         help="jobs run at once (default: [local] annotator_concurrency)",
     )
     parser.add_argument(
         "--seconds",
-        type=_seconds,
+        type=argument(non_negative_float),
         metavar="S",
         help="time each job takes (default: [local] annotator_seconds)",
     )

@@ -3,7 +3,7 @@ checksums of copies, conditional requests.
 
 ``install()`` patches moto in place, so it serves ``mock_aws`` and a ``ThreadedMotoServer``
 in the same process alike; calling it again changes nothing. Timing and capacity are the
-Glacier emulation's settings (``util.local.glacier.configure``, the ``[local]`` section),
+Glacier emulation's settings (``localaws.glacier.configure``, the ``[local]`` section),
 shared, not copied: ``*_seconds`` per tier, ``expedited_capacity`` and ``day_seconds``.
 
 Gaps in moto it closes (RestoreObject of objects in GLACIER or DEEP_ARCHIVE):
@@ -145,7 +145,8 @@ from moto.s3.responses import S3Response
 from moto.s3.utils import ARCHIVE_STORAGE_CLASSES, compute_checksum
 from moto.settings import S3_UPLOAD_PART_MIN_SIZE
 
-from util.local.glacier import TIERS, current_settings
+from localaws.glacier import TIERS
+from localaws.settings import current_settings
 
 __all__ = ["install"]
 

@@ -3,7 +3,7 @@
 ``install(settings)`` patches moto in place, so it serves ``mock_aws`` and a
 ``ThreadedMotoServer`` in the same process alike. Call it before the first Glacier request:
 moto's server builds its Glacier routes on that request. ``configure(...)`` changes the
-settings afterwards (tests do, per test). ``Settings`` mirror the ``[local]`` config section.
+settings afterwards (tests do, per test: localaws/settings.py).
 
 Gaps in moto it closes:
 
@@ -83,7 +83,7 @@ import json
 import logging
 import re
 import threading
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any, ClassVar, cast
@@ -99,14 +99,10 @@ from moto.moto_api._internal import mock_random
 from moto.sns.models import sns_backends
 from moto.utilities.utils import get_partition
 
-from util.util_config import load
+from localaws.settings import Settings, configure, current_settings, take_failure
 
 __all__ = [
-    "DEFAULT_SETTINGS",
     "NOTIFICATION_SUBJECT",
-    "Settings",
-    "configure",
-    "current_settings",
     "install",
 ]
 
@@ -129,81 +125,6 @@ TIERS = ("Expedited", "Standard", "Bulk")
 NOTIFICATION_SUBJECT = "Notification from AWS Glacier"
 FAILED_MESSAGE = "The retrieval failed (emulated: [local] fail_retrievals)"
 COMPLETE_REPEAT_SECONDS = 3600  # how long a repeated Complete answers the same archive id
-
-
-# -- settings -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How emulated jobs behave: the ``[local]`` section of util.util_config."""
-
-    expedited_seconds: int
-    standard_seconds: int
-    bulk_seconds: int
-    expedited_capacity: bool
-    fail_retrievals: int
-    day_seconds: int
-    inventory_delay_seconds: int
-    index_lag_seconds: float
-    ses_sandbox: bool
-    bucket_encryption: str
-
-    @classmethod
-    def from_config(cls, local: Any) -> Settings:
-        """From a loaded config's ``local`` section (``load(...).local``)."""
-        return cls(**{f.name: getattr(local, f.name) for f in fields(cls)})
-
-    def seconds(self, tier: str) -> int:
-        return {
-            "Expedited": self.expedited_seconds,
-            "Standard": self.standard_seconds,
-            "Bulk": self.bulk_seconds,
-        }[tier]
-
-
-# The defaults of util_config's KEYS, read without files or environment: one source of truth.
-DEFAULT_SETTINGS = Settings.from_config(load(environ={}).local)
-
-
-class _State:
-    """The settings in force and the failures still to come; request threads share it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.lock = threading.Lock()
-        self.settings = settings
-        self.failures_left = settings.fail_retrievals
-
-    def take_failure(self) -> bool:
-        """Whether the archive retrieval being initiated is one of those to fail."""
-        with self.lock:
-            if self.failures_left <= 0:
-                return False
-            self.failures_left -= 1
-            return True
-
-
-_state = _State(DEFAULT_SETTINGS)
-
-
-def current_settings() -> Settings:
-    """The settings in force; util.local.s3 times its restores by them too."""
-    return _state.settings
-
-
-def configure(settings: Settings | None = None, **changes: Any) -> Settings:
-    """Put `settings` (by default the ones in force) with `changes` in force; return them.
-
-    ``configure(standard_seconds=0)`` changes one setting. The count of archive retrievals
-    still to fail restarts at ``fail_retrievals`` when `settings` or that key is given.
-    Jobs already initiated keep the timing and fate they were given.
-    """
-    with _state.lock:
-        new = replace(settings or _state.settings, **changes)
-        if settings is not None or "fail_retrievals" in changes:
-            _state.failures_left = new.fail_retrievals
-        _state.settings = new
-    return new
 
 
 # -- errors, as Glacier sends them ------------------------------------------------------------
@@ -765,7 +686,7 @@ class Vault(moto_models.Vault):
             raise InvalidParameterValue(
                 f"Invalid tier: {tier}. Valid values are: {', '.join(TIERS)}"
             )
-        settings = _state.settings
+        settings = current_settings()
         job_id = moto_models.get_job_id()
         job: _Job
         if job_type == "inventory-retrieval":
@@ -796,7 +717,7 @@ class Vault(moto_models.Vault):
                 first,
                 last,
             )
-            if _state.take_failure():
+            if take_failure():
                 job.failure = FAILED_MESSAGE
         else:
             raise InvalidParameterValue(f"Invalid job type: {job_type}")
@@ -873,7 +794,7 @@ def _create_vault(self: moto_models.GlacierBackend, vault_name: str) -> None:
     """CreateVault: AWS's is idempotent; moto's replaced the vault and its archives."""
     if vault_name not in self.vaults:
         self.vaults[vault_name] = Vault(
-            vault_name, self.account_id, self.region_name, self, _state.settings
+            vault_name, self.account_id, self.region_name, self, current_settings()
         )
 
 

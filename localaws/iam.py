@@ -61,7 +61,7 @@ from moto.sns.responses import SNSResponse
 from moto.sqs.responses import SQSResponse
 from moto.utilities.utils import get_partition
 
-from util.helpers import Aws
+from util.aws import Aws
 
 __all__ = ["ADMINISTRATOR", "enforce", "grant", "install"]
 

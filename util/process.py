@@ -1,0 +1,129 @@
+"""The process around a utility's queue loop: its command line, logging, memory, signals.
+
+``python -m util.<name>`` is `main`: it reads the settings, sets up logging (text or JSON, a
+journald priority when systemd reads stderr), makes the worker (util/worker.py) and `run`s it
+until SIGTERM or SIGINT. A bad setting exits 2 and AWS out of reach at start exits 1, each with
+one line naming the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from util import systemd
+from util.aws import Aws
+from util.messages import Handler
+from util.util_config import Config, ConfigError, add_config_option, load
+from util.worker import Worker
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the structured fields of per-message lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        entry.update(getattr(record, "fields", None) or {"message": record.getMessage()})
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = (
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    if systemd.stderr_is_journal():
+        # journald takes each line's priority from the prefix and strips it.
+        formatter = systemd.JournalFormatter(formatter)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # botocore logs every retry at DEBUG; its warnings are worth keeping.
+    logging.getLogger("botocore").setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+# glibc's M_MMAP_THRESHOLD, and the size from which buffers are mapped: transfer parts.
+_M_MMAP_THRESHOLD, _MAPPED_FROM = -3, 1024 * 1024
+
+
+def map_large_buffers() -> None:
+    """Have glibc map every buffer of 1 MiB or more on its own, and unmap it when freed.
+
+    By default glibc raises its mapping threshold to the size of the largest buffer freed,
+    so after the first part of a transfer each thread's parts (16 MiB) come from its heap
+    arena, which keeps them once freed: about 15 MiB above the parts in flight. A fixed
+    threshold keeps the worker within `transfer_threads` × part size. Not glibc: nothing.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MAPPED_FROM)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(
+    utility: str, make_handler: Callable[[Config, Aws], Handler], argv: list[str] | None = None
+) -> int:
+    """The command line every utility shares; returns the process exit code."""
+    map_large_buffers()
+    parser = argparse.ArgumentParser(prog=utility, description=f"GAS {utility} worker")
+    add_config_option(parser)
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="drain the queue, then exit 0 when a receive returns nothing",
+    )
+    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+
+    def start() -> Worker:
+        config = load(utility, args.config)
+        configure_logging(
+            args.log_format or config.worker.log_format, args.log_level or config.worker.log_level
+        )
+        aws = Aws(config)
+        return Worker(
+            utility,
+            make_handler(config, aws),
+            config,
+            aws,
+            getattr(config, utility).queue,
+            systemd.ServiceManager.from_environ(),
+        )
+
+    return run(utility, start, once=args.once)
+
+
+def run(name: str, start: Callable[[], Worker], once: bool = False) -> int:
+    """Make the worker, then run it until a signal stops it; the process exit code.
+
+    SIGTERM/SIGINT asks it to drain and stop; a second signal exits at once. The worker runs
+    in the main thread, where the signal handlers run too.
+    """
+    try:
+        worker = start()
+    except ConfigError as exc:
+        print(f"{name}: config error: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(f"{name}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, worker.request_stop)
+    signal.signal(signal.SIGINT, worker.request_stop)
+    worker.work(once=once)
+    return 0

@@ -2,8 +2,8 @@
 
 ``python -m util.<name>`` is `main`: it reads the settings, sets up logging (text or JSON, a
 journald priority when systemd reads stderr), makes the worker (util/worker.py) and `run`s it
-until SIGTERM or SIGINT. A bad setting exits 2 and AWS out of reach at start exits 1, each with
-one line naming the cause.
+until SIGTERM or SIGINT. A bad setting (a queue that does not exist too) and AWS out of reach
+at start each exit with their code (below) and one line naming the cause.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from util.aws import Aws
 from util.messages import Handler
 from util.util_config import Config, ConfigError, add_config_option, load
 from util.worker import Worker
+
+EXIT_CONFIG, EXIT_AWS = 2, 1  # the unit restarts a worker after EXIT_AWS, not EXIT_CONFIG
 
 
 class JsonFormatter(logging.Formatter):
@@ -104,6 +106,7 @@ def main(
             aws,
             getattr(config, utility).queue,
             systemd.ServiceManager.from_environ(),
+            setting=f"[{utility}] queue",
         )
 
     return run(utility, start, once=args.once)
@@ -119,10 +122,10 @@ def run(name: str, start: Callable[[], Worker], once: bool = False) -> int:
         worker = start()
     except ConfigError as exc:
         print(f"{name}: config error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     except (BotoCoreError, ClientError) as exc:
         print(f"{name}: cannot start: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_AWS
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
     worker.work(once=once)

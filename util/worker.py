@@ -67,12 +67,14 @@ class Worker:
         aws: Aws,
         queue: str,
         notifier: systemd.ServiceManager | None = None,
+        setting: str = "",
     ):
+        """`setting`: the one that names the queue (``[archive] queue``), for its errors."""
         self.utility = utility
         self.handler = handler
         self.settings = config.worker
         self.config = config
-        self.queue = Queue(aws, queue, utility)
+        self.queue = Queue(aws, queue, utility, setting=setting)
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=utility)
         # The messages held (received, not yet settled); only the receiver adds to it.
         self.in_flight: dict[Future[Outcome], Message] = {}

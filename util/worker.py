@@ -52,6 +52,7 @@ DELETE_WAIT_SECONDS = 1.0
 # Beyond the long poll, how long one receive may block before the loop counts as stuck and
 # the systemd watchdog pings stop: one read timeout of the AWS client (util.helpers.Aws).
 RECEIVE_STALL_SECONDS = 60
+ONCE_WAIT_SECONDS = 1  # --once's long poll: short, but it asks every SQS server (0 s samples)
 
 log = logging.getLogger("gas")
 
@@ -69,7 +70,6 @@ class Worker:
         notifier: systemd.ServiceManager | None = None,
         setting: str = "",
     ):
-        """`setting`: the one that names the queue (``[archive] queue``), for its errors."""
         self.utility = utility
         self.handler = handler
         self.settings = config.worker
@@ -122,7 +122,9 @@ class Worker:
     def receive_loop(self, once: bool) -> None:
         """The receiver thread: fill free slots until stopped (`once`: until the queue is
         empty with nothing in flight)."""
-        failures = 0
+        failures, wait = 0, self.settings.wait_seconds
+        if once:  # an empty receive ends the run: it need not wait a whole long poll
+            wait = min(wait, ONCE_WAIT_SECONDS)
         try:
             while self.stop_requested_at is None:
                 with self.changed:
@@ -134,9 +136,7 @@ class Worker:
                     break
                 self.receive_started = time.monotonic()
                 try:
-                    messages = self.queue.receive(
-                        min(free, self.settings.max_messages), self.settings.wait_seconds
-                    )
+                    messages = self.queue.receive(min(free, self.settings.max_messages), wait)
                 except Exception as exc:  # noqa: BLE001 - nothing may end the receiving
                     # botocore has already retried; back off so an outage is no busy loop.
                     failures += 1

@@ -71,3 +71,11 @@ def test_a_config_file_in_utf16_stops_the_worker_in_one_line(aws_env: None, tmp_
         EXIT_CONFIG,
         [f"archive: config error: config file {path}: UTF-16 (or has NUL bytes); save it as UTF-8"],
     )
+
+
+def test_once_on_an_empty_queue_exits_soon_after_an_empty_receive(server: Server) -> None:
+    # Given an empty queue and the default long poll of 20 s
+    # When a worker drains it with --once
+    code, lines = finish(start("notify", "--once"), within=10)
+    # Then it has exited cleanly well before one long poll would have returned
+    assert code == 0, lines

@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,14 +27,65 @@ from util.util_config import Config, ConfigError, add_config_option, load
 from util.worker import Worker
 
 EXIT_CONFIG, EXIT_AWS = 2, 1  # the unit restarts a worker after EXIT_AWS, not EXIT_CONFIG
+LOG_VALUE_MAX = 200  # characters of one value in a log line (a job id, a reason); more is cut
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the structured fields of per-message lines."""
+def cut(text: str, limit: int = LOG_VALUE_MAX) -> str:
+    """`text` with each line at most `limit` characters, marked where cut: a message may carry
+    a 250,000-character job id, which must not make a 500 KB log line."""
+    return "\n".join(
+        line if len(line) <= limit else f"{line[:limit]}…({len(line) - limit} more)"
+        for line in text.split("\n")
+    )
+
+
+def _cut_value(value: Any) -> Any:
+    if isinstance(value, BaseException):
+        value = str(value)
+    return cut(value) if isinstance(value, str) else value
+
+
+def bounded(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of the record (other handlers share it) with each of its values `cut`: the
+    arguments of its message (or the message itself, without any), its fields."""
+    copy = logging.makeLogRecord(record.__dict__)
+    if not record.args:
+        copy.msg = _cut_value(record.msg)
+    elif isinstance(record.args, tuple):
+        copy.args = tuple(map(_cut_value, record.args))
+    fields = getattr(record, "fields", None)
+    if fields:
+        copy.fields = {name: _cut_value(value) for name, value in fields.items()}
+    copy.exc_text = None  # formatted by another handler's formatter, uncut
+    return copy
+
+
+class TextFormatter(logging.Formatter):
+    """``time level message``: the time in ISO 8601, UTC, to the millisecond; each value, and
+    each line of a traceback, `cut`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        return super().format(bounded(record))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = datetime.fromtimestamp(record.created, timezone.utc)
+        return moment.isoformat(timespec="milliseconds")
+
+    def formatException(self, ei: Any) -> str:
+        return cut(super().formatException(ei))
+
+
+class JsonFormatter(TextFormatter):
+    """One JSON object per line, with the structured fields of per-message lines; the time and
+    the values as TextFormatter's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = bounded(record)
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
         }
@@ -45,11 +97,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    formatter = (
-        JsonFormatter()
-        if log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
+    formatter: logging.Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
     if systemd.stderr_is_journal():
         # journald takes each line's priority from the prefix and strips it.
         formatter = systemd.JournalFormatter(formatter)

@@ -1,1 +1,3 @@
 """GAS back-office utilities."""
+
+__version__ = "0.22.0"

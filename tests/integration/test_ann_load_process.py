@@ -121,7 +121,9 @@ def test_a_small_load_completes_and_cleanup_leaves_nothing(
     )
     # Then no synthetic item or object is left
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
-    assert "'jobs': 15, 'objects': 45" in cleanup.stdout
+    assert "ann_load: cleanup: removed 15 jobs, 45 objects, 0 archives, 0 queues" in (
+        cleanup.stdout.splitlines()
+    )
     assert synthetic_items(server) == [] and synthetic_objects(server) == []
 
 

@@ -349,7 +349,9 @@ def test_cleanup_alone_also_removes_temporary_queues_left_by_a_killed_run(
         s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     ]
     assert endpoints == [arn.replace("ann-load-20240101-000000-abcd", stack.config.notify.queue)]
-    assert "'queues': 1" in capsys.readouterr().out
+    assert "ann_load: cleanup: removed 0 jobs, 0 objects, 0 archives, 1 queue" in (
+        capsys.readouterr().out.splitlines()
+    )
 
 
 def test_a_shared_input_is_uploaded_once_per_user_and_cleaned_up(stack: Stack) -> None:

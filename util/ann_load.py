@@ -18,7 +18,6 @@ import math
 import secrets
 import signal
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +44,7 @@ from util.ann_load_schedule import (
     SYNTHETIC_JOB_PREFIX,
     OpenLoop,
     intended_times,
+    make_outputs,
     plan,
     schedule_span,
     summarize,
@@ -72,14 +72,14 @@ EXIT_INCOMPLETE = 3  # the run ended, but some jobs were not sent, failed or nev
 EXIT_INTERRUPTED = 130
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(loop: OpenLoop) -> None:
     """First SIGINT/SIGTERM: stop sending, skip the drain, report. Second: leave at once
     (the temporary queue is still removed on the way out)."""
 
     def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
+        if loop.stop.is_set():
             raise KeyboardInterrupt
-        stop.set()
+        loop.halt()
         print(
             f"\nann_load: {signal.Signals(signum).name}: stopping (again to leave at once)",
             file=sys.stderr,
@@ -105,12 +105,18 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
             file=sys.stderr,
         )
         return 2
+    run_id = new_run_id()
+    out = args.out or Path("ann_load-out") / run_id
+    try:
+        make_outputs(out)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        print(f"ann_load: --out {out}: cannot write there: {reason}", file=sys.stderr)
+        return 2
     times = intended_times(args.rate, args.ramp, args.duration, args.jobs)
     span = schedule_span(times, args.rate, args.duration)
     late_ms = config.ann_load.late_ms if args.late_ms is None else args.late_ms
     drain = config.ann_load.drain_seconds if args.drain is None else args.drain
-    run_id = new_run_id()
-    out = args.out or Path("ann_load-out") / run_id
     records = plan(times, users, run_id)
     submitter = Submitter(
         config,
@@ -141,7 +147,7 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         batch_seconds=args.batch_ms / 1000,
         late_ms=late_ms,
     )
-    _stop_on_signals(loop.stop)
+    _stop_on_signals(loop)
     receivers = min(8, math.ceil(args.rate / RESULTS_PER_RECEIVER))
     show = sys.stderr.isatty()
     with ResultsQueue(
@@ -170,8 +176,9 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
             args.ramp,
             span,
             late_ms,
-            drain,
+            loop.drained,
             args.sample_every,
+            loop.stopped,
         ),
     }
     # ann_load's own cost, sending, receiving results and sampling, from the schedule's start:
@@ -209,6 +216,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             + f" ({unit})"
         )
 
+    drain = "" if summary["drain_s"] is None else f" (drain {summary['drain_s']:g} s)"
     print(
         f"sent {jobs['submitted']}/{jobs['scheduled']} ({jobs['send_errors']} errors, "
         f"{jobs['not_sent']} not sent, {jobs['dropped']} of them dropped), "
@@ -220,7 +228,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"submit latency {figures('submit_latency_ms')}\n"
         f"end to end     {figures('end_to_end_ms', 1000, 's')}\n"
         f"completed {jobs['completed']}, failed {jobs['failed']}, never completed "
-        f"{jobs['never_completed']} (drain {summary['drain_s']:g} s); job-requests backlog "
+        f"{jobs['never_completed']}{drain}; job-requests backlog "
         f"max {summary['backlog']['max']}, at the end {summary['backlog']['final']}\n"
         f"ann_load's own CPU {summary['cpu_ms_per_job']:g} ms per job, "
         f"{summary['aws_requests']['per_job']:g} AWS requests per job\n"
@@ -289,7 +297,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out",
         type=Path,
         metavar="DIR",
-        help="where the records and report go (default: ann_load-out/<run>)",
+        help="where the records and report go, made before anything is sent "
+        "(default: ann_load-out/<run>)",
     )
     parser.add_argument(
         "--late-ms",

@@ -8,7 +8,6 @@ at start each exit with their code (below) and one line naming the cause.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import logging
@@ -20,10 +19,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util import systemd
+from util import cli, systemd
 from util.aws import Aws
 from util.messages import Handler
-from util.util_config import Config, ConfigError, add_config_option, load
+from util.util_config import Config, ConfigError, load
 from util.worker import Worker
 
 EXIT_CONFIG, EXIT_AWS = 2, 1  # the unit restarts a worker after EXIT_AWS, not EXIT_CONFIG
@@ -130,22 +129,17 @@ def main(
 ) -> int:
     """The command line every utility shares; returns the process exit code."""
     map_large_buffers()
-    parser = argparse.ArgumentParser(prog=utility, description=f"GAS {utility} worker")
-    add_config_option(parser)
+    parser = cli.parser(utility, f"GAS {utility} worker")
     parser.add_argument(
         "--once",
         action="store_true",
         help="drain the queue, then exit 0 when a receive returns nothing",
     )
-    parser.add_argument("--log-format", choices=["text", "json"])
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
 
     def start() -> Worker:
         config = load(utility, args.config)
-        configure_logging(
-            args.log_format or config.worker.log_format, args.log_level or config.worker.log_level
-        )
+        configure_logging(*cli.log_settings(args, config))
         aws = Aws(config)
         return Worker(
             utility,

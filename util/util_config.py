@@ -22,6 +22,7 @@ from typing import Any
 from util.parsers import (
     choice,
     int_range,
+    log_level,
     names,
     non_negative_int,
     nonempty,
@@ -194,9 +195,7 @@ KEYS: tuple[Key, ...] = (
         choice("text", "json"),
         "text or json (one object per line)",
     ),
-    Key(
-        "worker", "log_level", "INFO", choice("DEBUG", "INFO", "WARNING", "ERROR"), "logging level"
-    ),
+    Key("worker", "log_level", "INFO", log_level, "DEBUG, INFO, WARNING or ERROR, in any case"),
     Key(
         "worker",
         "aws_max_attempts",

@@ -5,7 +5,9 @@ data `util.doctor.describe` reads from the local stack, and the two must be equa
 back end. Queues and their dead-letter queues, redrive and visibility, queue and topic
 policies, subscriptions, buckets' lifecycle, versioning, Object Lock, default encryption and
 notifications, tables and indexes, the SES identity: whatever one side has and the other
-lacks fails the test. The roles' KMS policies (KmsKeyArn) are checked on their own.
+lacks fails the test. The roles' KMS policies (KmsKeyArn) are checked on their own, and so
+are the alarms (``AlarmEmail``: each watches a queue the template makes or a metric the code
+emits, and the local stack makes the same).
 """
 
 from __future__ import annotations
@@ -19,23 +21,28 @@ from typing import Any
 
 import pytest
 import yaml
-from cfnlint.api import lint_file
+from cfnlint.api import lint, lint_file
 from moto import mock_aws
 
 from deploy.cloudformation import text
 from deploy.cloudformation.__main__ import TEMPLATE
+from deploy.iam import WORKERS
 from localaws import dynamodb as dynamodb_emulation
 from localaws import glacier as glacier_emulation
 from localaws import s3 as s3_emulation
 from localaws import settings as local_settings
 from localaws.stack import REGION, create_resources
+from tests import emf
+from tests.conftest import Stack
 from util.aws import Aws
 from util.doctor.buckets import default_retention, lifecycle_facts
 from util.doctor.doctor import SQS_DEFAULTS, describe
 from util.doctor.iam import grants
 from util.doctor.services import table_shape
+from util.reconcile.reconcile import Reconciler
 from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load
+from util.worker import Worker
 
 ACCOUNT = "123456789012"  # moto's
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -62,6 +69,7 @@ class Resolved:
                 "AWS::AccountId": ACCOUNT,
                 "AWS::Region": REGION,
                 "AWS::Partition": "aws",
+                "AWS::StackName": "gas",
                 "AWS::NoValue": NO_VALUE,
             },
         )
@@ -82,17 +90,20 @@ class Resolved:
         resource = self.raw[name]
         properties = self.eval(resource["Properties"])
         return {
-            "AWS::SNS::Topic": lambda: self.arn("sns", properties["TopicName"]),
+            # Unnamed, CloudFormation names it after the stack and the logical id.
+            "AWS::SNS::Topic": lambda: self.arn("sns", properties.get("TopicName", name)),
             "AWS::SQS::Queue": lambda: properties["QueueName"],
             "AWS::S3::Bucket": lambda: properties["BucketName"],
         }.get(resource["Type"], lambda: name)()
 
     def get_att(self, name: str, attribute: str) -> str:
-        assert attribute == "Arn"
         resource = self.raw[name]
         if resource["Type"] == "AWS::SQS::Queue":
-            return self.arn("sqs", self.eval(resource["Properties"])["QueueName"])
-        return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+            queue = self.eval(resource["Properties"])["QueueName"]
+            return {"Arn": self.arn("sqs", queue), "QueueName": queue}[attribute]
+        if resource["Type"] == "AWS::IAM::Role" and attribute == "Arn":
+            return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+        return f"{name}.{attribute}"  # what only AWS knows (a version, a log group's ARN)
 
     @staticmethod
     def arn(service: str, name: str) -> str:
@@ -124,10 +135,18 @@ class Resolved:
             string, names = (argument, {}) if isinstance(argument, str) else argument
             names = {k: self.eval(v) for k, v in names.items()}
             return re.sub(
-                r"\$\{([\w:]+)\}",
-                lambda m: str(names[m[1]] if m[1] in names else self.ref(m[1])),
+                r"\$\{([\w:.]+)\}",
+                lambda m: str(
+                    names[m[1]]
+                    if m[1] in names
+                    else self.get_att(*m[1].split("."))
+                    if "." in m[1]
+                    else self.ref(m[1])
+                ),
                 string,
             )
+        if function == "Fn::Base64":  # the text the instance reads
+            return self.eval(argument)
         raise AssertionError(f"intrinsic function {function} not resolved here")
 
     def describe(self) -> dict[str, Any]:
@@ -435,3 +454,103 @@ def test_something_missing_from_the_template_is_drift(local: Local, removed: lis
         else:
             del damaged["Resources"][resource]
     assert local.template_state(damaged) != local.state()
+
+
+ALARMS_ON = {"AlarmEmail": "ops@acme.example"}
+ALARM_KINDS = {"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard"}
+
+
+def test_cfn_lint_finds_nothing_with_the_alarms_on() -> None:
+    # cfn-lint checks every resource whatever its Condition (gas.yaml: off); given this
+    # default it also checks the values a stack with the alarms is made with.
+    on = template()
+    for name, value in ALARMS_ON.items():
+        on["Parameters"][name]["Default"] = value
+    assert [str(match) for match in lint(yaml.safe_dump(on, sort_keys=False))] == []
+
+
+def test_the_alarms_are_made_only_when_asked() -> None:
+    def kinds(**parameters: str) -> set[str]:
+        return {r["Type"] for r in Resolved(template(), **parameters).resources.values()}
+
+    assert not kinds() & ALARM_KINDS
+    assert ALARM_KINDS <= kinds(**ALARMS_ON)
+
+
+def boom(message: Any) -> Any:
+    raise RuntimeError("a bug")
+
+
+def test_each_alarm_watches_a_queue_the_template_makes_or_a_metric_the_code_emits(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given what the code emits: every worker's handler raising once, and a sweep pass
+    stack.config.metrics.emf = "stdout"
+    stack.config.worker.wait_seconds = 0
+    for worker in WORKERS:
+        queue = getattr(stack.config, worker).queue
+        stack.client("sqs").send_message(QueueUrl=stack.queue_url(queue), MessageBody="{}")
+        Worker(worker, boom, stack.config, stack.aws, queue).work(once=True)
+    Reconciler(stack.config, stack.aws, repair=False).run()
+    emitted = {
+        (m["namespace"], name, tuple(sorted(m["dimensions"].items())))
+        for line in emf.lines(capsys.readouterr().out)
+        for name, m in line.items()
+    }
+    # When the stack is made with the alarms
+    resolved = Resolved(template(), **ALARMS_ON)
+    queues = {q["QueueName"] for q in resolved.of("AWS::SQS::Queue")}
+    watched = []
+    for alarm in resolved.of("AWS::CloudWatch::Alarm"):
+        dimensions = tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"]))
+        watched.append((alarm["Namespace"], alarm["MetricName"], dimensions))
+        # Then each notifies the topic, and watches a queue the stack makes...
+        assert alarm["AlarmActions"] == [Resolved.arn("sns", "AlarmTopic")]
+        if alarm["Namespace"] == "AWS/SQS":
+            [(name, queue)] = dimensions
+            assert name == "QueueName" and queue in queues
+        else:  # ...or a metric the code emits, by name, namespace and dimensions
+            assert watched[-1] in emitted
+    # And every queue's dead letters and age, every worker's errors and the sweep are watched
+    sqs = [(m, q) for ns, m, ((_, q),) in [w for w in watched if w[0] == "AWS/SQS"]]
+    assert sorted(q for m, q in sqs if m == "ApproximateNumberOfMessagesVisible") == sorted(
+        q for q in queues if q.endswith("-dlq")
+    )
+    assert sorted(q for m, q in sqs if m == "ApproximateAgeOfOldestMessage") == sorted(
+        q for q in queues if not q.endswith("-dlq")
+    )
+    assert {d for ns, m, d in watched if m == "UnexpectedErrors"} == {
+        (("Utility", w),) for w in WORKERS
+    }
+    assert [m for ns, m, d in watched if d == (("Utility", "reconcile"),)] == ["FindingsLost"] * 2
+    # And the topic e-mails the address given
+    [topic] = [t for t in resolved.of("AWS::SNS::Topic") if "Subscription" in t]
+    assert topic["Subscription"] == [{"Protocol": "email", "Endpoint": "ops@acme.example"}]
+
+
+ALARM_FIELDS = (
+    "AlarmName",
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "Period",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+)
+
+
+def alarm_shape(alarm: dict[str, Any]) -> dict[str, Any]:
+    shape = {k: alarm.get(k) for k in ALARM_FIELDS}
+    shape["Threshold"] = float(shape["Threshold"])  # a Number parameter's Ref is its text
+    return shape
+
+
+def test_the_template_makes_the_alarms_the_local_stack_makes(stack: Stack) -> None:
+    local = stack.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    made = Resolved(template(), **ALARMS_ON).of("AWS::CloudWatch::Alarm")
+    assert sorted(map(alarm_shape, made), key=str) == sorted(map(alarm_shape, local), key=str)

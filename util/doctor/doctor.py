@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploy.iam import UTILITIES
 from util.archives import backend_class
 from util.aws import Aws
+from util.doctor.alarms import alarm_checks
 from util.doctor.buckets import bucket_checks, read_bucket
 from util.doctor.common import TEMPLATE, Check, missing
 from util.doctor.iam import Grant, grants, key_checks, simulate
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             *check(aws, config, state),
             *simulate(aws, config, roles),
             *key_checks(aws, config, state, roles),
+            *alarm_checks(aws, config),
         ]
     except (BotoCoreError, ClientError) as exc:
         print(f"doctor: cannot look at the account: {exc}", file=sys.stderr)

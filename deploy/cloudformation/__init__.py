@@ -5,8 +5,8 @@ says once: resource names and their defaults (util/util_config.py, each a parame
 queues, topics, subscriptions, tables and policies (util/resources.py, which the local stack
 creates too) and one role per utility with its policy (deploy/iam). A utility added to
 deploy/iam gets its role here at the next ``python -m deploy.cloudformation write``; a test
-keeps gas.yaml equal to what `template` makes. Beside this module: the optional alarms and
-dashboard (monitoring.py), what they share (common.py).
+keeps gas.yaml equal to what `template` makes. Beside this module: the optional fleet
+(fleet.py), the alarms and dashboard (monitoring.py), what they share (common.py).
 
 Names in this module: a parameter is the setting's environment name in CamelCase without
 ``GAS_`` (``GAS_ARCHIVE_QUEUE`` -> ``ArchiveQueue``), and its output is ``Env`` + that name,
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.cloudformation import monitoring
+from deploy.cloudformation import fleet, monitoring
 from deploy.cloudformation.common import (
     ADDRESS,
     NO_VALUE,
@@ -169,21 +169,24 @@ def template() -> dict[str, Any]:
         "Properties": {"EmailIdentity": {"Ref": "NotifySender"}},
     }
     resources.update(roles())
+    resources.update(fleet.resources(config))
     resources.update(monitoring.resources(config))
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "GAS utilities: queues, topics, buckets, tables, SES sender, one IAM "
-        "role per utility; optionally the alarms (the Glacier "
+        "role per utility; optionally a fleet of worker hosts and the alarms (the Glacier "
         "vault is made apart: docs/deploy.md)",
-        "Parameters": {**parameters(), **monitoring.parameters(config)},
+        "Parameters": {**parameters(), **fleet.parameters(), **monitoring.parameters(config)},
+        "Rules": fleet.RULES,
         "Conditions": {
             S3_BACKEND: {"Fn::Equals": [{"Ref": parameter(key("gas", "archive_backend"))}, "s3"]},
             CREATE_TABLES: {"Fn::Equals": [{"Ref": CREATE_TABLES}, "true"]},
             HAS_KMS_KEY: {"Fn::Not": [{"Fn::Equals": [{"Ref": KMS_KEY_PARAMETER}, ""]}]},
+            **fleet.CONDITIONS,
             **monitoring.CONDITIONS,
         },
         "Resources": resources,
-        "Outputs": {**outputs(config), **monitoring.outputs()},
+        "Outputs": {**outputs(config), **fleet.outputs(), **monitoring.outputs()},
     }
 
 

@@ -6,8 +6,9 @@ back end. Queues and their dead-letter queues, redrive and visibility, queue and
 policies, subscriptions, buckets' lifecycle, versioning, Object Lock, default encryption and
 notifications, tables and indexes, the SES identity: whatever one side has and the other
 lacks fails the test. The roles' KMS policies (KmsKeyArn) are checked on their own, and so
-are the alarms (``AlarmEmail``: each watches a queue the template makes or a metric the code
-emits, and the local stack makes the same).
+are the fleet (``Fleet=true``: its policies scale on queues it makes, a new release replaces the
+hosts) and the alarms (``AlarmEmail``: each watches a queue the template makes or a metric the
+code emits, and the local stack makes the same).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from localaws import s3 as s3_emulation
 from localaws import settings as local_settings
 from localaws.stack import REGION, create_resources
 from tests import emf
-from tests.conftest import Stack
+from tests.conftest import ROOT, Stack
 from util.aws import Aws
 from util.doctor.buckets import default_retention, lifecycle_facts
 from util.doctor.doctor import SQS_DEFAULTS, describe
@@ -456,25 +457,134 @@ def test_something_missing_from_the_template_is_drift(local: Local, removed: lis
     assert local.template_state(damaged) != local.state()
 
 
+FLEET_ON = {
+    "Fleet": "true",
+    "FleetRelease": "s3://acme-releases/gas-1.0.tar.gz",
+    "FleetSubnets": "subnet-0123456789abcdef0",
+}
 ALARMS_ON = {"AlarmEmail": "ops@acme.example"}
+FLEET_KINDS = {
+    "AWS::EC2::LaunchTemplate",
+    "AWS::AutoScaling::AutoScalingGroup",
+    "AWS::AutoScaling::ScalingPolicy",
+}
 ALARM_KINDS = {"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard"}
 
 
-def test_cfn_lint_finds_nothing_with_the_alarms_on() -> None:
-    # cfn-lint checks every resource whatever its Condition (gas.yaml: off); given this
-    # default it also checks the values a stack with the alarms is made with.
+def test_cfn_lint_finds_nothing_with_the_fleet_and_the_alarms_on() -> None:
+    # cfn-lint checks every resource whatever its Condition (gas.yaml: both off); given these
+    # defaults it also checks the values a stack with both on is made with.
     on = template()
-    for name, value in ALARMS_ON.items():
+    for name, value in {**FLEET_ON, **ALARMS_ON}.items():
         on["Parameters"][name]["Default"] = value
     assert [str(match) for match in lint(yaml.safe_dump(on, sort_keys=False))] == []
 
 
-def test_the_alarms_are_made_only_when_asked() -> None:
+def test_the_fleet_and_the_alarms_are_made_only_when_asked() -> None:
     def kinds(**parameters: str) -> set[str]:
         return {r["Type"] for r in Resolved(template(), **parameters).resources.values()}
 
-    assert not kinds() & ALARM_KINDS
-    assert ALARM_KINDS <= kinds(**ALARMS_ON)
+    assert not kinds() & (FLEET_KINDS | ALARM_KINDS)
+    assert FLEET_KINDS <= kinds(**FLEET_ON) and not kinds(**FLEET_ON) & ALARM_KINDS
+    assert ALARM_KINDS <= kinds(**ALARMS_ON) and not kinds(**ALARMS_ON) & FLEET_KINDS
+
+
+def metric(query: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    m = query["MetricStat"]["Metric"]
+    return m["Namespace"], m["MetricName"], {d["Name"]: d["Value"] for d in m["Dimensions"]}
+
+
+def test_each_worker_queue_scales_the_fleet_on_its_backlog_per_instance() -> None:
+    # Given a stack with the fleet
+    fleet = Resolved(template(), **FLEET_ON)
+    made = {q["QueueName"] for q in fleet.of("AWS::SQS::Queue")}
+    [group] = fleet.of("AWS::AutoScaling::AutoScalingGroup")
+    # Then the group sends the metric the policies divide by (Auto Scaling's are opt-in)
+    assert {"Granularity": "1Minute", "Metrics": ["GroupInServiceInstances"]} in group[
+        "MetricsCollection"
+    ]
+    scaled = {}
+    for policy in fleet.of("AWS::AutoScaling::ScalingPolicy"):
+        assert policy["AutoScalingGroupName"] == "FleetGroup"
+        assert policy["PolicyType"] == "TargetTrackingScaling"
+        tracking = policy["TargetTrackingConfiguration"]
+        queries = {q["Id"]: q for q in tracking["CustomizedMetricSpecification"]["Metrics"]}
+        # And each tracks a queue it makes over the hosts in service, as AWS's example does
+        namespace, name, dimensions = metric(queries["m1"])
+        assert (namespace, name, set(dimensions)) == (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName"},
+        )
+        assert dimensions["QueueName"] in made
+        assert metric(queries["m2"]) == (
+            "AWS/AutoScaling",
+            "GroupInServiceInstances",
+            {"AutoScalingGroupName": "FleetGroup"},
+        )
+        assert queries["e1"]["Expression"] == "m1 / m2"
+        assert [i for i, q in queries.items() if q["ReturnData"]] == ["e1"]
+        assert float(tracking["TargetValue"]) >= 1
+        scaled[dimensions["QueueName"]] = tracking["TargetValue"]
+    # And every worker's queue has its policy
+    config = load(None, utility_config_files())
+    assert set(scaled) == {getattr(config, worker).queue for worker in WORKERS}
+
+
+def user_data(resolved: Resolved) -> str:
+    [launch] = resolved.of("AWS::EC2::LaunchTemplate")
+    return launch["LaunchTemplateData"]["UserData"]
+
+
+def test_a_new_release_replaces_the_hosts_one_at_a_time_each_signalling() -> None:
+    group = template()["Resources"]["FleetGroup"]
+    # The group follows the launch template's newest version, which a new release makes
+    assert group["Properties"]["LaunchTemplate"]["Version"] == {
+        "Fn::GetAtt": ["FleetLaunchTemplate", "LatestVersionNumber"]
+    }
+    first = user_data(Resolved(template(), **FLEET_ON))
+    second = user_data(
+        Resolved(template(), **{**FLEET_ON, "FleetRelease": "s3://acme-releases/gas-1.1.tar.gz"})
+    )
+    assert first != second and "'s3://acme-releases/gas-1.1.tar.gz'" in second
+    # And CloudFormation replaces the hosts one at a time, waiting for each one's signal
+    rolling = group["UpdatePolicy"]["AutoScalingRollingUpdate"]
+    assert rolling["MaxBatchSize"] == 1 and rolling["WaitOnResourceSignals"] is True
+    assert group["CreationPolicy"]["ResourceSignal"]["Count"] == {"Ref": "FleetMinSize"}
+    # Which a host sends, success once its workers consume their queues, failure on any error
+    assert "--resource FleetGroup" in first and "trap 'signal 1' ERR" in first
+    assert first.rstrip().endswith("signal 0")
+
+
+def test_a_host_installs_the_repositorys_units_and_the_stacks_settings_and_roles() -> None:
+    resolved = Resolved(template(), **FLEET_ON)
+    script = user_data(resolved)
+    units = ROOT / "deploy" / "systemd"
+    # The files it installs from the release are the repository's
+    commands = script.replace("\\\n", "").splitlines()
+    assert "cd /opt/gas/deploy/systemd" in commands
+    installed = [f for c in commands if c.startswith("install -m 644") for f in c.split()[3:-1]]
+    assert {"gas-worker@.service", "gas-reconcile.timer", "gas.sysusers.conf"} <= set(installed)
+    assert [f for f in installed if not (units / f).is_file()] == []
+    # And gas.env holds every setting the stack outputs, with the output's value
+    env = dict(
+        line.split("=", 1)
+        for line in script.split("/etc/gas/gas.env <<'END'\n")[1].split("\nEND")[0].splitlines()
+    )
+    outputs = template()["Outputs"]
+    settings = {
+        o["Description"]: resolved.eval(o["Value"])
+        for o in outputs.values()
+        if o["Description"].startswith("GAS_")
+    }
+    assert {k: env[k] for k in settings} == settings
+    assert env["GAS_METRICS_EMF"] == "stdout"  # the alarms' metrics
+    # And each utility it runs as its own role
+    for utility in [*WORKERS, "reconcile"]:
+        role = f"arn:aws:iam::{ACCOUNT}:role/Role{utility.title()}"
+        assert f"[profile gas-{utility}]\nrole_arn = {role}\n" in script
+    assert "systemctl enable --now " + " ".join(f"gas-worker@{w}" for w in WORKERS) in script
+    assert "systemctl enable --now gas-reconcile.timer" in script
 
 
 def boom(message: Any) -> Any:
@@ -554,3 +664,18 @@ def test_the_template_makes_the_alarms_the_local_stack_makes(stack: Stack) -> No
     local = stack.client("cloudwatch").describe_alarms()["MetricAlarms"]
     made = Resolved(template(), **ALARMS_ON).of("AWS::CloudWatch::Alarm")
     assert sorted(map(alarm_shape, made), key=str) == sorted(map(alarm_shape, local), key=str)
+
+
+def test_the_capacity_table_gives_the_templates_targets() -> None:
+    page = (ROOT / "docs" / "deploy.md").read_text()
+    table = page.split("### Capacity")[1].split("\n## ")[0]
+    rows = {
+        cells[0]: cells[-1]
+        for line in table.splitlines()
+        if line.startswith("| ")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    defaults = template()["Parameters"]
+    assert {w: rows[w] for w in WORKERS} == {
+        w: defaults[f"Fleet{w.title()}Backlog"]["Default"] for w in WORKERS
+    }

@@ -270,6 +270,7 @@ class Worker:
                 message.message_id,
                 traceback.format_exc().rstrip(),
             )
+            metrics.emit_error(self.config, self.utility)
             outcome = retry(f"unexpected error: {type(exc).__name__}: {exc}")
         message.duration = time.monotonic() - started
         return outcome

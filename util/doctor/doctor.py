@@ -27,6 +27,7 @@ from deploy.iam import UTILITIES
 from util import cli
 from util.archives import backend_class
 from util.aws import Aws
+from util.doctor.alarms import alarm_checks
 from util.doctor.buckets import bucket_checks, read_bucket
 from util.doctor.common import TEMPLATE, Check, missing
 from util.doctor.iam import Grant, grants, key_checks, simulate
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             *check(aws, config, state),
             *simulate(aws, config, roles),
             *key_checks(aws, config, state, roles),
+            *alarm_checks(aws, config),
         ]
     except (BotoCoreError, ClientError) as exc:
         print(f"doctor: cannot look at the account: {exc}", file=sys.stderr)

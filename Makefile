@@ -1,7 +1,13 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# The Python that makes .venv (`make install PYTHON=python3.11` where python3 is older).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The oldest Python the code runs on: pyproject.toml's requires-python (">=3.11").
+MIN_PYTHON := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"$$/\1/p' pyproject.toml)
+$(if $(MIN_PYTHON),,$(error pyproject.toml: no requires-python = ">=X.Y"))
+# Python code that exits 0 only under MIN_PYTHON or newer.
+NEW_ENOUGH := import sys; sys.exit(sys.version_info < tuple(map(int, "$(MIN_PYTHON)".split("."))))
 
 .PHONY: demo test test-fast test-aws lint chaos interleave mutate bench bench-rss bench-load bench-reconcile verify-units install install-dev clean
 
@@ -75,13 +81,24 @@ install: $(VENV)/.installed
 # The demo and the tests: the runtime plus moto, pytest, cfn-lint (requirements-dev.txt).
 install-dev: $(VENV)/.installed-dev
 
+# .venv is kept while its Python is new enough and imports boto3. Otherwise (no venv, one of
+# another Python, an install that failed) it is made anew with $(PYTHON), which is refused in
+# one line, before anything is changed, if it is older than MIN_PYTHON. (`python -m venv`
+# over an existing venv keeps its old bin/python.) The stamp is written last: after any
+# failure the next `make install` starts again.
 $(VENV)/.installed: requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(PY) -c 'import boto3; $(NEW_ENOUGH)' 2>/dev/null || { \
+	  $(PYTHON) -c '$(NEW_ENOUGH)' 2>/dev/null || { \
+	    version=$$($(PYTHON) -V 2>/dev/null) || version="not found"; \
+	    echo "make install: GAS needs Python $(MIN_PYTHON) or newer; PYTHON=$(PYTHON) is $$version (give one: make install PYTHON=python$(MIN_PYTHON))" >&2; \
+	    exit 1; }; \
+	  echo "rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -c 'import boto3, ijson'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 clean:

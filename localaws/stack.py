@@ -11,6 +11,7 @@ from typing import Any
 
 from util.archives import backend_class
 from util.aws import Aws
+from util.doctor.alarms import alarms
 from util.resources import (
     ABORT_INCOMPLETE_UPLOADS_RULE,
     DEAD_LETTER_RETENTION_SECONDS,
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 REGION = "us-east-1"
+# What the alarms notify: SNS confirms an e-mail subscription once its link is clicked; moto
+# at once, so the local stack's alarms page (nobody) as a deployed stack's do.
+ALARM_TOPIC, ALARM_EMAIL = "gas-alarms", "ops@gas.example.com"
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -124,6 +128,18 @@ def create_resources(aws: Aws, config: Config) -> None:
         announce_restores(aws, config, thaw_topic)
 
     aws.client("ses").verify_email_identity(EmailAddress=config.notify.sender)
+    create_alarms(aws, config)
+
+
+def create_alarms(aws: Aws, config: Config) -> None:
+    """The alarms of util/doctor/alarms.py, notifying a topic with an e-mail subscription."""
+    sns = aws.client("sns")
+    topic = sns.create_topic(Name=ALARM_TOPIC)["TopicArn"]
+    subscribed = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    if not any(s["Endpoint"] == ALARM_EMAIL for s in subscribed):
+        sns.subscribe(TopicArn=topic, Protocol="email", Endpoint=ALARM_EMAIL)
+    for alarm in alarms(config):
+        aws.client("cloudwatch").put_metric_alarm(**alarm.arguments(), AlarmActions=[topic])
 
 
 def encrypt_by_default(s3: Any, bucket: str, algorithm: str) -> None:

@@ -18,7 +18,6 @@ import math
 import secrets
 import signal
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ if __package__ in (None, ""):  # run as `python util/ann_load.py`
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from util import cli
 from util.ann_load_aws import (
     TEMP_QUEUE_PREFIX,
     Requests,
@@ -44,6 +44,7 @@ from util.ann_load_schedule import (
     SYNTHETIC_JOB_PREFIX,
     OpenLoop,
     intended_times,
+    make_outputs,
     plan,
     schedule_span,
     summarize,
@@ -51,27 +52,34 @@ from util.ann_load_schedule import (
 )
 from util.aws import Aws
 from util.helpers import Users
-from util.parsers import argument, non_negative_float, positive_float, positive_int
-from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
+from util.parsers import argument, float_range, int_range
+from util.process import configure_logging
+from util.util_config import UTILITY_DIR, Config, ConfigError, load
 
 CONFIG_FILE = UTILITY_DIR / "ann_load_config.ini"
 SAMPLE_INPUT = UTILITY_DIR / "ann_load_data" / "sample.vcf"
 # Senders per job/s of target rate: enough threads for submissions taking up to 500 ms.
 SEND_HEADROOM_SECONDS = 0.5
 MIN_SENDERS = 8
+# Bounds of the options: what one ann_load can send (about 0.5 ms of CPU a job with
+# --shared-input --batch-ms, docs/runtime.md), and records it can hold (about 1.2 KB a job).
+MAX_RATE = 1000  # jobs/s
+MAX_JOBS = 1_000_000
+MAX_SENDERS = 1000
+MAX_SECONDS = 86_400  # a day: any time option
 RESULTS_PER_RECEIVER = 100  # job results per second one receiving thread keeps up with
 EXIT_INCOMPLETE = 3  # the run ended, but some jobs were not sent, failed or never completed
 EXIT_INTERRUPTED = 130
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(loop: OpenLoop) -> None:
     """First SIGINT/SIGTERM: stop sending, skip the drain, report. Second: leave at once
     (the temporary queue is still removed on the way out)."""
 
     def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
+        if loop.stop.is_set():
             raise KeyboardInterrupt
-        stop.set()
+        loop.halt()
         print(
             f"\nann_load: {signal.Signals(signum).name}: stopping (again to leave at once)",
             file=sys.stderr,
@@ -97,12 +105,18 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
             file=sys.stderr,
         )
         return 2
+    run_id = new_run_id()
+    out = args.out or Path("ann_load-out") / run_id
+    try:
+        make_outputs(out)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        print(f"ann_load: --out {out}: cannot write there: {reason}", file=sys.stderr)
+        return 2
     times = intended_times(args.rate, args.ramp, args.duration, args.jobs)
     span = schedule_span(times, args.rate, args.duration)
     late_ms = config.ann_load.late_ms if args.late_ms is None else args.late_ms
     drain = config.ann_load.drain_seconds if args.drain is None else args.drain
-    run_id = new_run_id()
-    out = args.out or Path("ann_load-out") / run_id
     records = plan(times, users, run_id)
     submitter = Submitter(
         config,
@@ -133,7 +147,7 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         batch_seconds=args.batch_ms / 1000,
         late_ms=late_ms,
     )
-    _stop_on_signals(loop.stop)
+    _stop_on_signals(loop)
     receivers = min(8, math.ceil(args.rate / RESULTS_PER_RECEIVER))
     show = sys.stderr.isatty()
     with ResultsQueue(
@@ -162,8 +176,9 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
             args.ramp,
             span,
             late_ms,
-            drain,
+            loop.drained,
             args.sample_every,
+            loop.stopped,
         ),
     }
     # ann_load's own cost, sending, receiving results and sampling, from the schedule's start:
@@ -177,7 +192,8 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     write_outputs(out, records, summary, sampler.timeline)
     print_summary(summary, out)
     if args.cleanup:
-        print(f"ann_load: cleanup: {cleanup(config, aws, f'{SYNTHETIC_JOB_PREFIX}{run_id}-')}")
+        removed = cleanup(config, aws, f"{SYNTHETIC_JOB_PREFIX}{run_id}-")
+        print(f"ann_load: cleanup: removed {cli.counted(removed)}")
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
     return EXIT_INCOMPLETE if summary["jobs"]["completed"] < len(records) else 0
@@ -200,6 +216,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             + f" ({unit})"
         )
 
+    drain = "" if summary["drain_s"] is None else f" (drain {summary['drain_s']:g} s)"
     print(
         f"sent {jobs['submitted']}/{jobs['scheduled']} ({jobs['send_errors']} errors, "
         f"{jobs['not_sent']} not sent, {jobs['dropped']} of them dropped), "
@@ -211,7 +228,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"submit latency {figures('submit_latency_ms')}\n"
         f"end to end     {figures('end_to_end_ms', 1000, 's')}\n"
         f"completed {jobs['completed']}, failed {jobs['failed']}, never completed "
-        f"{jobs['never_completed']} (drain {summary['drain_s']:g} s); job-requests backlog "
+        f"{jobs['never_completed']}{drain}; job-requests backlog "
         f"max {summary['backlog']['max']}, at the end {summary['backlog']['final']}\n"
         f"ann_load's own CPU {summary['cpu_ms_per_job']:g} ms per job, "
         f"{summary['aws_requests']['per_job']:g} AWS requests per job\n"
@@ -221,32 +238,44 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="ann_load",
-        description="Load-test the annotator fleet: submit jobs as the web "
-        "app does at a target rate, report achieved rate and end-to-end latency.",
+    parser = cli.parser(
+        "ann_load",
+        "Load-test the annotator fleet: submit jobs as the web app does at a target rate, "
+        "report achieved rate and end-to-end latency. Times are at most a day "
+        f"({MAX_SECONDS} s).",
     )
+    seconds, milliseconds = float_range(0, MAX_SECONDS), float_range(0, MAX_SECONDS * 1000)
     parser.add_argument(
         "--rate",
-        type=argument(positive_float),
+        type=argument(float_range(0, MAX_RATE, above=True)),
         metavar="R",
-        help="target jobs per second (after the ramp)",
+        help=f"target jobs per second after the ramp, up to {MAX_RATE}: about what one "
+        "ann_load can send (docs/runtime.md); for more, run several",
     )
     length = parser.add_mutually_exclusive_group()
     length.add_argument(
-        "--duration", type=argument(positive_float), metavar="S", help="send for S seconds"
+        "--duration",
+        type=argument(float_range(0, MAX_SECONDS, above=True)),
+        metavar="S",
+        help="send for S seconds",
     )
-    length.add_argument("--jobs", type=argument(positive_int), metavar="N", help="send N jobs")
+    length.add_argument(
+        "--jobs",
+        type=argument(int_range(1, MAX_JOBS)),
+        metavar="N",
+        help=f"send N jobs; a run is at most {MAX_JOBS:,} (R x S with --duration): "
+        "ann_load keeps a record of each",
+    )
     parser.add_argument(
         "--ramp",
-        type=argument(non_negative_float),
+        type=argument(seconds),
         default=0.0,
         metavar="S",
         help="climb linearly from 0 to R jobs/s over the first S seconds",
     )
     parser.add_argument(
         "--drain",
-        type=argument(non_negative_float),
+        type=argument(seconds),
         metavar="S",
         help="after the last send, wait up to S s for completions "
         "(default: [ann_load] drain_seconds)",
@@ -268,26 +297,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out",
         type=Path,
         metavar="DIR",
-        help="where the records and report go (default: ann_load-out/<run>)",
+        help="where the records and report go, made before anything is sent "
+        "(default: ann_load-out/<run>)",
     )
     parser.add_argument(
         "--late-ms",
-        type=argument(non_negative_float),
+        type=argument(milliseconds),
         metavar="MS",
         help="a send later than this counts as late (default: [ann_load] late_ms)",
     )
     parser.add_argument(
         "--max-lag",
-        type=argument(non_negative_float),
+        type=argument(seconds),
         metavar="S",
         help="drop (and count) a job not sent within S s of its time "
         "(default: send every job, however late)",
     )
     parser.add_argument(
         "--senders",
-        type=argument(positive_int),
+        type=argument(int_range(1, MAX_SENDERS)),
         metavar="N",
-        help=f"sending threads (default: rate x {SEND_HEADROOM_SECONDS} s, at least {MIN_SENDERS})",
+        help=f"sending threads, up to {MAX_SENDERS} "
+        f"(default: rate x {SEND_HEADROOM_SECONDS} s, at least {MIN_SENDERS})",
     )
     parser.add_argument(
         "--shared-input",
@@ -296,7 +327,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--batch-ms",
-        type=argument(non_negative_float),
+        type=argument(milliseconds),
         default=0.0,
         metavar="MS",
         help="hold a due job up to MS for later ones to be sent with it "
@@ -304,7 +335,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sample-every",
-        type=argument(positive_int),
+        type=argument(int_range(1, MAX_SECONDS)),
         default=SAMPLE_EVERY_SECONDS,
         metavar="S",
         help="sample the job-requests backlog every S seconds, one call each "
@@ -315,12 +346,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="after the run, remove its jobs; alone, remove every synthetic job",
     )
-    add_config_option(parser)
     args = parser.parse_args(argv)
     if args.rate is None and (args.duration or args.jobs or not args.cleanup):
         parser.error("--rate is required, with --duration or --jobs (or --cleanup alone)")
     if args.rate is not None and args.duration is None and args.jobs is None:
         parser.error("--duration or --jobs is required with --rate")
+    if args.duration is not None and args.rate * args.duration > MAX_JOBS:
+        parser.error(
+            f"--rate {args.rate:g} --duration {args.duration:g} is "
+            f"{args.rate * args.duration:,.0f} jobs: at most {MAX_JOBS:,} a run"
+        )
     if args.rate is not None and not args.input.is_file():
         parser.error(f"--input {args.input}: no such file")
     return args
@@ -333,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ann_load: config error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(*cli.log_settings(args, config))
     threads = args.senders or (_senders(args.rate) if args.rate else CLEANUP_THREADS)
     aws = process_aws(config, threads)
     try:

@@ -18,6 +18,7 @@ from util.ann_load_aws import TEMP_QUEUE_PREFIX
 from util.ann_load_schedule import SYNTHETIC_JOB_PREFIX
 from util.archives import backend_for
 from util.aws import Aws
+from util.cli import counted
 from util.schema import (
     ARCHIVE_ID,
     INPUT_KEY,
@@ -166,7 +167,7 @@ def clean_only(config: Config, aws: Aws) -> int:
         QueueUrl=aws.queue_url(config.gas.job_requests_queue),
         AttributeNames=["ApproximateNumberOfMessages"],
     )["Attributes"]["ApproximateNumberOfMessages"]
-    print(f"ann_load: cleanup: {counts}")
+    print(f"ann_load: cleanup: removed {counted(counts)}")
     if int(backlog):
         print(
             f"ann_load: {backlog} job request(s) still queued: their jobs are gone, so the "

@@ -281,8 +281,8 @@ def render(
         ),
         (
             "completed / failed / never completed",
-            f"{jobs['completed']} / {jobs['failed']} / {jobs['never_completed']} "
-            f"(drain {_number(summary['drain_s'])} s)",
+            f"{jobs['completed']} / {jobs['failed']} / {jobs['never_completed']}"
+            + ("" if summary["drain_s"] is None else f" (drain {_number(summary['drain_s'])} s)"),
         ),
         (
             "job-requests backlog",

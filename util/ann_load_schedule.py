@@ -161,6 +161,8 @@ class OpenLoop:
         self.late_ms = late_ms
         self.clock = clock
         self.stop = threading.Event()
+        self.stopped: float | None = None  # when `halt` was called (seconds after the start)
+        self.drained: float | None = None  # how long the drain waited, once one has
         self.start = clock()
         self.started_at = time.time()
         self._lock = threading.Lock()
@@ -173,6 +175,12 @@ class OpenLoop:
 
     def now(self) -> float:
         return self.clock() - self.start
+
+    def halt(self) -> None:
+        """Stop now (Ctrl-C): jobs not started stay unsent, and no drain begins."""
+        if self.stopped is None:
+            self.stopped = self.now()
+        self.stop.set()
 
     def send_all(self) -> None:
         """Send every job at its time, or until stopped; return once every send has ended."""
@@ -243,15 +251,16 @@ class OpenLoop:
             return ranked(self.end_to_end, p)
 
     def wait_drained(self, seconds: float) -> bool:
-        """Wait up to `seconds` for every submitted job to finish; True if all did."""
-        deadline = self.now() + seconds
-        while not self.stop.is_set():
-            if self.finished >= self.submitted:
-                return True
-            if self.now() >= deadline:
-                return False
-            self.stop.wait(0.1)
-        return False
+        """Wait up to `seconds` for every submitted job to finish, unless halted; True if all
+        did. `drained` is how long it waited (None: halted before it began)."""
+        if self.stop.is_set():
+            return False
+        began = self.now()
+        while self.finished < self.submitted and self.now() < began + seconds:
+            if self.stop.wait(0.1):
+                break
+        self.drained = min(self.now() - began, seconds)
+        return self.finished >= self.submitted
 
 
 # -- the run's figures and files --------------------------------------------------------------
@@ -264,22 +273,28 @@ def summarize(
     ramp: float,
     span: float,
     late_ms: float,
-    drain: float,
+    drain: float | None,
     sample_every: int = SAMPLE_EVERY_SECONDS,
+    stopped: float | None = None,
 ) -> dict[str, Any]:
-    """The run's figures (times in ms). Achieved rate: jobs submitted per second of the
-    schedule's span, stretched by how late the last job was sent (on time, it is the target)."""
+    """The run's figures (times in ms); `drain`: the seconds the drain waited (None: none
+    ran), `stopped`: when the run was halted (None: it was not).
+
+    Achieved rate: jobs submitted per second of the schedule's span, stretched by how late the
+    last job was sent (on time, it is the target); of a run halted before that, per second
+    until the halt."""
     sent = [r for r in records if r.sent is not None]
     submitted = [r for r in records if r.submitted is not None]
     lags = [lag * 1000 for r in sent if (lag := r.lag) is not None]
     last_sent = max(sent, key=lambda r: r.sent or 0.0, default=None)
     stretch = max(0.0, last_sent.lag or 0.0) if last_sent else 0.0
+    sending = span + stretch if stopped is None else min(span + stretch, stopped)
     end_to_end = [e2e * 1000 for r in submitted if (e2e := r.end_to_end) is not None]
     backlog = [s["backlog"] for s in timeline if s["backlog"] is not None]
     return {
         "target": {"rate": rate, "ramp_s": ramp, "span_s": round(span, 3)},
         "target_rate": round(len(records) / span, 3) if span else 0.0,
-        "achieved_rate": round(len(submitted) / (span + stretch), 3) if submitted else 0.0,
+        "achieved_rate": round(len(submitted) / sending, 3) if submitted and sending else 0.0,
         "late_sends": sum(lag > late_ms for lag in lags),
         "late_threshold_ms": late_ms,
         "jobs": {
@@ -298,7 +313,7 @@ def summarize(
             [latency * 1000 for r in submitted if (latency := r.submit_latency) is not None]
         ),
         "end_to_end_ms": distribution(end_to_end),
-        "drain_s": drain,
+        "drain_s": None if drain is None else round(drain, 1),
         "backlog": {
             "max": max(backlog, default=None),
             "final": backlog[-1] if backlog else None,
@@ -308,6 +323,16 @@ def summarize(
     }
 
 
+OUTPUTS = ("jobs.jsonl", "summary.json", "report.html")
+
+
+def make_outputs(out: Path) -> None:
+    """Make `out` and its (empty) files now: an OSError here, before the run, not after it."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        (out / name).write_bytes(b"")
+
+
 def write_outputs(
     out: Path,
     records: Sequence[JobRecord],
@@ -315,11 +340,12 @@ def write_outputs(
     timeline: Sequence[dict[str, Any]],
 ) -> None:
     """jobs.jsonl (one record a line), summary.json (with the samples), report.html."""
+    jobs, summary_file, report = (out / name for name in OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     rows = [record.as_json() for record in records]
-    with open(out / "jobs.jsonl", "w", encoding="utf-8") as f:
+    with open(jobs, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
-    (out / "summary.json").write_text(
+    summary_file.write_text(
         json.dumps({**summary, "samples": list(timeline)}, indent=2) + "\n", encoding="utf-8"
     )
-    (out / "report.html").write_text(render(summary, rows, timeline), encoding="utf-8")
+    report.write_text(render(summary, rows, timeline), encoding="utf-8")

@@ -2,8 +2,9 @@
 
 The CloudWatch agent (or Lambda/ECS log drivers) turns each line into metrics. Off by default
 (``[metrics] emf = off``); ``stdout`` writes the lines to a stream of their own, ``stderr``
-mixes them into the log. One line per message a worker handles, one per reconcile pass; the
-metrics, their units and dimensions: docs/reconcile-and-metrics.md#metrics-cloudwatch-embedded-metric-format.
+mixes them into the log. One line per message a worker handles (and one per handler that
+raised), one per reconcile pass; the metrics, their units and dimensions:
+docs/reconcile-and-metrics.md#metrics-cloudwatch-embedded-metric-format.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ UNITS = {
     "BytesArchived": "Bytes",
     "BytesThawed": "Bytes",
 }
+UNEXPECTED_ERRORS = "UnexpectedErrors"
+FINDINGS_DIMENSIONS = {"Utility": "reconcile"}
 _lock = threading.Lock()  # one line at a time, whichever thread flushes
 
 
@@ -80,11 +83,17 @@ def emit_message(
     )
 
 
+def emit_error(config: Config, utility: str) -> None:
+    """A worker's line for a handler that raised (a bug), by utility alone: whatever the
+    message's outcome then, one alarm per utility sees it (util/doctor/alarms.py)."""
+    emit(config, {"Utility": utility}, {UNEXPECTED_ERRORS: 1})
+
+
 def emit_findings(config: Config, counts: Mapping[str, int], kinds: Iterable[str]) -> None:
     """Reconcile's line for one pass: every kind's count, zeros included."""
     emit(
         config,
-        {"Utility": "reconcile"},
+        FINDINGS_DIMENSIONS,
         {finding_metric(kind): counts.get(kind, 0) for kind in kinds},
     )
 

@@ -76,6 +76,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def float_range(low: float, high: float, above: bool = False) -> Callable[[str], float]:
+    """A finite number from `low` (or, `above`, more than it) up to `high`."""
+
+    def parse(text: str) -> float:
+        value = _finite(text)
+        if value < low or (above and value == low) or value > high:
+            raise ValueError(f"must be a number {'>' if above else '>='} {low:g} and <= {high:g}")
+        return value
+
+    return parse
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
@@ -83,6 +95,16 @@ def choice(*allowed: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(text: str) -> str:
+    """A logging level, in any case (debug or DEBUG), as logging names it."""
+    if text.upper() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (any case)")
+    return text.upper()
 
 
 def nonempty(text: str) -> str:

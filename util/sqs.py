@@ -39,26 +39,39 @@ def receive_backoff(failures: int, rng: random.Random) -> float:
 
 class Queue:
     """One queue (by name or URL), its visibility timeout, and its dead-letter queue's URL
-    (`dead_letter`: it must have one)."""
+    (`dead_letter`: it must have one). `setting` names where the queue came from: a queue
+    that does not exist is a ConfigError naming it."""
 
-    def __init__(self, aws: Aws, name_or_url: str, who: str, dead_letter: bool = True):
+    def __init__(
+        self, aws: Aws, name_or_url: str, who: str, dead_letter: bool = True, setting: str = ""
+    ):
         self.who = who  # for the log lines
         self.sqs = aws.client("sqs")
-        self.url = aws.queue_url(name_or_url)
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=self.url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
-        )["Attributes"]
+        named = f"{setting or 'queue'} = {name_or_url!r}"
+        try:
+            self.url = aws.queue_url(name_or_url)
+            attributes = self.sqs.get_queue_attributes(
+                QueueUrl=self.url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+            )["Attributes"]
+        except self.sqs.exceptions.QueueDoesNotExist:
+            region = self.sqs.meta.region_name
+            raise ConfigError(f"{named}: no such queue in {region}") from None
         self.visibility_timeout = int(attributes["VisibilityTimeout"])
         self.dead_letter_url = (
-            self._dead_letter_url(aws, attributes.get("RedrivePolicy")) if dead_letter else ""
+            self._dead_letter_url(named, attributes.get("RedrivePolicy")) if dead_letter else ""
         )
 
-    def _dead_letter_url(self, aws: Aws, redrive_policy: str | None) -> str:
+    def _dead_letter_url(self, named: str, redrive_policy: str | None) -> str:
         if not redrive_policy:
-            raise ConfigError(f"queue {self.url} has no RedrivePolicy (dead-letter queue)")
+            raise ConfigError(f"{named}: the queue has no RedrivePolicy (dead-letter queue)")
         arn = json.loads(redrive_policy)["deadLetterTargetArn"]
         _, _, _, _, account, name = arn.split(":", 5)
-        return self.sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        try:
+            answer = self.sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+        except self.sqs.exceptions.QueueDoesNotExist:
+            message = f"{named}: its dead-letter queue {name} (RedrivePolicy) does not exist"
+            raise ConfigError(message) from None
+        return answer["QueueUrl"]
 
     def receive(self, count: int, wait_seconds: int) -> list[Message]:
         """Up to `count` messages, long-polling `wait_seconds`."""

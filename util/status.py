@@ -1,6 +1,6 @@
 """``python -m util.status``: the one screen an operator reads when paged.
 
-    python -m util.status [--config FILE]... [--format text|json] [--reasons 5]
+    python -m util.status [--format text|json] [--reasons N] [option]...   # see --help
 
 Per utility queue its depth and oldest message, its dead-letter queue's depth and latest
 reasons (peeked, not consumed), the retrievals in progress, and the last reconcile pass's
@@ -10,7 +10,6 @@ configuration.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -19,15 +18,19 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from util import cli
 from util.aws import Aws
 from util.helpers import Annotations
+from util.parsers import argument, int_range
+from util.process import configure_logging
 from util.reconcile.report import load_report
 from util.retrieval import is_claim
 from util.schema import JOB_ID, RESTORE_JOB_ID, RESTORE_TIER, RESTORE_TIME
-from util.util_config import UTILITY_DIR, Config, ConfigError, add_config_option, load
+from util.util_config import UTILITY_DIR, Config, ConfigError, load
 
 UTILITIES = ("archive", "restore", "thaw", "notify")
 DEAD_LETTER_SUFFIX = "-dlq"  # the local stack's convention; the queue's RedrivePolicy wins
+MAX_REASONS = 10  # ReceiveMessage's MaxNumberOfMessages: 1 to 10
 
 
 def queue_status(aws: Aws, queue: str, reasons: int) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def peek_reasons(aws: Aws, url: str, count: int) -> list[dict[str, Any]]:
         aws.client("sqs")
         .receive_message(
             QueueUrl=url,
-            MaxNumberOfMessages=10,
+            MaxNumberOfMessages=MAX_REASONS,
             VisibilityTimeout=0,
             MessageSystemAttributeNames=["SentTimestamp"],
             MessageAttributeNames=["gas_reason", "gas_utility"],
@@ -187,11 +190,16 @@ def render_text(status: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="status", description="GAS status, one screen")
-    add_config_option(parser)
-    parser.add_argument("--format", choices=["text", "json"], default="text")
+    parser = cli.parser(
+        "status", "GAS status, one screen", results="the same figures, one document"
+    )
     parser.add_argument(
-        "--reasons", type=int, default=5, help="latest dead-letter reasons shown per queue"
+        "--reasons",
+        type=argument(int_range(1, MAX_REASONS)),
+        default=5,
+        metavar="N",
+        help=f"latest dead-letter reasons shown per queue, 1-{MAX_REASONS}: one "
+        "ReceiveMessage peeks at most that many (default 5)",
     )
     args = parser.parse_args(argv)
     try:
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"status: config error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(*cli.log_settings(args, config))
     try:
         status = gather(config, Aws(config), args.reasons)
     except (BotoCoreError, ClientError) as exc:

@@ -10,6 +10,7 @@ AWS chain (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, profiles, instance prof
 from __future__ import annotations
 
 import argparse
+import codecs
 import configparser
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +22,7 @@ from typing import Any
 from util.parsers import (
     choice,
     int_range,
+    log_level,
     names,
     non_negative_int,
     nonempty,
@@ -193,9 +195,7 @@ KEYS: tuple[Key, ...] = (
         choice("text", "json"),
         "text or json (one object per line)",
     ),
-    Key(
-        "worker", "log_level", "INFO", choice("DEBUG", "INFO", "WARNING", "ERROR"), "logging level"
-    ),
+    Key("worker", "log_level", "INFO", log_level, "DEBUG, INFO, WARNING or ERROR, in any case"),
     Key(
         "worker",
         "aws_max_attempts",
@@ -421,13 +421,11 @@ def load(
 
 def _read_ini(path: Path) -> dict[tuple[str, str], tuple[str, str]]:
     parser = configparser.ConfigParser(interpolation=None)
+    text = _read_text(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f)
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        parser.read_string(text, source=str(path))
     except configparser.Error as exc:
-        raise ConfigError(f"config file {path}: {exc.message.splitlines()[0]}") from None
+        raise _syntax_error(path, text, exc) from None
     known = {(k.section, k.name) for k in all_keys()}
     values = {}
     for section in parser.sections():
@@ -438,6 +436,34 @@ def _read_ini(path: Path) -> dict[tuple[str, str], tuple[str, str]]:
                 raise ConfigError(f"{path}: unknown key [{section}] {name}")
             values[(section, name)] = (text, str(path))
     return values
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, with or without the byte order mark Windows editors write."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in data:
+        raise ConfigError(f"config file {path}: UTF-16 (or has NUL bytes); save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"config file {path}, line {line}: not UTF-8; save it as UTF-8") from None
+
+
+def _syntax_error(path: Path, text: str, exc: configparser.Error) -> ConfigError:
+    """The file and the first bad line, in one line (configparser's message spans several)."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        number, problem = exc.lineno, "comes before any [section]"
+    elif isinstance(exc, configparser.ParsingError):
+        number, problem = exc.errors[0][0], "is not `key = value`"
+    else:  # a [section] or a key twice: the message names it after the line
+        number, problem = getattr(exc, "lineno", 0), exc.message.rpartition("]: ")[2]
+        return ConfigError(f"config file {path}, line {number}: {problem}")
+    line = text.split("\n")[number - 1].strip()[:80]  # as configparser numbers lines
+    return ConfigError(f"config file {path}, line {number}: {line!r} {problem}")
 
 
 def _reject_unknown_env(environ: Mapping[str, str]) -> None:

@@ -52,6 +52,7 @@ DELETE_WAIT_SECONDS = 1.0
 # Beyond the long poll, how long one receive may block before the loop counts as stuck and
 # the systemd watchdog pings stop: one read timeout of the AWS client (util.helpers.Aws).
 RECEIVE_STALL_SECONDS = 60
+ONCE_WAIT_SECONDS = 1  # --once's long poll: short, but it asks every SQS server (0 s samples)
 
 log = logging.getLogger("gas")
 
@@ -67,12 +68,13 @@ class Worker:
         aws: Aws,
         queue: str,
         notifier: systemd.ServiceManager | None = None,
+        setting: str = "",
     ):
         self.utility = utility
         self.handler = handler
         self.settings = config.worker
         self.config = config
-        self.queue = Queue(aws, queue, utility)
+        self.queue = Queue(aws, queue, utility, setting=setting)
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=utility)
         # The messages held (received, not yet settled); only the receiver adds to it.
         self.in_flight: dict[Future[Outcome], Message] = {}
@@ -120,7 +122,9 @@ class Worker:
     def receive_loop(self, once: bool) -> None:
         """The receiver thread: fill free slots until stopped (`once`: until the queue is
         empty with nothing in flight)."""
-        failures = 0
+        failures, wait = 0, self.settings.wait_seconds
+        if once:  # an empty receive ends the run: it need not wait a whole long poll
+            wait = min(wait, ONCE_WAIT_SECONDS)
         try:
             while self.stop_requested_at is None:
                 with self.changed:
@@ -132,9 +136,7 @@ class Worker:
                     break
                 self.receive_started = time.monotonic()
                 try:
-                    messages = self.queue.receive(
-                        min(free, self.settings.max_messages), self.settings.wait_seconds
-                    )
+                    messages = self.queue.receive(min(free, self.settings.max_messages), wait)
                 except Exception as exc:  # noqa: BLE001 - nothing may end the receiving
                     # botocore has already retried; back off so an outage is no busy loop.
                     failures += 1
@@ -268,6 +270,7 @@ class Worker:
                 message.message_id,
                 traceback.format_exc().rstrip(),
             )
+            metrics.emit_error(self.config, self.utility)
             outcome = retry(f"unexpected error: {type(exc).__name__}: {exc}")
         message.duration = time.monotonic() - started
         return outcome

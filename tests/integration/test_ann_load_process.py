@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,7 +122,9 @@ def test_a_small_load_completes_and_cleanup_leaves_nothing(
     )
     # Then no synthetic item or object is left
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
-    assert "'jobs': 15, 'objects': 45" in cleanup.stdout
+    assert "ann_load: cleanup: removed 15 jobs, 45 objects, 0 archives, 0 queues" in (
+        cleanup.stdout.splitlines()
+    )
     assert synthetic_items(server) == [] and synthetic_objects(server) == []
 
 
@@ -130,6 +133,7 @@ def test_an_interrupted_run_reports_what_it_saw_and_removes_its_queue(
 ) -> None:
     # Given a run meant to last a minute
     out = tmp_path / "out"
+    started = time.monotonic()
     run = subprocess.Popen(
         [*ANN_LOAD, "--rate", "5", "--duration", "60", "--out", str(out)],
         cwd=ROOT,
@@ -141,11 +145,15 @@ def test_an_interrupted_run_reports_what_it_saw_and_removes_its_queue(
     wait_for(lambda: synthetic_items(server), timeout=30, what="a first job")
     # When it is interrupted (Ctrl-C)
     run.send_signal(signal.SIGINT)
+    ran = time.monotonic() - started  # at most: the process started after `started`
     stdout, stderr = run.communicate(timeout=60)
     # Then it exits 130 with a report of the jobs sent so far, and leaves no queue behind
     assert run.returncode == 130, stdout + stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True
     assert 0 < summary["jobs"]["sent"] < summary["jobs"]["scheduled"] == 300
+    # And its rate is over the seconds it ran, not the 60 planned, and it had no drain
+    assert summary["achieved_rate"] >= round(summary["jobs"]["submitted"] / ran, 3)
+    assert summary["drain_s"] is None and "drain" not in stdout
     assert temporary_queues(server) == []
     assert results_subscriptions(server) == [server.config.notify.queue]

@@ -300,7 +300,7 @@ def test_ann_load_works_with_its_policy_alone(
     assert summary["jobs"]["completed"] == 5, summary
     assert summary["backlog"]["max"] is not None, "the job-requests queue was never sampled"
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
-    assert "'jobs': 5, 'objects': 15" in cleanup.stdout
+    assert "removed 5 jobs, 15 objects" in cleanup.stdout
     assert stack.client("sqs").list_queues(QueueNamePrefix="ann-load-").get("QueueUrls") is None
     output = run.stdout + run.stderr + cleanup.stdout + cleanup.stderr
     assert "not authorized" not in output and "AccessDenied" not in output, output

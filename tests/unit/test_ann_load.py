@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from localaws.annotator import Annotator
 from tests.conftest import Stack, job, message, put_job, vault_archive_count, wait_for
-from util.ann_load import SAMPLE_INPUT
+from util.ann_load import SAMPLE_INPUT, main, print_summary
 from util.ann_load_aws import (
     INPUT_HELD_MAX_BYTES,
     RESULTS_VISIBILITY_SECONDS,
@@ -349,7 +349,9 @@ def test_cleanup_alone_also_removes_temporary_queues_left_by_a_killed_run(
         s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     ]
     assert endpoints == [arn.replace("ann-load-20240101-000000-abcd", stack.config.notify.queue)]
-    assert "'queues': 1" in capsys.readouterr().out
+    assert "ann_load: cleanup: removed 0 jobs, 0 objects, 0 archives, 1 queue" in (
+        capsys.readouterr().out.splitlines()
+    )
 
 
 def test_a_shared_input_is_uploaded_once_per_user_and_cleaned_up(stack: Stack) -> None:
@@ -564,3 +566,72 @@ def test_ann_loads_requests_carry_a_user_agent_of_their_own(stack: Stack) -> Non
     # Then each names ann_load, and botocore's version, not botocore's User-Agent rebuilt for
     # every request
     assert agents == [f"gas-ann_load Botocore/{botocore.__version__}".encode()] * 2
+
+
+# -- the command: its --out, a halted run ----------------------------------------------------
+
+
+def test_ann_load_finds_an_out_it_cannot_write_before_it_sends_anything(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an --out under a file, where no directory can be made
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "out"
+    # When ann_load is asked for a run that would write there
+    code = main(["--rate", "10", "--jobs", "2", "--drain", "0", "--out", str(out)])
+    # Then it stops at once with one line naming --out, having sent nothing
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"ann_load: --out {out}: cannot write there: Not a directory"
+    ]
+    gas = stack.config.gas
+    assert stack.client("dynamodb").scan(TableName=gas.annotations_table)["Items"] == []
+    assert "Contents" not in stack.client("s3").list_objects_v2(Bucket=gas.inputs_bucket)
+    assert "QueueUrls" not in stack.client("sqs").list_queues(QueueNamePrefix="ann-load-")
+
+
+def halted_run() -> tuple[OpenLoop, dict]:
+    """10 jobs/s for 10 s, halted (Ctrl-C) at 3 s with the 30 jobs due by then sent on time."""
+    clock = Clock()
+    records = plan([k / 10 for k in range(100)], ["u-alice"], "r")
+    loop = OpenLoop(records, lambda batch: {}, senders=1, clock=clock)
+    loop.begin()
+    for record in records[:30]:
+        clock.now = record.intended
+        loop._send([record])
+    clock.now = 3.0
+    loop.halt()
+    assert loop.wait_drained(5) is False
+    figures = summarize(
+        records, [], 10, 0, 10.0, late_ms=100, drain=loop.drained, stopped=loop.stopped
+    )
+    return loop, figures
+
+
+def test_a_halted_run_rates_what_it_sent_over_the_time_it_ran() -> None:
+    loop, figures = halted_run()
+    assert loop.stopped == 3.0
+    assert figures["jobs"]["submitted"] == 30
+    assert figures["achieved_rate"] == 10.0  # 30 jobs in the 3 s it ran, not in the 10 planned
+
+
+def test_a_halted_run_had_no_drain_and_says_none(capsys: pytest.CaptureFixture[str]) -> None:
+    loop, figures = halted_run()
+    assert loop.drained is None and figures["drain_s"] is None
+    print_summary({**figures, "cpu_ms_per_job": 1.0, "aws_requests": {"per_job": 3.0}}, Path("out"))
+    printed = capsys.readouterr().out
+    assert "drain" not in printed
+    assert "rate achieved 10 jobs/s, target 10 jobs/s" in printed
+
+
+def test_a_drain_that_ran_says_how_long_it_waited() -> None:
+    # Given every submitted job finished already: the drain ends at once
+    clock = Clock()
+    records = plan([0.0], ["u-alice"], "r")
+    loop = OpenLoop(records, lambda batch: {}, senders=1, clock=clock)
+    loop.begin()
+    loop._send(records)
+    loop.on_result({"job_id": records[0].job_id, "job_status": "COMPLETED"}, 0.5)
+    assert loop.wait_drained(5) is True
+    figures = summarize(records, [], 10, 0, 0.1, late_ms=100, drain=loop.drained)
+    assert figures["drain_s"] == 0.0

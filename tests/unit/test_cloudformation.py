@@ -5,7 +5,10 @@ data `util.doctor.describe` reads from the local stack, and the two must be equa
 back end. Queues and their dead-letter queues, redrive and visibility, queue and topic
 policies, subscriptions, buckets' lifecycle, versioning, Object Lock, default encryption and
 notifications, tables and indexes, the SES identity: whatever one side has and the other
-lacks fails the test. The roles' KMS policies (KmsKeyArn) are checked on their own.
+lacks fails the test. The roles' KMS policies (KmsKeyArn) are checked on their own, and so
+are the fleet (``Fleet=true``: its policies scale on queues it makes, a new release replaces the
+hosts) and the alarms (``AlarmEmail``: each watches a queue the template makes or a metric the
+code emits, and the local stack makes the same).
 """
 
 from __future__ import annotations
@@ -19,23 +22,28 @@ from typing import Any
 
 import pytest
 import yaml
-from cfnlint.api import lint_file
+from cfnlint.api import lint, lint_file
 from moto import mock_aws
 
 from deploy.cloudformation import text
 from deploy.cloudformation.__main__ import TEMPLATE
+from deploy.iam import WORKERS
 from localaws import dynamodb as dynamodb_emulation
 from localaws import glacier as glacier_emulation
 from localaws import s3 as s3_emulation
 from localaws import settings as local_settings
 from localaws.stack import REGION, create_resources
+from tests import emf
+from tests.conftest import ROOT, Stack
 from util.aws import Aws
 from util.doctor.buckets import default_retention, lifecycle_facts
 from util.doctor.doctor import SQS_DEFAULTS, describe
 from util.doctor.iam import grants
 from util.doctor.services import table_shape
+from util.reconcile.reconcile import Reconciler
 from util.resources import RESTORE_COMPLETED, utility_config_files
 from util.util_config import Config, load
+from util.worker import Worker
 
 ACCOUNT = "123456789012"  # moto's
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -62,6 +70,7 @@ class Resolved:
                 "AWS::AccountId": ACCOUNT,
                 "AWS::Region": REGION,
                 "AWS::Partition": "aws",
+                "AWS::StackName": "gas",
                 "AWS::NoValue": NO_VALUE,
             },
         )
@@ -82,17 +91,20 @@ class Resolved:
         resource = self.raw[name]
         properties = self.eval(resource["Properties"])
         return {
-            "AWS::SNS::Topic": lambda: self.arn("sns", properties["TopicName"]),
+            # Unnamed, CloudFormation names it after the stack and the logical id.
+            "AWS::SNS::Topic": lambda: self.arn("sns", properties.get("TopicName", name)),
             "AWS::SQS::Queue": lambda: properties["QueueName"],
             "AWS::S3::Bucket": lambda: properties["BucketName"],
         }.get(resource["Type"], lambda: name)()
 
     def get_att(self, name: str, attribute: str) -> str:
-        assert attribute == "Arn"
         resource = self.raw[name]
         if resource["Type"] == "AWS::SQS::Queue":
-            return self.arn("sqs", self.eval(resource["Properties"])["QueueName"])
-        return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+            queue = self.eval(resource["Properties"])["QueueName"]
+            return {"Arn": self.arn("sqs", queue), "QueueName": queue}[attribute]
+        if resource["Type"] == "AWS::IAM::Role" and attribute == "Arn":
+            return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+        return f"{name}.{attribute}"  # what only AWS knows (a version, a log group's ARN)
 
     @staticmethod
     def arn(service: str, name: str) -> str:
@@ -124,10 +136,18 @@ class Resolved:
             string, names = (argument, {}) if isinstance(argument, str) else argument
             names = {k: self.eval(v) for k, v in names.items()}
             return re.sub(
-                r"\$\{([\w:]+)\}",
-                lambda m: str(names[m[1]] if m[1] in names else self.ref(m[1])),
+                r"\$\{([\w:.]+)\}",
+                lambda m: str(
+                    names[m[1]]
+                    if m[1] in names
+                    else self.get_att(*m[1].split("."))
+                    if "." in m[1]
+                    else self.ref(m[1])
+                ),
                 string,
             )
+        if function == "Fn::Base64":  # the text the instance reads
+            return self.eval(argument)
         raise AssertionError(f"intrinsic function {function} not resolved here")
 
     def describe(self) -> dict[str, Any]:
@@ -435,3 +455,227 @@ def test_something_missing_from_the_template_is_drift(local: Local, removed: lis
         else:
             del damaged["Resources"][resource]
     assert local.template_state(damaged) != local.state()
+
+
+FLEET_ON = {
+    "Fleet": "true",
+    "FleetRelease": "s3://acme-releases/gas-1.0.tar.gz",
+    "FleetSubnets": "subnet-0123456789abcdef0",
+}
+ALARMS_ON = {"AlarmEmail": "ops@acme.example"}
+FLEET_KINDS = {
+    "AWS::EC2::LaunchTemplate",
+    "AWS::AutoScaling::AutoScalingGroup",
+    "AWS::AutoScaling::ScalingPolicy",
+}
+ALARM_KINDS = {"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard"}
+
+
+def test_cfn_lint_finds_nothing_with_the_fleet_and_the_alarms_on() -> None:
+    # cfn-lint checks every resource whatever its Condition (gas.yaml: both off); given these
+    # defaults it also checks the values a stack with both on is made with.
+    on = template()
+    for name, value in {**FLEET_ON, **ALARMS_ON}.items():
+        on["Parameters"][name]["Default"] = value
+    assert [str(match) for match in lint(yaml.safe_dump(on, sort_keys=False))] == []
+
+
+def test_the_fleet_and_the_alarms_are_made_only_when_asked() -> None:
+    def kinds(**parameters: str) -> set[str]:
+        return {r["Type"] for r in Resolved(template(), **parameters).resources.values()}
+
+    assert not kinds() & (FLEET_KINDS | ALARM_KINDS)
+    assert FLEET_KINDS <= kinds(**FLEET_ON) and not kinds(**FLEET_ON) & ALARM_KINDS
+    assert ALARM_KINDS <= kinds(**ALARMS_ON) and not kinds(**ALARMS_ON) & FLEET_KINDS
+
+
+def metric(query: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    m = query["MetricStat"]["Metric"]
+    return m["Namespace"], m["MetricName"], {d["Name"]: d["Value"] for d in m["Dimensions"]}
+
+
+def test_each_worker_queue_scales_the_fleet_on_its_backlog_per_instance() -> None:
+    # Given a stack with the fleet
+    fleet = Resolved(template(), **FLEET_ON)
+    made = {q["QueueName"] for q in fleet.of("AWS::SQS::Queue")}
+    [group] = fleet.of("AWS::AutoScaling::AutoScalingGroup")
+    # Then the group sends the metric the policies divide by (Auto Scaling's are opt-in)
+    assert {"Granularity": "1Minute", "Metrics": ["GroupInServiceInstances"]} in group[
+        "MetricsCollection"
+    ]
+    scaled = {}
+    for policy in fleet.of("AWS::AutoScaling::ScalingPolicy"):
+        assert policy["AutoScalingGroupName"] == "FleetGroup"
+        assert policy["PolicyType"] == "TargetTrackingScaling"
+        tracking = policy["TargetTrackingConfiguration"]
+        queries = {q["Id"]: q for q in tracking["CustomizedMetricSpecification"]["Metrics"]}
+        # And each tracks a queue it makes over the hosts in service, as AWS's example does
+        namespace, name, dimensions = metric(queries["m1"])
+        assert (namespace, name, set(dimensions)) == (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName"},
+        )
+        assert dimensions["QueueName"] in made
+        assert metric(queries["m2"]) == (
+            "AWS/AutoScaling",
+            "GroupInServiceInstances",
+            {"AutoScalingGroupName": "FleetGroup"},
+        )
+        assert queries["e1"]["Expression"] == "m1 / m2"
+        assert [i for i, q in queries.items() if q["ReturnData"]] == ["e1"]
+        assert float(tracking["TargetValue"]) >= 1
+        scaled[dimensions["QueueName"]] = tracking["TargetValue"]
+    # And every worker's queue has its policy
+    config = load(None, utility_config_files())
+    assert set(scaled) == {getattr(config, worker).queue for worker in WORKERS}
+
+
+def user_data(resolved: Resolved) -> str:
+    [launch] = resolved.of("AWS::EC2::LaunchTemplate")
+    return launch["LaunchTemplateData"]["UserData"]
+
+
+def test_a_new_release_replaces_the_hosts_one_at_a_time_each_signalling() -> None:
+    group = template()["Resources"]["FleetGroup"]
+    # The group follows the launch template's newest version, which a new release makes
+    assert group["Properties"]["LaunchTemplate"]["Version"] == {
+        "Fn::GetAtt": ["FleetLaunchTemplate", "LatestVersionNumber"]
+    }
+    first = user_data(Resolved(template(), **FLEET_ON))
+    second = user_data(
+        Resolved(template(), **{**FLEET_ON, "FleetRelease": "s3://acme-releases/gas-1.1.tar.gz"})
+    )
+    assert first != second and "'s3://acme-releases/gas-1.1.tar.gz'" in second
+    # And CloudFormation replaces the hosts one at a time, waiting for each one's signal
+    rolling = group["UpdatePolicy"]["AutoScalingRollingUpdate"]
+    assert rolling["MaxBatchSize"] == 1 and rolling["WaitOnResourceSignals"] is True
+    assert group["CreationPolicy"]["ResourceSignal"]["Count"] == {"Ref": "FleetMinSize"}
+    # Which a host sends, success once its workers consume their queues, failure on any error
+    assert "--resource FleetGroup" in first and "trap 'signal 1' ERR" in first
+    assert first.rstrip().endswith("signal 0")
+
+
+def test_a_host_installs_the_repositorys_units_and_the_stacks_settings_and_roles() -> None:
+    resolved = Resolved(template(), **FLEET_ON)
+    script = user_data(resolved)
+    units = ROOT / "deploy" / "systemd"
+    # The files it installs from the release are the repository's
+    commands = script.replace("\\\n", "").splitlines()
+    assert "cd /opt/gas/deploy/systemd" in commands
+    installed = [f for c in commands if c.startswith("install -m 644") for f in c.split()[3:-1]]
+    assert {"gas-worker@.service", "gas-reconcile.timer", "gas.sysusers.conf"} <= set(installed)
+    assert [f for f in installed if not (units / f).is_file()] == []
+    # And gas.env holds every setting the stack outputs, with the output's value
+    env = dict(
+        line.split("=", 1)
+        for line in script.split("/etc/gas/gas.env <<'END'\n")[1].split("\nEND")[0].splitlines()
+    )
+    outputs = template()["Outputs"]
+    settings = {
+        o["Description"]: resolved.eval(o["Value"])
+        for o in outputs.values()
+        if o["Description"].startswith("GAS_")
+    }
+    assert {k: env[k] for k in settings} == settings
+    assert env["GAS_METRICS_EMF"] == "stdout"  # the alarms' metrics
+    # And each utility it runs as its own role
+    for utility in [*WORKERS, "reconcile"]:
+        role = f"arn:aws:iam::{ACCOUNT}:role/Role{utility.title()}"
+        assert f"[profile gas-{utility}]\nrole_arn = {role}\n" in script
+    assert "systemctl enable --now " + " ".join(f"gas-worker@{w}" for w in WORKERS) in script
+    assert "systemctl enable --now gas-reconcile.timer" in script
+
+
+def boom(message: Any) -> Any:
+    raise RuntimeError("a bug")
+
+
+def test_each_alarm_watches_a_queue_the_template_makes_or_a_metric_the_code_emits(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given what the code emits: every worker's handler raising once, and a sweep pass
+    stack.config.metrics.emf = "stdout"
+    stack.config.worker.wait_seconds = 0
+    for worker in WORKERS:
+        queue = getattr(stack.config, worker).queue
+        stack.client("sqs").send_message(QueueUrl=stack.queue_url(queue), MessageBody="{}")
+        Worker(worker, boom, stack.config, stack.aws, queue).work(once=True)
+    Reconciler(stack.config, stack.aws, repair=False).run()
+    emitted = {
+        (m["namespace"], name, tuple(sorted(m["dimensions"].items())))
+        for line in emf.lines(capsys.readouterr().out)
+        for name, m in line.items()
+    }
+    # When the stack is made with the alarms
+    resolved = Resolved(template(), **ALARMS_ON)
+    queues = {q["QueueName"] for q in resolved.of("AWS::SQS::Queue")}
+    watched = []
+    for alarm in resolved.of("AWS::CloudWatch::Alarm"):
+        dimensions = tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"]))
+        watched.append((alarm["Namespace"], alarm["MetricName"], dimensions))
+        # Then each notifies the topic, and watches a queue the stack makes...
+        assert alarm["AlarmActions"] == [Resolved.arn("sns", "AlarmTopic")]
+        if alarm["Namespace"] == "AWS/SQS":
+            [(name, queue)] = dimensions
+            assert name == "QueueName" and queue in queues
+        else:  # ...or a metric the code emits, by name, namespace and dimensions
+            assert watched[-1] in emitted
+    # And every queue's dead letters and age, every worker's errors and the sweep are watched
+    sqs = [(m, q) for ns, m, ((_, q),) in [w for w in watched if w[0] == "AWS/SQS"]]
+    assert sorted(q for m, q in sqs if m == "ApproximateNumberOfMessagesVisible") == sorted(
+        q for q in queues if q.endswith("-dlq")
+    )
+    assert sorted(q for m, q in sqs if m == "ApproximateAgeOfOldestMessage") == sorted(
+        q for q in queues if not q.endswith("-dlq")
+    )
+    assert {d for ns, m, d in watched if m == "UnexpectedErrors"} == {
+        (("Utility", w),) for w in WORKERS
+    }
+    assert [m for ns, m, d in watched if d == (("Utility", "reconcile"),)] == ["FindingsLost"] * 2
+    # And the topic e-mails the address given
+    [topic] = [t for t in resolved.of("AWS::SNS::Topic") if "Subscription" in t]
+    assert topic["Subscription"] == [{"Protocol": "email", "Endpoint": "ops@acme.example"}]
+
+
+ALARM_FIELDS = (
+    "AlarmName",
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "Period",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+)
+
+
+def alarm_shape(alarm: dict[str, Any]) -> dict[str, Any]:
+    shape = {k: alarm.get(k) for k in ALARM_FIELDS}
+    shape["Threshold"] = float(shape["Threshold"])  # a Number parameter's Ref is its text
+    return shape
+
+
+def test_the_template_makes_the_alarms_the_local_stack_makes(stack: Stack) -> None:
+    local = stack.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    made = Resolved(template(), **ALARMS_ON).of("AWS::CloudWatch::Alarm")
+    assert sorted(map(alarm_shape, made), key=str) == sorted(map(alarm_shape, local), key=str)
+
+
+def test_the_capacity_table_gives_the_templates_targets() -> None:
+    page = (ROOT / "docs" / "deploy.md").read_text()
+    table = page.split("### Capacity")[1].split("\n## ")[0]
+    rows = {
+        cells[0]: cells[-1]
+        for line in table.splitlines()
+        if line.startswith("| ")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    defaults = template()["Parameters"]
+    assert {w: rows[w] for w in WORKERS} == {
+        w: defaults[f"Fleet{w.title()}Backlog"]["Default"] for w in WORKERS
+    }

@@ -58,6 +58,57 @@ def test_unknown_keys_and_sections_in_files_are_named(tmp_path: Path) -> None:
         load("archive", [tmp_path / "missing.ini"], environ={})
 
 
+def test_a_utf8_file_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    # Notepad's "UTF-8 with BOM": the mark is no part of the first line
+    path = tmp_path / "bom.ini"
+    path.write_bytes("\ufeff[archive]\ngrace_seconds = 7\n".encode("utf-8"))
+    assert load("archive", [path], environ={}).archive.grace_seconds == 7
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("[archive]\ngrace_seconds = 7\n".encode("utf-16"), ": UTF-16"),
+        ("[archive]\ngrace_seconds = 7\n".encode("utf-16-le"), ": UTF-16"),
+        (
+            "[notify]\nsender = café@example.com\n".encode("latin-1"),
+            ", line 2: not UTF-8",
+        ),
+    ],
+    ids=["utf-16", "utf-16-without-bom", "latin-1"],
+)
+def test_a_file_not_in_utf8_is_named_in_one_line(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    path = tmp_path / "other.ini"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load("archive", [path], environ={})
+    message = str(raised.value)
+    assert message.startswith(f"config file {path}{problem}"), message
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[archive]\ngrace_seconds = 7\npart_size_mib\n", "line 3: 'part_size_mib' is not"),
+        ("grace_seconds = 7\n[archive]\n", "line 1: 'grace_seconds = 7' comes before"),
+        ("[archive]\n\ngrace_seconds = 1\ngrace_seconds = 2\n", "line 4: option"),
+    ],
+    ids=["no-equals-sign", "no-section-header", "a-key-twice"],
+)
+def test_a_syntax_error_names_the_file_and_the_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = write(tmp_path, "bad.ini", text)
+    with pytest.raises(ConfigError) as raised:
+        load("archive", [path], environ={})
+    message = str(raised.value)
+    assert message.startswith(f"config file {path}, {problem}"), message
+    assert len(message.splitlines()) == 1
+
+
 TABLE_START = "<!-- settings table: generated, do not edit by hand -->\n"
 TABLE_END = "\n<!-- end of settings table -->"
 

@@ -1,19 +1,23 @@
 """util/doctor's judgements that a whole stack cannot show (tests/integration/test_doctor_process.py
 runs the doctor against one): lifecycle rules moto does not keep as S3 does (it drops
 NewerNoncurrentVersions), and the policy statements a role's check reads where IAM's
-simulation is not available.
+simulation is not available; and the alarms' checks, against the local stack in process.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from moto import mock_aws
 
+from localaws.stack import ALARM_EMAIL, ALARM_TOPIC
+from tests.conftest import Stack
 from util.aws import Aws
+from util.doctor.alarms import alarm_checks, alarms
 from util.doctor.buckets import lifecycle_facts
 from util.doctor.iam import RoleDecisions
 from util.resources import utility_config_files
@@ -107,3 +111,73 @@ def test_not_action_excludes_and_a_deny_with_conditions_is_not_taken(aws: Aws) -
 def test_an_allow_for_another_key_does_not_cover_this_one(aws: Aws) -> None:
     arn = role(aws, {"Effect": "Allow", "Action": USE, "Resource": KEY.replace("1234abcd", "ffff")})
     assert RoleDecisions(aws, arn).denied(USE, [KEY]) == [(a, KEY) for a in USE]
+
+
+# -- the alarms (util/doctor/alarms.py), against the local stack, which makes them ----------
+
+TOPIC = f"arn:aws:sns:us-east-1:123456789012:{ALARM_TOPIC}"
+
+
+def alarm_lines(stack: Stack) -> list[str]:
+    return [c.line() for c in alarm_checks(stack.aws, stack.config)]
+
+
+def test_the_local_stacks_alarms_exist_and_page_someone(stack: Stack) -> None:
+    assert alarm_lines(stack) == [
+        f"✔ alarms: all {len(alarms(stack.config))} exist and notify {TOPIC}",
+        f"✔ alarm topic {TOPIC}: pages {ALARM_EMAIL}",
+    ]
+
+
+def test_a_missing_alarm_is_named_with_the_command_that_makes_it(stack: Stack) -> None:
+    # Given a stack that lost one alarm
+    cloudwatch = stack.client("cloudwatch")
+    cloudwatch.delete_alarms(AlarmNames=["gas-thaw-dlq-not-empty"])
+    # When the doctor looks, then it names it, and its fix is the command that makes it
+    [line, topic] = alarm_lines(stack)
+    what, _, fix = line.partition(" — fix: ")
+    assert what == "✘ alarm gas-thaw-dlq-not-empty: missing"
+    assert topic.startswith("✔ alarm topic")
+    command = shlex.split(fix)
+    assert command[:4] == ["aws", "cloudwatch", "put-metric-alarm", "--cli-input-json"]
+    cloudwatch.put_metric_alarm(**json.loads(command[4]))
+    # And once it is run, all is well again
+    assert alarm_lines(stack)[0].startswith("✔ alarms: all")
+
+
+def test_an_alarm_watching_another_queue_is_wrong(stack: Stack) -> None:
+    [alarm] = [a for a in alarms(stack.config) if a.name == "gas-archive-dlq-not-empty"]
+    arguments = {**alarm.arguments(), "Dimensions": [{"Name": "QueueName", "Value": "gas-x"}]}
+    stack.client("cloudwatch").put_metric_alarm(**arguments, AlarmActions=[TOPIC])
+    assert alarm_lines(stack)[0].startswith(
+        "✘ alarm gas-archive-dlq-not-empty: watches ('AWS/SQS', "
+        "'ApproximateNumberOfMessagesVisible', [('QueueName', 'gas-x')], 'Maximum'), not "
+    )
+
+
+def test_an_alarm_that_notifies_no_one_is_wrong(stack: Stack) -> None:
+    [alarm] = [a for a in alarms(stack.config) if a.name == "GAS-notify-unexpected-errors"]
+    stack.client("cloudwatch").put_metric_alarm(**alarm.arguments())
+    [line, _] = alarm_lines(stack)
+    assert line.startswith("✘ alarm GAS-notify-unexpected-errors: notifies no one — fix: ")
+    assert TOPIC in line  # the command names the topic the other alarms notify
+
+
+def test_no_alarm_at_all_says_to_deploy_them(stack: Stack) -> None:
+    stack.client("cloudwatch").delete_alarms(AlarmNames=[a.name for a in alarms(stack.config)])
+    assert alarm_lines(stack) == [
+        f"✘ alarms: none of the {len(alarms(stack.config))} exist: nothing pages anyone — "
+        "fix: deploy deploy/cloudformation/gas.yaml with AlarmEmail=<your address> "
+        "(docs/deploy.md#alarms)"
+    ]
+
+
+def test_an_alarm_topic_without_a_subscription_pages_no_one(stack: Stack) -> None:
+    sns = stack.client("sns")
+    for subscription in sns.list_subscriptions_by_topic(TopicArn=TOPIC)["Subscriptions"]:
+        sns.unsubscribe(SubscriptionArn=subscription["SubscriptionArn"])
+    assert alarm_lines(stack)[1] == (
+        f"✘ alarm topic {TOPIC}: no subscription: nobody is paged — fix: aws sns subscribe "
+        f"--topic-arn {TOPIC} --protocol email --notification-endpoint <your address>, "
+        "then click the link"
+    )

@@ -7,6 +7,7 @@ import configparser
 from pathlib import Path
 
 from tests.conftest import ROOT
+from util.process import EXIT_AWS, EXIT_CONFIG
 from util.util_config import KEYS
 
 UNITS = ROOT / "deploy" / "systemd"
@@ -34,12 +35,20 @@ def test_stop_timeout_covers_a_long_poll_and_the_drain() -> None:
     assert service["Restart"] == "on-failure" and service["User"] == "gas"
 
 
+def test_a_worker_is_restarted_after_aws_was_out_of_reach_not_after_a_configuration_error() -> None:
+    # A queue or a setting that is wrong stays wrong: restarting every RestartSec is a loop.
+    service = service_section()
+    assert str(EXIT_CONFIG) in service["RestartPreventExitStatus"].split()
+    assert str(EXIT_AWS) not in service["RestartPreventExitStatus"].split()
+
+
 RECONCILE = UNITS / "gas-reconcile.service"
 
 
 def test_the_reconcile_service_is_a_oneshot_as_gas() -> None:
     service = service_section(RECONCILE)
     assert service["Type"] == "oneshot" and service["User"] == "gas"
+    assert service.get("Restart", "no") == "no"  # a failed pass is not run again at once
 
 
 def test_the_reconcile_timer_starts_it_daily() -> None:

@@ -280,6 +280,22 @@ def test_a_queue_without_dead_letter_queue_is_refused(stack: Stack) -> None:
         Worker("test", lambda m: done(), stack.config, stack.aws, "no-dlq")
 
 
+def test_a_queue_that_does_not_exist_is_named_with_its_setting(stack: Stack) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Worker("test", lambda m: done(), stack.config, stack.aws, "gas-archve", setting="[x] q")
+    assert str(raised.value) == "[x] q = 'gas-archve': no such queue in us-east-1"
+
+
+def test_a_dead_letter_queue_that_does_not_exist_is_named(stack: Stack) -> None:
+    # Given a queue whose dead-letter queue was deleted after its RedrivePolicy named it
+    stack.client("sqs").delete_queue(QueueUrl=stack.queue_url(f"{QUEUE}-dlq"))
+    with pytest.raises(ConfigError) as raised:
+        Worker("test", lambda m: done(), stack.config, stack.aws, QUEUE, setting="[x] q")
+    assert str(raised.value) == (
+        f"[x] q = {QUEUE!r}: its dead-letter queue {QUEUE}-dlq (RedrivePolicy) does not exist"
+    )
+
+
 class ProcessExit(Exception):
     """os._exit, called in a test: raised instead of ending the test run (with status 0)."""
 

@@ -1,9 +1,11 @@
-"""``python -m util.doctor [--config FILE]... [--role UTILITY=ARN]...``: check a deployment.
+"""``python -m util.doctor [--role UTILITY=ARN]... [--format text|json] [option]...``: check a
+deployment.
 
 Reads the configuration as the workers do (every utility's .ini, each --config, GAS_*
 variables), looks at the account the standard AWS chain reaches, and prints one line per
-check: ``✔`` what is right, ``✘`` what is wrong with the fix, ``-`` what it could not check.
-Exit 0 when nothing is ``✘``, 1 otherwise, 2 on a bad setting.
+check: ``✔`` what is right, ``✘`` what is wrong with the fix, ``-`` what it could not check
+(``--format json``: an object per check). Exit 0 when nothing is ``✘``, 1 otherwise, 2 on a
+bad setting.
 
 `describe` reads what the utilities depend on into plain data; the checks (services.py,
 buckets.py, iam.py beside this file) judge that data against util/resources.py, and a test
@@ -22,8 +24,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploy.iam import UTILITIES
+from util import cli
 from util.archives import backend_class
 from util.aws import Aws
+from util.doctor.alarms import alarm_checks
 from util.doctor.buckets import bucket_checks, read_bucket
 from util.doctor.common import TEMPLATE, Check, missing
 from util.doctor.iam import Grant, grants, key_checks, simulate
@@ -35,6 +39,7 @@ from util.doctor.services import (
     table_shape,
     topic_checks,
 )
+from util.process import configure_logging
 from util.resources import (
     tables,
     topics,
@@ -42,7 +47,7 @@ from util.resources import (
     worker_queues,
     written_buckets,
 )
-from util.util_config import Config, ConfigError, add_config_option, load
+from util.util_config import Config, ConfigError, load
 
 # The AWS defaults of what a template leaves out, so that both sides read alike.
 SQS_DEFAULTS = {"VisibilityTimeout": 30, "MessageRetentionPeriod": 345600}
@@ -179,11 +184,18 @@ def role_argument(text: str) -> tuple[str, str]:
     return utility, arn
 
 
+def as_json(c: Check) -> dict[str, Any]:
+    """One check as an object: what, its status (ok, wrong, unchecked) and the fix (or null)."""
+    status = "unchecked" if c.ok is None else "ok" if c.ok else "wrong"
+    return {"check": c.what, "status": status, "fix": c.fix or None}
+
+
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m util.doctor", description=__doc__.split("\n")[0]
+    parser = cli.parser(
+        "doctor",
+        "check a deployment",
+        results="an object per check: its check, status (ok, wrong, unchecked) and fix",
     )
-    add_config_option(parser)
     parser.add_argument(
         "--role",
         action="append",
@@ -198,6 +210,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     except ConfigError as exc:
         print(f"doctor: config error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(*cli.log_settings(args, config))
     aws = Aws(config)
     roles = dict(args.role)
     try:
@@ -206,12 +219,16 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             *check(aws, config, state),
             *simulate(aws, config, roles),
             *key_checks(aws, config, state, roles),
+            *alarm_checks(aws, config),
         ]
     except (BotoCoreError, ClientError) as exc:
         print(f"doctor: cannot look at the account: {exc}", file=sys.stderr)
         return 1
+    failed = sum(c.ok is False for c in checks)
+    if args.format == "json":
+        out(json.dumps({"checks": [as_json(c) for c in checks], "to_fix": failed}, indent=1))
+        return 1 if failed else 0
     for c in checks:
         out(c.line())
-    failed = sum(c.ok is False for c in checks)
     out(f"{len(checks)} checks, {failed} to fix" if failed else f"{len(checks)} checks, all fine")
     return 1 if failed else 0

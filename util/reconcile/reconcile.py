@@ -11,7 +11,6 @@ docs/reconcile-and-metrics.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -28,7 +27,7 @@ if __package__ in (None, ""):  # run as `python util/reconcile/reconcile.py`
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from util import metrics
+from util import cli, metrics
 from util.archives import backend_for
 from util.aws import Aws, head_object
 from util.helpers import Annotations, Users
@@ -68,7 +67,7 @@ from util.schema import (
     THAW_TIME,
     USER_ID,
 )
-from util.util_config import Config, ConfigError, add_config_option, load
+from util.util_config import Config, ConfigError, load
 
 log = logging.getLogger("gas")
 
@@ -408,19 +407,19 @@ class Reconciler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="reconcile", description="GAS anti-entropy pass")
-    add_config_option(parser)
+    parser = cli.parser(
+        "reconcile", "GAS anti-entropy pass", results="the pass's report, as saved for util.status"
+    )
     parser.add_argument(
         "--repair", action="store_true", help="act on what is found (default: report only)"
     )
-    parser.add_argument("--format", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
     try:
         config = load("reconcile", args.config)
     except ConfigError as exc:
         print(f"reconcile: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(config.worker.log_format, config.worker.log_level)
+    configure_logging(*cli.log_settings(args, config))
     try:
         report = Reconciler(
             config, Aws(config, connections=config.reconcile.scan_segments * 2), args.repair

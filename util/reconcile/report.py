@@ -12,6 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from util.aws import S3_NOT_FOUND
+from util.cli import counted
 
 ARCHIVE_NOT_REQUESTED = "archive-not-requested"
 RESULT_NOT_DELETED = "result-not-deleted"
@@ -87,7 +88,7 @@ def load_report(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
 def render_text(report: Report) -> str:
     lines = [
         f"reconcile ({'repair' if report.repair else 'dry run'}, backend "
-        f"{report.backend}): scanned {report.scanned}"
+        f"{report.backend}): scanned {counted(report.scanned)}"
     ]
     lines += [f"note: {note}" for note in report.notes]
     for f in report.findings:

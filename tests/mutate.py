@@ -50,6 +50,8 @@ AWS = "util/aws.py"
 RECONCILE = "util/reconcile/reconcile.py"
 REPAIRS = "util/reconcile/repairs.py"
 RECONCILE_REPORT = "util/reconcile/report.py"
+UTIL_CONFIG = "util/util_config.py"
+PROCESS = "util/process.py"
 
 T_ARCHIVE = "tests/unit/test_archive.py"
 T_RESTORE = "tests/unit/test_restore.py"
@@ -59,6 +61,9 @@ T_WORKER = "tests/unit/test_worker.py"
 T_S3 = "tests/unit/test_s3_backend.py"
 T_TRANSFERS = "tests/unit/test_transfers.py"
 T_RECONCILE = "tests/unit/test_reconcile.py"
+T_CONFIG = "tests/unit/test_config.py"
+T_LOGGING = "tests/unit/test_process_logging.py"
+T_START = "tests/integration/test_start_and_once_process.py"
 
 
 @dataclass(frozen=True)
@@ -1105,6 +1110,42 @@ MUTANTS: list[Mutant] = [
         'if any(not f.action.startswith(("done", "waits")) for f in self.findings):',
         'if any(not f.action.startswith("done") for f in self.findings):',
         (T_RECONCILE,),
+    ),
+    # -- the operator's surface: a wrong setting stops a worker for good, logs stay bounded --
+    M(
+        "sqs: a queue that does not exist is not a configuration error",
+        SQS,
+        "except self.sqs.exceptions.QueueDoesNotExist:\n            region",
+        "except ZeroDivisionError:\n            region",
+        (T_WORKER,),
+    ),
+    M(
+        "sqs: a dead-letter queue that does not exist is not a configuration error",
+        SQS,
+        "except self.sqs.exceptions.QueueDoesNotExist:\n            message",
+        "except ZeroDivisionError:\n            message",
+        (T_WORKER,),
+    ),
+    M(
+        "config: a file with a byte order mark not read",
+        UTIL_CONFIG,
+        'data.decode("utf-8-sig")',
+        'data.decode("utf-8")',
+        (T_CONFIG,),
+    ),
+    M(
+        "worker: --once waits the full long poll",
+        WORKER,
+        "wait = min(wait, ONCE_WAIT_SECONDS)",
+        "wait = wait",
+        (T_START,),
+    ),
+    M(
+        "process: a long value not cut in the logs",
+        PROCESS,
+        "line if len(line) <= limit else",
+        "line if True else",
+        (T_LOGGING,),
     ),
 ]
 

@@ -41,6 +41,17 @@ def restore(stack: Stack, handler: Restorer | None = None, user_id: str = "u-ali
     return (handler or restorer(stack))(message(user_id=user_id))
 
 
+def claimed_elsewhere(stack: Stack, job_id: str) -> None:
+    """Another worker's live retrieval claim on the job ("claim:other", 120 s from NOW)."""
+    stack.client("dynamodb").update_item(
+        TableName=stack.config.gas.annotations_table,
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression="SET #j = :c, #e = :e",
+        ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
+        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}},
+    )
+
+
 def requests_sent(client, operation: str) -> list:
     """Every HTTP request of `operation` the client sends from now on, botocore's retries
     included (the process shares the client)."""
@@ -221,13 +232,7 @@ def test_a_result_another_worker_is_starting_is_looked_at_again_when_its_claim_l
     stack: Stack, premium_alice: dict[str, bytes]
 ) -> None:
     # Given another worker that claimed j1 and died before starting its retrieval
-    stack.client("dynamodb").update_item(
-        TableName=stack.config.gas.annotations_table,
-        Key={"job_id": {"S": "j1"}},
-        UpdateExpression="SET #j = :c, #e = :e",
-        ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
-        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}},
-    )
+    claimed_elsewhere(stack, "j1")
     # When restore runs (and has waited for that claim as long as it waits)
     handler = restorer(stack)
     handler.retrievals.claim_wait_seconds = 0
@@ -244,13 +249,7 @@ def test_a_claim_let_go_while_it_is_waited_for_is_taken_again(
 ) -> None:
     # Given another worker's live claim on j1, let go (its start failed, or the sweep cleared
     # it) while this worker waits for it
-    stack.client("dynamodb").update_item(
-        TableName=stack.config.gas.annotations_table,
-        Key={"job_id": {"S": "j1"}},
-        UpdateExpression="SET #j = :c, #e = :e",
-        ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
-        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}},
-    )
+    claimed_elsewhere(stack, "j1")
     other = Annotations(stack.aws, stack.config.gas.annotations_table)
     waits = SimpleNamespace(
         monotonic=time.monotonic,
@@ -269,13 +268,7 @@ def test_a_failed_start_releases_only_its_own_claim(
     stack: Stack, premium_alice: dict[str, bytes]
 ) -> None:
     # Given a worker whose claim on j1 lapsed, and another worker's claim on it since
-    stack.client("dynamodb").update_item(
-        TableName=stack.config.gas.annotations_table,
-        Key={"job_id": {"S": "j1"}},
-        UpdateExpression="SET #j = :c, #e = :e",
-        ExpressionAttributeNames={"#j": RESTORE_JOB_ID, "#e": RESTORE_EXPIRES},
-        ExpressionAttributeValues={":c": {"S": "claim:other"}, ":e": {"N": str(int(NOW) + 120)}},
-    )
+    claimed_elsewhere(stack, "j1")
     # When the first worker's InitiateJob fails and it lets go of its claim
     restorer(stack).retrievals.release("j1", "claim:mine")
     # Then the other worker's claim stands: its retrieval is not started a second time

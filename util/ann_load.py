@@ -37,7 +37,7 @@ from util.ann_load_aws import (
     Submitter,
     process_aws,
 )
-from util.ann_load_cleanup import CLEANUP_THREADS, CleanupError, clean_only, cleanup
+from util.ann_load_cleanup import CLEANUP_THREADS, CleanupError, clean_only, cleanup, say_removed
 from util.ann_load_schedule import (
     BATCH_MAX,
     SAMPLE_EVERY_SECONDS,
@@ -192,8 +192,7 @@ def load_test(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     write_outputs(out, records, summary, sampler.timeline)
     print_summary(summary, out)
     if args.cleanup:
-        removed = cleanup(config, aws, f"{SYNTHETIC_JOB_PREFIX}{run_id}-")
-        print(f"ann_load: cleanup: removed {cli.counted(removed)}")
+        say_removed(cleanup(config, aws, f"{SYNTHETIC_JOB_PREFIX}{run_id}-"))
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
     return EXIT_INCOMPLETE if summary["jobs"]["completed"] < len(records) else 0

@@ -115,6 +115,11 @@ def cleanup(config: Config, aws: Aws, job_prefix: str) -> dict[str, int]:
     return counts
 
 
+def say_removed(counts: dict[str, int]) -> None:
+    """The cleanup's one line: what it removed, in words."""
+    say_removed(counts)
+
+
 def _delete_objects(s3: Any, bucket: str, keys: list[str]) -> int:
     for start in range(0, len(keys), 1000):
         response = s3.delete_objects(

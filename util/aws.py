@@ -55,6 +55,12 @@ def final_answers(client: BaseClient, operation: str, *codes: str) -> None:
     )
 
 
+def queue_name(name_or_url: str) -> str:
+    """A queue's name, given by name or by URL (its last path segment): CloudWatch's
+    QueueName dimension, and the stem of its dead-letter queue's name."""
+    return name_or_url.rstrip("/").rsplit("/", 1)[-1]
+
+
 class Aws:
     """One boto3 session and lazily made clients, configured once for the whole process.
 

@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from util import cli
-from util.aws import Aws
+from util.aws import Aws, queue_name
 from util.helpers import Annotations
 from util.parsers import argument, int_range
 from util.process import configure_logging
@@ -50,7 +50,7 @@ def queue_status(aws: Aws, queue: str, reasons: int) -> dict[str, Any]:
         "visible": int(attributes["ApproximateNumberOfMessages"]),
         "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"]),
         "delayed": int(attributes["ApproximateNumberOfMessagesDelayed"]),
-        "oldest_seconds": oldest_age(aws, queue.rsplit("/", 1)[-1]),
+        "oldest_seconds": oldest_age(aws, queue_name(queue)),
     }
     dead_letter = queue + DEAD_LETTER_SUFFIX
     if "RedrivePolicy" in attributes:
@@ -67,13 +67,13 @@ def queue_status(aws: Aws, queue: str, reasons: int) -> dict[str, Any]:
     return status
 
 
-def oldest_age(aws: Aws, queue_name: str) -> float | None:
+def oldest_age(aws: Aws, name: str) -> float | None:
     """CloudWatch's latest ApproximateAgeOfOldestMessage (5-minute maximum), if it has one."""
     now = datetime.now(timezone.utc)
     points = aws.client("cloudwatch").get_metric_statistics(
         Namespace="AWS/SQS",
         MetricName="ApproximateAgeOfOldestMessage",
-        Dimensions=[{"Name": "QueueName", "Value": queue_name}],
+        Dimensions=[{"Name": "QueueName", "Value": name}],
         StartTime=now - timedelta(minutes=15),
         EndTime=now,
         Period=300,

@@ -9,7 +9,8 @@ import json
 from typing import Any
 
 from deploy.cloudformation.common import ADDRESS, base, camel, sub
-from util.doctor.alarms import SQS, Alarm, alarms, oldest_message_seconds, queue_name
+from util.aws import queue_name
+from util.doctor.alarms import SQS, Alarm, alarms, oldest_message_seconds
 from util.resources import DEAD_LETTER_SUFFIX, worker_queues
 from util.util_config import Config
 

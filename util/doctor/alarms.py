@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from deploy.iam import WORKERS
 from util import metrics
-from util.aws import Aws
+from util.aws import Aws, queue_name
 from util.doctor.common import TEMPLATE, Check, missing
 from util.reconcile.report import LOST
 from util.resources import DEAD_LETTER_SUFFIX, worker_queues
@@ -69,10 +69,6 @@ class Alarm:
 
     def watches(self) -> tuple[str, str, list[tuple[str, str]], str]:
         return self.namespace, self.metric, sorted(self.dimensions), self.statistic
-
-
-def queue_name(name_or_url: str) -> str:
-    return name_or_url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def oldest_message_seconds(config: Config) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 from deploy.iam import Arns
 from util.archives import backend_class, backend_for
-from util.aws import Aws
+from util.aws import Aws, queue_name
 from util.doctor.common import TEMPLATE, UNAVAILABLE, Check, probe, reason
 from util.doctor.iam import allows
 from util.resources import (
@@ -32,7 +32,7 @@ def queue_checks(config: Config, queues: dict[str, Any]) -> Iterator[Check]:
     for name in worker_queues(config):
         queue = queues.get(name)
         redrive = queue and queue["RedrivePolicy"]
-        dead_letter = name.rstrip("/").rsplit("/", 1)[-1] + DEAD_LETTER_SUFFIX
+        dead_letter = queue_name(name) + DEAD_LETTER_SUFFIX
         if queue is None:
             yield Check(False, f"queue {name}: missing", f"create it ({TEMPLATE})")
         elif not redrive or redrive["deadLetterQueue"] not in queues:

@@ -151,3 +151,20 @@ def test_sns_delivers_to_a_subscribed_queue_in_its_envelope(account: Account) ->
     assert envelope["MessageId"] == published["MessageId"]
     assert envelope["Subject"] == "result"
     assert {"Timestamp", "Signature", "SigningCertURL"} <= envelope.keys()
+
+
+def test_a_queue_that_does_not_exist_is_queue_does_not_exist(account: Account) -> None:
+    # A worker's queue setting that names no queue: the worker says so and stops (util/sqs.py)
+    sqs = account.client("sqs", attempts=1)
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.get_queue_url(QueueName=unique())
+
+
+@local_gap("moto confirms an e-mail subscription at once")
+def test_an_email_subscription_is_pending_until_confirmed(account: Account) -> None:
+    # The alarms' topic pages nobody until its e-mail link is clicked (util/doctor/alarms.py)
+    sns = account.client("sns")
+    topic = str(sns.create_topic(Name=unique())["TopicArn"])
+    account.cleanups.append(lambda: sns.delete_topic(TopicArn=topic))
+    answer = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="gas-contract@example.com")
+    assert answer["SubscriptionArn"] == "pending confirmation"
